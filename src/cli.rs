@@ -1,0 +1,469 @@
+//! Subcommands and their output: human text, or JSON (Lines) with `--json`.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::{self, CardFilter, Config};
+use crate::contact::{self, CardContact, CardRef, DesiredSet, PhoneOutcome};
+use crate::phone::{DefaultRegion, Validity};
+use crate::source;
+use crate::vcard::{self, CardOutcome, ParsedFile};
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    pub const SUCCESS: u8 = 0;
+    /// Something failed at run time (I/O, state).
+    pub const FAILURE: u8 = 1;
+    /// Unusable command line (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The configuration file is missing or invalid.
+    pub const CONFIG: u8 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "contactsyncd",
+    version,
+    about = "Keeps your Telegram and WhatsApp contact lists equal to your vCard address book"
+)]
+pub struct Cli {
+    /// Configuration file [default: $CONTACTSYNCD_CONFIG, else
+    /// $XDG_CONFIG_HOME/contactsyncd/config.toml, else /etc/contactsyncd/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show how every card is understood: names, phones in E.164, problems
+    Inspect(InspectArgs),
+    /// Validate the configuration and print it with defaults applied
+    CheckConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// vCard files or directories; without any, the configured sources are read
+    pub paths: Vec<PathBuf>,
+    /// Region for numbers written without a country code (ISO 3166 alpha-2, e.g. DE)
+    #[arg(long, value_name = "CC")]
+    pub region: Option<String>,
+    /// JSON Lines: one object per card, per file-level problem, and a final summary
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A command's failure, with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl From<config::ConfigError> for Failure {
+    fn from(error: config::ConfigError) -> Self {
+        Self {
+            code: exit::CONFIG,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self {
+            code: exit::FAILURE,
+            error,
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Inspect(args) => inspect(cli.config.as_deref(), args),
+        Command::CheckConfig => check_config(cli.config.as_deref()),
+    }
+}
+
+fn check_config(path: Option<&Path>) -> Result<(), Failure> {
+    let config = config::load(path)?;
+    let rendered = toml::to_string(&config).context("rendering the effective configuration")?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "# {}: valid", config.file.display()).context("writing to stdout")?;
+    writeln!(out, "# effective configuration, defaults applied:").context("writing to stdout")?;
+    write!(out, "{rendered}").context("writing to stdout")?;
+    if config.default_region.is_none() {
+        writeln!(
+            out,
+            "# note: without default_region only numbers written with + (or tel:+) can be synced"
+        )
+        .context("writing to stdout")?;
+    }
+    Ok(())
+}
+
+/// What `inspect` reads: named paths, or the configured sources.
+struct InspectTarget {
+    source: String,
+    path: PathBuf,
+    filter: CardFilter,
+}
+
+fn inspect(config_path: Option<&Path>, args: InspectArgs) -> Result<(), Failure> {
+    let explicit_region = match &args.region {
+        Some(code) => Some(DefaultRegion::parse(code).map_err(|message| Failure {
+            code: exit::USAGE,
+            error: anyhow::anyhow!("--region: {message}"),
+        })?),
+        None => None,
+    };
+    if let Some(missing) = args.paths.iter().find(|p| !p.exists()) {
+        return Err(Failure {
+            code: exit::USAGE,
+            error: anyhow::anyhow!("{}: no such file or directory", missing.display()),
+        });
+    }
+    let (targets, region) = if args.paths.is_empty() {
+        let config = config::load(config_path)?;
+        (
+            targets_of(&config),
+            explicit_region.or(config.default_region),
+        )
+    } else {
+        // Paths need no configuration; a valid one still lends its region.
+        let config_region = explicit_region.is_none().then(|| {
+            config::load(config_path)
+                .ok()
+                .and_then(|c| c.default_region)
+        });
+        let targets = args
+            .paths
+            .iter()
+            .map(|path| InspectTarget {
+                source: path.display().to_string(),
+                path: path.clone(),
+                filter: CardFilter::default(),
+            })
+            .collect();
+        (targets, explicit_region.or(config_region.flatten()))
+    };
+
+    let stdout = io::stdout().lock();
+    let mut report = Report::new(io::BufWriter::with_capacity(1 << 16, stdout), args.json);
+    let mut understood: Vec<(CardRef, CardContact)> = Vec::new();
+    for (order, target) in targets.iter().enumerate() {
+        let listing = source::list_files(&target.path);
+        for (path, err) in &listing.errors {
+            report.file_error(path, &format!("cannot read: {err}"))?;
+        }
+        for file in &listing.files {
+            report.files += 1;
+            let parsed = match vcard::parse_path(file) {
+                Ok(parsed) => parsed,
+                Err(err) => {
+                    report.file_error(file, &err.to_string())?;
+                    continue;
+                }
+            };
+            report.parsed_file(file, &parsed)?;
+            for outcome in &parsed.cards {
+                let contact = outcome
+                    .result
+                    .as_ref()
+                    .ok()
+                    .map(|card| contact::understand(card, region, &target.filter));
+                report.card(file, outcome, contact.as_ref())?;
+                if let Some(contact) = contact {
+                    understood.push((
+                        CardRef {
+                            source_order: order,
+                            source: target.source.clone(),
+                            file: file.clone(),
+                            card: outcome.index,
+                        },
+                        contact,
+                    ));
+                }
+            }
+        }
+    }
+    let set = DesiredSet::build(understood.iter().map(|(r, c)| (r.clone(), c)));
+    report.finish(&set, region)?;
+    Ok(())
+}
+
+fn targets_of(config: &Config) -> Vec<InspectTarget> {
+    config
+        .sources
+        .iter()
+        .map(|s| InspectTarget {
+            source: s.name.clone(),
+            path: s.path.clone(),
+            filter: s.filter.clone(),
+        })
+        .collect()
+}
+
+/// Streams the inspect report and keeps the totals.
+struct Report<W: Write> {
+    out: W,
+    json: bool,
+    files: usize,
+    file_errors: usize,
+    incomplete_files: usize,
+    cards: usize,
+    cards_with_errors: usize,
+    phones: usize,
+    rejected_phones: usize,
+    no_region_phones: usize,
+}
+
+impl<W: Write> Report<W> {
+    fn new(out: W, json: bool) -> Self {
+        Self {
+            out,
+            json,
+            files: 0,
+            file_errors: 0,
+            incomplete_files: 0,
+            cards: 0,
+            cards_with_errors: 0,
+            phones: 0,
+            rejected_phones: 0,
+            no_region_phones: 0,
+        }
+    }
+
+    fn line(&mut self, value: &serde_json::Value) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.out, value).context("writing to stdout")?;
+        self.out.write_all(b"\n").context("writing to stdout")
+    }
+
+    fn file_error(&mut self, file: &Path, error: &str) -> anyhow::Result<()> {
+        self.file_errors += 1;
+        if self.json {
+            self.line(&json!({"file": file, "error": error}))
+        } else {
+            writeln!(self.out, "{}\n  error: {error}", file.display()).context("writing to stdout")
+        }
+    }
+
+    fn parsed_file(&mut self, file: &Path, parsed: &ParsedFile) -> anyhow::Result<()> {
+        if !self.json {
+            writeln!(self.out, "{}", file.display()).context("writing to stdout")?;
+        }
+        for notice in &parsed.notices {
+            if self.json {
+                self.line(&json!({"file": file, "line": notice.line, "warning": notice.message}))?;
+            } else {
+                writeln!(
+                    self.out,
+                    "  warning (line {}): {}",
+                    notice.line, notice.message
+                )
+                .context("writing to stdout")?;
+            }
+        }
+        if let Some(incomplete) = parsed.incomplete {
+            self.incomplete_files += 1;
+            self.file_errors += 1;
+            let message = format!(
+                "incomplete: the file ends inside card {} (BEGIN:VCARD at line {}); it may still be being written, so the sync will wait for a complete file",
+                incomplete.card, incomplete.line
+            );
+            if self.json {
+                self.line(&json!({"file": file, "error": message, "incomplete": true}))?;
+            } else {
+                writeln!(self.out, "  error: {message}").context("writing to stdout")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn card(
+        &mut self,
+        file: &Path,
+        outcome: &CardOutcome,
+        contact: Option<&CardContact>,
+    ) -> anyhow::Result<()> {
+        self.cards += 1;
+        let mut errors: Vec<String> = Vec::new();
+        if let Err(err) = &outcome.result {
+            errors.push(err.to_string());
+        }
+        if let Some(contact) = contact {
+            errors.extend(contact.problems.iter().map(ToString::to_string));
+        }
+        if !errors.is_empty() {
+            self.cards_with_errors += 1;
+        }
+        let card = outcome.result.as_ref().ok();
+        let name = contact.and_then(|c| c.name.as_ref());
+        let phones = contact.map(|c| c.phones.as_slice()).unwrap_or_default();
+        self.phones += phones.len();
+        for phone in phones {
+            if let PhoneOutcome::Rejected(err) = &phone.outcome {
+                self.rejected_phones += 1;
+                if *err == crate::phone::PhoneError::NoRegion {
+                    self.no_region_phones += 1;
+                }
+            }
+        }
+
+        if self.json {
+            let phones: Vec<_> = phones
+                .iter()
+                .map(|p| {
+                    let (valid, error) = match &p.outcome {
+                        PhoneOutcome::Accepted { validity, .. } => {
+                            (*validity == Validity::Valid, None)
+                        }
+                        PhoneOutcome::Repeated { .. } => (true, None),
+                        PhoneOutcome::Filtered { reason } => (false, Some(reason.clone())),
+                        PhoneOutcome::Rejected(err) => (false, Some(err.to_string())),
+                    };
+                    json!({
+                        "raw": p.raw,
+                        "e164": p.e164(),
+                        "valid": valid,
+                        "error": error,
+                        "flags": p.flags(),
+                    })
+                })
+                .collect();
+            let value = json!({
+                "file": file,
+                "card": outcome.index,
+                "line": outcome.line,
+                "uid": card.and_then(|c| c.uid.as_deref()),
+                "first_name": name.map(|n| n.first.as_str()),
+                "last_name": name.map(|n| n.last.as_str()),
+                "name_source": name.map(|n| n.source),
+                "pushed": contact.is_some_and(CardContact::is_pushed),
+                "phones": phones,
+                "errors": errors,
+            });
+            return self.line(&value);
+        }
+
+        let out = &mut self.out;
+        write!(out, "  card {} (line {})", outcome.index, outcome.line)
+            .context("writing to stdout")?;
+        if let Some(uid) = card.and_then(|c| c.uid.as_deref()) {
+            write!(out, " uid {uid}").context("writing to stdout")?;
+        }
+        match name {
+            Some(n) if n.last.is_empty() => writeln!(out, ": {}", n.first),
+            Some(n) => writeln!(out, ": {} | {}", n.first, n.last),
+            None => writeln!(out, ": (no name)"),
+        }
+        .context("writing to stdout")?;
+        for p in phones {
+            let verdict = match &p.outcome {
+                PhoneOutcome::Accepted {
+                    e164,
+                    validity,
+                    extension,
+                } => {
+                    let mut text = format!("→ {e164}");
+                    if *validity == Validity::UnknownRange {
+                        text.push_str("  (possible, but not a range the metadata knows: kept)");
+                    }
+                    if let Some(ext) = extension {
+                        text.push_str(&format!("  (extension {ext} stripped)"));
+                    }
+                    text
+                }
+                PhoneOutcome::Repeated { e164 } => {
+                    format!("→ {e164}  (same number again: counted once)")
+                }
+                PhoneOutcome::Filtered { reason } => format!("skipped: {reason}"),
+                PhoneOutcome::Rejected(err) => format!("✗ {err}"),
+            };
+            writeln!(out, "    TEL {:<24} {verdict}", p.raw).context("writing to stdout")?;
+        }
+        for error in &errors {
+            writeln!(out, "    error: {error}").context("writing to stdout")?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, set: &DesiredSet, region: Option<DefaultRegion>) -> anyhow::Result<()> {
+        let pushed_phones: usize = set.contacts.len();
+        if self.json {
+            for conflict in &set.conflicts {
+                self.line(&json!({"conflict": {
+                    "e164": conflict.e164,
+                    "chosen": {"first_name": conflict.chosen.0, "last_name": conflict.chosen.1,
+                               "file": conflict.chosen_from.file, "card": conflict.chosen_from.card},
+                    "other": {"first_name": conflict.other.0, "last_name": conflict.other.1,
+                              "file": conflict.other_from.file, "card": conflict.other_from.card},
+                }}))?;
+            }
+            let summary = json!({"summary": {
+                "files": self.files,
+                "file_errors": self.file_errors,
+                "incomplete_files": self.incomplete_files,
+                "cards": self.cards,
+                "cards_with_errors": self.cards_with_errors,
+                "phones": self.phones,
+                "rejected_phones": self.rejected_phones,
+                "contacts": pushed_phones,
+                "duplicates": set.duplicates,
+                "name_conflicts": set.conflicts.len(),
+                "region": region.map(|r| r.code()),
+            }});
+            self.line(&summary)?;
+        } else {
+            let out = &mut self.out;
+            if !set.conflicts.is_empty() {
+                writeln!(out, "\nname conflicts (the first card names the contact):")
+                    .context("writing to stdout")?;
+                for c in &set.conflicts {
+                    writeln!(
+                        out,
+                        "  {}: {:?} from {} card {} over {:?} from {} card {}",
+                        c.e164,
+                        format!("{} {}", c.chosen.0, c.chosen.1).trim(),
+                        c.chosen_from.file.display(),
+                        c.chosen_from.card,
+                        format!("{} {}", c.other.0, c.other.1).trim(),
+                        c.other_from.file.display(),
+                        c.other_from.card,
+                    )
+                    .context("writing to stdout")?;
+                }
+            }
+            writeln!(
+                out,
+                "\n{} files ({} with errors), {} cards ({} with errors), {} phones ({} rejected), {} contacts to sync, {} duplicates, {} name conflicts",
+                self.files,
+                self.file_errors,
+                self.cards,
+                self.cards_with_errors,
+                self.phones,
+                self.rejected_phones,
+                pushed_phones,
+                set.duplicates,
+                set.conflicts.len(),
+            )
+            .context("writing to stdout")?;
+            if self.no_region_phones > 0 {
+                writeln!(
+                    out,
+                    "hint: {} numbers have no country code; pass --region CC or set default_region",
+                    self.no_region_phones
+                )
+                .context("writing to stdout")?;
+            }
+        }
+        self.out.flush().context("writing to stdout")
+    }
+}

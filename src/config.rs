@@ -1,0 +1,605 @@
+//! The one TOML file: where it is found, its schema, defaults, and validation whose messages
+//! name the file, line, column and key, and say how to fix it.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::phone::DefaultRegion;
+
+/// Phone types skipped unless a source says otherwise: nobody messages a fax machine.
+pub const DEFAULT_SKIP_PHONE_TYPES: &[&str] = &["fax", "pager"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "no configuration file found; looked in:\n{}\nhint: copy config/contactsyncd.toml to one of them, or pass --config PATH",
+        .searched.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n")
+    )]
+    NotFound { searched: Vec<PathBuf> },
+    #[error("cannot read configuration file {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Box<Invalid>),
+}
+
+/// One mistake in the file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted key, e.g. `default_region` or `source[2].path`.
+    pub key: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.key,
+            self.message
+        )?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\nhint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The configuration as the program uses it: validated, defaults applied, paths absolute.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    #[serde(skip)]
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+    #[serde(serialize_with = "serialize_region")]
+    pub default_region: Option<DefaultRegion>,
+    #[serde(rename = "source")]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceConfig {
+    pub name: String,
+    pub path: PathBuf,
+    #[serde(flatten)]
+    pub filter: CardFilter,
+}
+
+/// Which cards and which of their phones a source contributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CardFilter {
+    /// Only cards in at least one of these CATEGORIES (case-insensitive); empty: every card.
+    pub include_categories: Vec<String>,
+    /// Cards in any of these CATEGORIES are left out.
+    pub exclude_categories: Vec<String>,
+    /// Only TELs of one of these types; empty: every type not skipped.
+    pub phone_types: Vec<String>,
+    /// TELs of these types are left out.
+    pub skip_phone_types: Vec<String>,
+}
+
+impl Default for CardFilter {
+    fn default() -> Self {
+        Self {
+            include_categories: Vec::new(),
+            exclude_categories: Vec::new(),
+            phone_types: Vec::new(),
+            skip_phone_types: DEFAULT_SKIP_PHONE_TYPES
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect(),
+        }
+    }
+}
+
+fn serialize_region<S: serde::Serializer>(
+    region: &Option<DefaultRegion>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match region {
+        Some(region) => serializer.serialize_str(&region.code()),
+        None => serializer.serialize_str("(none: only numbers written with + are understood)"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<Spanned<String>>,
+    default_region: Option<Spanned<String>>,
+    #[serde(default)]
+    source: Vec<Spanned<RawSource>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    path: Spanned<String>,
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    include_categories: Vec<String>,
+    #[serde(default)]
+    exclude_categories: Vec<String>,
+    #[serde(default)]
+    phone_types: Vec<Spanned<String>>,
+    skip_phone_types: Option<Vec<Spanned<String>>>,
+}
+
+/// Phone types a TEL can carry (vCard 2.1–4.0 TYPE values and what exporters add).
+pub const KNOWN_PHONE_TYPES: &[&str] = &[
+    "cell",
+    "voice",
+    "home",
+    "work",
+    "fax",
+    "pager",
+    "text",
+    "video",
+    "textphone",
+    "main-number",
+    "msg",
+    "bbs",
+    "modem",
+    "car",
+    "isdn",
+    "pcs",
+    "iphone",
+    "main",
+    "other",
+    "pref",
+];
+
+/// Where the configuration file is looked for, in order.
+pub fn search_paths(explicit: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(path) = explicit {
+        return vec![path.to_owned()];
+    }
+    let mut paths = Vec::new();
+    if let Some(path) = std::env::var_os("CONTACTSYNCD_CONFIG").filter(|p| !p.is_empty()) {
+        return vec![PathBuf::from(path)];
+    }
+    if let Some(dir) = xdg_dir("XDG_CONFIG_HOME", ".config") {
+        paths.push(dir.join("contactsyncd/config.toml"));
+    }
+    paths.push(PathBuf::from("/etc/contactsyncd/config.toml"));
+    paths
+}
+
+fn xdg_dir(variable: &str, fallback_under_home: &str) -> Option<PathBuf> {
+    std::env::var_os(variable)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| home_dir().map(|home| home.join(fallback_under_home)))
+}
+
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Finds and loads the configuration file.
+pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    let searched = search_paths(explicit);
+    let path = match explicit {
+        Some(path) => path.to_owned(),
+        None => searched
+            .iter()
+            .find(|p| p.exists())
+            .cloned()
+            .ok_or_else(|| ConfigError::NotFound {
+                searched: searched.clone(),
+            })?,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&text, &path)
+}
+
+/// Parses and validates configuration text; `path` is used for messages and relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let invalid =
+        |span: Option<Range<usize>>, key: String, message: String, hint: Option<String>| {
+            let (line, column) = span.map_or((1, 1), |s| line_column(text, s.start));
+            ConfigError::Invalid(Box::new(Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                key,
+                message,
+                hint,
+            }))
+        };
+    let raw: RawConfig = toml::from_str(text).map_err(|err| {
+        let span = err.span();
+        let key = span
+            .clone()
+            .map_or_else(|| "(file)".to_owned(), |s| key_at(text, s.start));
+        let message = err.message().trim().to_owned();
+        let hint = if message.contains("unknown field") {
+            Some(
+                "remove the key or fix its spelling; config/contactsyncd.toml documents every key"
+                    .to_owned(),
+            )
+        } else if message.contains("invalid type") {
+            Some("see config/contactsyncd.toml for the expected type of each key".to_owned())
+        } else {
+            None
+        };
+        invalid(span, key, message, hint)
+    })?;
+
+    let base = path
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."));
+
+    let default_region = match &raw.default_region {
+        Some(region) => Some(DefaultRegion::parse(region.get_ref()).map_err(|message| {
+            invalid(
+                Some(region.span()),
+                "default_region".into(),
+                message,
+                Some("the region whose national format your address book uses, e.g. default_region = \"DE\"".into()),
+            )
+        })?),
+        None => None,
+    };
+
+    let state_dir = match &raw.state_dir {
+        Some(dir) if dir.get_ref().trim().is_empty() => {
+            return Err(invalid(
+                Some(dir.span()),
+                "state_dir".into(),
+                "must not be empty".into(),
+                Some("remove the key to use the default location".into()),
+            ));
+        }
+        Some(dir) => resolve_path(dir.get_ref(), &base),
+        None => default_state_dir().ok_or_else(|| {
+            invalid(
+                None,
+                "state_dir".into(),
+                "no default location: neither $STATE_DIRECTORY, $XDG_STATE_HOME nor $HOME is set"
+                    .into(),
+                Some("set state_dir = \"/path/to/state\"".into()),
+            )
+        })?,
+    };
+
+    if raw.source.is_empty() {
+        return Err(invalid(
+            None,
+            "source".into(),
+            "no [[source]] configured: there is no address book to read".into(),
+            Some("add [[source]] with path = \"/path/to/vdir-or-file.vcf\"".into()),
+        ));
+    }
+
+    let mut sources: Vec<SourceConfig> = Vec::new();
+    for (i, source) in raw.source.iter().enumerate() {
+        let number = i + 1;
+        let key = |k: &str| format!("source[{number}].{k}");
+        let source_span = source.span();
+        let source = source.get_ref();
+        let path_text = source.path.get_ref();
+        if path_text.trim().is_empty() {
+            return Err(invalid(
+                Some(source.path.span()),
+                key("path"),
+                "must not be empty".into(),
+                Some("the vdir directory, folder of .vcf files, or .vcf file to read".into()),
+            ));
+        }
+        let path = resolve_path(path_text, &base);
+        if !path.exists() {
+            return Err(invalid(
+                Some(source.path.span()),
+                key("path"),
+                format!("{} does not exist", path.display()),
+                Some("point it at a vdir directory, a folder of .vcf files or one .vcf file (relative paths start at the config file's directory)".into()),
+            ));
+        }
+        let name = match &source.name {
+            Some(name) if name.get_ref().trim().is_empty() => {
+                return Err(invalid(
+                    Some(name.span()),
+                    key("name"),
+                    "must not be empty".into(),
+                    Some("remove it to use the folder or file name".into()),
+                ));
+            }
+            Some(name) => name.get_ref().trim().to_owned(),
+            None => default_source_name(&path),
+        };
+        if sources.iter().any(|s| s.name == name) {
+            let span = source
+                .name
+                .as_ref()
+                .map_or(source_span.clone(), Spanned::span);
+            return Err(invalid(
+                Some(span),
+                key("name"),
+                format!("another source is already called {name:?}"),
+                Some("give each [[source]] a distinct name = \"…\"".into()),
+            ));
+        }
+        let phone_types = lowercase_types(&source.phone_types, &key("phone_types"), &invalid)?;
+        let skip_phone_types = match &source.skip_phone_types {
+            Some(types) => lowercase_types(types, &key("skip_phone_types"), &invalid)?,
+            None => CardFilter::default().skip_phone_types,
+        };
+        sources.push(SourceConfig {
+            name,
+            path,
+            filter: CardFilter {
+                include_categories: source.include_categories.clone(),
+                exclude_categories: source.exclude_categories.clone(),
+                phone_types,
+                skip_phone_types,
+            },
+        });
+    }
+
+    Ok(Config {
+        file: path.to_owned(),
+        state_dir,
+        default_region,
+        sources,
+    })
+}
+
+fn lowercase_types(
+    types: &[Spanned<String>],
+    key: &str,
+    invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
+) -> Result<Vec<String>, ConfigError> {
+    types
+        .iter()
+        .map(|t| {
+            let lower = t.get_ref().trim().to_ascii_lowercase();
+            if KNOWN_PHONE_TYPES.contains(&lower.as_str()) {
+                Ok(lower)
+            } else {
+                Err(invalid(
+                    Some(t.span()),
+                    key.to_owned(),
+                    format!("unknown phone type {:?}", t.get_ref()),
+                    Some(format!("one of: {}", KNOWN_PHONE_TYPES.join(", "))),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; the first entry if several), else
+/// `$XDG_STATE_HOME/contactsyncd`, else `~/.local/state/contactsyncd`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY") {
+        let dirs = dirs.to_string_lossy().into_owned();
+        if let Some(first) = dirs.split(':').find(|d| !d.is_empty()) {
+            return Some(PathBuf::from(first));
+        }
+    }
+    xdg_dir("XDG_STATE_HOME", ".local/state").map(|dir| dir.join("contactsyncd"))
+}
+
+fn resolve_path(text: &str, base: &Path) -> PathBuf {
+    let text = text.trim();
+    let expanded = match (text.strip_prefix("~/"), home_dir()) {
+        (Some(rest), Some(home)) => home.join(rest),
+        _ if text == "~" => home_dir().unwrap_or_else(|| PathBuf::from(text)),
+        _ => PathBuf::from(text),
+    };
+    let joined = if expanded.is_absolute() {
+        expanded
+    } else {
+        std::path::absolute(base.join(&expanded)).unwrap_or_else(|_| base.join(expanded))
+    };
+    normalize_lexically(&joined)
+}
+
+/// `/etc/contactsyncd/../books` → `/etc/books`, without touching the file system (the path
+/// may be a mount point that is not there yet).
+fn normalize_lexically(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(component);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn default_source_name(path: &Path) -> String {
+    path.file_stem()
+        .or_else(|| path.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// The dotted key a byte offset belongs to, read off the text: `[[source]]` tables are
+/// numbered, so the third source's path is `source[3].path`.
+fn key_at(text: &str, offset: usize) -> String {
+    let mut table = String::new();
+    let mut array_counts: Vec<(String, usize)> = Vec::new();
+    let mut position = 0;
+    for line in text.split_inclusive('\n') {
+        let line_end = position + line.len();
+        let trimmed = line.trim();
+        if let Some(name) = trimmed
+            .strip_prefix("[[")
+            .and_then(|t| t.split("]]").next())
+            .map(str::trim)
+        {
+            let count = match array_counts.iter_mut().find(|(n, _)| n == name) {
+                Some((_, count)) => {
+                    *count += 1;
+                    *count
+                }
+                None => {
+                    array_counts.push((name.to_owned(), 1));
+                    1
+                }
+            };
+            table = format!("{name}[{count}]");
+        } else if let Some(name) = trimmed
+            .strip_prefix('[')
+            .and_then(|t| t.split(']').next())
+            .map(str::trim)
+        {
+            table = name.to_owned();
+        }
+        if offset < line_end || line_end == text.len() {
+            let key = trimmed
+                .split_once('=')
+                .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+                .filter(|k| !k.starts_with('['));
+            return match (table.is_empty(), key) {
+                (true, Some(key)) => key,
+                (false, Some(key)) => format!("{table}.{key}"),
+                (false, None) => table,
+                (true, None) => "(top level)".to_owned(),
+            };
+        }
+        position = line_end;
+    }
+    "(top level)".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn invalid(text: &str) -> Invalid {
+        match parse(text, Path::new("/etc/contactsyncd/config.toml")) {
+            Err(ConfigError::Invalid(invalid)) => *invalid,
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case::line_one("abc", 0, (1, 1))]
+    #[case::second_line("a\nbc", 3, (2, 2))]
+    #[case::multibyte("ä = 1\nx", 3, (1, 3))]
+    fn locates_offsets(
+        #[case] text: &str,
+        #[case] offset: usize,
+        #[case] expected: (usize, usize),
+    ) {
+        assert_eq!(line_column(text, offset), expected);
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named_with_position() {
+        let e = invalid("default_region = \"DE\"\ndefualt_region = \"DE\"\n");
+        assert_eq!((e.line, e.column), (2, 1));
+        assert_eq!(e.key, "defualt_region");
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+        assert!(e.hint.is_some());
+    }
+
+    #[test]
+    fn wrong_type_inside_second_source_names_the_source() {
+        let dir = std::env::temp_dir();
+        let text = format!(
+            "[[source]]\npath = {p:?}\nname = \"a\"\n\n[[source]]\npath = {p:?}\nname = 7\n",
+            p = dir.display().to_string()
+        );
+        let e = invalid(&text);
+        assert_eq!(e.key, "source[2].name");
+        assert_eq!(e.line, 7);
+    }
+
+    #[test]
+    fn bad_region_points_at_the_value() {
+        let e = invalid("default_region = \"UK\"\n");
+        assert_eq!(e.key, "default_region");
+        assert_eq!((e.line, e.column), (1, 18));
+        assert!(e.message.contains("GB"), "{}", e.message);
+    }
+
+    #[test]
+    fn missing_source_path_is_reported() {
+        let e = invalid("[[source]]\npath = \"/nonexistent/contacts\"\n");
+        assert_eq!(e.key, "source[1].path");
+        assert_eq!((e.line, e.column), (2, 8));
+        assert!(e.message.contains("does not exist"));
+    }
+
+    #[test]
+    fn unknown_phone_type_lists_the_known_ones() {
+        let text = format!(
+            "[[source]]\npath = {:?}\nskip_phone_types = [\"fax\", \"faks\"]\n",
+            std::env::temp_dir().display().to_string()
+        );
+        let e = invalid(&text);
+        assert_eq!(e.key, "source[1].skip_phone_types");
+        assert!(e.hint.unwrap().contains("pager"));
+    }
+
+    #[test]
+    fn no_source_is_an_error() {
+        assert_eq!(invalid("default_region = \"DE\"\n").key, "source");
+    }
+
+    #[test]
+    fn relative_paths_start_at_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("book")).unwrap();
+        let file = dir.path().join("config.toml");
+        let config = parse(
+            "state_dir = \"state\"\n[[source]]\npath = \"book\"\n",
+            &file,
+        )
+        .unwrap();
+        assert_eq!(config.sources[0].path, dir.path().join("book"));
+        assert_eq!(config.sources[0].name, "book");
+        assert_eq!(config.state_dir, dir.path().join("state"));
+        assert_eq!(config.sources[0].filter.skip_phone_types, ["fax", "pager"]);
+    }
+
+    #[test]
+    fn duplicate_source_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[source]]\npath = {p:?}\nname = \"x\"\n[[source]]\npath = {p:?}\nname = \"x\"\n",
+            p = dir.path().display().to_string()
+        );
+        assert_eq!(invalid(&text).key, "source[2].name");
+    }
+}

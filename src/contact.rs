@@ -1,0 +1,504 @@
+//! Card → the contact we push: a messenger name and the card's E.164 phones; and all cards of
+//! all sources → one desired set keyed by E.164.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::config::CardFilter;
+use crate::phone::{self, DefaultRegion, PhoneError, Validity};
+use crate::vcard::RawCard;
+
+/// Telegram's limit for `first_name` and `last_name`.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Where a name was taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NameSource {
+    /// N: given (+ additional) names → first name, family name → last name.
+    StructuredName,
+    /// FN as the first name.
+    FormattedName,
+    /// ORG as the first name.
+    Organization,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonName {
+    pub first: String,
+    pub last: String,
+    pub source: NameSource,
+}
+
+/// One TEL of a card, as understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneEntry {
+    pub raw: String,
+    pub outcome: PhoneOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhoneOutcome {
+    /// Will be pushed.
+    Accepted {
+        e164: String,
+        validity: Validity,
+        extension: Option<String>,
+    },
+    /// The same number appeared earlier in this card.
+    Repeated { e164: String },
+    /// Left out by the source's phone type filter.
+    Filtered { reason: String },
+    /// Not a number we can push.
+    Rejected(PhoneError),
+}
+
+impl PhoneEntry {
+    pub fn e164(&self) -> Option<&str> {
+        match &self.outcome {
+            PhoneOutcome::Accepted { e164, .. } | PhoneOutcome::Repeated { e164 } => Some(e164),
+            PhoneOutcome::Filtered { .. } | PhoneOutcome::Rejected(_) => None,
+        }
+    }
+
+    /// Short machine-readable remarks: `extension_stripped`, `unknown_range`, `repeated`, `filtered`.
+    pub fn flags(&self) -> Vec<&'static str> {
+        match &self.outcome {
+            PhoneOutcome::Accepted {
+                validity,
+                extension,
+                ..
+            } => {
+                let mut flags = Vec::new();
+                if *validity == Validity::UnknownRange {
+                    flags.push("unknown_range");
+                }
+                if extension.is_some() {
+                    flags.push("extension_stripped");
+                }
+                flags
+            }
+            PhoneOutcome::Repeated { .. } => vec!["repeated"],
+            PhoneOutcome::Filtered { .. } => vec!["filtered"],
+            PhoneOutcome::Rejected(_) => Vec::new(),
+        }
+    }
+}
+
+/// Why a card contributes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CardProblem {
+    #[error("no name: N, FN and ORG are all empty (Telegram refuses contacts without a name)")]
+    Nameless,
+    #[error("category filter: {0}")]
+    ExcludedByCategory(String),
+    #[error("a contact group (KIND:group), not a person")]
+    Group,
+}
+
+/// A card, understood: name, phones, and whether it is pushed at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardContact {
+    pub name: Option<PersonName>,
+    pub phones: Vec<PhoneEntry>,
+    pub problems: Vec<CardProblem>,
+}
+
+impl CardContact {
+    /// The card is pushed only with a name and without a blocking problem.
+    pub fn is_pushed(&self) -> bool {
+        self.name.is_some() && self.problems.is_empty()
+    }
+
+    /// Numbers this card contributes to the desired set.
+    pub fn pushed_numbers(&self) -> impl Iterator<Item = &str> {
+        let pushed = self.is_pushed();
+        self.phones.iter().filter_map(move |p| match &p.outcome {
+            PhoneOutcome::Accepted { e164, .. } if pushed => Some(e164.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// Understands one card.
+pub fn understand(
+    card: &RawCard,
+    region: Option<DefaultRegion>,
+    filter: &CardFilter,
+) -> CardContact {
+    let name = messenger_name(card);
+    let mut problems = Vec::new();
+    if card.is_group {
+        problems.push(CardProblem::Group);
+    } else if name.is_none() && !card.phones.is_empty() {
+        // A nameless card without phones has nothing to push: no error worth reporting.
+        problems.push(CardProblem::Nameless);
+    }
+    if let Some(reason) = category_exclusion(card, filter) {
+        problems.push(CardProblem::ExcludedByCategory(reason));
+    }
+
+    let mut phones: Vec<PhoneEntry> = Vec::with_capacity(card.phones.len());
+    for raw in &card.phones {
+        let types = effective_types(&raw.types, raw.label.as_deref());
+        let outcome = if let Some(reason) = type_exclusion(&types, filter) {
+            PhoneOutcome::Filtered { reason }
+        } else {
+            match phone::normalize(&raw.value, region) {
+                Ok(n) if phones.iter().any(|p| p.e164() == Some(n.e164.as_str())) => {
+                    PhoneOutcome::Repeated { e164: n.e164 }
+                }
+                Ok(n) => PhoneOutcome::Accepted {
+                    e164: n.e164,
+                    validity: n.validity,
+                    extension: n.extension,
+                },
+                Err(err) => PhoneOutcome::Rejected(err),
+            }
+        };
+        phones.push(PhoneEntry {
+            raw: raw.value.clone(),
+            outcome,
+        });
+    }
+    CardContact {
+        name,
+        phones,
+        problems,
+    }
+}
+
+/// N given (+ additional) → first, N family → last; else FN; else ORG. A name with only a
+/// family part moves it to the first name: Telegram requires a first name.
+pub fn messenger_name(card: &RawCard) -> Option<PersonName> {
+    if let Some(n) = &card.name {
+        let first = tidy(&format!("{} {}", n.given, n.additional));
+        let last = tidy(&n.family);
+        if !first.is_empty() || !last.is_empty() {
+            return Some(if first.is_empty() {
+                PersonName {
+                    first: last,
+                    last: String::new(),
+                    source: NameSource::StructuredName,
+                }
+            } else {
+                PersonName {
+                    first,
+                    last,
+                    source: NameSource::StructuredName,
+                }
+            });
+        }
+    }
+    let single = |text: &Option<String>, source| {
+        let first = tidy(text.as_deref().unwrap_or_default());
+        (!first.is_empty()).then(|| PersonName {
+            first,
+            last: String::new(),
+            source,
+        })
+    };
+    single(&card.formatted_name, NameSource::FormattedName)
+        .or_else(|| single(&card.organization, NameSource::Organization))
+}
+
+/// Trims, collapses whitespace (including newlines from QUOTED-PRINTABLE), drops control
+/// characters, and cuts to 64 characters on a character boundary.
+pub fn tidy(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_NAME_CHARS * 4));
+    let mut count = 0;
+    for word in text.split(|c: char| c.is_whitespace() || c.is_control()) {
+        if word.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            if count + 1 > MAX_NAME_CHARS {
+                break;
+            }
+            out.push(' ');
+            count += 1;
+        }
+        for c in word.chars() {
+            if count == MAX_NAME_CHARS {
+                return out.trim_end().to_owned();
+            }
+            out.push(c);
+            count += 1;
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+/// TYPE values, plus what an iCloud `X-ABLabel` means (`_$!<HomeFAX>!$_` is a fax).
+fn effective_types(types: &[String], label: Option<&str>) -> Vec<String> {
+    let mut all = types.to_vec();
+    if let Some(label) = label {
+        let label = label.to_ascii_lowercase();
+        let implied = if label.contains("fax") {
+            Some("fax")
+        } else if label.contains("pager") {
+            Some("pager")
+        } else if label.contains("mobile") || label.contains("iphone") {
+            Some("cell")
+        } else {
+            None
+        };
+        if let Some(implied) = implied {
+            all.push(implied.to_owned());
+        }
+    }
+    all
+}
+
+fn type_exclusion(types: &[String], filter: &CardFilter) -> Option<String> {
+    if let Some(skipped) = types.iter().find(|t| filter.skip_phone_types.contains(t)) {
+        return Some(format!("type {skipped} is in skip_phone_types"));
+    }
+    if !filter.phone_types.is_empty() && !types.iter().any(|t| filter.phone_types.contains(t)) {
+        return Some(format!(
+            "none of its types ({}) is in phone_types",
+            if types.is_empty() {
+                "none given".to_owned()
+            } else {
+                types.join(", ")
+            }
+        ));
+    }
+    None
+}
+
+fn category_exclusion(card: &RawCard, filter: &CardFilter) -> Option<String> {
+    let has = |wanted: &String| {
+        card.categories
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(wanted))
+    };
+    if let Some(excluded) = filter.exclude_categories.iter().find(|c| has(c)) {
+        return Some(format!("in excluded category {excluded:?}"));
+    }
+    if !filter.include_categories.is_empty() && !filter.include_categories.iter().any(has) {
+        return Some("in none of include_categories".to_owned());
+    }
+    None
+}
+
+/// Where a contact came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CardRef {
+    /// Position of the source in the configuration (0-based); earlier sources win name conflicts.
+    pub source_order: usize,
+    pub source: String,
+    pub file: PathBuf,
+    pub card: usize,
+}
+
+/// A contact as it should exist on the messenger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredContact {
+    pub e164: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// Every card carrying this number; the first one gave the name.
+    pub origins: Vec<CardRef>,
+}
+
+/// A number found in cards that disagree on the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameConflict {
+    pub e164: String,
+    pub chosen: (String, String),
+    pub chosen_from: CardRef,
+    pub other: (String, String),
+    pub other_from: CardRef,
+}
+
+/// All sources merged, keyed by E.164.
+///
+/// Name rule: when a number is on several cards, the card that comes first in (source order
+/// in the configuration, file path, card index) names the contact. That is deterministic,
+/// independent of scan order, and lets a user rank a curated address book above a phone dump
+/// by listing it first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredSet {
+    pub contacts: BTreeMap<String, DesiredContact>,
+    /// Numbers seen on more than one card (same or different names).
+    pub duplicates: usize,
+    pub conflicts: Vec<NameConflict>,
+}
+
+impl DesiredSet {
+    /// Builds the set from understood cards, in any order.
+    pub fn build<'a>(cards: impl IntoIterator<Item = (CardRef, &'a CardContact)>) -> Self {
+        let mut entries: Vec<(CardRef, &CardContact)> = cards.into_iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut set = DesiredSet::default();
+        for (origin, card) in entries {
+            let Some(name) = card.name.as_ref().filter(|_| card.is_pushed()) else {
+                continue;
+            };
+            for e164 in card.pushed_numbers() {
+                match set.contacts.get_mut(e164) {
+                    Some(existing) => {
+                        set.duplicates += 1;
+                        if (existing.first_name.as_str(), existing.last_name.as_str())
+                            != (name.first.as_str(), name.last.as_str())
+                        {
+                            set.conflicts.push(NameConflict {
+                                e164: e164.to_owned(),
+                                chosen: (existing.first_name.clone(), existing.last_name.clone()),
+                                chosen_from: existing.origins[0].clone(),
+                                other: (name.first.clone(), name.last.clone()),
+                                other_from: origin.clone(),
+                            });
+                        }
+                        existing.origins.push(origin.clone());
+                    }
+                    None => {
+                        set.contacts.insert(
+                            e164.to_owned(),
+                            DesiredContact {
+                                e164: e164.to_owned(),
+                                first_name: name.first.clone(),
+                                last_name: name.last.clone(),
+                                origins: vec![origin.clone()],
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vcard::{RawPhone, StructuredName};
+    use rstest::rstest;
+
+    fn card(n: Option<(&str, &str, &str)>, fn_: Option<&str>, org: Option<&str>) -> RawCard {
+        RawCard {
+            name: n.map(|(family, given, additional)| StructuredName {
+                family: family.into(),
+                given: given.into(),
+                additional: additional.into(),
+                ..StructuredName::default()
+            }),
+            formatted_name: fn_.map(Into::into),
+            organization: org.map(Into::into),
+            ..RawCard::default()
+        }
+    }
+
+    #[rstest]
+    #[case::structured(card(Some(("Doe", "John", "")), Some("Mr. John Doe"), None), "John", "Doe", NameSource::StructuredName)]
+    #[case::additional_joins_first(card(Some(("Doe", "John", "Richter James")), None, None), "John Richter James", "Doe", NameSource::StructuredName)]
+    #[case::family_only_moves_to_first(card(Some(("Doe", "", "")), None, None), "Doe", "", NameSource::StructuredName)]
+    #[case::empty_n_falls_back_to_fn(card(Some(("", "", "")), Some("Johnny"), None), "Johnny", "", NameSource::FormattedName)]
+    #[case::org_last(
+        card(None, None, Some("ACME Inc.")),
+        "ACME Inc.",
+        "",
+        NameSource::Organization
+    )]
+    fn picks_names(
+        #[case] card: RawCard,
+        #[case] first: &str,
+        #[case] last: &str,
+        #[case] source: NameSource,
+    ) {
+        let name = messenger_name(&card).unwrap();
+        assert_eq!(
+            (name.first.as_str(), name.last.as_str(), name.source),
+            (first, last, source)
+        );
+    }
+
+    #[test]
+    fn nameless_card_is_a_problem_and_pushes_nothing() {
+        let mut c = card(None, Some("  "), None);
+        c.phones.push(RawPhone {
+            value: "+4930123456".into(),
+            ..RawPhone::default()
+        });
+        let understood = understand(&c, None, &CardFilter::default());
+        assert_eq!(understood.problems, vec![CardProblem::Nameless]);
+        assert_eq!(understood.pushed_numbers().count(), 0);
+    }
+
+    #[rstest]
+    #[case::collapse("  Anna \t\n Maria  ", "Anna Maria")]
+    #[case::cut_at_64(&"x".repeat(70), &"x".repeat(64))]
+    #[case::cut_on_char_boundary(&"ä".repeat(70), &"ä".repeat(64))]
+    #[case::no_trailing_space_after_cut(&format!("{} b", "a".repeat(64)), &"a".repeat(64))]
+    fn tidies_names(#[case] input: &str, #[case] expected: &str) {
+        assert_eq!(tidy(input), expected);
+    }
+
+    fn phone(value: &str, types: &[&str]) -> RawPhone {
+        RawPhone {
+            value: value.into(),
+            types: types.iter().map(|t| (*t).to_owned()).collect(),
+            label: None,
+        }
+    }
+
+    #[test]
+    fn same_number_twice_in_a_card_counts_once_and_fax_is_skipped() {
+        let mut c = card(Some(("Doe", "Jane", "")), None, None);
+        c.phones = vec![
+            phone("+49 30 1234567", &["cell"]),
+            phone("030 1234567", &["home"]),
+            phone("+49 30 7654321", &["fax"]),
+        ];
+        let region = DefaultRegion::parse("DE").ok();
+        let understood = understand(&c, region, &CardFilter::default());
+        assert_eq!(
+            understood.pushed_numbers().collect::<Vec<_>>(),
+            ["+49301234567"]
+        );
+        assert_eq!(understood.phones[1].flags(), ["repeated"]);
+        assert_eq!(understood.phones[2].flags(), ["filtered"]);
+    }
+
+    #[test]
+    fn category_filters_apply_case_insensitively() {
+        let mut c = card(None, Some("Bob"), None);
+        c.categories = vec!["Work".into()];
+        let filter = CardFilter {
+            exclude_categories: vec!["work".into()],
+            ..CardFilter::default()
+        };
+        assert!(!understand(&c, None, &filter).is_pushed());
+        let filter = CardFilter {
+            include_categories: vec!["family".into()],
+            ..CardFilter::default()
+        };
+        assert!(!understand(&c, None, &filter).is_pushed());
+    }
+
+    #[test]
+    fn first_source_names_a_shared_number_whatever_the_input_order() {
+        let mut a = card(None, Some("Curated Name"), None);
+        a.phones.push(phone("+4930123456", &[]));
+        let mut b = card(None, Some("Phone Dump"), None);
+        b.phones.push(phone("+4930123456", &[]));
+        let (a, b) = (
+            understand(&a, None, &CardFilter::default()),
+            understand(&b, None, &CardFilter::default()),
+        );
+        let origin = |order: usize| CardRef {
+            source_order: order,
+            source: format!("s{order}"),
+            file: PathBuf::from("x.vcf"),
+            card: 1,
+        };
+        let forward = DesiredSet::build([(origin(0), &a), (origin(1), &b)]);
+        let backward = DesiredSet::build([(origin(1), &b), (origin(0), &a)]);
+        assert_eq!(forward, backward);
+        assert_eq!(forward.contacts["+4930123456"].first_name, "Curated Name");
+        assert_eq!(forward.duplicates, 1);
+        assert_eq!(forward.conflicts.len(), 1);
+    }
+}

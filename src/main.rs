@@ -1,0 +1,27 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use contactsyncd::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli::run(cli) {
+        Ok(()) => ExitCode::from(cli::exit::SUCCESS),
+        Err(failure) => {
+            eprintln!("contactsyncd: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Logs go to stderr; `CONTACTSYNCD_LOG` (or `RUST_LOG`) sets the filter, e.g. `debug`.
+fn init_logging() {
+    let filter = std::env::var("CONTACTSYNCD_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,270 @@
+//! Raw TEL value → E.164, with rlibphonenumber (a port of Google's libphonenumber) and the
+//! configured default region for numbers written in national format.
+
+use std::fmt;
+
+use rlibphonenumber::{
+    NumberLengthType, PHONE_NUMBER_UTIL, ParseError, PhoneNumber, PhoneNumberFormat, Region,
+};
+use serde::Serialize;
+
+/// An ISO 3166 alpha-2 region that libphonenumber has metadata for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultRegion(Region);
+
+impl DefaultRegion {
+    /// Accepts `de`, `DE`, ` De `; refuses codes libphonenumber has no metadata for (`XX`, `UK`).
+    pub fn parse(code: &str) -> Result<Self, String> {
+        let code = code.trim();
+        let region = Region::from_code(code).map_err(|_| {
+            format!("{code:?} is not an ISO 3166 alpha-2 region code (two letters, like DE or US)")
+        })?;
+        if region == Region::World
+            || PHONE_NUMBER_UTIL
+                .get_country_code_for_region(region)
+                .is_none()
+        {
+            let hint = if code.eq_ignore_ascii_case("UK") {
+                " (the United Kingdom is GB)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "{code:?} is not a region with phone numbers{hint}; use an ISO 3166 alpha-2 code like DE, US or GB"
+            ));
+        }
+        Ok(Self(region))
+    }
+
+    pub fn code(&self) -> String {
+        self.0.as_region_str().to_string()
+    }
+}
+
+impl fmt::Display for DefaultRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.code())
+    }
+}
+
+/// How far a number can be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Validity {
+    /// Valid according to the metadata.
+    Valid,
+    /// Has a possible length, but the metadata does not know the range. Kept: metadata lags
+    /// behind newly opened number ranges, and dropping a real friend is worse than trying.
+    UnknownRange,
+}
+
+/// A TEL value that became a number we can push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    pub e164: String,
+    pub validity: Validity,
+    /// An extension (`x123`, `;ext=123`) that was cut off: messengers have no use for it.
+    pub extension: Option<String>,
+}
+
+/// Why a TEL value is not a phone number we can push.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("empty")]
+    Empty,
+    #[error("written without a country code and no default_region is configured")]
+    NoRegion,
+    #[error("unknown country calling code")]
+    InvalidCountryCode,
+    #[error("not a phone number")]
+    NotANumber,
+    #[error("too short to be a phone number")]
+    TooShort,
+    #[error("a local number without its area code: add the area code")]
+    LocalOnly,
+    #[error("too long to be a phone number")]
+    TooLong,
+    #[error("length does not fit any number of that country")]
+    InvalidLength,
+}
+
+/// Normalizes one TEL value. International numbers (`+…`, `00…` where the region dials 00)
+/// ignore the region.
+pub fn normalize(raw: &str, region: Option<DefaultRegion>) -> Result<Normalized, PhoneError> {
+    let cleaned = clean(raw);
+    if cleaned.is_empty() {
+        return Err(PhoneError::Empty);
+    }
+    let number = PhoneNumber::parse(&cleaned, region.map(|r| r.0)).map_err(|err| match err {
+        ParseError::InvalidCountryCode if region.is_none() && !cleaned.starts_with('+') => {
+            PhoneError::NoRegion
+        }
+        ParseError::InvalidCountryCode => PhoneError::InvalidCountryCode,
+        ParseError::NotANumber(_) => PhoneError::NotANumber,
+        ParseError::TooShortAfterIdd | ParseError::TooShortNsn => PhoneError::TooShort,
+        ParseError::TooLongNsn => PhoneError::TooLong,
+    })?;
+    let validity = if number.is_valid() {
+        Validity::Valid
+    } else {
+        match number.is_possible_with_reason() {
+            Ok(NumberLengthType::IsPossible) => Validity::UnknownRange,
+            // Dialable only inside its area, without the area code: no E.164 form exists.
+            Ok(NumberLengthType::IsPossibleLocalOnly) => return Err(PhoneError::LocalOnly),
+            Err(reason) => return Err(possibility_error(&reason.to_string())),
+        }
+    };
+    let extension = number.extension.clone().filter(|e| !e.is_empty());
+    let mut core = number;
+    core.extension = None;
+    Ok(Normalized {
+        e164: core.format_as(PhoneNumberFormat::E164).into_owned(),
+        validity,
+        extension,
+    })
+}
+
+fn possibility_error(reason: &str) -> PhoneError {
+    // rlibphonenumber's ValidationError; matched on its text to stay independent of the enum's
+    // exact variant set across patch releases.
+    let reason = reason.to_ascii_lowercase();
+    if reason.contains("country calling code") {
+        PhoneError::InvalidCountryCode
+    } else if reason.contains("shorter than all") {
+        PhoneError::TooShort
+    } else if reason.contains("longer than all") || reason.contains("too long") {
+        PhoneError::TooLong
+    } else {
+        PhoneError::InvalidLength
+    }
+}
+
+/// Removes what libphonenumber does not expect in a TEL value written by an address book:
+/// dial pauses and waits (`p`, `w`, `,` as Android writes them) and everything after them, and
+/// the `(0)` trunk prefix of `+49 (0)30 …` / `+44 (0)20 …`, which is never dialled after a
+/// country code.
+fn clean(raw: &str) -> String {
+    let raw = raw.trim();
+    let is_uri = raw.len() >= 4 && raw.is_char_boundary(4) && raw[..4].eq_ignore_ascii_case("tel:");
+    let chars: Vec<char> = raw.chars().collect();
+    let mut end = chars.len();
+    if !is_uri {
+        for (i, &c) in chars.iter().enumerate() {
+            let after_digit = i > 0 && chars[i - 1].is_ascii_digit();
+            let before_digit = chars.get(i + 1).is_some_and(char::is_ascii_digit);
+            // `p`/`w` only between digits: `1-800-FLOWERS` is a vanity number, not a pause.
+            let is_pause = match c {
+                ',' | ';' => i > 0,
+                'p' | 'P' | 'w' | 'W' => after_digit && (before_digit || i + 1 == chars.len()),
+                _ => false,
+            };
+            if is_pause {
+                end = i;
+                break;
+            }
+        }
+    }
+    let mut out: String = chars[..end].iter().collect();
+    if out.trim_start().starts_with('+') && out.contains("(0)") {
+        out = out.replacen("(0)", "", 1);
+    }
+    out.trim().to_owned()
+}
+
+/// `+491622433834` → `+49…34`: enough to tell numbers apart in a log, too little to dial.
+pub fn redact(e164: &str) -> String {
+    let chars: Vec<char> = e164.chars().collect();
+    if chars.len() <= 5 {
+        return "…".into();
+    }
+    let head_len = if e164.starts_with('+') { 3 } else { 2 };
+    let head: String = chars[..head_len].iter().collect();
+    let tail: String = chars[chars.len() - 2..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn region(code: &str) -> Option<DefaultRegion> {
+        Some(DefaultRegion::parse(code).unwrap())
+    }
+
+    #[rstest]
+    #[case::international_ignores_region("+49 162 2433834", "US", "+491622433834")]
+    #[case::german_national("0162 2433834", "DE", "+491622433834")]
+    #[case::trunk_prefix_in_parentheses("+49 (0)30 1234567", "US", "+49301234567")]
+    #[case::uk_trunk_prefix("+44 (0)20 7946 0958", "DE", "+442079460958")]
+    #[case::idd_prefix("0049 30 1234567", "DE", "+49301234567")]
+    #[case::us_national_punctuation("(202) 555-0173", "US", "+12025550173")]
+    #[case::tel_uri("tel:+1-202-555-0173", "DE", "+12025550173")]
+    #[case::pause_and_wait("+1 202 555 0173p123w4", "US", "+12025550173")]
+    #[case::vanity_letters("1-800-FLOWERS", "US", "+18003569377")]
+    fn normalizes_to_e164(#[case] raw: &str, #[case] default: &str, #[case] expected: &str) {
+        let n = normalize(raw, region(default)).unwrap();
+        assert_eq!(n.e164, expected);
+    }
+
+    #[rstest]
+    #[case::x_extension("+1 202 555 0173 x 42", "42")]
+    #[case::ext_word("+1 202 555 0173 ext. 42", "42")]
+    #[case::uri_extension("tel:+1-202-555-0173;ext=42", "42")]
+    fn strips_extensions(#[case] raw: &str, #[case] ext: &str) {
+        let n = normalize(raw, region("US")).unwrap();
+        assert_eq!(n.e164, "+12025550173");
+        assert_eq!(n.extension.as_deref(), Some(ext));
+    }
+
+    #[rstest]
+    #[case::empty("  ", PhoneError::Empty)]
+    #[case::letters("call me", PhoneError::NotANumber)]
+    #[case::too_short("+1 202 555", PhoneError::TooShort)]
+    #[case::single_digit("1", PhoneError::NotANumber)]
+    #[case::local_only("12", PhoneError::LocalOnly)]
+    #[case::bad_country("+999 1234567", PhoneError::InvalidCountryCode)]
+    fn rejects(#[case] raw: &str, #[case] expected: PhoneError) {
+        assert_eq!(normalize(raw, region("DE")), Err(expected));
+    }
+
+    #[test]
+    fn national_number_without_region_is_explained() {
+        assert_eq!(normalize("030 1234567", None), Err(PhoneError::NoRegion));
+        assert_eq!(
+            normalize("+49 30 1234567", None).unwrap().e164,
+            "+49301234567"
+        );
+    }
+
+    #[test]
+    fn possible_but_unknown_range_is_kept_and_flagged() {
+        // +1 555-01xx is reserved for fiction: possible length, never assigned.
+        let n = normalize("+1 202 555 0100", None).unwrap();
+        assert_eq!(n.e164, "+12025550100");
+        let fictional = normalize("(555) 555-0199", region("US")).unwrap();
+        assert_eq!(fictional.validity, Validity::UnknownRange);
+    }
+
+    #[rstest]
+    #[case::lowercase("de", "DE")]
+    #[case::padded(" us ", "US")]
+    fn accepts_regions(#[case] input: &str, #[case] code: &str) {
+        assert_eq!(DefaultRegion::parse(input).unwrap().code(), code);
+    }
+
+    #[rstest]
+    #[case::unknown("XX")]
+    #[case::uk_is_gb("UK")]
+    #[case::three_letters("DEU")]
+    #[case::numeric("49")]
+    fn refuses_regions(#[case] input: &str) {
+        assert!(DefaultRegion::parse(input).is_err());
+    }
+
+    #[test]
+    fn redaction_keeps_only_edges() {
+        assert_eq!(redact("+491622433834"), "+49…34");
+        assert_eq!(redact("+4912"), "…");
+    }
+}

@@ -1,0 +1,203 @@
+//! The real binary: `inspect` and `check-config`, their output, exit codes, and config lookup.
+
+use std::path::Path;
+
+use crate::support::{contactsyncd, corpus, fixture, repo_file, stderr, stdout};
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect()
+}
+
+#[test]
+fn inspect_human_output() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
+        .args(["inspect", ".", "--region", "DE"])
+        .current_dir(fixture(""))
+        .env("HOME", "/nonexistent")
+        .env_remove("CONTACTSYNCD_CONFIG")
+        .env_remove("XDG_CONFIG_HOME")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    insta::assert_snapshot!(stdout(&output));
+}
+
+#[test]
+fn inspect_json_lines() {
+    let output = contactsyncd(
+        &[
+            "inspect",
+            "--json",
+            "--region",
+            "GB",
+            fixture("broken_middle.vcf").to_str().unwrap(),
+            fixture("truncated.vcf").to_str().unwrap(),
+            fixture("no_cards.vcf").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&stdout(&output));
+    let cards: Vec<_> = lines.iter().filter(|l| l.get("card").is_some()).collect();
+    assert_eq!(cards.len(), 5, "4 cards of broken_middle + 1 of truncated");
+    for card in &cards {
+        for key in [
+            "file",
+            "card",
+            "uid",
+            "first_name",
+            "last_name",
+            "phones",
+            "errors",
+        ] {
+            assert!(card.get(key).is_some(), "{key} missing in {card}");
+        }
+    }
+    assert_eq!(cards[0]["first_name"], "First Good");
+    assert_eq!(cards[0]["phones"][0]["raw"], "+44 20 7946 0958");
+    assert_eq!(cards[0]["phones"][0]["e164"], "+442079460958");
+    assert_eq!(cards[0]["phones"][0]["valid"], true);
+    assert_eq!(cards[2]["phones"][0]["e164"], serde_json::Value::Null);
+    assert_eq!(cards[2]["phones"][0]["error"], "not a phone number");
+    assert!(cards[1]["errors"][0].as_str().unwrap().contains("no name"));
+
+    let file_errors: Vec<_> = lines
+        .iter()
+        .filter(|l| l.get("error").is_some() && l.get("card").is_none())
+        .collect();
+    assert_eq!(file_errors.len(), 2);
+    assert!(
+        file_errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("incomplete")
+    );
+    assert!(
+        file_errors[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no vCard")
+    );
+
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["files"], 3);
+    assert_eq!(summary["cards"], 5);
+    assert_eq!(summary["file_errors"], 2);
+    assert_eq!(summary["incomplete_files"], 1);
+    assert_eq!(summary["contacts"], 3);
+}
+
+#[test]
+fn inspect_reads_the_whole_corpus() {
+    let Some(dir) = corpus() else {
+        eprintln!("skipped: ../shared/vcard-corpus not present");
+        return;
+    };
+    let output = contactsyncd(
+        &["inspect", dir.to_str().unwrap(), "--region", "US", "--json"],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&stdout(&output));
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["files"], 77);
+    assert_eq!(summary["incomplete_files"], 1);
+}
+
+#[test]
+fn inspect_refuses_unusable_arguments() {
+    let missing = contactsyncd(&["inspect", "/nonexistent/book.vcf"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("/nonexistent/book.vcf"));
+    let bad_region = contactsyncd(
+        &[
+            "inspect",
+            "--region",
+            "UK",
+            fixture("google.vcf").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(bad_region.status.code(), Some(2));
+    assert!(
+        stderr(&bad_region).contains("GB"),
+        "{}",
+        stderr(&bad_region)
+    );
+}
+
+#[test]
+fn inspect_without_paths_reads_the_configured_sources() {
+    let config = repo_file("config/contactsyncd.toml");
+    let output = contactsyncd(
+        &["inspect", "--json", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&stdout(&output));
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["region"], "DE");
+    assert!(summary["contacts"].as_u64().unwrap() >= 3, "{summary}");
+}
+
+#[test]
+fn check_config_prints_the_effective_config() {
+    let config = repo_file("config/contactsyncd.toml");
+    // --config accepted before the subcommand as well as after it.
+    let output = contactsyncd(&["--config", config.to_str().unwrap(), "check-config"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("valid"), "{text}");
+    assert!(text.contains("default_region = \"DE\""), "{text}");
+    assert!(
+        text.contains("skip_phone_types = [\"fax\", \"pager\"]"),
+        "{text}"
+    );
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_names_file_line_column_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "default_region = \"DE\"\n\n[[source]]\npath = \".\"\nphone_type = [\"cell\"]\n",
+    );
+    let output = contactsyncd(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(output.status.code(), Some(3));
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("{}:5:1: source[1].phone_type", path.display())),
+        "{message}"
+    );
+    assert!(message.contains("hint:"), "{message}");
+}
+
+#[test]
+fn config_is_found_through_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("book")).unwrap();
+    let text = "default_region = \"FR\"\n[[source]]\npath = \"book\"\n";
+    let explicit = write_config(dir.path(), text);
+    let by_variable = contactsyncd(&["check-config"], &[("CONTACTSYNCD_CONFIG", &explicit)]);
+    assert!(by_variable.status.success(), "{}", stderr(&by_variable));
+    assert!(stdout(&by_variable).contains("\"FR\""));
+
+    let xdg = tempfile::tempdir().unwrap();
+    std::fs::create_dir(xdg.path().join("contactsyncd")).unwrap();
+    std::fs::create_dir(xdg.path().join("contactsyncd/book")).unwrap();
+    write_config(&xdg.path().join("contactsyncd"), text);
+    let by_xdg = contactsyncd(&["check-config"], &[("XDG_CONFIG_HOME", xdg.path())]);
+    assert!(by_xdg.status.success(), "{}", stderr(&by_xdg));
+
+    let none = contactsyncd(&["check-config"], &[]);
+    assert_eq!(none.status.code(), Some(3));
+    assert!(stderr(&none).contains("no configuration file found"));
+}

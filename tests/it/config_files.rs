@@ -1,0 +1,52 @@
+//! The example configuration and every TOML snippet in the README parse and validate.
+
+use contactsyncd::config;
+
+use crate::support::repo_file;
+
+#[test]
+fn example_config_parses() {
+    let path = repo_file("config/contactsyncd.toml");
+    let config = config::load(Some(&path)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.default_region.map(|r| r.code()).as_deref(),
+        Some("DE")
+    );
+    assert_eq!(config.sources.len(), 1);
+    assert_eq!(config.sources[0].name, "personal");
+    assert!(config.sources[0].path.ends_with("examples/addressbook"));
+}
+
+#[test]
+fn every_toml_snippet_in_the_readme_parses() {
+    let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
+    let mut snippets = 0;
+    let mut rest = readme.as_str();
+    while let Some(start) = rest.find("```toml\n") {
+        let body = &rest[start + 8..];
+        let end = body.find("```").expect("closed toml block");
+        // The README's sources live under ~; they are made in a stand-in home.
+        let home = tempfile::tempdir().unwrap();
+        let snippet = body[..end].replace("\"~/", &format!("\"{}/", home.path().display()));
+        for line in snippet.lines() {
+            if let Some(path) = line
+                .trim()
+                .strip_prefix("path = \"")
+                .and_then(|p| p.split('"').next())
+            {
+                let path = std::path::Path::new(path);
+                if path.extension().is_some() {
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    std::fs::write(path, "").unwrap();
+                } else {
+                    std::fs::create_dir_all(path).unwrap();
+                }
+            }
+        }
+        config::parse(&snippet, &home.path().join("config.toml"))
+            .unwrap_or_else(|e| panic!("README snippet does not parse:\n{snippet}\n{e}"));
+        snippets += 1;
+        rest = &body[end..];
+    }
+    assert!(snippets >= 1, "the README shows the configuration");
+}

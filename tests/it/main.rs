@@ -1,0 +1,8 @@
+//! The one integration-test binary: the library on real files, and the real binary.
+
+mod cli;
+mod config_files;
+mod corpus;
+mod dialects;
+mod robustness;
+mod support;
