@@ -2,16 +2,20 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::config::{self, CardFilter, Config};
-use crate::contact::{self, CardContact, CardRef, DesiredSet, PhoneOutcome};
+use crate::contact::{
+    self, CardContact, CardRef, DesiredSet, DesiredSetBuilder, NameSource, PhoneEntry, PhoneOutcome,
+};
 use crate::phone::{DefaultRegion, Validity};
 use crate::source;
-use crate::vcard::{self, CardOutcome, ParsedFile};
+use crate::vcard::{self, CardOutcome, FileSummary};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -111,7 +115,6 @@ fn check_config(path: Option<&Path>) -> Result<(), Failure> {
 
 /// What `inspect` reads: named paths, or the configured sources.
 struct InspectTarget {
-    source: String,
     path: PathBuf,
     filter: CardFilter,
 }
@@ -147,7 +150,6 @@ fn inspect(config_path: Option<&Path>, args: InspectArgs) -> Result<(), Failure>
             .paths
             .iter()
             .map(|path| InspectTarget {
-                source: path.display().to_string(),
                 path: path.clone(),
                 filter: CardFilter::default(),
             })
@@ -157,45 +159,45 @@ fn inspect(config_path: Option<&Path>, args: InspectArgs) -> Result<(), Failure>
 
     let stdout = io::stdout().lock();
     let mut report = Report::new(io::BufWriter::with_capacity(1 << 16, stdout), args.json);
-    let mut understood: Vec<(CardRef, CardContact)> = Vec::new();
+    let mut desired = DesiredSetBuilder::default();
     for (order, target) in targets.iter().enumerate() {
         let listing = source::list_files(&target.path);
         for (path, err) in &listing.errors {
-            report.file_error(path, &format!("cannot read: {err}"))?;
+            report.file_error(path, &format!("cannot read: {err}"), false)?;
         }
         for file in &listing.files {
             report.files += 1;
-            let parsed = match vcard::parse_path(file) {
-                Ok(parsed) => parsed,
-                Err(err) => {
-                    report.file_error(file, &err.to_string())?;
-                    continue;
-                }
-            };
-            report.parsed_file(file, &parsed)?;
-            for outcome in &parsed.cards {
+            let shared_file: Arc<Path> = file.as_path().into();
+            // Cards stream from the parser into the report and the desired set; a write
+            // error stops the output but not the parser, so it is kept and returned after.
+            let mut write_result = Ok(());
+            report.file_header(file)?;
+            let parsed = vcard::parse_path_with(file, |outcome| {
                 let contact = outcome
                     .result
                     .as_ref()
                     .ok()
                     .map(|card| contact::understand(card, region, &target.filter));
-                report.card(file, outcome, contact.as_ref())?;
-                if let Some(contact) = contact {
-                    understood.push((
-                        CardRef {
-                            source_order: order,
-                            source: target.source.clone(),
-                            file: file.clone(),
-                            card: outcome.index,
-                        },
-                        contact,
-                    ));
+                if write_result.is_ok() {
+                    write_result = report.card(file, &outcome, contact.as_ref());
                 }
+                if let Some(contact) = &contact {
+                    let origin = CardRef {
+                        source_order: u32::try_from(order).unwrap_or(u32::MAX),
+                        file: Arc::clone(&shared_file),
+                        card: u32::try_from(outcome.index).unwrap_or(u32::MAX),
+                    };
+                    desired.add(origin, contact);
+                }
+            });
+            write_result?;
+            match parsed {
+                Ok(summary) => report.file_summary(file, &summary)?,
+                Err(err) => report.file_error(file, &err.to_string(), true)?,
             }
         }
     }
-    let set = DesiredSet::build(understood.iter().map(|(r, c)| (r.clone(), c)));
-    report.finish(&set, region)?;
+    report.finish(&desired.finish(), region)?;
     Ok(())
 }
 
@@ -204,7 +206,6 @@ fn targets_of(config: &Config) -> Vec<InspectTarget> {
         .sources
         .iter()
         .map(|s| InspectTarget {
-            source: s.name.clone(),
             path: s.path.clone(),
             filter: s.filter.clone(),
         })
@@ -246,20 +247,28 @@ impl<W: Write> Report<W> {
         self.out.write_all(b"\n").context("writing to stdout")
     }
 
-    fn file_error(&mut self, file: &Path, error: &str) -> anyhow::Result<()> {
+    /// A file-level error; in text mode under the file's name, printed first unless
+    /// `file_header` already did.
+    fn file_error(&mut self, file: &Path, error: &str, header_shown: bool) -> anyhow::Result<()> {
         self.file_errors += 1;
         if self.json {
-            self.line(&json!({"file": file, "error": error}))
-        } else {
-            writeln!(self.out, "{}\n  error: {error}", file.display()).context("writing to stdout")
+            return self.line(&json!({"file": file, "error": error}));
         }
+        if !header_shown {
+            self.file_header(file)?;
+        }
+        writeln!(self.out, "  error: {error}").context("writing to stdout")
     }
 
-    fn parsed_file(&mut self, file: &Path, parsed: &ParsedFile) -> anyhow::Result<()> {
+    fn file_header(&mut self, file: &Path) -> anyhow::Result<()> {
         if !self.json {
             writeln!(self.out, "{}", file.display()).context("writing to stdout")?;
         }
-        for notice in &parsed.notices {
+        Ok(())
+    }
+
+    fn file_summary(&mut self, file: &Path, summary: &FileSummary) -> anyhow::Result<()> {
+        for notice in &summary.notices {
             if self.json {
                 self.line(&json!({"file": file, "line": notice.line, "warning": notice.message}))?;
             } else {
@@ -271,7 +280,7 @@ impl<W: Write> Report<W> {
                 .context("writing to stdout")?;
             }
         }
-        if let Some(incomplete) = parsed.incomplete {
+        if let Some(incomplete) = summary.incomplete {
             self.incomplete_files += 1;
             self.file_errors += 1;
             let message = format!(
@@ -318,39 +327,20 @@ impl<W: Write> Report<W> {
         }
 
         if self.json {
-            let phones: Vec<_> = phones
-                .iter()
-                .map(|p| {
-                    let (valid, error) = match &p.outcome {
-                        PhoneOutcome::Accepted { validity, .. } => {
-                            (*validity == Validity::Valid, None)
-                        }
-                        PhoneOutcome::Repeated { .. } => (true, None),
-                        PhoneOutcome::Filtered { reason } => (false, Some(reason.clone())),
-                        PhoneOutcome::Rejected(err) => (false, Some(err.to_string())),
-                    };
-                    json!({
-                        "raw": p.raw,
-                        "e164": p.e164(),
-                        "valid": valid,
-                        "error": error,
-                        "flags": p.flags(),
-                    })
-                })
-                .collect();
-            let value = json!({
-                "file": file,
-                "card": outcome.index,
-                "line": outcome.line,
-                "uid": card.and_then(|c| c.uid.as_deref()),
-                "first_name": name.map(|n| n.first.as_str()),
-                "last_name": name.map(|n| n.last.as_str()),
-                "name_source": name.map(|n| n.source),
-                "pushed": contact.is_some_and(CardContact::is_pushed),
-                "phones": phones,
-                "errors": errors,
-            });
-            return self.line(&value);
+            let value = CardLine {
+                file,
+                card: outcome.index,
+                line: outcome.line,
+                uid: card.and_then(|c| c.uid.as_deref()),
+                first_name: name.map(|n| n.first.as_str()),
+                last_name: name.map(|n| n.last.as_str()),
+                name_source: name.map(|n| n.source),
+                pushed: contact.is_some_and(CardContact::is_pushed),
+                phones: phones.iter().map(PhoneLine::of).collect(),
+                errors,
+            };
+            serde_json::to_writer(&mut self.out, &value).context("writing to stdout")?;
+            return self.out.write_all(b"\n").context("writing to stdout");
         }
 
         let out = &mut self.out;
@@ -401,10 +391,10 @@ impl<W: Write> Report<W> {
             for conflict in &set.conflicts {
                 self.line(&json!({"conflict": {
                     "e164": conflict.e164,
-                    "chosen": {"first_name": conflict.chosen.0, "last_name": conflict.chosen.1,
-                               "file": conflict.chosen_from.file, "card": conflict.chosen_from.card},
-                    "other": {"first_name": conflict.other.0, "last_name": conflict.other.1,
-                              "file": conflict.other_from.file, "card": conflict.other_from.card},
+                    "chosen": {"first_name": conflict.chosen.name.first, "last_name": conflict.chosen.name.last,
+                               "file": &*conflict.chosen.card.file, "card": conflict.chosen.card.card},
+                    "other": {"first_name": conflict.other.name.first, "last_name": conflict.other.name.last,
+                              "file": &*conflict.other.card.file, "card": conflict.other.card.card},
                 }}))?;
             }
             let summary = json!({"summary": {
@@ -431,12 +421,12 @@ impl<W: Write> Report<W> {
                         out,
                         "  {}: {:?} from {} card {} over {:?} from {} card {}",
                         c.e164,
-                        format!("{} {}", c.chosen.0, c.chosen.1).trim(),
-                        c.chosen_from.file.display(),
-                        c.chosen_from.card,
-                        format!("{} {}", c.other.0, c.other.1).trim(),
-                        c.other_from.file.display(),
-                        c.other_from.card,
+                        format!("{} {}", c.chosen.name.first, c.chosen.name.last).trim(),
+                        c.chosen.card.file.display(),
+                        c.chosen.card.card,
+                        format!("{} {}", c.other.name.first, c.other.name.last).trim(),
+                        c.other.card.file.display(),
+                        c.other.card.card,
                     )
                     .context("writing to stdout")?;
                 }
@@ -465,5 +455,48 @@ impl<W: Write> Report<W> {
             }
         }
         self.out.flush().context("writing to stdout")
+    }
+}
+
+/// One card of `inspect --json`.
+#[derive(Serialize)]
+struct CardLine<'a> {
+    file: &'a Path,
+    card: usize,
+    line: usize,
+    uid: Option<&'a str>,
+    first_name: Option<&'a str>,
+    last_name: Option<&'a str>,
+    name_source: Option<NameSource>,
+    pushed: bool,
+    phones: Vec<PhoneLine<'a>>,
+    errors: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct PhoneLine<'a> {
+    raw: &'a str,
+    e164: Option<&'a str>,
+    /// Valid according to the metadata (false for kept unknown ranges, skipped and rejected).
+    valid: bool,
+    error: Option<String>,
+    flags: Vec<&'static str>,
+}
+
+impl<'a> PhoneLine<'a> {
+    fn of(phone: &'a PhoneEntry) -> Self {
+        let (valid, error) = match &phone.outcome {
+            PhoneOutcome::Accepted { validity, .. } => (*validity == Validity::Valid, None),
+            PhoneOutcome::Repeated { .. } => (true, None),
+            PhoneOutcome::Filtered { reason } => (false, Some(reason.clone())),
+            PhoneOutcome::Rejected(err) => (false, Some(err.to_string())),
+        };
+        Self {
+            raw: &phone.raw,
+            e164: phone.e164(),
+            valid,
+            error,
+            flags: phone.flags(),
+        }
     }
 }

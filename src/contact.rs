@@ -1,8 +1,10 @@
 //! Card → the contact we push: a messenger name and the card's E.164 phones; and all cards of
 //! all sources → one desired set keyed by E.164.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::CardFilter;
 use crate::phone::{self, DefaultRegion, PhoneError, Validity};
@@ -230,24 +232,22 @@ pub fn tidy(text: &str) -> String {
 }
 
 /// TYPE values, plus what an iCloud `X-ABLabel` means (`_$!<HomeFAX>!$_` is a fax).
-fn effective_types(types: &[String], label: Option<&str>) -> Vec<String> {
+fn effective_types<'a>(types: &'a [String], label: Option<&str>) -> Cow<'a, [String]> {
+    let Some(label) = label.map(str::to_ascii_lowercase) else {
+        return Cow::Borrowed(types);
+    };
+    let implied = if label.contains("fax") {
+        "fax"
+    } else if label.contains("pager") {
+        "pager"
+    } else if label.contains("mobile") || label.contains("iphone") {
+        "cell"
+    } else {
+        return Cow::Borrowed(types);
+    };
     let mut all = types.to_vec();
-    if let Some(label) = label {
-        let label = label.to_ascii_lowercase();
-        let implied = if label.contains("fax") {
-            Some("fax")
-        } else if label.contains("pager") {
-            Some("pager")
-        } else if label.contains("mobile") || label.contains("iphone") {
-            Some("cell")
-        } else {
-            None
-        };
-        if let Some(implied) = implied {
-            all.push(implied.to_owned());
-        }
-    }
-    all
+    all.push(implied.to_owned());
+    Cow::Owned(all)
 }
 
 fn type_exclusion(types: &[String], filter: &CardFilter) -> Option<String> {
@@ -282,34 +282,57 @@ fn category_exclusion(card: &RawCard, filter: &CardFilter) -> Option<String> {
     None
 }
 
-/// Where a contact came from.
+/// Where a contact came from. Small on purpose: a 100,000-card address book holds one per
+/// number, and the file path is shared by all cards of a file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CardRef {
     /// Position of the source in the configuration (0-based); earlier sources win name conflicts.
-    pub source_order: usize,
-    pub source: String,
-    pub file: PathBuf,
-    pub card: usize,
+    pub source_order: u32,
+    pub file: Arc<Path>,
+    pub card: u32,
 }
 
-/// A contact as it should exist on the messenger.
+/// A card that carries a contact's number, and the name it gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub card: CardRef,
+    pub name: Arc<PersonName>,
+}
+
+/// A contact as it should exist on the messenger (its E.164 is the key of the set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredContact {
-    pub e164: String,
-    pub first_name: String,
-    pub last_name: String,
-    /// Every card carrying this number; the first one gave the name.
-    pub origins: Vec<CardRef>,
+    /// The card that names the contact: the first in (source order, file, card index).
+    pub named_by: Origin,
+    /// Other cards carrying the same number, sorted. Usually none, and then not allocated.
+    pub also_on: Vec<Origin>,
 }
 
-/// A number found in cards that disagree on the name.
+impl DesiredContact {
+    pub fn name(&self) -> &PersonName {
+        &self.named_by.name
+    }
+
+    pub fn first_name(&self) -> &str {
+        &self.name().first
+    }
+
+    pub fn last_name(&self) -> &str {
+        &self.name().last
+    }
+
+    /// Every card carrying this number, the naming one first.
+    pub fn origins(&self) -> impl Iterator<Item = &Origin> {
+        std::iter::once(&self.named_by).chain(&self.also_on)
+    }
+}
+
+/// A number found on cards that disagree on the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameConflict {
     pub e164: String,
-    pub chosen: (String, String),
-    pub chosen_from: CardRef,
-    pub other: (String, String),
-    pub other_from: CardRef,
+    pub chosen: Origin,
+    pub other: Origin,
 }
 
 /// All sources merged, keyed by E.164.
@@ -321,7 +344,7 @@ pub struct NameConflict {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredSet {
     pub contacts: BTreeMap<String, DesiredContact>,
-    /// Numbers seen on more than one card (same or different names).
+    /// Extra cards carrying a number already seen (same or different names).
     pub duplicates: usize,
     pub conflicts: Vec<NameConflict>,
 }
@@ -329,45 +352,76 @@ pub struct DesiredSet {
 impl DesiredSet {
     /// Builds the set from understood cards, in any order.
     pub fn build<'a>(cards: impl IntoIterator<Item = (CardRef, &'a CardContact)>) -> Self {
-        let mut entries: Vec<(CardRef, &CardContact)> = cards.into_iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut set = DesiredSet::default();
-        for (origin, card) in entries {
-            let Some(name) = card.name.as_ref().filter(|_| card.is_pushed()) else {
-                continue;
+        let mut builder = DesiredSetBuilder::default();
+        for (origin, card) in cards {
+            builder.add(origin, card);
+        }
+        builder.finish()
+    }
+}
+
+/// Collects cards one at a time (a scan streams them), then settles names and conflicts.
+#[derive(Debug, Default)]
+pub struct DesiredSetBuilder {
+    contacts: BTreeMap<String, DesiredContact>,
+}
+
+impl DesiredSetBuilder {
+    pub fn add(&mut self, origin: CardRef, card: &CardContact) {
+        let Some(name) = card.name.as_ref().filter(|_| card.is_pushed()) else {
+            return;
+        };
+        let name = Arc::new(name.clone());
+        for e164 in card.pushed_numbers() {
+            let entry = Origin {
+                card: origin.clone(),
+                name: Arc::clone(&name),
             };
-            for e164 in card.pushed_numbers() {
-                match set.contacts.get_mut(e164) {
-                    Some(existing) => {
-                        set.duplicates += 1;
-                        if (existing.first_name.as_str(), existing.last_name.as_str())
-                            != (name.first.as_str(), name.last.as_str())
-                        {
-                            set.conflicts.push(NameConflict {
-                                e164: e164.to_owned(),
-                                chosen: (existing.first_name.clone(), existing.last_name.clone()),
-                                chosen_from: existing.origins[0].clone(),
-                                other: (name.first.clone(), name.last.clone()),
-                                other_from: origin.clone(),
-                            });
-                        }
-                        existing.origins.push(origin.clone());
-                    }
-                    None => {
-                        set.contacts.insert(
-                            e164.to_owned(),
-                            DesiredContact {
-                                e164: e164.to_owned(),
-                                first_name: name.first.clone(),
-                                last_name: name.last.clone(),
-                                origins: vec![origin.clone()],
-                            },
-                        );
-                    }
+            match self.contacts.get_mut(e164) {
+                Some(contact) => contact.also_on.push(entry),
+                None => {
+                    self.contacts.insert(
+                        e164.to_owned(),
+                        DesiredContact {
+                            named_by: entry,
+                            also_on: Vec::new(),
+                        },
+                    );
                 }
             }
         }
-        set
+    }
+
+    pub fn finish(mut self) -> DesiredSet {
+        let mut duplicates = 0;
+        let mut conflicts = Vec::new();
+        for (e164, contact) in &mut self.contacts {
+            if contact.also_on.is_empty() {
+                continue;
+            }
+            duplicates += contact.also_on.len();
+            // Cards arrive in scan order; the name rule needs the smallest origin first.
+            contact.also_on.push(contact.named_by.clone());
+            contact.also_on.sort_by(|a, b| a.card.cmp(&b.card));
+            contact.named_by = contact.also_on.remove(0);
+            let chosen = &contact.named_by;
+            for other in &contact.also_on {
+                if (other.name.first.as_str(), other.name.last.as_str())
+                    != (chosen.name.first.as_str(), chosen.name.last.as_str())
+                {
+                    conflicts.push(NameConflict {
+                        e164: e164.clone(),
+                        chosen: chosen.clone(),
+                        other: other.clone(),
+                    });
+                }
+            }
+        }
+        DesiredSet {
+            contacts: self.contacts,
+            duplicates,
+            conflicts,
+        }
     }
 }
 
@@ -488,16 +542,15 @@ mod tests {
             understand(&a, None, &CardFilter::default()),
             understand(&b, None, &CardFilter::default()),
         );
-        let origin = |order: usize| CardRef {
+        let origin = |order: u32| CardRef {
             source_order: order,
-            source: format!("s{order}"),
-            file: PathBuf::from("x.vcf"),
+            file: Path::new("x.vcf").into(),
             card: 1,
         };
         let forward = DesiredSet::build([(origin(0), &a), (origin(1), &b)]);
         let backward = DesiredSet::build([(origin(1), &b), (origin(0), &a)]);
         assert_eq!(forward, backward);
-        assert_eq!(forward.contacts["+4930123456"].first_name, "Curated Name");
+        assert_eq!(forward.contacts["+4930123456"].first_name(), "Curated Name");
         assert_eq!(forward.duplicates, 1);
         assert_eq!(forward.conflicts.len(), 1);
     }

@@ -25,3 +25,8 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .init();
 }
+
+// glibc malloc was a quarter of `inspect`'s time on a 100,000-card export (many small,
+// short-lived allocations per card); mimalloc is the usual remedy.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,6 +1,7 @@
 //! Raw TEL value → E.164, with rlibphonenumber (a port of Google's libphonenumber) and the
 //! configured default region for numbers written in national format.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use rlibphonenumber::{
@@ -143,19 +144,20 @@ fn possibility_error(reason: &str) -> PhoneError {
 /// dial pauses and waits (`p`, `w`, `,` as Android writes them) and everything after them, and
 /// the `(0)` trunk prefix of `+49 (0)30 …` / `+44 (0)20 …`, which is never dialled after a
 /// country code.
-fn clean(raw: &str) -> String {
+fn clean(raw: &str) -> Cow<'_, str> {
     let raw = raw.trim();
     let is_uri = raw.len() >= 4 && raw.is_char_boundary(4) && raw[..4].eq_ignore_ascii_case("tel:");
-    let chars: Vec<char> = raw.chars().collect();
-    let mut end = chars.len();
+    let bytes = raw.as_bytes();
+    let mut end = bytes.len();
     if !is_uri {
-        for (i, &c) in chars.iter().enumerate() {
-            let after_digit = i > 0 && chars[i - 1].is_ascii_digit();
-            let before_digit = chars.get(i + 1).is_some_and(char::is_ascii_digit);
+        // Pause characters are ASCII, so byte positions are character boundaries here.
+        for (i, &b) in bytes.iter().enumerate() {
+            let after_digit = i > 0 && bytes[i - 1].is_ascii_digit();
+            let before_digit = bytes.get(i + 1).is_some_and(u8::is_ascii_digit);
             // `p`/`w` only between digits: `1-800-FLOWERS` is a vanity number, not a pause.
-            let is_pause = match c {
-                ',' | ';' => i > 0,
-                'p' | 'P' | 'w' | 'W' => after_digit && (before_digit || i + 1 == chars.len()),
+            let is_pause = match b {
+                b',' | b';' => i > 0,
+                b'p' | b'P' | b'w' | b'W' => after_digit && (before_digit || i + 1 == bytes.len()),
                 _ => false,
             };
             if is_pause {
@@ -164,11 +166,12 @@ fn clean(raw: &str) -> String {
             }
         }
     }
-    let mut out: String = chars[..end].iter().collect();
-    if out.trim_start().starts_with('+') && out.contains("(0)") {
-        out = out.replacen("(0)", "", 1);
+    let kept = raw[..end].trim();
+    if kept.starts_with('+') && kept.contains("(0)") {
+        Cow::Owned(kept.replacen("(0)", "", 1))
+    } else {
+        Cow::Borrowed(kept)
     }
-    out.trim().to_owned()
 }
 
 /// `+491622433834` → `+49…34`: enough to tell numbers apart in a log, too little to dial.

@@ -15,7 +15,7 @@
 //! - rewrites the 2.1 bare `QUOTED-PRINTABLE` parameter as `ENCODING=QUOTED-PRINTABLE`.
 
 use std::borrow::Cow;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
@@ -50,6 +50,8 @@ pub enum FileError {
     },
     #[error("no vCard in this file (no BEGIN:VCARD line)")]
     NoCards,
+    #[error("the parser thread crashed; please report this with the file attached")]
+    ParserThread,
 }
 
 /// Why one card could not be used. The card's neighbours are unaffected.
@@ -132,83 +134,155 @@ pub struct ParsedFile {
 }
 
 impl ParsedFile {
+    fn assemble(cards: Vec<CardOutcome>, summary: FileSummary) -> Self {
+        Self {
+            cards,
+            incomplete: summary.incomplete,
+            notices: summary.notices,
+        }
+    }
+
     pub fn good_cards(&self) -> impl Iterator<Item = &RawCard> {
         self.cards.iter().filter_map(|c| c.result.as_ref().ok())
     }
 }
 
+/// What a file held besides its cards, when the cards were handed out one by one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSummary {
+    pub cards: usize,
+    pub incomplete: Option<Incomplete>,
+    pub notices: Vec<FileNotice>,
+}
+
 /// Reads and parses one vCard file.
 pub fn parse_path(path: &Path) -> Result<ParsedFile, FileError> {
-    let file = std::fs::File::open(path).map_err(|source| FileError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse_reader(file).map_err(|err| match err {
+    let mut cards = Vec::new();
+    let summary = parse_path_with(path, |card| cards.push(card))?;
+    Ok(ParsedFile::assemble(cards, summary))
+}
+
+/// Files at least this large are parsed on a second thread while the caller consumes the
+/// cards: a big export then costs about max(parse, consume) instead of their sum.
+const PIPELINE_MIN_BYTES: u64 = 1 << 20;
+const PIPELINE_BATCH: usize = 256;
+
+/// Like [`parse_path`], handing each card to `on_card` as soon as it is complete, so a
+/// 100,000-card export never sits in memory whole.
+pub fn parse_path_with(
+    path: &Path,
+    mut on_card: impl FnMut(CardOutcome),
+) -> Result<FileSummary, FileError> {
+    let with_path = |err: FileError| match err {
         FileError::Read { source, .. } => FileError::Read {
             path: path.to_owned(),
             source,
         },
         other => other,
+    };
+    let file = std::fs::File::open(path).map_err(|source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if size < PIPELINE_MIN_BYTES {
+        return parse_reader_with(file, on_card).map_err(with_path);
+    }
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<CardOutcome>>(8);
+        let parser = scope.spawn(move || {
+            let mut batch = Vec::with_capacity(PIPELINE_BATCH);
+            let summary = parse_reader_with(file, |card| {
+                batch.push(card);
+                if batch.len() == PIPELINE_BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(PIPELINE_BATCH));
+                    // The receiver lives until every batch is consumed.
+                    let _ = sender.send(full);
+                }
+            });
+            if !batch.is_empty() {
+                let _ = sender.send(batch);
+            }
+            summary
+        });
+        for batch in receiver {
+            batch.into_iter().for_each(&mut on_card);
+        }
+        parser
+            .join()
+            .unwrap_or(Err(FileError::ParserThread))
+            .map_err(with_path)
     })
 }
 
 /// Reads everything from `reader` and parses it.
-pub fn parse_reader(mut reader: impl Read) -> Result<ParsedFile, FileError> {
-    let mut bytes = Vec::new();
-    reader
-        .read_to_end(&mut bytes)
-        .map_err(|source| FileError::Read {
-            path: std::path::PathBuf::new(),
-            source,
-        })?;
-    parse_bytes(&bytes)
+pub fn parse_reader(reader: impl Read) -> Result<ParsedFile, FileError> {
+    let mut cards = Vec::new();
+    let summary = parse_reader_with(reader, |card| cards.push(card))?;
+    Ok(ParsedFile::assemble(cards, summary))
 }
 
 /// Parses the contents of one file. Never panics.
 pub fn parse_bytes(bytes: &[u8]) -> Result<ParsedFile, FileError> {
-    let text = transcode_utf16(bytes);
-    let bytes: &[u8] = text.as_deref().unwrap_or(bytes);
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-
-    let mut splitter = CardSplitter::default();
-    for (number, line) in split_lines(bytes).enumerate() {
-        splitter.push_line(number + 1, line);
-    }
-    splitter.finish()
+    parse_reader(bytes)
 }
 
-/// UTF-16 exports (Outlook, some Windows tools) become UTF-8; everything else is left alone.
-fn transcode_utf16(bytes: &[u8]) -> Option<Vec<u8>> {
+/// Streams `reader` line by line through the pre-pass; cards reach `on_card` in file order.
+pub fn parse_reader_with(
+    reader: impl Read,
+    mut on_card: impl FnMut(CardOutcome),
+) -> Result<FileSummary, FileError> {
+    let read_error = |source| FileError::Read {
+        path: std::path::PathBuf::new(),
+        source,
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    let head = reader.fill_buf().map_err(read_error)?;
+    let mut splitter = CardSplitter::default();
+    if looks_like_utf16(head) {
+        // Rare (Outlook, some Windows tools) and small: transcode the whole file.
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).map_err(read_error)?;
+        let text = transcode_utf16(&bytes);
+        for line in text.split(|&b| b == b'\n') {
+            splitter.push_physical_line(line, &mut on_card);
+        }
+        return splitter.finish(&mut on_card);
+    }
+    if head.starts_with(b"\xEF\xBB\xBF") {
+        reader.consume(3);
+    }
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line).map_err(read_error)?;
+        if read == 0 {
+            break;
+        }
+        let content = line.strip_suffix(b"\n").unwrap_or(&line);
+        splitter.push_physical_line(content, &mut on_card);
+    }
+    splitter.finish(&mut on_card)
+}
+
+fn looks_like_utf16(head: &[u8]) -> bool {
+    matches!(
+        head,
+        [0xFF, 0xFE, ..] | [0xFE, 0xFF, ..] | [_, 0, ..] | [0, _, ..]
+    ) && !matches!(head, [0, 0, ..])
+}
+
+/// UTF-16 (LE or BE, with or without BOM) → UTF-8.
+fn transcode_utf16(bytes: &[u8]) -> Vec<u8> {
     let (encoding, body) = match bytes {
         [0xFF, 0xFE, rest @ ..] => (encoding_rs::UTF_16LE, rest),
         [0xFE, 0xFF, rest @ ..] => (encoding_rs::UTF_16BE, rest),
-        // No BOM: "B\0E\0G\0" or "\0B\0E\0G".
-        [first, 0, ..] if *first != 0 => (encoding_rs::UTF_16LE, bytes),
-        [0, second, ..] if *second != 0 => (encoding_rs::UTF_16BE, bytes),
-        _ => return None,
+        // No BOM: "B\0E\0G\0" is little-endian, "\0B\0E\0G" big-endian.
+        [_, 0, ..] => (encoding_rs::UTF_16LE, bytes),
+        _ => (encoding_rs::UTF_16BE, bytes),
     };
     let (decoded, _) = encoding.decode_without_bom_handling(body);
-    Some(decoded.into_owned().into_bytes())
-}
-
-/// Physical lines without their terminators. `\r\r\n` counts as one line end.
-fn split_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let has_lf = bytes.contains(&b'\n');
-    let separator = if has_lf { b'\n' } else { b'\r' };
-    let mut lines = bytes.split(move |&b| b == separator);
-    let mut pending_last_empty = bytes.last() == Some(&separator);
-    std::iter::from_fn(move || {
-        let line = lines.next()?;
-        if lines.size_hint().1 == Some(0) && pending_last_empty && line.is_empty() {
-            pending_last_empty = false;
-            return None;
-        }
-        let mut line = line;
-        while let [rest @ .., b'\r'] = line {
-            line = rest;
-        }
-        Some(line)
-    })
+    decoded.into_owned().into_bytes()
 }
 
 /// What the splitter knows about the property a physical line belongs to.
@@ -238,14 +312,38 @@ struct CardSplitter {
     open: Vec<OpenCard>,
     current: Current,
     previous_ended_with_soft_break: bool,
+    line_number: usize,
     next_index: usize,
-    cards: Vec<CardOutcome>,
+    /// Finished cards held back while an enclosing card is still open, so that cards are
+    /// handed out in file order even when nested cards finish before their parent.
+    finished: Vec<CardOutcome>,
+    emitted: usize,
     notices: Vec<FileNotice>,
     stray_lines: usize,
     first_stray_line: Option<usize>,
 }
 
 impl CardSplitter {
+    /// A line as read up to LF. `\r\r\n` (iOS) ends in CRs that are dropped; a CR inside
+    /// the line is a line end too (classic Mac files have nothing else).
+    fn push_physical_line(&mut self, line: &[u8], on_card: &mut impl FnMut(CardOutcome)) {
+        let mut line = line;
+        while let [rest @ .., b'\r'] = line {
+            line = rest;
+        }
+        for part in line.split(|&b| b == b'\r') {
+            self.line_number += 1;
+            self.push_line(self.line_number, part);
+            if self.open.is_empty() && !self.finished.is_empty() {
+                self.finished.sort_by_key(|c| c.index);
+                for card in self.finished.drain(..) {
+                    self.emitted += 1;
+                    on_card(card);
+                }
+            }
+        }
+    }
+
     fn push_line(&mut self, number: usize, line: &[u8]) {
         // A quoted-printable value that wrongly ends in `=` right before END:VCARD must not
         // swallow the end of the card (that would make the file look half-written forever).
@@ -276,7 +374,8 @@ impl CardSplitter {
             self.current = Current::None;
             return;
         }
-        if is_begin_vcard(trimmed) {
+        let may_be_begin_or_end = matches!(trimmed.first(), Some(b'B' | b'b' | b'E' | b'e'));
+        if may_be_begin_or_end && is_begin_vcard(trimmed) {
             self.next_index += 1;
             self.open.push(OpenCard {
                 index: self.next_index,
@@ -286,11 +385,11 @@ impl CardSplitter {
             self.current = Current::None;
             return;
         }
-        if is_end_vcard(trimmed) {
+        if may_be_begin_or_end && is_end_vcard(trimmed) {
             match self.open.pop() {
                 Some(mut card) => {
                     card.text.push_str("END:VCARD\r\n");
-                    self.cards.push(parse_card(card));
+                    self.finished.push(parse_card(card));
                 }
                 None => self.notices.push(FileNotice {
                     line: number,
@@ -313,30 +412,41 @@ impl CardSplitter {
 
         let header_end = property_header_end(line);
         let header = &line[..header_end];
-        let quoted_printable = header_has_quoted_printable(header);
+        let has_params = header.contains(&b';');
+        let quoted_printable = has_params && header_has_quoted_printable(header);
         self.previous_ended_with_soft_break = quoted_printable && line.ends_with(b"=");
-        if !is_kept_property(header) {
+        if !is_kept_property(property_name(header)) {
             self.current = Current::Skipped { quoted_printable };
             return;
         }
-        let charset = header_charset(header);
+        let charset = if has_params {
+            header_charset(header)
+        } else {
+            None
+        };
         self.current = Current::Kept {
             quoted_printable,
             charset,
         };
-        let header_text = decode_line(header, None);
-        if quoted_printable && !contains_ignore_ascii_case(header, b"ENCODING=") {
-            card.text
-                .push_str(&rewrite_bare_quoted_printable(&header_text));
-        } else {
-            card.text.push_str(&header_text);
+        let needs_rewrite = quoted_printable && !contains_ignore_ascii_case(header, b"ENCODING=");
+        match std::str::from_utf8(line) {
+            Ok(text) if !needs_rewrite => card.text.push_str(text),
+            _ => {
+                let header_text = decode_line(header, None);
+                if needs_rewrite {
+                    card.text
+                        .push_str(&rewrite_bare_quoted_printable(&header_text));
+                } else {
+                    card.text.push_str(&header_text);
+                }
+                card.text
+                    .push_str(&decode_line(&line[header_end..], charset));
+            }
         }
-        card.text
-            .push_str(&decode_line(&line[header_end..], charset));
         card.text.push_str("\r\n");
     }
 
-    fn finish(mut self) -> Result<ParsedFile, FileError> {
+    fn finish(mut self, on_card: &mut impl FnMut(CardOutcome)) -> Result<FileSummary, FileError> {
         // The outermost unfinished card is the one the writer was in the middle of; nested
         // ones still open inside it are part of the same unfinished write.
         let incomplete = self.open.first().map(|card| Incomplete {
@@ -356,9 +466,14 @@ impl CardSplitter {
             });
             self.notices.sort_by_key(|n| n.line);
         }
-        self.cards.sort_by_key(|c| c.index);
-        Ok(ParsedFile {
-            cards: self.cards,
+        // Nested cards that finished inside an unfinished parent still count.
+        self.finished.sort_by_key(|c| c.index);
+        for card in self.finished.drain(..) {
+            self.emitted += 1;
+            on_card(card);
+        }
+        Ok(FileSummary {
+            cards: self.emitted,
             incomplete,
             notices: self.notices,
         })
@@ -407,11 +522,10 @@ fn property_name(header: &[u8]) -> &[u8] {
     name.trim_ascii()
 }
 
-fn is_kept_property(header: &[u8]) -> bool {
-    let name = property_name(header);
+fn is_kept_property(name: &[u8]) -> bool {
     KEPT_PROPERTIES
         .iter()
-        .any(|kept| name.eq_ignore_ascii_case(kept.as_bytes()))
+        .any(|kept| kept.len() == name.len() && name.eq_ignore_ascii_case(kept.as_bytes()))
 }
 
 fn params(header: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -665,5 +779,119 @@ fn type_name(t: &VCardType) -> &'static str {
         VCardType::Textphone => "textphone",
         VCardType::MainNumber => "main-number",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn names(parsed: &ParsedFile) -> Vec<String> {
+        parsed
+            .good_cards()
+            .map(|c| c.formatted_name.clone().unwrap_or_default())
+            .collect()
+    }
+
+    const TWO_CARDS: &str = "BEGIN:VCARD\nVERSION:3.0\nFN:One\nEND:VCARD\nBEGIN:VCARD\nVERSION:3.0\nFN:Two\nEND:VCARD\n";
+
+    #[rstest]
+    #[case::lf("\n")]
+    #[case::crlf("\r\n")]
+    #[case::ios_double_cr("\r\r\n")]
+    #[case::classic_mac_cr("\r")]
+    fn every_line_ending_splits_the_same(#[case] ending: &str) {
+        let text = TWO_CARDS.replace('\n', ending);
+        let parsed = parse_bytes(text.as_bytes()).unwrap();
+        assert_eq!(names(&parsed), ["One", "Two"]);
+        assert_eq!(parsed.cards[1].line, 5);
+    }
+
+    #[rstest]
+    #[case::le_bom(encoding_rs::UTF_16LE, true)]
+    #[case::be_bom(encoding_rs::UTF_16BE, true)]
+    #[case::le_no_bom(encoding_rs::UTF_16LE, false)]
+    #[case::be_no_bom(encoding_rs::UTF_16BE, false)]
+    fn utf16_is_transcoded(#[case] encoding: &'static encoding_rs::Encoding, #[case] bom: bool) {
+        let mut bytes = Vec::new();
+        let little = encoding == encoding_rs::UTF_16LE;
+        if bom {
+            bytes.extend_from_slice(if little { &[0xFF, 0xFE] } else { &[0xFE, 0xFF] });
+        }
+        for unit in TWO_CARDS.replace("One", "Öne").encode_utf16() {
+            bytes.extend_from_slice(&if little {
+                unit.to_le_bytes()
+            } else {
+                unit.to_be_bytes()
+            });
+        }
+        assert_eq!(names(&parse_bytes(&bytes).unwrap()), ["Öne", "Two"]);
+    }
+
+    #[test]
+    fn stray_text_and_lonely_end_are_noticed_not_fatal() {
+        let text = format!("garbage\nmore garbage\nEND:VCARD\n{TWO_CARDS}");
+        let parsed = parse_bytes(text.as_bytes()).unwrap();
+        assert_eq!(names(&parsed), ["One", "Two"]);
+        assert_eq!(parsed.notices.len(), 2);
+        assert_eq!(parsed.notices[0].line, 1);
+        assert!(parsed.notices[0].message.starts_with("2 line(s)"));
+        assert_eq!(parsed.notices[1].line, 3);
+    }
+
+    #[test]
+    fn quoted_printable_ending_in_equals_before_end_does_not_swallow_the_end() {
+        let text =
+            "BEGIN:VCARD\nVERSION:2.1\nFN:A\nNOTE;ENCODING=QUOTED-PRINTABLE:abc=\nEND:VCARD\n";
+        let parsed = parse_bytes(text.as_bytes()).unwrap();
+        assert!(parsed.incomplete.is_none());
+        assert_eq!(names(&parsed), ["A"]);
+    }
+
+    #[test]
+    fn bare_quoted_printable_parameter_is_decoded() {
+        let text =
+            "BEGIN:VCARD\nVERSION:2.1\nFN;CHARSET=UTF-8;QUOTED-PRINTABLE:J=C3=B6rg\nEND:VCARD\n";
+        assert_eq!(names(&parse_bytes(text.as_bytes()).unwrap()), ["Jörg"]);
+    }
+
+    #[test]
+    fn eight_bit_value_uses_its_charset_else_windows_1252() {
+        let mut text = b"BEGIN:VCARD\nVERSION:2.1\nFN;CHARSET=ISO-8859-7:".to_vec();
+        text.extend_from_slice(&[0xC1, 0xEB, 0xDD, 0xEE]); // Αλέξ
+        text.extend_from_slice(b"\nN:Gro\xDF;;;;\nEND:VCARD\n");
+        let parsed = parse_bytes(&text).unwrap();
+        let card = parsed.good_cards().next().unwrap();
+        assert_eq!(card.formatted_name.as_deref(), Some("Αλέξ"));
+        assert_eq!(card.name.as_ref().unwrap().family, "Groß");
+    }
+
+    #[test]
+    fn empty_input_has_no_cards() {
+        assert!(matches!(parse_bytes(b""), Err(FileError::NoCards)));
+    }
+
+    #[test]
+    fn large_files_stream_in_order_through_the_parser_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.vcf");
+        let mut text = String::new();
+        for i in 1..=3000 {
+            text.push_str(&format!(
+                "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Card {i}\r\nNOTE:{}\r\nEND:VCARD\r\n",
+                "x".repeat(400)
+            ));
+        }
+        assert!(text.len() as u64 > PIPELINE_MIN_BYTES);
+        std::fs::write(&path, &text).unwrap();
+        let mut indexes = Vec::new();
+        let summary = parse_path_with(&path, |card| indexes.push(card.index)).unwrap();
+        assert_eq!(summary.cards, 3000);
+        assert_eq!(indexes, (1..=3000).collect::<Vec<_>>());
+        assert_eq!(
+            parse_path(&path).unwrap(),
+            parse_bytes(text.as_bytes()).unwrap()
+        );
     }
 }
