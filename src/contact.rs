@@ -373,21 +373,23 @@ impl DesiredSetBuilder {
         };
         let name = Arc::new(name.clone());
         for e164 in card.pushed_numbers() {
-            let entry = Origin {
-                card: origin.clone(),
-                name: Arc::clone(&name),
-            };
-            match self.contacts.get_mut(e164) {
-                Some(contact) => contact.also_on.push(entry),
-                None => {
-                    self.contacts.insert(
-                        e164.to_owned(),
-                        DesiredContact {
-                            named_by: entry,
-                            also_on: Vec::new(),
-                        },
-                    );
-                }
+            self.add_number(origin.clone(), e164, Arc::clone(&name));
+        }
+    }
+
+    /// Adds one number of a card whose name is already settled (e.g. read back from the state).
+    pub fn add_number(&mut self, card: CardRef, e164: &str, name: Arc<PersonName>) {
+        let entry = Origin { card, name };
+        match self.contacts.get_mut(e164) {
+            Some(contact) => contact.also_on.push(entry),
+            None => {
+                self.contacts.insert(
+                    e164.to_owned(),
+                    DesiredContact {
+                        named_by: entry,
+                        also_on: Vec::new(),
+                    },
+                );
             }
         }
     }

@@ -1,18 +1,30 @@
 //! contactsyncd keeps a messenger contact list equal to a vCard address book.
 //!
-//! Pure modules (no I/O): [`vcard`], [`phone`], [`contact`]. Modules that touch the outside
-//! world: [`config`] (reads its file), [`source`] (walks the file system), [`cli`] (prints).
+//! Pure modules (no I/O): [`vcard`], [`phone`], [`contact`], [`diff`], [`batch`]. Modules
+//! that touch the outside world: [`config`] (reads its file), [`source`] (walks and reads the
+//! file system), [`store`] (SQLite), [`backend`] (the network), [`sync`] (one pass over all
+//! of them), [`cli`] (prints).
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+/// The Backend trait, its answers, and retry policy.
+pub mod backend;
+/// Plan → batches of at most batch_size, client_ids assigned.
+pub mod batch;
 /// Subcommands and their output.
 pub mod cli;
 /// The TOML configuration: schema, defaults, located errors.
 pub mod config;
 /// Card → messenger contact (names, phones, filters); all cards → the desired set.
 pub mod contact;
+/// Desired set × mirror → sorted plan; the deletion guard.
+pub mod diff;
 /// Raw TEL value → E.164, and redaction for logs.
 pub mod phone;
-/// Finding the vCard files of a source.
+/// Finding the vCard files of a source; the incremental scan.
 pub mod source;
+/// The state database: fingerprints, mirror, outbox, history.
+pub mod store;
+/// One full pass: scan, plan, outbox, send, apply.
+pub mod sync;
 /// Bytes → cards: the pre-pass and calcard, one card at a time.
 pub mod vcard;

@@ -1,9 +1,17 @@
-//! Finding the vCard files of a source: a vdir, a tree of folders, or one file.
+//! Finding the vCard files of a source (a vdir, a tree of folders, or one file), and the
+//! incremental scan: fingerprints, reading only what changed, deferring half-written files.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{Config, SourceConfig};
+use crate::contact::{self, CardRef, DesiredSet, DesiredSetBuilder, PersonName};
+use crate::phone::DefaultRegion;
+use crate::store::{self, FileRecord, FileState, SourceStatus, Store, StoredPhone, Timestamp};
+use crate::vcard::{self, FileError};
 
 /// The files a source consists of, and what could not be looked at.
 #[derive(Debug, Default)]
@@ -100,6 +108,336 @@ pub fn is_hidden_or_temporary(name: &OsStr) -> bool {
 pub fn is_vcard_name(name: &OsStr) -> bool {
     let name = name.to_string_lossy().to_ascii_lowercase();
     (name.ends_with(".vcf") || name.ends_with(".vcard")) && !is_hidden_or_temporary(name.as_ref())
+}
+
+/// How a scan changes the stored state of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileChange {
+    /// Read completely. `phones: None` when only the fingerprint moved (same content).
+    Updated {
+        record: FileRecord,
+        phones: Option<Vec<StoredPhone>>,
+    },
+    /// Not usable now (incomplete, changed while read, unreadable): its previous cards stay
+    /// in effect and it is read again next time.
+    Deferred {
+        path: PathBuf,
+        source: String,
+        state: FileState,
+        error: String,
+    },
+    /// Gone from a source that is known to be complete.
+    Removed { path: PathBuf },
+}
+
+/// What a scan found: the changes to store and the desired set they lead to.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub changes: Vec<FileChange>,
+    pub statuses: Vec<SourceStatus>,
+    pub desired: DesiredSet,
+    pub files_seen: u64,
+    pub files_read: u64,
+    pub files_parsed: u64,
+    pub files_deferred: u64,
+}
+
+impl Scan {
+    /// Sources whose contacts are kept as they were because they could not be read fully.
+    pub fn unknown_sources(&self) -> impl Iterator<Item = &SourceStatus> {
+        self.statuses.iter().filter(|s| s.state != "ok")
+    }
+}
+
+/// Scans every configured source against the stored fingerprints. Reads nothing it does not
+/// have to: an unchanged (size, mtime_ns, inode) is not read, an unchanged content hash is
+/// not parsed. Writes nothing: the caller stores `changes` (or, for `plan`, does not).
+///
+/// `accept_empty`: a source that became empty is taken at its word (`--force-delete`)
+/// instead of counting as unknown.
+pub fn scan(
+    config: &Config,
+    store: &Store,
+    now: Timestamp,
+    accept_empty: bool,
+) -> Result<Scan, store::StoreError> {
+    let known = store.file_records()?;
+    let mut stored: HashMap<PathBuf, Vec<StoredPhone>> = HashMap::new();
+    for (path, phone) in store.stored_phones()? {
+        stored.entry(path).or_default().push(phone);
+    }
+    let mut scan = Scan::default();
+    let mut desired = DesiredSetBuilder::default();
+    for (order, source) in config.sources.iter().enumerate() {
+        let order = u32::try_from(order).unwrap_or(u32::MAX);
+        scan_source(
+            source,
+            order,
+            config.default_region,
+            &known,
+            &stored,
+            now,
+            accept_empty,
+            &mut scan,
+            &mut desired,
+        );
+    }
+    scan.desired = desired.finish();
+    Ok(scan)
+}
+
+/// The phones one file contributes to the desired set, and its card counts.
+struct FileContribution {
+    phones: Vec<StoredPhone>,
+    cards: u64,
+    card_errors: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_source(
+    source: &SourceConfig,
+    order: u32,
+    region: Option<DefaultRegion>,
+    known: &HashMap<PathBuf, FileRecord>,
+    stored: &HashMap<PathBuf, Vec<StoredPhone>>,
+    now: Timestamp,
+    accept_empty: bool,
+    scan: &mut Scan,
+    desired: &mut DesiredSetBuilder,
+) {
+    let listing = list_files(&source.path);
+    let mut status = SourceStatus {
+        name: source.name.clone(),
+        path: source.path.display().to_string(),
+        state: "ok".into(),
+        scanned_at: now,
+        ..SourceStatus::default()
+    };
+    let mut unknown_reason: Option<String> = listing
+        .errors
+        .first()
+        .map(|(path, err)| format!("cannot read {}: {err}", path.display()));
+    let mut changes: Vec<FileChange> = Vec::new();
+    let mut contributions: Vec<(PathBuf, FileContribution)> = Vec::new();
+    let previous_files: Vec<&FileRecord> =
+        known.values().filter(|r| r.source == source.name).collect();
+    let previous_cards: u64 = previous_files.iter().map(|r| u64::from(r.cards)).sum();
+    let listed: HashSet<&Path> = listing.files.iter().map(PathBuf::as_path).collect();
+
+    for path in &listing.files {
+        scan.files_seen += 1;
+        let previous = known.get(path);
+        let kept = || FileContribution {
+            phones: stored.get(path).cloned().unwrap_or_default(),
+            cards: previous.map_or(0, |r| u64::from(r.cards)),
+            card_errors: previous.map_or(0, |r| u64::from(r.card_errors)),
+        };
+        let defer = |state: FileState, error: String| FileChange::Deferred {
+            path: path.clone(),
+            source: source.name.clone(),
+            state,
+            error,
+        };
+        let stat = match std::fs::metadata(path) {
+            Ok(meta) => fingerprint(&meta),
+            Err(err) => {
+                scan.files_deferred += 1;
+                changes.push(defer(FileState::Unreadable, err.to_string()));
+                contributions.push((path.clone(), kept()));
+                continue;
+            }
+        };
+        if let Some(previous) = previous.filter(|p| p.state == FileState::Ok && p.stat == Some(stat)) {
+            let _ = previous;
+            contributions.push((path.clone(), kept()));
+            continue;
+        }
+        scan.files_read += 1;
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                scan.files_deferred += 1;
+                changes.push(defer(FileState::Unreadable, err.to_string()));
+                contributions.push((path.clone(), kept()));
+                continue;
+            }
+        };
+        // A writer still at work: the file moved under us while we read it.
+        let changed_while_read = std::fs::metadata(path).map(|m| fingerprint(&m)).ok() != Some(stat);
+        if changed_while_read {
+            scan.files_deferred += 1;
+            changes.push(defer(
+                FileState::Incomplete,
+                "changed while being read; will read again".into(),
+            ));
+            contributions.push((path.clone(), kept()));
+            continue;
+        }
+        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+        let record = |cards: u64, card_errors: u64| FileRecord {
+            path: path.clone(),
+            source: source.name.clone(),
+            stat: Some(stat),
+            content_hash: Some(hash),
+            state: FileState::Ok,
+            last_error: None,
+            cards: u32::try_from(cards).unwrap_or(u32::MAX),
+            card_errors: u32::try_from(card_errors).unwrap_or(u32::MAX),
+        };
+        if let Some(previous) = previous.filter(|p| p.state == FileState::Ok && p.content_hash == Some(hash)) {
+            let contribution = kept();
+            changes.push(FileChange::Updated {
+                record: record(u64::from(previous.cards), u64::from(previous.card_errors)),
+                phones: None,
+            });
+            contributions.push((path.clone(), contribution));
+            continue;
+        }
+        scan.files_parsed += 1;
+        match understand_file(&bytes, source, region) {
+            Ok(contribution) => {
+                changes.push(FileChange::Updated {
+                    record: record(contribution.cards, contribution.card_errors),
+                    phones: Some(contribution.phones.clone()),
+                });
+                contributions.push((path.clone(), contribution));
+            }
+            Err((state, error)) => {
+                scan.files_deferred += 1;
+                changes.push(defer(state, error));
+                contributions.push((path.clone(), kept()));
+            }
+        }
+    }
+
+    let removed: Vec<&FileRecord> = previous_files
+        .iter()
+        .copied()
+        .filter(|r| !listed.contains(r.path.as_path()))
+        .collect();
+    let cards_now: u64 = contributions.iter().map(|(_, c)| c.cards).sum();
+    if unknown_reason.is_none() && previous_cards > 0 && cards_now == 0 && !accept_empty {
+        unknown_reason = Some(format!(
+            "the source is empty now ({} files with {previous_cards} cards before); its contacts are kept. If you really emptied it, run `contactsyncd sync --once --force-delete`",
+            previous_files.len()
+        ));
+    }
+    match &unknown_reason {
+        // Unknown: nothing of it is taken as deleted; what it had stays in effect.
+        Some(reason) => {
+            status.state = "unknown".into();
+            status.reason = Some(reason.clone());
+            for record in removed {
+                contributions.push((
+                    record.path.clone(),
+                    FileContribution {
+                        phones: stored.get(&record.path).cloned().unwrap_or_default(),
+                        cards: u64::from(record.cards),
+                        card_errors: u64::from(record.card_errors),
+                    },
+                ));
+            }
+        }
+        None => changes.extend(removed.into_iter().map(|r| FileChange::Removed {
+            path: r.path.clone(),
+        })),
+    }
+
+    for (path, contribution) in contributions {
+        status.files += 1;
+        status.cards += contribution.cards;
+        status.card_errors += contribution.card_errors;
+        status.phones += contribution.phones.len() as u64;
+        add_to_desired(desired, order, &path, &contribution.phones);
+    }
+    status.deferred = changes
+        .iter()
+        .filter(|c| matches!(c, FileChange::Deferred { .. }))
+        .count() as u64;
+    scan.changes.extend(changes);
+    scan.statuses.push(status);
+}
+
+fn add_to_desired(desired: &mut DesiredSetBuilder, order: u32, path: &Path, phones: &[StoredPhone]) {
+    let file: Arc<Path> = path.into();
+    let mut last: Option<(u32, Arc<PersonName>)> = None;
+    for phone in phones {
+        let name = match &last {
+            Some((card, name)) if *card == phone.card => Arc::clone(name),
+            _ => {
+                let name = Arc::new(PersonName {
+                    first: phone.first_name.clone(),
+                    last: phone.last_name.clone(),
+                    source: contact::NameSource::StructuredName,
+                });
+                last = Some((phone.card, Arc::clone(&name)));
+                name
+            }
+        };
+        desired.add_number(
+            CardRef {
+                source_order: order,
+                file: Arc::clone(&file),
+                card: phone.card,
+            },
+            &phone.e164,
+            name,
+        );
+    }
+}
+
+fn fingerprint(meta: &std::fs::Metadata) -> (u64, i64, u64) {
+    let mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
+    (meta.len(), mtime_ns, meta.ino())
+}
+
+/// Parses a file's bytes into the phones it contributes; incomplete or cardless files are
+/// not usable (their previous state stays in effect).
+fn understand_file(
+    bytes: &[u8],
+    source: &SourceConfig,
+    region: Option<DefaultRegion>,
+) -> Result<FileContribution, (FileState, String)> {
+    let parsed = vcard::parse_bytes(bytes).map_err(|err| match err {
+        FileError::NoCards => (FileState::Unreadable, err.to_string()),
+        other => (FileState::Unreadable, other.to_string()),
+    })?;
+    if let Some(incomplete) = parsed.incomplete {
+        return Err((
+            FileState::Incomplete,
+            format!(
+                "ends inside card {} (line {}): probably still being written",
+                incomplete.card, incomplete.line
+            ),
+        ));
+    }
+    let mut contribution = FileContribution {
+        phones: Vec::new(),
+        cards: parsed.cards.len() as u64,
+        card_errors: 0,
+    };
+    for outcome in &parsed.cards {
+        let Ok(card) = &outcome.result else {
+            contribution.card_errors += 1;
+            continue;
+        };
+        let understood = contact::understand(card, region, &source.filter);
+        if !understood.problems.is_empty() {
+            contribution.card_errors += 1;
+        }
+        let Some(name) = understood.name.as_ref().filter(|_| understood.is_pushed()) else {
+            continue;
+        };
+        for e164 in understood.pushed_numbers() {
+            contribution.phones.push(StoredPhone {
+                card: u32::try_from(outcome.index).unwrap_or(u32::MAX),
+                e164: e164.to_owned(),
+                first_name: name.first.clone(),
+                last_name: name.last.clone(),
+            });
+        }
+    }
+    Ok(contribution)
 }
 
 #[cfg(test)]

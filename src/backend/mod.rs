@@ -1,0 +1,92 @@
+//! The trait every messenger backend implements, and how its answers are classified.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::batch::ImportItem;
+
+/// A boxed future, so that backends can be used as `dyn Backend`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The outcome for one item of an import call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportResult {
+    /// The number has an account and is now a contact.
+    Imported {
+        user_id: Option<i64>,
+        access_hash: Option<i64>,
+    },
+    /// Accepted, but no account is visible behind it (none, or hidden by privacy).
+    Saved,
+    /// A server-side limit: try again later (Telegram's `retry_contacts`).
+    Retry,
+    /// Refused for good (e.g. an invalid number); not retried until the card changes.
+    Rejected(String),
+}
+
+/// Why a whole call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// Network, timeout, 5xx: nothing is known about the call; send it again later.
+    #[error("temporary failure: {0}")]
+    Temporary(String),
+    /// FLOOD_WAIT_N, 429 Retry-After: the server wants a pause.
+    #[error("the server asks to wait {seconds} s ({reason})")]
+    Wait { seconds: u64, reason: String },
+    /// The session is gone: nothing more is sent until `contactsyncd login`.
+    #[error("login required: {0}")]
+    Auth(String),
+    /// The request itself is refused; sending it again would fail again.
+    #[error("refused: {0}")]
+    Permanent(String),
+}
+
+/// A messenger account the sync pushes to.
+pub trait Backend: Send {
+    /// The account's name in the state and in `status`, e.g. `telegram`.
+    fn name(&self) -> &str;
+
+    /// Most items one call may carry.
+    fn batch_size(&self) -> usize;
+
+    /// Imports a batch; answers with an outcome per client_id.
+    fn import<'a>(
+        &'a mut self,
+        items: &'a [ImportItem],
+    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, BackendError>>;
+
+    /// Deletes contacts by the exact phone strings that were imported.
+    fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>>;
+}
+
+/// Back-off before the n-th retry of a number the server asked to retry later: 5 minutes,
+/// doubling, capped at a day, ±20% jitter so that numbers spread out (the official clients
+/// wait minutes to a day).
+pub fn retry_delay(attempt: u32) -> i64 {
+    const BASE: i64 = 5 * 60;
+    const CAP: i64 = 24 * 60 * 60;
+    let exponent = attempt.saturating_sub(1).min(16);
+    let delay = BASE.saturating_mul(1 << exponent).min(CAP);
+    let jitter = 0.8 + fastrand::f64() * 0.4;
+    ((delay as f64) * jitter).round() as i64
+}
+
+/// How long an account pauses when every item of a call came back for retry (tdlib answers
+/// "retry after 3600" in that case).
+pub const ALL_RETRY_PAUSE: i64 = 3600;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_and_is_capped() {
+        for _ in 0..100 {
+            let first = retry_delay(1);
+            assert!((240..=360).contains(&first), "{first}");
+            let late = retry_delay(40);
+            assert!((69_120..=103_680).contains(&late), "{late}");
+        }
+        assert!(retry_delay(3) > retry_delay(1));
+    }
+}

@@ -1,0 +1,87 @@
+//! Plan → requests of at most `batch_size`, each import item with its own client_id.
+
+use crate::diff::{Names, PlannedImport};
+
+/// One contact of an import request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportItem {
+    /// Taken from the account's counter: never reused, so unique in every call by
+    /// construction and every reply maps back to its row, even after a restart.
+    pub client_id: i64,
+    pub e164: String,
+    pub names: Names,
+}
+
+/// Splits imports into batches and numbers them from `next_client_id` on. Returns the
+/// batches and the counter's next value.
+pub fn import_batches(
+    imports: &[PlannedImport],
+    batch_size: usize,
+    next_client_id: i64,
+) -> (Vec<Vec<ImportItem>>, i64) {
+    let mut client_id = next_client_id;
+    let batches = imports
+        .chunks(batch_size.max(1))
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|import| {
+                    let item = ImportItem {
+                        client_id,
+                        e164: import.e164.clone(),
+                        names: import.names.clone(),
+                    };
+                    client_id += 1;
+                    item
+                })
+                .collect()
+        })
+        .collect();
+    (batches, client_id)
+}
+
+pub fn delete_batches(deletes: &[String], batch_size: usize) -> Vec<Vec<String>> {
+    deletes
+        .chunks(batch_size.max(1))
+        .map(<[String]>::to_vec)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::ImportReason;
+    use rstest::rstest;
+
+    fn imports(n: usize) -> Vec<PlannedImport> {
+        (0..n)
+            .map(|i| PlannedImport {
+                e164: format!("+4930{i:06}"),
+                names: Names {
+                    first: format!("N{i}"),
+                    last: String::new(),
+                },
+                reason: ImportReason::New,
+            })
+            .collect()
+    }
+
+    #[rstest]
+    #[case::empty(0, 100, 0)]
+    #[case::exact(200, 100, 2)]
+    #[case::remainder(2000, 100, 20)]
+    #[case::ragged(2001, 500, 5)]
+    fn batch_counts(#[case] n: usize, #[case] size: usize, #[case] batches: usize) {
+        let (out, next) = import_batches(&imports(n), size, 7);
+        assert_eq!(out.len(), batches);
+        assert!(out.iter().all(|b| b.len() <= size));
+        assert_eq!(next, 7 + n as i64);
+    }
+
+    #[test]
+    fn client_ids_are_consecutive_and_unique_across_batches() {
+        let (out, _) = import_batches(&imports(250), 100, 1000);
+        let ids: Vec<i64> = out.iter().flatten().map(|i| i.client_id).collect();
+        assert_eq!(ids, (1000..1250).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,215 @@
+//! Source files, their fingerprints, and the phones their cards yielded.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Result, Store, Timestamp};
+use crate::source::FileChange;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    Ok,
+    /// Ends inside a card, or changed while being read: its previous cards stay in effect.
+    Incomplete,
+    /// Could not be read or holds no card: its previous cards stay in effect too.
+    Unreadable,
+}
+
+impl FileState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Incomplete => "incomplete",
+            Self::Unreadable => "unreadable",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "ok" => Self::Ok,
+            "incomplete" => Self::Incomplete,
+            _ => Self::Unreadable,
+        }
+    }
+}
+
+/// What we know of a file from its last scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    pub path: PathBuf,
+    pub source: String,
+    /// (size, mtime_ns, inode) of the last complete read.
+    pub stat: Option<(u64, i64, u64)>,
+    pub content_hash: Option<u64>,
+    pub state: FileState,
+    pub last_error: Option<String>,
+    pub cards: u32,
+    pub card_errors: u32,
+}
+
+/// A phone a card contributes, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPhone {
+    pub card: u32,
+    pub e164: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+// SQLite integers are i64; u64 fingerprints are stored bit for bit.
+fn to_sql(value: u64) -> i64 {
+    i64::from_ne_bytes(value.to_ne_bytes())
+}
+
+fn from_sql(value: i64) -> u64 {
+    u64::from_ne_bytes(value.to_ne_bytes())
+}
+
+impl Store {
+    pub fn file_records(&self) -> Result<HashMap<PathBuf, FileRecord>> {
+        let mut statement = self.conn().prepare(
+            "SELECT path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors FROM source_file",
+        )?;
+        let rows = statement.query_map([], |row| {
+            let size: Option<i64> = row.get(2)?;
+            let mtime: Option<i64> = row.get(3)?;
+            let inode: Option<i64> = row.get(4)?;
+            let state: String = row.get(6)?;
+            Ok(FileRecord {
+                path: PathBuf::from(row.get::<_, String>(0)?),
+                source: row.get(1)?,
+                stat: match (size, mtime, inode) {
+                    (Some(size), Some(mtime), Some(inode)) => {
+                        Some((from_sql(size), mtime, from_sql(inode)))
+                    }
+                    _ => None,
+                },
+                content_hash: row.get::<_, Option<i64>>(5)?.map(from_sql),
+                state: FileState::parse(&state),
+                last_error: row.get(7)?,
+                cards: row.get(8)?,
+                card_errors: row.get(9)?,
+            })
+        })?;
+        rows.map(|row| row.map(|r| (r.path.clone(), r)).map_err(Into::into))
+            .collect()
+    }
+
+    /// Every stored phone with its file, in (path, card) order.
+    pub fn stored_phones(&self) -> Result<Vec<(PathBuf, StoredPhone)>> {
+        let mut statement = self.conn().prepare(
+            "SELECT path, card, e164, first_name, last_name FROM card_phone ORDER BY path, card, e164",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                PathBuf::from(row.get::<_, String>(0)?),
+                StoredPhone {
+                    card: row.get(1)?,
+                    e164: row.get(2)?,
+                    first_name: row.get(3)?,
+                    last_name: row.get(4)?,
+                },
+            ))
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// Applies a scan in one transaction.
+    pub fn apply_scan(&mut self, changes: &[FileChange], now: Timestamp) -> Result<()> {
+        let tx = self.conn_mut().transaction()?;
+        {
+            let mut upsert = tx.prepare(
+                "INSERT INTO source_file (path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors, scanned_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT(path) DO UPDATE SET source = excluded.source, size = excluded.size,
+                   mtime_ns = excluded.mtime_ns, inode = excluded.inode, content_hash = excluded.content_hash,
+                   state = excluded.state, last_error = excluded.last_error, cards = excluded.cards,
+                   card_errors = excluded.card_errors, scanned_at = excluded.scanned_at",
+            )?;
+            let mut clear_phones = tx.prepare("DELETE FROM card_phone WHERE path = ?1")?;
+            let mut insert_phone = tx.prepare(
+                "INSERT OR IGNORE INTO card_phone (path, card, e164, first_name, last_name) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut defer_existing = tx.prepare(
+                "UPDATE source_file SET state = ?2, last_error = ?3, scanned_at = ?4 WHERE path = ?1",
+            )?;
+            let mut remove = tx.prepare("DELETE FROM source_file WHERE path = ?1")?;
+            for change in changes {
+                match change {
+                    FileChange::Updated { record, phones } => {
+                        let path = path_text(&record.path);
+                        let (size, mtime, inode) = record.stat.unwrap_or_default();
+                        upsert.execute(params![
+                            path,
+                            record.source,
+                            to_sql(size),
+                            mtime,
+                            to_sql(inode),
+                            record.content_hash.map(to_sql),
+                            record.state.as_str(),
+                            record.last_error,
+                            record.cards,
+                            record.card_errors,
+                            now
+                        ])?;
+                        if let Some(phones) = phones {
+                            clear_phones.execute([&path])?;
+                            for phone in phones {
+                                insert_phone.execute(params![
+                                    path,
+                                    phone.card,
+                                    phone.e164,
+                                    phone.first_name,
+                                    phone.last_name
+                                ])?;
+                            }
+                        }
+                    }
+                    FileChange::Deferred {
+                        path,
+                        source,
+                        state,
+                        error,
+                    } => {
+                        let text = path_text(path);
+                        let updated = defer_existing.execute(params![text, state.as_str(), error, now])?;
+                        if updated == 0 {
+                            upsert.execute(params![
+                                text,
+                                source,
+                                None::<i64>,
+                                None::<i64>,
+                                None::<i64>,
+                                None::<i64>,
+                                state.as_str(),
+                                error,
+                                0,
+                                0,
+                                now
+                            ])?;
+                        }
+                    }
+                    FileChange::Removed { path } => {
+                        remove.execute([path_text(path)])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn file_count(&self) -> Result<u64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT count(*) FROM source_file", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+}

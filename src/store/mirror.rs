@@ -1,0 +1,541 @@
+//! Per backend account: the mirror of the remote, the outbox, the pause and the client_id
+//! counter.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Result, Store, Timestamp};
+use crate::backend::ImportResult;
+use crate::batch;
+use crate::diff::{Hold, MirrorEntry, MirrorState, Names, PlannedImport};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    pub backend: String,
+    pub next_client_id: i64,
+    pub paused_until: Option<Timestamp>,
+    pub pause_reason: Option<String>,
+    pub auth_required: bool,
+    pub last_success: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    Import,
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchState {
+    Planned,
+    Sent,
+    Applied,
+}
+
+impl BatchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Import => "import",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+impl BatchState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Planned => "planned",
+            Self::Sent => "sent",
+            Self::Applied => "applied",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "planned" => Self::Planned,
+            "sent" => Self::Sent,
+            _ => Self::Applied,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub e164: String,
+    pub names: Names,
+    pub client_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub id: i64,
+    pub backend: String,
+    pub kind: BatchKind,
+    pub state: BatchState,
+    pub created_at: Timestamp,
+    pub sent_at: Option<Timestamp>,
+    pub applied_at: Option<Timestamp>,
+    pub send_count: u32,
+    pub outcome: Option<String>,
+    pub items: Vec<OutboxItem>,
+}
+
+/// What applying one import batch's results did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportTally {
+    pub imported: usize,
+    pub saved: usize,
+    pub retrying: usize,
+    pub rejected: usize,
+}
+
+/// Counts per mirror state for `status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MirrorCounts {
+    pub imported: u64,
+    pub saved: u64,
+    pub retrying: u64,
+    pub rejected: u64,
+    pub next_retry: Option<Timestamp>,
+}
+
+impl Store {
+    pub fn ensure_account(&self, backend: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO account (backend) VALUES (?1)",
+            [backend],
+        )?;
+        Ok(())
+    }
+
+    pub fn account(&self, backend: &str) -> Result<Option<AccountState>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT backend, next_client_id, paused_until, pause_reason, auth_required, last_success, last_error FROM account WHERE backend = ?1",
+                [backend],
+                account_row,
+            )
+            .optional()?)
+    }
+
+    pub fn accounts(&self) -> Result<Vec<AccountState>> {
+        let mut statement = self.conn().prepare(
+            "SELECT backend, next_client_id, paused_until, pause_reason, auth_required, last_success, last_error FROM account ORDER BY backend",
+        )?;
+        let rows = statement.query_map([], account_row)?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    pub fn mirror(&self, backend: &str) -> Result<BTreeMap<String, MirrorEntry>> {
+        let mut statement = self.conn().prepare(
+            "SELECT e164, first_name, last_name, state, hold_first_name, hold_last_name, hold_until, hold_reason
+             FROM mirror WHERE backend = ?1",
+        )?;
+        let rows = statement.query_map([backend], |row| {
+            let state: String = row.get(3)?;
+            let hold_first: Option<String> = row.get(4)?;
+            let hold = match hold_first {
+                Some(first) => Some(Hold {
+                    names: Names {
+                        first,
+                        last: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                    },
+                    until: row.get(6)?,
+                    reason: row.get::<_, Option<String>>(7)?.unwrap_or_default(),
+                }),
+                None => None,
+            };
+            Ok((
+                row.get::<_, String>(0)?,
+                MirrorEntry {
+                    names: Names {
+                        first: row.get(1)?,
+                        last: row.get(2)?,
+                    },
+                    state: match state.as_str() {
+                        "imported" => MirrorState::Imported,
+                        "saved" => MirrorState::Saved,
+                        _ => MirrorState::NotImported,
+                    },
+                    hold,
+                },
+            ))
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    pub fn mirror_counts(&self, backend: &str) -> Result<MirrorCounts> {
+        Ok(self.conn().query_row(
+            "SELECT
+               coalesce(sum(state = 'imported'), 0),
+               coalesce(sum(state = 'saved'), 0),
+               coalesce(sum(hold_first_name IS NOT NULL AND hold_until IS NOT NULL), 0),
+               coalesce(sum(hold_first_name IS NOT NULL AND hold_until IS NULL), 0),
+               min(hold_until)
+             FROM mirror WHERE backend = ?1",
+            [backend],
+            |row| {
+                Ok(MirrorCounts {
+                    imported: row.get(0)?,
+                    saved: row.get(1)?,
+                    retrying: row.get(2)?,
+                    rejected: row.get(3)?,
+                    next_retry: row.get(4)?,
+                })
+            },
+        )?)
+    }
+
+    /// Numbers in batches not yet applied.
+    pub fn in_flight(&self, backend: &str) -> Result<BTreeSet<String>> {
+        let mut statement = self.conn().prepare(
+            "SELECT i.e164 FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
+             WHERE b.backend = ?1 AND b.state != 'applied'",
+        )?;
+        let rows = statement.query_map([backend], |row| row.get::<_, String>(0))?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// Writes a plan to the outbox in one transaction, before anything is sent. Import
+    /// items take client_ids from the account's counter; `forget` rows leave the mirror.
+    pub fn enqueue(
+        &mut self,
+        backend: &str,
+        imports: &[PlannedImport],
+        deletes: &[String],
+        forget: &[String],
+        batch_size: usize,
+        now: Timestamp,
+    ) -> Result<usize> {
+        let tx = self.conn_mut().transaction()?;
+        tx.execute("INSERT OR IGNORE INTO account (backend) VALUES (?1)", [backend])?;
+        let next: i64 = tx.query_row(
+            "SELECT next_client_id FROM account WHERE backend = ?1",
+            [backend],
+            |r| r.get(0),
+        )?;
+        let (import_batches, next) = batch::import_batches(imports, batch_size, next);
+        let delete_batches = batch::delete_batches(deletes, batch_size);
+        let mut created = 0;
+        {
+            let mut new_batch = tx.prepare(
+                "INSERT INTO outbox_batch (backend, kind, state, created_at) VALUES (?1, ?2, 'planned', ?3)",
+            )?;
+            let mut new_item = tx.prepare(
+                "INSERT INTO outbox_item (batch_id, e164, first_name, last_name, client_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for items in &import_batches {
+                new_batch.execute(params![backend, BatchKind::Import.as_str(), now])?;
+                let id = tx.last_insert_rowid();
+                for item in items {
+                    new_item.execute(params![
+                        id,
+                        item.e164,
+                        item.names.first,
+                        item.names.last,
+                        item.client_id
+                    ])?;
+                }
+                created += 1;
+            }
+            for phones in &delete_batches {
+                new_batch.execute(params![backend, BatchKind::Delete.as_str(), now])?;
+                let id = tx.last_insert_rowid();
+                for e164 in phones {
+                    new_item.execute(params![id, e164, "", "", None::<i64>])?;
+                }
+                created += 1;
+            }
+            let mut forget_row = tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND e164 = ?2")?;
+            for e164 in forget {
+                forget_row.execute(params![backend, e164])?;
+            }
+        }
+        tx.execute(
+            "UPDATE account SET next_client_id = ?2 WHERE backend = ?1",
+            params![backend, next],
+        )?;
+        tx.commit()?;
+        Ok(created)
+    }
+
+    /// Batches still to send: those left `sent` (maybe delivered, reply lost) first.
+    pub fn open_batches(&self, backend: &str) -> Result<Vec<Batch>> {
+        let ids: Vec<i64> = {
+            let mut statement = self.conn().prepare(
+                "SELECT id FROM outbox_batch WHERE backend = ?1 AND state != 'applied'
+                 ORDER BY state = 'planned', id",
+            )?;
+            let rows = statement.query_map([backend], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        ids.into_iter().map(|id| self.batch(id)).collect()
+    }
+
+    pub fn batch(&self, id: i64) -> Result<Batch> {
+        let mut batch = self.conn().query_row(
+            "SELECT id, backend, kind, state, created_at, sent_at, applied_at, send_count, outcome FROM outbox_batch WHERE id = ?1",
+            [id],
+            batch_row,
+        )?;
+        let mut statement = self.conn().prepare(
+            "SELECT e164, first_name, last_name, client_id FROM outbox_item WHERE batch_id = ?1 ORDER BY e164",
+        )?;
+        let items = statement.query_map([id], |row| {
+            Ok(OutboxItem {
+                e164: row.get(0)?,
+                names: Names {
+                    first: row.get(1)?,
+                    last: row.get(2)?,
+                },
+                client_id: row.get(3)?,
+            })
+        })?;
+        batch.items = items.collect::<rusqlite::Result<_>>()?;
+        Ok(batch)
+    }
+
+    /// The newest batches with their item counts (items themselves not loaded).
+    pub fn recent_batches(&self, limit: usize) -> Result<Vec<(Batch, u64)>> {
+        let mut statement = self.conn().prepare(
+            "SELECT b.id, b.backend, b.kind, b.state, b.created_at, b.sent_at, b.applied_at, b.send_count, b.outcome,
+                    (SELECT count(*) FROM outbox_item i WHERE i.batch_id = b.id)
+             FROM outbox_batch b ORDER BY b.id DESC LIMIT ?1",
+        )?;
+        let rows = statement.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+            Ok((batch_row(row)?, row.get::<_, u64>(9)?))
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// Marks a batch as (about to be) sent. Persisted before the request goes out, so a
+    /// crash between send and apply makes it go out again (import and delete are idempotent).
+    pub fn mark_sent(&self, id: i64, now: Timestamp) -> Result<()> {
+        self.conn().execute(
+            "UPDATE outbox_batch SET state = 'sent', sent_at = ?2, send_count = send_count + 1 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Applies an import batch's results in one transaction. `retry_delay(attempt)` gives
+    /// the back-off in seconds for a number's n-th failed attempt.
+    pub fn apply_import(
+        &mut self,
+        batch: &Batch,
+        results: &[(i64, ImportResult)],
+        now: Timestamp,
+        retry_delay: &dyn Fn(u32) -> i64,
+    ) -> Result<ImportTally> {
+        let mut tally = ImportTally::default();
+        let tx = self.conn_mut().transaction()?;
+        {
+            let mut attempts_of = tx.prepare(
+                "SELECT attempts FROM mirror WHERE backend = ?1 AND e164 = ?2",
+            )?;
+            let mut confirm = tx.prepare(
+                "INSERT INTO mirror (backend, e164, first_name, last_name, state, user_id, access_hash, client_id, attempts, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)
+                 ON CONFLICT(backend, e164) DO UPDATE SET first_name = excluded.first_name,
+                   last_name = excluded.last_name, state = excluded.state,
+                   user_id = coalesce(excluded.user_id, mirror.user_id),
+                   access_hash = coalesce(excluded.access_hash, mirror.access_hash),
+                   client_id = excluded.client_id, hold_first_name = NULL, hold_last_name = NULL,
+                   hold_until = NULL, hold_reason = NULL, attempts = 0, updated_at = excluded.updated_at",
+            )?;
+            let mut hold = tx.prepare(
+                "INSERT INTO mirror (backend, e164, first_name, last_name, state, client_id, hold_first_name, hold_last_name, hold_until, hold_reason, attempts, updated_at)
+                 VALUES (?1, ?2, '', '', 'not_imported', ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(backend, e164) DO UPDATE SET client_id = excluded.client_id,
+                   hold_first_name = excluded.hold_first_name, hold_last_name = excluded.hold_last_name,
+                   hold_until = excluded.hold_until, hold_reason = excluded.hold_reason,
+                   attempts = excluded.attempts, updated_at = excluded.updated_at",
+            )?;
+            for item in &batch.items {
+                let client_id = item.client_id.unwrap_or_default();
+                let result = results
+                    .iter()
+                    .find(|(id, _)| *id == client_id)
+                    .map(|(_, r)| r.clone())
+                    // No word on an item is no proof it arrived: try again later.
+                    .unwrap_or(ImportResult::Retry);
+                match result {
+                    ImportResult::Imported {
+                        user_id,
+                        access_hash,
+                    } => {
+                        tally.imported += 1;
+                        confirm.execute(params![
+                            batch.backend,
+                            item.e164,
+                            item.names.first,
+                            item.names.last,
+                            "imported",
+                            user_id,
+                            access_hash,
+                            client_id,
+                            now
+                        ])?;
+                    }
+                    ImportResult::Saved => {
+                        tally.saved += 1;
+                        confirm.execute(params![
+                            batch.backend,
+                            item.e164,
+                            item.names.first,
+                            item.names.last,
+                            "saved",
+                            None::<i64>,
+                            None::<i64>,
+                            client_id,
+                            now
+                        ])?;
+                    }
+                    ImportResult::Retry | ImportResult::Rejected(_) => {
+                        let attempts: u32 = attempts_of
+                            .query_row(params![batch.backend, item.e164], |r| r.get(0))
+                            .optional()?
+                            .unwrap_or(0)
+                            + 1;
+                        let (until, reason) = match &result {
+                            ImportResult::Rejected(reason) => {
+                                tally.rejected += 1;
+                                (None, reason.clone())
+                            }
+                            _ => {
+                                tally.retrying += 1;
+                                (Some(now + retry_delay(attempts)), "retry later (server limit)".to_owned())
+                            }
+                        };
+                        hold.execute(params![
+                            batch.backend,
+                            item.e164,
+                            client_id,
+                            item.names.first,
+                            item.names.last,
+                            until,
+                            reason,
+                            attempts,
+                            now
+                        ])?;
+                    }
+                }
+            }
+        }
+        let outcome = format!(
+            "imported {}, saved {}, retrying {}, rejected {}",
+            tally.imported, tally.saved, tally.retrying, tally.rejected
+        );
+        finish_batch(&tx, batch, &outcome, now)?;
+        tx.commit()?;
+        Ok(tally)
+    }
+
+    /// A delete batch went through: its numbers leave the mirror.
+    pub fn apply_delete(&mut self, batch: &Batch, now: Timestamp) -> Result<()> {
+        let tx = self.conn_mut().transaction()?;
+        {
+            let mut remove = tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND e164 = ?2")?;
+            for item in &batch.items {
+                remove.execute(params![batch.backend, item.e164])?;
+            }
+        }
+        finish_batch(&tx, batch, &format!("deleted {}", batch.items.len()), now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A whole batch was refused for good (e.g. a bad request): its items are rejected.
+    pub fn reject_batch(&mut self, batch: &Batch, reason: &str, now: Timestamp) -> Result<ImportTally> {
+        let results: Vec<(i64, ImportResult)> = batch
+            .items
+            .iter()
+            .map(|i| (i.client_id.unwrap_or_default(), ImportResult::Rejected(reason.to_owned())))
+            .collect();
+        match batch.kind {
+            BatchKind::Import => self.apply_import(batch, &results, now, &|_| 0),
+            BatchKind::Delete => {
+                let tx = self.conn_mut().transaction()?;
+                finish_batch(&tx, batch, &format!("refused: {reason}"), now)?;
+                tx.commit()?;
+                Ok(ImportTally::default())
+            }
+        }
+    }
+
+    pub fn set_pause(&self, backend: &str, until: Timestamp, reason: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE account SET paused_until = ?2, pause_reason = ?3 WHERE backend = ?1",
+            params![backend, until, reason],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_auth_required(&self, backend: &str, reason: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE account SET auth_required = 1, last_error = ?2 WHERE backend = ?1",
+            params![backend, reason],
+        )?;
+        Ok(())
+    }
+
+    pub fn note_success(&self, backend: &str, now: Timestamp) -> Result<()> {
+        self.conn().execute(
+            "UPDATE account SET last_success = ?2, last_error = NULL WHERE backend = ?1",
+            params![backend, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn note_error(&self, backend: &str, error: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE account SET last_error = ?2 WHERE backend = ?1",
+            params![backend, error],
+        )?;
+        Ok(())
+    }
+}
+
+fn finish_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch, outcome: &str, now: Timestamp) -> Result<()> {
+    tx.execute(
+        "UPDATE outbox_batch SET state = 'applied', applied_at = ?2, outcome = ?3 WHERE id = ?1",
+        params![batch.id, now, outcome],
+    )?;
+    Ok(())
+}
+
+fn account_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountState> {
+    Ok(AccountState {
+        backend: row.get(0)?,
+        next_client_id: row.get(1)?,
+        paused_until: row.get(2)?,
+        pause_reason: row.get(3)?,
+        auth_required: row.get::<_, i64>(4)? != 0,
+        last_success: row.get(5)?,
+        last_error: row.get(6)?,
+    })
+}
+
+fn batch_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Batch> {
+    let kind: String = row.get(2)?;
+    let state: String = row.get(3)?;
+    Ok(Batch {
+        id: row.get(0)?,
+        backend: row.get(1)?,
+        kind: if kind == "delete" {
+            BatchKind::Delete
+        } else {
+            BatchKind::Import
+        },
+        state: BatchState::parse(&state),
+        created_at: row.get(4)?,
+        sent_at: row.get(5)?,
+        applied_at: row.get(6)?,
+        send_count: row.get(7)?,
+        outcome: row.get(8)?,
+        items: Vec::new(),
+    })
+}

@@ -1,0 +1,267 @@
+//! The state database: one SQLite file (WAL, mode 0600) in the state directory (mode 0700).
+//!
+//! It holds the source files' fingerprints and the phones their cards yielded, per backend
+//! account the mirror of what the remote has, the outbox, the account's pause and client_id
+//! counter, and the run history. Writers hold `state.lock`; readers never need it.
+
+mod files;
+mod history;
+mod mirror;
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+use rusqlite_migration::{M, Migrations, SchemaVersion};
+
+pub use files::{FileRecord, FileState, StoredPhone};
+pub use history::{RunRecord, SourceStatus};
+pub use mirror::{AccountState, Batch, BatchKind, BatchState, OutboxItem};
+
+pub const DATABASE_FILE: &str = "state.db";
+pub const LOCK_FILE: &str = "state.lock";
+
+/// Append-only: a released migration is never edited, only followed by a new one.
+const MIGRATION_LIST: &[M<'static>] = &[M::up(include_str!("migrations/001_initial.sql"))];
+pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {}: {source}", .path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "another contactsyncd (pid {pid}) is using the state in {}; stop it first, or use a read-only command (status, history, plan)",
+        .dir.display()
+    )]
+    Locked { dir: PathBuf, pid: String },
+    #[error("no state yet in {}: run `contactsyncd sync --once` first", .dir.display())]
+    Missing { dir: PathBuf },
+    #[error(
+        "the state database {} was written by a newer contactsyncd (schema {found}, this version knows {known}); upgrade contactsyncd or point state_dir elsewhere",
+        .path.display()
+    )]
+    TooNew {
+        path: PathBuf,
+        found: usize,
+        known: usize,
+    },
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state database migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The exclusive right to write the state; released when dropped.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    _lock: Option<StateLock>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the state for writing, holding the lock.
+    pub fn open_for_writing(state_dir: &Path) -> Result<Self> {
+        create_private_dir(state_dir)?;
+        let lock = acquire_lock(state_dir)?;
+        let path = state_dir.join(DATABASE_FILE);
+        create_private_file(&path)?;
+        let mut conn = Connection::open(&path)?;
+        configure(&conn)?;
+        migrate(&mut conn, &path)?;
+        restrict_sidecar_files(&path);
+        Ok(Self {
+            conn,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Opens existing state read-only; works while a daemon writes (WAL).
+    pub fn open_read_only(state_dir: &Path) -> Result<Self> {
+        let path = state_dir.join(DATABASE_FILE);
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                dir: state_dir.to_owned(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        check_version(&conn, &path)?;
+        Ok(Self { conn, _lock: None })
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Self> {
+        let mut conn = Connection::open_in_memory()?;
+        configure(&conn)?;
+        migrate(&mut conn, Path::new(":memory:"))?;
+        Ok(Self { conn, _lock: None })
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+/// PRAGMAs stay outside migrations: they are per connection, not per schema.
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn check_version(conn: &Connection, path: &Path) -> Result<()> {
+    if let SchemaVersion::Outside(found) = MIGRATIONS.current_version(conn)? {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: found.get(),
+            known: MIGRATION_LIST.len(),
+        });
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    check_version(conn, path)?;
+    MIGRATIONS.to_latest(conn)?;
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let io = |source| StoreError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    // An existing directory keeps its mode under DirBuilder: tighten it.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+fn create_private_file(path: &Path) -> Result<()> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)
+}
+
+/// SQLite creates `-wal` and `-shm` next to the database; they hold the same data.
+fn restrict_sidecar_files(path: &Path) {
+    for suffix in ["-wal", "-shm"] {
+        let mut sidecar = path.as_os_str().to_owned();
+        sidecar.push(suffix);
+        let _ = std::fs::set_permissions(&sidecar, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+fn acquire_lock(dir: &Path) -> Result<StateLock> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| StoreError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default();
+            return Err(StoreError::Locked {
+                dir: dir.to_owned(),
+                pid: if pid.is_empty() { "unknown".into() } else { pid },
+            });
+        }
+        Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
+    }
+    file.set_len(0).map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(StateLock { _file: file })
+}
+
+/// Seconds since the Unix epoch, as stored.
+pub type Timestamp = i64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        MIGRATIONS.validate().unwrap();
+    }
+
+    #[test]
+    fn state_files_are_private_and_a_second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = Store::open_for_writing(&state).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&state.join(DATABASE_FILE)), 0o600);
+        let err = Store::open_for_writing(&state).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains(&std::process::id().to_string()),
+            "{message}"
+        );
+        // Readers are never locked out.
+        Store::open_read_only(&state).unwrap();
+        drop(store);
+        Store::open_for_writing(&state).unwrap();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open_for_writing(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Store::open_read_only(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+        assert!(err.to_string().contains("newer contactsyncd"));
+    }
+}
