@@ -17,6 +17,8 @@ use crate::phone::{DefaultRegion, Validity};
 use crate::source;
 use crate::vcard::{self, CardOutcome, FileSummary};
 
+mod state;
+
 /// Exit codes, documented in the README.
 pub mod exit {
     pub const SUCCESS: u8 = 0;
@@ -26,6 +28,10 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The configuration file is missing or invalid.
     pub const CONFIG: u8 = 3;
+    /// `sync`: the guard holds deletions (see `status`; `--force-delete` applies them).
+    pub const DELETES_HELD: u8 = 4;
+    /// `sync`: an account needs `contactsyncd login`.
+    pub const LOGIN_REQUIRED: u8 = 5;
 }
 
 #[derive(Debug, Parser)]
@@ -50,6 +56,59 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Validate the configuration and print it with defaults applied
     CheckConfig,
+    /// Scan and diff: what a sync would send and what the guard would hold. Changes nothing
+    Plan(PlanArgs),
+    /// One full pass: scan, plan, write the outbox, send what may be sent
+    Sync(SyncArgs),
+    /// Sources, accounts, queue, guard and the last run
+    Status(JsonArg),
+    /// Recent runs and batches
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// List the items, not only the counts
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Show phone numbers in full (they are redacted otherwise)
+    #[arg(long)]
+    pub show_phones: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Run one pass and exit (the long-running service is `contactsyncd run`)
+    #[arg(long)]
+    pub once: bool,
+    /// Apply deletions the guard holds, and accept a source that became empty
+    #[arg(long)]
+    pub force_delete: bool,
+    /// Plan and queue, but send nothing
+    #[arg(long)]
+    pub offline: bool,
+    /// Wait out server-requested pauses up to this many seconds in total
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub max_wait: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many runs and batches to show
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +152,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Inspect(args) => inspect(cli.config.as_deref(), args),
         Command::CheckConfig => check_config(cli.config.as_deref()),
+        Command::Plan(args) => state::plan(cli.config.as_deref(), &args),
+        Command::Sync(args) => state::sync(cli.config.as_deref(), &args),
+        Command::Status(args) => state::status(cli.config.as_deref(), args.json),
+        Command::History(args) => state::history(cli.config.as_deref(), &args),
     }
 }
 

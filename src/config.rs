@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::diff::DeleteLimits;
 use crate::phone::DefaultRegion;
 
 /// Phone types skipped unless a source says otherwise: nobody messages a fax machine.
@@ -69,6 +70,7 @@ pub struct Config {
     pub default_region: Option<DefaultRegion>,
     #[serde(rename = "source")]
     pub sources: Vec<SourceConfig>,
+    pub safety: DeleteLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -123,6 +125,14 @@ struct RawConfig {
     default_region: Option<Spanned<String>>,
     #[serde(default)]
     source: Vec<Spanned<RawSource>>,
+    safety: Option<RawSafety>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSafety {
+    max_deletes: Option<usize>,
+    max_delete_fraction: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,11 +367,31 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         });
     }
 
+    let mut safety = DeleteLimits::default();
+    if let Some(raw) = &raw.safety {
+        if let Some(max) = raw.max_deletes {
+            safety.max_deletes = max;
+        }
+        if let Some(fraction) = &raw.max_delete_fraction {
+            let value = *fraction.get_ref();
+            if !(0.0..=1.0).contains(&value) {
+                return Err(invalid(
+                    Some(fraction.span()),
+                    "safety.max_delete_fraction".into(),
+                    format!("{value} is not a fraction between 0 and 1"),
+                    Some("e.g. 0.2 holds a pass that would delete more than 20% of the synced contacts".into()),
+                ));
+            }
+            safety.max_delete_fraction = value;
+        }
+    }
+
     Ok(Config {
         file: path.to_owned(),
         state_dir,
         default_region,
         sources,
+        safety,
     })
 }
 
@@ -570,6 +600,17 @@ mod tests {
         let e = invalid(&text);
         assert_eq!(e.key, "source[1].skip_phone_types");
         assert!(e.hint.unwrap().contains("pager"));
+    }
+
+    #[test]
+    fn delete_fraction_must_be_a_fraction() {
+        let text = format!(
+            "[[source]]\npath = {:?}\n\n[safety]\nmax_delete_fraction = 20\n",
+            std::env::temp_dir().display().to_string()
+        );
+        let e = invalid(&text);
+        assert_eq!(e.key, "safety.max_delete_fraction");
+        assert_eq!(e.line, 5);
     }
 
     #[test]

@@ -172,7 +172,12 @@ pub struct Held {
 }
 
 /// Decides whether a plan's deletions may go. Imports are never held.
-pub fn guard(plan: &Plan, remote_contacts: usize, limits: DeleteLimits, force: bool) -> Option<Held> {
+pub fn guard(
+    plan: &Plan,
+    remote_contacts: usize,
+    limits: DeleteLimits,
+    force: bool,
+) -> Option<Held> {
     let deletes = plan.deletes.len();
     if force || deletes == 0 {
         return None;
@@ -194,7 +199,9 @@ pub fn guard(plan: &Plan, remote_contacts: usize, limits: DeleteLimits, force: b
     };
     Some(Held {
         deletes,
-        reason: format!("{reason}; run `contactsyncd sync --once --force-delete` to apply them, or raise the limit"),
+        reason: format!(
+            "{reason}; run `contactsyncd sync --once --force-delete` to apply them, or raise the limit"
+        ),
     })
 }
 
@@ -227,12 +234,18 @@ mod tests {
     #[case::new(None, Some(ImportReason::New))]
     #[case::in_sync(Some(entry("Ann", MirrorState::Imported, None)), None)]
     #[case::saved_in_sync(Some(entry("Ann", MirrorState::Saved, None)), None)]
-    #[case::renamed(Some(entry("Anne", MirrorState::Imported, None)), Some(ImportReason::Rename))]
+    #[case::renamed(
+        Some(entry("Anne", MirrorState::Imported, None)),
+        Some(ImportReason::Rename)
+    )]
     #[case::retry_due(Some(entry("", MirrorState::NotImported, Some(Hold { names: names("Ann"), until: Some(100), reason: "retry".into() }))), Some(ImportReason::Retry))]
     #[case::retry_not_due(Some(entry("", MirrorState::NotImported, Some(Hold { names: names("Ann"), until: Some(101), reason: "retry".into() }))), None)]
     #[case::rejected_same_names(Some(entry("", MirrorState::NotImported, Some(Hold { names: names("Ann"), until: None, reason: "PHONE_NUMBER_INVALID".into() }))), None)]
     #[case::rejected_card_changed(Some(entry("", MirrorState::NotImported, Some(Hold { names: names("Old"), until: None, reason: "PHONE_NUMBER_INVALID".into() }))), Some(ImportReason::New))]
-    fn import_decisions(#[case] mirrored: Option<MirrorEntry>, #[case] expected: Option<ImportReason>) {
+    fn import_decisions(
+        #[case] mirrored: Option<MirrorEntry>,
+        #[case] expected: Option<ImportReason>,
+    ) {
         let mirror: BTreeMap<_, _> = mirrored.into_iter().map(|m| ("+1".to_owned(), m)).collect();
         let plan = diff(&one("+1", "Ann"), &mirror, &BTreeSet::new(), 100);
         assert_eq!(plan.imports.first().map(|i| i.reason), expected);
@@ -264,13 +277,20 @@ mod tests {
     #[case::over_fraction(21, 100, true)]
     #[case::exactly_at_limits(20, 100, false)]
     #[case::forced(500, 500, false)]
-    fn guard_holds_large_deletions(#[case] deletes: usize, #[case] remote: usize, #[case] held: bool) {
+    fn guard_holds_large_deletions(
+        #[case] deletes: usize,
+        #[case] remote: usize,
+        #[case] held: bool,
+    ) {
         let plan = Plan {
             deletes: (0..deletes).map(|i| format!("+{i}")).collect(),
             ..Plan::default()
         };
         let force = remote == 500;
-        assert_eq!(guard(&plan, remote, DeleteLimits::default(), force).is_some(), held);
+        assert_eq!(
+            guard(&plan, remote, DeleteLimits::default(), force).is_some(),
+            held
+        );
     }
 
     fn arbitrary_names() -> impl Strategy<Value = Names> {

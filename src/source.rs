@@ -247,7 +247,9 @@ fn scan_source(
                 continue;
             }
         };
-        if let Some(previous) = previous.filter(|p| p.state == FileState::Ok && p.stat == Some(stat)) {
+        if let Some(previous) =
+            previous.filter(|p| p.state == FileState::Ok && p.stat == Some(stat))
+        {
             let _ = previous;
             contributions.push((path.clone(), kept()));
             continue;
@@ -263,7 +265,8 @@ fn scan_source(
             }
         };
         // A writer still at work: the file moved under us while we read it.
-        let changed_while_read = std::fs::metadata(path).map(|m| fingerprint(&m)).ok() != Some(stat);
+        let changed_while_read =
+            std::fs::metadata(path).map(|m| fingerprint(&m)).ok() != Some(stat);
         if changed_while_read {
             scan.files_deferred += 1;
             changes.push(defer(
@@ -284,7 +287,9 @@ fn scan_source(
             cards: u32::try_from(cards).unwrap_or(u32::MAX),
             card_errors: u32::try_from(card_errors).unwrap_or(u32::MAX),
         };
-        if let Some(previous) = previous.filter(|p| p.state == FileState::Ok && p.content_hash == Some(hash)) {
+        if let Some(previous) =
+            previous.filter(|p| p.state == FileState::Ok && p.content_hash == Some(hash))
+        {
             let contribution = kept();
             changes.push(FileChange::Updated {
                 record: record(u64::from(previous.cards), u64::from(previous.card_errors)),
@@ -358,7 +363,12 @@ fn scan_source(
     scan.statuses.push(status);
 }
 
-fn add_to_desired(desired: &mut DesiredSetBuilder, order: u32, path: &Path, phones: &[StoredPhone]) {
+fn add_to_desired(
+    desired: &mut DesiredSetBuilder,
+    order: u32,
+    path: &Path,
+    phones: &[StoredPhone],
+) {
     let file: Arc<Path> = path.into();
     let mut last: Option<(u32, Arc<PersonName>)> = None;
     for phone in phones {
@@ -387,7 +397,10 @@ fn add_to_desired(desired: &mut DesiredSetBuilder, order: u32, path: &Path, phon
 }
 
 fn fingerprint(meta: &std::fs::Metadata) -> (u64, i64, u64) {
-    let mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
+    let mtime_ns = meta
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec());
     (meta.len(), mtime_ns, meta.ino())
 }
 

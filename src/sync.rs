@@ -277,7 +277,9 @@ pub async fn sync_once(
 pub fn describe_stop(stop: &Stop) -> String {
     match stop {
         Stop::Offline => "offline: the work stays queued".to_owned(),
-        Stop::Paused { until, reason } => format!("paused until {} ({reason})", format_time(*until)),
+        Stop::Paused { until, reason } => {
+            format!("paused until {} ({reason})", format_time(*until))
+        }
         Stop::LoginRequired { reason } => {
             format!("login required ({reason}): run `contactsyncd login`")
         }
@@ -362,7 +364,9 @@ async fn send_queue(
         };
         if account.auth_required {
             return Ok(Some(Stop::LoginRequired {
-                reason: account.last_error.unwrap_or_else(|| "session not valid".into()),
+                reason: account
+                    .last_error
+                    .unwrap_or_else(|| "session not valid".into()),
             }));
         }
         let now = clock.now();
@@ -395,7 +399,8 @@ async fn send_queue(
                     .collect();
                 match backend.import(&items).await {
                     Ok(results) => {
-                        let tally = store.apply_import(&batch, &results, clock.now(), &retry_delay)?;
+                        let tally =
+                            store.apply_import(&batch, &results, clock.now(), &retry_delay)?;
                         report.imported += tally.imported;
                         report.saved += tally.saved;
                         report.retrying += tally.retrying;

@@ -59,6 +59,12 @@ pub trait Backend: Send {
     fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>>;
 }
 
+/// The accounts the configuration sets up. None yet: the Telegram and WhatsApp backends
+/// plug in here; until then a sync scans, plans and queues, and says nothing was sent.
+pub fn configured(_config: &crate::config::Config) -> Vec<Box<dyn Backend>> {
+    Vec::new()
+}
+
 /// Back-off before the n-th retry of a number the server asked to retry later: 5 minutes,
 /// doubling, capped at a day, ±20% jitter so that numbers spread out (the official clients
 /// wait minutes to a day).

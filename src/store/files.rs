@@ -178,7 +178,8 @@ impl Store {
                         error,
                     } => {
                         let text = path_text(path);
-                        let updated = defer_existing.execute(params![text, state.as_str(), error, now])?;
+                        let updated =
+                            defer_existing.execute(params![text, state.as_str(), error, now])?;
                         if updated == 0 {
                             upsert.execute(params![
                                 text,

@@ -211,7 +211,10 @@ impl Store {
         now: Timestamp,
     ) -> Result<usize> {
         let tx = self.conn_mut().transaction()?;
-        tx.execute("INSERT OR IGNORE INTO account (backend) VALUES (?1)", [backend])?;
+        tx.execute(
+            "INSERT OR IGNORE INTO account (backend) VALUES (?1)",
+            [backend],
+        )?;
         let next: i64 = tx.query_row(
             "SELECT next_client_id FROM account WHERE backend = ?1",
             [backend],
@@ -249,7 +252,8 @@ impl Store {
                 }
                 created += 1;
             }
-            let mut forget_row = tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND e164 = ?2")?;
+            let mut forget_row =
+                tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND e164 = ?2")?;
             for e164 in forget {
                 forget_row.execute(params![backend, e164])?;
             }
@@ -333,9 +337,8 @@ impl Store {
         let mut tally = ImportTally::default();
         let tx = self.conn_mut().transaction()?;
         {
-            let mut attempts_of = tx.prepare(
-                "SELECT attempts FROM mirror WHERE backend = ?1 AND e164 = ?2",
-            )?;
+            let mut attempts_of =
+                tx.prepare("SELECT attempts FROM mirror WHERE backend = ?1 AND e164 = ?2")?;
             let mut confirm = tx.prepare(
                 "INSERT INTO mirror (backend, e164, first_name, last_name, state, user_id, access_hash, client_id, attempts, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)
@@ -407,7 +410,10 @@ impl Store {
                             }
                             _ => {
                                 tally.retrying += 1;
-                                (Some(now + retry_delay(attempts)), "retry later (server limit)".to_owned())
+                                (
+                                    Some(now + retry_delay(attempts)),
+                                    "retry later (server limit)".to_owned(),
+                                )
                             }
                         };
                         hold.execute(params![
@@ -449,11 +455,21 @@ impl Store {
     }
 
     /// A whole batch was refused for good (e.g. a bad request): its items are rejected.
-    pub fn reject_batch(&mut self, batch: &Batch, reason: &str, now: Timestamp) -> Result<ImportTally> {
+    pub fn reject_batch(
+        &mut self,
+        batch: &Batch,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<ImportTally> {
         let results: Vec<(i64, ImportResult)> = batch
             .items
             .iter()
-            .map(|i| (i.client_id.unwrap_or_default(), ImportResult::Rejected(reason.to_owned())))
+            .map(|i| {
+                (
+                    i.client_id.unwrap_or_default(),
+                    ImportResult::Rejected(reason.to_owned()),
+                )
+            })
             .collect();
         match batch.kind {
             BatchKind::Import => self.apply_import(batch, &results, now, &|_| 0),
@@ -499,7 +515,12 @@ impl Store {
     }
 }
 
-fn finish_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch, outcome: &str, now: Timestamp) -> Result<()> {
+fn finish_batch(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &Batch,
+    outcome: &str,
+    now: Timestamp,
+) -> Result<()> {
     tx.execute(
         "UPDATE outbox_batch SET state = 'applied', applied_at = ?2, outcome = ?3 WHERE id = ?1",
         params![batch.id, now, outcome],

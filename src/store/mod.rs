@@ -211,7 +211,11 @@ fn acquire_lock(dir: &Path) -> Result<StateLock> {
                 .unwrap_or_default();
             return Err(StoreError::Locked {
                 dir: dir.to_owned(),
-                pid: if pid.is_empty() { "unknown".into() } else { pid },
+                pid: if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid
+                },
             });
         }
         Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),

@@ -4,5 +4,7 @@ mod cli;
 mod config_files;
 mod corpus;
 mod dialects;
+mod fake_backend;
 mod robustness;
 mod support;
+mod sync;

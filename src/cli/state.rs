@@ -1,0 +1,513 @@
+//! The commands that work with the state: `plan`, `sync --once`, `status`, `history`.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::{Failure, HistoryArgs, PlanArgs, SyncArgs, exit};
+use crate::config::{self, Config};
+use crate::phone::redact;
+use crate::store::{Store, StoreError};
+use crate::sync::{self, Clock, PassReport, SyncOptions, SystemClock, describe_stop, format_time};
+use crate::{backend, source};
+
+fn store_failure(error: StoreError) -> Failure {
+    Failure {
+        code: exit::FAILURE,
+        error: error.into(),
+    }
+}
+
+fn out() -> io::BufWriter<io::StdoutLock<'static>> {
+    io::BufWriter::new(io::stdout().lock())
+}
+
+/// Read-only state, or an empty in-memory one when there is none yet.
+fn read_state(config: &Config) -> Result<Store, Failure> {
+    match Store::open_read_only(&config.state_dir) {
+        Ok(store) => Ok(store),
+        Err(StoreError::Missing { .. }) => Store::open_in_memory().map_err(store_failure),
+        Err(err) => Err(store_failure(err)),
+    }
+}
+
+pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> {
+    let config = config::load(config_path)?;
+    let store = read_state(&config)?;
+    let now = SystemClock.now();
+    let scan = source::scan(&config, &store, now, false).map_err(store_failure)?;
+    let desired = sync::desired_names(&scan);
+    let options = SyncOptions {
+        limits: config.safety,
+        ..SyncOptions::default()
+    };
+    let mut accounts: Vec<String> = backend::configured(&config)
+        .iter()
+        .map(|b| b.name().to_owned())
+        .collect();
+    for account in store.accounts().map_err(store_failure)? {
+        if !accounts.contains(&account.backend) {
+            accounts.push(account.backend);
+        }
+    }
+    let phone = |e164: &str| {
+        if args.show_phones {
+            e164.to_owned()
+        } else {
+            redact(e164)
+        }
+    };
+    let mut w = out();
+    let mut plans = Vec::new();
+    for account in &accounts {
+        let (plan, held) =
+            sync::plan_for(&store, account, &desired, &options, now).map_err(|e| match e {
+                sync::SyncError::Store(err) => store_failure(err),
+            })?;
+        plans.push((account.clone(), plan, held));
+    }
+    if args.json {
+        let value = json!({
+            "files_seen": scan.files_seen,
+            "files_to_parse": scan.files_parsed,
+            "files_deferred": scan.files_deferred,
+            "contacts": desired.len(),
+            "unknown_sources": scan.unknown_sources().collect::<Vec<_>>(),
+            "accounts": plans.iter().map(|(account, plan, held)| {
+                let mut value = json!({
+                    "backend": account,
+                    "planned": sync::PlanCounts::of(plan),
+                    "held": held,
+                });
+                if args.verbose {
+                    value["imports"] = plan.imports.iter().map(|i| json!({
+                        "phone": phone(&i.e164), "first_name": i.names.first,
+                        "last_name": i.names.last, "reason": i.reason,
+                    })).collect();
+                    value["deletes"] = plan.deletes.iter().map(|e| json!(phone(e))).collect();
+                }
+                value
+            }).collect::<Vec<_>>(),
+        });
+        serde_json::to_writer(&mut w, &value).context("writing to stdout")?;
+        writeln!(w).context("writing to stdout")?;
+        return Ok(w.flush().context("writing to stdout")?);
+    }
+    writeln!(
+        w,
+        "{} files ({} to parse, {} deferred): {} contacts in the address book",
+        scan.files_seen,
+        scan.files_parsed,
+        scan.files_deferred,
+        desired.len()
+    )
+    .context("writing to stdout")?;
+    for status in scan.unknown_sources() {
+        writeln!(
+            w,
+            "source {} is unknown: {}",
+            status.name,
+            status.reason.as_deref().unwrap_or_default()
+        )
+        .context("writing to stdout")?;
+    }
+    if plans.is_empty() {
+        writeln!(
+            w,
+            "no backend account yet: nothing would be sent (the Telegram and WhatsApp backends configure accounts)"
+        )
+        .context("writing to stdout")?;
+    }
+    for (account, plan, held) in &plans {
+        let counts = sync::PlanCounts::of(plan);
+        writeln!(
+            w,
+            "{account}: {} new, {} renamed, {} retries, {} deletes; {} waiting for a retry time or rejected",
+            counts.new, counts.renames, counts.retries, counts.deletes, counts.waiting
+        )
+        .context("writing to stdout")?;
+        if let Some(held) = held {
+            writeln!(w, "  deletions would be held: {}", held.reason)
+                .context("writing to stdout")?;
+        }
+        if args.verbose {
+            for import in &plan.imports {
+                writeln!(
+                    w,
+                    "  import {} {:?} {:?} ({:?})",
+                    phone(&import.e164),
+                    import.names.first,
+                    import.names.last,
+                    import.reason
+                )
+                .context("writing to stdout")?;
+            }
+            for e164 in &plan.deletes {
+                writeln!(w, "  delete {}", phone(e164)).context("writing to stdout")?;
+            }
+        }
+    }
+    Ok(w.flush().context("writing to stdout")?)
+}
+
+pub fn sync(config_path: Option<&Path>, args: &SyncArgs) -> Result<(), Failure> {
+    if !args.once {
+        return Err(Failure {
+            code: exit::USAGE,
+            error: anyhow::anyhow!(
+                "`sync` runs one pass and needs --once; the long-running service is `contactsyncd run`"
+            ),
+        });
+    }
+    let config = config::load(config_path)?;
+    let mut store = Store::open_for_writing(&config.state_dir).map_err(store_failure)?;
+    let mut backends = backend::configured(&config);
+    let options = SyncOptions {
+        force_delete: args.force_delete,
+        offline: args.offline,
+        max_wait: args.max_wait,
+        limits: config.safety,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime
+        .block_on(sync::sync_once(
+            &config,
+            &mut store,
+            &mut backends,
+            &SystemClock,
+            &options,
+        ))
+        .map_err(|e| match e {
+            sync::SyncError::Store(err) => store_failure(err),
+        })?;
+    print_pass(&report, args.json)?;
+    if report.login_required() {
+        return Err(Failure {
+            code: exit::LOGIN_REQUIRED,
+            error: anyhow::anyhow!("an account needs `contactsyncd login`"),
+        });
+    }
+    if report.deletes_held() {
+        return Err(Failure {
+            code: exit::DELETES_HELD,
+            error: anyhow::anyhow!(
+                "deletions are held by the safety limits; review them with `contactsyncd plan --verbose`, then run `contactsyncd sync --once --force-delete`"
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
+    let mut w = out();
+    if json {
+        serde_json::to_writer(&mut w, report)?;
+        writeln!(w)?;
+        return Ok(w.flush()?);
+    }
+    writeln!(
+        w,
+        "scanned {} files ({} read, {} parsed, {} deferred): {} contacts, {} name conflicts",
+        report.files_seen,
+        report.files_read,
+        report.files_parsed,
+        report.files_deferred,
+        report.contacts,
+        report.name_conflicts
+    )?;
+    for status in &report.unknown_sources {
+        writeln!(
+            w,
+            "source {} is unknown, its contacts are kept: {}",
+            status.name,
+            status.reason.as_deref().unwrap_or_default()
+        )?;
+    }
+    if report.accounts.is_empty() {
+        writeln!(
+            w,
+            "no backend configured: nothing was sent (the address book state is up to date)"
+        )?;
+    }
+    for a in &report.accounts {
+        writeln!(
+            w,
+            "{}: planned {} new, {} renamed, {} retries, {} deletes; sent {} batches: {} imported, {} saved, {} retrying, {} rejected, {} deleted; {} batches queued",
+            a.backend,
+            a.planned.new,
+            a.planned.renames,
+            a.planned.retries,
+            a.planned.deletes,
+            a.batches_sent,
+            a.imported,
+            a.saved,
+            a.retrying,
+            a.rejected,
+            a.deleted,
+            a.queued_batches
+        )?;
+        if let Some(held) = &a.held {
+            writeln!(w, "  deletions held: {}", held.reason)?;
+        }
+        if let Some(stop) = &a.stop {
+            writeln!(w, "  {}", describe_stop(stop))?;
+        }
+    }
+    Ok(w.flush()?)
+}
+
+pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
+    let config = config::load(config_path)?;
+    let store = match Store::open_read_only(&config.state_dir) {
+        Ok(store) => store,
+        Err(StoreError::Missing { .. }) => {
+            let mut w = out();
+            if json {
+                writeln!(
+                    w,
+                    "{}",
+                    json!({"state": null, "state_dir": config.state_dir})
+                )
+                .context("writing to stdout")?;
+            } else {
+                writeln!(
+                    w,
+                    "no state yet in {}: run `contactsyncd sync --once`",
+                    config.state_dir.display()
+                )
+                .context("writing to stdout")?;
+            }
+            return Ok(w.flush().context("writing to stdout")?);
+        }
+        Err(err) => return Err(store_failure(err)),
+    };
+    let sources = store.source_statuses().map_err(store_failure)?;
+    let last_run = store
+        .recent_runs(1)
+        .map_err(store_failure)?
+        .into_iter()
+        .next();
+    let mut accounts = Vec::new();
+    for account in store.accounts().map_err(store_failure)? {
+        let counts = store
+            .mirror_counts(&account.backend)
+            .map_err(store_failure)?;
+        let open = store
+            .open_batches(&account.backend)
+            .map_err(store_failure)?;
+        let queued: usize = open.iter().map(|b| b.items.len()).sum();
+        accounts.push((account, counts, open.len(), queued));
+    }
+    let now = SystemClock.now();
+    let mut w = out();
+    if json {
+        let value = json!({
+            "state_dir": config.state_dir,
+            "sources": sources,
+            "accounts": accounts.iter().map(|(a, c, batches, items)| json!({
+                "backend": a.backend,
+                "in_sync": c.imported + c.saved,
+                "imported": c.imported,
+                "saved": c.saved,
+                "retrying": c.retrying,
+                "next_retry": c.next_retry,
+                "rejected": c.rejected,
+                "queued_batches": batches,
+                "queued_items": items,
+                "paused_until": a.paused_until.filter(|u| *u > now),
+                "pause_reason": a.pause_reason,
+                "login_required": a.auth_required,
+                "last_success": a.last_success,
+                "last_error": a.last_error,
+            })).collect::<Vec<_>>(),
+            "last_run": last_run,
+        });
+        serde_json::to_writer(&mut w, &value).context("writing to stdout")?;
+        writeln!(w).context("writing to stdout")?;
+        return Ok(w.flush().context("writing to stdout")?);
+    }
+    writeln!(w, "state: {}", config.state_dir.display()).context("writing to stdout")?;
+    writeln!(w, "sources:").context("writing to stdout")?;
+    if sources.is_empty() {
+        writeln!(w, "  (not scanned yet)").context("writing to stdout")?;
+    }
+    for s in &sources {
+        write!(
+            w,
+            "  {}: {} files, {} cards, {} phones, {} cards with problems, {} deferred files",
+            s.name, s.files, s.cards, s.phones, s.card_errors, s.deferred
+        )
+        .context("writing to stdout")?;
+        if s.state != "ok" {
+            write!(
+                w,
+                "\n    UNKNOWN: {}; its contacts are kept and nothing of it is deleted",
+                s.reason.as_deref().unwrap_or_default()
+            )
+            .context("writing to stdout")?;
+        }
+        writeln!(w).context("writing to stdout")?;
+    }
+    writeln!(w, "accounts:").context("writing to stdout")?;
+    if accounts.is_empty() {
+        writeln!(w, "  (none yet)").context("writing to stdout")?;
+    }
+    for (a, c, batches, items) in &accounts {
+        let mut parts = vec![
+            format!(
+                "{} in sync ({} imported, {} saved)",
+                c.imported + c.saved,
+                c.imported,
+                c.saved
+            ),
+            format!("{items} queued in {batches} batches"),
+        ];
+        if c.retrying > 0 {
+            parts.push(format!(
+                "{} retrying (next {})",
+                c.retrying,
+                c.next_retry.map(format_time).unwrap_or_default()
+            ));
+        }
+        if c.rejected > 0 {
+            parts.push(format!("{} rejected", c.rejected));
+        }
+        if let Some(until) = a.paused_until.filter(|u| *u > now) {
+            parts.push(format!(
+                "paused until {} ({})",
+                format_time(until),
+                a.pause_reason.as_deref().unwrap_or_default()
+            ));
+        }
+        if a.auth_required {
+            parts.push("LOGIN REQUIRED: run `contactsyncd login`".into());
+        }
+        if let Some(success) = a.last_success {
+            parts.push(format!("last success {}", format_time(success)));
+        }
+        writeln!(w, "  {}: {}", a.backend, parts.join(" · ")).context("writing to stdout")?;
+        if let Some(error) = &a.last_error {
+            writeln!(w, "    last error: {error}").context("writing to stdout")?;
+        }
+    }
+    match &last_run {
+        Some(run) => {
+            if run.deletes_held > 0 {
+                writeln!(
+                    w,
+                    "guard: the last run held {} deletions; see `contactsyncd plan --verbose`, apply with `contactsyncd sync --once --force-delete`",
+                    run.deletes_held
+                )
+                .context("writing to stdout")?;
+            } else {
+                writeln!(w, "guard: no deletions held").context("writing to stdout")?;
+            }
+            writeln!(
+                w,
+                "last run: #{} {} {}: {} — {} imported, {} deleted",
+                run.id,
+                run.kind,
+                format_time(run.started_at),
+                run.outcome.as_deref().unwrap_or("unfinished"),
+                run.imported,
+                run.deleted
+            )
+            .context("writing to stdout")?;
+            if let Some(message) = &run.message {
+                writeln!(w, "  {message}").context("writing to stdout")?;
+            }
+        }
+        None => writeln!(w, "last run: none").context("writing to stdout")?,
+    }
+    Ok(w.flush().context("writing to stdout")?)
+}
+
+pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Failure> {
+    let config = config::load(config_path)?;
+    let store = match Store::open_read_only(&config.state_dir) {
+        Ok(store) => store,
+        Err(StoreError::Missing { .. }) => Store::open_in_memory().map_err(store_failure)?,
+        Err(err) => return Err(store_failure(err)),
+    };
+    let runs = store.recent_runs(args.limit).map_err(store_failure)?;
+    let batches = store.recent_batches(args.limit).map_err(store_failure)?;
+    let mut w = out();
+    if args.json {
+        for run in &runs {
+            serde_json::to_writer(&mut w, &json!({"run": run})).context("writing to stdout")?;
+            writeln!(w).context("writing to stdout")?;
+        }
+        for (b, items) in &batches {
+            serde_json::to_writer(
+                &mut w,
+                &json!({"batch": {
+                    "id": b.id, "backend": b.backend, "kind": b.kind.as_str(),
+                    "state": b.state.as_str(), "items": items, "created_at": b.created_at,
+                    "sent_at": b.sent_at, "applied_at": b.applied_at,
+                    "send_count": b.send_count, "outcome": b.outcome,
+                }}),
+            )
+            .context("writing to stdout")?;
+            writeln!(w).context("writing to stdout")?;
+        }
+        return Ok(w.flush().context("writing to stdout")?);
+    }
+    writeln!(w, "runs (newest first):").context("writing to stdout")?;
+    if runs.is_empty() {
+        writeln!(w, "  none").context("writing to stdout")?;
+    }
+    for run in &runs {
+        writeln!(
+            w,
+            "  #{} {} {}: {} — {} files ({} parsed, {} deferred), {} contacts; planned {} imports, {} deletes ({} held); {} batches sent: {} imported, {} saved, {} retrying, {} rejected, {} deleted",
+            run.id,
+            run.kind,
+            format_time(run.started_at),
+            run.outcome.as_deref().unwrap_or("unfinished"),
+            run.files_seen,
+            run.files_parsed,
+            run.files_deferred,
+            run.contacts,
+            run.imports_planned,
+            run.deletes_planned,
+            run.deletes_held,
+            run.batches_sent,
+            run.imported,
+            run.saved,
+            run.retrying,
+            run.rejected,
+            run.deleted
+        )
+        .context("writing to stdout")?;
+        if let Some(message) = &run.message {
+            writeln!(w, "    {message}").context("writing to stdout")?;
+        }
+    }
+    writeln!(w, "batches (newest first):").context("writing to stdout")?;
+    if batches.is_empty() {
+        writeln!(w, "  none").context("writing to stdout")?;
+    }
+    for (b, items) in &batches {
+        writeln!(
+            w,
+            "  #{} {} {} of {items}: {} (created {}, sent {} times){}",
+            b.id,
+            b.backend,
+            b.kind.as_str(),
+            b.state.as_str(),
+            format_time(b.created_at),
+            b.send_count,
+            b.outcome
+                .as_deref()
+                .map(|o| format!(": {o}"))
+                .unwrap_or_default()
+        )
+        .context("writing to stdout")?;
+    }
+    Ok(w.flush().context("writing to stdout")?)
+}

@@ -1,0 +1,447 @@
+//! The offline core end to end: real files, real SQLite on disk, the sync pass, and the fake
+//! backend in `fake_backend.rs` standing in for the messenger.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use contactsyncd::backend::BoxFuture;
+use contactsyncd::config::{self, Config};
+use contactsyncd::store::Store;
+use contactsyncd::sync::{self, Clock, PassReport, Stop, SyncOptions};
+
+use crate::fake_backend::{FakeBackend, Fault};
+
+/// A clock that only moves when told to (or when the pass sleeps).
+struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    fn new() -> Self {
+        Self(AtomicI64::new(1_800_000_000))
+    }
+
+    fn advance(&self, seconds: i64) {
+        self.0.fetch_add(seconds, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn sleep(&self, seconds: u64) -> BoxFuture<'_, ()> {
+        self.advance(seconds as i64);
+        Box::pin(async {})
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    config: Config,
+}
+
+impl Setup {
+    /// A config with one source (`book`, a vdir or a file) and a state dir, all in a temp dir.
+    fn new(source_file: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let source = match source_file {
+            Some(name) => {
+                std::fs::write(dir.path().join(name), "").unwrap();
+                name.to_owned()
+            }
+            None => {
+                std::fs::create_dir(dir.path().join("book")).unwrap();
+                "book".to_owned()
+            }
+        };
+        let text = format!(
+            "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"{source}\"\nname = \"book\"\n"
+        );
+        let config = config::parse(&text, &dir.path().join("config.toml")).unwrap();
+        Self { _dir: dir, config }
+    }
+
+    fn book(&self) -> PathBuf {
+        self.config.sources[0].path.clone()
+    }
+
+    fn store(&self) -> Store {
+        Store::open_for_writing(&self.config.state_dir).unwrap()
+    }
+
+    async fn sync(
+        &self,
+        backend: &FakeBackend,
+        clock: &ManualClock,
+        options: SyncOptions,
+    ) -> PassReport {
+        let mut store = self.store();
+        let mut backends = vec![backend.boxed()];
+        sync::sync_once(&self.config, &mut store, &mut backends, clock, &options)
+            .await
+            .unwrap()
+    }
+}
+
+fn phone(i: usize) -> String {
+    format!("+49151{i:08}")
+}
+
+fn card(name: &str, i: usize) -> String {
+    format!(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:{name}\r\nTEL;TYPE=CELL:+49 151 {i:08}\r\nEND:VCARD\r\n"
+    )
+}
+
+fn write_vdir(dir: &Path, range: std::ops::Range<usize>) {
+    for i in range {
+        std::fs::write(
+            dir.join(format!("{i:05}.vcf")),
+            card(&format!("Person {i}"), i),
+        )
+        .unwrap();
+    }
+}
+
+fn users(n: usize) -> Vec<String> {
+    (0..n).map(phone).collect()
+}
+
+#[tokio::test]
+async fn two_thousand_contacts_are_imported_once_in_batches() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..2000);
+    let phones = users(2000);
+    let backend = FakeBackend::new(100).with_users(phones.iter().map(String::as_str));
+    let clock = ManualClock::new();
+    let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(report.contacts, 2000);
+    let state = backend.state();
+    let imports = state.import_calls();
+    assert_eq!(imports.len(), 20, "⌈2000/100⌉ calls");
+    let mut sent: Vec<&str> = imports
+        .iter()
+        .flat_map(|c| c.iter().map(|i| i.1.as_str()))
+        .collect();
+    sent.sort_unstable();
+    let before = sent.len();
+    sent.dedup();
+    assert_eq!(
+        (before, sent.len()),
+        (2000, 2000),
+        "every phone exactly once"
+    );
+    let mut client_ids: Vec<i64> = imports.iter().flat_map(|c| c.iter().map(|i| i.0)).collect();
+    client_ids.sort_unstable();
+    client_ids.dedup();
+    assert_eq!(client_ids.len(), 2000, "client_ids never repeat");
+    let remote: Vec<&String> = state.contacts.keys().collect();
+    assert_eq!(remote, phones.iter().collect::<Vec<_>>());
+    assert_eq!(
+        state.contacts[&phone(7)],
+        ("Person 7".to_owned(), String::new())
+    );
+}
+
+#[tokio::test]
+async fn nothing_changed_means_no_backend_call() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..50);
+    let backend = FakeBackend::new(100).with_users(users(50).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    let calls = backend.state().calls.len();
+    let second = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(backend.state().calls.len(), calls);
+    assert_eq!((second.files_read, second.files_parsed), (0, 0));
+    // Touching a file without changing it re-reads but does not re-parse or send.
+    let file = setup.book().join("00003.vcf");
+    let text = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, text).unwrap();
+    let third = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!((third.files_read, third.files_parsed), (1, 0));
+    assert_eq!(backend.state().calls.len(), calls);
+}
+
+#[tokio::test]
+async fn a_rename_is_one_import_and_a_removed_card_one_delete() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..10);
+    let backend = FakeBackend::new(100).with_users(users(10).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    backend.state().calls.clear();
+
+    std::fs::write(setup.book().join("00002.vcf"), card("Renamed Person", 2)).unwrap();
+    std::fs::remove_file(setup.book().join("00005.vcf")).unwrap();
+    let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(report.accounts[0].planned.renames, 1);
+    let state = backend.state();
+    let imports = state.import_calls();
+    assert_eq!(imports.len(), 1);
+    assert_eq!(imports[0].len(), 1);
+    assert_eq!(imports[0][0].1, phone(2));
+    assert_eq!(imports[0][0].2, "Renamed Person");
+    assert_eq!(state.delete_calls(), vec![&vec![phone(5)]]);
+    assert_eq!(state.contacts[&phone(2)].0, "Renamed Person");
+    assert!(!state.contacts.contains_key(&phone(5)));
+}
+
+#[tokio::test]
+async fn a_truncated_export_deletes_nothing() {
+    let setup = Setup::new(Some("contacts.vcf"));
+    let full: String = (0..20).map(|i| card(&format!("Person {i}"), i)).collect();
+    std::fs::write(setup.book(), &full).unwrap();
+    let backend = FakeBackend::new(100).with_users(users(20).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(backend.state().contacts.len(), 20);
+
+    // The exporter is halfway through rewriting the file: it ends inside card 6.
+    let cut = full.match_indices("BEGIN:VCARD").nth(5).unwrap().0 + 30;
+    std::fs::write(setup.book(), &full[..cut]).unwrap();
+    let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(report.files_deferred, 1);
+    assert_eq!(report.accounts[0].planned.deletes, 0);
+    assert!(backend.state().delete_calls().is_empty());
+    assert_eq!(backend.state().contacts.len(), 20);
+
+    // Once the file is whole again, real removals go through.
+    let shorter: String = (0..19).map(|i| card(&format!("Person {i}"), i)).collect();
+    std::fs::write(setup.book(), &shorter).unwrap();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(backend.state().delete_calls(), vec![&vec![phone(19)]]);
+}
+
+#[tokio::test]
+async fn an_emptied_or_unmounted_source_deletes_nothing_and_status_says_why() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..10);
+    let backend = FakeBackend::new(100).with_users(users(10).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+
+    for entry in std::fs::read_dir(setup.book()).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let emptied = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(emptied.unknown_sources.len(), 1);
+    assert!(
+        emptied.unknown_sources[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("empty")
+    );
+    assert_eq!(emptied.contacts, 10, "its contacts are kept");
+
+    std::fs::remove_dir(setup.book()).unwrap();
+    let unmounted = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(unmounted.unknown_sources.len(), 1);
+    assert!(backend.state().delete_calls().is_empty());
+    assert_eq!(backend.state().contacts.len(), 10);
+
+    let statuses = setup.store().source_statuses().unwrap();
+    assert_eq!(statuses[0].state, "unknown");
+    assert!(
+        statuses[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("cannot read")
+    );
+}
+
+#[tokio::test]
+async fn mass_deletion_is_held_until_forced() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..100);
+    let backend = FakeBackend::new(100).with_users(users(100).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    backend.state().calls.clear();
+
+    for i in 0..30 {
+        std::fs::remove_file(setup.book().join(format!("{i:05}.vcf"))).unwrap();
+    }
+    write_vdir(&setup.book(), 100..101);
+    let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    let held = report.accounts[0].held.as_ref().expect("deletions held");
+    assert_eq!(held.deletes, 30);
+    assert!(held.reason.contains("--force-delete"), "{}", held.reason);
+    assert!(backend.state().delete_calls().is_empty());
+    assert_eq!(backend.state().import_calls().len(), 1, "imports go ahead");
+
+    let forced = setup
+        .sync(
+            &backend,
+            &clock,
+            SyncOptions {
+                force_delete: true,
+                ..SyncOptions::default()
+            },
+        )
+        .await;
+    assert!(forced.accounts[0].held.is_none());
+    assert_eq!(backend.state().delete_calls()[0].len(), 30);
+    assert_eq!(backend.state().all_numbers().len(), 71);
+}
+
+#[tokio::test]
+async fn a_lost_reply_is_sent_again_after_restart_and_ends_right() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..5);
+    let backend = FakeBackend::new(100).with_users(users(5).iter().map(String::as_str));
+    backend.state().faults.push_back(Fault::ApplyThenDropReply);
+    let clock = ManualClock::new();
+    let first = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(matches!(first.accounts[0].stop, Some(Stop::Network { .. })));
+    assert_eq!(first.accounts[0].queued_batches, 1);
+    // The server has the contacts, we do not know it yet.
+    assert_eq!(backend.state().contacts.len(), 5);
+    assert!(setup.store().mirror("fake").unwrap().is_empty());
+
+    // "Restart": a new store on the same file, a new pass.
+    let second = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(second.accounts[0].planned.new, 0, "nothing planned twice");
+    assert_eq!(second.accounts[0].imported, 5);
+    {
+        let state = backend.state();
+        let imports = state.import_calls();
+        assert_eq!(imports.len(), 2);
+        assert_eq!(imports[0], imports[1], "the same batch, same client_ids");
+        assert_eq!(state.contacts.len(), 5);
+    }
+    let mirror = setup.store().mirror("fake").unwrap();
+    assert_eq!(mirror.len(), 5);
+    let third = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(third.accounts[0].batches_sent, 0);
+}
+
+#[tokio::test]
+async fn retry_contacts_and_flood_wait_survive_a_restart_and_are_honoured() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..10);
+    let backend = FakeBackend::new(100).with_users(users(10).iter().map(String::as_str));
+    backend.state().import_quota = Some(6);
+    let clock = ManualClock::new();
+    let first = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(
+        (first.accounts[0].imported, first.accounts[0].retrying),
+        (6, 4)
+    );
+
+    // Restart right away: the 4 wait for their retry time, nothing is sent.
+    backend.state().import_quota = None;
+    let calls = backend.state().calls.len();
+    let early = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(early.accounts[0].planned.waiting, 4);
+    assert_eq!(backend.state().calls.len(), calls);
+
+    // After the back-off (at most 6 minutes for a first retry) they go out once more.
+    clock.advance(6 * 60 + 1);
+    let later = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(later.accounts[0].planned.retries, 4);
+    assert_eq!(later.accounts[0].imported, 4);
+    assert_eq!(backend.state().contacts.len(), 10);
+
+    // A long FLOOD_WAIT pauses the account, persisted across restarts.
+    write_vdir(&setup.book(), 10..12);
+    backend.state().faults.push_back(Fault::FloodWait(3600));
+    let flooded = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(matches!(
+        flooded.accounts[0].stop,
+        Some(Stop::Paused { .. })
+    ));
+    let calls = backend.state().calls.len();
+    clock.advance(1800);
+    let paused = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(matches!(paused.accounts[0].stop, Some(Stop::Paused { .. })));
+    assert_eq!(backend.state().calls.len(), calls, "no call while paused");
+    clock.advance(1801);
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(backend.state().calls.len(), calls + 1);
+    assert_eq!(backend.state().all_numbers().len(), 12);
+
+    // A short one is waited out within the pass.
+    write_vdir(&setup.book(), 12..13);
+    backend.state().faults.push_back(Fault::FloodWait(30));
+    let short = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(short.accounts[0].stop.is_none());
+    assert_eq!(backend.state().all_numbers().len(), 13);
+}
+
+#[tokio::test]
+async fn every_contact_in_retry_pauses_the_account_for_an_hour() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..3);
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    backend.state().import_quota = Some(0);
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    let account = setup.store().account("fake").unwrap().unwrap();
+    assert_eq!(account.paused_until, Some(clock.now() + 3600));
+}
+
+#[tokio::test]
+async fn login_required_stops_sending_and_is_remembered() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..3);
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    backend.state().faults.push_back(Fault::AuthKeyUnregistered);
+    let clock = ManualClock::new();
+    let first = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(first.login_required());
+    let calls = backend.state().calls.len();
+    let second = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(second.login_required());
+    assert_eq!(
+        backend.state().calls.len(),
+        calls,
+        "no retry loop against a dead session"
+    );
+}
+
+#[tokio::test]
+async fn numbers_without_account_are_saved_and_private_users_too() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..3);
+    let backend = FakeBackend::new(100).with_users([phone(0).as_str(), phone(1).as_str()]);
+    backend.state().private.insert(phone(1));
+    let clock = ManualClock::new();
+    let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(
+        (report.accounts[0].imported, report.accounts[0].saved),
+        (1, 2)
+    );
+    let counts = setup.store().mirror_counts("fake").unwrap();
+    assert_eq!((counts.imported, counts.saved), (1, 2));
+}
+
+#[tokio::test]
+async fn offline_queues_and_the_next_pass_sends() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..5);
+    let backend = FakeBackend::new(2).with_users(users(5).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    let offline = setup
+        .sync(
+            &backend,
+            &clock,
+            SyncOptions {
+                offline: true,
+                ..SyncOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(offline.accounts[0].queued_batches, 3);
+    assert!(backend.state().calls.is_empty());
+    let online = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(online.accounts[0].batches_sent, 3);
+    assert_eq!(
+        online.accounts[0].planned.new, 0,
+        "queued work is not planned twice"
+    );
+    assert_eq!(backend.state().contacts.len(), 5);
+}
