@@ -2,7 +2,7 @@
 //! incremental scan: fingerprints, reading only what changed, deferring half-written files.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,7 +34,10 @@ pub fn list_files(root: &Path) -> Listing {
         Ok(_) => listing.files.push(root.to_owned()),
         Err(err) => listing.errors.push((root.to_owned(), err)),
     }
-    listing.files.sort();
+    // Byte order, not Path's component order: as deterministic and much cheaper.
+    listing
+        .files
+        .sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
     listing
 }
 
@@ -162,9 +165,21 @@ pub fn scan(
     accept_empty: bool,
 ) -> Result<Scan, store::StoreError> {
     let known = store.file_records()?;
-    let mut stored: HashMap<PathBuf, Vec<StoredPhone>> = HashMap::new();
+    // Rows come ordered by path: group runs instead of hashing every row.
+    let mut stored: HashMap<OsString, Vec<StoredPhone>> = HashMap::with_capacity(known.len());
+    let mut run: Option<(PathBuf, Vec<StoredPhone>)> = None;
     for (path, phone) in store.stored_phones()? {
-        stored.entry(path).or_default().push(phone);
+        match &mut run {
+            Some((current, phones)) if *current == path => phones.push(phone),
+            _ => {
+                if let Some((current, phones)) = run.replace((path, vec![phone])) {
+                    stored.insert(current.into_os_string(), phones);
+                }
+            }
+        }
+    }
+    if let Some((current, phones)) = run {
+        stored.insert(current.into_os_string(), phones);
     }
     let mut scan = Scan::default();
     let mut desired = DesiredSetBuilder::default();
@@ -175,7 +190,7 @@ pub fn scan(
             order,
             config.default_region,
             &known,
-            &stored,
+            &mut stored,
             now,
             accept_empty,
             &mut scan,
@@ -198,8 +213,8 @@ fn scan_source(
     source: &SourceConfig,
     order: u32,
     region: Option<DefaultRegion>,
-    known: &HashMap<PathBuf, FileRecord>,
-    stored: &HashMap<PathBuf, Vec<StoredPhone>>,
+    known: &HashMap<OsString, FileRecord>,
+    stored: &mut HashMap<OsString, Vec<StoredPhone>>,
     now: Timestamp,
     accept_empty: bool,
     scan: &mut Scan,
@@ -222,13 +237,14 @@ fn scan_source(
     let previous_files: Vec<&FileRecord> =
         known.values().filter(|r| r.source == source.name).collect();
     let previous_cards: u64 = previous_files.iter().map(|r| u64::from(r.cards)).sum();
-    let listed: HashSet<&Path> = listing.files.iter().map(PathBuf::as_path).collect();
+    let listed: HashSet<&OsStr> = listing.files.iter().map(|p| p.as_os_str()).collect();
 
     for path in &listing.files {
         scan.files_seen += 1;
-        let previous = known.get(path);
-        let kept = || FileContribution {
-            phones: stored.get(path).cloned().unwrap_or_default(),
+        let previous = known.get(path.as_os_str());
+        // Each file's stored phones are taken once: no copies for the common unchanged case.
+        let mut kept = || FileContribution {
+            phones: stored.remove(path.as_os_str()).unwrap_or_default(),
             cards: previous.map_or(0, |r| u64::from(r.cards)),
             card_errors: previous.map_or(0, |r| u64::from(r.card_errors)),
         };
@@ -318,7 +334,7 @@ fn scan_source(
     let removed: Vec<&FileRecord> = previous_files
         .iter()
         .copied()
-        .filter(|r| !listed.contains(r.path.as_path()))
+        .filter(|r| !listed.contains(r.path.as_os_str()))
         .collect();
     let cards_now: u64 = contributions.iter().map(|(_, c)| c.cards).sum();
     if unknown_reason.is_none() && previous_cards > 0 && cards_now == 0 && !accept_empty {
@@ -336,7 +352,7 @@ fn scan_source(
                 contributions.push((
                     record.path.clone(),
                     FileContribution {
-                        phones: stored.get(&record.path).cloned().unwrap_or_default(),
+                        phones: stored.remove(record.path.as_os_str()).unwrap_or_default(),
                         cards: u64::from(record.cards),
                         card_errors: u64::from(record.card_errors),
                     },

@@ -1,6 +1,7 @@
 //! Source files, their fingerprints, and the phones their cards yielded.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{OptionalExtension, params};
@@ -72,7 +73,8 @@ fn from_sql(value: i64) -> u64 {
 }
 
 impl Store {
-    pub fn file_records(&self) -> Result<HashMap<PathBuf, FileRecord>> {
+    /// Keyed by the path's bytes (hashing `Path` walks its components: far slower).
+    pub fn file_records(&self) -> Result<HashMap<OsString, FileRecord>> {
         let mut statement = self.conn().prepare(
             "SELECT path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors FROM source_file",
         )?;
@@ -97,8 +99,11 @@ impl Store {
                 card_errors: row.get(9)?,
             })
         })?;
-        rows.map(|row| row.map(|r| (r.path.clone(), r)).map_err(Into::into))
-            .collect()
+        rows.map(|row| {
+            row.map(|r| (r.path.clone().into_os_string(), r))
+                .map_err(Into::into)
+        })
+        .collect()
     }
 
     /// Every stored phone with its file, in (path, card) order.
