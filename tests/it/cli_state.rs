@@ -1,0 +1,121 @@
+//! The real binary with state: `sync --once`, `plan`, `status`, `history`, and the lock.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::{contactsyncd, repo_file, stderr, stdout};
+
+/// A config in a temp dir whose source is a copy of the example address book.
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("book");
+    std::fs::create_dir(&book).unwrap();
+    for entry in std::fs::read_dir(repo_file("examples/addressbook")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), book.join(entry.file_name())).unwrap();
+    }
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\nname = \"personal\"\n",
+    )
+    .unwrap();
+    (dir, config)
+}
+
+fn run(config: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    contactsyncd(&all, &[])
+}
+
+#[test]
+fn sync_once_then_status_and_history() {
+    let (dir, config) = setup();
+    let before = run(&config, &["status"]);
+    assert!(before.status.success(), "{}", stderr(&before));
+    assert!(stdout(&before).contains("no state yet"));
+
+    let sync = run(&config, &["sync", "--once"]);
+    assert!(sync.status.success(), "{}", stderr(&sync));
+    let text = stdout(&sync);
+    assert!(text.contains("scanned 4 files (4 read, 4 parsed, 0 deferred): 4 contacts"), "{text}");
+    assert!(text.contains("no backend configured"), "{text}");
+    assert!(dir.path().join("state/state.db").exists());
+
+    let again = run(&config, &["sync", "--once", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&again)).unwrap();
+    assert_eq!(report["files_parsed"], 0, "nothing re-parsed: {report}");
+    assert_eq!(report["contacts"], 4);
+
+    let status = run(&config, &["status", "--json"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
+    assert_eq!(status["sources"][0]["name"], "personal");
+    assert_eq!(status["sources"][0]["files"], 4);
+    assert_eq!(status["sources"][0]["phones"], 4);
+    assert_eq!(status["sources"][0]["card_errors"], 1, "the nameless card");
+    assert_eq!(status["last_run"]["outcome"], "ok");
+
+    let history = run(&config, &["history", "--json", "--limit", "5"]);
+    let runs: Vec<serde_json::Value> = stdout(&history)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["run"]["files_parsed"], 0);
+    assert_eq!(runs[1]["run"]["files_parsed"], 4);
+}
+
+#[test]
+fn an_emptied_source_is_explained_by_status() {
+    let (dir, config) = setup();
+    assert!(run(&config, &["sync", "--once"]).status.success());
+    for entry in std::fs::read_dir(dir.path().join("book")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let sync = run(&config, &["sync", "--once"]);
+    assert!(stdout(&sync).contains("source personal is unknown"), "{}", stdout(&sync));
+    let status = stdout(&run(&config, &["status"]));
+    assert!(status.contains("UNKNOWN: the source is empty now"), "{status}");
+    assert!(status.contains("nothing of it is deleted"), "{status}");
+    let plan = stdout(&run(&config, &["plan"]));
+    assert!(plan.contains("4 contacts"), "the kept contacts still count: {plan}");
+}
+
+#[test]
+fn a_second_writer_is_refused_but_readers_work() {
+    let (dir, config) = setup();
+    assert!(run(&config, &["sync", "--once"]).status.success());
+    let state = dir.path().join("state");
+    let _held = contactsyncd::store::Store::open_for_writing(&state).unwrap();
+
+    let refused = run(&config, &["sync", "--once"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let message = stderr(&refused);
+    assert!(message.contains("another contactsyncd"), "{message}");
+    assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+
+    for reader in [&["status"][..], &["history"], &["plan"]] {
+        let output = run(&config, reader);
+        assert!(output.status.success(), "{reader:?}: {}", stderr(&output));
+    }
+}
+
+#[test]
+fn sync_needs_once_for_now() {
+    let (_dir, config) = setup();
+    let output = run(&config, &["sync"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--once"));
+}
+
+#[test]
+fn plan_before_any_state_changes_nothing() {
+    let (dir, config) = setup();
+    let output = run(&config, &["plan", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(plan["contacts"], 4);
+    assert_eq!(plan["files_to_parse"], 4);
+    assert!(!dir.path().join("state").exists(), "plan must not create state");
+}
