@@ -143,6 +143,8 @@ pub struct Scan {
     pub files_read: u64,
     pub files_parsed: u64,
     pub files_deferred: u64,
+    /// Every file some configured source lists.
+    listed: HashSet<OsString>,
 }
 
 impl Scan {
@@ -197,6 +199,17 @@ pub fn scan(
             &mut desired,
         );
     }
+    // Files of sources no longer configured: the user took them out of the sync.
+    let configured: HashSet<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    scan.changes.extend(
+        known
+            .values()
+            .filter(|r| !configured.contains(r.source.as_str()))
+            .filter(|r| !scan.listed.contains(r.path.as_os_str()))
+            .map(|r| FileChange::Removed {
+                path: r.path.clone(),
+            }),
+    );
     scan.desired = desired.finish();
     Ok(scan)
 }
@@ -238,6 +251,8 @@ fn scan_source(
         known.values().filter(|r| r.source == source.name).collect();
     let previous_cards: u64 = previous_files.iter().map(|r| u64::from(r.cards)).sum();
     let listed: HashSet<&OsStr> = listing.files.iter().map(|p| p.as_os_str()).collect();
+    scan.listed
+        .extend(listing.files.iter().map(|p| p.as_os_str().to_owned()));
 
     for path in &listing.files {
         scan.files_seen += 1;
@@ -266,7 +281,16 @@ fn scan_source(
         if let Some(previous) =
             previous.filter(|p| p.state == FileState::Ok && p.stat == Some(stat))
         {
-            let _ = previous;
+            if previous.source != source.name {
+                // The same file now belongs to a renamed or another source.
+                changes.push(FileChange::Updated {
+                    record: FileRecord {
+                        source: source.name.clone(),
+                        ..previous.clone()
+                    },
+                    phones: None,
+                });
+            }
             contributions.push((path.clone(), kept()));
             continue;
         }

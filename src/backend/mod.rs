@@ -57,6 +57,23 @@ pub trait Backend: Send {
 
     /// Deletes contacts by the exact phone strings that were imported.
     fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// The contacts the remote has, for reconciling; `None` when the backend cannot list
+    /// them (or has nothing new: Telegram's `contactsNotModified`).
+    fn remote_contacts(
+        &mut self,
+    ) -> BoxFuture<'_, Result<Option<Vec<RemoteContact>>, BackendError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// A contact as the remote lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteContact {
+    pub e164: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub user_id: Option<i64>,
 }
 
 /// The accounts the configuration sets up. None yet: the Telegram and WhatsApp backends

@@ -38,7 +38,10 @@ fn sync_once_then_status_and_history() {
     let sync = run(&config, &["sync", "--once"]);
     assert!(sync.status.success(), "{}", stderr(&sync));
     let text = stdout(&sync);
-    assert!(text.contains("scanned 4 files (4 read, 4 parsed, 0 deferred): 4 contacts"), "{text}");
+    assert!(
+        text.contains("scanned 4 files (4 read, 4 parsed, 0 deferred): 4 contacts"),
+        "{text}"
+    );
     assert!(text.contains("no backend configured"), "{text}");
     assert!(dir.path().join("state/state.db").exists());
 
@@ -74,12 +77,22 @@ fn an_emptied_source_is_explained_by_status() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
     }
     let sync = run(&config, &["sync", "--once"]);
-    assert!(stdout(&sync).contains("source personal is unknown"), "{}", stdout(&sync));
+    assert!(
+        stdout(&sync).contains("source personal is unknown"),
+        "{}",
+        stdout(&sync)
+    );
     let status = stdout(&run(&config, &["status"]));
-    assert!(status.contains("UNKNOWN: the source is empty now"), "{status}");
+    assert!(
+        status.contains("UNKNOWN: the source is empty now"),
+        "{status}"
+    );
     assert!(status.contains("nothing of it is deleted"), "{status}");
     let plan = stdout(&run(&config, &["plan"]));
-    assert!(plan.contains("4 contacts"), "the kept contacts still count: {plan}");
+    assert!(
+        plan.contains("4 contacts"),
+        "the kept contacts still count: {plan}"
+    );
 }
 
 #[test]
@@ -93,7 +106,10 @@ fn a_second_writer_is_refused_but_readers_work() {
     assert_eq!(refused.status.code(), Some(1));
     let message = stderr(&refused);
     assert!(message.contains("another contactsyncd"), "{message}");
-    assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+    assert!(
+        message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
 
     for reader in [&["status"][..], &["history"], &["plan"]] {
         let output = run(&config, reader);
@@ -117,5 +133,8 @@ fn plan_before_any_state_changes_nothing() {
     let plan: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(plan["contacts"], 4);
     assert_eq!(plan["files_to_parse"], 4);
-    assert!(!dir.path().join("state").exists(), "plan must not create state");
+    assert!(
+        !dir.path().join("state").exists(),
+        "plan must not create state"
+    );
 }

@@ -445,3 +445,23 @@ async fn offline_queues_and_the_next_pass_sends() {
     );
     assert_eq!(backend.state().contacts.len(), 5);
 }
+
+#[tokio::test]
+async fn renaming_a_source_in_the_config_changes_nothing_remote() {
+    let mut setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..5);
+    let backend = FakeBackend::new(100).with_users(users(5).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    let calls = backend.state().calls.len();
+    setup.config.sources[0].name = "renamed".into();
+    for _ in 0..2 {
+        let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
+        assert_eq!(report.files_parsed, 0);
+        assert_eq!(report.contacts, 5);
+    }
+    assert_eq!(backend.state().calls.len(), calls);
+    let statuses = setup.store().source_statuses().unwrap();
+    assert_eq!(statuses[0].name, "renamed");
+    assert_eq!(statuses[0].files, 5);
+}
