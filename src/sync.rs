@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::backend::{ALL_RETRY_PAUSE, Backend, BackendError, BoxFuture, retry_delay};
 use crate::config::Config;
-use crate::diff::{self, DeleteLimits, Held, ImportReason, MirrorState, Names, Plan};
+use crate::diff::{self, DeleteLimits, Held, ImportReason, Names, Plan};
 use crate::source;
 use crate::store::{BatchKind, RunRecord, SourceStatus, Store, StoreError, Timestamp};
 
@@ -453,14 +453,6 @@ async fn send_queue(
             }
         }
     }
-}
-
-/// Mirror states counted for `status`.
-pub fn remote_count(mirror: &BTreeMap<String, diff::MirrorEntry>) -> usize {
-    mirror
-        .values()
-        .filter(|e| matches!(e.state, MirrorState::Imported | MirrorState::Saved))
-        .count()
 }
 
 #[cfg(test)]
