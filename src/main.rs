@@ -22,6 +22,7 @@ fn init_logging() {
         .unwrap_or_else(|_| "info,rusqlite_migration=warn".to_owned());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
