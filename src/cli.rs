@@ -139,6 +139,24 @@ impl From<config::ConfigError> for Failure {
     }
 }
 
+impl From<io::Error> for Failure {
+    fn from(error: io::Error) -> Self {
+        Self {
+            code: exit::FAILURE,
+            error: anyhow::Error::new(error).context("writing the output"),
+        }
+    }
+}
+
+impl From<serde_json::Error> for Failure {
+    fn from(error: serde_json::Error) -> Self {
+        Self {
+            code: exit::FAILURE,
+            error: anyhow::Error::new(error).context("writing the output"),
+        }
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
         Self {
@@ -163,15 +181,14 @@ fn check_config(path: Option<&Path>) -> Result<(), Failure> {
     let config = config::load(path)?;
     let rendered = toml::to_string(&config).context("rendering the effective configuration")?;
     let mut out = io::stdout().lock();
-    writeln!(out, "# {}: valid", config.file.display()).context("writing to stdout")?;
-    writeln!(out, "# effective configuration, defaults applied:").context("writing to stdout")?;
-    write!(out, "{rendered}").context("writing to stdout")?;
+    writeln!(out, "# {}: valid", config.file.display())?;
+    writeln!(out, "# effective configuration, defaults applied:")?;
+    write!(out, "{rendered}")?;
     if config.default_region.is_none() {
         writeln!(
             out,
             "# note: without default_region only numbers written with + (or tel:+) can be synced"
-        )
-        .context("writing to stdout")?;
+        )?;
     }
     Ok(())
 }
@@ -305,14 +322,14 @@ impl<W: Write> Report<W> {
         }
     }
 
-    fn line(&mut self, value: &serde_json::Value) -> anyhow::Result<()> {
-        serde_json::to_writer(&mut self.out, value).context("writing to stdout")?;
-        self.out.write_all(b"\n").context("writing to stdout")
+    fn line(&mut self, value: &serde_json::Value) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")
     }
 
     /// A file-level error; in text mode under the file's name, printed first unless
     /// `file_header` already did.
-    fn file_error(&mut self, file: &Path, error: &str, header_shown: bool) -> anyhow::Result<()> {
+    fn file_error(&mut self, file: &Path, error: &str, header_shown: bool) -> io::Result<()> {
         self.file_errors += 1;
         if self.json {
             return self.line(&json!({"file": file, "error": error}));
@@ -320,17 +337,17 @@ impl<W: Write> Report<W> {
         if !header_shown {
             self.file_header(file)?;
         }
-        writeln!(self.out, "  error: {error}").context("writing to stdout")
+        writeln!(self.out, "  error: {error}")
     }
 
-    fn file_header(&mut self, file: &Path) -> anyhow::Result<()> {
+    fn file_header(&mut self, file: &Path) -> io::Result<()> {
         if !self.json {
-            writeln!(self.out, "{}", file.display()).context("writing to stdout")?;
+            writeln!(self.out, "{}", file.display())?;
         }
         Ok(())
     }
 
-    fn file_summary(&mut self, file: &Path, summary: &FileSummary) -> anyhow::Result<()> {
+    fn file_summary(&mut self, file: &Path, summary: &FileSummary) -> io::Result<()> {
         for notice in &summary.notices {
             if self.json {
                 self.line(&json!({"file": file, "line": notice.line, "warning": notice.message}))?;
@@ -339,8 +356,7 @@ impl<W: Write> Report<W> {
                     self.out,
                     "  warning (line {}): {}",
                     notice.line, notice.message
-                )
-                .context("writing to stdout")?;
+                )?;
             }
         }
         if let Some(incomplete) = summary.incomplete {
@@ -353,7 +369,7 @@ impl<W: Write> Report<W> {
             if self.json {
                 self.line(&json!({"file": file, "error": message, "incomplete": true}))?;
             } else {
-                writeln!(self.out, "  error: {message}").context("writing to stdout")?;
+                writeln!(self.out, "  error: {message}")?;
             }
         }
         Ok(())
@@ -364,7 +380,7 @@ impl<W: Write> Report<W> {
         file: &Path,
         outcome: &CardOutcome,
         contact: Option<&CardContact>,
-    ) -> anyhow::Result<()> {
+    ) -> io::Result<()> {
         self.cards += 1;
         let mut errors: Vec<String> = Vec::new();
         if let Err(err) = &outcome.result {
@@ -402,22 +418,20 @@ impl<W: Write> Report<W> {
                 phones: phones.iter().map(PhoneLine::of).collect(),
                 errors,
             };
-            serde_json::to_writer(&mut self.out, &value).context("writing to stdout")?;
-            return self.out.write_all(b"\n").context("writing to stdout");
+            serde_json::to_writer(&mut self.out, &value)?;
+            return self.out.write_all(b"\n");
         }
 
         let out = &mut self.out;
-        write!(out, "  card {} (line {})", outcome.index, outcome.line)
-            .context("writing to stdout")?;
+        write!(out, "  card {} (line {})", outcome.index, outcome.line)?;
         if let Some(uid) = card.and_then(|c| c.uid.as_deref()) {
-            write!(out, " uid {uid}").context("writing to stdout")?;
+            write!(out, " uid {uid}")?;
         }
         match name {
             Some(n) if n.last.is_empty() => writeln!(out, ": {}", n.first),
             Some(n) => writeln!(out, ": {} | {}", n.first, n.last),
             None => writeln!(out, ": (no name)"),
-        }
-        .context("writing to stdout")?;
+        }?;
         for p in phones {
             let verdict = match &p.outcome {
                 PhoneOutcome::Accepted {
@@ -440,15 +454,15 @@ impl<W: Write> Report<W> {
                 PhoneOutcome::Filtered { reason } => format!("skipped: {reason}"),
                 PhoneOutcome::Rejected(err) => format!("✗ {err}"),
             };
-            writeln!(out, "    TEL {:<24} {verdict}", p.raw).context("writing to stdout")?;
+            writeln!(out, "    TEL {:<24} {verdict}", p.raw)?;
         }
         for error in &errors {
-            writeln!(out, "    error: {error}").context("writing to stdout")?;
+            writeln!(out, "    error: {error}")?;
         }
         Ok(())
     }
 
-    fn finish(mut self, set: &DesiredSet, region: Option<DefaultRegion>) -> anyhow::Result<()> {
+    fn finish(mut self, set: &DesiredSet, region: Option<DefaultRegion>) -> io::Result<()> {
         let pushed_phones: usize = set.contacts.len();
         if self.json {
             for conflict in &set.conflicts {
@@ -477,8 +491,7 @@ impl<W: Write> Report<W> {
         } else {
             let out = &mut self.out;
             if !set.conflicts.is_empty() {
-                writeln!(out, "\nname conflicts (the first card names the contact):")
-                    .context("writing to stdout")?;
+                writeln!(out, "\nname conflicts (the first card names the contact):")?;
                 for c in &set.conflicts {
                     writeln!(
                         out,
@@ -490,8 +503,7 @@ impl<W: Write> Report<W> {
                         format!("{} {}", c.other.name.first, c.other.name.last).trim(),
                         c.other.card.file.display(),
                         c.other.card.card,
-                    )
-                    .context("writing to stdout")?;
+                    )?;
                 }
             }
             writeln!(
@@ -506,18 +518,16 @@ impl<W: Write> Report<W> {
                 pushed_phones,
                 set.duplicates,
                 set.conflicts.len(),
-            )
-            .context("writing to stdout")?;
+            )?;
             if self.no_region_phones > 0 {
                 writeln!(
                     out,
                     "hint: {} numbers have no country code; pass --region CC or set default_region",
                     self.no_region_phones
-                )
-                .context("writing to stdout")?;
+                )?;
             }
         }
-        self.out.flush().context("writing to stdout")
+        self.out.flush()
     }
 }
 

@@ -91,9 +91,9 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
                 value
             }).collect::<Vec<_>>(),
         });
-        serde_json::to_writer(&mut w, &value).context("writing to stdout")?;
-        writeln!(w).context("writing to stdout")?;
-        return Ok(w.flush().context("writing to stdout")?);
+        serde_json::to_writer(&mut w, &value)?;
+        writeln!(w)?;
+        return Ok(w.flush()?);
     }
     writeln!(
         w,
@@ -102,23 +102,20 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
         scan.files_parsed,
         scan.files_deferred,
         desired.len()
-    )
-    .context("writing to stdout")?;
+    )?;
     for status in scan.unknown_sources() {
         writeln!(
             w,
             "source {} is unknown: {}",
             status.name,
             status.reason.as_deref().unwrap_or_default()
-        )
-        .context("writing to stdout")?;
+        )?;
     }
     if plans.is_empty() {
         writeln!(
             w,
             "no backend account yet: nothing would be sent (the Telegram and WhatsApp backends configure accounts)"
-        )
-        .context("writing to stdout")?;
+        )?;
     }
     for (account, plan, held) in &plans {
         let counts = sync::PlanCounts::of(plan);
@@ -126,11 +123,9 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
             w,
             "{account}: {} new, {} renamed, {} retries, {} deletes; {} waiting for a retry time or rejected",
             counts.new, counts.renames, counts.retries, counts.deletes, counts.waiting
-        )
-        .context("writing to stdout")?;
+        )?;
         if let Some(held) = held {
-            writeln!(w, "  deletions would be held: {}", held.reason)
-                .context("writing to stdout")?;
+            writeln!(w, "  deletions would be held: {}", held.reason)?;
         }
         if args.verbose {
             for import in &plan.imports {
@@ -141,15 +136,14 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
                     import.names.first,
                     import.names.last,
                     import.reason
-                )
-                .context("writing to stdout")?;
+                )?;
             }
             for e164 in &plan.deletes {
-                writeln!(w, "  delete {}", phone(e164)).context("writing to stdout")?;
+                writeln!(w, "  delete {}", phone(e164))?;
             }
         }
     }
-    Ok(w.flush().context("writing to stdout")?)
+    Ok(w.flush()?)
 }
 
 pub fn sync(config_path: Option<&Path>, args: &SyncArgs) -> Result<(), Failure> {
@@ -272,17 +266,15 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                     w,
                     "{}",
                     json!({"state": null, "state_dir": config.state_dir})
-                )
-                .context("writing to stdout")?;
+                )?;
             } else {
                 writeln!(
                     w,
                     "no state yet in {}: run `contactsyncd sync --once`",
                     config.state_dir.display()
-                )
-                .context("writing to stdout")?;
+                )?;
             }
-            return Ok(w.flush().context("writing to stdout")?);
+            return Ok(w.flush()?);
         }
         Err(err) => return Err(store_failure(err)),
     };
@@ -327,35 +319,33 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             })).collect::<Vec<_>>(),
             "last_run": last_run,
         });
-        serde_json::to_writer(&mut w, &value).context("writing to stdout")?;
-        writeln!(w).context("writing to stdout")?;
-        return Ok(w.flush().context("writing to stdout")?);
+        serde_json::to_writer(&mut w, &value)?;
+        writeln!(w)?;
+        return Ok(w.flush()?);
     }
-    writeln!(w, "state: {}", config.state_dir.display()).context("writing to stdout")?;
-    writeln!(w, "sources:").context("writing to stdout")?;
+    writeln!(w, "state: {}", config.state_dir.display())?;
+    writeln!(w, "sources:")?;
     if sources.is_empty() {
-        writeln!(w, "  (not scanned yet)").context("writing to stdout")?;
+        writeln!(w, "  (not scanned yet)")?;
     }
     for s in &sources {
         write!(
             w,
             "  {}: {} files, {} cards, {} phones, {} cards with problems, {} deferred files",
             s.name, s.files, s.cards, s.phones, s.card_errors, s.deferred
-        )
-        .context("writing to stdout")?;
+        )?;
         if s.state != "ok" {
             write!(
                 w,
                 "\n    UNKNOWN: {}; its contacts are kept and nothing of it is deleted",
                 s.reason.as_deref().unwrap_or_default()
-            )
-            .context("writing to stdout")?;
+            )?;
         }
-        writeln!(w).context("writing to stdout")?;
+        writeln!(w)?;
     }
-    writeln!(w, "accounts:").context("writing to stdout")?;
+    writeln!(w, "accounts:")?;
     if accounts.is_empty() {
-        writeln!(w, "  (none yet)").context("writing to stdout")?;
+        writeln!(w, "  (none yet)")?;
     }
     for (a, c, batches, items) in &accounts {
         let mut parts = vec![
@@ -390,9 +380,9 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         if let Some(success) = a.last_success {
             parts.push(format!("last success {}", format_time(success)));
         }
-        writeln!(w, "  {}: {}", a.backend, parts.join(" · ")).context("writing to stdout")?;
+        writeln!(w, "  {}: {}", a.backend, parts.join(" · "))?;
         if let Some(error) = &a.last_error {
-            writeln!(w, "    last error: {error}").context("writing to stdout")?;
+            writeln!(w, "    last error: {error}")?;
         }
     }
     match &last_run {
@@ -402,10 +392,9 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                     w,
                     "guard: the last run held {} deletions; see `contactsyncd plan --verbose`, apply with `contactsyncd sync --once --force-delete`",
                     run.deletes_held
-                )
-                .context("writing to stdout")?;
+                )?;
             } else {
-                writeln!(w, "guard: no deletions held").context("writing to stdout")?;
+                writeln!(w, "guard: no deletions held")?;
             }
             writeln!(
                 w,
@@ -416,15 +405,14 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 run.outcome.as_deref().unwrap_or("unfinished"),
                 run.imported,
                 run.deleted
-            )
-            .context("writing to stdout")?;
+            )?;
             if let Some(message) = &run.message {
-                writeln!(w, "  {message}").context("writing to stdout")?;
+                writeln!(w, "  {message}")?;
             }
         }
-        None => writeln!(w, "last run: none").context("writing to stdout")?,
+        None => writeln!(w, "last run: none")?,
     }
-    Ok(w.flush().context("writing to stdout")?)
+    Ok(w.flush()?)
 }
 
 pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Failure> {
@@ -439,8 +427,8 @@ pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Fai
     let mut w = out();
     if args.json {
         for run in &runs {
-            serde_json::to_writer(&mut w, &json!({"run": run})).context("writing to stdout")?;
-            writeln!(w).context("writing to stdout")?;
+            serde_json::to_writer(&mut w, &json!({"run": run}))?;
+            writeln!(w)?;
         }
         for (b, items) in &batches {
             serde_json::to_writer(
@@ -451,15 +439,14 @@ pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Fai
                     "sent_at": b.sent_at, "applied_at": b.applied_at,
                     "send_count": b.send_count, "outcome": b.outcome,
                 }}),
-            )
-            .context("writing to stdout")?;
-            writeln!(w).context("writing to stdout")?;
+            )?;
+            writeln!(w)?;
         }
-        return Ok(w.flush().context("writing to stdout")?);
+        return Ok(w.flush()?);
     }
-    writeln!(w, "runs (newest first):").context("writing to stdout")?;
+    writeln!(w, "runs (newest first):")?;
     if runs.is_empty() {
-        writeln!(w, "  none").context("writing to stdout")?;
+        writeln!(w, "  none")?;
     }
     for run in &runs {
         writeln!(
@@ -482,15 +469,14 @@ pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Fai
             run.retrying,
             run.rejected,
             run.deleted
-        )
-        .context("writing to stdout")?;
+        )?;
         if let Some(message) = &run.message {
-            writeln!(w, "    {message}").context("writing to stdout")?;
+            writeln!(w, "    {message}")?;
         }
     }
-    writeln!(w, "batches (newest first):").context("writing to stdout")?;
+    writeln!(w, "batches (newest first):")?;
     if batches.is_empty() {
-        writeln!(w, "  none").context("writing to stdout")?;
+        writeln!(w, "  none")?;
     }
     for (b, items) in &batches {
         writeln!(
@@ -506,8 +492,7 @@ pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Fai
                 .as_deref()
                 .map(|o| format!(": {o}"))
                 .unwrap_or_default()
-        )
-        .context("writing to stdout")?;
+        )?;
     }
-    Ok(w.flush().context("writing to stdout")?)
+    Ok(w.flush()?)
 }
