@@ -9,3 +9,6 @@ mod fake_backend;
 mod robustness;
 mod support;
 mod sync;
+#[path = "../support/telegram/mod.rs"]
+mod telegram;
+mod telegram_server;

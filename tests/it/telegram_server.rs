@@ -1,0 +1,332 @@
+//! The local Telegram test server, spoken to by the real grammers client over TCP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use grammers_client::Client;
+use grammers_mtsender::{InvocationError, NoRetries, SenderPool};
+use grammers_tl_types as tl;
+
+use crate::telegram::crypto::ServerKey;
+use crate::telegram::{Fault, ServerOptions, TestServer};
+
+/// A client on the server's seeded session, with its pool running; grammers' own retries
+/// are off so that errors surface as the server sent them.
+struct Connected {
+    client: Client,
+    _pool: tokio::task::JoinHandle<()>,
+}
+
+fn connect(server: &TestServer) -> Connected {
+    let session = server.memory_session();
+    let params = grammers_mtsender::ConnectionParams {
+        retry_policy: Box::new(NoRetries),
+        ..Default::default()
+    };
+    let SenderPool { runner, handle, .. } =
+        SenderPool::with_configuration(Arc::clone(&session), 12345, params);
+    let client = Client::new(handle);
+    let pool = tokio::spawn(async move {
+        runner.run().await;
+    });
+    Connected {
+        client,
+        _pool: pool,
+    }
+}
+
+async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .expect("the call finished in time")
+}
+
+fn contact(client_id: i64, phone: &str, first: &str) -> tl::enums::InputContact {
+    tl::enums::InputContact::InputPhoneContact(tl::types::InputPhoneContact {
+        client_id,
+        phone: phone.into(),
+        first_name: first.into(),
+        last_name: String::new(),
+        note: None,
+    })
+}
+
+#[test]
+fn server_crypto_matches_grammers_in_both_directions() {
+    let mut bytes = [0u8; 256];
+    bytes
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = (i * 7 + 3) as u8);
+    let server = ServerKey::new(bytes);
+    let client = grammers_crypto::AuthKey::from_bytes(bytes);
+
+    // client → server: grammers encrypts, we decrypt.
+    let plaintext: Vec<u8> = (0..64u8).collect();
+    let mut buffer = grammers_crypto::DequeBuffer::with_capacity(128, 32);
+    buffer.extend(plaintext.iter().copied());
+    grammers_crypto::encrypt_data_v2(&mut buffer, &client);
+    let decrypted = server.decrypt_from_client(buffer.as_ref()).unwrap();
+    assert_eq!(&decrypted[..64], &plaintext[..]);
+
+    // server → client: we encrypt, grammers decrypts.
+    let mut sealed = server.encrypt_for_client(&plaintext);
+    let opened = grammers_crypto::decrypt_data_v2(&mut sealed, &client).unwrap();
+    assert_eq!(&opened[..64], &plaintext[..]);
+
+    // Another key is refused as unknown, the way the server answers it with -404.
+    let other = ServerKey::new([9; 256]);
+    assert!(other.decrypt_from_client(buffer.as_ref()).is_err());
+}
+
+#[tokio::test]
+async fn ping_and_the_first_request_go_through_init_connection() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let connected = connect(&server);
+    let pong = within(
+        connected
+            .client
+            .invoke(&tl::functions::Ping { ping_id: 42 }),
+    )
+    .await;
+    let tl::enums::Pong::Pong(pong) = pong.expect("pong");
+    assert_eq!(pong.ping_id, 42);
+    let state = within(
+        connected
+            .client
+            .invoke(&tl::functions::updates::GetState {}),
+    )
+    .await;
+    assert!(state.is_ok(), "{state:?}");
+    assert_eq!(server.calls_to("updates.getState").len(), 1);
+    // grammers opens every connection with invokeWithLayer(initConnection(help.getConfig)).
+    assert_eq!(server.calls()[0].method, "help.getConfig");
+    assert_eq!(
+        server.state().client_info.as_ref().map(|i| i.api_id),
+        Some(12345)
+    );
+}
+
+#[tokio::test]
+async fn import_read_back_and_delete_contacts() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let (anna, hidden) = {
+        let mut state = server.state();
+        (
+            state.account.register("+4915100000001", false),
+            state.account.register("+4915100000003", true),
+        )
+    };
+    let connected = connect(&server);
+    let imported = within(
+        connected
+            .client
+            .invoke(&tl::functions::contacts::ImportContacts {
+                contacts: vec![
+                    contact(1, "+4915100000001", "Anna"),
+                    contact(2, "+4915100000002", "No Account"),
+                    contact(3, "+4915100000003", "Hidden"),
+                ],
+            }),
+    )
+    .await
+    .expect("import");
+    let tl::enums::contacts::ImportedContacts::Contacts(imported) = imported;
+    let pairs: Vec<(i64, i64)> = imported
+        .imported
+        .iter()
+        .map(|tl::enums::ImportedContact::Contact(c)| (c.user_id, c.client_id))
+        .collect();
+    assert_eq!(pairs, [(anna, 1)]);
+    assert!(imported.retry_contacts.is_empty());
+    assert_eq!(imported.users.len(), 1);
+    assert_ne!(hidden, anna);
+    {
+        let state = server.state();
+        assert_eq!(
+            state.account.saved.len(),
+            2,
+            "no account, and hidden by privacy"
+        );
+        assert_eq!(state.account.contacts[&anna].first_name, "Anna");
+    }
+
+    let contacts = within(
+        connected
+            .client
+            .invoke(&tl::functions::contacts::GetContacts { hash: 0 }),
+    )
+    .await
+    .expect("getContacts");
+    let tl::enums::contacts::Contacts::Contacts(list) = contacts else {
+        panic!("expected a full list");
+    };
+    assert_eq!(list.contacts.len(), 1);
+    assert_eq!(list.saved_count, 2);
+    let hash = server.state().account.contacts_hash();
+    let unchanged = within(
+        connected
+            .client
+            .invoke(&tl::functions::contacts::GetContacts { hash }),
+    )
+    .await
+    .expect("getContacts with hash");
+    assert!(matches!(
+        unchanged,
+        tl::enums::contacts::Contacts::NotModified
+    ));
+
+    let deleted = within(
+        connected
+            .client
+            .invoke(&tl::functions::contacts::DeleteByPhones {
+                phones: vec!["+4915100000001".into(), "+4915100000002".into()],
+            }),
+    )
+    .await
+    .expect("deleteByPhones");
+    assert!(deleted);
+    let state = server.state();
+    assert!(state.account.contacts.is_empty());
+    assert_eq!(state.account.saved.len(), 1);
+}
+
+#[tokio::test]
+async fn a_large_import_arrives_gzip_packed_and_intact() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let phones: Vec<String> = (0..500).map(|i| format!("+49151{i:08}")).collect();
+    {
+        let mut state = server.state();
+        for phone in &phones {
+            state.account.register(phone, false);
+        }
+    }
+    let connected = connect(&server);
+    let contacts = phones
+        .iter()
+        .enumerate()
+        .map(|(i, p)| contact(i as i64 + 1, p, &format!("Person {i}")))
+        .collect();
+    let imported = within(
+        connected
+            .client
+            .invoke(&tl::functions::contacts::ImportContacts { contacts }),
+    )
+    .await
+    .expect("import of 500");
+    let tl::enums::contacts::ImportedContacts::Contacts(imported) = imported;
+    assert_eq!(imported.imported.len(), 500);
+    assert_eq!(server.state().account.contacts.len(), 500);
+    assert!(
+        server.state().gzip_messages > 0,
+        "a 500-contact import is sent gzip_packed"
+    );
+}
+
+#[tokio::test]
+async fn scripted_errors_arrive_as_grammers_rpc_errors() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let connected = connect(&server);
+    for (code, message, name, value) in [
+        (420, "FLOOD_WAIT_31", "FLOOD_WAIT", Some(31)),
+        (400, "PHONE_NUMBER_INVALID", "PHONE_NUMBER_INVALID", None),
+        (401, "AUTH_KEY_UNREGISTERED", "AUTH_KEY_UNREGISTERED", None),
+        (500, "INTERNAL", "INTERNAL", None),
+    ] {
+        server.fail_next("contacts.importContacts", Fault::rpc(code, message));
+        let result = within(
+            connected
+                .client
+                .invoke(&tl::functions::contacts::ImportContacts {
+                    contacts: vec![contact(1, "+4915100000001", "A")],
+                }),
+        )
+        .await;
+        match result {
+            Err(InvocationError::Rpc(error)) => {
+                assert_eq!(
+                    (error.code, error.name.as_str(), error.value),
+                    (code, name, value.map(|v: u32| v))
+                );
+            }
+            other => panic!("expected an RPC error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn retry_contacts_quota_and_rate_limit() {
+    let server = TestServer::start(ServerOptions {
+        rate_limit: Some(crate::telegram::RateLimit {
+            calls: 2,
+            window: Duration::from_secs(60),
+            wait_seconds: 282,
+        }),
+        ..ServerOptions::default()
+    })
+    .await;
+    {
+        let mut state = server.state();
+        state.account.register("+4915100000001", false);
+        state.account.register("+4915100000002", false);
+        state.account.import_quota = Some(1);
+    }
+    let connected = connect(&server);
+    let import = || tl::functions::contacts::ImportContacts {
+        contacts: vec![
+            contact(1, "+4915100000001", "A"),
+            contact(2, "+4915100000002", "B"),
+        ],
+    };
+    let tl::enums::contacts::ImportedContacts::Contacts(first) =
+        within(connected.client.invoke(&import()))
+            .await
+            .expect("first import");
+    assert_eq!(first.imported.len(), 1);
+    assert_eq!(first.retry_contacts, [2]);
+    server.fail_next(
+        "contacts.importContacts",
+        Fault::RetryPhones(vec!["+4915100000001".into()]),
+    );
+    let tl::enums::contacts::ImportedContacts::Contacts(second) =
+        within(connected.client.invoke(&import()))
+            .await
+            .expect("second import");
+    assert_eq!(second.retry_contacts, [1, 2]);
+    let third = within(connected.client.invoke(&import())).await;
+    match third {
+        Err(InvocationError::Rpc(error)) => assert_eq!(
+            (error.name.as_str(), error.value),
+            ("FLOOD_WAIT", Some(282))
+        ),
+        other => panic!("expected FLOOD_WAIT, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_key_the_server_does_not_know_fails_fast() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let mut data = server.session_data();
+    for option in data.dc_options.values_mut() {
+        option.auth_key = Some([7; 256]);
+    }
+    let session = Arc::new(grammers_session::storages::MemorySession::from(data));
+    let params = grammers_mtsender::ConnectionParams {
+        retry_policy: Box::new(NoRetries),
+        ..Default::default()
+    };
+    let SenderPool { runner, handle, .. } = SenderPool::with_configuration(session, 12345, params);
+    let client = Client::new(handle);
+    let _pool = tokio::spawn(async move { runner.run().await });
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.invoke(&tl::functions::Ping { ping_id: 1 }),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10), "must not hang");
+    assert!(
+        !matches!(result, Ok(Ok(_))),
+        "a foreign key must not work: {result:?}"
+    );
+}

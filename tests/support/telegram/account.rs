@@ -1,0 +1,348 @@
+//! The fake account behind the server, following Telegram's documentation of the contacts
+//! API: registered users (some hiding their number from importers), the account's contacts,
+//! the phones saved without an account, an optional import quota.
+
+use std::collections::BTreeMap;
+
+use grammers_tl_types as tl;
+use grammers_tl_types::Serializable;
+
+/// Someone with a Telegram account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub user_id: i64,
+    pub access_hash: i64,
+    /// Hides the number from people who import it (privacy setting).
+    pub hidden: bool,
+}
+
+/// An entry of the account's contact list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContactEntry {
+    pub user_id: i64,
+    pub phone: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Account {
+    /// Registered users by phone (digits only, as Telegram compares them).
+    pub people: BTreeMap<String, Person>,
+    /// The contact list by user id.
+    pub contacts: BTreeMap<i64, ContactEntry>,
+    /// Imported phones without a visible account: phone → names.
+    pub saved: BTreeMap<String, (String, String)>,
+    /// Imports left before phones come back in `retry_contacts`; `None`: no limit.
+    pub import_quota: Option<usize>,
+    next_user_id: i64,
+}
+
+/// Telegram compares phones by their digits: `+49 151-…` and `49151…` are one number.
+pub fn digits(phone: &str) -> String {
+    phone.chars().filter(char::is_ascii_digit).collect()
+}
+
+impl Account {
+    pub fn new() -> Self {
+        Self {
+            next_user_id: 100_000,
+            ..Self::default()
+        }
+    }
+
+    /// Registers an account for `phone`; returns its user id.
+    pub fn register(&mut self, phone: &str, hidden: bool) -> i64 {
+        let key = digits(phone);
+        if let Some(person) = self.people.get(&key) {
+            return person.user_id;
+        }
+        self.next_user_id += 1;
+        let user_id = self.next_user_id;
+        self.people.insert(
+            key,
+            Person {
+                user_id,
+                access_hash: user_id.wrapping_mul(0x5DEECE66D),
+                hidden,
+            },
+        );
+        user_id
+    }
+
+    fn person_by_id(&self, user_id: i64) -> Option<(&String, &Person)> {
+        self.people.iter().find(|(_, p)| p.user_id == user_id)
+    }
+
+    /// `contacts.importContacts`: imported / retry_contacts / users. Phones without a visible
+    /// account are saved (neither imported nor retried), as Telegram does. `force_retry`
+    /// phones come back for retry whatever the quota says.
+    pub fn import(
+        &mut self,
+        contacts: &[tl::types::InputPhoneContact],
+        force_retry: &[String],
+    ) -> tl::types::contacts::ImportedContacts {
+        let mut imported = Vec::new();
+        let mut retry = Vec::new();
+        let mut users = Vec::new();
+        for contact in contacts {
+            let key = digits(&contact.phone);
+            let over_quota = match self.import_quota.as_mut() {
+                Some(0) => true,
+                Some(left) => {
+                    *left -= 1;
+                    false
+                }
+                None => false,
+            };
+            if over_quota || force_retry.iter().any(|p| digits(p) == key) {
+                retry.push(contact.client_id);
+                continue;
+            }
+            match self.people.get(&key).cloned() {
+                Some(person) if !person.hidden => {
+                    let entry = ContactEntry {
+                        user_id: person.user_id,
+                        phone: key.clone(),
+                        first_name: contact.first_name.clone(),
+                        last_name: contact.last_name.clone(),
+                    };
+                    users.push(user(&entry, person.access_hash, false));
+                    self.contacts.insert(person.user_id, entry);
+                    imported.push(tl::enums::ImportedContact::Contact(
+                        tl::types::ImportedContact {
+                            user_id: person.user_id,
+                            client_id: contact.client_id,
+                        },
+                    ));
+                }
+                _ => {
+                    self.saved
+                        .insert(key, (contact.first_name.clone(), contact.last_name.clone()));
+                }
+            }
+        }
+        tl::types::contacts::ImportedContacts {
+            imported,
+            popular_invites: Vec::new(),
+            retry_contacts: retry,
+            users,
+        }
+    }
+
+    /// `contacts.deleteByPhones`
+    pub fn delete_by_phones(&mut self, phones: &[String]) {
+        for phone in phones {
+            let key = digits(phone);
+            self.contacts.retain(|_, c| c.phone != key);
+            self.saved.remove(&key);
+        }
+    }
+
+    /// `contacts.deleteContacts`
+    pub fn delete_contacts(&mut self, ids: &[tl::enums::InputUser]) {
+        for id in ids {
+            if let tl::enums::InputUser::User(u) = id {
+                self.contacts.remove(&u.user_id);
+            }
+        }
+    }
+
+    /// `contacts.addContact`: by user id, as an app does from a chat.
+    pub fn add_contact(
+        &mut self,
+        request: &tl::functions::contacts::AddContact,
+    ) -> Option<tl::enums::User> {
+        let tl::enums::InputUser::User(input) = &request.id else {
+            return None;
+        };
+        let (phone, person) = self.person_by_id(input.user_id)?;
+        let entry = ContactEntry {
+            user_id: person.user_id,
+            phone: phone.clone(),
+            first_name: request.first_name.clone(),
+            last_name: request.last_name.clone(),
+        };
+        let hash = person.access_hash;
+        let user = user(&entry, hash, false);
+        self.contacts.insert(entry.user_id, entry);
+        Some(user)
+    }
+
+    /// Sorted user ids of the contact list.
+    pub fn contact_ids(&self) -> Vec<i64> {
+        self.contacts.keys().copied().collect()
+    }
+
+    /// The 64-bit list hash of core.telegram.org/api/offsets over the saved count and the
+    /// sorted contact user ids.
+    pub fn contacts_hash(&self) -> i64 {
+        let mut values = vec![self.saved.len() as i64];
+        values.extend(self.contact_ids());
+        list_hash(&values)
+    }
+
+    /// `contacts.getContacts`
+    pub fn get_contacts(&self, hash: i64) -> tl::enums::contacts::Contacts {
+        if hash != 0 && hash == self.contacts_hash() {
+            return tl::enums::contacts::Contacts::NotModified;
+        }
+        tl::enums::contacts::Contacts::Contacts(tl::types::contacts::Contacts {
+            contacts: self
+                .contacts
+                .values()
+                .map(|c| {
+                    tl::enums::Contact::Contact(tl::types::Contact {
+                        user_id: c.user_id,
+                        mutual: false,
+                    })
+                })
+                .collect(),
+            saved_count: self.saved.len() as i32,
+            users: self
+                .contacts
+                .values()
+                .map(|c| {
+                    let hash = self.people.get(&c.phone).map_or(0, |p| p.access_hash);
+                    user(c, hash, false)
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Telegram's hash for "not modified" checks: for each id,
+/// `h ^= h >> 21; h ^= h << 35; h ^= h >> 4; h += id`.
+pub fn list_hash(values: &[i64]) -> i64 {
+    let mut hash: u64 = 0;
+    for &value in values {
+        hash ^= hash >> 21;
+        hash ^= hash << 35;
+        hash ^= hash >> 4;
+        hash = hash.wrapping_add(value as u64);
+    }
+    hash as i64
+}
+
+/// A `user` as the contacts methods return it.
+pub fn user(entry: &ContactEntry, access_hash: i64, is_self: bool) -> tl::enums::User {
+    tl::enums::User::User(tl::types::User {
+        is_self,
+        contact: !is_self,
+        mutual_contact: false,
+        deleted: false,
+        bot: false,
+        bot_chat_history: false,
+        bot_nochats: false,
+        verified: false,
+        restricted: false,
+        min: false,
+        bot_inline_geo: false,
+        support: false,
+        scam: false,
+        apply_min_photo: false,
+        fake: false,
+        bot_attach_menu: false,
+        premium: false,
+        attach_menu_enabled: false,
+        bot_can_edit: false,
+        close_friend: false,
+        stories_hidden: false,
+        stories_unavailable: false,
+        contact_require_premium: false,
+        bot_business: false,
+        bot_has_main_app: false,
+        bot_forum_view: false,
+        bot_forum_can_manage_topics: false,
+        bot_can_manage_bots: false,
+        bot_guestchat: false,
+        bot_guard: false,
+        id: entry.user_id,
+        access_hash: Some(access_hash),
+        first_name: Some(entry.first_name.clone()),
+        last_name: Some(entry.last_name.clone()).filter(|l| !l.is_empty()),
+        username: None,
+        phone: Some(entry.phone.clone()),
+        photo: None,
+        status: None,
+        bot_info_version: None,
+        restriction_reason: None,
+        bot_inline_placeholder: None,
+        lang_code: None,
+        emoji_status: None,
+        usernames: None,
+        stories_max_id: None,
+        color: None,
+        profile_color: None,
+        bot_active_users: None,
+        bot_verification_icon: None,
+        send_paid_messages_stars: None,
+        linked_community_id: None,
+    })
+}
+
+/// `updates` with no updates: what contact-changing methods answer here.
+pub fn empty_updates(users: Vec<tl::enums::User>, date: i32) -> Vec<u8> {
+    tl::enums::Updates::Updates(tl::types::Updates {
+        updates: Vec::new(),
+        users,
+        chats: Vec::new(),
+        date,
+        seq: 0,
+    })
+    .to_bytes()
+}
+
+/// `config` with no DC addresses, so a client keeps the loopback ones it was seeded with.
+pub fn config(date: i32) -> Vec<u8> {
+    tl::enums::Config::Config(tl::types::Config {
+        default_p2p_contacts: false,
+        preload_featured_stickers: false,
+        revoke_pm_inbox: false,
+        blocked_mode: false,
+        force_try_ipv6: false,
+        date,
+        expires: date + 3600,
+        test_mode: true,
+        this_dc: 1,
+        dc_options: Vec::new(),
+        dc_txt_domain_name: String::new(),
+        chat_size_max: 200,
+        megagroup_size_max: 200_000,
+        forwarded_count_max: 100,
+        online_update_period_ms: 210_000,
+        offline_blur_timeout_ms: 5_000,
+        offline_idle_timeout_ms: 30_000,
+        online_cloud_timeout_ms: 300_000,
+        notify_cloud_delay_ms: 30_000,
+        notify_default_delay_ms: 1_500,
+        push_chat_period_ms: 60_000,
+        push_chat_limit: 2,
+        edit_time_limit: 172_800,
+        revoke_time_limit: i32::MAX,
+        revoke_pm_time_limit: i32::MAX,
+        rating_e_decay: 2_419_200,
+        stickers_recent_limit: 200,
+        channels_read_media_period: 604_800,
+        tmp_sessions: None,
+        call_receive_timeout_ms: 20_000,
+        call_ring_timeout_ms: 90_000,
+        call_connect_timeout_ms: 30_000,
+        call_packet_timeout_ms: 10_000,
+        me_url_prefix: "https://t.me/".into(),
+        autoupdate_url_prefix: None,
+        gif_search_username: None,
+        venue_search_username: None,
+        img_search_username: None,
+        static_maps_provider: None,
+        caption_length_max: 1024,
+        message_length_max: 4096,
+        webfile_dc_id: 4,
+        suggested_lang_code: None,
+        lang_pack_version: None,
+        base_lang_pack_version: None,
+        reactions_default: None,
+        autologin_token: None,
+    })
+    .to_bytes()
+}
