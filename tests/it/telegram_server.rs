@@ -330,3 +330,167 @@ async fn a_key_the_server_does_not_know_fails_fast() {
         "a foreign key must not work: {result:?}"
     );
 }
+
+#[tokio::test]
+async fn salt_enforcement_is_negotiated_by_the_client() {
+    let server = TestServer::start(ServerOptions {
+        enforce_salt: true,
+        ..ServerOptions::default()
+    })
+    .await;
+    let connected = connect(&server);
+    let pong = within(connected.client.invoke(&tl::functions::Ping { ping_id: 7 })).await;
+    assert!(pong.is_ok(), "{pong:?}");
+    let state = within(
+        connected
+            .client
+            .invoke(&tl::functions::updates::GetState {}),
+    )
+    .await;
+    assert!(state.is_ok(), "{state:?}");
+}
+
+#[tokio::test]
+async fn connection_faults() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    server.state().account.register("+4915100000001", false);
+    let connected = connect(&server);
+    let import = tl::functions::contacts::ImportContacts {
+        contacts: vec![contact(1, "+4915100000001", "A")],
+    };
+    // Warm up the connection so that faults hit the call, not the handshake.
+    within(
+        connected
+            .client
+            .invoke(&tl::functions::updates::GetState {}),
+    )
+    .await
+    .unwrap();
+
+    server.fail_next("contacts.importContacts", Fault::Silent);
+    let silent =
+        tokio::time::timeout(Duration::from_millis(500), connected.client.invoke(&import)).await;
+    assert!(
+        silent.is_err(),
+        "a silent server leaves the call hanging (the daemon times out)"
+    );
+
+    let connected = connect(&server);
+    server.fail_next("contacts.importContacts", Fault::DropBeforeProcessing);
+    let dropped = within(connected.client.invoke(&import)).await;
+    assert!(
+        matches!(
+            dropped,
+            Err(InvocationError::Io(_)) | Err(InvocationError::Dropped(..))
+        ),
+        "{dropped:?}"
+    );
+    assert!(
+        server.state().account.contacts.is_empty(),
+        "nothing applied"
+    );
+
+    let connected = connect(&server);
+    server.fail_next("contacts.importContacts", Fault::ApplyThenDrop);
+    let lost = within(connected.client.invoke(&import)).await;
+    assert!(lost.is_err(), "the reply is lost: {lost:?}");
+    assert_eq!(
+        server.state().account.contacts.len(),
+        1,
+        "but the call was applied"
+    );
+}
+
+#[tokio::test]
+async fn phone_migrate_moves_the_client_to_another_dc_of_the_same_server() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let connected = connect(&server);
+    server.fail_next("updates.getState", Fault::rpc(303, "PHONE_MIGRATE_2"));
+    let result = within(
+        connected
+            .client
+            .invoke(&tl::functions::updates::GetState {}),
+    )
+    .await;
+    match result {
+        Ok(_) => assert_eq!(
+            server.calls_to("updates.getState").len(),
+            2,
+            "retried on DC 2"
+        ),
+        Err(InvocationError::Rpc(error)) => {
+            assert_eq!(
+                (error.code, error.name.as_str(), error.value),
+                (303, "PHONE_MIGRATE", Some(2))
+            );
+        }
+        Err(other) => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn contact_list_methods_round_trip() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let (a, b) = {
+        let mut state = server.state();
+        (
+            state.account.register("+4915100000001", false),
+            state.account.register("+4915100000002", false),
+        )
+    };
+    let connected = connect(&server);
+    let client = &connected.client;
+    within(client.invoke(&tl::functions::contacts::ImportContacts {
+        contacts: vec![
+            contact(1, "+4915100000001", "A"),
+            contact(2, "+4915100000009", "Nobody"),
+        ],
+    }))
+    .await
+    .unwrap();
+    let hash_before = server.state().account.contacts_hash();
+    let access_hash = server.state().account.people["4915100000002"].access_hash;
+    within(client.invoke(&tl::functions::contacts::AddContact {
+        add_phone_privacy_exception: false,
+        id: tl::enums::InputUser::User(tl::types::InputUser {
+            user_id: b,
+            access_hash,
+        }),
+        first_name: "Bee".into(),
+        last_name: "Added".into(),
+        phone: String::new(),
+        note: None,
+    }))
+    .await
+    .unwrap();
+    let mut ids = within(client.invoke(&tl::functions::contacts::GetContactIds { hash: 0 }))
+        .await
+        .unwrap();
+    ids.sort_unstable();
+    assert_eq!(ids, [a as i32, b as i32]);
+    assert_ne!(server.state().account.contacts_hash(), hash_before);
+
+    within(client.invoke(&tl::functions::contacts::DeleteContacts {
+        id: vec![tl::enums::InputUser::User(tl::types::InputUser {
+            user_id: a,
+            access_hash: 0,
+        })],
+    }))
+    .await
+    .unwrap();
+    assert!(
+        within(client.invoke(&tl::functions::contacts::ResetSaved {}))
+            .await
+            .unwrap()
+    );
+    let users = within(client.invoke(&tl::functions::users::GetUsers {
+        id: vec![tl::enums::InputUser::UserSelf],
+    }))
+    .await
+    .unwrap();
+    assert_eq!(users.len(), 1);
+    let state = server.state();
+    assert_eq!(state.account.contact_ids(), [b]);
+    assert!(state.account.saved.is_empty());
+    assert_eq!(state.account.contacts[&b].first_name, "Bee");
+}

@@ -312,11 +312,20 @@ impl Connection {
         };
         let message = envelope.message;
         if enforce && envelope.salt != salt && message.constructor() != wire::GET_FUTURE_SALTS {
-            return Next::Reply(vec![wire::bad_server_salt(
-                message.msg_id,
-                message.seq_no,
-                salt,
-            )]);
+            // One notice per request, so that the client can resend each under the new salt
+            // (grammers does not track which requests a container carried).
+            let inner = if message.constructor() == wire::MSG_CONTAINER {
+                wire::unpack_container(&message.body).unwrap_or_default()
+            } else {
+                vec![message]
+            };
+            return Next::Reply(
+                inner
+                    .iter()
+                    .filter(|m| m.constructor() != wire::MSGS_ACK)
+                    .map(|m| wire::bad_server_salt(m.msg_id, m.seq_no, salt))
+                    .collect(),
+            );
         }
         let mut replies = Vec::new();
         // A dropped connection loses the replies not yet written, as on a real network.
@@ -349,8 +358,16 @@ impl Connection {
                 Ok(())
             }
             wire::GET_FUTURE_SALTS => {
+                // get_future_salts#b921bd04 num:int; Telegram answers at most 64.
+                let num = i32::deserialize(&mut Cursor::from_slice(&message.body[4..]))
+                    .map_err(|_| Next::Drop)?;
                 let salt = self.lock().salt;
-                replies.push(wire::future_salts(message.msg_id, now() as i32, salt));
+                replies.push(wire::future_salts(
+                    message.msg_id,
+                    now() as i32,
+                    salt,
+                    num.clamp(1, 64),
+                ));
                 Ok(())
             }
             _ => self.query(message.msg_id, message.body, replies),

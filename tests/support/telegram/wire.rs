@@ -18,7 +18,6 @@ const RPC_ERROR: u32 = 0x2144_ca19;
 const PONG: u32 = 0x3477_73c5;
 const BAD_SERVER_SALT: u32 = 0xedab_447b;
 const FUTURE_SALTS: u32 = 0xae50_0895;
-const FUTURE_SALT: u32 = 0x0949_d9dc;
 
 /// The decrypted envelope of one client packet.
 #[derive(Debug)]
@@ -199,17 +198,20 @@ pub fn bad_server_salt(bad_msg_id: i64, bad_msg_seqno: i32, new_salt: i64) -> Ve
     out
 }
 
-/// `future_salts#ae500895 req_msg_id:long now:int salts:vector<future_salt>` (bare vector).
-pub fn future_salts(req_msg_id: i64, now: i32, salt: i64) -> Vec<u8> {
+/// `future_salts#ae500895 req_msg_id:long now:int salts:vector<future_salt>` (bare vector):
+/// `count` consecutive hours, all under the server's one salt.
+pub fn future_salts(req_msg_id: i64, now: i32, salt: i64, count: i32) -> Vec<u8> {
     let mut out = Vec::new();
     FUTURE_SALTS.serialize(&mut out);
     req_msg_id.serialize(&mut out);
     now.serialize(&mut out);
-    1i32.serialize(&mut out);
-    FUTURE_SALT.serialize(&mut out);
-    now.serialize(&mut out);
-    (now + 3600).serialize(&mut out);
-    salt.serialize(&mut out);
+    count.serialize(&mut out);
+    // Bare vector of bare `future_salt`s: neither the vector nor the items carry an id.
+    for hour in 0..count {
+        (now + hour * 3600).serialize(&mut out);
+        (now + (hour + 1) * 3600).serialize(&mut out);
+        salt.serialize(&mut out);
+    }
     out
 }
 
