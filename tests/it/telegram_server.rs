@@ -494,3 +494,72 @@ async fn contact_list_methods_round_trip() {
     assert!(state.account.saved.is_empty());
     assert_eq!(state.account.contacts[&b].first_name, "Bee");
 }
+
+fn login_server(password: Option<(&str, &str)>) -> ServerOptions {
+    ServerOptions {
+        login: Some(crate::telegram::login::LoginSetup {
+            code: "12345".into(),
+            password: password.map(|(p, h)| (p.to_owned(), h.to_owned())),
+        }),
+        ..ServerOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn login_with_a_code_and_log_out() {
+    use grammers_client::client::SignInError;
+    let server = TestServer::start(login_server(None)).await;
+    let connected = connect(&server);
+    let client = &connected.client;
+    let before = within(client.invoke(&tl::functions::updates::GetState {})).await;
+    assert!(
+        matches!(&before, Err(InvocationError::Rpc(e)) if e.code == 401),
+        "{before:?}"
+    );
+
+    let token = within(client.request_login_code("+15550000000", "0123456789abcdef"))
+        .await
+        .expect("code sent");
+    let wrong = within(client.sign_in(&token, "00000")).await;
+    assert!(matches!(wrong, Err(SignInError::InvalidCode)), "{wrong:?}");
+    let user = within(client.sign_in(&token, "12345"))
+        .await
+        .expect("signed in");
+    assert_eq!(user.id().bare_id(), Some(1));
+    assert!(server.state().authorized);
+    within(client.invoke(&tl::functions::updates::GetState {}))
+        .await
+        .expect("logged in now");
+
+    within(client.sign_out()).await.expect("logged out");
+    let after = within(client.invoke(&tl::functions::updates::GetState {})).await;
+    assert!(
+        matches!(&after, Err(InvocationError::Rpc(e)) if e.name == "AUTH_KEY_UNREGISTERED"),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_step_verification_checks_the_srp_proof() {
+    use grammers_client::client::SignInError;
+    let server = TestServer::start(login_server(Some(("correct horse", "battery")))).await;
+    let connected = connect(&server);
+    let client = &connected.client;
+    let token = within(client.request_login_code("+15550000000", "0123456789abcdef"))
+        .await
+        .expect("code sent");
+    let password_token = match within(client.sign_in(&token, "12345")).await {
+        Err(SignInError::PasswordRequired(token)) => token,
+        other => panic!("expected a password request, got {other:?}"),
+    };
+    assert_eq!(password_token.hint(), Some("battery"));
+    let retry_token = match within(client.check_password(password_token, "wrong horse")).await {
+        Err(SignInError::InvalidPassword(token)) => token,
+        other => panic!("expected a wrong password, got {other:?}"),
+    };
+    assert!(!server.state().authorized);
+    within(client.check_password(retry_token, "correct horse"))
+        .await
+        .expect("right password");
+    assert!(server.state().authorized);
+}

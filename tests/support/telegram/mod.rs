@@ -10,6 +10,7 @@
 
 pub mod account;
 pub mod crypto;
+pub mod login;
 pub mod wire;
 
 use std::collections::{HashMap, VecDeque};
@@ -85,6 +86,8 @@ pub struct ServerOptions {
     /// Refuse messages under another salt with `bad_server_salt`.
     pub enforce_salt: bool,
     pub rate_limit: Option<RateLimit>,
+    /// Start logged out, with this way to log in; `None`: logged in from the start.
+    pub login: Option<login::LoginSetup>,
 }
 
 /// Everything connections share.
@@ -94,6 +97,7 @@ pub struct Shared {
     pub authorized: bool,
     /// The logged-in user's own entry.
     pub me: ContactEntry,
+    pub login: login::LoginState,
     pub options: ServerOptions,
     /// How many gzip_packed messages arrived (large requests are compressed).
     pub gzip_messages: usize,
@@ -128,9 +132,11 @@ impl TestServer {
         let mut key = [0u8; 256];
         key.iter_mut().for_each(|b| *b = fastrand::u8(..));
         let key = ServerKey::new(key);
+        let login = login::LoginState::new(options.login.clone());
         let shared = Arc::new(Mutex::new(Shared {
             account: Account::new(),
-            authorized: true,
+            authorized: options.login.is_none(),
+            login,
             me: ContactEntry {
                 user_id: 1,
                 phone: "15550000000".into(),
@@ -520,6 +526,29 @@ const METHODS: &[(u32, &str)] = &[
         tl::functions::contacts::ResetSaved::CONSTRUCTOR_ID,
         "contacts.resetSaved",
     ),
+    (
+        tl::functions::auth::SendCode::CONSTRUCTOR_ID,
+        "auth.sendCode",
+    ),
+    (tl::functions::auth::SignIn::CONSTRUCTOR_ID, "auth.signIn"),
+    (
+        tl::functions::account::GetPassword::CONSTRUCTOR_ID,
+        "account.getPassword",
+    ),
+    (
+        tl::functions::auth::CheckPassword::CONSTRUCTOR_ID,
+        "auth.checkPassword",
+    ),
+    (tl::functions::auth::LogOut::CONSTRUCTOR_ID, "auth.logOut"),
+];
+
+/// Methods that work without a logged-in user.
+const WITHOUT_LOGIN: &[&str] = &[
+    "help.getConfig",
+    "auth.sendCode",
+    "auth.signIn",
+    "account.getPassword",
+    "auth.checkPassword",
 ];
 
 pub fn method_name(constructor: u32) -> String {
@@ -540,10 +569,15 @@ fn dispatch(
     retry: &[String],
 ) -> Result<Vec<u8>, (i32, String)> {
     let date = now() as i32;
-    if method != "help.getConfig" && !shared.authorized {
+    if !WITHOUT_LOGIN.contains(&method) && !shared.authorized {
         return Err((401, "AUTH_KEY_UNREGISTERED".into()));
     }
     Ok(match method {
+        "auth.sendCode" => login::send_code(shared, &decode(body)?)?,
+        "auth.signIn" => login::sign_in(shared, &decode(body)?)?,
+        "account.getPassword" => login::get_password(shared)?,
+        "auth.checkPassword" => login::check_password(shared, &decode(body)?)?,
+        "auth.logOut" => login::log_out(shared)?,
         "help.getConfig" => account::config(date),
         "updates.getState" => tl::enums::updates::State::State(tl::types::updates::State {
             pts: 1,
