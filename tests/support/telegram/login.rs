@@ -25,8 +25,17 @@ pub struct LoginState {
     pub setup: Option<LoginSetup>,
     phone_code_hash: Option<String>,
     code_accepted: bool,
-    /// The SRP round in progress: (srp_id, g_b, secure_random, salt1, salt2).
-    srp: Option<(i64, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)>,
+    srp: Option<SrpRound>,
+}
+
+/// The SRP round in progress: what `account.getPassword` handed out.
+#[derive(Debug, Clone)]
+struct SrpRound {
+    id: i64,
+    g_b: Vec<u8>,
+    secure_random: Vec<u8>,
+    salt1: Vec<u8>,
+    salt2: Vec<u8>,
 }
 
 impl LoginState {
@@ -184,19 +193,19 @@ pub fn check_password(shared: &mut Shared, request: &tl::functions::auth::CheckP
     let Some((password, _)) = shared.login.setup.as_ref().and_then(|s| s.password.clone()) else {
         return Err((400, "PASSWORD_HASH_INVALID".into()));
     };
-    let Some((srp_id, g_b, secure_random, salt1, salt2)) = shared.login.srp.clone() else {
+    let Some(round) = shared.login.srp.clone() else {
         return Err((400, "SRP_ID_INVALID".into()));
     };
-    if proof.srp_id != srp_id || !shared.login.code_accepted {
+    if proof.srp_id != round.id || !shared.login.code_accepted {
         return Err((400, "SRP_ID_INVALID".into()));
     }
     let (expected_m1, expected_a) = grammers_crypto::two_factor_auth::calculate_2fa(
-        &salt1,
-        &salt2,
+        &round.salt1,
+        &round.salt2,
         &prime(),
         &3,
-        g_b,
-        secure_random,
+        round.g_b,
+        round.secure_random,
         password,
     );
     if proof.m1 != expected_m1 || proof.a != expected_a {
