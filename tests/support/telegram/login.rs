@@ -128,13 +128,13 @@ pub fn get_password(shared: &mut Shared) -> Reply {
         .to_bytes_be();
     let secure_random = random_bytes(256);
     let srp_id = fastrand::i64(1..);
-    shared.login.srp = Some((
-        srp_id,
-        g_b.clone(),
-        secure_random.clone(),
-        salt1.clone(),
-        salt2.clone(),
-    ));
+    shared.login.srp = Some(SrpRound {
+        id: srp_id,
+        g_b: g_b.clone(),
+        secure_random: secure_random.clone(),
+        salt1: salt1.clone(),
+        salt2: salt2.clone(),
+    });
     let algo = |salt1: Vec<u8>| {
         tl::enums::PasswordKdfAlgo::Sha256Sha256Pbkdf2Hmacsha512iter100000Sha256ModPow(
             tl::types::PasswordKdfAlgoSha256Sha256Pbkdf2Hmacsha512iter100000Sha256ModPow {
