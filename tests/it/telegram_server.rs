@@ -563,3 +563,84 @@ async fn two_step_verification_checks_the_srp_proof() {
         .expect("right password");
     assert!(server.state().authorized);
 }
+
+/// The example server, run as the README documents it, with a grammers client importing
+/// contacts into it and reading them back, and the dump file showing them.
+#[tokio::test]
+async fn the_example_server_runs_as_documented() {
+    use std::io::BufRead;
+    let examples = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples/telegram-test-server");
+    assert!(
+        examples.exists(),
+        "cargo test builds the example: {}",
+        examples.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (dump, key_file) = (dir.path().join("tg.json"), dir.path().join("key"));
+    let mut child = std::process::Command::new(&examples)
+        .args(["--listen", "127.0.0.1:0", "--register-even"])
+        .arg("--dump")
+        .arg(&dump)
+        .arg("--key-file")
+        .arg(&key_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let hex = std::fs::read_to_string(&key_file).unwrap();
+    let mut key = [0u8; 256];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap();
+    }
+    let session = Arc::new(grammers_session::storages::MemorySession::from(
+        crate::telegram::session_data_for(addr, key),
+    ));
+    let SenderPool { runner, handle, .. } = SenderPool::new(session, 12345);
+    let client = Client::new(handle);
+    let _pool = tokio::spawn(async move { runner.run().await });
+    within(client.invoke(&tl::functions::contacts::ImportContacts {
+        contacts: vec![
+            contact(1, "+4915100000002", "Even"),
+            contact(2, "+4915100000003", "Odd"),
+        ],
+    }))
+    .await
+    .expect("import into the example server");
+    let tl::enums::contacts::Contacts::Contacts(list) =
+        within(client.invoke(&tl::functions::contacts::GetContacts { hash: 0 }))
+            .await
+            .expect("read back")
+    else {
+        panic!("expected the contact list");
+    };
+    assert_eq!(
+        list.contacts.len(),
+        1,
+        "only the even number has an account"
+    );
+    assert_eq!(list.saved_count, 1);
+    let mut dumped = serde_json::Value::Null;
+    for _ in 0..50 {
+        if let Ok(text) = std::fs::read_to_string(&dump) {
+            dumped = serde_json::from_str(&text).unwrap_or_default();
+            if dumped["calls_per_method"]["contacts.getContacts"] == 1 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(dumped["contacts"][0]["first_name"], "Even", "{dumped}");
+    assert_eq!(dumped["saved"][0]["phone"], "4915100000003");
+    assert_eq!(dumped["calls_per_method"]["contacts.importContacts"], 1);
+}

@@ -35,7 +35,21 @@ pub struct Account {
     pub saved: BTreeMap<String, (String, String)>,
     /// Imports left before phones come back in `retry_contacts`; `None`: no limit.
     pub import_quota: Option<usize>,
+    /// Who has an account besides those registered one by one.
+    pub rule: Registration,
     next_user_id: i64,
+}
+
+/// Which numbers have a Telegram account without being registered one by one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Registration {
+    /// Only the registered ones.
+    #[default]
+    Explicit,
+    /// Every number.
+    All,
+    /// Numbers whose last digit is even: half of any address book, predictably.
+    EvenLastDigit,
 }
 
 /// Telegram compares phones by their digits: `+49 151-…` and `49151…` are one number.
@@ -98,6 +112,18 @@ impl Account {
             if over_quota || force_retry.iter().any(|p| digits(p) == key) {
                 retry.push(contact.client_id);
                 continue;
+            }
+            let ruled_in = match self.rule {
+                Registration::Explicit => false,
+                Registration::All => true,
+                Registration::EvenLastDigit => key
+                    .chars()
+                    .last()
+                    .and_then(|d| d.to_digit(10))
+                    .is_some_and(|d| d % 2 == 0),
+            };
+            if ruled_in {
+                self.register(&key, false);
             }
             match self.people.get(&key).cloned() {
                 Some(person) if !person.hidden => {

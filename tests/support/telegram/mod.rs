@@ -123,11 +123,16 @@ impl Drop for TestServer {
 }
 
 impl TestServer {
-    /// Listens on a loopback port the OS chooses; the account is logged in.
+    /// Listens on a loopback port the OS chooses; the account is logged in unless
+    /// `options.login` says how to log in.
     pub async fn start(options: ServerOptions) -> Self {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), options).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, options: ServerOptions) -> Self {
+        let listener = TcpListener::bind(addr)
             .await
-            .expect("bind loopback");
+            .expect("bind the listen address");
         let addr = listener.local_addr().expect("local addr");
         let mut key = [0u8; 256];
         key.iter_mut().for_each(|b| *b = fastrand::u8(..));
@@ -178,23 +183,7 @@ impl TestServer {
     /// Session data a grammers client needs to talk to this server: DCs 1–5 all on the
     /// loopback port (so a `*_MIGRATE_X` never leads to Telegram), each with the known key.
     pub fn session_data(&self) -> SessionData {
-        let mut data = SessionData::default();
-        let SocketAddr::V4(v4) = self.addr else {
-            unreachable!("bound to 127.0.0.1")
-        };
-        for id in 1..=5 {
-            data.dc_options.insert(
-                id,
-                DcOption {
-                    id,
-                    ipv4: SocketAddrV4::new(*v4.ip(), v4.port()),
-                    ipv6: SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0),
-                    auth_key: Some(self.key.bytes()),
-                },
-            );
-        }
-        data.home_dc = 1;
-        data
+        session_data_for(self.addr, self.key.bytes())
     }
 
     pub fn memory_session(&self) -> Arc<MemorySession> {
@@ -218,12 +207,64 @@ impl TestServer {
         self.state().calls.clone()
     }
 
+    /// The account and the call log as JSON, for `--dump` and for people reading along.
+    pub fn dump(&self) -> serde_json::Value {
+        let state = self.state();
+        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for call in &state.calls {
+            *counts.entry(call.method.as_str()).or_default() += 1;
+        }
+        let since_epoch = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        serde_json::json!({
+            "logged_in": state.authorized,
+            "contacts": state.account.contacts.values().collect::<Vec<_>>(),
+            "saved": state.account.saved.iter().map(|(phone, (first, last))| serde_json::json!({
+                "phone": phone, "first_name": first, "last_name": last,
+            })).collect::<Vec<_>>(),
+            "calls_per_method": counts,
+            "calls": state.calls.iter().map(|c| serde_json::json!({
+                "method": c.method, "at": since_epoch(c.at),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Grows with every call: a cheap "did anything change" for watchers.
+    pub fn call_count(&self) -> usize {
+        self.state().calls.len()
+    }
+
     pub fn calls_to(&self, method: &str) -> Vec<Call> {
         self.calls()
             .into_iter()
             .filter(|c| c.method == method)
             .collect()
     }
+}
+
+/// Session data for a server at `addr` with `auth_key`: DCs 1–5 all on that address (so a
+/// `*_MIGRATE_X` never leads to Telegram), each with the known key; home DC 1.
+pub fn session_data_for(addr: SocketAddr, auth_key: [u8; 256]) -> SessionData {
+    let mut data = SessionData::default();
+    let ip = match addr {
+        SocketAddr::V4(v4) => *v4.ip(),
+        SocketAddr::V6(_) => Ipv4Addr::LOCALHOST,
+    };
+    for id in 1..=5 {
+        data.dc_options.insert(
+            id,
+            DcOption {
+                id,
+                ipv4: SocketAddrV4::new(ip, addr.port()),
+                ipv6: SocketAddrV6::new(ip.to_ipv6_mapped(), addr.port(), 0, 0),
+                auth_key: Some(auth_key),
+            },
+        );
+    }
+    data.home_dc = 1;
+    data
 }
 
 fn now() -> i64 {

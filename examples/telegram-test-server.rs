@@ -1,0 +1,112 @@
+//! A sandbox Telegram server on your own machine — clearly not Telegram. It speaks MTProto
+//! to the unmodified grammers client, keeps a fake account, and writes what it holds to a
+//! JSON file after every call, so the sync can be watched end to end without an account.
+//!
+//! ```sh
+//! cargo run --example telegram-test-server -- --listen 127.0.0.1:8443 --dump /tmp/tg.json --register-even
+//! ```
+
+#[path = "../tests/support/telegram/mod.rs"]
+mod telegram;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use telegram::account::Registration;
+use telegram::{RateLimit, ServerOptions, TestServer};
+
+#[derive(Debug, Parser)]
+#[command(about = "A local MTProto sandbox server for contactsyncd (not Telegram)")]
+struct Args {
+    /// Address to listen on (loopback only is sensible)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Rewrite this JSON file (contacts, saved phones, call log) after every call
+    #[arg(long, value_name = "FILE")]
+    dump: Option<PathBuf>,
+    /// A file of phone numbers (one per line) that have a Telegram account
+    #[arg(long, value_name = "FILE")]
+    register_file: Option<PathBuf>,
+    /// Every number whose last digit is even has an account
+    #[arg(long, conflicts_with = "register_all")]
+    register_even: bool,
+    /// Every number has an account
+    #[arg(long)]
+    register_all: bool,
+    /// Numbers imported beyond this come back in retry_contacts
+    #[arg(long, value_name = "N")]
+    quota: Option<usize>,
+    /// More than N calls of one method per minute answer FLOOD_WAIT_SECONDS
+    #[arg(long, value_name = "N")]
+    rate_limit: Option<usize>,
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    flood_wait: i32,
+    /// Write the auth key (hex) here: a client needs it to talk to the server
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let server = TestServer::start_on(
+        args.listen,
+        ServerOptions {
+            rate_limit: args.rate_limit.map(|calls| RateLimit {
+                calls,
+                window: Duration::from_secs(60),
+                wait_seconds: args.flood_wait,
+            }),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    {
+        let mut state = server.state();
+        state.account.import_quota = args.quota;
+        state.account.rule = if args.register_all {
+            Registration::All
+        } else if args.register_even {
+            Registration::EvenLastDigit
+        } else {
+            Registration::Explicit
+        };
+        if let Some(file) = &args.register_file {
+            for line in std::fs::read_to_string(file)?.lines() {
+                if !line.trim().is_empty() {
+                    state.account.register(line.trim(), false);
+                }
+            }
+        }
+    }
+    if let Some(file) = &args.key_file {
+        let hex: String = server
+            .auth_key()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(file, hex)?;
+    }
+    println!(
+        "telegram-test-server (a sandbox, not Telegram) listening on {}",
+        server.addr()
+    );
+    let mut written = usize::MAX;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        let calls = server.call_count();
+        if let Some(file) = args.dump.as_ref().filter(|_| calls != written) {
+            let text = serde_json::to_string_pretty(&server.dump())?;
+            let temporary = file.with_extension("tmp");
+            std::fs::write(&temporary, text)?;
+            std::fs::rename(&temporary, file)?;
+            written = calls;
+        }
+    }
+    Ok(())
+}
