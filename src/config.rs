@@ -71,8 +71,56 @@ pub struct Config {
     #[serde(rename = "source")]
     pub sources: Vec<SourceConfig>,
     pub safety: DeleteLimits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telegram: Option<TelegramConfig>,
 }
 
+/// A value that is never printed: `check-config` and logs show `********`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("********")
+    }
+}
+
+/// What to do about a contact we imported that is gone from the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRemoteDelete {
+    /// Import it again: the address book is the truth.
+    Reimport,
+    /// Leave it deleted and stop syncing it.
+    Keep,
+}
+
+/// `[telegram]`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TelegramConfig {
+    pub api_id: i32,
+    pub api_hash: Secret,
+    /// The account's phone number (for `login`).
+    pub phone: Option<String>,
+    pub batch_size: usize,
+    /// Seconds one call may take before it counts as failed (grammers has no timeout).
+    pub request_timeout: u64,
+    /// Seconds between reconciliations with `contacts.getContacts`.
+    pub reconcile_interval: u64,
+    pub on_remote_delete: OnRemoteDelete,
+}
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SourceConfig {
     pub name: String,
@@ -126,6 +174,54 @@ struct RawConfig {
     #[serde(default)]
     source: Vec<Spanned<RawSource>>,
     safety: Option<RawSafety>,
+    telegram: Option<Spanned<RawTelegram>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTelegram {
+    api_id: Spanned<i64>,
+    api_hash: Option<String>,
+    api_hash_file: Option<Spanned<String>>,
+    phone: Option<String>,
+    batch_size: Option<Spanned<i64>>,
+    request_timeout: Option<Spanned<RawDuration>>,
+    reconcile_interval: Option<Spanned<RawDuration>>,
+    on_remote_delete: Option<OnRemoteDelete>,
+}
+
+/// `30` (seconds) or `"30s"`, `"5m"`, `"6h"`, `"1d"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+impl RawDuration {
+    fn seconds(&self) -> Result<u64, String> {
+        match self {
+            Self::Seconds(n) => Ok(*n),
+            Self::Text(text) => {
+                let text = text.trim();
+                let split = text
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(text.len());
+                let (number, unit) = text.split_at(split);
+                let number: u64 = number
+                    .parse()
+                    .map_err(|_| format!("{text:?} is not a duration"))?;
+                let factor = match unit.trim() {
+                    "" | "s" => 1,
+                    "m" | "min" => 60,
+                    "h" => 3600,
+                    "d" => 86_400,
+                    other => return Err(format!("unknown unit {other:?} in {text:?}")),
+                };
+                Ok(number * factor)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -386,12 +482,118 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    let telegram = match &raw.telegram {
+        Some(raw) => Some(telegram_config(raw, &base, &invalid)?),
+        None => None,
+    };
+
     Ok(Config {
         file: path.to_owned(),
         state_dir,
         default_region,
         sources,
         safety,
+        telegram,
+    })
+}
+
+fn telegram_config(
+    raw: &Spanned<RawTelegram>,
+    base: &Path,
+    invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
+) -> Result<TelegramConfig, ConfigError> {
+    let span = raw.span();
+    let raw = raw.get_ref();
+    let api_id = i32::try_from(*raw.api_id.get_ref())
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            invalid(
+                Some(raw.api_id.span()),
+                "telegram.api_id".into(),
+                "must be the positive number my.telegram.org shows".into(),
+                Some("create an application at https://my.telegram.org/apps".into()),
+            )
+        })?;
+    let api_hash = match (&raw.api_hash, &raw.api_hash_file) {
+        (Some(hash), _) => hash.trim().to_owned(),
+        (None, Some(file)) => {
+            let path = resolve_path(file.get_ref(), base);
+            std::fs::read_to_string(&path)
+                .map_err(|err| {
+                    invalid(
+                        Some(file.span()),
+                        "telegram.api_hash_file".into(),
+                        format!("cannot read {}: {err}", path.display()),
+                        None,
+                    )
+                })?
+                .trim()
+                .to_owned()
+        }
+        (None, None) => {
+            // systemd's LoadCredential=telegram-api-hash:… puts it here.
+            let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+                .map(|dir| PathBuf::from(dir).join("telegram-api-hash"));
+            match credential.and_then(|path| std::fs::read_to_string(path).ok()) {
+                Some(hash) => hash.trim().to_owned(),
+                None => {
+                    return Err(invalid(
+                        Some(span),
+                        "telegram.api_hash".into(),
+                        "no api_hash: set api_hash, api_hash_file, or the systemd credential telegram-api-hash".into(),
+                        Some("the hash my.telegram.org shows next to api_id".into()),
+                    ));
+                }
+            }
+        }
+    };
+    if api_hash.len() != 32 || !api_hash.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(invalid(
+            Some(span),
+            "telegram.api_hash".into(),
+            "must be the 32 hexadecimal characters my.telegram.org shows".into(),
+            None,
+        ));
+    }
+    let batch_size = match &raw.batch_size {
+        Some(size) => usize::try_from(*size.get_ref())
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    Some(size.span()),
+                    "telegram.batch_size".into(),
+                    "must be between 1 and 500 (Telegram's own clients send 500 at most)".into(),
+                    None,
+                )
+            })?,
+        None => 100,
+    };
+    let duration = |value: &Option<Spanned<RawDuration>>, key: &str, default: u64| match value {
+        Some(value) => value
+            .get_ref()
+            .seconds()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| {
+                invalid(
+                    Some(value.span()),
+                    format!("telegram.{key}"),
+                    "must be a positive duration".into(),
+                    Some("seconds, or a string like \"30s\", \"5m\", \"6h\"".into()),
+                )
+            }),
+        None => Ok(default),
+    };
+    Ok(TelegramConfig {
+        api_id,
+        api_hash: Secret(api_hash),
+        phone: raw.phone.clone(),
+        batch_size,
+        request_timeout: duration(&raw.request_timeout, "request_timeout", 30)?,
+        reconcile_interval: duration(&raw.reconcile_interval, "reconcile_interval", 6 * 3600)?,
+        on_remote_delete: raw.on_remote_delete.unwrap_or(OnRemoteDelete::Reimport),
     })
 }
 

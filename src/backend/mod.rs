@@ -5,6 +5,8 @@ use std::pin::Pin;
 
 use crate::batch::ImportItem;
 
+pub mod telegram;
+
 /// A boxed future, so that backends can be used as `dyn Backend`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -76,10 +78,37 @@ pub struct RemoteContact {
     pub user_id: Option<i64>,
 }
 
-/// The accounts the configuration sets up. None yet: the Telegram and WhatsApp backends
-/// plug in here; until then a sync scans, plans and queues, and says nothing was sent.
-pub fn configured(_config: &crate::config::Config) -> Vec<Box<dyn Backend>> {
-    Vec::new()
+/// The accounts the configuration sets up, connected (needs a tokio runtime). Telegram
+/// joins once logged in; an unconfigured or logged-out account contributes nothing.
+pub fn configured(config: &crate::config::Config) -> Vec<Box<dyn Backend>> {
+    let mut backends: Vec<Box<dyn Backend>> = Vec::new();
+    if let Some(telegram) = &config.telegram {
+        match crate::store::telegram_session::TelegramSession::logged_in(&config.state_dir) {
+            Ok(Some(_)) => {
+                match crate::store::telegram_session::TelegramSession::open(&config.state_dir) {
+                    Ok(session) => backends.push(Box::new(telegram::TelegramBackend::connect(
+                        telegram,
+                        std::sync::Arc::new(session),
+                    ))),
+                    Err(err) => tracing::error!("cannot open the Telegram session: {err}"),
+                }
+            }
+            Ok(None) => {
+                tracing::warn!("Telegram is configured but not logged in: run `contactsyncd login`")
+            }
+            Err(err) => tracing::error!("cannot read the Telegram session: {err}"),
+        }
+    }
+    backends
+}
+
+/// The names of the configured accounts, without connecting (for `plan`).
+pub fn configured_names(config: &crate::config::Config) -> Vec<String> {
+    config
+        .telegram
+        .iter()
+        .map(|_| "telegram".to_owned())
+        .collect()
 }
 
 /// Back-off before the n-th retry of a number the server asked to retry later: 5 minutes,

@@ -7,6 +7,7 @@
 mod files;
 mod history;
 mod mirror;
+pub mod telegram_session;
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -24,7 +25,10 @@ pub const DATABASE_FILE: &str = "state.db";
 pub const LOCK_FILE: &str = "state.lock";
 
 /// Append-only: a released migration is never edited, only followed by a new one.
-const MIGRATION_LIST: &[M<'static>] = &[M::up(include_str!("migrations/001_initial.sql"))];
+const MIGRATION_LIST: &[M<'static>] = &[
+    M::up(include_str!("migrations/001_initial.sql")),
+    M::up(include_str!("migrations/002_telegram_session.sql")),
+];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +121,11 @@ impl Store {
         Ok(Self { conn, _lock: None })
     }
 
+    /// The database file, for a second connection (the Telegram session keeps its own).
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(DATABASE_FILE)
+    }
+
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
@@ -203,22 +212,31 @@ fn acquire_lock(dir: &Path) -> Result<StateLock> {
         .mode(0o600)
         .open(&path)
         .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let pid = std::fs::read_to_string(&path)
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default();
-            return Err(StoreError::Locked {
-                dir: dir.to_owned(),
-                pid: if pid.is_empty() {
-                    "unknown".into()
-                } else {
-                    pid
-                },
-            });
+    // A lock just released can linger for a moment in a child forked by another thread
+    // (before its exec closes the descriptor), so a busy lock is tried for a second.
+    let mut attempts = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if attempts < 10 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&path)
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_default();
+                return Err(StoreError::Locked {
+                    dir: dir.to_owned(),
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid
+                    },
+                });
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
         }
-        Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
     }
     file.set_len(0).map_err(io)?;
     writeln!(file, "{}", std::process::id()).map_err(io)?;

@@ -11,4 +11,5 @@ mod support;
 mod sync;
 #[path = "../support/telegram/mod.rs"]
 mod telegram;
+mod telegram_backend;
 mod telegram_server;

@@ -12,14 +12,14 @@ use contactsyncd::sync::{self, Clock, PassReport, Stop, SyncOptions};
 use crate::fake_backend::{FakeBackend, Fault};
 
 /// A clock that only moves when told to (or when the pass sleeps).
-struct ManualClock(AtomicI64);
+pub struct ManualClock(AtomicI64);
 
 impl ManualClock {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self(AtomicI64::new(1_800_000_000))
     }
 
-    fn advance(&self, seconds: i64) {
+    pub fn advance(&self, seconds: i64) {
         self.0.fetch_add(seconds, Ordering::SeqCst);
     }
 }
@@ -83,17 +83,17 @@ impl Setup {
     }
 }
 
-fn phone(i: usize) -> String {
+pub fn phone(i: usize) -> String {
     format!("+49151{i:08}")
 }
 
-fn card(name: &str, i: usize) -> String {
+pub fn card(name: &str, i: usize) -> String {
     format!(
         "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:{name}\r\nTEL;TYPE=CELL:+49 151 {i:08}\r\nEND:VCARD\r\n"
     )
 }
 
-fn write_vdir(dir: &Path, range: std::ops::Range<usize>) {
+pub fn write_vdir(dir: &Path, range: std::ops::Range<usize>) {
     for i in range {
         std::fs::write(
             dir.join(format!("{i:05}.vcf")),
