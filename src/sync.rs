@@ -319,6 +319,9 @@ async fn sync_account(
 ) -> Result<AccountReport, SyncError> {
     let name = backend.name().to_owned();
     store.ensure_account(&name)?;
+    if !options.offline {
+        reconcile_if_due(store, backend, clock).await?;
+    }
     let now = clock.now();
     let (plan, held) = plan_for(store, &name, desired, options, now)?;
     let mut report = AccountReport {
@@ -347,6 +350,43 @@ async fn sync_account(
     };
     report.queued_batches = store.open_batches(&name)?.len();
     Ok(report)
+}
+
+/// Compares the mirror with the remote list when the account's interval has passed (and on
+/// the first pass). A failure here is logged and leaves the sync to go on.
+async fn reconcile_if_due(
+    store: &mut Store,
+    backend: &mut dyn Backend,
+    clock: &dyn Clock,
+) -> Result<(), SyncError> {
+    let Some((interval, reimport)) = backend.reconcile_policy() else {
+        return Ok(());
+    };
+    let name = backend.name().to_owned();
+    let now = clock.now();
+    let due = store
+        .last_reconcile(&name)?
+        .is_none_or(|last| now - last >= i64::try_from(interval).unwrap_or(i64::MAX));
+    let account = store.account(&name)?;
+    let blocked = account
+        .as_ref()
+        .is_some_and(|a| a.auth_required || a.paused_until.is_some_and(|u| u > now));
+    if !due || blocked {
+        return Ok(());
+    }
+    match backend.remote_contacts().await {
+        Ok(Some(remote)) => {
+            let numbers = remote.into_iter().map(|c| c.e164).collect();
+            let gone = store.apply_reconcile(&name, &numbers, reimport, now)?;
+            if gone > 0 {
+                tracing::info!(backend = %name, contacts = gone, reimport, "contacts deleted in the app");
+            }
+        }
+        Ok(None) => store.note_reconcile(&name, now)?,
+        Err(BackendError::Auth(reason)) => store.set_auth_required(&name, &reason)?,
+        Err(err) => tracing::warn!(backend = %name, "reconciliation skipped: {err}"),
+    }
+    Ok(())
 }
 
 /// Sends the account's open batches in order until the queue is empty or something stops it.

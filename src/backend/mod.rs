@@ -5,6 +5,7 @@ use std::pin::Pin;
 
 use crate::batch::ImportItem;
 
+pub mod login;
 pub mod telegram;
 
 /// A boxed future, so that backends can be used as `dyn Backend`.
@@ -59,6 +60,12 @@ pub trait Backend: Send {
 
     /// Deletes contacts by the exact phone strings that were imported.
     fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// How often to reconcile with the remote list (seconds), and whether contacts deleted
+    /// in the app are imported again (`on_remote_delete`); `None`: this backend does not.
+    fn reconcile_policy(&self) -> Option<(u64, bool)> {
+        None
+    }
 
     /// The contacts the remote has, for reconciling; `None` when the backend cannot list
     /// them (or has nothing new: Telegram's `contactsNotModified`).

@@ -24,6 +24,7 @@ pub struct TelegramBackend {
     batch_size: usize,
     timeout: Duration,
     contacts_hash: i64,
+    reconcile: (u64, bool),
 }
 
 impl Drop for TelegramBackend {
@@ -57,6 +58,10 @@ impl TelegramBackend {
             batch_size: config.batch_size,
             timeout: Duration::from_secs(config.request_timeout),
             contacts_hash: 0,
+            reconcile: (
+                config.reconcile_interval,
+                config.on_remote_delete == crate::config::OnRemoteDelete::Reimport,
+            ),
         }
     }
 
@@ -134,6 +139,10 @@ impl Backend for TelegramBackend {
             .await?;
             Ok(())
         })
+    }
+
+    fn reconcile_policy(&self) -> Option<(u64, bool)> {
+        Some(self.reconcile)
     }
 
     fn remote_contacts(

@@ -491,9 +491,84 @@ impl Store {
     }
 
     pub fn set_auth_required(&self, backend: &str, reason: &str) -> Result<()> {
+        self.ensure_account(backend)?;
         self.conn().execute(
             "UPDATE account SET auth_required = 1, last_error = ?2 WHERE backend = ?1",
             params![backend, reason],
+        )?;
+        Ok(())
+    }
+
+    pub fn last_reconcile(&self, backend: &str) -> Result<Option<Timestamp>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT last_reconcile FROM account WHERE backend = ?1",
+                [backend],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Applies what the remote list says: our imported numbers that are gone there were
+    /// deleted in the app. `reimport`: forget them so the next diff imports them again;
+    /// otherwise hold them (not imported again until the card changes). Numbers we never
+    /// imported (added by hand in the app) are none of our business.
+    pub fn apply_reconcile(
+        &mut self,
+        backend: &str,
+        remote_numbers: &std::collections::BTreeSet<String>,
+        reimport: bool,
+        now: Timestamp,
+    ) -> Result<usize> {
+        let gone: Vec<String> = self
+            .mirror(backend)?
+            .into_iter()
+            .filter(|(e164, entry)| {
+                entry.state == MirrorState::Imported && !remote_numbers.contains(e164)
+            })
+            .map(|(e164, _)| e164)
+            .collect();
+        let tx = self.conn_mut().transaction()?;
+        for e164 in &gone {
+            if reimport {
+                tx.execute(
+                    "DELETE FROM mirror WHERE backend = ?1 AND e164 = ?2",
+                    params![backend, e164],
+                )?;
+            } else {
+                tx.execute(
+                    "UPDATE mirror SET state = 'not_imported', hold_first_name = first_name,
+                       hold_last_name = last_name, hold_until = NULL,
+                       hold_reason = 'deleted in the app (on_remote_delete = keep)', updated_at = ?3
+                     WHERE backend = ?1 AND e164 = ?2",
+                    params![backend, e164, now],
+                )?;
+            }
+        }
+        tx.execute(
+            "UPDATE account SET last_reconcile = ?2 WHERE backend = ?1",
+            params![backend, now],
+        )?;
+        tx.commit()?;
+        Ok(gone.len())
+    }
+
+    pub fn note_reconcile(&self, backend: &str, now: Timestamp) -> Result<()> {
+        self.conn().execute(
+            "UPDATE account SET last_reconcile = ?2 WHERE backend = ?1",
+            params![backend, now],
+        )?;
+        Ok(())
+    }
+
+    /// After a login: the account may send again.
+    pub fn clear_auth_required(&self, backend: &str) -> Result<()> {
+        self.ensure_account(backend)?;
+        self.conn().execute(
+            "UPDATE account SET auth_required = 0, last_error = NULL WHERE backend = ?1",
+            [backend],
         )?;
         Ok(())
     }

@@ -28,6 +28,7 @@ pub const LOCK_FILE: &str = "state.lock";
 const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/001_initial.sql")),
     M::up(include_str!("migrations/002_telegram_session.sql")),
+    M::up(include_str!("migrations/003_reconcile.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 

@@ -22,24 +22,38 @@ struct Setup {
 
 impl Setup {
     async fn new(batch_size: usize, timeout: u64) -> Self {
+        Self::with(batch_size, timeout, "reimport", ServerOptions::default()).await
+    }
+
+    /// A config with `[telegram]`, a server, and the state seeded with a session for it
+    /// (logged in unless `options.login` says otherwise).
+    async fn with(
+        batch_size: usize,
+        timeout: u64,
+        on_remote_delete: &str,
+        options: ServerOptions,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("book")).unwrap();
         let text = format!(
-            "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\nbatch_size = {batch_size}\nrequest_timeout = {timeout}\n"
+            "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\nbatch_size = {batch_size}\nrequest_timeout = {timeout}\non_remote_delete = \"{on_remote_delete}\"\n"
         );
         let config = config::parse(&text, &dir.path().join("config.toml")).unwrap();
-        let server = TestServer::start(ServerOptions::default()).await;
+        let logged_in = options.login.is_none();
+        let server = TestServer::start(options).await;
         server.state().account.rule = Registration::All;
         drop(Store::open_for_writing(&config.state_dir).unwrap());
         TelegramSession::import(&config.state_dir, &server.session_data()).unwrap();
-        let session = TelegramSession::open(&config.state_dir).unwrap();
-        session
-            .set_logged_in(&LoggedIn {
-                user_id: 1,
-                phone: Some("15550000000".into()),
-                first_name: Some("Test".into()),
-            })
-            .unwrap();
+        if logged_in {
+            TelegramSession::open(&config.state_dir)
+                .unwrap()
+                .set_logged_in(&LoggedIn {
+                    user_id: 1,
+                    phone: Some("15550000000".into()),
+                    first_name: Some("Test".into()),
+                })
+                .unwrap();
+        }
         Self {
             _dir: dir,
             config,
@@ -249,4 +263,139 @@ async fn a_revoked_session_requires_login_and_stops_calling() {
         setup.server.calls_to("contacts.importContacts").len(),
         calls
     );
+}
+
+/// Answers login questions from a script, as a person at the terminal would.
+struct ScriptedPrompt {
+    answers: std::collections::VecDeque<&'static str>,
+    secrets: std::collections::VecDeque<&'static str>,
+    told: Vec<String>,
+    asked: Vec<String>,
+}
+
+impl contactsyncd::backend::login::Prompt for ScriptedPrompt {
+    fn ask(&mut self, question: &str) -> std::io::Result<String> {
+        self.asked.push(question.to_owned());
+        Ok(self
+            .answers
+            .pop_front()
+            .expect("a scripted answer")
+            .to_owned())
+    }
+
+    fn ask_secret(&mut self, question: &str) -> std::io::Result<String> {
+        self.asked.push(question.to_owned());
+        Ok(self
+            .secrets
+            .pop_front()
+            .expect("a scripted secret")
+            .to_owned())
+    }
+
+    fn tell(&mut self, message: &str) {
+        self.told.push(message.to_owned());
+    }
+}
+
+#[tokio::test]
+async fn login_with_code_and_password_through_the_prompt_survives_a_reopen() {
+    let options = ServerOptions {
+        login: Some(crate::telegram::login::LoginSetup {
+            code: "24680".into(),
+            password: Some(("open sesame".into(), "cave".into())),
+        }),
+        ..ServerOptions::default()
+    };
+    let setup = Setup::with(100, 30, "reimport", options).await;
+    let mut prompt = ScriptedPrompt {
+        answers: ["+15550000000", "11111", "24680"].into(),
+        secrets: ["closed sesame", "open sesame"].into(),
+        told: Vec::new(),
+        asked: Vec::new(),
+    };
+    let telegram = setup.config.telegram.as_ref().unwrap();
+    let account =
+        contactsyncd::backend::login::login(telegram, &setup.config.state_dir, &mut prompt)
+            .await
+            .expect("logged in");
+    assert_eq!(account.user_id, 1);
+    assert!(
+        prompt.told.iter().any(|t| t.contains("not right")),
+        "{:?}",
+        prompt.told
+    );
+    assert!(
+        prompt.asked.iter().any(|q| q.contains("hint: cave")),
+        "{:?}",
+        prompt.asked
+    );
+    assert!(
+        !prompt.told.iter().any(|t| t.contains("15550000000")),
+        "phone redacted"
+    );
+
+    // A new process: the session comes back from the state database, logged in.
+    let reopened = TelegramSession::logged_in(&setup.config.state_dir).unwrap();
+    assert_eq!(reopened.map(|a| a.user_id), Some(1));
+    write_vdir(&setup.book(), 0..2);
+    let report = setup.sync(&ManualClock::new()).await;
+    assert_eq!(report.accounts[0].imported, 2, "{report:?}");
+}
+
+async fn remote_delete(policy: &str) -> (Setup, Vec<Vec<(String, String)>>) {
+    let setup = Setup::with(100, 30, policy, ServerOptions::default()).await;
+    write_vdir(&setup.book(), 0..3);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    {
+        let mut state = setup.server.state();
+        // The user deletes one of ours in the app, and adds someone by hand.
+        let ours = state
+            .account
+            .contacts
+            .values()
+            .find(|c| c.phone.ends_with("00000001"))
+            .unwrap()
+            .user_id;
+        state.account.contacts.remove(&ours);
+        let friend = state.account.register("+4930123456", false);
+        state.account.contacts.insert(
+            friend,
+            crate::telegram::ContactEntry {
+                user_id: friend,
+                phone: "4930123456".into(),
+                first_name: "Added By Hand".into(),
+                last_name: String::new(),
+            },
+        );
+    }
+    clock.advance(6 * 3600 + 1);
+    setup.sync(&clock).await;
+    let imports = setup.imports();
+    (setup, imports)
+}
+
+#[tokio::test]
+async fn a_contact_deleted_in_the_app_is_reimported_and_hand_added_ones_are_untouched() {
+    let (setup, imports) = remote_delete("reimport").await;
+    assert_eq!(imports.len(), 2);
+    assert_eq!(imports[1], [(phone(1), "Person 1".to_owned())]);
+    assert!(setup.server.calls_to("contacts.deleteByPhones").is_empty());
+    let state = setup.server.state();
+    assert_eq!(state.account.contacts.len(), 4);
+    assert!(
+        state
+            .account
+            .contacts
+            .values()
+            .any(|c| c.first_name == "Added By Hand")
+    );
+}
+
+#[tokio::test]
+async fn under_keep_a_contact_deleted_in_the_app_stays_deleted() {
+    let (setup, imports) = remote_delete("keep").await;
+    assert_eq!(imports.len(), 1, "no re-import");
+    assert!(setup.server.calls_to("contacts.deleteByPhones").is_empty());
+    assert_eq!(setup.server.state().account.contacts.len(), 3);
 }

@@ -1,0 +1,170 @@
+//! `contactsyncd login` / `logout` for Telegram: code, then the 2FA password when the
+//! account has one. Questions go through [`Prompt`], so tests answer them without a terminal.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use grammers_client::client::SignInError;
+
+use super::telegram::TelegramBackend;
+use crate::config::TelegramConfig;
+use crate::phone::redact;
+use crate::store::telegram_session::{LoggedIn, TelegramSession};
+use crate::store::{Store, StoreError};
+
+/// How `login` asks its questions.
+pub trait Prompt {
+    fn ask(&mut self, question: &str) -> io::Result<String>;
+    /// Hidden input (passwords).
+    fn ask_secret(&mut self, question: &str) -> io::Result<String>;
+    fn tell(&mut self, message: &str);
+}
+
+/// Questions on the terminal; refuses to run without one (a service has no one to answer).
+pub struct TerminalPrompt;
+
+impl TerminalPrompt {
+    pub fn new() -> Result<Self, LoginError> {
+        if io::stdin().is_terminal() {
+            Ok(Self)
+        } else {
+            Err(LoginError::NoTerminal)
+        }
+    }
+}
+
+impl Prompt for TerminalPrompt {
+    fn ask(&mut self, question: &str) -> io::Result<String> {
+        print!("{question}");
+        io::stdout().flush()?;
+        let mut answer = String::new();
+        io::stdin().lock().read_line(&mut answer)?;
+        Ok(answer.trim().to_owned())
+    }
+
+    fn ask_secret(&mut self, question: &str) -> io::Result<String> {
+        rpassword::prompt_password(question)
+    }
+
+    fn tell(&mut self, message: &str) {
+        println!("{message}");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("login needs a terminal to ask for the code; run `contactsyncd login` interactively")]
+    NoTerminal,
+    #[error("[telegram] is not configured: add api_id and api_hash (see config/contactsyncd.toml)")]
+    NotConfigured,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("reading the answer: {0}")]
+    Io(#[from] io::Error),
+    #[error("Telegram refused: {0}")]
+    Telegram(String),
+    #[error("no account for this number: create one with an official Telegram app first")]
+    SignUpRequired,
+    #[error("too many wrong {0}; run `contactsyncd login` again")]
+    TooManyAttempts(&'static str),
+}
+
+const ATTEMPTS: usize = 3;
+
+/// Logs in and keeps the session in the state database.
+pub async fn login(
+    config: &TelegramConfig,
+    state_dir: &Path,
+    prompt: &mut dyn Prompt,
+) -> Result<LoggedIn, LoginError> {
+    let store = Store::open_for_writing(state_dir)?;
+    let session = Arc::new(TelegramSession::open(state_dir)?);
+    let backend = TelegramBackend::connect(config, Arc::clone(&session));
+    let phone = match &config.phone {
+        Some(phone) => phone.clone(),
+        None => prompt.ask("Phone number, international format (+49…): ")?,
+    };
+    let client = backend.client().clone();
+    let api_hash = config.api_hash.expose().to_owned();
+    let request_phone = phone.clone();
+    // grammers panics on the sentCodeSuccess / sentCodePaymentRequired answers: contain it.
+    let token =
+        tokio::spawn(async move { client.request_login_code(&request_phone, &api_hash).await })
+            .await
+            .map_err(|_| LoginError::Telegram("unexpected answer to auth.sendCode".into()))?
+            .map_err(|e| LoginError::Telegram(e.to_string()))?;
+    prompt.tell(&format!(
+        "Telegram sent a login code to the app of {}.",
+        redact(&phone)
+    ));
+
+    let client = backend.client();
+    let mut user = None;
+    for attempt in 1..=ATTEMPTS {
+        let code = prompt.ask("Code: ")?;
+        match client.sign_in(&token, &code).await {
+            Ok(signed_in) => {
+                user = Some(signed_in);
+                break;
+            }
+            Err(SignInError::InvalidCode) if attempt < ATTEMPTS => {
+                prompt.tell("That code is not right; try again.")
+            }
+            Err(SignInError::InvalidCode) => return Err(LoginError::TooManyAttempts("codes")),
+            Err(SignInError::SignUpRequired) => return Err(LoginError::SignUpRequired),
+            Err(SignInError::PasswordRequired(mut password_token)) => {
+                for attempt in 1..=ATTEMPTS {
+                    let question = match password_token.hint() {
+                        Some(hint) => format!("Two-step verification password (hint: {hint}): "),
+                        None => "Two-step verification password: ".to_owned(),
+                    };
+                    let password = prompt.ask_secret(&question)?;
+                    match client.check_password(password_token, password.trim()).await {
+                        Ok(signed_in) => {
+                            user = Some(signed_in);
+                            break;
+                        }
+                        Err(SignInError::InvalidPassword(next)) if attempt < ATTEMPTS => {
+                            prompt.tell("That password is not right; try again.");
+                            password_token = next;
+                        }
+                        Err(SignInError::InvalidPassword(_)) => {
+                            return Err(LoginError::TooManyAttempts("passwords"));
+                        }
+                        Err(other) => return Err(LoginError::Telegram(other.to_string())),
+                    }
+                }
+                break;
+            }
+            Err(other) => return Err(LoginError::Telegram(other.to_string())),
+        }
+    }
+    let user = user.ok_or(LoginError::TooManyAttempts("codes"))?;
+    let account = LoggedIn {
+        user_id: user.id().bare_id().unwrap_or_default(),
+        phone: user.phone().map(str::to_owned).or(Some(phone)),
+        first_name: user.first_name().map(str::to_owned),
+    };
+    session.set_logged_in(&account)?;
+    store.clear_auth_required("telegram")?;
+    Ok(account)
+}
+
+/// Logs out at Telegram (best effort) and forgets the session.
+pub async fn logout(config: &TelegramConfig, state_dir: &Path) -> Result<(), LoginError> {
+    let store = Store::open_for_writing(state_dir)?;
+    if TelegramSession::logged_in(state_dir)?.is_some() {
+        let session = Arc::new(TelegramSession::open(state_dir)?);
+        let backend = TelegramBackend::connect(config, session);
+        let timeout = std::time::Duration::from_secs(config.request_timeout);
+        if let Ok(Err(err)) = tokio::time::timeout(timeout, backend.client().sign_out()).await {
+            tracing::warn!(
+                "Telegram did not confirm the logout ({err}); the session is forgotten anyway"
+            );
+        }
+    }
+    TelegramSession::forget(state_dir)?;
+    store.set_auth_required("telegram", "logged out")?;
+    Ok(())
+}
