@@ -64,6 +64,25 @@ pub enum Command {
     Status(JsonArg),
     /// Recent runs and batches
     History(HistoryArgs),
+    /// Log in to Telegram (asks for the code, and the 2FA password if the account has one)
+    Login,
+    /// Log out of Telegram and forget the session
+    Logout,
+    /// The account's contacts as the messenger has them
+    #[command(subcommand)]
+    Remote(RemoteCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// List the remote contacts and whether each is in the address book
+    List {
+        /// Show phone numbers in full (they are redacted otherwise)
+        #[arg(long)]
+        show_phones: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +193,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sync(args) => state::sync(cli.config.as_deref(), &args),
         Command::Status(args) => state::status(cli.config.as_deref(), args.json),
         Command::History(args) => state::history(cli.config.as_deref(), &args),
+        Command::Login => state::login(cli.config.as_deref()),
+        Command::Logout => state::logout(cli.config.as_deref()),
+        Command::Remote(RemoteCommand::List { show_phones, json }) => {
+            state::remote_list(cli.config.as_deref(), show_phones, json)
+        }
     }
 }
 

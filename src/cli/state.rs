@@ -43,10 +43,7 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
         limits: config.safety,
         ..SyncOptions::default()
     };
-    let mut accounts: Vec<String> = backend::configured(&config)
-        .iter()
-        .map(|b| b.name().to_owned())
-        .collect();
+    let mut accounts: Vec<String> = backend::configured_names(&config);
     for account in store.accounts().map_err(store_failure)? {
         if !accounts.contains(&account.backend) {
             accounts.push(account.backend);
@@ -157,6 +154,9 @@ pub fn sync(config_path: Option<&Path>, args: &SyncArgs) -> Result<(), Failure> 
     }
     let config = config::load(config_path)?;
     let mut store = Store::open_for_writing(&config.state_dir).map_err(store_failure)?;
+    let runtime = runtime()?;
+    // The backends start their connection pools on this runtime.
+    let _entered = runtime.enter();
     let mut backends = backend::configured(&config);
     let options = SyncOptions {
         force_delete: args.force_delete,
@@ -164,10 +164,6 @@ pub fn sync(config_path: Option<&Path>, args: &SyncArgs) -> Result<(), Failure> 
         max_wait: args.max_wait,
         limits: config.safety,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .context("starting the async runtime")?;
     let report = runtime
         .block_on(sync::sync_once(
             &config,
@@ -195,6 +191,144 @@ pub fn sync(config_path: Option<&Path>, args: &SyncArgs) -> Result<(), Failure> 
         });
     }
     Ok(())
+}
+
+/// Telegram gives the account's phone as digits; shown like every other number, redacted.
+fn redact_account_phone(phone: &str) -> String {
+    if phone.starts_with('+') {
+        redact(phone)
+    } else {
+        redact(&format!("+{phone}"))
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?)
+}
+
+fn telegram_config(config: &Config) -> Result<&config::TelegramConfig, Failure> {
+    config.telegram.as_ref().ok_or_else(|| Failure {
+        code: exit::CONFIG,
+        error: backend::login::LoginError::NotConfigured.into(),
+    })
+}
+
+pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {
+    let config = config::load(config_path)?;
+    let telegram = telegram_config(&config)?;
+    let mut prompt = backend::login::TerminalPrompt::new().map_err(|e| Failure {
+        code: exit::USAGE,
+        error: e.into(),
+    })?;
+    let account = runtime()?
+        .block_on(backend::login::login(
+            telegram,
+            &config.state_dir,
+            &mut prompt,
+        ))
+        .map_err(|e| Failure {
+            code: exit::FAILURE,
+            error: e.into(),
+        })?;
+    println!(
+        "logged in as {} ({}); the session is kept in {}",
+        account.first_name.as_deref().unwrap_or("?"),
+        account
+            .phone
+            .as_deref()
+            .map(redact_account_phone)
+            .unwrap_or_default(),
+        config.state_dir.display()
+    );
+    Ok(())
+}
+
+pub fn logout(config_path: Option<&Path>) -> Result<(), Failure> {
+    let config = config::load(config_path)?;
+    let telegram = telegram_config(&config)?;
+    runtime()?
+        .block_on(backend::login::logout(telegram, &config.state_dir))
+        .map_err(|e| Failure {
+            code: exit::FAILURE,
+            error: e.into(),
+        })?;
+    println!("logged out; the Telegram session is forgotten");
+    Ok(())
+}
+
+pub fn remote_list(
+    config_path: Option<&Path>,
+    show_phones: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let config = config::load(config_path)?;
+    telegram_config(&config)?;
+    let ours: std::collections::BTreeSet<String> = match Store::open_read_only(&config.state_dir) {
+        Ok(store) => store
+            .stored_phones()
+            .map_err(store_failure)?
+            .into_iter()
+            .map(|(_, p)| p.e164)
+            .collect(),
+        Err(StoreError::Missing { .. }) => Default::default(),
+        Err(err) => return Err(store_failure(err)),
+    };
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    let mut backends = backend::configured(&config);
+    let Some(telegram) = backends.first_mut() else {
+        return Err(Failure {
+            code: exit::LOGIN_REQUIRED,
+            error: anyhow::anyhow!("not logged in to Telegram: run `contactsyncd login`"),
+        });
+    };
+    let contacts = runtime
+        .block_on(telegram.remote_contacts())
+        .map_err(|e| Failure {
+            code: if matches!(e, backend::BackendError::Auth(_)) {
+                exit::LOGIN_REQUIRED
+            } else {
+                exit::FAILURE
+            },
+            error: e.into(),
+        })?
+        .unwrap_or_default();
+    let mut w = out();
+    for c in &contacts {
+        let phone = if show_phones {
+            c.e164.clone()
+        } else {
+            redact(&c.e164)
+        };
+        let in_book = ours.contains(&c.e164);
+        if json {
+            serde_json::to_writer(
+                &mut w,
+                &json!({"phone": phone, "first_name": c.first_name, "last_name": c.last_name,
+                        "user_id": c.user_id, "in_address_book": in_book}),
+            )?;
+            writeln!(w)?;
+        } else {
+            writeln!(
+                w,
+                "{phone:<16} {} {}{}",
+                c.first_name,
+                c.last_name,
+                if in_book {
+                    ""
+                } else {
+                    "  (not in the address book)"
+                }
+            )?;
+        }
+    }
+    if !json {
+        writeln!(w, "{} contacts", contacts.len())?;
+    }
+    Ok(w.flush()?)
 }
 
 fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
@@ -295,11 +429,23 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         let queued: usize = open.iter().map(|b| b.items.len()).sum();
         accounts.push((account, counts, open.len(), queued));
     }
+    let login = match &config.telegram {
+        Some(_) => Some(
+            crate::store::telegram_session::TelegramSession::logged_in(&config.state_dir)
+                .map_err(store_failure)?,
+        ),
+        None => None,
+    };
     let now = SystemClock.now();
     let mut w = out();
     if json {
         let value = json!({
             "state_dir": config.state_dir,
+            "telegram_login": login.as_ref().map(|l| l.as_ref().map(|a| json!({
+                "user_id": a.user_id,
+                "phone": a.phone.as_deref().map(redact_account_phone),
+                "first_name": a.first_name,
+            }))),
             "sources": sources,
             "accounts": accounts.iter().map(|(a, c, batches, items)| json!({
                 "backend": a.backend,
@@ -342,6 +488,20 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             )?;
         }
         writeln!(w)?;
+    }
+    match &login {
+        Some(Some(account)) => writeln!(
+            w,
+            "telegram: logged in as {} ({})",
+            account.first_name.as_deref().unwrap_or("?"),
+            account
+                .phone
+                .as_deref()
+                .map(redact_account_phone)
+                .unwrap_or_default()
+        )?,
+        Some(None) => writeln!(w, "telegram: not logged in: run `contactsyncd login`")?,
+        None => {}
     }
     writeln!(w, "accounts:")?;
     if accounts.is_empty() {

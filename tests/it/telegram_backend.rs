@@ -38,6 +38,7 @@ impl Setup {
         let text = format!(
             "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\nbatch_size = {batch_size}\nrequest_timeout = {timeout}\non_remote_delete = \"{on_remote_delete}\"\n"
         );
+        std::fs::write(dir.path().join("config.toml"), &text).unwrap();
         let config = config::parse(&text, &dir.path().join("config.toml")).unwrap();
         let logged_in = options.login.is_none();
         let server = TestServer::start(options).await;
@@ -398,4 +399,53 @@ async fn under_keep_a_contact_deleted_in_the_app_stays_deleted() {
     assert_eq!(imports.len(), 1, "no re-import");
     assert!(setup.server.calls_to("contacts.deleteByPhones").is_empty());
     assert_eq!(setup.server.state().account.contacts.len(), 3);
+}
+
+#[tokio::test]
+async fn the_binary_syncs_to_the_server_and_shows_the_account() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..3);
+    let config = setup.config.file.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        let owned: Vec<String> = all.iter().map(|s| (*s).to_owned()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+                crate::support::contactsyncd(&refs, &[])
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let sync = run(&["sync", "--once"]).await;
+    assert!(sync.status.success(), "{}", crate::support::stderr(&sync));
+    assert!(
+        crate::support::stdout(&sync).contains("telegram: planned 3 new"),
+        "{}",
+        crate::support::stdout(&sync)
+    );
+    assert_eq!(setup.server.state().account.contacts.len(), 3);
+
+    let status = crate::support::stdout(&run(&["status"]).await);
+    assert!(
+        status.contains("telegram: logged in as Test (+15…00)"),
+        "{status}"
+    );
+    assert!(status.contains("3 in sync"), "{status}");
+    assert!(
+        !status.contains("15550000000"),
+        "phones are redacted: {status}"
+    );
+
+    let list = run(&["remote", "list", "--json"]).await;
+    assert!(list.status.success(), "{}", crate::support::stderr(&list));
+    let rows: Vec<serde_json::Value> = crate::support::stdout(&list)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["in_address_book"] == true));
+    assert!(rows[0]["phone"].as_str().unwrap().contains('…'));
 }
