@@ -46,6 +46,10 @@ struct Args {
     /// Write the auth key (hex) here: a client needs it to talk to the server
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
+    /// Seed this contactsyncd state directory with a session for this server, logged in:
+    /// `contactsyncd` with `state_dir` = DIR and a `[telegram]` section then syncs here
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -81,6 +85,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(dir) = &args.state_dir {
+        seed_state(dir, &server)?;
+    }
     if let Some(file) = &args.key_file {
         let hex: String = server
             .auth_key()
@@ -108,5 +115,20 @@ async fn main() -> anyhow::Result<()> {
             written = calls;
         }
     }
+    Ok(())
+}
+
+/// Points the daemon's own session store at this server, logged in as the test account.
+fn seed_state(dir: &std::path::Path, server: &TestServer) -> anyhow::Result<()> {
+    use contactsyncd::store::Store;
+    use contactsyncd::store::telegram_session::{LoggedIn, TelegramSession};
+    drop(Store::open_for_writing(dir)?);
+    TelegramSession::import(dir, &server.session_data())?;
+    let me = server.state().me.clone();
+    TelegramSession::open(dir)?.set_logged_in(&LoggedIn {
+        user_id: me.user_id,
+        phone: Some(me.phone),
+        first_name: Some(me.first_name),
+    })?;
     Ok(())
 }

@@ -644,3 +644,70 @@ async fn the_example_server_runs_as_documented() {
     assert_eq!(dumped["saved"][0]["phone"], "4915100000003");
     assert_eq!(dumped["calls_per_method"]["contacts.importContacts"], 1);
 }
+
+/// `--state-dir` seeds the daemon's own state: `contactsyncd sync --once` then syncs into
+/// the example server, logged in, with no further setup.
+#[tokio::test]
+async fn the_example_seeds_the_daemon_state_and_the_daemon_syncs_to_it() {
+    use std::io::BufRead;
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples/telegram-test-server");
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("book");
+    std::fs::create_dir(&book).unwrap();
+    crate::sync::write_vdir(&book, 0..4);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\n",
+    )
+    .unwrap();
+    let dump = dir.path().join("tg.json");
+    let mut child = std::process::Command::new(&example)
+        .args(["--listen", "127.0.0.1:0", "--register-even"])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--dump")
+        .arg(&dump)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    let config_arg = config.to_str().unwrap().to_owned();
+    let sync = tokio::task::spawn_blocking(move || {
+        crate::support::contactsyncd(&["--config", &config_arg, "sync", "--once"], &[])
+    })
+    .await
+    .unwrap();
+    let mut dumped = serde_json::Value::Null;
+    for _ in 0..50 {
+        if let Ok(text) = std::fs::read_to_string(&dump) {
+            dumped = serde_json::from_str(&text).unwrap_or_default();
+            if dumped["calls_per_method"]["contacts.importContacts"] == 1 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(sync.status.success(), "{}", crate::support::stderr(&sync));
+    assert_eq!(
+        dumped["calls_per_method"]["contacts.importContacts"], 1,
+        "{dumped}"
+    );
+    assert_eq!(
+        dumped["contacts"].as_array().unwrap().len(),
+        2,
+        "the even numbers: {dumped}"
+    );
+    assert_eq!(dumped["saved"].as_array().unwrap().len(), 2);
+}
