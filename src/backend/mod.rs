@@ -20,7 +20,9 @@ pub enum ImportResult {
         access_hash: Option<i64>,
     },
     /// Accepted, but no account is visible behind it (none, or hidden by privacy).
-    Saved,
+    /// `importers`: how many Telegram users have this number saved too (Telegram's
+    /// `popular_invites`: a friend worth inviting).
+    Saved { importers: Option<i32> },
     /// A server-side limit: try again later (Telegram's `retry_contacts`).
     Retry,
     /// Refused for good (e.g. an invalid number); not retried until the card changes.

@@ -215,7 +215,13 @@ pub fn map_import(
                     access_hash: access_hash(user_id),
                 },
                 None if answer.retry_contacts.contains(&item.client_id) => ImportResult::Retry,
-                None => ImportResult::Saved,
+                None => ImportResult::Saved {
+                    importers: answer.popular_invites.iter().find_map(
+                        |tl::enums::PopularContact::Contact(p)| {
+                            (p.client_id == item.client_id).then_some(p.importers)
+                        },
+                    ),
+                },
             };
             (item.client_id, result)
         })

@@ -452,6 +452,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "in_sync": c.imported + c.saved,
                 "imported": c.imported,
                 "saved": c.saved,
+                "popular_invites": c.popular,
                 "retrying": c.retrying,
                 "next_retry": c.next_retry,
                 "rejected": c.rejected,
@@ -526,6 +527,12 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         }
         if c.rejected > 0 {
             parts.push(format!("{} rejected", c.rejected));
+        }
+        if c.popular > 0 {
+            parts.push(format!(
+                "{} saved numbers without an account are popular on Telegram (worth an invite)",
+                c.popular
+            ));
         }
         if let Some(until) = a.paused_until.filter(|u| *u > now) {
             parts.push(format!(

@@ -87,6 +87,8 @@ pub struct Batch {
 pub struct ImportTally {
     pub imported: usize,
     pub saved: usize,
+    /// Saved numbers that other Telegram users have too (`popular_invites`).
+    pub popular: usize,
     pub retrying: usize,
     pub rejected: usize,
 }
@@ -96,6 +98,8 @@ pub struct ImportTally {
 pub struct MirrorCounts {
     pub imported: u64,
     pub saved: u64,
+    /// Saved numbers without an account that other Telegram users have: worth an invite.
+    pub popular: u64,
     pub retrying: u64,
     pub rejected: u64,
     pub next_retry: Option<Timestamp>,
@@ -172,6 +176,7 @@ impl Store {
             "SELECT
                coalesce(sum(state = 'imported'), 0),
                coalesce(sum(state = 'saved'), 0),
+               coalesce(sum(state = 'saved' AND importers > 0), 0),
                coalesce(sum(hold_first_name IS NOT NULL AND hold_until IS NOT NULL), 0),
                coalesce(sum(hold_first_name IS NOT NULL AND hold_until IS NULL), 0),
                min(hold_until)
@@ -181,9 +186,10 @@ impl Store {
                 Ok(MirrorCounts {
                     imported: row.get(0)?,
                     saved: row.get(1)?,
-                    retrying: row.get(2)?,
-                    rejected: row.get(3)?,
-                    next_retry: row.get(4)?,
+                    popular: row.get(2)?,
+                    retrying: row.get(3)?,
+                    rejected: row.get(4)?,
+                    next_retry: row.get(5)?,
                 })
             },
         )?)
@@ -349,6 +355,8 @@ impl Store {
                    client_id = excluded.client_id, hold_first_name = NULL, hold_last_name = NULL,
                    hold_until = NULL, hold_reason = NULL, attempts = 0, updated_at = excluded.updated_at",
             )?;
+            let mut set_importers =
+                tx.prepare("UPDATE mirror SET importers = ?3 WHERE backend = ?1 AND e164 = ?2")?;
             let mut hold = tx.prepare(
                 "INSERT INTO mirror (backend, e164, first_name, last_name, state, client_id, hold_first_name, hold_last_name, hold_until, hold_reason, attempts, updated_at)
                  VALUES (?1, ?2, '', '', 'not_imported', ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -383,8 +391,11 @@ impl Store {
                             now
                         ])?;
                     }
-                    ImportResult::Saved => {
+                    ImportResult::Saved { importers } => {
                         tally.saved += 1;
+                        if importers.is_some() {
+                            tally.popular += 1;
+                        }
                         confirm.execute(params![
                             batch.backend,
                             item.e164,
@@ -396,6 +407,7 @@ impl Store {
                             client_id,
                             now
                         ])?;
+                        set_importers.execute(params![batch.backend, item.e164, importers])?;
                     }
                     ImportResult::Retry | ImportResult::Rejected(_) => {
                         let attempts: u32 = attempts_of

@@ -55,12 +55,19 @@ fn every_toml_snippet_in_the_readme_parses() {
 fn the_commented_telegram_section_of_the_example_is_valid() {
     let path = repo_file("config/contactsyncd.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let start = text.find("# [telegram]").expect("the example documents [telegram]");
+    let start = text
+        .find("# [telegram]")
+        .expect("the example documents [telegram]");
     // Uncomment the section's keys, keeping one of api_hash / api_hash_file.
     let section: String = text[start..]
         .lines()
         .filter_map(|line| line.strip_prefix("# "))
-        .filter(|line| line.starts_with('[') || line.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')))
+        .filter(|line| {
+            line.starts_with('[')
+                || line
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.contains(' '))
+        })
         .filter(|line| !line.starts_with("api_hash_file"))
         .map(|line| format!("{line}\n"))
         .collect();
@@ -68,7 +75,10 @@ fn the_commented_telegram_section_of_the_example_is_valid() {
         .unwrap_or_else(|e| panic!("{section}\n{e}"));
     let rendered = toml::to_string(&config).unwrap();
     assert!(rendered.contains("api_hash = \"********\""), "{rendered}");
-    assert!(!rendered.contains("0123456789abcdef"), "check-config never prints the hash");
+    assert!(
+        !rendered.contains("0123456789abcdef"),
+        "check-config never prints the hash"
+    );
     let telegram = config.telegram.expect("telegram section");
     assert_eq!(telegram.api_id, 12345);
     assert_eq!(telegram.batch_size, 100);

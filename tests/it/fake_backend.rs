@@ -168,7 +168,7 @@ impl Backend for FakeBackend {
                     }
                     _ => {
                         account.saved.insert(item.e164.clone(), names);
-                        ImportResult::Saved
+                        ImportResult::Saved { importers: None }
                     }
                 };
                 results.push((item.client_id, result));

@@ -449,3 +449,39 @@ async fn the_binary_syncs_to_the_server_and_shows_the_account() {
     assert!(rows.iter().all(|r| r["in_address_book"] == true));
     assert!(rows[0]["phone"].as_str().unwrap().contains('…'));
 }
+
+#[tokio::test]
+async fn an_unchanged_remote_list_costs_only_contacts_not_modified() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..3);
+    setup.sync(&ManualClock::new()).await;
+    let session = Arc::new(TelegramSession::open(&setup.config.state_dir).unwrap());
+    let mut backend = TelegramBackend::connect(setup.config.telegram.as_ref().unwrap(), session);
+    let first = backend.remote_contacts().await.unwrap();
+    assert_eq!(first.map(|list| list.len()), Some(3));
+    // Our 64-bit hash over (saved_count, sorted user ids) matches the server's: not modified.
+    let second = backend.remote_contacts().await.unwrap();
+    assert!(second.is_none());
+    let calls = setup.server.calls_to("contacts.getContacts");
+    let request: grammers_tl_types::functions::contacts::GetContacts =
+        calls.last().unwrap().decode();
+    assert_eq!(request.hash, setup.server.state().account.contacts_hash());
+}
+
+#[tokio::test]
+async fn popular_invites_are_recorded_for_status() {
+    let setup = Setup::new(100, 30).await;
+    {
+        let mut state = setup.server.state();
+        state.account.rule = Registration::Explicit;
+        state.account.popular.insert(phone(1)[1..].to_owned(), 12);
+    }
+    write_vdir(&setup.book(), 0..3);
+    let report = setup.sync(&ManualClock::new()).await;
+    assert_eq!(report.accounts[0].saved, 3);
+    let counts = Store::open_for_writing(&setup.config.state_dir)
+        .unwrap()
+        .mirror_counts("telegram")
+        .unwrap();
+    assert_eq!((counts.saved, counts.popular), (3, 1));
+}

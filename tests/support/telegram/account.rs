@@ -37,6 +37,9 @@ pub struct Account {
     pub import_quota: Option<usize>,
     /// Who has an account besides those registered one by one.
     pub rule: Registration,
+    /// Numbers without an account that this many Telegram users have saved: they come back
+    /// in `popular_invites`.
+    pub popular: BTreeMap<String, i32>,
     next_user_id: i64,
 }
 
@@ -97,6 +100,7 @@ impl Account {
         force_retry: &[String],
     ) -> tl::types::contacts::ImportedContacts {
         let mut imported = Vec::new();
+        let mut popular_invites = Vec::new();
         let mut retry = Vec::new();
         let mut users = Vec::new();
         for contact in contacts {
@@ -143,6 +147,14 @@ impl Account {
                     ));
                 }
                 _ => {
+                    if let Some(&importers) = self.popular.get(&key) {
+                        popular_invites.push(tl::enums::PopularContact::Contact(
+                            tl::types::PopularContact {
+                                client_id: contact.client_id,
+                                importers,
+                            },
+                        ));
+                    }
                     self.saved
                         .insert(key, (contact.first_name.clone(), contact.last_name.clone()));
                 }
@@ -150,7 +162,7 @@ impl Account {
         }
         tl::types::contacts::ImportedContacts {
             imported,
-            popular_invites: Vec::new(),
+            popular_invites,
             retry_contacts: retry,
             users,
         }
