@@ -19,7 +19,7 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = std::env::var("CONTACTSYNCD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info,rusqlite_migration=warn".to_owned());
+        .unwrap_or_else(|_| "info,rusqlite_migration=warn,grammers_mtsender=warn,grammers_client=warn,grammers_mtproto=warn,grammers_session=warn".to_owned());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
