@@ -485,3 +485,49 @@ async fn popular_invites_are_recorded_for_status() {
         .unwrap();
     assert_eq!((counts.saved, counts.popular), (3, 1));
 }
+
+#[tokio::test]
+async fn logout_ends_the_session_at_the_server_and_here() {
+    let setup = Setup::new(100, 30).await;
+    let telegram = setup.config.telegram.as_ref().unwrap();
+    contactsyncd::backend::login::logout(telegram, &setup.config.state_dir)
+        .await
+        .expect("logged out");
+    assert_eq!(setup.server.calls_to("auth.logOut").len(), 1);
+    assert!(!setup.server.state().authorized);
+    assert!(
+        TelegramSession::logged_in(&setup.config.state_dir)
+            .unwrap()
+            .is_none()
+    );
+    // Nothing is sent for a logged-out account.
+    write_vdir(&setup.book(), 0..2);
+    let config = setup.config.clone();
+    let backends =
+        tokio::task::spawn_blocking(move || contactsyncd::backend::configured_names(&config))
+            .await
+            .unwrap();
+    assert_eq!(backends, ["telegram"], "still configured");
+    let store = Store::open_for_writing(&setup.config.state_dir).unwrap();
+    assert!(store.account("telegram").unwrap().unwrap().auth_required);
+}
+
+#[test]
+fn login_without_a_terminal_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("book")).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[source]]\npath = \"book\"\n[telegram]\napi_id = 1\napi_hash = \"0123456789abcdef0123456789abcdef\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
+        .args(["--config", config.to_str().unwrap(), "login"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("needs a terminal"), "{message}");
+}
