@@ -73,6 +73,21 @@ pub struct Config {
     pub safety: DeleteLimits,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telegram: Option<TelegramConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whatsapp: Option<WhatsAppConfig>,
+}
+
+/// `[whatsapp]`: a WhatsApp number's phone book through the Whapi.Cloud gateway.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WhatsAppConfig {
+    pub base_url: String,
+    pub token: Secret,
+    /// Requests per second, never exceeded (the gateway answers 429 when pushed, and bursts
+    /// can trip WhatsApp's anti-spam).
+    pub requests_per_second: f64,
+    pub request_timeout: u64,
+    pub reconcile_interval: u64,
+    pub on_remote_delete: OnRemoteDelete,
 }
 
 /// A value that is never printed: `check-config` and logs show `********`.
@@ -175,6 +190,19 @@ struct RawConfig {
     source: Vec<Spanned<RawSource>>,
     safety: Option<RawSafety>,
     telegram: Option<Spanned<RawTelegram>>,
+    whatsapp: Option<Spanned<RawWhatsApp>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWhatsApp {
+    base_url: Option<Spanned<String>>,
+    token: Option<String>,
+    token_file: Option<Spanned<String>>,
+    requests_per_second: Option<Spanned<f64>>,
+    request_timeout: Option<Spanned<RawDuration>>,
+    reconcile_interval: Option<Spanned<RawDuration>>,
+    on_remote_delete: Option<OnRemoteDelete>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -486,6 +514,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Some(raw) => Some(telegram_config(raw, &base, &invalid)?),
         None => None,
     };
+    let whatsapp = match &raw.whatsapp {
+        Some(raw) => Some(whatsapp_config(raw, &base, &invalid)?),
+        None => None,
+    };
 
     Ok(Config {
         file: path.to_owned(),
@@ -494,6 +526,117 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         sources,
         safety,
         telegram,
+        whatsapp,
+    })
+}
+
+/// A secret from the key, else the file, else the systemd credential `credential`.
+fn secret(
+    value: &Option<String>,
+    file: &Option<Spanned<String>>,
+    credential: &str,
+    key: &str,
+    span: Range<usize>,
+    base: &Path,
+    invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
+) -> Result<String, ConfigError> {
+    if let Some(value) = value {
+        return Ok(value.trim().to_owned());
+    }
+    if let Some(file) = file {
+        let path = resolve_path(file.get_ref(), base);
+        return std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|err| {
+                invalid(
+                    Some(file.span()),
+                    format!("{key}_file"),
+                    format!("cannot read {}: {err}", path.display()),
+                    None,
+                )
+            });
+    }
+    // systemd's LoadCredential=NAME:… puts it in $CREDENTIALS_DIRECTORY.
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|dir| PathBuf::from(dir).join(credential))
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .map(|s| s.trim().to_owned())
+        .ok_or_else(|| {
+            invalid(
+                Some(span),
+                key.to_owned(),
+                format!("not set: give {key}, {key}_file, or the systemd credential {credential}"),
+                None,
+            )
+        })
+}
+
+fn whatsapp_config(
+    raw: &Spanned<RawWhatsApp>,
+    base: &Path,
+    invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
+) -> Result<WhatsAppConfig, ConfigError> {
+    let span = raw.span();
+    let raw = raw.get_ref();
+    let token = secret(
+        &raw.token,
+        &raw.token_file,
+        "whapi-token",
+        "whatsapp.token",
+        span,
+        base,
+        invalid,
+    )?;
+    let base_url = match &raw.base_url {
+        Some(url) => {
+            let text = url.get_ref().trim().trim_end_matches('/').to_owned();
+            if !(text.starts_with("https://") || text.starts_with("http://")) {
+                return Err(invalid(
+                    Some(url.span()),
+                    "whatsapp.base_url".into(),
+                    format!("{text:?} is not an http(s) URL"),
+                    Some("the default is https://gate.whapi.cloud".into()),
+                ));
+            }
+            text
+        }
+        None => "https://gate.whapi.cloud".to_owned(),
+    };
+    let requests_per_second = match &raw.requests_per_second {
+        Some(rate) if *rate.get_ref() > 0.0 && *rate.get_ref() <= 1000.0 => *rate.get_ref(),
+        Some(rate) => {
+            return Err(invalid(
+                Some(rate.span()),
+                "whatsapp.requests_per_second".into(),
+                "must be above 0 and at most 1000".into(),
+                Some("1 is gentle; WhatsApp's anti-spam dislikes bursts".into()),
+            ));
+        }
+        None => 1.0,
+    };
+    let duration = |value: &Option<Spanned<RawDuration>>, key: &str, default: u64| match value {
+        Some(value) => value
+            .get_ref()
+            .seconds()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| {
+                invalid(
+                    Some(value.span()),
+                    format!("whatsapp.{key}"),
+                    "must be a positive duration".into(),
+                    Some("seconds, or a string like \"30s\", \"5m\", \"6h\"".into()),
+                )
+            }),
+        None => Ok(default),
+    };
+    Ok(WhatsAppConfig {
+        base_url,
+        token: Secret(token),
+        requests_per_second,
+        request_timeout: duration(&raw.request_timeout, "request_timeout", 30)?,
+        reconcile_interval: duration(&raw.reconcile_interval, "reconcile_interval", 6 * 3600)?,
+        on_remote_delete: raw.on_remote_delete.unwrap_or(OnRemoteDelete::Reimport),
     })
 }
 

@@ -7,6 +7,7 @@ use crate::batch::ImportItem;
 
 pub mod login;
 pub mod telegram;
+pub mod whapi;
 
 /// A boxed future, so that backends can be used as `dyn Backend`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -108,16 +109,25 @@ pub fn configured(config: &crate::config::Config) -> Vec<Box<dyn Backend>> {
             Err(err) => tracing::error!("cannot read the Telegram session: {err}"),
         }
     }
+    if let Some(whatsapp) = &config.whatsapp {
+        match whapi::WhapiBackend::new(whatsapp) {
+            Ok(backend) => backends.push(Box::new(backend)),
+            Err(err) => tracing::error!("cannot set up WhatsApp: {err}"),
+        }
+    }
     backends
 }
 
 /// The names of the configured accounts, without connecting (for `plan`).
 pub fn configured_names(config: &crate::config::Config) -> Vec<String> {
-    config
-        .telegram
-        .iter()
-        .map(|_| "telegram".to_owned())
-        .collect()
+    let mut names = Vec::new();
+    if config.telegram.is_some() {
+        names.push("telegram".to_owned());
+    }
+    if config.whatsapp.is_some() {
+        names.push("whatsapp".to_owned());
+    }
+    names
 }
 
 /// Back-off before the n-th retry of a number the server asked to retry later: 5 minutes,

@@ -13,3 +13,6 @@ mod sync;
 mod telegram;
 mod telegram_backend;
 mod telegram_server;
+#[path = "../support/whapi.rs"]
+mod whapi;
+mod whapi_backend;
