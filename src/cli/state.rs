@@ -265,7 +265,12 @@ pub fn remote_list(
     json: bool,
 ) -> Result<(), Failure> {
     let config = config::load(config_path)?;
-    telegram_config(&config)?;
+    if backend::configured_names(&config).is_empty() {
+        return Err(Failure {
+            code: exit::CONFIG,
+            error: anyhow::anyhow!("no backend configured: add [telegram] or [whatsapp]"),
+        });
+    }
     let ours: std::collections::BTreeSet<String> = match Store::open_read_only(&config.state_dir) {
         Ok(store) => store
             .stored_phones()
@@ -279,54 +284,58 @@ pub fn remote_list(
     let runtime = runtime()?;
     let _entered = runtime.enter();
     let mut backends = backend::configured(&config);
-    let Some(telegram) = backends.first_mut() else {
+    if backends.is_empty() {
         return Err(Failure {
             code: exit::LOGIN_REQUIRED,
             error: anyhow::anyhow!("not logged in to Telegram: run `contactsyncd login`"),
         });
-    };
-    let contacts = runtime
-        .block_on(telegram.remote_contacts())
-        .map_err(|e| Failure {
-            code: if matches!(e, backend::BackendError::Auth(_)) {
-                exit::LOGIN_REQUIRED
-            } else {
-                exit::FAILURE
-            },
-            error: e.into(),
-        })?
-        .unwrap_or_default();
-    let mut w = out();
-    for c in &contacts {
-        let phone = if show_phones {
-            c.e164.clone()
-        } else {
-            redact(&c.e164)
-        };
-        let in_book = ours.contains(&c.e164);
-        if json {
-            serde_json::to_writer(
-                &mut w,
-                &json!({"phone": phone, "first_name": c.first_name, "last_name": c.last_name,
-                        "user_id": c.user_id, "in_address_book": in_book}),
-            )?;
-            writeln!(w)?;
-        } else {
-            writeln!(
-                w,
-                "{phone:<16} {} {}{}",
-                c.first_name,
-                c.last_name,
-                if in_book {
-                    ""
-                } else {
-                    "  (not in the address book)"
-                }
-            )?;
-        }
     }
-    if !json {
-        writeln!(w, "{} contacts", contacts.len())?;
+    let mut w = out();
+    for backend in &mut backends {
+        let name = backend.name().to_owned();
+        let contacts = runtime
+            .block_on(backend.remote_contacts())
+            .map_err(|e| Failure {
+                code: if matches!(e, backend::BackendError::Auth(_)) {
+                    exit::LOGIN_REQUIRED
+                } else {
+                    exit::FAILURE
+                },
+                error: anyhow::anyhow!("{name}: {e}"),
+            })?
+            .unwrap_or_default();
+        for c in &contacts {
+            let phone = if show_phones {
+                c.e164.clone()
+            } else {
+                redact(&c.e164)
+            };
+            let in_book = ours.contains(&c.e164);
+            if json {
+                serde_json::to_writer(
+                    &mut w,
+                    &json!({"backend": name, "phone": phone, "first_name": c.first_name,
+                            "last_name": c.last_name, "user_id": c.user_id,
+                            "in_address_book": in_book}),
+                )?;
+                writeln!(w)?;
+            } else {
+                writeln!(
+                    w,
+                    "{name:<9} {phone:<16} {} {}{}",
+                    c.first_name,
+                    c.last_name,
+                    if in_book {
+                        ""
+                    } else {
+                        "  (not in the address book)"
+                    }
+                )?;
+            }
+        }
+        if !json {
+            writeln!(w, "{name}: {} contacts", contacts.len())?;
+        }
     }
     Ok(w.flush()?)
 }

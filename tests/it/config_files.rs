@@ -68,7 +68,7 @@ fn the_commented_telegram_section_of_the_example_is_valid() {
                     .split_once(" = ")
                     .is_some_and(|(k, _)| !k.contains(' '))
         })
-        .filter(|line| !line.starts_with("api_hash_file"))
+        .filter(|line| !line.starts_with("api_hash_file") && !line.starts_with("token_file"))
         .map(|line| format!("{line}\n"))
         .collect();
     let config = config::parse(&format!("{}\n{section}", &text[..start]), &path)
@@ -79,10 +79,17 @@ fn the_commented_telegram_section_of_the_example_is_valid() {
         !rendered.contains("0123456789abcdef"),
         "check-config never prints the hash"
     );
-    let telegram = config.telegram.expect("telegram section");
+    let telegram = config.telegram.clone().expect("telegram section");
     assert_eq!(telegram.api_id, 12345);
     assert_eq!(telegram.batch_size, 100);
     assert_eq!(telegram.request_timeout, 30);
     assert_eq!(telegram.reconcile_interval, 6 * 3600);
     assert_eq!(format!("{:?}", telegram.api_hash), "Secret(********)");
+    let whatsapp = config.whatsapp.expect("whatsapp section");
+    assert_eq!(whatsapp.base_url, "https://gate.whapi.cloud");
+    assert_eq!(whatsapp.requests_per_second, 1.0);
+    assert!(
+        !rendered.contains("your-channel-token"),
+        "check-config never prints the token"
+    );
 }

@@ -273,3 +273,67 @@ async fn a_remote_delete_stays_under_keep() {
     assert_eq!(setup.server.saved().len(), 2);
     assert_eq!(setup.server.requests("PUT").len(), 3);
 }
+
+/// One config with both backends: `sync --once` (the real binary) converges both, and
+/// `status` and `remote list` show both.
+#[tokio::test]
+async fn telegram_and_whatsapp_side_by_side_from_one_config() {
+    use crate::telegram::{ServerOptions, TestServer};
+    use contactsyncd::store::telegram_session::{LoggedIn, TelegramSession};
+    let telegram = TestServer::start(ServerOptions::default()).await;
+    telegram.state().account.rule = crate::telegram::account::Registration::All;
+    let whapi = WhapiServer::start(TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("book")).unwrap();
+    write_vdir(&dir.path().join("book"), 0..6);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\n\n[whatsapp]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\nrequests_per_second = 500\n",
+            whapi.base_url()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    drop(Store::open_for_writing(&state).unwrap());
+    TelegramSession::import(&state, &telegram.session_data()).unwrap();
+    TelegramSession::open(&state)
+        .unwrap()
+        .set_logged_in(&LoggedIn {
+            user_id: 1,
+            phone: Some("+15550000000".into()),
+            first_name: Some("Test".into()),
+        })
+        .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let run = |args: Vec<&'static str>| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all = vec!["--config", config.as_str()];
+            all.extend(args);
+            crate::support::contactsyncd(&all, &[])
+        })
+    };
+    let sync = run(vec!["sync", "--once"]).await.unwrap();
+    assert!(sync.status.success(), "{}", crate::support::stderr(&sync));
+    assert_eq!(telegram.state().account.contacts.len(), 6);
+    assert_eq!(whapi.saved().len(), 6);
+
+    let status = crate::support::stdout(&run(vec!["status"]).await.unwrap());
+    assert!(status.contains("telegram: 6 in sync"), "{status}");
+    assert!(status.contains("whatsapp: 6 in sync"), "{status}");
+    let list = run(vec!["remote", "list", "--json"]).await.unwrap();
+    assert!(list.status.success(), "{}", crate::support::stderr(&list));
+    let backends: Vec<String> = crate::support::stdout(&list)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["backend"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(backends.iter().filter(|b| *b == "telegram").count(), 6);
+    assert_eq!(backends.iter().filter(|b| *b == "whatsapp").count(), 6);
+}
