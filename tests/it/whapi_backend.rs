@@ -243,16 +243,18 @@ async fn a_malformed_answer_is_an_error_not_a_crash() {
     );
 }
 
+/// 150 contacts, so the reconcile pages (100 a page); the one deleted on the phone is on
+/// the second page.
 async fn remote_delete(policy: &str) -> Setup {
-    let setup = Setup::new(500.0, policy).await;
-    write_vdir(&setup.book(), 0..3);
+    let setup = Setup::new(1000.0, policy).await;
+    write_vdir(&setup.book(), 0..150);
     let clock = ManualClock::new();
     setup.sync(&clock).await;
     setup
         .server
         .state()
         .contacts
-        .get_mut(&digits(1))
+        .get_mut(&digits(120))
         .unwrap()
         .saved = false;
     clock.advance(6 * 3600 + 1);
@@ -263,15 +265,20 @@ async fn remote_delete(policy: &str) -> Setup {
 #[tokio::test]
 async fn a_remote_delete_is_reimported_under_reimport() {
     let setup = remote_delete("reimport").await;
-    assert_eq!(setup.server.saved().len(), 3);
-    assert_eq!(setup.server.requests("PUT").len(), 4);
+    assert_eq!(setup.server.saved().len(), 150);
+    assert_eq!(setup.server.requests("PUT").len(), 151);
+    let pages = setup.server.requests("GET");
+    assert!(
+        pages.iter().any(|r| r.path.contains("offset=100")),
+        "paged: {pages:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_remote_delete_stays_under_keep() {
     let setup = remote_delete("keep").await;
-    assert_eq!(setup.server.saved().len(), 2);
-    assert_eq!(setup.server.requests("PUT").len(), 3);
+    assert_eq!(setup.server.saved().len(), 149);
+    assert_eq!(setup.server.requests("PUT").len(), 150);
 }
 
 /// One config with both backends: `sync --once` (the real binary) converges both, and
@@ -336,4 +343,25 @@ async fn telegram_and_whatsapp_side_by_side_from_one_config() {
         .collect();
     assert_eq!(backends.iter().filter(|b| *b == "telegram").count(), 6);
     assert_eq!(backends.iter().filter(|b| *b == "whatsapp").count(), 6);
+}
+
+#[tokio::test]
+async fn a_slow_answer_times_out_and_the_batch_goes_again() {
+    let setup = Setup::new(500.0, "reimport").await;
+    write_vdir(&setup.book(), 0..2);
+    {
+        let mut state = setup.server.state();
+        state.faults.push_back(WhapiFault::Slow(Duration::ZERO)); // the reconcile GET
+        state
+            .faults
+            .push_back(WhapiFault::Slow(Duration::from_secs(3)));
+    }
+    let clock = ManualClock::new();
+    let first = setup.sync(&clock).await;
+    assert!(
+        matches!(first.accounts[0].stop, Some(Stop::Network { .. })),
+        "{first:?}"
+    );
+    setup.sync(&clock).await;
+    assert_eq!(setup.server.saved().len(), 2);
 }
