@@ -64,6 +64,8 @@ pub enum Command {
     Status(JsonArg),
     /// Recent runs and batches
     History(HistoryArgs),
+    /// Run as a service: watch the sources and sync every change (Ctrl-C or SIGTERM stops)
+    Run,
     /// Log in to Telegram (asks for the code, and the 2FA password if the account has one)
     Login,
     /// Log out of Telegram and forget the session
@@ -193,6 +195,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sync(args) => state::sync(cli.config.as_deref(), &args),
         Command::Status(args) => state::status(cli.config.as_deref(), args.json),
         Command::History(args) => state::history(cli.config.as_deref(), &args),
+        Command::Run => state::run(cli.config.as_deref()),
         Command::Login => state::login(cli.config.as_deref()),
         Command::Logout => state::logout(cli.config.as_deref()),
         Command::Remote(RemoteCommand::List { show_phones, json }) => {

@@ -71,6 +71,9 @@ pub struct Config {
     #[serde(rename = "source")]
     pub sources: Vec<SourceConfig>,
     pub safety: DeleteLimits,
+    pub watch: WatchConfig,
+    /// Seconds a stopping daemon lets an in-flight request finish.
+    pub shutdown_timeout: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telegram: Option<TelegramConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,6 +91,27 @@ pub struct WhatsAppConfig {
     pub request_timeout: u64,
     pub reconcile_interval: u64,
     pub on_remote_delete: OnRemoteDelete,
+}
+
+/// `[watch]`: how `contactsyncd run` notices changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WatchConfig {
+    /// Quiet time after the last change before a pass (milliseconds): exporters write in bursts.
+    pub debounce_ms: u64,
+    /// Seconds between full rescans that catch what inotify missed (overflow, network mounts).
+    pub rescan_interval: u64,
+    /// Poll instead of inotify, for file systems without it.
+    pub poll: bool,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            debounce_ms: 500,
+            rescan_interval: 300,
+            poll: false,
+        }
+    }
 }
 
 /// A value that is never printed: `check-config` and logs show `********`.
@@ -189,8 +213,18 @@ struct RawConfig {
     #[serde(default)]
     source: Vec<Spanned<RawSource>>,
     safety: Option<RawSafety>,
+    watch: Option<RawWatch>,
+    shutdown_timeout: Option<Spanned<RawDuration>>,
     telegram: Option<Spanned<RawTelegram>>,
     whatsapp: Option<Spanned<RawWhatsApp>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    debounce: Option<Spanned<RawDuration>>,
+    rescan_interval: Option<Spanned<RawDuration>>,
+    poll: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,6 +261,18 @@ enum RawDuration {
 }
 
 impl RawDuration {
+    /// Like `seconds`, with `"500ms"` too; a bare number is milliseconds here.
+    fn millis(&self) -> Result<u64, String> {
+        match self {
+            Self::Seconds(n) => Ok(*n),
+            Self::Text(text) if text.trim().ends_with("ms") => text.trim()[..text.trim().len() - 2]
+                .trim()
+                .parse()
+                .map_err(|_| format!("{text:?} is not a duration")),
+            Self::Text(_) => self.seconds().map(|s| s * 1000),
+        }
+    }
+
     fn seconds(&self) -> Result<u64, String> {
         match self {
             Self::Seconds(n) => Ok(*n),
@@ -514,6 +560,50 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         Some(raw) => Some(telegram_config(raw, &base, &invalid)?),
         None => None,
     };
+    let mut watch = WatchConfig::default();
+    if let Some(raw_watch) = &raw.watch {
+        let bad = |span: Range<usize>, key: &str| {
+            invalid(
+                Some(span),
+                format!("watch.{key}"),
+                "must be a positive duration".into(),
+                Some("e.g. \"500ms\", \"30s\", \"5m\"".into()),
+            )
+        };
+        if let Some(debounce) = &raw_watch.debounce {
+            watch.debounce_ms = debounce
+                .get_ref()
+                .millis()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| bad(debounce.span(), "debounce"))?;
+        }
+        if let Some(rescan) = &raw_watch.rescan_interval {
+            watch.rescan_interval = rescan
+                .get_ref()
+                .seconds()
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| bad(rescan.span(), "rescan_interval"))?;
+        }
+        watch.poll = raw_watch.poll.unwrap_or(false);
+    }
+    let shutdown_timeout = match &raw.shutdown_timeout {
+        Some(value) => value
+            .get_ref()
+            .seconds()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| {
+                invalid(
+                    Some(value.span()),
+                    "shutdown_timeout".into(),
+                    "must be a positive duration".into(),
+                    Some("e.g. \"10s\"".into()),
+                )
+            })?,
+        None => 10,
+    };
     let whatsapp = match &raw.whatsapp {
         Some(raw) => Some(whatsapp_config(raw, &base, &invalid)?),
         None => None,
@@ -525,6 +615,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         default_region,
         sources,
         safety,
+        watch,
+        shutdown_timeout,
         telegram,
         whatsapp,
     })

@@ -16,6 +16,8 @@ pub mod cli;
 pub mod config;
 /// Card → messenger contact (names, phones, filters); all cards → the desired set.
 pub mod contact;
+/// `contactsyncd run`: watcher, signals, systemd notifications around sync passes.
+pub mod daemon;
 /// Desired set × mirror → sorted plan; the deletion guard.
 pub mod diff;
 /// Raw TEL value → E.164, and redaction for logs.

@@ -216,6 +216,14 @@ fn telegram_config(config: &Config) -> Result<&config::TelegramConfig, Failure> 
     })
 }
 
+pub fn run(config_path: Option<&Path>) -> Result<(), Failure> {
+    let config = config::load(config_path)?;
+    let runtime = runtime()?;
+    runtime
+        .block_on(crate::daemon::run(config_path.map(Path::to_owned), config))
+        .map_err(Failure::from)
+}
+
 pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {
     let config = config::load(config_path)?;
     let telegram = telegram_config(&config)?;

@@ -4,6 +4,7 @@ mod cli;
 mod cli_state;
 mod config_files;
 mod corpus;
+mod daemon;
 mod dialects;
 mod fake_backend;
 mod robustness;

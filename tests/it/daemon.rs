@@ -1,0 +1,151 @@
+//! `contactsyncd run`, the real binary: systemd notifications, a change synced within 2 s,
+//! a broken reload survived, SIGTERM honoured.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use contactsyncd::store::Store;
+use contactsyncd::store::telegram_session::{LoggedIn, TelegramSession};
+
+use crate::sync::{phone, write_vdir};
+use crate::telegram::account::Registration;
+use crate::telegram::{ServerOptions, TestServer};
+
+fn wait_for(socket: &UnixDatagram, wanted: &str, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket
+            .set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ))
+            .unwrap();
+        if let Ok(n) = socket.recv(&mut buffer) {
+            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            let found = message.lines().any(|l| l == wanted);
+            seen.push(message);
+            if found {
+                return seen;
+            }
+        }
+    }
+    panic!("no {wanted} within {within:?}; got {seen:?}");
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    server.state().account.rule = Registration::All;
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("book");
+    std::fs::create_dir(&book).unwrap();
+    write_vdir(&book, 0..2);
+    let config_text = "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n[watch]\ndebounce = \"200ms\"\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\n";
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_text).unwrap();
+    let state = dir.path().join("state");
+    drop(Store::open_for_writing(&state).unwrap());
+    TelegramSession::import(&state, &server.session_data()).unwrap();
+    TelegramSession::open(&state)
+        .unwrap()
+        .set_logged_in(&LoggedIn {
+            user_id: 1,
+            phone: Some("+15550000000".into()),
+            first_name: Some("Test".into()),
+        })
+        .unwrap();
+
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+
+    let socket = tokio::task::spawn_blocking(move || {
+        wait_for(&socket, "READY=1", Duration::from_secs(20));
+        socket
+    })
+    .await
+    .unwrap();
+
+    // The first pass imports what is there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.state().account.contacts.len() < 2 {
+        assert!(Instant::now() < deadline, "the first pass did not sync");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A new card is on the server within 2 s of being written.
+    let written = Instant::now();
+    write_vdir(&book, 2..3);
+    let wanted = phone(2)[1..].to_owned();
+    while !server
+        .state()
+        .account
+        .contacts
+        .values()
+        .any(|c| c.phone == wanted)
+    {
+        assert!(
+            written.elapsed() < Duration::from_secs(2),
+            "not synced within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let latency = written.elapsed();
+
+    // A broken configuration on SIGHUP is refused; the daemon keeps running.
+    std::fs::write(&config, format!("{config_text}bogus_key = 1\n")).unwrap();
+    signal(pid, "HUP");
+    let socket = tokio::task::spawn_blocking(move || {
+        wait_for(&socket, "READY=1", Duration::from_secs(10));
+        socket
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running after a bad reload"
+    );
+    let log_text = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    assert!(log_text.contains("reload refused"), "{log_text}");
+    assert!(
+        log_text.contains("bogus_key"),
+        "the log names the key: {log_text}"
+    );
+
+    signal(pid, "TERM");
+    tokio::task::spawn_blocking(move || wait_for(&socket, "STOPPING=1", Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(12), "did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit 0 on SIGTERM: {status:?}");
+    eprintln!("write → server latency: {latency:?}");
+}
