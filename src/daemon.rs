@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::StreamExt;
 use notify::RecursiveMode;
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use notify_debouncer_full::{DebounceEventResult, new_debouncer, new_debouncer_opt};
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tokio::sync::mpsc;
@@ -100,7 +100,13 @@ pub async fn run(config_path: Option<PathBuf>, mut config: Config) -> anyhow::Re
         }
         tokio::select! {
             Some(()) = changes.recv() => wake = Some(Wake::Changed),
-            _ = rescan.tick() => wake = Some(Wake::Timer),
+            _ = rescan.tick() => {
+                if watcher.is_stale(&config) {
+                    tracing::info!("a source appeared or vanished: watching it again");
+                    watcher = Watcher::start(&config, changes_tx.clone())?;
+                }
+                wake = Some(Wake::Timer);
+            }
             _ = retry.tick() => {
                 if store_has_queue(&store, &backends) {
                     wake = Some(Wake::Timer);
@@ -193,10 +199,10 @@ fn monotonic_usec() -> i128 {
 /// notify + debouncer, watching each source: a directory tree recursively, a single file
 /// through its parent directory filtered by name (exporters replace files by rename).
 struct Watcher {
-    _debouncer: notify_debouncer_full::Debouncer<
-        notify::RecommendedWatcher,
-        notify_debouncer_full::RecommendedCache,
-    >,
+    _debouncer: Box<dyn std::any::Any + Send>,
+    /// Which sources existed when the watches were set up: one that appears or disappears
+    /// (a drive mounted, a folder restored) needs its watch set up again.
+    existing: Vec<bool>,
 }
 
 impl Watcher {
@@ -231,28 +237,60 @@ impl Watcher {
                 let _ = changes.send(());
             }
         };
-        let mut debouncer = new_debouncer(
-            Duration::from_millis(config.watch.debounce_ms),
-            None,
-            handler,
-        )
-        .context("starting the file watcher")?;
-        for source in &config.sources {
-            let (path, mode) = if source.path.is_dir() {
-                (source.path.clone(), RecursiveMode::Recursive)
-            } else {
-                (
-                    source.path.parent().unwrap_or(Path::new("/")).to_owned(),
-                    RecursiveMode::NonRecursive,
-                )
-            };
-            if let Err(err) = debouncer.watch(&path, mode) {
-                // A missing source (unmounted drive) is noticed by the periodic rescan.
-                tracing::warn!(source = %source.name, "cannot watch {}: {err}", path.display());
-            }
+        let debounce = Duration::from_millis(config.watch.debounce_ms);
+        let existing = config.sources.iter().map(|s| s.path.exists()).collect();
+        if config.watch.poll {
+            let notify_config =
+                notify::Config::default().with_poll_interval(debounce.max(Duration::from_secs(1)));
+            let mut debouncer = new_debouncer_opt::<_, notify::PollWatcher, _>(
+                debounce,
+                None,
+                handler,
+                notify_debouncer_full::RecommendedCache::new(),
+                notify_config,
+            )
+            .context("starting the polling file watcher")?;
+            watch_sources(config, |path, mode| debouncer.watch(path, mode));
+            return Ok(Self {
+                _debouncer: Box::new(debouncer),
+                existing,
+            });
         }
+        let mut debouncer =
+            new_debouncer(debounce, None, handler).context("starting the file watcher")?;
+        watch_sources(config, |path, mode| debouncer.watch(path, mode));
         Ok(Self {
-            _debouncer: debouncer,
+            _debouncer: Box::new(debouncer),
+            existing,
         })
+    }
+
+    fn is_stale(&self, config: &Config) -> bool {
+        config
+            .sources
+            .iter()
+            .map(|s| s.path.exists())
+            .ne(self.existing.iter().copied())
+    }
+}
+
+/// A directory tree recursively; a single file through its parent directory.
+fn watch_sources(
+    config: &Config,
+    mut watch: impl FnMut(&Path, RecursiveMode) -> notify::Result<()>,
+) {
+    for source in &config.sources {
+        let (path, mode) = if source.path.is_dir() {
+            (source.path.clone(), RecursiveMode::Recursive)
+        } else {
+            (
+                source.path.parent().unwrap_or(Path::new("/")).to_owned(),
+                RecursiveMode::NonRecursive,
+            )
+        };
+        if let Err(err) = watch(&path, mode) {
+            // A missing source (unmounted drive) is picked up again by the periodic rescan.
+            tracing::warn!(source = %source.name, "cannot watch {}: {err}", path.display());
+        }
     }
 }

@@ -149,3 +149,72 @@ async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm()
     assert!(status.success(), "exit 0 on SIGTERM: {status:?}");
     eprintln!("write → server latency: {latency:?}");
 }
+
+/// `watch.poll = true` for file systems without inotify, and a source folder that vanishes
+/// and comes back is watched again.
+#[tokio::test]
+async fn polling_and_a_source_that_comes_back() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    server.state().account.rule = Registration::All;
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("book");
+    std::fs::create_dir(&book).unwrap();
+    write_vdir(&book, 0..1);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n[watch]\ndebounce = \"200ms\"\npoll = true\nrescan_interval = 1\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    drop(Store::open_for_writing(&state).unwrap());
+    TelegramSession::import(&state, &server.session_data()).unwrap();
+    TelegramSession::open(&state)
+        .unwrap()
+        .set_logged_in(&LoggedIn {
+            user_id: 1,
+            phone: Some("+15550000000".into()),
+            first_name: Some("Test".into()),
+        })
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = |n: usize, secs: u64| {
+        let server = &server;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            while server.state().account.contacts.len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "not {n} contacts within {secs} s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    until(1, 20).await;
+    write_vdir(&book, 1..2);
+    until(2, 5).await;
+    // The folder vanishes (an unmounted drive): nothing is deleted; it comes back with a new
+    // card, and that card is synced.
+    let moved = dir.path().join("book.away");
+    std::fs::rename(&book, &moved).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::rename(&moved, &book).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    write_vdir(&book, 2..3);
+    until(3, 8).await;
+    assert!(server.calls_to("contacts.deleteByPhones").is_empty());
+    signal(child.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
