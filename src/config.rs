@@ -72,6 +72,7 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     pub safety: DeleteLimits,
     pub watch: WatchConfig,
+    pub log: LogConfig,
     /// Seconds a stopping daemon lets an in-flight request finish.
     pub shutdown_timeout: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +92,38 @@ pub struct WhatsAppConfig {
     pub request_timeout: u64,
     pub reconcile_interval: u64,
     pub on_remote_delete: OnRemoteDelete,
+}
+
+/// Where logs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogTarget {
+    /// journald when systemd connected stderr to the journal, else stderr.
+    Auto,
+    Stderr,
+    Journald,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogConfig {
+    pub target: LogTarget,
+    /// A tracing filter, e.g. `info` or `contactsyncd=debug`; `CONTACTSYNCD_LOG` / `RUST_LOG`
+    /// override it.
+    pub level: String,
+    /// Debug logs show numbers redacted (`+49…34`) unless this is true. Info and above never
+    /// show numbers or names at all.
+    pub show_personal_data: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            target: LogTarget::Auto,
+            level: "info".into(),
+            show_personal_data: false,
+        }
+    }
 }
 
 /// `[watch]`: how `contactsyncd run` notices changes.
@@ -214,9 +247,18 @@ struct RawConfig {
     source: Vec<Spanned<RawSource>>,
     safety: Option<RawSafety>,
     watch: Option<RawWatch>,
+    log: Option<RawLog>,
     shutdown_timeout: Option<Spanned<RawDuration>>,
     telegram: Option<Spanned<RawTelegram>>,
     whatsapp: Option<Spanned<RawWhatsApp>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    target: Option<LogTarget>,
+    level: Option<Spanned<String>>,
+    show_personal_data: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -588,6 +630,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         watch.poll = raw_watch.poll.unwrap_or(false);
     }
+    let mut log = LogConfig::default();
+    if let Some(raw_log) = &raw.log {
+        log.target = raw_log.target.unwrap_or(LogTarget::Auto);
+        log.show_personal_data = raw_log.show_personal_data.unwrap_or(false);
+        if let Some(level) = &raw_log.level {
+            if tracing_subscriber::EnvFilter::try_new(level.get_ref()).is_err() {
+                return Err(invalid(
+                    Some(level.span()),
+                    "log.level".into(),
+                    format!("{:?} is not a log filter", level.get_ref()),
+                    Some("e.g. \"info\", \"debug\", \"info,contactsyncd=debug\"".into()),
+                ));
+            }
+            log.level = level.get_ref().clone();
+        }
+    }
     let shutdown_timeout = match &raw.shutdown_timeout {
         Some(value) => value
             .get_ref()
@@ -616,6 +674,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         sources,
         safety,
         watch,
+        log,
         shutdown_timeout,
         telegram,
         whatsapp,

@@ -174,6 +174,23 @@ fn clean(raw: &str) -> Cow<'_, str> {
     }
 }
 
+static SHOW_PERSONAL_DATA: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// `log.show_personal_data`: whether debug logs may show numbers in full.
+pub fn set_show_personal_data(show: bool) {
+    SHOW_PERSONAL_DATA.store(show, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A number as debug logs show it: redacted unless `log.show_personal_data` is set.
+pub fn for_debug_log(e164: &str) -> String {
+    if SHOW_PERSONAL_DATA.load(std::sync::atomic::Ordering::Relaxed) {
+        e164.to_owned()
+    } else {
+        redact(e164)
+    }
+}
+
 /// `+491622433834` → `+49…34`: enough to tell numbers apart in a log, too little to dial.
 pub fn redact(e164: &str) -> String {
     let chars: Vec<char> = e164.chars().collect();

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::backend::{ALL_RETRY_PAUSE, Backend, BackendError, BoxFuture, retry_delay};
 use crate::config::Config;
@@ -426,6 +427,20 @@ async fn send_queue(
         };
         store.mark_sent(batch.id, clock.now())?;
         report.batches_sent += 1;
+        let span = tracing::info_span!(
+            "batch",
+            backend = %name,
+            id = batch.id,
+            kind = batch.kind.as_str(),
+            items = batch.items.len()
+        );
+        span.in_scope(|| {
+            tracing::debug!(
+                phones = ?batch.items.iter().map(|i| crate::phone::for_debug_log(&i.e164)).collect::<Vec<_>>(),
+                "sending"
+            )
+        });
+        let started = std::time::Instant::now();
         let result = match batch.kind {
             BatchKind::Import => {
                 let items: Vec<_> = batch
@@ -437,7 +452,7 @@ async fn send_queue(
                         names: item.names.clone(),
                     })
                     .collect();
-                match backend.import(&items).await {
+                match backend.import(&items).instrument(span.clone()).await {
                     Ok(results) => {
                         let tally =
                             store.apply_import(&batch, &results, clock.now(), &retry_delay)?;
@@ -460,7 +475,7 @@ async fn send_queue(
             }
             BatchKind::Delete => {
                 let phones: Vec<String> = batch.items.iter().map(|i| i.e164.clone()).collect();
-                match backend.delete(&phones).await {
+                match backend.delete(&phones).instrument(span.clone()).await {
                     Ok(()) => {
                         store.apply_delete(&batch, clock.now())?;
                         report.deleted += phones.len();
@@ -470,6 +485,13 @@ async fn send_queue(
                 }
             }
         };
+        span.in_scope(|| {
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                ok = result.is_ok(),
+                "batch done"
+            )
+        });
         match result {
             Ok(()) => store.note_success(&name, clock.now())?,
             Err(BackendError::Wait { seconds, reason }) => {

@@ -365,3 +365,85 @@ async fn a_slow_answer_times_out_and_the_batch_goes_again() {
     setup.sync(&clock).await;
     assert_eq!(setup.server.saved().len(), 2);
 }
+
+/// A full sync to both backends with debug logging for contactsyncd: not one log line may
+/// carry a pushed number, in any format, or a name.
+#[tokio::test]
+async fn logs_never_show_numbers_or_names() {
+    use crate::telegram::{ServerOptions, TestServer};
+    use contactsyncd::store::telegram_session::{LoggedIn, TelegramSession};
+    let telegram = TestServer::start(ServerOptions::default()).await;
+    telegram.state().account.rule = crate::telegram::account::Registration::All;
+    let whapi = WhapiServer::start(TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("book");
+    std::fs::create_dir(&book).unwrap();
+    write_vdir(&book, 0..20);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\nbatch_size = 7\n\n[whatsapp]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\nrequests_per_second = 1000\n",
+            whapi.base_url()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    drop(Store::open_for_writing(&state).unwrap());
+    TelegramSession::import(&state, &telegram.session_data()).unwrap();
+    TelegramSession::open(&state)
+        .unwrap()
+        .set_logged_in(&LoggedIn {
+            user_id: 1,
+            phone: Some("+15550000000".into()),
+            first_name: Some("Test".into()),
+        })
+        .unwrap();
+    // Remove some, rename some, so deletes and renames are logged too.
+    let config_arg = config.to_str().unwrap().to_owned();
+    let book_dir = book.clone();
+    let logs = tokio::task::spawn_blocking(move || {
+        let mut all = String::new();
+        for round in 0..2 {
+            if round == 1 {
+                std::fs::remove_file(book_dir.join("00003.vcf")).unwrap();
+                std::fs::write(
+                    book_dir.join("00004.vcf"),
+                    crate::sync::card("Renamed Person", 4),
+                )
+                .unwrap();
+            }
+            for level in ["info,contactsyncd=debug", "info"] {
+                let output = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
+                    .args(["--config", &config_arg, "sync", "--once"])
+                    .env("CONTACTSYNCD_LOG", level)
+                    .output()
+                    .unwrap();
+                all.push_str(&String::from_utf8_lossy(&output.stderr));
+            }
+        }
+        all
+    })
+    .await
+    .unwrap();
+    assert!(logs.contains("sending"), "debug logs were captured: {logs}");
+    assert_eq!(telegram.state().account.contacts.len(), 19);
+    assert_eq!(whapi.saved().len(), 19);
+    for i in 0..20 {
+        let digits = format!("49151{i:08}");
+        for form in [
+            format!("+{digits}"),
+            digits.clone(),
+            format!("0151{i:08}"),
+            format!("151 {i:08}"),
+            format!("Person {i}"),
+        ] {
+            assert!(
+                !logs.contains(&form),
+                "{form:?} leaked into the logs:\n{logs}"
+            );
+        }
+    }
+    assert!(!logs.contains("Renamed Person"));
+    assert!(!logs.contains(TOKEN), "the token leaked");
+}
