@@ -218,3 +218,135 @@ async fn polling_and_a_source_that_comes_back() {
         .unwrap();
     assert!(status.success());
 }
+
+/// SIGKILL the daemon at 20 moments, during and between batches, and restart it each time.
+/// In the end the server equals the address book, no phone ever carried a name that was not
+/// in it, no delete was sent, and the outbox is empty.
+#[tokio::test]
+async fn killed_twenty_times_it_still_converges() {
+    let server = TestServer::start(ServerOptions {
+        // Many small batches, and a rate limit that grammers waits out by itself (1 s).
+        rate_limit: Some(crate::telegram::RateLimit {
+            calls: 15,
+            window: Duration::from_secs(2),
+            wait_seconds: 1,
+        }),
+        ..ServerOptions::default()
+    })
+    .await;
+    server.state().account.rule = Registration::All;
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("book");
+    std::fs::create_dir(&book).unwrap();
+    write_vdir(&book, 0..5000);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n[watch]\ndebounce = \"100ms\"\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\nbatch_size = 50\n",
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    drop(Store::open_for_writing(&state).unwrap());
+    TelegramSession::import(&state, &server.session_data()).unwrap();
+    TelegramSession::open(&state)
+        .unwrap()
+        .set_logged_in(&LoggedIn {
+            user_id: 1,
+            phone: Some("+15550000000".into()),
+            first_name: Some("Test".into()),
+        })
+        .unwrap();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
+            .args(["--config", config.to_str().unwrap(), "run"])
+            .env_clear()
+            .env("HOME", dir.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut rng = fastrand::Rng::with_seed(20);
+    for kill in 0..20 {
+        let mut child = start();
+        tokio::time::sleep(Duration::from_millis(rng.u64(150..900))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if kill == 10 {
+            // The address book changes between two crashes.
+            for i in 0..10 {
+                std::fs::write(
+                    book.join(format!("{i:05}.vcf")),
+                    crate::sync::card(&format!("Renamed {i}"), i),
+                )
+                .unwrap();
+            }
+        }
+    }
+    let mut child = start();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = {
+            let state = server.state();
+            state.account.contacts.len() == 5000
+                && state
+                    .account
+                    .contacts
+                    .values()
+                    .filter(|c| c.first_name.starts_with("Renamed"))
+                    .count()
+                    == 10
+        };
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not converge: {} contacts",
+            server.state().account.contacts.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let the last replies be applied, then stop cleanly.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(child.id(), "TERM");
+    assert!(child.wait().unwrap().success());
+
+    let imports = server.calls_to("contacts.importContacts");
+    for call in &imports {
+        let request: grammers_tl_types::functions::contacts::ImportContacts = call.decode();
+        for grammers_tl_types::enums::InputContact::InputPhoneContact(c) in request.contacts {
+            let i: usize = c.phone[6..].parse().unwrap();
+            let allowed = [format!("Person {i}"), format!("Renamed {i}")];
+            assert!(
+                allowed.contains(&c.first_name),
+                "{} carried {:?}",
+                c.phone,
+                c.first_name
+            );
+        }
+    }
+    assert!(
+        server.calls_to("contacts.deleteByPhones").is_empty(),
+        "no delete for a wanted phone"
+    );
+    let store = Store::open_read_only(&state).unwrap();
+    assert!(
+        store.open_batches("telegram").unwrap().is_empty(),
+        "the outbox is empty"
+    );
+    let wanted: Vec<String> = (0..5000).map(|i| phone(i)[1..].to_owned()).collect();
+    let mut have: Vec<String> = server
+        .state()
+        .account
+        .contacts
+        .values()
+        .map(|c| c.phone.clone())
+        .collect();
+    have.sort();
+    assert_eq!(have, wanted);
+    eprintln!(
+        "{} import calls for 5,000 contacts over 21 starts",
+        imports.len()
+    );
+}
