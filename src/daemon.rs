@@ -42,10 +42,13 @@ pub async fn run(config_path: Option<PathBuf>, mut config: Config) -> anyhow::Re
         .then(|| Duration::from_micros(watchdog_usec / 2));
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut rescan = tokio::time::interval(Duration::from_secs(config.watch.rescan_interval));
+    // The first pass runs at once anyway: the timers start one period from now.
+    let every =
+        |period: Duration| tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut rescan = every(Duration::from_secs(config.watch.rescan_interval));
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // A paused or failing account gets another chance on this beat.
-    let mut retry = tokio::time::interval(Duration::from_secs(60));
+    let mut retry = every(Duration::from_secs(60));
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     notify(&[
@@ -221,10 +224,16 @@ impl Watcher {
             .collect();
         let handler = move |result: DebounceEventResult| match result {
             Ok(events) => {
+                // Reading is not changing: our own scan opens the directory (and changed
+                // files), which inotify reports as access; reacting to it would loop.
                 // A single file is watched through its directory: other files there are noise.
-                let relevant = events.iter().flat_map(|e| e.paths.iter()).any(|path| {
-                    dirs.iter().any(|d| path.starts_with(d)) || files.iter().any(|f| f == path)
-                });
+                let relevant = events
+                    .iter()
+                    .filter(|e| !matches!(e.kind, notify::EventKind::Access(_)))
+                    .flat_map(|e| e.paths.iter())
+                    .any(|path| {
+                        dirs.iter().any(|d| path.starts_with(d)) || files.iter().any(|f| f == path)
+                    });
                 if relevant {
                     let _ = changes.send(());
                 }
