@@ -722,6 +722,31 @@ fn secret(
         })
 }
 
+/// A positive duration in seconds, or `default` when the key is absent.
+fn positive_seconds(
+    value: &Option<Spanned<RawDuration>>,
+    key: &str,
+    default: u64,
+    invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
+) -> Result<u64, ConfigError> {
+    match value {
+        Some(value) => value
+            .get_ref()
+            .seconds()
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| {
+                invalid(
+                    Some(value.span()),
+                    key.to_owned(),
+                    "must be a positive duration".into(),
+                    Some("seconds, or a string like \"30s\", \"5m\", \"6h\"".into()),
+                )
+            }),
+        None => Ok(default),
+    }
+}
+
 fn whatsapp_config(
     raw: &Spanned<RawWhatsApp>,
     base: &Path,
@@ -765,21 +790,8 @@ fn whatsapp_config(
         }
         None => 1.0,
     };
-    let duration = |value: &Option<Spanned<RawDuration>>, key: &str, default: u64| match value {
-        Some(value) => value
-            .get_ref()
-            .seconds()
-            .ok()
-            .filter(|s| *s > 0)
-            .ok_or_else(|| {
-                invalid(
-                    Some(value.span()),
-                    format!("whatsapp.{key}"),
-                    "must be a positive duration".into(),
-                    Some("seconds, or a string like \"30s\", \"5m\", \"6h\"".into()),
-                )
-            }),
-        None => Ok(default),
+    let duration = |value: &Option<Spanned<RawDuration>>, key: &str, default: u64| {
+        positive_seconds(value, &format!("whatsapp.{key}"), default, invalid)
     };
     Ok(WhatsAppConfig {
         base_url,
@@ -864,21 +876,8 @@ fn telegram_config(
             })?,
         None => 100,
     };
-    let duration = |value: &Option<Spanned<RawDuration>>, key: &str, default: u64| match value {
-        Some(value) => value
-            .get_ref()
-            .seconds()
-            .ok()
-            .filter(|s| *s > 0)
-            .ok_or_else(|| {
-                invalid(
-                    Some(value.span()),
-                    format!("telegram.{key}"),
-                    "must be a positive duration".into(),
-                    Some("seconds, or a string like \"30s\", \"5m\", \"6h\"".into()),
-                )
-            }),
-        None => Ok(default),
+    let duration = |value: &Option<Spanned<RawDuration>>, key: &str, default: u64| {
+        positive_seconds(value, &format!("telegram.{key}"), default, invalid)
     };
     Ok(TelegramConfig {
         api_id,

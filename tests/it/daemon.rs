@@ -5,7 +5,6 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use contactsyncd::store::Store;
-use contactsyncd::store::telegram_session::{LoggedIn, TelegramSession};
 
 use crate::sync::{phone, write_vdir};
 use crate::telegram::account::Registration;
@@ -55,16 +54,7 @@ async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm()
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_text).unwrap();
     let state = dir.path().join("state");
-    drop(Store::open_for_writing(&state).unwrap());
-    TelegramSession::import(&state, &server.session_data()).unwrap();
-    TelegramSession::open(&state)
-        .unwrap()
-        .set_logged_in(&LoggedIn {
-            user_id: 1,
-            phone: Some("+15550000000".into()),
-            first_name: Some("Test".into()),
-        })
-        .unwrap();
+    crate::support::seed_telegram_session(&state, &server);
 
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
@@ -167,16 +157,7 @@ async fn polling_and_a_source_that_comes_back() {
     )
     .unwrap();
     let state = dir.path().join("state");
-    drop(Store::open_for_writing(&state).unwrap());
-    TelegramSession::import(&state, &server.session_data()).unwrap();
-    TelegramSession::open(&state)
-        .unwrap()
-        .set_logged_in(&LoggedIn {
-            user_id: 1,
-            phone: Some("+15550000000".into()),
-            first_name: Some("Test".into()),
-        })
-        .unwrap();
+    crate::support::seed_telegram_session(&state, &server);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
         .args(["--config", config.to_str().unwrap(), "run"])
         .env_clear()
@@ -246,16 +227,7 @@ async fn killed_twenty_times_it_still_converges() {
     )
     .unwrap();
     let state = dir.path().join("state");
-    drop(Store::open_for_writing(&state).unwrap());
-    TelegramSession::import(&state, &server.session_data()).unwrap();
-    TelegramSession::open(&state)
-        .unwrap()
-        .set_logged_in(&LoggedIn {
-            user_id: 1,
-            phone: Some("+15550000000".into()),
-            first_name: Some("Test".into()),
-        })
-        .unwrap();
+    crate::support::seed_telegram_session(&state, &server);
     let start = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
             .args(["--config", config.to_str().unwrap(), "run"])

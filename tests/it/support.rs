@@ -69,3 +69,20 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).expect("utf-8 stderr")
 }
+
+/// Seeds a state directory with a session for the local Telegram test server, logged in as
+/// its test account: what `contactsyncd login` would leave behind.
+pub fn seed_telegram_session(state_dir: &Path, server: &crate::telegram::TestServer) {
+    use contactsyncd::store::Store;
+    use contactsyncd::store::telegram_session::{LoggedIn, TelegramSession};
+    drop(Store::open_for_writing(state_dir).expect("state"));
+    TelegramSession::import(state_dir, &server.session_data()).expect("session");
+    TelegramSession::open(state_dir)
+        .expect("session")
+        .set_logged_in(&LoggedIn {
+            user_id: 1,
+            phone: Some("+15550000000".into()),
+            first_name: Some("Test".into()),
+        })
+        .expect("logged in");
+}

@@ -286,7 +286,6 @@ async fn a_remote_delete_stays_under_keep() {
 #[tokio::test]
 async fn telegram_and_whatsapp_side_by_side_from_one_config() {
     use crate::telegram::{ServerOptions, TestServer};
-    use contactsyncd::store::telegram_session::{LoggedIn, TelegramSession};
     let telegram = TestServer::start(ServerOptions::default()).await;
     telegram.state().account.rule = crate::telegram::account::Registration::All;
     let whapi = WhapiServer::start(TOKEN).await;
@@ -303,16 +302,7 @@ async fn telegram_and_whatsapp_side_by_side_from_one_config() {
     )
     .unwrap();
     let state = dir.path().join("state");
-    drop(Store::open_for_writing(&state).unwrap());
-    TelegramSession::import(&state, &telegram.session_data()).unwrap();
-    TelegramSession::open(&state)
-        .unwrap()
-        .set_logged_in(&LoggedIn {
-            user_id: 1,
-            phone: Some("+15550000000".into()),
-            first_name: Some("Test".into()),
-        })
-        .unwrap();
+    crate::support::seed_telegram_session(&state, &telegram);
     let config = config.to_str().unwrap().to_owned();
     let run = |args: Vec<&'static str>| {
         let config = config.clone();
@@ -371,7 +361,6 @@ async fn a_slow_answer_times_out_and_the_batch_goes_again() {
 #[tokio::test]
 async fn logs_never_show_numbers_or_names() {
     use crate::telegram::{ServerOptions, TestServer};
-    use contactsyncd::store::telegram_session::{LoggedIn, TelegramSession};
     let telegram = TestServer::start(ServerOptions::default()).await;
     telegram.state().account.rule = crate::telegram::account::Registration::All;
     let whapi = WhapiServer::start(TOKEN).await;
@@ -389,16 +378,7 @@ async fn logs_never_show_numbers_or_names() {
     )
     .unwrap();
     let state = dir.path().join("state");
-    drop(Store::open_for_writing(&state).unwrap());
-    TelegramSession::import(&state, &telegram.session_data()).unwrap();
-    TelegramSession::open(&state)
-        .unwrap()
-        .set_logged_in(&LoggedIn {
-            user_id: 1,
-            phone: Some("+15550000000".into()),
-            first_name: Some("Test".into()),
-        })
-        .unwrap();
+    crate::support::seed_telegram_session(&state, &telegram);
     // Remove some, rename some, so deletes and renames are logged too.
     let config_arg = config.to_str().unwrap().to_owned();
     let book_dir = book.clone();
