@@ -146,7 +146,7 @@ pub async fn run(config_path: Option<PathBuf>, mut config: Config) -> anyhow::Re
 fn store_has_queue(store: &Store, backends: &[Box<dyn Backend>]) -> bool {
     backends
         .iter()
-        .any(|b| store.open_batches(b.name()).is_ok_and(|q| !q.is_empty()))
+        .any(|b| store.has_open_batches(b.name()).unwrap_or(true))
 }
 
 /// systemd's one-line STATUS=, e.g. `1,234 contacts · telegram: 12 queued, paused until …`.

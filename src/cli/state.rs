@@ -601,11 +601,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
 
 pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Failure> {
     let config = config::load(config_path)?;
-    let store = match Store::open_read_only(&config.state_dir) {
-        Ok(store) => store,
-        Err(StoreError::Missing { .. }) => Store::open_in_memory().map_err(store_failure)?,
-        Err(err) => return Err(store_failure(err)),
-    };
+    let store = read_state(&config)?;
     let runs = store.recent_runs(args.limit).map_err(store_failure)?;
     let batches = store.recent_batches(args.limit).map_err(store_failure)?;
     let mut w = out();

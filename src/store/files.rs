@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 use super::{Result, Store, Timestamp};
 use crate::source::FileChange;
@@ -209,13 +209,5 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    pub fn file_count(&self) -> Result<u64> {
-        Ok(self
-            .conn()
-            .query_row("SELECT count(*) FROM source_file", [], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0))
     }
 }

@@ -272,6 +272,15 @@ impl Store {
         Ok(created)
     }
 
+    /// Whether anything waits in the account's outbox (without loading it).
+    pub fn has_open_batches(&self, backend: &str) -> Result<bool> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM outbox_batch WHERE backend = ?1 AND state != 'applied')",
+            [backend],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Batches still to send: those left `sent` (maybe delivered, reply lost) first.
     pub fn open_batches(&self, backend: &str) -> Result<Vec<Batch>> {
         let ids: Vec<i64> = {
