@@ -402,7 +402,7 @@ async fn connection_faults() {
 }
 
 #[tokio::test]
-async fn phone_migrate_moves_the_client_to_another_dc_of_the_same_server() {
+async fn phone_migrate_arrives_as_grammers_migrate_error_with_its_dc() {
     let server = TestServer::start(ServerOptions::default()).await;
     let connected = connect(&server);
     server.fail_next("updates.getState", Fault::rpc(303, "PHONE_MIGRATE_2"));
@@ -412,20 +412,15 @@ async fn phone_migrate_moves_the_client_to_another_dc_of_the_same_server() {
             .invoke(&tl::functions::updates::GetState {}),
     )
     .await;
+    // A raw invoke does not follow the migration itself: the caller gets the DC to move to.
     match result {
-        Ok(_) => assert_eq!(
-            server.calls_to("updates.getState").len(),
-            2,
-            "retried on DC 2"
+        Err(InvocationError::Rpc(error)) => assert_eq!(
+            (error.code, error.name.as_str(), error.value),
+            (303, "PHONE_MIGRATE", Some(2))
         ),
-        Err(InvocationError::Rpc(error)) => {
-            assert_eq!(
-                (error.code, error.name.as_str(), error.value),
-                (303, "PHONE_MIGRATE", Some(2))
-            );
-        }
-        Err(other) => panic!("unexpected {other:?}"),
+        other => panic!("expected PHONE_MIGRATE_2, got {other:?}"),
     }
+    assert_eq!(server.calls_to("updates.getState").len(), 1);
 }
 
 #[tokio::test]
@@ -568,34 +563,15 @@ async fn two_step_verification_checks_the_srp_proof() {
 /// contacts into it and reading them back, and the dump file showing them.
 #[tokio::test]
 async fn the_example_server_runs_as_documented() {
-    use std::io::BufRead;
-    let examples = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("examples/telegram-test-server");
-    assert!(
-        examples.exists(),
-        "cargo test builds the example: {}",
-        examples.display()
-    );
     let dir = tempfile::tempdir().unwrap();
     let (dump, key_file) = (dir.path().join("tg.json"), dir.path().join("key"));
-    let mut child = std::process::Command::new(&examples)
-        .args(["--listen", "127.0.0.1:0", "--register-even"])
-        .arg("--dump")
-        .arg(&dump)
-        .arg("--key-file")
-        .arg(&key_file)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let (mut child, addr) = spawn_example(&[
+        "--register-even".as_ref(),
+        "--dump".as_ref(),
+        dump.as_os_str(),
+        "--key-file".as_ref(),
+        key_file.as_os_str(),
+    ]);
     let hex = std::fs::read_to_string(&key_file).unwrap();
     let mut key = [0u8; 256];
     for (i, byte) in key.iter_mut().enumerate() {
@@ -628,16 +604,7 @@ async fn the_example_server_runs_as_documented() {
         "only the even number has an account"
     );
     assert_eq!(list.saved_count, 1);
-    let mut dumped = serde_json::Value::Null;
-    for _ in 0..50 {
-        if let Ok(text) = std::fs::read_to_string(&dump) {
-            dumped = serde_json::from_str(&text).unwrap_or_default();
-            if dumped["calls_per_method"]["contacts.getContacts"] == 1 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let dumped = dump_after(&dump, "contacts.getContacts", 1).await;
     child.kill().unwrap();
     let _ = child.wait();
     assert_eq!(dumped["contacts"][0]["first_name"], "Even", "{dumped}");
@@ -649,13 +616,6 @@ async fn the_example_server_runs_as_documented() {
 /// the example server, logged in, with no further setup.
 #[tokio::test]
 async fn the_example_seeds_the_daemon_state_and_the_daemon_syncs_to_it() {
-    use std::io::BufRead;
-    let example = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("examples/telegram-test-server");
     let dir = tempfile::tempdir().unwrap();
     let book = dir.path().join("book");
     std::fs::create_dir(&book).unwrap();
@@ -667,36 +627,21 @@ async fn the_example_seeds_the_daemon_state_and_the_daemon_syncs_to_it() {
     )
     .unwrap();
     let dump = dir.path().join("tg.json");
-    let mut child = std::process::Command::new(&example)
-        .args(["--listen", "127.0.0.1:0", "--register-even"])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--dump")
-        .arg(&dump)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "{line}");
+    let state = dir.path().join("state");
+    let (mut child, _) = spawn_example(&[
+        "--register-even".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+        "--dump".as_ref(),
+        dump.as_os_str(),
+    ]);
     let config_arg = config.to_str().unwrap().to_owned();
     let sync = tokio::task::spawn_blocking(move || {
         crate::support::contactsyncd(&["--config", &config_arg, "sync", "--once"], &[])
     })
     .await
     .unwrap();
-    let mut dumped = serde_json::Value::Null;
-    for _ in 0..50 {
-        if let Ok(text) = std::fs::read_to_string(&dump) {
-            dumped = serde_json::from_str(&text).unwrap_or_default();
-            if dumped["calls_per_method"]["contacts.importContacts"] == 1 {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let dumped = dump_after(&dump, "contacts.importContacts", 1).await;
     child.kill().unwrap();
     let _ = child.wait();
     assert!(sync.status.success(), "{}", crate::support::stderr(&sync));
@@ -710,4 +655,49 @@ async fn the_example_seeds_the_daemon_state_and_the_daemon_syncs_to_it() {
         "the even numbers: {dumped}"
     );
     assert_eq!(dumped["saved"].as_array().unwrap().len(), 2);
+}
+
+/// Starts the example server (built by `cargo test`) with `args`; returns it and the
+/// address it printed.
+fn spawn_example(args: &[&std::ffi::OsStr]) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples/telegram-test-server");
+    assert!(
+        example.exists(),
+        "cargo test builds the example: {}",
+        example.display()
+    );
+    let mut child = std::process::Command::new(&example)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    (child, addr)
+}
+
+/// Reads the example's dump file until `method` was called `times` (or 5 s pass).
+async fn dump_after(dump: &std::path::Path, method: &str, times: u64) -> serde_json::Value {
+    let mut dumped = serde_json::Value::Null;
+    for _ in 0..50 {
+        if let Ok(text) = std::fs::read_to_string(dump) {
+            dumped = serde_json::from_str(&text).unwrap_or_default();
+            if dumped["calls_per_method"][method] == times {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    dumped
 }
