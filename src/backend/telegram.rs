@@ -20,6 +20,7 @@ const GRAMMERS_SLEEP_THRESHOLD: Duration = Duration::from_secs(5);
 
 pub struct TelegramBackend {
     client: Client,
+    session: Arc<TelegramSession>,
     pool: tokio::task::JoinHandle<()>,
     batch_size: usize,
     timeout: Duration,
@@ -47,13 +48,14 @@ impl TelegramBackend {
             ..ConnectionParams::default()
         };
         let SenderPool { runner, handle, .. } =
-            SenderPool::with_configuration(session, config.api_id, params);
+            SenderPool::with_configuration(Arc::clone(&session), config.api_id, params);
         let client = Client::new(handle);
         let pool = tokio::spawn(async move {
             runner.run().await;
         });
         Self {
             client,
+            session,
             pool,
             batch_size: config.batch_size,
             timeout: Duration::from_secs(config.request_timeout),
@@ -70,13 +72,33 @@ impl TelegramBackend {
     }
 
     async fn call<R: tl::RemoteCall>(&self, request: &R) -> Result<R::Return, BackendError> {
-        match tokio::time::timeout(self.timeout, self.client.invoke(request)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(classify(err)),
-            Err(_) => Err(BackendError::Temporary(format!(
-                "no answer within {} s",
-                self.timeout.as_secs()
-            ))),
+        let mut migrated = false;
+        loop {
+            match tokio::time::timeout(self.timeout, self.client.invoke(request)).await {
+                Ok(Ok(value)) => return Ok(value),
+                // A raw invoke does not follow *_MIGRATE_X itself: move the home DC (kept in
+                // the session) and ask once more there.
+                Ok(Err(InvocationError::Rpc(rpc))) if rpc.code == 303 && !migrated => {
+                    let dc = rpc
+                        .value
+                        .and_then(|v| i32::try_from(v).ok())
+                        .ok_or_else(|| {
+                            BackendError::Permanent(format!("303 {} without a DC", rpc.name))
+                        })?;
+                    tracing::info!(dc, "Telegram moved the account to another data centre");
+                    grammers_session::Session::set_home_dc_id(self.session.as_ref(), dc)
+                        .await
+                        .map_err(|e| BackendError::Temporary(e.to_string()))?;
+                    migrated = true;
+                }
+                Ok(Err(err)) => return Err(classify(err)),
+                Err(_) => {
+                    return Err(BackendError::Temporary(format!(
+                        "no answer within {} s",
+                        self.timeout.as_secs()
+                    )));
+                }
+            }
         }
     }
 }

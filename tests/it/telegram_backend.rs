@@ -531,3 +531,19 @@ fn login_without_a_terminal_says_so() {
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("needs a terminal"), "{message}");
 }
+
+#[tokio::test]
+async fn phone_migrate_moves_the_home_dc_and_the_batch_goes_through() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..3);
+    setup.server.fail_next(
+        "contacts.importContacts",
+        Fault::rpc(303, "PHONE_MIGRATE_2"),
+    );
+    let report = setup.sync(&ManualClock::new()).await;
+    assert_eq!(report.accounts[0].imported, 3, "{report:?}");
+    assert_eq!(setup.server.calls_to("contacts.importContacts").len(), 2);
+    // The new home DC is kept for the next process.
+    let session = TelegramSession::open(&setup.config.state_dir).unwrap();
+    assert_eq!(grammers_session::Session::home_dc_id(&session).unwrap(), 2);
+}
