@@ -7,7 +7,9 @@ VDIR_PARENT holds `book/` (e.g. from gen_vcf.py 10000 DIR/book --vdir) and `c.to
 (state_dir = "state", path = "book", a [telegram] section). The example server seeds the
 state, the daemon syncs everything, then each round writes one new card and times until its
 batch is in the outbox (a new row in outbox_batch), debounce included. Finally the
-daemon's CPU time over 10 idle seconds is read from /proc.
+daemon's CPU time over 10 idle seconds and its peak RSS (VmHWM) are read from /proc.
+Exits 1 when the daemon dies, the first pass does not finish in 300 s or a write is not
+seen within 30 s (benches/e2e.py runs this and parses the last three lines).
 """
 import os
 import signal
@@ -43,11 +45,22 @@ def batches():
 
 
 # The first pass: wait until everything queued was applied and stays so.
+def fail(message):
+    print(message, file=sys.stderr)
+    daemon.kill()
+    server.terminate()
+    sys.exit(1)
+
+
 deadline = time.time() + 300
-while time.time() < deadline:
+while True:
     total, open_ = batches()
     if total > 0 and open_ == 0:
         break
+    if daemon.poll() is not None:
+        fail(f"the daemon exited with {daemon.returncode} during the first pass")
+    if time.time() > deadline:
+        fail(f"the first pass did not finish in 300 s ({total} batches, {open_} open)")
     time.sleep(0.2)
 time.sleep(1)
 
@@ -61,6 +74,8 @@ for i in range(rounds):
         f.write(card)
     os.rename(path + ".tmp", path)
     while batches()[0] == before:
+        if time.monotonic() - start > 30:
+            fail(f"write {i}: no new batch after 30 s (daemon alive: {daemon.poll() is None})")
         time.sleep(0.002)
     latencies.append((time.monotonic() - start) * 1000)
     time.sleep(0.8)
@@ -74,6 +89,8 @@ def cpu_ticks(pid):
 ticks = cpu_ticks(daemon.pid)
 time.sleep(10)
 idle = (cpu_ticks(daemon.pid) - ticks) / os.sysconf("SC_CLK_TCK")
+peak_kb = next(int(line.split()[1]) for line in open(f"/proc/{daemon.pid}/status")
+               if line.startswith("VmHWM:"))
 daemon.send_signal(signal.SIGTERM)
 daemon.wait(timeout=20)
 server.terminate()
@@ -81,3 +98,4 @@ latencies.sort()
 print(f"write -> outbox over {rounds} writes (debounce 500 ms): "
       f"p50 {statistics.median(latencies):.0f} ms, max {latencies[-1]:.0f} ms")
 print(f"idle CPU over 10 s: {idle:.2f} s")
+print(f"daemon peak RSS: {peak_kb / 1024:.0f} MB")

@@ -1,7 +1,7 @@
 //! Finding the vCard files of a source (a vdir, a tree of folders, or one file), and the
 //! incremental scan: fingerprints, reading only what changed, deferring half-written files.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -263,94 +263,15 @@ fn scan_source(
             cards: previous.map_or(0, |r| u64::from(r.cards)),
             card_errors: previous.map_or(0, |r| u64::from(r.card_errors)),
         };
-        let defer = |state: FileState, error: String| FileChange::Deferred {
-            path: path.clone(),
-            source: source.name.clone(),
-            state,
-            error,
-        };
-        let stat = match std::fs::metadata(path) {
-            Ok(meta) => fingerprint(&meta),
-            Err(err) => {
-                scan.files_deferred += 1;
-                changes.push(defer(FileState::Unreadable, err.to_string()));
+        match examine_file(path, previous, source, region, scan) {
+            Examined::Unchanged => contributions.push((path.clone(), kept())),
+            Examined::Touched(change) | Examined::Deferred(change) => {
+                changes.push(change);
                 contributions.push((path.clone(), kept()));
-                continue;
             }
-        };
-        if let Some(previous) =
-            previous.filter(|p| p.state == FileState::Ok && p.stat == Some(stat))
-        {
-            if previous.source != source.name {
-                // The same file now belongs to a renamed or another source.
-                changes.push(FileChange::Updated {
-                    record: FileRecord {
-                        source: source.name.clone(),
-                        ..previous.clone()
-                    },
-                    phones: None,
-                });
-            }
-            contributions.push((path.clone(), kept()));
-            continue;
-        }
-        scan.files_read += 1;
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(err) => {
-                scan.files_deferred += 1;
-                changes.push(defer(FileState::Unreadable, err.to_string()));
-                contributions.push((path.clone(), kept()));
-                continue;
-            }
-        };
-        // A writer still at work: the file moved under us while we read it.
-        let changed_while_read =
-            std::fs::metadata(path).map(|m| fingerprint(&m)).ok() != Some(stat);
-        if changed_while_read {
-            scan.files_deferred += 1;
-            changes.push(defer(
-                FileState::Incomplete,
-                "changed while being read; will read again".into(),
-            ));
-            contributions.push((path.clone(), kept()));
-            continue;
-        }
-        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
-        let record = |cards: u64, card_errors: u64| FileRecord {
-            path: path.clone(),
-            source: source.name.clone(),
-            stat: Some(stat),
-            content_hash: Some(hash),
-            state: FileState::Ok,
-            last_error: None,
-            cards: u32::try_from(cards).unwrap_or(u32::MAX),
-            card_errors: u32::try_from(card_errors).unwrap_or(u32::MAX),
-        };
-        if let Some(previous) =
-            previous.filter(|p| p.state == FileState::Ok && p.content_hash == Some(hash))
-        {
-            let contribution = kept();
-            changes.push(FileChange::Updated {
-                record: record(u64::from(previous.cards), u64::from(previous.card_errors)),
-                phones: None,
-            });
-            contributions.push((path.clone(), contribution));
-            continue;
-        }
-        scan.files_parsed += 1;
-        match understand_file(&bytes, source, region) {
-            Ok(contribution) => {
-                changes.push(FileChange::Updated {
-                    record: record(contribution.cards, contribution.card_errors),
-                    phones: Some(contribution.phones.clone()),
-                });
+            Examined::Parsed(change, contribution) => {
+                changes.push(change);
                 contributions.push((path.clone(), contribution));
-            }
-            Err((state, error)) => {
-                scan.files_deferred += 1;
-                changes.push(defer(state, error));
-                contributions.push((path.clone(), kept()));
             }
         }
     }
@@ -401,6 +322,191 @@ fn scan_source(
         .count() as u64;
     scan.changes.extend(changes);
     scan.statuses.push(status);
+}
+
+/// What looking at one file found.
+enum Examined {
+    /// Same fingerprint as the last complete read: the stored phones stand.
+    Unchanged,
+    /// Nothing to parse, but the record moves: a new fingerprint with the same content, or
+    /// the file now belongs to another source.
+    Touched(FileChange),
+    Parsed(FileChange, FileContribution),
+    /// Not usable now: its previous cards stay in effect.
+    Deferred(FileChange),
+}
+
+/// Stat → (if moved) read and hash → (if the content changed) parse, counting into `scan`.
+fn examine_file(
+    path: &Path,
+    previous: Option<&FileRecord>,
+    source: &SourceConfig,
+    region: Option<DefaultRegion>,
+    scan: &mut Scan,
+) -> Examined {
+    let mut defer = |state: FileState, error: String| {
+        scan.files_deferred += 1;
+        Examined::Deferred(FileChange::Deferred {
+            path: path.to_owned(),
+            source: source.name.clone(),
+            state,
+            error,
+        })
+    };
+    let stat = match std::fs::metadata(path) {
+        Ok(meta) => fingerprint(&meta),
+        Err(err) => return defer(FileState::Unreadable, err.to_string()),
+    };
+    if let Some(previous) = previous.filter(|p| p.state == FileState::Ok && p.stat == Some(stat)) {
+        if previous.source == source.name {
+            return Examined::Unchanged;
+        }
+        // The same file now belongs to a renamed or another source.
+        return Examined::Touched(FileChange::Updated {
+            record: FileRecord {
+                source: source.name.clone(),
+                ..previous.clone()
+            },
+            phones: None,
+        });
+    }
+    scan.files_read += 1;
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) => return defer(FileState::Unreadable, err.to_string()),
+    };
+    // A writer still at work: the file moved under us while we read it.
+    if std::fs::metadata(path).map(|m| fingerprint(&m)).ok() != Some(stat) {
+        return defer(
+            FileState::Incomplete,
+            "changed while being read; will read again".into(),
+        );
+    }
+    let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+    let record = |cards: u64, card_errors: u64| FileRecord {
+        path: path.to_owned(),
+        source: source.name.clone(),
+        stat: Some(stat),
+        content_hash: Some(hash),
+        state: FileState::Ok,
+        last_error: None,
+        cards: u32::try_from(cards).unwrap_or(u32::MAX),
+        card_errors: u32::try_from(card_errors).unwrap_or(u32::MAX),
+    };
+    if let Some(previous) =
+        previous.filter(|p| p.state == FileState::Ok && p.content_hash == Some(hash))
+    {
+        return Examined::Touched(FileChange::Updated {
+            record: record(u64::from(previous.cards), u64::from(previous.card_errors)),
+            phones: None,
+        });
+    }
+    scan.files_parsed += 1;
+    match understand_file(&bytes, source, region) {
+        Ok(contribution) => Examined::Parsed(
+            FileChange::Updated {
+                record: record(contribution.cards, contribution.card_errors),
+                phones: Some(contribution.phones.clone()),
+            },
+            contribution,
+        ),
+        Err((state, error)) => defer(state, error),
+    }
+}
+
+/// What the daemon's quick pass found in the files that events named.
+#[derive(Debug, Default)]
+pub struct ChangedFiles {
+    pub changes: Vec<FileChange>,
+    /// Numbers the changed files had or have now: the only ones whose plan can differ.
+    pub numbers: BTreeSet<String>,
+    pub files_read: u64,
+    pub files_parsed: u64,
+}
+
+/// Reads just `paths` (files that events named) against their stored records. `None` when
+/// the events mean more than files written or added (a file or folder gone, a path in two
+/// sources, a file not usable yet): those are the full scan's to decide, with its checks
+/// for emptied and missing sources. Paths outside every source are ignored.
+pub fn scan_changed(
+    config: &Config,
+    store: &Store,
+    paths: &BTreeSet<PathBuf>,
+) -> Result<Option<ChangedFiles>, store::StoreError> {
+    let mut changed = ChangedFiles::default();
+    for path in paths {
+        let mut owners = config.sources.iter().filter(|s| source_lists(s, path));
+        let Some(source) = owners.next() else {
+            continue;
+        };
+        if owners.next().is_some() || !path.is_file() {
+            return Ok(None);
+        }
+        let previous = store.file_record(path)?;
+        let mut counts = Scan::default();
+        match examine_file(
+            path,
+            previous.as_ref(),
+            source,
+            config.default_region,
+            &mut counts,
+        ) {
+            Examined::Unchanged => {}
+            Examined::Touched(change) => changed.changes.push(change),
+            Examined::Deferred(_) => return Ok(None),
+            Examined::Parsed(change, contribution) => {
+                let before = store.phones_of(path)?;
+                changed.numbers.extend(before.into_iter().map(|p| p.e164));
+                changed
+                    .numbers
+                    .extend(contribution.phones.into_iter().map(|p| p.e164));
+                changed.changes.push(change);
+            }
+        }
+        changed.files_read += counts.files_read;
+        changed.files_parsed += counts.files_parsed;
+    }
+    Ok(Some(changed))
+}
+
+/// The desired set restricted to `numbers`, from the stored cards: what the full scan would
+/// build for them, since a number's name depends only on the cards that carry it.
+pub fn desired_for_numbers(
+    config: &Config,
+    store: &Store,
+    numbers: &BTreeSet<String>,
+) -> Result<DesiredSet, store::StoreError> {
+    let mut desired = DesiredSetBuilder::default();
+    let cards = store.cards_with_numbers(numbers)?;
+    for file_cards in cards.chunk_by(|a, b| a.0 == b.0) {
+        let (path, source, _) = &file_cards[0];
+        // Files of a source taken out of the configuration are the full scan's to remove.
+        let Some(order) = config.sources.iter().position(|s| s.name == *source) else {
+            continue;
+        };
+        let phones: Vec<StoredPhone> = file_cards.iter().map(|(_, _, p)| p.clone()).collect();
+        add_to_desired(
+            &mut desired,
+            u32::try_from(order).unwrap_or(u32::MAX),
+            path,
+            &phones,
+        );
+    }
+    Ok(desired.finish())
+}
+
+/// Whether `list_files(source)` would list `path` (if it exists).
+fn source_lists(source: &SourceConfig, path: &Path) -> bool {
+    if path == source.path {
+        return true;
+    }
+    let Ok(inside) = path.strip_prefix(&source.path) else {
+        return false;
+    };
+    path.file_name().is_some_and(is_vcard_name)
+        && inside
+            .components()
+            .all(|c| !is_hidden_or_temporary(c.as_os_str()))
 }
 
 fn add_to_desired(

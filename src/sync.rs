@@ -113,6 +113,9 @@ pub struct PassReport {
     pub files_read: u64,
     pub files_parsed: u64,
     pub files_deferred: u64,
+    /// Stored files no longer there (in sources known to be complete).
+    #[serde(skip)]
+    pub files_removed: u64,
     pub contacts: usize,
     pub name_conflicts: usize,
     pub unknown_sources: Vec<SourceStatus>,
@@ -122,6 +125,17 @@ pub struct PassReport {
 impl PassReport {
     pub fn deletes_held(&self) -> bool {
         self.accounts.iter().any(|a| a.held.is_some())
+    }
+
+    /// Whether the pass read, dropped or queued anything (the daemon records only those).
+    pub fn changed_anything(&self) -> bool {
+        self.files_read > 0
+            || self.files_deferred > 0
+            || self.files_removed > 0
+            || self.accounts.iter().any(|a| {
+                let p = &a.planned;
+                p.new + p.renames + p.retries + p.deletes + p.forgotten > 0 || a.batches_sent > 0
+            })
     }
 
     pub fn login_required(&self) -> bool {
@@ -139,7 +153,11 @@ pub enum SyncError {
 
 /// The desired set as the diff wants it: E.164 → names.
 pub fn desired_names(scan: &source::Scan) -> BTreeMap<String, Names> {
-    scan.desired
+    names_of(&scan.desired)
+}
+
+fn names_of(desired: &crate::contact::DesiredSet) -> BTreeMap<String, Names> {
+    desired
         .contacts
         .iter()
         .map(|(e164, contact)| {
@@ -162,15 +180,33 @@ pub fn plan_for(
     options: &SyncOptions,
     now: Timestamp,
 ) -> Result<(Plan, Option<Held>), SyncError> {
-    let mirror = store.mirror(backend)?;
-    let in_flight = store.in_flight(backend)?;
+    // One snapshot: a sender applying a batch between the two reads would otherwise make
+    // its numbers look neither synced nor in flight, and they would be queued twice.
+    let (mirror, in_flight) =
+        store.snapshot(|s| Ok((s.mirror(backend)?, s.in_flight(backend)?)))?;
     let plan = diff::diff(desired, &mirror, &in_flight, now);
     let remote = mirror.values().filter(|e| e.state.is_remote()).count();
     let held = diff::guard(&plan, remote, options.limits, options.force_delete);
     Ok((plan, held))
 }
 
-/// One full pass.
+/// An account as planning needs it: its name and how many items go in one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSpec {
+    pub name: String,
+    pub batch_size: usize,
+}
+
+impl AccountSpec {
+    pub fn of(backend: &dyn Backend) -> Self {
+        Self {
+            name: backend.name().to_owned(),
+            batch_size: backend.batch_size(),
+        }
+    }
+}
+
+/// One full pass: sync --once's reconcile, plan (`plan_pass`) and send, then the history.
 pub async fn sync_once(
     config: &Config,
     store: &mut Store,
@@ -179,8 +215,46 @@ pub async fn sync_once(
     options: &SyncOptions,
 ) -> Result<PassReport, SyncError> {
     let started = clock.now();
-    let scan = source::scan(config, store, started, options.force_delete)?;
-    store.apply_scan(&scan.changes, started)?;
+    if !options.offline {
+        for backend in backends.iter_mut() {
+            store.ensure_account(backend.name())?;
+            reconcile_if_due(store, backend.as_mut(), clock).await?;
+        }
+    }
+    let accounts: Vec<AccountSpec> = backends
+        .iter()
+        .map(|b| AccountSpec::of(b.as_ref()))
+        .collect();
+    let mut report = plan_pass(config, store, &accounts, clock.now(), options)?;
+    let mut wait_budget = options.max_wait;
+    let never = tokio_util::sync::CancellationToken::new();
+    for (backend, account) in backends.iter_mut().zip(&mut report.accounts) {
+        send_account(
+            store,
+            backend.as_mut(),
+            clock,
+            options,
+            &mut wait_budget,
+            &never,
+            account,
+        )
+        .await?;
+    }
+    record_pass(store, "sync", &report, started, clock.now())?;
+    Ok(report)
+}
+
+/// Scan every source, store what changed, plan every account and queue its batches.
+/// Sends nothing: the report's accounts say what was planned and what is queued.
+pub fn plan_pass(
+    config: &Config,
+    store: &mut Store,
+    accounts: &[AccountSpec],
+    now: Timestamp,
+    options: &SyncOptions,
+) -> Result<PassReport, SyncError> {
+    let scan = source::scan(config, store, now, options.force_delete)?;
+    store.apply_scan(&scan.changes, now)?;
     store.set_source_statuses(&scan.statuses)?;
     let desired = desired_names(&scan);
     for status in scan.unknown_sources() {
@@ -190,39 +264,140 @@ pub async fn sync_once(
             "source counts as unknown: its contacts are kept and nothing of it is deleted"
         );
     }
-
     let mut report = PassReport {
         files_seen: scan.files_seen,
         files_read: scan.files_read,
         files_parsed: scan.files_parsed,
         files_deferred: scan.files_deferred,
+        files_removed: scan
+            .changes
+            .iter()
+            .filter(|c| matches!(c, source::FileChange::Removed { .. }))
+            .count() as u64,
         contacts: desired.len(),
         name_conflicts: scan.desired.conflicts.len(),
         unknown_sources: scan.unknown_sources().cloned().collect(),
         accounts: Vec::new(),
     };
-    let mut wait_budget = options.max_wait;
-    for backend in backends.iter_mut() {
-        let account = sync_account(
-            store,
-            backend.as_mut(),
-            &desired,
-            clock,
-            options,
-            &mut wait_budget,
-        )
-        .await?;
-        report.accounts.push(account);
+    for account in accounts {
+        let (plan, held) = plan_for(store, &account.name, &desired, options, now)?;
+        report
+            .accounts
+            .push(queue_plan(store, account, plan, held, now)?);
     }
+    Ok(report)
+}
 
+/// The daemon's answer to a few written files: read just them, plan just the numbers they
+/// had or have, queue. `None` when the events need the full pass (see
+/// `source::scan_changed`). The report counts only these files; `contacts` stays 0.
+pub fn quick_pass(
+    config: &Config,
+    store: &mut Store,
+    accounts: &[AccountSpec],
+    paths: &std::collections::BTreeSet<std::path::PathBuf>,
+    now: Timestamp,
+    options: &SyncOptions,
+) -> Result<Option<PassReport>, SyncError> {
+    let Some(changed) = source::scan_changed(config, store, paths)? else {
+        return Ok(None);
+    };
+    store.apply_scan(&changed.changes, now)?;
+    let mut report = PassReport {
+        files_seen: paths.len() as u64,
+        files_read: changed.files_read,
+        files_parsed: changed.files_parsed,
+        ..PassReport::default()
+    };
+    if changed.numbers.is_empty() {
+        return Ok(Some(report));
+    }
+    let desired_set = source::desired_for_numbers(config, store, &changed.numbers)?;
+    let desired = names_of(&desired_set);
+    for account in accounts {
+        store.ensure_account(&account.name)?;
+        let (mirror, in_flight, remote) = store.snapshot(|s| {
+            Ok((
+                s.mirror_of(&account.name, &changed.numbers)?,
+                s.in_flight(&account.name)?,
+                s.remote_count(&account.name)?,
+            ))
+        })?;
+        let plan = diff::diff(&desired, &mirror, &in_flight, now);
+        let held = diff::guard(&plan, remote, options.limits, options.force_delete);
+        report
+            .accounts
+            .push(queue_plan(store, account, plan, held, now)?);
+    }
+    Ok(Some(report))
+}
+
+/// Writes an account's plan to the outbox (deletions only when the guard lets them go).
+fn queue_plan(
+    store: &mut Store,
+    account: &AccountSpec,
+    plan: Plan,
+    held: Option<Held>,
+    now: Timestamp,
+) -> Result<AccountReport, SyncError> {
+    let name = &account.name;
+    store.ensure_account(name)?;
+    if let Some(held) = &held {
+        tracing::warn!(backend = %name, deletes = held.deletes, "deletions held: {}", held.reason);
+    }
+    let deletes: &[String] = if held.is_some() { &[] } else { &plan.deletes };
+    store.enqueue(
+        name,
+        &plan.imports,
+        deletes,
+        &plan.forget,
+        account.batch_size,
+        now,
+    )?;
+    Ok(AccountReport {
+        backend: name.clone(),
+        planned: PlanCounts::of(&plan),
+        held,
+        queued_batches: store.open_batch_count(name)?,
+        ..AccountReport::default()
+    })
+}
+
+/// Sends what the account has queued (unless offline), into its report.
+pub async fn send_account(
+    store: &mut Store,
+    backend: &mut dyn Backend,
+    clock: &dyn Clock,
+    options: &SyncOptions,
+    wait_budget: &mut u64,
+    cancel: &tokio_util::sync::CancellationToken,
+    report: &mut AccountReport,
+) -> Result<(), SyncError> {
+    report.stop = if options.offline {
+        Some(Stop::Offline)
+    } else {
+        send_queue(store, backend, clock, wait_budget, cancel, report).await?
+    };
+    report.queued_batches = store.open_batch_count(backend.name())?;
+    Ok(())
+}
+
+/// Writes a pass to the history and logs its summary.
+pub fn record_pass(
+    store: &Store,
+    kind: &str,
+    report: &PassReport,
+    started: Timestamp,
+    finished: Timestamp,
+) -> Result<(), SyncError> {
     let mut run = RunRecord {
-        kind: "sync".into(),
+        kind: kind.into(),
         started_at: started,
-        finished_at: Some(clock.now()),
-        files_seen: scan.files_seen,
-        files_parsed: scan.files_parsed,
-        files_deferred: scan.files_deferred,
-        contacts: desired.len() as u64,
+        finished_at: Some(finished),
+        files_seen: report.files_seen,
+        files_parsed: report.files_parsed,
+        files_deferred: report.files_deferred,
+        contacts: report.contacts as u64,
         ..RunRecord::default()
     };
     let mut notes: Vec<String> = Vec::new();
@@ -265,6 +440,7 @@ pub async fn sync_once(
     run.message = (!notes.is_empty()).then(|| notes.join("; "));
     store.record_run(&run)?;
     tracing::info!(
+        kind,
         contacts = report.contacts,
         files_parsed = report.files_parsed,
         imported = run.imported,
@@ -272,7 +448,7 @@ pub async fn sync_once(
         outcome = run.outcome.as_deref().unwrap_or_default(),
         "sync pass finished"
     );
-    Ok(report)
+    Ok(())
 }
 
 pub fn describe_stop(stop: &Stop) -> String {
@@ -310,58 +486,16 @@ pub fn format_time(timestamp: Timestamp) -> String {
     )
 }
 
-async fn sync_account(
-    store: &mut Store,
-    backend: &mut dyn Backend,
-    desired: &BTreeMap<String, Names>,
-    clock: &dyn Clock,
-    options: &SyncOptions,
-    wait_budget: &mut u64,
-) -> Result<AccountReport, SyncError> {
-    let name = backend.name().to_owned();
-    store.ensure_account(&name)?;
-    if !options.offline {
-        reconcile_if_due(store, backend, clock).await?;
-    }
-    let now = clock.now();
-    let (plan, held) = plan_for(store, &name, desired, options, now)?;
-    let mut report = AccountReport {
-        backend: name.clone(),
-        planned: PlanCounts::of(&plan),
-        held: held.clone(),
-        ..AccountReport::default()
-    };
-    if let Some(held) = &held {
-        tracing::warn!(backend = %name, deletes = held.deletes, "deletions held: {}", held.reason);
-    }
-    let deletes: &[String] = if held.is_some() { &[] } else { &plan.deletes };
-    store.enqueue(
-        &name,
-        &plan.imports,
-        deletes,
-        &plan.forget,
-        backend.batch_size(),
-        now,
-    )?;
-
-    report.stop = if options.offline {
-        Some(Stop::Offline)
-    } else {
-        send_queue(store, backend, clock, wait_budget, &mut report).await?
-    };
-    report.queued_batches = store.open_batches(&name)?.len();
-    Ok(report)
-}
-
 /// Compares the mirror with the remote list when the account's interval has passed (and on
-/// the first pass). A failure here is logged and leaves the sync to go on.
-async fn reconcile_if_due(
+/// the first pass). A failure here is logged and leaves the sync to go on. Returns how many
+/// contacts were found deleted in the app.
+pub async fn reconcile_if_due(
     store: &mut Store,
     backend: &mut dyn Backend,
     clock: &dyn Clock,
-) -> Result<(), SyncError> {
+) -> Result<usize, SyncError> {
     let Some((interval, reimport)) = backend.reconcile_policy() else {
-        return Ok(());
+        return Ok(0);
     };
     let name = backend.name().to_owned();
     let now = clock.now();
@@ -373,7 +507,7 @@ async fn reconcile_if_due(
         .as_ref()
         .is_some_and(|a| a.auth_required || a.paused_until.is_some_and(|u| u > now));
     if !due || blocked {
-        return Ok(());
+        return Ok(0);
     }
     match backend.remote_contacts().await {
         Ok(Some(remote)) => {
@@ -382,12 +516,13 @@ async fn reconcile_if_due(
             if gone > 0 {
                 tracing::info!(backend = %name, contacts = gone, reimport, "contacts deleted in the app");
             }
+            return Ok(gone);
         }
         Ok(None) => store.note_reconcile(&name, now)?,
         Err(BackendError::Auth(reason)) => store.set_auth_required(&name, &reason)?,
         Err(err) => tracing::warn!(backend = %name, "reconciliation skipped: {err}"),
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Sends the account's open batches in order until the queue is empty or something stops it.
@@ -396,10 +531,12 @@ async fn send_queue(
     backend: &mut dyn Backend,
     clock: &dyn Clock,
     wait_budget: &mut u64,
+    cancel: &tokio_util::sync::CancellationToken,
     report: &mut AccountReport,
 ) -> Result<Option<Stop>, SyncError> {
     let name = backend.name().to_owned();
-    loop {
+    // Stopping lets the request in flight finish; the next batch waits for the next start.
+    while !cancel.is_cancelled() {
         let Some(account) = store.account(&name)? else {
             return Ok(None);
         };
@@ -419,8 +556,10 @@ async fn send_queue(
             }
             tracing::info!(backend = %name, seconds = wait, "waiting out a short pause: {reason}");
             *wait_budget -= wait;
-            clock.sleep(wait).await;
-            continue;
+            tokio::select! {
+                () = clock.sleep(wait) => continue,
+                () = cancel.cancelled() => break,
+            }
         }
         let Some(batch) = store.open_batches(&name)?.into_iter().next() else {
             return Ok(None);
@@ -515,6 +654,7 @@ async fn send_queue(
             }
         }
     }
+    Ok(None)
 }
 
 #[cfg(test)]

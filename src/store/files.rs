@@ -1,10 +1,10 @@
 //! Source files, their fingerprints, and the phones their cards yielded.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Result, Store, Timestamp};
 use crate::source::FileChange;
@@ -59,6 +59,31 @@ pub struct StoredPhone {
     pub last_name: String,
 }
 
+const FILE_COLUMNS: &str =
+    "path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors";
+
+fn file_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
+    let size: Option<i64> = row.get(2)?;
+    let mtime: Option<i64> = row.get(3)?;
+    let inode: Option<i64> = row.get(4)?;
+    let state: String = row.get(6)?;
+    Ok(FileRecord {
+        path: PathBuf::from(row.get::<_, String>(0)?),
+        source: row.get(1)?,
+        stat: match (size, mtime, inode) {
+            (Some(size), Some(mtime), Some(inode)) => {
+                Some((from_sql(size), mtime, from_sql(inode)))
+            }
+            _ => None,
+        },
+        content_hash: row.get::<_, Option<i64>>(5)?.map(from_sql),
+        state: FileState::parse(&state),
+        last_error: row.get(7)?,
+        cards: row.get(8)?,
+        card_errors: row.get(9)?,
+    })
+}
+
 fn path_text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
@@ -75,35 +100,74 @@ fn from_sql(value: i64) -> u64 {
 impl Store {
     /// Keyed by the path's bytes (hashing `Path` walks its components: far slower).
     pub fn file_records(&self) -> Result<HashMap<OsString, FileRecord>> {
-        let mut statement = self.conn().prepare(
-            "SELECT path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors FROM source_file",
-        )?;
-        let rows = statement.query_map([], |row| {
-            let size: Option<i64> = row.get(2)?;
-            let mtime: Option<i64> = row.get(3)?;
-            let inode: Option<i64> = row.get(4)?;
-            let state: String = row.get(6)?;
-            Ok(FileRecord {
-                path: PathBuf::from(row.get::<_, String>(0)?),
-                source: row.get(1)?,
-                stat: match (size, mtime, inode) {
-                    (Some(size), Some(mtime), Some(inode)) => {
-                        Some((from_sql(size), mtime, from_sql(inode)))
-                    }
-                    _ => None,
-                },
-                content_hash: row.get::<_, Option<i64>>(5)?.map(from_sql),
-                state: FileState::parse(&state),
-                last_error: row.get(7)?,
-                cards: row.get(8)?,
-                card_errors: row.get(9)?,
-            })
-        })?;
+        let mut statement = self
+            .conn()
+            .prepare(&format!("SELECT {FILE_COLUMNS} FROM source_file"))?;
+        let rows = statement.query_map([], file_record)?;
         rows.map(|row| {
             row.map(|r| (r.path.clone().into_os_string(), r))
                 .map_err(Into::into)
         })
         .collect()
+    }
+
+    pub fn file_record(&self, path: &Path) -> Result<Option<FileRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {FILE_COLUMNS} FROM source_file WHERE path = ?1"),
+                [path_text(path)],
+                file_record,
+            )
+            .optional()?)
+    }
+
+    /// The phones one file's cards yielded, in card order.
+    pub fn phones_of(&self, path: &Path) -> Result<Vec<StoredPhone>> {
+        let mut statement = self.conn().prepare_cached(
+            "SELECT card, e164, first_name, last_name FROM card_phone WHERE path = ?1 ORDER BY card, e164",
+        )?;
+        let rows = statement.query_map([path_text(path)], |row| {
+            Ok(StoredPhone {
+                card: row.get(0)?,
+                e164: row.get(1)?,
+                first_name: row.get(2)?,
+                last_name: row.get(3)?,
+            })
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// Every stored card carrying one of `numbers`, with its file and source, in
+    /// (path, card) order.
+    pub fn cards_with_numbers(
+        &self,
+        numbers: &BTreeSet<String>,
+    ) -> Result<Vec<(PathBuf, String, StoredPhone)>> {
+        let mut statement = self.conn().prepare_cached(
+            "SELECT p.path, f.source, p.card, p.e164, p.first_name, p.last_name
+             FROM card_phone p JOIN source_file f ON f.path = p.path WHERE p.e164 = ?1",
+        )?;
+        let mut found = Vec::new();
+        for e164 in numbers {
+            let rows = statement.query_map([e164], |row| {
+                Ok((
+                    PathBuf::from(row.get::<_, String>(0)?),
+                    row.get::<_, String>(1)?,
+                    StoredPhone {
+                        card: row.get(2)?,
+                        e164: row.get(3)?,
+                        first_name: row.get(4)?,
+                        last_name: row.get(5)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                found.push(row?);
+            }
+        }
+        found.sort_by(|a, b| (&a.0, a.2.card).cmp(&(&b.0, b.2.card)));
+        Ok(found)
     }
 
     /// Every stored phone with its file, in (path, card) order.

@@ -105,6 +105,40 @@ pub struct MirrorCounts {
     pub next_retry: Option<Timestamp>,
 }
 
+const MIRROR_COLUMNS: &str =
+    "e164, first_name, last_name, state, hold_first_name, hold_last_name, hold_until, hold_reason";
+
+fn mirror_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, MirrorEntry)> {
+    let state: String = row.get(3)?;
+    let hold_first: Option<String> = row.get(4)?;
+    let hold = match hold_first {
+        Some(first) => Some(Hold {
+            names: Names {
+                first,
+                last: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
+            },
+            until: row.get(6)?,
+            reason: row.get::<_, Option<String>>(7)?.unwrap_or_default(),
+        }),
+        None => None,
+    };
+    Ok((
+        row.get::<_, String>(0)?,
+        MirrorEntry {
+            names: Names {
+                first: row.get(1)?,
+                last: row.get(2)?,
+            },
+            state: match state.as_str() {
+                "imported" => MirrorState::Imported,
+                "saved" => MirrorState::Saved,
+                _ => MirrorState::NotImported,
+            },
+            hold,
+        },
+    ))
+}
+
 impl Store {
     pub fn ensure_account(&self, backend: &str) -> Result<()> {
         self.conn().execute(
@@ -134,41 +168,51 @@ impl Store {
     }
 
     pub fn mirror(&self, backend: &str) -> Result<BTreeMap<String, MirrorEntry>> {
-        let mut statement = self.conn().prepare(
-            "SELECT e164, first_name, last_name, state, hold_first_name, hold_last_name, hold_until, hold_reason
-             FROM mirror WHERE backend = ?1",
-        )?;
-        let rows = statement.query_map([backend], |row| {
-            let state: String = row.get(3)?;
-            let hold_first: Option<String> = row.get(4)?;
-            let hold = match hold_first {
-                Some(first) => Some(Hold {
-                    names: Names {
-                        first,
-                        last: row.get::<_, Option<String>>(5)?.unwrap_or_default(),
-                    },
-                    until: row.get(6)?,
-                    reason: row.get::<_, Option<String>>(7)?.unwrap_or_default(),
-                }),
-                None => None,
-            };
-            Ok((
-                row.get::<_, String>(0)?,
-                MirrorEntry {
-                    names: Names {
-                        first: row.get(1)?,
-                        last: row.get(2)?,
-                    },
-                    state: match state.as_str() {
-                        "imported" => MirrorState::Imported,
-                        "saved" => MirrorState::Saved,
-                        _ => MirrorState::NotImported,
-                    },
-                    hold,
-                },
-            ))
-        })?;
+        let mut statement = self.conn().prepare(&format!(
+            "SELECT {MIRROR_COLUMNS} FROM mirror WHERE backend = ?1"
+        ))?;
+        let rows = statement.query_map([backend], mirror_row)?;
         rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// The mirror restricted to `numbers` (the daemon's quick pass after one file changed).
+    pub fn mirror_of(
+        &self,
+        backend: &str,
+        numbers: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, MirrorEntry>> {
+        let mut statement = self.conn().prepare_cached(&format!(
+            "SELECT {MIRROR_COLUMNS} FROM mirror WHERE backend = ?1 AND e164 = ?2"
+        ))?;
+        let mut found = BTreeMap::new();
+        for e164 in numbers {
+            if let Some((e164, entry)) = statement
+                .query_row(params![backend, e164], mirror_row)
+                .optional()?
+            {
+                found.insert(e164, entry);
+            }
+        }
+        Ok(found)
+    }
+
+    /// How many numbers the remote has (imported or saved): the guard's denominator.
+    pub fn remote_count(&self, backend: &str) -> Result<usize> {
+        let count: i64 = self.conn().query_row(
+            "SELECT count(*) FROM mirror WHERE backend = ?1 AND state IN ('imported', 'saved')",
+            [backend],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(count).unwrap_or_default())
+    }
+
+    pub fn open_batch_count(&self, backend: &str) -> Result<usize> {
+        let count: i64 = self.conn().query_row(
+            "SELECT count(*) FROM outbox_batch WHERE backend = ?1 AND state != 'applied'",
+            [backend],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(count).unwrap_or_default())
     }
 
     pub fn mirror_counts(&self, backend: &str) -> Result<MirrorCounts> {

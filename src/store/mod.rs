@@ -29,6 +29,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/001_initial.sql")),
     M::up(include_str!("migrations/002_telegram_session.sql")),
     M::up(include_str!("migrations/003_reconcile.sql")),
+    M::up(include_str!("migrations/004_phone_index.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 
@@ -95,6 +96,28 @@ impl Store {
             conn,
             _lock: Some(lock),
         })
+    }
+
+    /// Another writing connection to state that `open_for_writing` holds the lock of: the
+    /// daemon's planner and each sender keep their own (SQLite serializes their writes).
+    pub fn open_connection(state_dir: &Path) -> Result<Self> {
+        let path = state_dir.join(DATABASE_FILE);
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn)?;
+        check_version(&conn, &path)?;
+        Ok(Self { conn, _lock: None })
+    }
+
+    /// Runs `read` on one snapshot: what it reads in several queries belongs together even
+    /// while another connection applies a batch in between.
+    pub fn snapshot<T>(&self, read: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+        let tx = self.conn.unchecked_transaction()?;
+        let value = read(self)?;
+        tx.commit()?;
+        Ok(value)
     }
 
     /// Opens existing state read-only; works while a daemon writes (WAL).

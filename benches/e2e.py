@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""End-to-end benchmarks of the release binary, in one command, with a markdown table.
+
+usage: python3 benches/e2e.py [--bin-dir DIR] [--work DIR] [--quick]
+
+  --bin-dir DIR  holds contactsyncd and examples/telegram-test-server (or the server next
+                 to contactsyncd, as in a copied set of binaries) (default:
+                 target/release of this repository; build them with
+                 `cargo build --release --bin contactsyncd --example telegram-test-server`)
+  --work DIR     inputs and state (default /tmp/contactsyncd-bench); the generated address
+                 books are kept there and reused while benches/gen_vcf.py is unchanged
+  --quick        a smoke run: 10,000 cards instead of 100,000 for steps 1-3, 5 rounds in 4
+
+Steps, each timed (wall) with the peak RSS of that one child process (os.wait4):
+  1. inspect --json --region DE over the single-file export, output to /dev/null (MB/s)
+  2. first `sync --once --offline` over the vdir (fresh state, with a Telegram session
+     seeded by the example server, so the pass plans and queues for an account)
+  3. the same again, nothing changed, next to `find BOOK -type f -printf …` (warm cache)
+  4. `contactsyncd run` on a 10,000-card vdir: write → outbox latency and idle CPU, by
+     benches/daemon_latency.py (its own server and state)
+  5. first `sync --once` of ~10,000 numbers (5,000 cards) to the example server
+"""
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+GEN = os.path.join(HERE, "gen_vcf.py")
+LATENCY = os.path.join(HERE, "daemon_latency.py")
+DEBOUNCE_MS = 500  # the default watch.debounce; the configs here do not set it
+TELEGRAM = '[telegram]\napi_id = 12345\napi_hash = "0123456789abcdef0123456789abcdef"\n'
+CONFIG = 'state_dir = "state"\ndefault_region = "DE"\n[[source]]\npath = "book"\n\n' + TELEGRAM
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def measure(argv, cwd=None, stdout=subprocess.DEVNULL, timeout=600):
+    """Runs argv; returns (exit code, wall seconds, peak RSS in MB, stdout text or None)."""
+    out = subprocess.PIPE if stdout == "capture" else stdout
+    start = time.monotonic()
+    child = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
+    # Read the pipes on the side so a chatty child never blocks; wait4 gives the child's own
+    # rusage (RUSAGE_CHILDREN would be the maximum over every child so far).
+    captured = {}
+
+    def drain(name, pipe):
+        captured[name] = pipe.read() if pipe else b""
+
+    threads = [threading.Thread(target=drain, args=("err", child.stderr))]
+    if out == subprocess.PIPE:
+        threads.append(threading.Thread(target=drain, args=("out", child.stdout)))
+    for t in threads:
+        t.start()
+    timer = threading.Timer(timeout, child.kill)
+    timer.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.monotonic() - start
+    timer.cancel()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    for t in threads:
+        t.join()
+    if child.returncode != 0:
+        log(f"  exit {child.returncode}: {' '.join(argv)}\n  {captured['err'].decode(errors='replace')[-2000:]}")
+    text = captured.get("out", b"").decode(errors="replace") if out == subprocess.PIPE else None
+    return child.returncode, wall, usage.ru_maxrss / 1024, text
+
+
+def fingerprint(count, vdir):
+    with open(GEN, "rb") as f:
+        return f"{hashlib.sha256(f.read()).hexdigest()} {count} {'vdir' if vdir else 'file'}\n"
+
+
+def generated(path, count, vdir):
+    """Makes `path` with gen_vcf.py unless a complete copy from the same generator is there."""
+    marker = path.rstrip("/") + ".generated"
+    want = fingerprint(count, vdir)
+    if os.path.exists(path) and os.path.exists(marker) and open(marker).read() == want:
+        return path
+    log(f"generating {count} cards into {path}{' (vdir)' if vdir else ''} …")
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+    if os.path.exists(marker):
+        os.remove(marker)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    subprocess.run([sys.executable, GEN, str(count), path] + (["--vdir"] if vdir else []), check=True)
+    with open(marker, "w") as f:
+        f.write(want)
+    return path
+
+
+def fresh_state(parent):
+    state = os.path.join(parent, "state")
+    if os.path.exists(state):
+        shutil.rmtree(state)
+    with open(os.path.join(parent, "c.toml"), "w") as f:
+        f.write(CONFIG)
+    return state
+
+
+def seed_session(server_bin, state):
+    """Lets the example server write a logged-in session into `state`, then stops it."""
+    server = subprocess.Popen([server_bin, "--listen", "127.0.0.1:0", "--state-dir", state],
+                              stdout=subprocess.PIPE, text=True)
+    line = server.stdout.readline()
+    server.terminate()
+    server.wait(timeout=10)
+    if "listening on" not in line:
+        sys.exit(f"the example server did not start: {line!r}")
+
+
+def machine():
+    model = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    u = os.uname()
+    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}, {u.sysname} {u.release} {u.machine}"
+
+
+def fmt_s(seconds):
+    return "—" if seconds is None else (f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s")
+
+
+def fmt_mb(mb):
+    return "—" if mb is None else f"{mb:.0f} MB"
+
+
+def verdict(checks):
+    """checks: list of (ok or None, label) → 'ok' / 'FAIL (label)' / 'info'."""
+    failed = [label for ok, label in checks if ok is False]
+    if failed:
+        return "**FAIL** (" + ", ".join(failed) + ")"
+    return "ok" if any(ok for ok, _ in checks) else "info"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin-dir", default=os.path.join(REPO, "target", "release"))
+    ap.add_argument("--work", default="/tmp/contactsyncd-bench")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+
+    binary = os.path.abspath(os.path.join(args.bin_dir, "contactsyncd"))
+    # target/release keeps examples in examples/; a copied set may have it next to the binary.
+    server_bin = next((os.path.abspath(p) for p in (os.path.join(args.bin_dir, "examples", "telegram-test-server"),
+                                                    os.path.join(args.bin_dir, "telegram-test-server"))
+                       if os.access(p, os.X_OK)), os.path.join(args.bin_dir, "examples", "telegram-test-server"))
+    missing = [p for p in (binary, server_bin) if not os.access(p, os.X_OK)]
+    if missing:
+        sys.exit(f"missing: {', '.join(missing)}\n"
+                 "build them: cargo build --release --bin contactsyncd --example telegram-test-server")
+    big = 10_000 if args.quick else 100_000
+    rounds = 5 if args.quick else 20
+    work = os.path.abspath(args.work)
+    os.makedirs(work, exist_ok=True)
+    label = f"{big // 1000}k"
+    rows = []  # (what, wall, peak, budget, verdict)
+
+    print(f"machine: {machine()}")
+    print(f"binary: {binary} ({time.strftime('%Y-%m-%d %H:%M', time.localtime(os.path.getmtime(binary)))})")
+    print(f"work dir: {work}{'  (--quick: 10k cards for steps 1-3, ' + str(rounds) + ' rounds)' if args.quick else ''}")
+    print()
+
+    # 1. inspect over the single file
+    export = generated(os.path.join(work, f"export-{label}.vcf"), big, vdir=False)
+    size_mb = os.path.getsize(export) / 1e6
+    log(f"1. inspect --json over {export} ({size_mb:.0f} MB)")
+    code, wall, peak, _ = measure([binary, "inspect", export, "--region", "DE", "--json"])
+    rate = size_mb / wall
+    rows.append((f"`inspect --json` over the {label}-card file ({size_mb:.0f} MB): {rate:.0f} MB/s",
+                 fmt_s(wall), fmt_mb(peak), "≥ 100 MB/s (info); peak ≤ 300 MB",
+                 verdict([(code == 0, f"exit {code}"), (peak <= 300, "peak")])
+                 + ("" if rate >= 100 else " (below 100 MB/s: info)")))
+
+    # 2. first offline pass over the vdir, with an account to plan for
+    parent = os.path.join(work, f"vdir-{label}")
+    book = generated(os.path.join(parent, "book"), big, vdir=True)
+    state = fresh_state(parent)
+    seed_session(server_bin, state)
+    config = os.path.join(parent, "c.toml")
+    log(f"2. first sync --once --offline over {book}")
+    code, first_wall, first_peak, out = measure(
+        [binary, "--config", config, "sync", "--once", "--offline", "--json"], stdout="capture")
+    detail = ""
+    m = re.search(r'"contacts":(\d+).*?"new":(\d+).*?"queued_batches":(\d+)', out or "")
+    if m:
+        detail = f": {int(m[1]):,} contacts, {int(m[2]):,} planned, {m[3]} batches queued"
+    rows.append((f"first `sync --once --offline`, {label} vdir{detail}", fmt_s(first_wall), fmt_mb(first_peak),
+                 "≤ 10 s; peak ≤ 300 MB",
+                 verdict([(code == 0, f"exit {code}"), (first_wall <= 10, "wall"), (first_peak <= 300, "peak")])))
+
+    # 3. no-op pass, and the plain stat of the same files
+    log("3. no-op pass and find/stat")
+    code, noop, noop_peak, out = measure(
+        [binary, "--config", config, "sync", "--once", "--offline", "--json"], stdout="capture")
+    m = re.search(r'"files_read":(\d+),"files_parsed":(\d+)', out or "")
+    read_note = f" ({m[1]} files read, {m[2]} parsed)" if m else ""
+    stat = None
+    for _ in range(2):  # the second, with a warm cache
+        start = time.monotonic()
+        subprocess.run(["find", book, "-type", "f", "-printf", r"%s %T@ %i\n"], stdout=subprocess.DEVNULL, check=True)
+        stat = time.monotonic() - start
+    ratio = noop / stat
+    rows.append((f"no-op `sync --once --offline`, {label} vdir{read_note}", fmt_s(noop), fmt_mb(noop_peak),
+                 "≤ 2 s and ≤ 2× stat; peak ≤ 300 MB",
+                 verdict([(code == 0, f"exit {code}"), (noop <= 2, "wall"), (ratio <= 2, "ratio"),
+                          (noop_peak <= 300, "peak")])))
+    rows.append((f"`find -printf '%s %T@ %i'` over the same {label} files (warm); no-op / stat = {ratio:.1f}×",
+                 fmt_s(stat), "—", "", "info"))
+
+    # 4. daemon write → outbox latency
+    lat_parent = os.path.join(work, "daemon-10k")
+    generated(os.path.join(lat_parent, "book"), 10_000, vdir=True)
+    fresh_state(lat_parent)
+    log(f"4. daemon_latency.py on {lat_parent}, {rounds} rounds (~{rounds + 15} s)")
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, LATENCY, binary, server_bin, lat_parent, str(rounds)],
+                         capture_output=True, text=True, timeout=900)
+    lat_wall = time.monotonic() - start
+    m = re.search(r"p50 (\d+) ms, max (\d+) ms", run.stdout)
+    idle = re.search(r"idle CPU over 10 s: ([\d.]+) s", run.stdout)
+    hwm = re.search(r"daemon peak RSS: (\d+) MB", run.stdout)
+    if run.returncode != 0 or not m:
+        log(f"  daemon_latency.py failed ({run.returncode}):\n{run.stdout}{run.stderr[-2000:]}")
+        rows.append(("`run`, 10k vdir: write → outbox", fmt_s(lat_wall), "—", "", "**FAIL** (see stderr)"))
+    else:
+        p50, worst = int(m[1]), int(m[2])
+        beyond = p50 - DEBOUNCE_MS
+        rows.append((f"`run`, 10k vdir: write → outbox over {rounds} writes: p50 = debounce {DEBOUNCE_MS} ms"
+                     f" + {beyond} ms",
+                     f"p50 {p50} ms, max {worst} ms", f"{hwm[1]} MB" if hwm else "—",
+                     "p50 ≤ 50 ms beyond the debounce",
+                     verdict([(beyond <= 50, "latency")])))
+        if idle:
+            rows.append(("`run`, 10k vdir: idle CPU over 10 s", f"{float(idle[1]):.2f} s CPU", "—",
+                         "≈ 0 (≤ 0.1 s)", verdict([(float(idle[1]) <= 0.1, "idle CPU")])))
+
+    # 5. first sync to the example server
+    p_parent = os.path.join(work, "server-5k")
+    generated(os.path.join(p_parent, "book"), 5_000, vdir=True)
+    state = fresh_state(p_parent)
+    log("5. first sync --once of 5,000 cards to the example server")
+    server = subprocess.Popen([server_bin, "--listen", "127.0.0.1:0", "--state-dir", state, "--register-even"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        server.stdout.readline()
+        code, wall, peak, out = measure(
+            [binary, "--config", os.path.join(p_parent, "c.toml"), "sync", "--once", "--json"], stdout="capture",
+            timeout=300)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    m = re.search(r'"contacts":(\d+).*?"batches_sent":(\d+),"imported":(\d+),"saved":(\d+)', out or "")
+    detail = f": {int(m[1]):,} contacts, {m[2]} batches, {int(m[3]):,} imported, {int(m[4]):,} saved" if m else ""
+    rows.append((f"first `sync --once` to the example server, 5k cards{detail}", fmt_s(wall), fmt_mb(peak),
+                 "≤ 10 s; peak ≤ 300 MB",
+                 verdict([(code == 0, f"exit {code}"), (wall <= 10, "wall"), (peak <= 300, "peak")])))
+
+    print("| what | wall | peak RSS | budget | verdict |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if args.quick:
+        print("\n--quick: the 100k budgets were applied to 10k inputs; run without --quick for the real figures.")
+
+
+if __name__ == "__main__":
+    main()
