@@ -31,7 +31,7 @@ server = subprocess.Popen([server_bin, "--listen", "127.0.0.1:0", "--state-dir",
                           stdout=subprocess.PIPE, text=True)
 server.stdout.readline()
 daemon = subprocess.Popen([binary, "--config", os.path.join(parent, "c.toml"), "run"],
-                          stderr=subprocess.DEVNULL)
+                          stderr=open(os.path.join(parent, "daemon.log"), "w"))
 
 
 def batches():

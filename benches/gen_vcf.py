@@ -3,6 +3,7 @@
 
 usage: gen_vcf.py N OUT            one multi-contact .vcf file (all dialects in one export)
        gen_vcf.py N OUT --vdir     a vdir: OUT/<uid>.vcf, one card per file
+       … --no-photos               the same cards without their photos (the parser's text rate)
 
 The cards mimic real exporters, in these shares (card i's dialect is drawn at random):
   30 %  Android vCard 2.1: quoted-printable N/FN, TEL;CELL;PREF: / TEL;HOME: / TEL;WORK:,
@@ -358,10 +359,12 @@ def ascii_mail(name):
 DIALECTS = [(android21, 30), (google30, 30), (icloud30, 25), (vcard40, 15)]
 
 
-def card(i, rng):
+def card(i, rng, photos=True):
     first, last = rng.choice(FIRST), rng.choice(LAST)
     nums, fax = numbers_of(i, rng)
     pic = photo(rng) if rng.random() < 0.05 else None
+    if not photos:
+        pic = None
     dialect = rng.choices([d for d, _ in DIALECTS], [w for _, w in DIALECTS])[0]
     return dialect(i, rng, first, last, nums, fax, pic)
 
@@ -371,15 +374,16 @@ def main():
         sys.exit(__doc__)
     count, out = int(sys.argv[1]), sys.argv[2]
     rng = random.Random(count)
+    photos = "--no-photos" not in sys.argv[3:]
     if "--vdir" in sys.argv[3:]:
         os.makedirs(out, exist_ok=True)
         for i in range(count):
             with open(os.path.join(out, f"{uid_of(i)}.vcf"), "w", encoding="utf-8", newline="") as f:
-                f.write(card(i, rng))
+                f.write(card(i, rng, photos))
     else:
         with open(out, "w", encoding="utf-8", newline="") as f:
             for i in range(count):
-                f.write(card(i, rng))
+                f.write(card(i, rng, photos))
 
 
 if __name__ == "__main__":

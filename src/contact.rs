@@ -373,23 +373,22 @@ impl DesiredSetBuilder {
         };
         let name = Arc::new(name.clone());
         for e164 in card.pushed_numbers() {
-            self.add_number(origin.clone(), e164, Arc::clone(&name));
+            self.add_number(origin.clone(), e164.to_owned(), Arc::clone(&name));
         }
     }
 
     /// Adds one number of a card whose name is already settled (e.g. read back from the state).
-    pub fn add_number(&mut self, card: CardRef, e164: &str, name: Arc<PersonName>) {
+    pub fn add_number(&mut self, card: CardRef, e164: String, name: Arc<PersonName>) {
         let entry = Origin { card, name };
-        match self.contacts.get_mut(e164) {
-            Some(contact) => contact.also_on.push(entry),
-            None => {
-                self.contacts.insert(
-                    e164.to_owned(),
-                    DesiredContact {
-                        named_by: entry,
-                        also_on: Vec::new(),
-                    },
-                );
+        match self.contacts.entry(e164) {
+            std::collections::btree_map::Entry::Occupied(mut contact) => {
+                contact.get_mut().also_on.push(entry)
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(DesiredContact {
+                    named_by: entry,
+                    also_on: Vec::new(),
+                });
             }
         }
     }

@@ -299,17 +299,31 @@ fn planner_pass(
     };
     if let Scope::Paths(paths) = &scope {
         let started = sync::Clock::now(&clock);
+        let timer = std::time::Instant::now();
         let quick = sync::quick_pass(config, store, accounts, paths, started, &options)?;
         if let Some(report) = quick {
             wake_queued(&report);
+            tracing::debug!(
+                files = paths.len(),
+                parsed = report.files_parsed,
+                ms = timer.elapsed().as_secs_f64() * 1e3,
+                "quick pass queued"
+            );
             if report.changed_anything() {
                 sync::record_pass(store, "change", &report, started, sync::Clock::now(&clock))?;
             }
         }
     }
     let started = sync::Clock::now(&clock);
+    let timer = std::time::Instant::now();
     let report = sync::plan_pass(config, store, accounts, started, &options)?;
     wake_queued(&report);
+    tracing::debug!(
+        files = report.files_seen,
+        parsed = report.files_parsed,
+        ms = timer.elapsed().as_secs_f64() * 1e3,
+        "full pass queued"
+    );
     if report.changed_anything() {
         sync::record_pass(store, "scan", &report, started, sync::Clock::now(&clock))?;
     }
@@ -592,9 +606,9 @@ impl Watcher {
         };
         let debounce = Duration::from_millis(config.watch.debounce_ms);
         // The debouncer looks for settled events once per tick; its default (a quarter of
-        // the debounce) would add up to 125 ms to every change. 20 wake-ups a second cost
-        // nothing measurable.
-        let tick = (debounce / 10).clamp(Duration::from_millis(5), Duration::from_millis(50));
+        // the debounce) would add up to 125 ms to every change. 100 wake-ups a second cost
+        // about 1 ms of CPU per second (measured: 0.01 s in 10 idle seconds).
+        let tick = (debounce / 50).clamp(Duration::from_millis(2), Duration::from_millis(10));
         let tick = tick.min(debounce.max(Duration::from_millis(1)));
         let existing = config.sources.iter().map(|s| s.path.exists()).collect();
         if config.watch.poll {

@@ -143,8 +143,6 @@ pub struct Scan {
     pub files_read: u64,
     pub files_parsed: u64,
     pub files_deferred: u64,
-    /// Every file some configured source lists.
-    listed: HashSet<OsString>,
 }
 
 impl Scan {
@@ -167,27 +165,13 @@ pub fn scan(
     accept_empty: bool,
 ) -> Result<Scan, store::StoreError> {
     let known = store.file_records()?;
-    // Rows come ordered by path: group runs instead of hashing every row.
-    let mut stored: HashMap<OsString, Vec<StoredPhone>> = HashMap::with_capacity(known.len());
-    let mut run: Option<(PathBuf, Vec<StoredPhone>)> = None;
-    for (path, phone) in store.stored_phones()? {
-        match &mut run {
-            Some((current, phones)) if *current == path => phones.push(phone),
-            _ => {
-                if let Some((current, phones)) = run.replace((path, vec![phone])) {
-                    stored.insert(current.into_os_string(), phones);
-                }
-            }
-        }
-    }
-    if let Some((current, phones)) = run {
-        stored.insert(current.into_os_string(), phones);
-    }
+    let mut stored = store.stored_phones()?;
     let mut scan = Scan::default();
     let mut desired = DesiredSetBuilder::default();
+    let mut listings = Vec::with_capacity(config.sources.len());
     for (order, source) in config.sources.iter().enumerate() {
         let order = u32::try_from(order).unwrap_or(u32::MAX);
-        scan_source(
+        listings.push(scan_source(
             source,
             order,
             config.default_region,
@@ -197,15 +181,16 @@ pub fn scan(
             accept_empty,
             &mut scan,
             &mut desired,
-        );
+        ));
     }
     // Files of sources no longer configured: the user took them out of the sync.
     let configured: HashSet<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    let listed_anywhere = |path: &Path| listings.iter().any(|files| is_listed(files, path));
     scan.changes.extend(
         known
             .values()
             .filter(|r| !configured.contains(r.source.as_str()))
-            .filter(|r| !scan.listed.contains(r.path.as_os_str()))
+            .filter(|r| !listed_anywhere(&r.path))
             .map(|r| FileChange::Removed {
                 path: r.path.clone(),
             }),
@@ -232,7 +217,7 @@ fn scan_source(
     accept_empty: bool,
     scan: &mut Scan,
     desired: &mut DesiredSetBuilder,
-) {
+) -> Vec<PathBuf> {
     let listing = list_files(&source.path);
     let mut status = SourceStatus {
         name: source.name.clone(),
@@ -246,13 +231,10 @@ fn scan_source(
         .first()
         .map(|(path, err)| format!("cannot read {}: {err}", path.display()));
     let mut changes: Vec<FileChange> = Vec::new();
-    let mut contributions: Vec<(PathBuf, FileContribution)> = Vec::new();
+    let mut contributions: Vec<(&Path, FileContribution)> = Vec::with_capacity(listing.files.len());
     let previous_files: Vec<&FileRecord> =
         known.values().filter(|r| r.source == source.name).collect();
     let previous_cards: u64 = previous_files.iter().map(|r| u64::from(r.cards)).sum();
-    let listed: HashSet<&OsStr> = listing.files.iter().map(|p| p.as_os_str()).collect();
-    scan.listed
-        .extend(listing.files.iter().map(|p| p.as_os_str().to_owned()));
 
     for path in &listing.files {
         scan.files_seen += 1;
@@ -264,14 +246,14 @@ fn scan_source(
             card_errors: previous.map_or(0, |r| u64::from(r.card_errors)),
         };
         match examine_file(path, previous, source, region, scan) {
-            Examined::Unchanged => contributions.push((path.clone(), kept())),
+            Examined::Unchanged => contributions.push((path, kept())),
             Examined::Touched(change) | Examined::Deferred(change) => {
                 changes.push(change);
-                contributions.push((path.clone(), kept()));
+                contributions.push((path, kept()));
             }
             Examined::Parsed(change, contribution) => {
                 changes.push(change);
-                contributions.push((path.clone(), contribution));
+                contributions.push((path, contribution));
             }
         }
     }
@@ -279,7 +261,7 @@ fn scan_source(
     let removed: Vec<&FileRecord> = previous_files
         .iter()
         .copied()
-        .filter(|r| !listed.contains(r.path.as_os_str()))
+        .filter(|r| !is_listed(&listing.files, &r.path))
         .collect();
     let cards_now: u64 = contributions.iter().map(|(_, c)| c.cards).sum();
     if unknown_reason.is_none() && previous_cards > 0 && cards_now == 0 && !accept_empty {
@@ -295,7 +277,7 @@ fn scan_source(
             status.reason = Some(reason.clone());
             for record in removed {
                 contributions.push((
-                    record.path.clone(),
+                    &record.path,
                     FileContribution {
                         phones: stored.remove(record.path.as_os_str()).unwrap_or_default(),
                         cards: u64::from(record.cards),
@@ -314,7 +296,7 @@ fn scan_source(
         status.cards += contribution.cards;
         status.card_errors += contribution.card_errors;
         status.phones += contribution.phones.len() as u64;
-        add_to_desired(desired, order, &path, &contribution.phones);
+        add_to_desired(desired, order, path, contribution.phones);
     }
     status.deferred = changes
         .iter()
@@ -322,6 +304,14 @@ fn scan_source(
         .count() as u64;
     scan.changes.extend(changes);
     scan.statuses.push(status);
+    listing.files
+}
+
+/// `files` is a sorted listing.
+fn is_listed(files: &[PathBuf], path: &Path) -> bool {
+    files
+        .binary_search_by(|p| p.as_os_str().cmp(path.as_os_str()))
+        .is_ok()
 }
 
 /// What looking at one file found.
@@ -489,7 +479,7 @@ pub fn desired_for_numbers(
             &mut desired,
             u32::try_from(order).unwrap_or(u32::MAX),
             path,
-            &phones,
+            phones,
         );
     }
     Ok(desired.finish())
@@ -513,7 +503,7 @@ fn add_to_desired(
     desired: &mut DesiredSetBuilder,
     order: u32,
     path: &Path,
-    phones: &[StoredPhone],
+    phones: Vec<StoredPhone>,
 ) {
     let file: Arc<Path> = path.into();
     let mut last: Option<(u32, Arc<PersonName>)> = None;
@@ -522,8 +512,8 @@ fn add_to_desired(
             Some((card, name)) if *card == phone.card => Arc::clone(name),
             _ => {
                 let name = Arc::new(PersonName {
-                    first: phone.first_name.clone(),
-                    last: phone.last_name.clone(),
+                    first: phone.first_name,
+                    last: phone.last_name,
                     source: contact::NameSource::StructuredName,
                 });
                 last = Some((phone.card, Arc::clone(&name)));
@@ -536,7 +526,7 @@ fn add_to_desired(
                 file: Arc::clone(&file),
                 card: phone.card,
             },
-            &phone.e164,
+            phone.e164,
             name,
         );
     }

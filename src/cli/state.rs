@@ -283,8 +283,9 @@ pub fn remote_list(
         Ok(store) => store
             .stored_phones()
             .map_err(store_failure)?
-            .into_iter()
-            .map(|(_, p)| p.e164)
+            .into_values()
+            .flatten()
+            .map(|p| p.e164)
             .collect(),
         Err(StoreError::Missing { .. }) => Default::default(),
         Err(err) => return Err(store_failure(err)),

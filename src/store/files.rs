@@ -170,23 +170,36 @@ impl Store {
         Ok(found)
     }
 
-    /// Every stored phone with its file, in (path, card) order.
-    pub fn stored_phones(&self) -> Result<Vec<(PathBuf, StoredPhone)>> {
+    /// Every stored phone, grouped by file, each file's in (card, e164) order.
+    pub fn stored_phones(&self) -> Result<HashMap<OsString, Vec<StoredPhone>>> {
         let mut statement = self.conn().prepare(
             "SELECT path, card, e164, first_name, last_name FROM card_phone ORDER BY path, card, e164",
         )?;
-        let rows = statement.query_map([], |row| {
-            Ok((
-                PathBuf::from(row.get::<_, String>(0)?),
-                StoredPhone {
-                    card: row.get(1)?,
-                    e164: row.get(2)?,
-                    first_name: row.get(3)?,
-                    last_name: row.get(4)?,
-                },
-            ))
-        })?;
-        rows.map(|r| r.map_err(Into::into)).collect()
+        let mut rows = statement.query([])?;
+        let mut by_file: HashMap<OsString, Vec<StoredPhone>> = HashMap::new();
+        let mut current: Option<(String, Vec<StoredPhone>)> = None;
+        while let Some(row) = rows.next()? {
+            let phone = StoredPhone {
+                card: row.get(1)?,
+                e164: row.get(2)?,
+                first_name: row.get(3)?,
+                last_name: row.get(4)?,
+            };
+            // Rows come ordered by path: one allocation per file, not per phone.
+            let path = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            match &mut current {
+                Some((open, phones)) if open == path => phones.push(phone),
+                _ => {
+                    if let Some((done, phones)) = current.replace((path.to_owned(), vec![phone])) {
+                        by_file.insert(done.into(), phones);
+                    }
+                }
+            }
+        }
+        if let Some((done, phones)) = current {
+            by_file.insert(done.into(), phones);
+        }
+        Ok(by_file)
     }
 
     /// Applies a scan in one transaction.

@@ -103,6 +103,23 @@ async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm()
     }
     let latency = written.elapsed();
 
+    // One daemon per state directory: a second refuses and names the first.
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env_clear()
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let refusal = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "a second daemon started: {refusal}"
+    );
+    assert!(
+        refusal.contains(&format!("pid {pid}")),
+        "the refusal names the running daemon: {refusal}"
+    );
+
     // A broken configuration on SIGHUP is refused; the daemon keeps running.
     std::fs::write(&config, format!("{config_text}bogus_key = 1\n")).unwrap();
     signal(pid, "HUP");
