@@ -328,7 +328,10 @@ fn planner_pass(
         sync::record_pass(store, "scan", &report, started, sync::Clock::now(&clock))?;
     }
     board.planned(&report);
-    Ok(report.accounts.iter().any(|a| a.planned.waiting > 0))
+    Ok(report
+        .accounts
+        .iter()
+        .any(|a| a.planned.next_retry.is_some()))
 }
 
 /// Sends one account's queue; reconciles it with the remote list when due.

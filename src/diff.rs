@@ -76,6 +76,8 @@ pub struct Plan {
     pub forget: Vec<String>,
     /// Desired numbers waiting for a retry time or held as rejected.
     pub waiting: usize,
+    /// The earliest retry time among them: until then, planning again gives the same plan.
+    pub next_retry: Option<i64>,
 }
 
 impl Plan {
@@ -103,8 +105,12 @@ pub fn diff(
             Some(entry) => match &entry.hold {
                 Some(hold) if hold.names == *names => match hold.until {
                     Some(until) if until <= now => ImportReason::Retry,
-                    _ => {
+                    until => {
                         plan.waiting += 1;
+                        if let Some(until) = until {
+                            plan.next_retry =
+                                Some(plan.next_retry.map_or(until, |next| next.min(until)));
+                        }
                         continue;
                     }
                 },

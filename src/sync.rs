@@ -3,7 +3,7 @@
 //!
 //! SQLite calls here are short and never held across an await: the pass owns the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -13,7 +13,7 @@ use crate::backend::{ALL_RETRY_PAUSE, Backend, BackendError, BoxFuture, retry_de
 use crate::config::Config;
 use crate::diff::{self, DeleteLimits, Held, ImportReason, Names, Plan};
 use crate::source;
-use crate::store::{BatchKind, RunRecord, SourceStatus, Store, StoreError, Timestamp};
+use crate::store::{BatchKind, PlanRecord, RunRecord, SourceStatus, Store, StoreError, Timestamp};
 
 /// Wall-clock time as the state records it; tests substitute their own.
 pub trait Clock: Send + Sync {
@@ -75,6 +75,9 @@ pub struct PlanCounts {
     pub deletes: usize,
     pub forgotten: usize,
     pub waiting: usize,
+    /// The earliest time one of the waiting numbers may be retried.
+    #[serde(skip)]
+    pub next_retry: Option<Timestamp>,
 }
 
 impl PlanCounts {
@@ -87,6 +90,7 @@ impl PlanCounts {
             deletes: plan.deletes.len(),
             forgotten: plan.forget.len(),
             waiting: plan.waiting,
+            next_retry: plan.next_retry,
         }
     }
 }
@@ -180,14 +184,39 @@ pub fn plan_for(
     options: &SyncOptions,
     now: Timestamp,
 ) -> Result<(Plan, Option<Held>), SyncError> {
+    plan_at_epoch(store, backend, desired, options, now).map(|(plan, held, _)| (plan, held))
+}
+
+/// `plan_for`, with the state epoch its reads belong to.
+fn plan_at_epoch(
+    store: &Store,
+    backend: &str,
+    desired: &BTreeMap<String, Names>,
+    options: &SyncOptions,
+    now: Timestamp,
+) -> Result<(Plan, Option<Held>, i64), SyncError> {
     // One snapshot: a sender applying a batch between the two reads would otherwise make
     // its numbers look neither synced nor in flight, and they would be queued twice.
-    let (mirror, in_flight) =
-        store.snapshot(|s| Ok((s.mirror(backend)?, s.in_flight(backend)?)))?;
+    let (mirror, in_flight, epoch) =
+        store.snapshot(|s| Ok((s.mirror(backend)?, s.in_flight(backend)?, s.plan_epoch()?)))?;
     let plan = diff::diff(desired, &mirror, &in_flight, now);
     let remote = mirror.values().filter(|e| e.state.is_remote()).count();
     let held = diff::guard(&plan, remote, options.limits, options.force_delete);
-    Ok((plan, held))
+    Ok((plan, held, epoch))
+}
+
+/// What planning depends on besides the files and the state: the program, the sources in
+/// their order (the name rule), the default region and the accounts.
+fn plan_key(config: &Config, accounts: &[AccountSpec]) -> String {
+    let names: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+    let inputs = serde_json::to_vec(&(
+        env!("CARGO_PKG_VERSION"),
+        &config.sources,
+        config.default_region.map(|r| r.code()),
+        names,
+    ))
+    .unwrap_or_default();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&inputs))
 }
 
 /// An account as planning needs it: its name and how many items go in one batch.
@@ -253,6 +282,13 @@ pub fn plan_pass(
     now: Timestamp,
     options: &SyncOptions,
 ) -> Result<PassReport, SyncError> {
+    let key = plan_key(config, accounts);
+    if !options.force_delete
+        && let Some(record) = store.current_plan_record(&key)?
+        && let Some(files) = source::unchanged(config, store)?
+    {
+        return skipped_pass(store, accounts, record, files, now);
+    }
     let scan = source::scan(config, store, now, options.force_delete)?;
     store.apply_scan(&scan.changes, now)?;
     store.set_source_statuses(&scan.statuses)?;
@@ -279,12 +315,59 @@ pub fn plan_pass(
         unknown_sources: scan.unknown_sources().cloned().collect(),
         accounts: Vec::new(),
     };
+    let mut epochs = BTreeSet::new();
     for account in accounts {
-        let (plan, held) = plan_for(store, &account.name, &desired, options, now)?;
+        let (plan, held, epoch) = plan_at_epoch(store, &account.name, &desired, options, now)?;
+        epochs.insert(epoch);
         report
             .accounts
             .push(queue_plan(store, account, plan, held, now)?);
     }
+    // Nothing held, no retry time ahead, every source known, and all accounts planned
+    // from one state: planning again before something changes would give nothing new.
+    let settled = report.unknown_sources.is_empty()
+        && report
+            .accounts
+            .iter()
+            .all(|a| a.held.is_none() && a.planned.next_retry.is_none());
+    let epoch = match epochs.len() {
+        0 => Some(store.plan_epoch()?),
+        1 => epochs.first().copied(),
+        _ => None,
+    };
+    if settled && let Some(epoch) = epoch {
+        let record = PlanRecord {
+            contacts: report.contacts as u64,
+            name_conflicts: report.name_conflicts as u64,
+        };
+        store.record_plan(&key, epoch, record)?;
+    }
+    Ok(report)
+}
+
+/// A pass that finds every file and the state as the last settled plan left them.
+fn skipped_pass(
+    store: &Store,
+    accounts: &[AccountSpec],
+    record: PlanRecord,
+    files: u64,
+    now: Timestamp,
+) -> Result<PassReport, SyncError> {
+    store.touch_source_statuses(now)?;
+    let mut report = PassReport {
+        files_seen: files,
+        contacts: usize::try_from(record.contacts).unwrap_or(usize::MAX),
+        name_conflicts: usize::try_from(record.name_conflicts).unwrap_or(usize::MAX),
+        ..PassReport::default()
+    };
+    for account in accounts {
+        report.accounts.push(AccountReport {
+            backend: account.name.clone(),
+            queued_batches: store.open_batch_count(&account.name)?,
+            ..AccountReport::default()
+        });
+    }
+    tracing::debug!(files, "nothing changed since the last settled plan");
     Ok(report)
 }
 

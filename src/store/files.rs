@@ -50,6 +50,9 @@ pub struct FileRecord {
     pub card_errors: u32,
 }
 
+/// (size, mtime_ns, inode).
+pub type Fingerprint = (u64, i64, u64);
+
 /// A phone a card contributes, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPhone {
@@ -202,9 +205,34 @@ impl Store {
         Ok(by_file)
     }
 
+    /// Every stored file's fingerprint for `source::unchanged`: path → (source, stat of the
+    /// last complete read, or None when the file is deferred).
+    pub fn file_fingerprints(&self) -> Result<HashMap<String, (String, Option<Fingerprint>)>> {
+        let mut statement = self
+            .conn()
+            .prepare("SELECT path, source, size, mtime_ns, inode, state FROM source_file")?;
+        let mut rows = statement.query([])?;
+        let mut found = HashMap::new();
+        while let Some(row) = rows.next()? {
+            let ok = row.get_ref(5)?.as_str().map_err(rusqlite::Error::from)? == "ok";
+            let stat = match (row.get(2)?, row.get(3)?, row.get(4)?) {
+                (Some(size), Some(mtime), Some(inode)) if ok => {
+                    Some((from_sql(size), mtime, from_sql(inode)))
+                }
+                _ => None,
+            };
+            found.insert(row.get(0)?, (row.get(1)?, stat));
+        }
+        Ok(found)
+    }
+
     /// Applies a scan in one transaction.
     pub fn apply_scan(&mut self, changes: &[FileChange], now: Timestamp) -> Result<()> {
         let tx = self.conn_mut().transaction()?;
+        if !changes.is_empty() {
+            // What was planned from the old files no longer tells what a pass would do.
+            tx.execute("UPDATE plan_epoch SET planned_epoch = NULL", [])?;
+        }
         {
             let mut upsert = tx.prepare(
                 "INSERT INTO source_file (path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors, scanned_at)

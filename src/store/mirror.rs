@@ -105,6 +105,13 @@ pub struct MirrorCounts {
     pub next_retry: Option<Timestamp>,
 }
 
+/// What a skipped pass reports: the counts of the plan it relies on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanRecord {
+    pub contacts: u64,
+    pub name_conflicts: u64,
+}
+
 const MIRROR_COLUMNS: &str =
     "e164, first_name, last_name, state, hold_first_name, hold_last_name, hold_until, hold_reason";
 
@@ -204,6 +211,40 @@ impl Store {
             |r| r.get(0),
         )?;
         Ok(usize::try_from(count).unwrap_or_default())
+    }
+
+    /// Moves with every change to the mirror and to batches once queued (see migration 005).
+    pub fn plan_epoch(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT epoch FROM plan_epoch", [], |r| r.get(0))?)
+    }
+
+    /// The last plan that left nothing to do, if it was made by `key` at the current epoch.
+    pub fn current_plan_record(&self, key: &str) -> Result<Option<PlanRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT contacts, name_conflicts FROM plan_epoch
+                 WHERE planned_key = ?1 AND planned_epoch = epoch",
+                [key],
+                |r| {
+                    Ok(PlanRecord {
+                        contacts: r.get(0)?,
+                        name_conflicts: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records that the plan `key` made at `epoch` left nothing to do.
+    pub fn record_plan(&self, key: &str, epoch: i64, record: PlanRecord) -> Result<()> {
+        self.conn().execute(
+            "UPDATE plan_epoch SET planned_key = ?1, planned_epoch = ?2, contacts = ?3, name_conflicts = ?4",
+            params![key, epoch, record.contacts, record.name_conflicts],
+        )?;
+        Ok(())
     }
 
     pub fn open_batch_count(&self, backend: &str) -> Result<usize> {

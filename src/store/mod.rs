@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
-pub use files::{FileRecord, FileState, StoredPhone};
+pub use files::{FileRecord, FileState, Fingerprint, StoredPhone};
 pub use history::{RunRecord, SourceStatus};
-pub use mirror::{AccountState, Batch, BatchKind, BatchState, OutboxItem};
+pub use mirror::{AccountState, Batch, BatchKind, BatchState, OutboxItem, PlanRecord};
 
 pub const DATABASE_FILE: &str = "state.db";
 pub const LOCK_FILE: &str = "state.lock";
@@ -30,6 +30,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/002_telegram_session.sql")),
     M::up(include_str!("migrations/003_reconcile.sql")),
     M::up(include_str!("migrations/004_phone_index.sql")),
+    M::up(include_str!("migrations/005_plan_epoch.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 
