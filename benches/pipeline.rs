@@ -54,6 +54,24 @@ fn parse(c: &mut Criterion) {
             })
         });
     }
+    // The ceiling: calcard alone, every property, on the same text (valid UTF-8).
+    let bytes = export(10_000, true);
+    let text = std::str::from_utf8(&bytes).expect("the generator writes UTF-8");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("10k cards, text only, calcard alone", |b| {
+        b.iter(|| {
+            let mut parser = calcard::Parser::new(black_box(text));
+            let mut cards = 0;
+            loop {
+                match parser.entry() {
+                    calcard::Entry::VCard(_) => cards += 1,
+                    calcard::Entry::Eof => break,
+                    _ => {}
+                }
+            }
+            assert_eq!(cards, 10_000);
+        })
+    });
     group.finish();
 }
 

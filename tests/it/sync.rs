@@ -524,3 +524,82 @@ async fn unchanged_files_are_planned_again_when_the_state_or_the_source_order_mo
     assert_eq!((settled.contacts, settled.files_read), (5, 0));
     assert_eq!(settled.accounts[0].batches_sent, 0);
 }
+
+/// The daemon's quick pass over the files an event named queues what the full pass would:
+/// the full pass right after it finds nothing left to plan.
+#[tokio::test]
+async fn a_quick_pass_queues_what_the_full_pass_would() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..20);
+    // Number 7 is on two cards; the file that sorts first (00007.vcf) names it.
+    std::fs::write(setup.book().join("00009b.vcf"), card("Second Seven", 7)).unwrap();
+    let backend = FakeBackend::new(100).with_users(users(20).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(backend.state().contacts[&phone(7)].0, "Person 7");
+
+    let accounts = [sync::AccountSpec {
+        name: "fake".into(),
+        batch_size: 100,
+    }];
+    let options = SyncOptions::default();
+    let mut store = setup.store();
+    // One file renamed and given a second number; the naming holder of number 7 drops it.
+    let renamed = setup.book().join("00003.vcf");
+    std::fs::write(
+        &renamed,
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:New Three\r\nTEL:+49 151 00000003\r\nTEL:+49 151 00000099\r\nEND:VCARD\r\n",
+    )
+    .unwrap();
+    let seven = setup.book().join("00007.vcf");
+    std::fs::write(&seven, card("Person 7", 1234)).unwrap();
+    let ignored = setup.book().join("notes.txt");
+    std::fs::write(&ignored, "not a card").unwrap();
+    let paths = [renamed, seven, ignored].into_iter().collect();
+    let now = clock.now();
+    let quick = sync::quick_pass(&setup.config, &mut store, &accounts, &paths, now, &options)
+        .unwrap()
+        .expect("written files are the quick pass's");
+    let planned = &quick.accounts[0].planned;
+    assert_eq!(
+        (
+            quick.files_parsed,
+            planned.new,
+            planned.renames,
+            planned.deletes
+        ),
+        (2, 2, 2, 0),
+        "new: 99 and 1234; renamed: 3 and 7"
+    );
+    let queued: Vec<(String, String)> = store
+        .open_batches("fake")
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.items.iter())
+        .map(|i| (i.e164.clone(), i.names.first.clone()))
+        .collect();
+    for expected in [
+        (phone(3), "New Three"),
+        (phone(99), "New Three"),
+        (phone(1234), "Person 7"),
+        // The other card names number 7 now: the name rule reads every card that has it.
+        (phone(7), "Second Seven"),
+    ] {
+        let expected = (expected.0, expected.1.to_owned());
+        assert!(queued.contains(&expected), "{expected:?} in {queued:?}");
+    }
+
+    let after = sync::plan_pass(&setup.config, &mut store, &accounts, now, &options).unwrap();
+    assert_eq!(after.files_parsed, 0, "the quick pass stored what it read");
+    assert_eq!(
+        after.accounts[0].planned,
+        Default::default(),
+        "nothing left to plan"
+    );
+
+    // A removed file is the full pass's to judge (the safety checks see whole sources).
+    std::fs::remove_file(setup.book().join("00004.vcf")).unwrap();
+    let gone = [setup.book().join("00004.vcf")].into_iter().collect();
+    let deferred = sync::quick_pass(&setup.config, &mut store, &accounts, &gone, now, &options);
+    assert!(deferred.unwrap().is_none());
+}
