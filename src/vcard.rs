@@ -224,7 +224,26 @@ pub fn parse_reader(reader: impl Read) -> Result<ParsedFile, FileError> {
 
 /// Parses the contents of one file. Never panics.
 pub fn parse_bytes(bytes: &[u8]) -> Result<ParsedFile, FileError> {
-    parse_reader(bytes)
+    let mut cards = Vec::new();
+    let mut on_card = |card| cards.push(card);
+    let mut splitter = CardSplitter::default();
+    let summary = if looks_like_utf16(bytes) {
+        for line in transcode_utf16(bytes).split(|&b| b == b'\n') {
+            splitter.push_physical_line(line, &mut on_card);
+        }
+        splitter.finish(&mut on_card)?
+    } else {
+        // Lines straight from the buffer: no copy through a reader.
+        let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let body = body.strip_suffix(b"\n").unwrap_or(body);
+        if !body.is_empty() {
+            for line in body.split(|&b| b == b'\n') {
+                splitter.push_physical_line(line, &mut on_card);
+            }
+        }
+        splitter.finish(&mut on_card)?
+    };
+    Ok(ParsedFile::assemble(cards, summary))
 }
 
 /// Streams `reader` line by line through the pre-pass; cards reach `on_card` in file order.
@@ -380,7 +399,12 @@ impl CardSplitter {
             self.open.push(OpenCard {
                 index: self.next_index,
                 line: number,
-                text: String::from("BEGIN:VCARD\r\n"),
+                text: {
+                    // Room for a typical card's kept properties: no regrowth per line.
+                    let mut text = String::with_capacity(512);
+                    text.push_str("BEGIN:VCARD\r\n");
+                    text
+                },
             });
             self.current = Current::None;
             return;
