@@ -219,9 +219,11 @@ fn telegram_config(config: &Config) -> Result<&config::TelegramConfig, Failure> 
 pub fn run(config_path: Option<&Path>) -> Result<(), Failure> {
     let config = config::load(config_path)?;
     let runtime = runtime()?;
-    runtime
-        .block_on(crate::daemon::run(config_path.map(Path::to_owned), config))
-        .map_err(Failure::from)
+    let result = runtime.block_on(crate::daemon::run(config_path.map(Path::to_owned), config));
+    // A planner pass still on its blocking thread (after shutdown_timeout, or a second
+    // signal) is not waited for: its transactions keep the state consistent when cut off.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result.map_err(Failure::from)
 }
 
 pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {

@@ -8,7 +8,7 @@ use contactsyncd::store::Store;
 
 use crate::sync::{phone, write_vdir};
 use crate::telegram::account::Registration;
-use crate::telegram::{ServerOptions, TestServer};
+use crate::telegram::{Fault, ServerOptions, TestServer};
 
 fn wait_for(socket: &UnixDatagram, wanted: &str, within: Duration) -> Vec<String> {
     let deadline = Instant::now() + within;
@@ -338,4 +338,64 @@ async fn killed_twenty_times_it_still_converges() {
         "{} import calls for 5,000 contacts over 21 starts",
         imports.len()
     );
+}
+
+/// SIGTERM lets the request in flight finish for up to `shutdown_timeout`; a second SIGTERM
+/// exits at once.
+#[tokio::test]
+async fn a_second_sigterm_does_not_wait_for_the_request_in_flight() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    server.state().account.rule = Registration::All;
+    server.fail_next("contacts.importContacts", Fault::Silent);
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("book");
+    std::fs::create_dir(&book).unwrap();
+    write_vdir(&book, 0..3);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\ndefault_region = \"DE\"\nshutdown_timeout = \"60s\"\n[[source]]\npath = \"book\"\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\nrequest_timeout = \"120s\"\n",
+    )
+    .unwrap();
+    crate::support::seed_telegram_session(&dir.path().join("state"), &server);
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env_clear()
+        .env("HOME", dir.path())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+
+    // The import is on the wire and will never be answered.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server
+        .calls()
+        .iter()
+        .any(|c| c.method == "contacts.importContacts")
+    {
+        assert!(Instant::now() < deadline, "no import was sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(child.id(), "TERM");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first SIGTERM waits for the request in flight"
+    );
+    signal(child.id(), "TERM");
+    let second = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            second.elapsed() < Duration::from_secs(3),
+            "a second SIGTERM exits at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let log_text = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    assert!(log_text.contains("second signal"), "{log_text}");
 }
