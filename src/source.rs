@@ -431,6 +431,11 @@ pub fn unchanged(config: &Config, store: &Store) -> Result<Option<u64>, store::S
     Ok((matched == stored.len() as u64).then_some(matched))
 }
 
+/// Beyond these the quick pass would look up so many numbers one by one that the full pass
+/// is faster: a whole export rewritten (one big file), or a folder synced anew.
+const QUICK_PASS_MAX_FILES: usize = 1_000;
+const QUICK_PASS_MAX_BYTES: u64 = 256 * 1024;
+
 /// What the daemon's quick pass found in the files that events named.
 #[derive(Debug, Default)]
 pub struct ChangedFiles {
@@ -443,20 +448,26 @@ pub struct ChangedFiles {
 
 /// Reads just `paths` (files that events named) against their stored records. `None` when
 /// the events mean more than files written or added (a file or folder gone, a path in two
-/// sources, a file not usable yet): those are the full scan's to decide, with its checks
-/// for emptied and missing sources. Paths outside every source are ignored.
+/// sources, a file not usable yet) or more than a few small files: those are the full
+/// scan's to decide, with its checks for emptied and missing sources. Paths outside every
+/// source are ignored.
 pub fn scan_changed(
     config: &Config,
     store: &Store,
     paths: &BTreeSet<PathBuf>,
 ) -> Result<Option<ChangedFiles>, store::StoreError> {
     let mut changed = ChangedFiles::default();
+    if paths.len() > QUICK_PASS_MAX_FILES {
+        return Ok(None);
+    }
     for path in paths {
         let mut owners = config.sources.iter().filter(|s| source_lists(s, path));
         let Some(source) = owners.next() else {
             continue;
         };
-        if owners.next().is_some() || !path.is_file() {
+        let small_file = std::fs::metadata(path)
+            .is_ok_and(|meta| meta.is_file() && meta.len() <= QUICK_PASS_MAX_BYTES);
+        if owners.next().is_some() || !small_file {
             return Ok(None);
         }
         let previous = store.file_record(path)?;

@@ -602,4 +602,16 @@ async fn a_quick_pass_queues_what_the_full_pass_would() {
     let gone = [setup.book().join("00004.vcf")].into_iter().collect();
     let deferred = sync::quick_pass(&setup.config, &mut store, &accounts, &gone, now, &options);
     assert!(deferred.unwrap().is_none());
+
+    // So is a big file (an export rewritten whole): looking its numbers up one by one
+    // would be slower than the full pass.
+    let big = setup.book().join("big.vcf");
+    let cards: String = (500..5000)
+        .map(|i| card(&format!("Person {i}"), i))
+        .collect();
+    assert!(cards.len() > 256 * 1024);
+    std::fs::write(&big, cards).unwrap();
+    let paths = [big].into_iter().collect();
+    let deferred = sync::quick_pass(&setup.config, &mut store, &accounts, &paths, now, &options);
+    assert!(deferred.unwrap().is_none());
 }
