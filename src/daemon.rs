@@ -274,7 +274,12 @@ impl Planner {
     /// then the full pass (statuses, removals, the safety checks over whole sources).
     /// Returns whether some number waits for a retry time.
     async fn pass(&mut self, scope: Scope) -> anyhow::Result<bool> {
-        let mut store = self.store.take().context("the planner lost its store")?;
+        // A pass that panicked took its connection with it: open another.
+        let mut store = match self.store.take() {
+            Some(store) => store,
+            None => Store::open_connection(&self.config.state_dir)
+                .context("opening the state for the planner")?,
+        };
         let config = Arc::clone(&self.config);
         let accounts = self.accounts.clone();
         let wakes = self.wakes.clone();
