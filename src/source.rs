@@ -236,7 +236,8 @@ fn scan_source(
         known.values().filter(|r| r.source == source.name).collect();
     let previous_cards: u64 = previous_files.iter().map(|r| u64::from(r.cards)).sum();
 
-    for path in &listing.files {
+    let examined = examine_files(&listing.files, known, source, region, scan);
+    for (path, examined) in listing.files.iter().zip(examined) {
         scan.files_seen += 1;
         let previous = known.get(path.as_os_str());
         // Each file's stored phones are taken once: no copies for the common unchanged case.
@@ -245,7 +246,7 @@ fn scan_source(
             cards: previous.map_or(0, |r| u64::from(r.cards)),
             card_errors: previous.map_or(0, |r| u64::from(r.card_errors)),
         };
-        match examine_file(path, previous, source, region, scan) {
+        match examined {
             Examined::Unchanged => contributions.push((path, kept())),
             Examined::Touched(change) | Examined::Deferred(change) => {
                 changes.push(change);
@@ -325,6 +326,57 @@ enum Examined {
     /// Not usable now: its previous cards stay in effect.
     Deferred(FileChange),
 }
+
+/// `examine_file` for every listed file, in order, on every core when there are many: a
+/// first pass over a large vdir is reading and parsing thousands of independent files.
+fn examine_files(
+    files: &[PathBuf],
+    known: &HashMap<OsString, FileRecord>,
+    source: &SourceConfig,
+    region: Option<DefaultRegion>,
+    scan: &mut Scan,
+) -> Vec<Examined> {
+    let examine_chunk = |chunk: &[PathBuf], counts: &mut Scan| -> Vec<Examined> {
+        chunk
+            .iter()
+            .map(|path| examine_file(path, known.get(path.as_os_str()), source, region, counts))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if threads < 2 || files.len() < PARALLEL_SCAN_MIN_FILES {
+        return examine_chunk(files, scan);
+    }
+    let chunk_size = files.len().div_ceil(threads);
+    let results: Vec<(Vec<Examined>, Scan)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(chunk_size)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let mut counts = Scan::default();
+                    (examine_chunk(chunk, &mut counts), counts)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| match worker.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    let mut examined = Vec::with_capacity(files.len());
+    for (part, counts) in results {
+        examined.extend(part);
+        scan.files_read += counts.files_read;
+        scan.files_parsed += counts.files_parsed;
+        scan.files_deferred += counts.files_deferred;
+    }
+    examined
+}
+
+/// Below this, threads cost more than they save.
+const PARALLEL_SCAN_MIN_FILES: usize = 512;
 
 /// Stat → (if moved) read and hash → (if the content changed) parse, counting into `scan`.
 fn examine_file(
