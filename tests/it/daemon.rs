@@ -42,30 +42,86 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
+/// A daemon's surroundings: a vdir `book` with cards `cards`, and a config whose
+/// `top` keys, `tables` and `[telegram]` lines (`telegram`) come on top of the common ones,
+/// for the local test server, whose session is seeded into the state.
+struct Daemon {
+    dir: tempfile::TempDir,
+    book: std::path::PathBuf,
+    config: std::path::PathBuf,
+    config_text: String,
+}
+
+impl Daemon {
+    fn prepare(
+        server: &TestServer,
+        cards: std::ops::Range<usize>,
+        top: &str,
+        tables: &str,
+        telegram: &str,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let book = dir.path().join("book");
+        std::fs::create_dir(&book).unwrap();
+        write_vdir(&book, cards);
+        let config_text = format!(
+            "state_dir = \"state\"\ndefault_region = \"DE\"\n{top}[[source]]\npath = \"book\"\n{tables}[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\n{telegram}"
+        );
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, &config_text).unwrap();
+        crate::support::seed_telegram_session(&dir.path().join("state"), server);
+        Self {
+            dir,
+            book,
+            config,
+            config_text,
+        }
+    }
+
+    /// `contactsyncd run` in a clean environment, its stderr appended to `daemon.log`.
+    fn command(&self) -> std::process::Command {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"));
+        command
+            .args(["--config", self.config.to_str().unwrap(), "run"])
+            .env_clear()
+            .env("HOME", self.dir.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stderr(log);
+        command
+    }
+
+    fn log(&self) -> std::path::PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap()
+    }
+}
+
+/// A test server that registers every number it is asked about.
+async fn registering_server(options: ServerOptions) -> TestServer {
+    let server = TestServer::start(options).await;
+    server.state().account.rule = Registration::All;
+    server
+}
+
 #[tokio::test]
 async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm() {
-    let server = TestServer::start(ServerOptions::default()).await;
-    server.state().account.rule = Registration::All;
-    let dir = tempfile::tempdir().unwrap();
-    let book = dir.path().join("book");
-    std::fs::create_dir(&book).unwrap();
-    write_vdir(&book, 0..2);
-    let config_text = "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n[watch]\ndebounce = \"200ms\"\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\n";
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, config_text).unwrap();
-    let state = dir.path().join("state");
-    crate::support::seed_telegram_session(&state, &server);
+    let server = registering_server(ServerOptions::default()).await;
+    let daemon = Daemon::prepare(&server, 0..2, "", "[watch]\ndebounce = \"200ms\"\n", "");
+    let (book, config) = (&daemon.book, &daemon.config);
 
-    let socket_path = dir.path().join("notify.sock");
+    let socket_path = daemon.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env_clear()
-        .env("HOME", dir.path())
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    let mut child = daemon
+        .command()
         .env("NOTIFY_SOCKET", &socket_path)
-        .stderr(log)
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -86,7 +142,7 @@ async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm()
 
     // A new card is on the server within 2 s of being written.
     let written = Instant::now();
-    write_vdir(&book, 2..3);
+    write_vdir(book, 2..3);
     let wanted = phone(2)[1..].to_owned();
     while !server
         .state()
@@ -104,10 +160,9 @@ async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm()
     let latency = written.elapsed();
 
     // One daemon per state directory: a second refuses and names the first.
-    let second = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env_clear()
-        .env("HOME", dir.path())
+    let second = daemon
+        .command()
+        .stderr(std::process::Stdio::piped())
         .output()
         .unwrap();
     let refusal = String::from_utf8_lossy(&second.stderr);
@@ -121,7 +176,7 @@ async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm()
     );
 
     // A broken configuration on SIGHUP is refused; the daemon keeps running.
-    std::fs::write(&config, format!("{config_text}bogus_key = 1\n")).unwrap();
+    std::fs::write(config, format!("{}bogus_key = 1\n", daemon.config_text)).unwrap();
     signal(pid, "HUP");
     let socket = tokio::task::spawn_blocking(move || {
         wait_for(&socket, "READY=1", Duration::from_secs(10));
@@ -134,7 +189,7 @@ async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm()
         child.try_wait().unwrap().is_none(),
         "still running after a bad reload"
     );
-    let log_text = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    let log_text = daemon.log_text();
     assert!(log_text.contains("reload refused"), "{log_text}");
     assert!(
         log_text.contains("bogus_key"),
@@ -161,28 +216,16 @@ async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm()
 /// and comes back is watched again.
 #[tokio::test]
 async fn polling_and_a_source_that_comes_back() {
-    let server = TestServer::start(ServerOptions::default()).await;
-    server.state().account.rule = Registration::All;
-    let dir = tempfile::tempdir().unwrap();
-    let book = dir.path().join("book");
-    std::fs::create_dir(&book).unwrap();
-    write_vdir(&book, 0..1);
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n[watch]\ndebounce = \"200ms\"\npoll = true\nrescan_interval = 1\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\n",
-    )
-    .unwrap();
-    let state = dir.path().join("state");
-    crate::support::seed_telegram_session(&state, &server);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env_clear()
-        .env("HOME", dir.path())
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = registering_server(ServerOptions::default()).await;
+    let daemon = Daemon::prepare(
+        &server,
+        0..1,
+        "",
+        "[watch]\ndebounce = \"200ms\"\npoll = true\nrescan_interval = 1\n",
+        "",
+    );
+    let (dir, book) = (&daemon.dir, &daemon.book);
+    let mut child = daemon.command().spawn().unwrap();
     let until = |n: usize, secs: u64| {
         let server = &server;
         async move {
@@ -197,16 +240,16 @@ async fn polling_and_a_source_that_comes_back() {
         }
     };
     until(1, 20).await;
-    write_vdir(&book, 1..2);
+    write_vdir(book, 1..2);
     until(2, 5).await;
     // The folder vanishes (an unmounted drive): nothing is deleted; it comes back with a new
     // card, and that card is synced.
     let moved = dir.path().join("book.away");
-    std::fs::rename(&book, &moved).unwrap();
+    std::fs::rename(book, &moved).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    std::fs::rename(&moved, &book).unwrap();
+    std::fs::rename(&moved, book).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    write_vdir(&book, 2..3);
+    write_vdir(book, 2..3);
     until(3, 8).await;
     assert!(server.calls_to("contacts.deleteByPhones").is_empty());
     signal(child.id(), "TERM");
@@ -222,7 +265,7 @@ async fn polling_and_a_source_that_comes_back() {
 /// in it, no delete was sent, and the outbox is empty.
 #[tokio::test]
 async fn killed_twenty_times_it_still_converges() {
-    let server = TestServer::start(ServerOptions {
+    let server = registering_server(ServerOptions {
         // Many small batches, and a rate limit that grammers waits out by itself (1 s).
         rate_limit: Some(crate::telegram::RateLimit {
             calls: 15,
@@ -232,29 +275,15 @@ async fn killed_twenty_times_it_still_converges() {
         ..ServerOptions::default()
     })
     .await;
-    server.state().account.rule = Registration::All;
-    let dir = tempfile::tempdir().unwrap();
-    let book = dir.path().join("book");
-    std::fs::create_dir(&book).unwrap();
-    write_vdir(&book, 0..5000);
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n[watch]\ndebounce = \"100ms\"\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\nbatch_size = 50\n",
-    )
-    .unwrap();
-    let state = dir.path().join("state");
-    crate::support::seed_telegram_session(&state, &server);
-    let start = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
-            .args(["--config", config.to_str().unwrap(), "run"])
-            .env_clear()
-            .env("HOME", dir.path())
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let daemon = Daemon::prepare(
+        &server,
+        0..5000,
+        "",
+        "[watch]\ndebounce = \"100ms\"\n",
+        "batch_size = 50\n",
+    );
+    let (book, state) = (&daemon.book, daemon.dir.path().join("state"));
+    let start = || daemon.command().spawn().unwrap();
     let mut rng = fastrand::Rng::with_seed(20);
     for kill in 0..20 {
         let mut child = start();
@@ -344,28 +373,16 @@ async fn killed_twenty_times_it_still_converges() {
 /// exits at once.
 #[tokio::test]
 async fn a_second_sigterm_does_not_wait_for_the_request_in_flight() {
-    let server = TestServer::start(ServerOptions::default()).await;
-    server.state().account.rule = Registration::All;
+    let server = registering_server(ServerOptions::default()).await;
     server.fail_next("contacts.importContacts", Fault::Silent);
-    let dir = tempfile::tempdir().unwrap();
-    let book = dir.path().join("book");
-    std::fs::create_dir(&book).unwrap();
-    write_vdir(&book, 0..3);
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        "state_dir = \"state\"\ndefault_region = \"DE\"\nshutdown_timeout = \"60s\"\n[[source]]\npath = \"book\"\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\nrequest_timeout = \"120s\"\n",
-    )
-    .unwrap();
-    crate::support::seed_telegram_session(&dir.path().join("state"), &server);
-    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env_clear()
-        .env("HOME", dir.path())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let daemon = Daemon::prepare(
+        &server,
+        0..3,
+        "shutdown_timeout = \"60s\"\n",
+        "",
+        "request_timeout = \"120s\"\n",
+    );
+    let mut child = daemon.command().spawn().unwrap();
 
     // The import is on the wire and will never be answered.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -396,6 +413,6 @@ async fn a_second_sigterm_does_not_wait_for_the_request_in_flight() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status:?}");
-    let log_text = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    let log_text = daemon.log_text();
     assert!(log_text.contains("second signal"), "{log_text}");
 }
