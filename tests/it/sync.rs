@@ -470,38 +470,24 @@ async fn renaming_a_source_in_the_config_changes_nothing_remote() {
 /// planned from are unchanged too: each of these changes no file and still needs a plan.
 #[tokio::test]
 async fn unchanged_files_are_planned_again_when_the_state_or_the_source_order_moved() {
-    let setup = Setup::new(None);
+    let mut setup = Setup::new(None);
     write_vdir(&setup.book(), 0..5);
     let second_book = setup.book().with_file_name("second");
     std::fs::create_dir(&second_book).unwrap();
     std::fs::write(second_book.join("a.vcf"), card("Other Name", 3)).unwrap();
     let backend = FakeBackend::new(100).with_users(users(5).iter().map(String::as_str));
     let clock = ManualClock::new();
+    let config_path = setup.book().with_file_name("config.toml");
     let two_sources = |first: &str, second: &str| {
         let text = format!(
             "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"{first}\"\n[[source]]\npath = \"{second}\"\n"
         );
-        config::parse(&text, &setup.book().with_file_name("config.toml")).unwrap()
+        config::parse(&text, &config_path).unwrap()
     };
-    let sync = |config: Config| {
-        let backend = &backend;
-        let clock = &clock;
-        async move {
-            let mut store = Store::open_for_writing(&config.state_dir).unwrap();
-            let mut backends = vec![backend.boxed()];
-            sync::sync_once(
-                &config,
-                &mut store,
-                &mut backends,
-                clock,
-                &SyncOptions::default(),
-            )
-            .await
-            .unwrap()
-        }
-    };
-    sync(two_sources("book", "second")).await;
-    sync(two_sources("book", "second")).await;
+    let options = SyncOptions::default;
+    setup.config = two_sources("book", "second");
+    setup.sync(&backend, &clock, options()).await;
+    setup.sync(&backend, &clock, options()).await;
     assert_eq!(backend.state().contacts[&phone(3)].0, "Person 3");
 
     // The mirror lost a number (as a reconciliation finds a contact deleted in the app).
@@ -512,15 +498,16 @@ async fn unchanged_files_are_planned_again_when_the_state_or_the_source_order_mo
             .apply_reconcile("fake", &remote, true, clock.now())
             .unwrap();
     }
-    let replanned = sync(two_sources("book", "second")).await;
+    let replanned = setup.sync(&backend, &clock, options()).await;
     assert_eq!(replanned.accounts[0].planned.new, 1, "re-imported");
-    sync(two_sources("book", "second")).await;
+    setup.sync(&backend, &clock, options()).await;
 
     // The first source names the number: swapping the sources renames it.
-    let swapped = sync(two_sources("second", "book")).await;
+    setup.config = two_sources("second", "book");
+    let swapped = setup.sync(&backend, &clock, options()).await;
     assert_eq!(swapped.accounts[0].planned.renames, 1);
     assert_eq!(backend.state().contacts[&phone(3)].0, "Other Name");
-    let settled = sync(two_sources("second", "book")).await;
+    let settled = setup.sync(&backend, &clock, options()).await;
     assert_eq!((settled.contacts, settled.files_read), (5, 0));
     assert_eq!(settled.accounts[0].batches_sent, 0);
 }
