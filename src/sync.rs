@@ -184,23 +184,33 @@ pub fn plan_for(
     options: &SyncOptions,
     now: Timestamp,
 ) -> Result<(Plan, Option<Held>), SyncError> {
-    plan_at_epoch(store, backend, desired, options, now).map(|(plan, held, _)| (plan, held))
+    plan_at_epoch(store, backend, desired, None, options, now).map(|(plan, held, _)| (plan, held))
 }
 
-/// `plan_for`, with the state epoch its reads belong to.
+/// `plan_for`, with the state epoch its reads belong to. With `only`, `desired` holds just
+/// those numbers and only their part of the mirror is compared (the quick pass).
 fn plan_at_epoch(
     store: &Store,
     backend: &str,
     desired: &BTreeMap<String, Names>,
+    only: Option<&BTreeSet<String>>,
     options: &SyncOptions,
     now: Timestamp,
 ) -> Result<(Plan, Option<Held>, i64), SyncError> {
     // One snapshot: a sender applying a batch between the two reads would otherwise make
     // its numbers look neither synced nor in flight, and they would be queued twice.
-    let (mirror, in_flight, epoch) =
-        store.snapshot(|s| Ok((s.mirror(backend)?, s.in_flight(backend)?, s.plan_epoch()?)))?;
+    let (mirror, in_flight, remote, epoch) = store.snapshot(|s| {
+        let (mirror, remote) = match only {
+            Some(numbers) => (
+                s.mirror_of(backend, numbers)?,
+                Some(s.remote_count(backend)?),
+            ),
+            None => (s.mirror(backend)?, None),
+        };
+        Ok((mirror, s.in_flight(backend)?, remote, s.plan_epoch()?))
+    })?;
     let plan = diff::diff(desired, &mirror, &in_flight, now);
-    let remote = mirror.values().filter(|e| e.state.is_remote()).count();
+    let remote = remote.unwrap_or_else(|| mirror.values().filter(|e| e.state.is_remote()).count());
     let held = diff::guard(&plan, remote, options.limits, options.force_delete);
     Ok((plan, held, epoch))
 }
@@ -317,7 +327,8 @@ pub fn plan_pass(
     };
     let mut epochs = BTreeSet::new();
     for account in accounts {
-        let (plan, held, epoch) = plan_at_epoch(store, &account.name, &desired, options, now)?;
+        let (plan, held, epoch) =
+            plan_at_epoch(store, &account.name, &desired, None, options, now)?;
         epochs.insert(epoch);
         report
             .accounts
@@ -378,7 +389,7 @@ pub fn quick_pass(
     config: &Config,
     store: &mut Store,
     accounts: &[AccountSpec],
-    paths: &std::collections::BTreeSet<std::path::PathBuf>,
+    paths: &BTreeSet<std::path::PathBuf>,
     now: Timestamp,
     options: &SyncOptions,
 ) -> Result<Option<PassReport>, SyncError> {
@@ -398,16 +409,14 @@ pub fn quick_pass(
     let desired_set = source::desired_for_numbers(config, store, &changed.numbers)?;
     let desired = names_of(&desired_set);
     for account in accounts {
-        store.ensure_account(&account.name)?;
-        let (mirror, in_flight, remote) = store.snapshot(|s| {
-            Ok((
-                s.mirror_of(&account.name, &changed.numbers)?,
-                s.in_flight(&account.name)?,
-                s.remote_count(&account.name)?,
-            ))
-        })?;
-        let plan = diff::diff(&desired, &mirror, &in_flight, now);
-        let held = diff::guard(&plan, remote, options.limits, options.force_delete);
+        let (plan, held, _) = plan_at_epoch(
+            store,
+            &account.name,
+            &desired,
+            Some(&changed.numbers),
+            options,
+            now,
+        )?;
         report
             .accounts
             .push(queue_plan(store, account, plan, held, now)?);
