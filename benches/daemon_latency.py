@@ -9,7 +9,9 @@ state, the daemon syncs everything, then each round writes one new card and time
 batch is in the outbox (a new row in outbox_batch), debounce included. Finally the
 daemon's CPU time over 10 idle seconds and its peak RSS (VmHWM) are read from /proc.
 Exits 1 when the daemon dies, the first pass does not finish in 300 s or a write is not
-seen within 30 s (benches/e2e.py runs this and parses the last three lines).
+seen within 30 s (benches/e2e.py runs this and parses the last three lines). The daemon's
+log goes to VDIR_PARENT/daemon.log (CONTACTSYNCD_LOG=contactsyncd=debug shows each pass's
+time).
 """
 import os
 import signal
