@@ -1,6 +1,6 @@
 //! Plan → requests of at most `batch_size`, each import item with its own client_id.
 
-use crate::diff::{Names, PlannedImport};
+use crate::diff::{ImportReason, Names, PlannedImport};
 
 /// One contact of an import request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,6 +10,9 @@ pub struct ImportItem {
     pub client_id: i64,
     pub e164: String,
     pub names: Names,
+    /// The mirror records the number as ours on the remote: this import renames our contact
+    /// (a backend that adds and renames with different calls needs to know; WhatsApp).
+    pub rename: bool,
 }
 
 /// Splits imports into batches and numbers them from `next_client_id` on. Returns the
@@ -30,6 +33,7 @@ pub fn import_batches(
                         client_id,
                         e164: import.e164.clone(),
                         names: import.names.clone(),
+                        rename: import.reason == ImportReason::Rename,
                     };
                     client_id += 1;
                     item
@@ -50,7 +54,6 @@ pub fn delete_batches(deletes: &[String], batch_size: usize) -> Vec<Vec<String>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::ImportReason;
     use rstest::rstest;
 
     fn imports(n: usize) -> Vec<PlannedImport> {

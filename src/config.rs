@@ -92,6 +92,10 @@ pub struct WhatsAppConfig {
     pub request_timeout: u64,
     pub reconcile_interval: u64,
     pub on_remote_delete: OnRemoteDelete,
+    /// Take over numbers the user had already saved on the phone (rename them to the
+    /// address book's name, delete them when the card goes). Default false: they are the
+    /// user's and never touched.
+    pub adopt_existing: bool,
 }
 
 /// Where logs go.
@@ -279,6 +283,7 @@ struct RawWhatsApp {
     request_timeout: Option<Spanned<RawDuration>>,
     reconcile_interval: Option<Spanned<RawDuration>>,
     on_remote_delete: Option<OnRemoteDelete>,
+    adopt_existing: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -800,6 +805,7 @@ fn whatsapp_config(
         request_timeout: duration(&raw.request_timeout, "request_timeout", 30)?,
         reconcile_interval: duration(&raw.reconcile_interval, "reconcile_interval", 6 * 3600)?,
         on_remote_delete: raw.on_remote_delete.unwrap_or(OnRemoteDelete::Reimport),
+        adopt_existing: raw.adopt_existing.unwrap_or(false),
     })
 }
 

@@ -163,6 +163,7 @@ impl Generation {
             let sender = Sender {
                 backend,
                 store,
+                limits: config.safety,
                 wake,
                 replan: Arc::clone(&replan),
                 board: Arc::clone(board),
@@ -356,6 +357,8 @@ fn planner_pass(
 struct Sender {
     backend: Box<dyn Backend>,
     store: Store,
+    /// `[safety]`: a reconcile that finds too many of ours gone is held.
+    limits: crate::diff::DeleteLimits,
     wake: Arc<Notify>,
     /// Rung when a reconciliation found contacts deleted in the app (they need planning).
     replan: Arc<Notify>,
@@ -382,8 +385,14 @@ impl Sender {
     async fn round(&mut self, cancel: &CancellationToken) -> Result<(), sync::SyncError> {
         let clock = SystemClock;
         let name = self.backend.name().to_owned();
-        self.store.ensure_account(&name)?;
-        if sync::reconcile_if_due(&mut self.store, self.backend.as_mut(), &clock).await? > 0 {
+        let options = SyncOptions {
+            limits: self.limits,
+            ..SyncOptions::default()
+        };
+        sync::prepare_account(&self.store, self.backend.as_ref())?;
+        if sync::reconcile_if_due(&mut self.store, self.backend.as_mut(), &clock, &options).await?
+            > 0
+        {
             self.replan.notify_one();
         }
         let started = sync::Clock::now(&clock);
@@ -391,7 +400,6 @@ impl Sender {
             backend: name,
             ..AccountReport::default()
         };
-        let options = SyncOptions::default();
         let mut wait_budget = options.max_wait;
         sync::send_account(
             &mut self.store,

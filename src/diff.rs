@@ -22,6 +22,10 @@ pub enum MirrorState {
     Saved,
     /// Never confirmed on the remote (every attempt so far failed).
     NotImported,
+    /// On the remote, but not created by us, or not yet shown to be (WhatsApp: a number the
+    /// user had already saved, or one an old version recorded and no reconcile has checked
+    /// yet): never renamed, deleted or imported over (invariant 3, "ours only").
+    NotOurs,
 }
 
 impl MirrorState {
@@ -101,6 +105,7 @@ pub fn diff(
         }
         let reason = match mirror.get(e164) {
             None => ImportReason::New,
+            Some(entry) if entry.state == MirrorState::NotOurs => continue,
             Some(entry) if entry.state.is_remote() && entry.names == *names => continue,
             Some(entry) => match &entry.hold {
                 Some(hold) if hold.names == *names => match hold.until {
@@ -128,10 +133,10 @@ pub fn diff(
         if desired.contains_key(e164) || in_flight.contains(e164) {
             continue;
         }
-        if entry.state.is_remote() {
-            plan.deletes.push(e164.clone());
-        } else {
-            plan.forget.push(e164.clone());
+        match entry.state {
+            MirrorState::Imported | MirrorState::Saved => plan.deletes.push(e164.clone()),
+            MirrorState::NotImported => plan.forget.push(e164.clone()),
+            MirrorState::NotOurs => {}
         }
     }
     plan
@@ -248,6 +253,7 @@ mod tests {
     #[case::retry_not_due(Some(entry("", MirrorState::NotImported, Some(Hold { names: names("Ann"), until: Some(101), reason: "retry".into() }))), None)]
     #[case::rejected_same_names(Some(entry("", MirrorState::NotImported, Some(Hold { names: names("Ann"), until: None, reason: "PHONE_NUMBER_INVALID".into() }))), None)]
     #[case::rejected_card_changed(Some(entry("", MirrorState::NotImported, Some(Hold { names: names("Old"), until: None, reason: "PHONE_NUMBER_INVALID".into() }))), Some(ImportReason::New))]
+    #[case::not_ours_other_name(Some(entry("Mum", MirrorState::NotOurs, None)), None)]
     fn import_decisions(
         #[case] mirrored: Option<MirrorEntry>,
         #[case] expected: Option<ImportReason>,
@@ -268,6 +274,12 @@ mod tests {
         let plan = diff(&BTreeMap::new(), &mirror, &BTreeSet::new(), 0);
         assert_eq!(plan.deletes, ["+1", "+2"]);
         assert_eq!(plan.forget, ["+3"]);
+    }
+
+    #[test]
+    fn contacts_not_ours_are_neither_deleted_nor_forgotten() {
+        let mirror = BTreeMap::from([("+4".to_owned(), entry("Mum", MirrorState::NotOurs, None))]);
+        assert!(diff(&BTreeMap::new(), &mirror, &BTreeSet::new(), 0).is_empty());
     }
 
     #[test]
@@ -309,7 +321,8 @@ mod tests {
             prop_oneof![
                 Just(MirrorState::Imported),
                 Just(MirrorState::Saved),
-                Just(MirrorState::NotImported)
+                Just(MirrorState::NotImported),
+                Just(MirrorState::NotOurs)
             ],
             proptest::option::of((arbitrary_names(), proptest::option::of(0i64..20))),
         )
@@ -336,6 +349,10 @@ mod tests {
             prop_assert_eq!(&plan, &again);
             prop_assert!(plan.imports.windows(2).all(|w| w[0].e164 < w[1].e164));
             prop_assert!(plan.deletes.iter().all(|e| mirror.contains_key(e)));
+            // Ours only: a contact not ours is never renamed, imported over or deleted.
+            prop_assert!(plan.imports.iter()
+                .all(|i| mirror.get(&i.e164).is_none_or(|m| m.state != MirrorState::NotOurs)));
+            prop_assert!(plan.deletes.iter().all(|e| mirror[e].state != MirrorState::NotOurs));
             let mut applied = mirror.clone();
             apply(&mut applied, &plan);
             let after = diff(&desired, &applied, &BTreeSet::new(), now);

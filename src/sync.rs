@@ -62,9 +62,21 @@ impl Default for SyncOptions {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Stop {
     Offline,
-    Paused { until: Timestamp, reason: String },
-    LoginRequired { reason: String },
-    Network { error: String },
+    Paused {
+        until: Timestamp,
+        reason: String,
+    },
+    LoginRequired {
+        reason: String,
+    },
+    Network {
+        error: String,
+    },
+    /// The account's configuration does not work (a base_url that answers 404): stopped
+    /// until it changes.
+    Setup {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -105,6 +117,8 @@ pub struct AccountReport {
     pub saved: usize,
     pub retrying: usize,
     pub rejected: usize,
+    /// Numbers the user had already saved (WhatsApp): recorded as theirs, left alone.
+    pub by_user: usize,
     pub deleted: usize,
     /// Batches still in the outbox after the pass.
     pub queued_batches: usize,
@@ -146,6 +160,14 @@ impl PassReport {
         self.accounts
             .iter()
             .any(|a| matches!(a.stop, Some(Stop::LoginRequired { .. })))
+    }
+
+    /// The first account stopped by its configuration, with the reason.
+    pub fn setup_stop(&self) -> Option<(&str, &str)> {
+        self.accounts.iter().find_map(|a| match &a.stop {
+            Some(Stop::Setup { reason }) => Some((a.backend.as_str(), reason.as_str())),
+            _ => None,
+        })
     }
 }
 
@@ -256,8 +278,8 @@ pub async fn sync_once(
     let started = clock.now();
     if !options.offline {
         for backend in backends.iter_mut() {
-            store.ensure_account(backend.name())?;
-            reconcile_if_due(store, backend.as_mut(), clock).await?;
+            prepare_account(store, backend.as_ref())?;
+            reconcile_if_due(store, backend.as_mut(), clock, options).await?;
         }
     }
     let accounts: Vec<AccountSpec> = backends
@@ -265,6 +287,11 @@ pub async fn sync_once(
         .map(|b| AccountSpec::of(b.as_ref()))
         .collect();
     let mut report = plan_pass(config, store, &accounts, clock.now(), options)?;
+    for account in &mut report.accounts {
+        if account.held.is_none() {
+            account.held = store.reconcile_hold(&account.backend)?;
+        }
+    }
     let mut wait_budget = options.max_wait;
     let never = tokio_util::sync::CancellationToken::new();
     for (backend, account) in backends.iter_mut().zip(&mut report.accounts) {
@@ -520,6 +547,8 @@ pub fn record_pass(
     run.outcome = Some(
         if report.login_required() {
             "login required"
+        } else if report.setup_stop().is_some() {
+            "configuration error"
         } else if report.accounts.iter().any(|a| a.stop.is_some()) {
             "queued"
         } else if report.deletes_held() {
@@ -553,6 +582,9 @@ pub fn describe_stop(stop: &Stop) -> String {
             format!("login required ({reason}): run `contactsyncd login`")
         }
         Stop::Network { error } => format!("network trouble ({error}); the queue is kept"),
+        Stop::Setup { reason } => {
+            format!("stopped: {reason}; nothing is sent until the configuration changes")
+        }
     }
 }
 
@@ -578,6 +610,14 @@ pub fn format_time(timestamp: Timestamp) -> String {
     )
 }
 
+/// Before an account's pass: its row exists, and a stop for a configuration that has changed
+/// since is lifted.
+pub fn prepare_account(store: &Store, backend: &dyn Backend) -> Result<(), SyncError> {
+    store.ensure_account(backend.name())?;
+    store.note_setup(backend.name(), backend.setup_key().as_deref())?;
+    Ok(())
+}
+
 /// Compares the mirror with the remote list when the account's interval has passed (and on
 /// the first pass). A failure here is logged and leaves the sync to go on. Returns how many
 /// contacts were found deleted in the app.
@@ -585,23 +625,51 @@ pub async fn reconcile_if_due(
     store: &mut Store,
     backend: &mut dyn Backend,
     clock: &dyn Clock,
+    options: &SyncOptions,
 ) -> Result<usize, SyncError> {
     let Some((interval, reimport)) = backend.reconcile_policy() else {
         return Ok(0);
     };
     let name = backend.name().to_owned();
     let now = clock.now();
-    let due = store
-        .last_reconcile(&name)?
-        .is_none_or(|last| now - last >= i64::try_from(interval).unwrap_or(i64::MAX));
+    // A held reconcile is tried again at once when forced (like held deletions).
+    let forced = options.force_delete && store.reconcile_hold(&name)?.is_some();
+    let due = forced
+        || store
+            .last_reconcile(&name)?
+            .is_none_or(|last| now - last >= i64::try_from(interval).unwrap_or(i64::MAX));
     let account = store.account(&name)?;
-    let blocked = account
-        .as_ref()
-        .is_some_and(|a| a.auth_required || a.paused_until.is_some_and(|u| u > now));
+    let blocked = store.setup_error(&name)?.is_some()
+        || account
+            .as_ref()
+            .is_some_and(|a| a.auth_required || a.paused_until.is_some_and(|u| u > now));
     if !due || blocked {
         return Ok(0);
     }
     match backend.remote_contacts().await {
+        Ok(Some(remote)) if backend.adopts_existing().is_some() => {
+            let policy = crate::store::ListingPolicy {
+                reimport,
+                adopt_existing: backend.adopts_existing() == Some(true),
+                limits: options.limits,
+                force: options.force_delete,
+            };
+            let outcome = store.apply_listing(&name, &remote, policy, now)?;
+            if let Some(held) = &outcome.held {
+                tracing::warn!(backend = %name, missing = held.deletes, "reconcile held: {}", held.reason);
+            } else if outcome.gone + outcome.confirmed + outcome.users + outcome.dropped > 0 {
+                tracing::info!(
+                    backend = %name,
+                    gone = outcome.gone,
+                    confirmed = outcome.confirmed,
+                    users = outcome.users,
+                    dropped = outcome.dropped,
+                    "reconciled with the phone's contact list"
+                );
+            }
+            // What the planner must look at again: numbers to add again or maybe to rename.
+            return Ok(outcome.gone + outcome.dropped + outcome.confirmed);
+        }
         Ok(Some(remote)) => {
             let numbers = remote.into_iter().map(|c| c.e164).collect();
             let gone = store.apply_reconcile(&name, &numbers, reimport, now)?;
@@ -612,6 +680,10 @@ pub async fn reconcile_if_due(
         }
         Ok(None) => store.note_reconcile(&name, now)?,
         Err(BackendError::Auth(reason)) => store.set_auth_required(&name, &reason)?,
+        Err(BackendError::Setup(reason)) => {
+            tracing::error!(backend = %name, "stopped until the configuration changes: {reason}");
+            store.set_setup_error(&name, &reason)?;
+        }
         Err(err) => tracing::warn!(backend = %name, "reconciliation skipped: {err}"),
     }
     Ok(0)
@@ -632,6 +704,9 @@ async fn send_queue(
         let Some(account) = store.account(&name)? else {
             return Ok(None);
         };
+        if let Some(reason) = store.setup_error(&name)? {
+            return Ok(Some(Stop::Setup { reason }));
+        }
         if account.auth_required {
             return Ok(Some(Stop::LoginRequired {
                 reason: account
@@ -674,6 +749,8 @@ async fn send_queue(
         let started = std::time::Instant::now();
         let result = match batch.kind {
             BatchKind::Import => {
+                let numbers = batch.items.iter().map(|i| i.e164.clone()).collect();
+                let mirrored = store.mirror_of(&name, &numbers)?;
                 let items: Vec<_> = batch
                     .items
                     .iter()
@@ -681,6 +758,9 @@ async fn send_queue(
                         client_id: item.client_id.unwrap_or_default(),
                         e164: item.e164.clone(),
                         names: item.names.clone(),
+                        rename: mirrored
+                            .get(&item.e164)
+                            .is_some_and(|m| m.state.is_remote()),
                     })
                     .collect();
                 match backend.import(&items).instrument(span.clone()).await {
@@ -691,6 +771,7 @@ async fn send_queue(
                         report.saved += tally.saved;
                         report.retrying += tally.retrying;
                         report.rejected += tally.rejected;
+                        report.by_user += tally.by_user;
                         if tally.retrying > 0 && tally.retrying == batch.items.len() {
                             // Every contact came back for retry: the account hit its limit.
                             store.set_pause(
@@ -733,6 +814,10 @@ async fn send_queue(
             Err(BackendError::Auth(reason)) => {
                 store.set_auth_required(&name, &reason)?;
                 tracing::error!(backend = %name, "login required: {reason}; run `contactsyncd login`");
+            }
+            Err(BackendError::Setup(reason)) => {
+                store.set_setup_error(&name, &reason)?;
+                tracing::error!(backend = %name, "stopped until the configuration changes: {reason}");
             }
             Err(BackendError::Temporary(error)) => {
                 store.note_error(&name, &error)?;

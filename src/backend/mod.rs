@@ -28,6 +28,9 @@ pub enum ImportResult {
     Retry,
     /// Refused for good (e.g. an invalid number); not retried until the card changes.
     Rejected(String),
+    /// The number was already in the phone book, saved by the user (WhatsApp: `PUT` answered
+    /// 409): left as it is, and recorded as the user's, never renamed or deleted.
+    SavedByUser,
 }
 
 /// Why a whole call failed.
@@ -45,6 +48,10 @@ pub enum BackendError {
     /// The request itself is refused; sending it again would fail again.
     #[error("refused: {0}")]
     Permanent(String),
+    /// The account's configuration does not work (e.g. a `base_url` that answers 404):
+    /// nothing more is sent until the configuration changes.
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// A messenger account the sync pushes to.
@@ -76,6 +83,20 @@ pub trait Backend: Send {
         &mut self,
     ) -> BoxFuture<'_, Result<Option<Vec<RemoteContact>>, BackendError>> {
         Box::pin(async { Ok(None) })
+    }
+
+    /// For a remote whose contact list also holds contacts the user saved (WhatsApp's phone
+    /// book): `Some(adopt_existing)`, and the reconcile derives from the listing which
+    /// contacts are ours and which the user's (taken over when `adopt_existing`). `None`:
+    /// contacts not in the mirror are simply none of our business.
+    fn adopts_existing(&self) -> Option<bool> {
+        None
+    }
+
+    /// Identifies the configuration the account runs with (a hash, never a secret), for
+    /// `BackendError::Setup`: a stop lasts until this changes. `None`: no such stops.
+    fn setup_key(&self) -> Option<String> {
+        None
     }
 }
 

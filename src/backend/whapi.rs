@@ -1,5 +1,11 @@
 //! WhatsApp through the Whapi.Cloud gateway: one request per add, rename or delete, paced by
 //! a token bucket; reconciliation by paging `GET /contacts`.
+//!
+//! Only what we created is ours: a `PUT` answered 409 is a number the user had already
+//! saved, recorded as theirs and left alone (unless `adopt_existing`). No answer is taken for
+//! success unless it is one: nothing is written before the gateway has answered a listing
+//! of the documented shape, a 404 is "already gone" only for a `DELETE`, and anywhere else
+//! it stops the account with a message naming `base_url`.
 
 use std::time::Duration;
 
@@ -8,6 +14,7 @@ use serde::Deserialize;
 use super::{Backend, BackendError, BoxFuture, ImportResult, RemoteContact};
 use crate::batch::ImportItem;
 use crate::config::{OnRemoteDelete, WhatsAppConfig};
+use crate::diff::Names;
 
 /// Adds per outbox batch: each is its own request, so a batch that must go again (the
 /// reply to one of them was lost, or a 429 stopped it) repeats little.
@@ -20,6 +27,11 @@ pub struct WhapiBackend {
     token: String,
     pacer: Pacer,
     reconcile: (u64, bool),
+    adopt_existing: bool,
+    setup_key: String,
+    /// The gateway answered a listing of the documented shape: its 2xx and 404 mean what
+    /// Whapi documents (a wrong base_url may answer 200 with a web page, or 404 to all).
+    confirmed: bool,
 }
 
 /// A token bucket of one: requests at most every `interval`, never a burst.
@@ -38,11 +50,11 @@ impl Pacer {
     }
 }
 
+/// `GET /contacts` as documented: `contacts` and `total` are required; anything else is not
+/// the listing, and must never read as "no contacts".
 #[derive(Debug, Deserialize)]
 struct ContactsPage {
-    #[serde(default)]
     contacts: Vec<GatewayContact>,
-    #[serde(default)]
     total: usize,
 }
 
@@ -51,8 +63,12 @@ struct GatewayContact {
     id: String,
     #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
     saved: bool,
+}
+
+/// The name a contact gets in the phone book: first and last name, as one.
+pub fn contact_name(names: &Names) -> String {
+    format!("{} {}", names.first, names.last).trim().to_owned()
 }
 
 impl WhapiBackend {
@@ -74,7 +90,29 @@ impl WhapiBackend {
                 config.reconcile_interval,
                 config.on_remote_delete == OnRemoteDelete::Reimport,
             ),
+            adopt_existing: config.adopt_existing,
+            setup_key: format!(
+                "{:016x}",
+                xxhash_rust::xxh3::xxh3_64(
+                    format!(
+                        "{}\n{}\n{}",
+                        config.base_url,
+                        config.token.expose(),
+                        config.adopt_existing
+                    )
+                    .as_bytes()
+                )
+            ),
+            confirmed: false,
         })
+    }
+
+    /// A 404 where the gateway has the path: the base_url does not lead to it.
+    fn not_the_gateway(&self, what: &str) -> BackendError {
+        BackendError::Setup(format!(
+            "whatsapp.base_url = {} answered 404 Not Found to {what}: it does not lead to the Whapi gateway; check whatsapp.base_url (the default is https://gate.whapi.cloud)",
+            self.base_url
+        ))
     }
 
     async fn send(
@@ -86,6 +124,7 @@ impl WhapiBackend {
             BackendError::Temporary(format!("gateway unreachable: {}", without_url(&e)))
         })?;
         let status = response.status();
+        // The callers decide what a 404 or 409 means for their call.
         if status.is_success()
             || status == reqwest::StatusCode::NOT_FOUND
             || status == reqwest::StatusCode::CONFLICT
@@ -117,12 +156,12 @@ impl WhapiBackend {
         format!("{}{path}", self.base_url)
     }
 
-    /// Adds a contact, or renames it when the phone book has it already.
+    /// Adds a contact. When the phone book has the number already (409), it is renamed only
+    /// if it is ours (`item.rename`) or `adopt_existing` takes it over; otherwise it is the
+    /// user's and left as it is.
     async fn upsert(&mut self, item: &ImportItem) -> Result<ImportResult, BackendError> {
         let digits: String = item.e164.chars().filter(char::is_ascii_digit).collect();
-        let name = format!("{} {}", item.names.first, item.names.last)
-            .trim()
-            .to_owned();
+        let name = contact_name(&item.names);
         let added = self
             .send(
                 self.http
@@ -130,25 +169,73 @@ impl WhapiBackend {
                     .json(&serde_json::json!({"phone": digits, "name": name})),
             )
             .await?;
-        if added.status() == reqwest::StatusCode::CONFLICT {
-            let renamed = self
-                .send(
-                    self.http
-                        .patch(self.url(&format!("/contacts/{digits}")))
-                        .json(&serde_json::json!({"name": name})),
-                )
-                .await?;
-            if !renamed.status().is_success() {
-                return Err(BackendError::Temporary(format!(
-                    "rename answered {}",
-                    renamed.status()
-                )));
-            }
-        }
-        Ok(ImportResult::Imported {
+        let imported = ImportResult::Imported {
             user_id: None,
             access_hash: None,
-        })
+        };
+        match added.status() {
+            status if status.is_success() => return Ok(imported),
+            reqwest::StatusCode::NOT_FOUND => return Err(self.not_the_gateway("PUT /contacts")),
+            reqwest::StatusCode::CONFLICT if !item.rename && !self.adopt_existing => {
+                return Ok(ImportResult::SavedByUser);
+            }
+            reqwest::StatusCode::CONFLICT => {}
+            status => return Err(BackendError::Permanent(format!("add answered {status}"))),
+        }
+        let renamed = self
+            .send(
+                self.http
+                    .patch(self.url(&format!("/contacts/{digits}")))
+                    .json(&serde_json::json!({"name": name})),
+            )
+            .await?;
+        match renamed.status() {
+            status if status.is_success() => Ok(imported),
+            reqwest::StatusCode::NOT_FOUND => {
+                Err(self.not_the_gateway("PATCH /contacts/{ContactID}"))
+            }
+            status => Err(BackendError::Permanent(format!("rename answered {status}"))),
+        }
+    }
+
+    /// One page of `GET /contacts`, which must have the documented shape.
+    async fn page(&mut self, offset: usize, count: usize) -> Result<ContactsPage, BackendError> {
+        let response = self
+            .send(
+                self.http
+                    .get(self.url("/contacts"))
+                    .query(&[("count", count), ("offset", offset)]),
+            )
+            .await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(self.not_the_gateway("GET /contacts"));
+        }
+        if !response.status().is_success() {
+            return Err(BackendError::Temporary(format!(
+                "the contact list answered {}",
+                response.status()
+            )));
+        }
+        let body = response
+            .text()
+            .await
+            .map_err(|e| BackendError::Temporary(without_url(&e)))?;
+        let page: ContactsPage = serde_json::from_str(&body).map_err(|e| {
+            BackendError::Temporary(format!(
+                "malformed contact list, not the documented {{contacts: [...], total}} ({e}): {}; nothing of it is used",
+                excerpt(&body)
+            ))
+        })?;
+        self.confirmed = true;
+        Ok(page)
+    }
+
+    /// Before the first write: the gateway is the gateway (one listing of one entry).
+    async fn confirm_gateway(&mut self) -> Result<(), BackendError> {
+        if !self.confirmed {
+            self.page(0, 1).await?;
+        }
+        Ok(())
     }
 }
 
@@ -184,9 +271,16 @@ impl Backend for WhapiBackend {
         items: &'a [ImportItem],
     ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, BackendError>> {
         Box::pin(async move {
+            self.confirm_gateway().await?;
             let mut results = Vec::with_capacity(items.len());
             for item in items {
-                results.push((item.client_id, self.upsert(item).await?));
+                let result = match self.upsert(item).await {
+                    Ok(result) => result,
+                    // One refused number is that number's problem, not its neighbours'.
+                    Err(BackendError::Permanent(reason)) => ImportResult::Rejected(reason),
+                    Err(err) => return Err(err),
+                };
+                results.push((item.client_id, result));
             }
             Ok(results)
         })
@@ -194,11 +288,18 @@ impl Backend for WhapiBackend {
 
     fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
+            // Only a confirmed gateway's 404 says "no such contact".
+            self.confirm_gateway().await?;
             for phone in phones {
                 let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-                // 404: already gone, which is what we wanted.
-                self.send(self.http.delete(self.url(&format!("/contacts/{digits}"))))
+                let response = self
+                    .send(self.http.delete(self.url(&format!("/contacts/{digits}"))))
                     .await?;
+                let status = response.status();
+                // 404: one of ours already gone (deleted on the phone), as wanted.
+                if !(status.is_success() || status == reqwest::StatusCode::NOT_FOUND) {
+                    return Err(BackendError::Permanent(format!("delete answered {status}")));
+                }
             }
             Ok(())
         })
@@ -208,6 +309,14 @@ impl Backend for WhapiBackend {
         Some(self.reconcile)
     }
 
+    fn adopts_existing(&self) -> Option<bool> {
+        Some(self.adopt_existing)
+    }
+
+    fn setup_key(&self) -> Option<String> {
+        Some(self.setup_key.clone())
+    }
+
     fn remote_contacts(
         &mut self,
     ) -> BoxFuture<'_, Result<Option<Vec<RemoteContact>>, BackendError>> {
@@ -215,37 +324,37 @@ impl Backend for WhapiBackend {
             let mut contacts = Vec::new();
             let mut offset = 0;
             loop {
-                let response = self
-                    .send(
-                        self.http
-                            .get(self.url("/contacts"))
-                            .query(&[("count", PAGE), ("offset", offset)]),
-                    )
-                    .await?;
-                let body = response
-                    .text()
-                    .await
-                    .map_err(|e| BackendError::Temporary(without_url(&e)))?;
-                let page: ContactsPage = serde_json::from_str(&body).map_err(|e| {
-                    BackendError::Temporary(format!(
-                        "malformed contact list ({e}): {}",
-                        excerpt(&body)
-                    ))
-                })?;
+                let page = self.page(offset, PAGE).await?;
                 let received = page.contacts.len();
                 // Only saved entries are phone-book contacts; the rest are people the number
-                // merely sees (group members), which are none of our business.
-                contacts.extend(page.contacts.into_iter().filter(|c| c.saved).map(|c| {
-                    RemoteContact {
-                        e164: format!("+{}", c.id.trim_start_matches('+')),
-                        first_name: c.name.unwrap_or_default(),
-                        last_name: String::new(),
-                        user_id: None,
-                    }
-                }));
+                // merely sees (group members), which are none of our business. An id that
+                // is not a number cannot be one of ours either.
+                contacts.extend(
+                    page.contacts
+                        .into_iter()
+                        .filter(|c| c.saved)
+                        .filter_map(|c| {
+                            let digits = c.id.trim_start_matches('+');
+                            (!digits.is_empty() && digits.chars().all(|d| d.is_ascii_digit())).then(
+                                || RemoteContact {
+                                    e164: format!("+{digits}"),
+                                    first_name: c.name.unwrap_or_default(),
+                                    last_name: String::new(),
+                                    user_id: None,
+                                },
+                            )
+                        }),
+                );
                 offset += received;
-                if received == 0 || offset >= page.total {
+                if offset >= page.total {
                     break;
+                }
+                if received == 0 {
+                    // A listing that stops short is not the whole phone book.
+                    return Err(BackendError::Temporary(format!(
+                        "the contact list ended after {offset} of {} entries; nothing of it is used",
+                        page.total
+                    )));
                 }
             }
             Ok(Some(contacts))

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{Failure, HistoryArgs, PlanArgs, SyncArgs, exit};
 use crate::config::{self, Config};
 use crate::phone::redact;
-use crate::store::{Store, StoreError};
+use crate::store::{Owner, Store, StoreError};
 use crate::sync::{self, Clock, PassReport, SyncOptions, SystemClock, describe_stop, format_time};
 use crate::{backend, source};
 
@@ -182,6 +182,14 @@ pub fn sync(config_path: Option<&Path>, args: &SyncArgs) -> Result<(), Failure> 
             error: anyhow::anyhow!("an account needs `contactsyncd login`"),
         });
     }
+    if let Some((account, reason)) = report.setup_stop() {
+        return Err(Failure {
+            code: exit::CONFIG,
+            error: anyhow::anyhow!(
+                "{account} is stopped: {reason}; nothing is sent to it until the configuration changes"
+            ),
+        });
+    }
     if report.deletes_held() {
         return Err(Failure {
             code: exit::DELETES_HELD,
@@ -281,16 +289,20 @@ pub fn remote_list(
             error: anyhow::anyhow!("no backend configured: add [telegram] or [whatsapp]"),
         });
     }
-    let ours: std::collections::BTreeSet<String> = match Store::open_read_only(&config.state_dir) {
-        Ok(store) => store
+    let state = match Store::open_read_only(&config.state_dir) {
+        Ok(store) => Some(store),
+        Err(StoreError::Missing { .. }) => None,
+        Err(err) => return Err(store_failure(err)),
+    };
+    let ours: std::collections::BTreeSet<String> = match &state {
+        Some(store) => store
             .stored_phones()
             .map_err(store_failure)?
             .into_values()
             .flatten()
             .map(|p| p.e164)
             .collect(),
-        Err(StoreError::Missing { .. }) => Default::default(),
-        Err(err) => return Err(store_failure(err)),
+        None => Default::default(),
     };
     let runtime = runtime()?;
     let _entered = runtime.enter();
@@ -315,7 +327,13 @@ pub fn remote_list(
                 error: anyhow::anyhow!("{name}: {e}"),
             })?
             .unwrap_or_default();
+        let owners = match &state {
+            Some(store) => store.owners(&name).map_err(store_failure)?,
+            None => Default::default(),
+        };
         for c in &contacts {
+            // Not in the mirror: added by hand, the user's.
+            let owner = owners.get(&c.e164).copied().unwrap_or(Owner::User);
             let phone = if show_phones {
                 c.e164.clone()
             } else {
@@ -327,20 +345,28 @@ pub fn remote_list(
                     &mut w,
                     &json!({"backend": name, "phone": phone, "first_name": c.first_name,
                             "last_name": c.last_name, "user_id": c.user_id,
-                            "in_address_book": in_book}),
+                            "in_address_book": in_book, "owner": owner}),
                 )?;
                 writeln!(w)?;
             } else {
+                let mut notes = Vec::new();
+                match owner {
+                    Owner::Contactsyncd => {}
+                    Owner::User => notes.push("yours: never renamed or deleted"),
+                    Owner::Unverified => notes.push("not yet confirmed as ours: left alone"),
+                }
+                if !in_book {
+                    notes.push("not in the address book");
+                }
+                let notes = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", notes.join("; "))
+                };
                 writeln!(
                     w,
-                    "{name:<9} {phone:<16} {} {}{}",
-                    c.first_name,
-                    c.last_name,
-                    if in_book {
-                        ""
-                    } else {
-                        "  (not in the address book)"
-                    }
+                    "{name:<9} {phone:<16} {} {}{notes}",
+                    c.first_name, c.last_name,
                 )?;
             }
         }
@@ -447,7 +473,22 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             .open_batches(&account.backend)
             .map_err(store_failure)?;
         let queued: usize = open.iter().map(|b| b.items.len()).sum();
-        accounts.push((account, counts, open.len(), queued));
+        let owned = store
+            .ownership_counts(&account.backend)
+            .map_err(store_failure)?;
+        let setup_error = store.setup_error(&account.backend).map_err(store_failure)?;
+        let held = store
+            .reconcile_hold(&account.backend)
+            .map_err(store_failure)?;
+        accounts.push((
+            account,
+            counts,
+            open.len(),
+            queued,
+            owned,
+            setup_error,
+            held,
+        ));
     }
     let login = match &config.telegram {
         Some(_) => Some(
@@ -467,7 +508,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "first_name": a.first_name,
             }))),
             "sources": sources,
-            "accounts": accounts.iter().map(|(a, c, batches, items)| json!({
+            "accounts": accounts.iter().map(|(a, c, batches, items, owned, setup_error, held)| json!({
                 "backend": a.backend,
                 "in_sync": c.imported + c.saved,
                 "imported": c.imported,
@@ -481,6 +522,10 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "paused_until": a.paused_until.filter(|u| *u > now),
                 "pause_reason": a.pause_reason,
                 "login_required": a.auth_required,
+                "saved_by_user": owned.saved_by_user,
+                "unverified": owned.unverified,
+                "stopped": setup_error,
+                "reconcile_held": held,
                 "last_success": a.last_success,
                 "last_error": a.last_error,
             })).collect::<Vec<_>>(),
@@ -528,7 +573,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     if accounts.is_empty() {
         writeln!(w, "  (none yet)")?;
     }
-    for (a, c, batches, items) in &accounts {
+    for (a, c, batches, items, owned, setup_error, held) in &accounts {
         let mut parts = vec![
             format!(
                 "{} in sync ({} imported, {} saved)",
@@ -560,6 +605,26 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 format_time(until),
                 a.pause_reason.as_deref().unwrap_or_default()
             ));
+        }
+        if owned.saved_by_user > 0 {
+            parts.push(format!(
+                "{} already saved by you on the phone, left as you named them (adopt_existing = false)",
+                owned.saved_by_user
+            ));
+        }
+        if owned.unverified > 0 {
+            parts.push(format!(
+                "{} not yet confirmed as ours (the next reconcile checks them)",
+                owned.unverified
+            ));
+        }
+        if let Some(reason) = setup_error {
+            parts.push(format!(
+                "STOPPED: {reason}; nothing is sent until the configuration changes"
+            ));
+        }
+        if let Some(held) = held {
+            parts.push(format!("RECONCILE HELD: {}", held.reason));
         }
         if a.auth_required {
             parts.push("LOGIN REQUIRED: run `contactsyncd login`".into());

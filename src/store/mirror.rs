@@ -91,6 +91,8 @@ pub struct ImportTally {
     pub popular: usize,
     pub retrying: usize,
     pub rejected: usize,
+    /// Numbers the user had already saved (WhatsApp): left alone.
+    pub by_user: usize,
 }
 
 /// Counts per mirror state for `status`.
@@ -139,6 +141,7 @@ fn mirror_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, MirrorEntry)
             state: match state.as_str() {
                 "imported" => MirrorState::Imported,
                 "saved" => MirrorState::Saved,
+                "user" | "unverified" => MirrorState::NotOurs,
                 _ => MirrorState::NotImported,
             },
             hold,
@@ -503,6 +506,18 @@ impl Store {
                         ])?;
                         set_importers.execute(params![batch.backend, item.e164, importers])?;
                     }
+                    ImportResult::SavedByUser => {
+                        tally.by_user += 1;
+                        super::ownership::record_saved_by_user(
+                            &tx,
+                            &batch.backend,
+                            &item.e164,
+                            &item.names,
+                            client_id,
+                            batch.id,
+                            now,
+                        )?;
+                    }
                     ImportResult::Retry | ImportResult::Rejected(_) => {
                         let attempts: u32 = attempts_of
                             .query_row(params![batch.backend, item.e164], |r| r.get(0))
@@ -537,10 +552,13 @@ impl Store {
                 }
             }
         }
-        let outcome = format!(
+        let mut outcome = format!(
             "imported {}, saved {}, retrying {}, rejected {}",
             tally.imported, tally.saved, tally.retrying, tally.rejected
         );
+        if tally.by_user > 0 {
+            outcome.push_str(&format!(", already saved by the user {}", tally.by_user));
+        }
         finish_batch(&tx, batch, &outcome, now)?;
         tx.commit()?;
         Ok(tally)

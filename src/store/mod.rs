@@ -7,6 +7,7 @@
 mod files;
 mod history;
 mod mirror;
+mod ownership;
 pub mod telegram_session;
 
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -20,6 +21,7 @@ use rusqlite_migration::{M, Migrations, SchemaVersion};
 pub use files::{FileRecord, FileState, Fingerprint, StoredPhone};
 pub use history::{RunRecord, SourceStatus};
 pub use mirror::{AccountState, Batch, BatchKind, BatchState, OutboxItem, PlanRecord};
+pub use ownership::{ListingOutcome, ListingPolicy, Owner, OwnershipCounts};
 
 pub const DATABASE_FILE: &str = "state.db";
 pub const LOCK_FILE: &str = "state.lock";
@@ -31,6 +33,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/003_reconcile.sql")),
     M::up(include_str!("migrations/004_phone_index.sql")),
     M::up(include_str!("migrations/005_plan_epoch.sql")),
+    M::up(include_str!("migrations/007_whapi_ownership.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 
