@@ -17,3 +17,4 @@ mod telegram_server;
 #[path = "../support/whapi.rs"]
 mod whapi;
 mod whapi_backend;
+mod whapi_ownership;

@@ -21,20 +21,29 @@ struct Setup {
 
 impl Setup {
     async fn new(rate: f64, policy: &str) -> Self {
+        Self::with(rate, policy, "").await
+    }
+
+    /// `extra`: more `[whatsapp]` keys.
+    async fn with(rate: f64, policy: &str, extra: &str) -> Self {
         let server = WhapiServer::start(TOKEN).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("book")).unwrap();
-        let text = format!(
-            "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n\n[whatsapp]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\nrequests_per_second = {rate}\nrequest_timeout = 2\non_remote_delete = \"{policy}\"\n",
-            server.base_url()
-        );
-        std::fs::write(dir.path().join("config.toml"), &text).unwrap();
-        let config = config::parse(&text, &dir.path().join("config.toml")).unwrap();
+        let config = config_for(dir.path(), &server.base_url(), rate, policy, extra);
         Self {
             _dir: dir,
             config,
             server,
         }
+    }
+
+    /// The same state and book, another `[whatsapp]` section.
+    fn reconfigure(&mut self, base_url: &str, extra: &str) {
+        self.config = config_for(self._dir.path(), base_url, 500.0, "reimport", extra);
+    }
+
+    fn store(&self) -> Store {
+        Store::open_read_only(&self.config.state_dir).unwrap()
     }
 
     fn book(&self) -> std::path::PathBuf {
@@ -54,6 +63,20 @@ impl Setup {
     async fn sync(&self, clock: &ManualClock) -> PassReport {
         self.sync_with(clock, SyncOptions::default()).await
     }
+}
+
+fn config_for(
+    dir: &std::path::Path,
+    base_url: &str,
+    rate: f64,
+    policy: &str,
+    extra: &str,
+) -> Config {
+    let text = format!(
+        "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n\n[whatsapp]\nbase_url = \"{base_url}\"\ntoken = \"{TOKEN}\"\nrequests_per_second = {rate}\nrequest_timeout = 2\non_remote_delete = \"{policy}\"\n{extra}\n"
+    );
+    std::fs::write(dir.join("config.toml"), &text).unwrap();
+    config::parse(&text, &dir.join("config.toml")).unwrap()
 }
 
 fn digits(i: usize) -> String {
@@ -175,6 +198,25 @@ async fn a_reset_connection_mid_sync_loses_nothing_and_repeats_little() {
         let i: usize = id[5..].parse().unwrap();
         assert_eq!(name, format!("Person {i}"));
     }
+    // The repeated adds answered 409: maybe ours (reply lost), maybe the user's. Not taken
+    // for either until the listing shows our names, at the very next pass.
+    let unverified = setup
+        .store()
+        .ownership_counts("whatsapp")
+        .unwrap()
+        .unverified;
+    assert_eq!(
+        unverified, 5,
+        "the interrupted batch's 4 done items and the one whose reply the reset lost"
+    );
+    setup.sync(&clock).await;
+    let store = setup.store();
+    assert_eq!(store.ownership_counts("whatsapp").unwrap().unverified, 0);
+    assert_eq!(
+        store.mirror_counts("whatsapp").unwrap().imported,
+        25,
+        "all ours"
+    );
 }
 
 #[tokio::test]
@@ -426,4 +468,271 @@ async fn logs_never_show_numbers_or_names() {
     }
     assert!(!logs.contains("Renamed Person"));
     assert!(!logs.contains(TOKEN), "the token leaked");
+}
+
+/// A number the user saves on the phone after the reconcile, before our add: the add
+/// answers 409, and it is the user's from then on, across restarts: no rename when the
+/// card is renamed, no delete when it goes.
+#[tokio::test]
+async fn a_number_the_user_saved_answers_409_and_is_never_touched() {
+    let setup = Setup::new(500.0, "reimport").await;
+    write_vdir(&setup.book(), 0..10);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    write_vdir(&setup.book(), 10..11);
+    setup.server.save_by_user(&digits(10), "Neighbour");
+    let report = setup.sync(&clock).await;
+    assert_eq!(report.accounts[0].by_user, 1, "{report:?}");
+    assert!(report.accounts[0].stop.is_none(), "{report:?}");
+    std::fs::write(setup.book().join("00010.vcf"), card("Renamed", 10)).unwrap();
+    setup.sync(&clock).await;
+    std::fs::remove_file(setup.book().join("00010.vcf")).unwrap();
+    let report = setup.sync(&clock).await;
+    assert_eq!(report.accounts[0].planned.deletes, 0, "{report:?}");
+    assert!(setup.server.requests("PATCH").is_empty());
+    assert!(setup.server.requests("DELETE").is_empty());
+    assert_eq!(setup.server.saved()[&digits(10)], "Neighbour");
+    let puts = setup.server.requests("PUT");
+    assert_eq!(puts.len(), 11, "one add was tried, once: {puts:?}");
+    assert_eq!(
+        setup.store().owners("whatsapp").unwrap()[&format!("+{}", digits(10))],
+        contactsyncd::store::Owner::User
+    );
+}
+
+/// `adopt_existing = true` (switched on after a first sync): the user's contact for a card
+/// is renamed to the card's name, and deleted when the card goes; the user's contact that
+/// is not in the address book stays untouched.
+#[tokio::test]
+async fn adopt_existing_takes_over_only_the_address_books_numbers() {
+    let mut setup = Setup::new(500.0, "reimport").await;
+    write_vdir(&setup.book(), 0..10);
+    setup.server.save_by_user(&digits(3), "Mum");
+    setup.server.save_by_user("4930999999", "Grandma");
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    assert_eq!(
+        setup.server.saved()[&digits(3)],
+        "Mum",
+        "not adopted by default"
+    );
+    let base_url = setup.server.base_url();
+    setup.reconfigure(&base_url, "adopt_existing = true");
+    setup.sync(&clock).await;
+    assert_eq!(setup.server.saved()[&digits(3)], "Person 3", "taken over");
+    std::fs::remove_file(setup.book().join("00003.vcf")).unwrap();
+    setup.sync(&clock).await;
+    let saved = setup.server.saved();
+    assert!(!saved.contains_key(&digits(3)), "deleted with its card");
+    assert_eq!(saved["4930999999"], "Grandma");
+    let deletes = setup.server.requests("DELETE");
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+}
+
+/// A listing that is not the documented shape aborts the reconcile and changes nothing:
+/// the contact deleted on the phone is not noticed (not imported again), nothing of ours
+/// is taken as deleted, no add or delete goes out.
+#[tokio::test]
+async fn a_listing_of_the_wrong_shape_changes_nothing() {
+    use crate::whapi::Listing;
+    for shape in [
+        Listing::WithoutContacts,
+        Listing::ContactsNotAnArray,
+        Listing::WithoutTotal,
+        Listing::StopsShort,
+    ] {
+        let setup = Setup::new(1000.0, "reimport").await;
+        write_vdir(&setup.book(), 0..150);
+        let clock = ManualClock::new();
+        setup.sync(&clock).await;
+        setup
+            .server
+            .state()
+            .contacts
+            .get_mut(&digits(7))
+            .unwrap()
+            .saved = false;
+        let mirror = setup.store().mirror("whatsapp").unwrap();
+        setup.server.state().listing = shape;
+        clock.advance(6 * 3600 + 1);
+        let report = setup.sync(&clock).await;
+        assert!(report.accounts[0].planned.new == 0, "{shape:?}: {report:?}");
+        assert_eq!(
+            setup.store().mirror("whatsapp").unwrap(),
+            mirror,
+            "{shape:?}"
+        );
+        assert_eq!(setup.server.requests("PUT").len(), 150, "{shape:?}");
+        assert!(setup.server.requests("DELETE").is_empty(), "{shape:?}");
+        // The documented shape again: the deletion on the phone is seen and repaired.
+        setup.server.state().listing = Listing::Documented;
+        setup.sync(&clock).await;
+        assert_eq!(setup.server.requests("PUT").len(), 151, "{shape:?}");
+    }
+}
+
+/// An empty listing of the documented shape (another account's phone, a reset gateway)
+/// would take all of ours as deleted on the phone: held like deletions, until forced.
+#[tokio::test]
+async fn a_listing_lacking_most_of_ours_is_held_until_forced() {
+    let setup = Setup::new(500.0, "reimport").await;
+    write_vdir(&setup.book(), 0..20);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    for i in 0..15 {
+        setup
+            .server
+            .state()
+            .contacts
+            .get_mut(&digits(i))
+            .unwrap()
+            .saved = false;
+    }
+    clock.advance(6 * 3600 + 1);
+    let report = setup.sync(&clock).await;
+    let held = report.accounts[0].held.clone().expect("held");
+    assert_eq!(held.deletes, 15);
+    assert!(held.reason.contains("--force-delete"), "{}", held.reason);
+    assert_eq!(
+        setup.store().mirror_counts("whatsapp").unwrap().imported,
+        20
+    );
+    assert_eq!(
+        setup.server.requests("PUT").len(),
+        20,
+        "nothing re-imported"
+    );
+    // Held, and not re-read on every pass.
+    let gets = setup.server.requests("GET").len();
+    let again = setup.sync(&clock).await;
+    assert!(again.accounts[0].held.is_some());
+    assert_eq!(setup.server.requests("GET").len(), gets);
+    let forced = setup
+        .sync_with(
+            &clock,
+            SyncOptions {
+                force_delete: true,
+                ..SyncOptions::default()
+            },
+        )
+        .await;
+    assert!(forced.accounts[0].held.is_none(), "{forced:?}");
+    assert_eq!(setup.server.saved().len(), 20, "re-imported (reimport)");
+    assert_eq!(setup.store().reconcile_hold("whatsapp").unwrap(), None);
+}
+
+/// A DELETE answered 404 by the (confirmed) gateway: one of ours already gone, as wanted.
+#[tokio::test]
+async fn a_delete_of_ours_already_gone_is_done() {
+    let setup = Setup::new(500.0, "reimport").await;
+    write_vdir(&setup.book(), 0..10);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    setup
+        .server
+        .state()
+        .contacts
+        .get_mut(&digits(2))
+        .unwrap()
+        .saved = false;
+    std::fs::remove_file(setup.book().join("00002.vcf")).unwrap();
+    let report = setup.sync(&clock).await;
+    assert_eq!(report.accounts[0].deleted, 1, "{report:?}");
+    assert!(report.accounts[0].stop.is_none(), "{report:?}");
+    assert_eq!(setup.store().mirror_counts("whatsapp").unwrap().imported, 9);
+    // The gateway was confirmed (a one-entry listing) before the DELETE was believed.
+    let log = setup.server.state().requests.clone();
+    let delete = log.iter().position(|r| r.method == "DELETE").unwrap();
+    let before = &log[delete - 1];
+    assert!(
+        before.method == "GET" && before.path.contains("count=1"),
+        "{log:#?}"
+    );
+}
+
+/// A gateway that starts answering 404 (the address now leads elsewhere): the next write
+/// stops the account, once, naming base_url; nothing is recorded as done.
+#[tokio::test]
+async fn a_404_stops_the_account_once_and_records_nothing() {
+    let setup = Setup::new(500.0, "reimport").await;
+    write_vdir(&setup.book(), 0..3);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    setup.server.state().all_not_found = true;
+    write_vdir(&setup.book(), 3..5);
+    let report = setup.sync(&clock).await;
+    let (account, reason) = report.setup_stop().expect("stopped");
+    assert_eq!(account, "whatsapp");
+    assert!(reason.contains(&setup.server.base_url()), "{reason}");
+    assert!(reason.contains("whatsapp.base_url"), "{reason}");
+    assert_eq!(setup.store().mirror("whatsapp").unwrap().len(), 3);
+    let count = setup.server.state().requests.len();
+    let again = setup.sync(&clock).await;
+    assert!(again.setup_stop().is_some());
+    assert_eq!(setup.server.state().requests.len(), count, "not retried");
+}
+
+/// State written by a version before the fix (schema 5): it recorded 404s and the user's
+/// 409s as its own imports. The next reconcile re-derives them from the listing.
+#[tokio::test]
+async fn an_old_versions_mirror_is_rederived_from_the_listing() {
+    let setup = Setup::new(500.0, "reimport").await;
+    write_vdir(&setup.book(), 0..10);
+    std::fs::create_dir_all(&setup.config.state_dir).unwrap();
+    {
+        let mut conn = rusqlite::Connection::open(setup.config.state_dir.join("state.db")).unwrap();
+        contactsyncd::store::MIGRATIONS
+            .to_version(&mut conn, 5)
+            .unwrap();
+        conn.execute(
+            "INSERT INTO account (backend, last_reconcile) VALUES ('whatsapp', 1)",
+            [],
+        )
+        .unwrap();
+        for i in 0..10 {
+            conn.execute(
+                "INSERT INTO mirror (backend, e164, first_name, last_name, state, updated_at)
+                 VALUES ('whatsapp', ?1, ?2, '', 'imported', 1)",
+                [format!("+{}", digits(i)), format!("Person {i}")],
+            )
+            .unwrap();
+        }
+    }
+    // On the phone: 0..3 as we named them (ours), 3..5 under the user's names (an old
+    // version's 409), 5..10 never arrived (an old version's 404).
+    for i in 0..3 {
+        setup
+            .server
+            .save_by_user(&digits(i), &format!("Person {i}"));
+    }
+    setup.server.save_by_user(&digits(3), "Mum");
+    setup.server.save_by_user(&digits(4), "Dad");
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    let saved = setup.server.saved();
+    assert_eq!(saved.len(), 10, "the 5 that never arrived were added");
+    assert_eq!(saved[&digits(3)], "Mum");
+    assert_eq!(saved[&digits(4)], "Dad");
+    assert_eq!(setup.server.requests("PUT").len(), 5);
+    let store = setup.store();
+    assert_eq!(store.mirror_counts("whatsapp").unwrap().imported, 8);
+    assert_eq!(store.ownership_counts("whatsapp").unwrap().saved_by_user, 2);
+    drop(store);
+    // The user's are not deleted with their cards; ours are.
+    for i in [0, 3, 4] {
+        std::fs::remove_file(setup.book().join(format!("{i:05}.vcf"))).unwrap();
+    }
+    setup
+        .sync_with(
+            &clock,
+            SyncOptions {
+                force_delete: true,
+                ..SyncOptions::default()
+            },
+        )
+        .await;
+    let deletes = setup.server.requests("DELETE");
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0].path, format!("/contacts/{}", digits(0)));
+    assert!(setup.server.requests("PATCH").is_empty());
 }

@@ -1,6 +1,11 @@
 //! A local stand-in for the Whapi.Cloud gateway: the contact endpoints with state (saved vs
 //! merely seen contacts, ids as digits), bearer-token checks, scripted faults per request,
 //! and a request log. HTTP/1.1 with keep-alive, enough for reqwest.
+//!
+//! Also what a real phone and a wrong address look like: numbers the user saved before any
+//! sync, under their own names (`save_by_user`; a `PUT` of a saved number answers 409, as
+//! Whapi documents), a mode in which every path answers 404 (`all_not_found`: a base_url
+//! that does not lead to the gateway), and listings of the wrong shape (`listing`).
 
 #![allow(dead_code)]
 
@@ -29,6 +34,25 @@ pub enum WhapiFault {
     Reset,
 }
 
+/// How `GET /contacts` answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Listing {
+    /// `{contacts, count, total}`, paged.
+    #[default]
+    Documented,
+    /// `{count, total}`: no contacts array.
+    WithoutContacts,
+    /// `{contacts: {...}, total}`: contacts not an array.
+    ContactsNotAnArray,
+    /// `{contacts, count}`: no total.
+    WithoutTotal,
+    /// The first page as documented, then empty pages although `total` says there is more.
+    StopsShort,
+    /// The documented shape with no contacts at all (an empty phone book, or another
+    /// account's).
+    Empty,
+}
+
 #[derive(Debug, Clone)]
 pub struct Request {
     pub method: String,
@@ -43,6 +67,9 @@ pub struct WhapiState {
     pub contacts: BTreeMap<String, Entry>,
     pub faults: VecDeque<WhapiFault>,
     pub requests: Vec<Request>,
+    /// Every path answers 404 (what a base_url that is not the gateway gets).
+    pub all_not_found: bool,
+    pub listing: Listing,
 }
 
 pub struct WhapiServer {
@@ -92,6 +119,17 @@ impl WhapiServer {
             .filter(|(_, e)| e.saved)
             .map(|(id, e)| (id.clone(), e.name.clone()))
             .collect()
+    }
+
+    /// A number the user saved on the phone themselves, under their own name.
+    pub fn save_by_user(&self, digits: &str, name: &str) {
+        self.state().contacts.insert(
+            digits.to_owned(),
+            Entry {
+                name: name.to_owned(),
+                saved: true,
+            },
+        );
     }
 
     pub fn requests(&self, method: &str) -> Vec<Request> {
@@ -156,7 +194,9 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<WhapiState>>) {
                 at: Instant::now(),
             });
             let fault = state.faults.pop_front();
-            let reply = if authorization != format!("Bearer {}", state.token) {
+            let reply = if state.all_not_found {
+                (404, r#"{"error":"not found"}"#.to_owned(), None)
+            } else if authorization != format!("Bearer {}", state.token) {
                 (
                     401,
                     r#"{"error":{"code":401,"message":"Unauthorized"}}"#.to_owned(),
@@ -234,9 +274,24 @@ fn route(
                 .iter()
                 .map(|(id, e)| serde_json::json!({"id": id, "name": e.name, "saved": e.saved}))
                 .collect();
-            let page: Vec<_> = all.iter().skip(offset).take(count).cloned().collect();
-            let body =
-                serde_json::json!({"contacts": page, "count": page.len(), "total": all.len()});
+            let mut page: Vec<_> = all.iter().skip(offset).take(count).cloned().collect();
+            let body = match state.listing {
+                Listing::Documented => {
+                    serde_json::json!({"contacts": page, "count": page.len(), "total": all.len()})
+                }
+                Listing::WithoutContacts => serde_json::json!({"count": 0, "total": all.len()}),
+                Listing::ContactsNotAnArray => {
+                    serde_json::json!({"contacts": {"items": page}, "total": all.len()})
+                }
+                Listing::WithoutTotal => serde_json::json!({"contacts": page, "count": page.len()}),
+                Listing::StopsShort => {
+                    if offset > 0 {
+                        page.clear();
+                    }
+                    serde_json::json!({"contacts": page, "count": page.len(), "total": all.len()})
+                }
+                Listing::Empty => serde_json::json!({"contacts": [], "count": 0, "total": 0}),
+            };
             (200, body.to_string(), None)
         }
         ("PUT", "/contacts") => {
