@@ -89,6 +89,10 @@ fn the_commented_telegram_section_of_the_example_is_valid() {
     assert_eq!(whatsapp.base_url, "https://gate.whapi.cloud");
     assert_eq!(whatsapp.requests_per_second, 1.0);
     assert!(
+        !whatsapp.adopt_existing,
+        "the user's own contacts are theirs by default"
+    );
+    assert!(
         !rendered.contains("your-channel-token"),
         "check-config never prints the token"
     );

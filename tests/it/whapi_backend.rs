@@ -29,7 +29,7 @@ impl Setup {
         let server = WhapiServer::start(TOKEN).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("book")).unwrap();
-        let config = config_for(dir.path(), &server.base_url(), rate, policy, extra);
+        let config = config_for(dir.path(), &server.base_url(), TOKEN, rate, policy, extra);
         Self {
             _dir: dir,
             config,
@@ -38,8 +38,8 @@ impl Setup {
     }
 
     /// The same state and book, another `[whatsapp]` section.
-    fn reconfigure(&mut self, base_url: &str, extra: &str) {
-        self.config = config_for(self._dir.path(), base_url, 500.0, "reimport", extra);
+    fn reconfigure(&mut self, base_url: &str, token: &str, extra: &str) {
+        self.config = config_for(self._dir.path(), base_url, token, 500.0, "reimport", extra);
     }
 
     fn store(&self) -> Store {
@@ -68,12 +68,13 @@ impl Setup {
 fn config_for(
     dir: &std::path::Path,
     base_url: &str,
+    token: &str,
     rate: f64,
     policy: &str,
     extra: &str,
 ) -> Config {
     let text = format!(
-        "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n\n[whatsapp]\nbase_url = \"{base_url}\"\ntoken = \"{TOKEN}\"\nrequests_per_second = {rate}\nrequest_timeout = 2\non_remote_delete = \"{policy}\"\n{extra}\n"
+        "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n\n[whatsapp]\nbase_url = \"{base_url}\"\ntoken = \"{token}\"\nrequests_per_second = {rate}\nrequest_timeout = 2\non_remote_delete = \"{policy}\"\n{extra}\n"
     );
     std::fs::write(dir.join("config.toml"), &text).unwrap();
     config::parse(&text, &dir.join("config.toml")).unwrap()
@@ -248,9 +249,10 @@ async fn too_many_requests_pauses_the_account_across_restarts() {
     assert_eq!(setup.server.saved().len(), 3);
 }
 
+/// ... until the token is changed in the configuration.
 #[tokio::test]
 async fn a_bad_token_stops_the_account_once() {
-    let setup = Setup::new(500.0, "reimport").await;
+    let mut setup = Setup::new(500.0, "reimport").await;
     write_vdir(&setup.book(), 0..2);
     setup.server.state().token = "another".into();
     let clock = ManualClock::new();
@@ -264,6 +266,11 @@ async fn a_bad_token_stops_the_account_once() {
         count,
         "reported once, not retried"
     );
+    let base_url = setup.server.base_url();
+    setup.reconfigure(&base_url, "another", "");
+    let fixed = setup.sync(&clock).await;
+    assert!(!fixed.login_required(), "{fixed:?}");
+    assert_eq!(setup.server.saved().len(), 2);
 }
 
 #[tokio::test]
@@ -517,7 +524,7 @@ async fn adopt_existing_takes_over_only_the_address_books_numbers() {
         "not adopted by default"
     );
     let base_url = setup.server.base_url();
-    setup.reconfigure(&base_url, "adopt_existing = true");
+    setup.reconfigure(&base_url, TOKEN, "adopt_existing = true");
     setup.sync(&clock).await;
     assert_eq!(setup.server.saved()[&digits(3)], "Person 3", "taken over");
     std::fs::remove_file(setup.book().join("00003.vcf")).unwrap();
