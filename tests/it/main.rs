@@ -14,6 +14,7 @@ mod sync;
 mod telegram;
 mod telegram_backend;
 mod telegram_server;
+mod under_change;
 #[path = "../support/whapi.rs"]
 mod whapi;
 mod whapi_backend;
