@@ -597,11 +597,14 @@ impl Store {
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
-    /// A sent batch the server refused before doing any of it (a wait or login error)
-    /// counts as never sent: the check before sending applies to it again.
+    /// A batch the server refused before doing any of it (a wait or login error) counts
+    /// as never sent, so the check before sending applies to it again — unless an earlier
+    /// send of it has no known outcome (a lost reply, a crash): that one may have been
+    /// applied, so the batch stays in flight and goes out again as it was.
     pub fn unsend(&self, id: i64) -> Result<()> {
         self.conn().execute(
-            "UPDATE outbox_batch SET state = 'planned' WHERE id = ?1 AND state = 'sent'",
+            "UPDATE outbox_batch SET state = 'planned'
+             WHERE id = ?1 AND state = 'sent' AND send_count = 1",
             [id],
         )?;
         Ok(())

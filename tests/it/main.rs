@@ -7,6 +7,7 @@ mod corpus;
 mod daemon;
 mod dialects;
 mod fake_backend;
+mod model;
 mod robustness;
 mod support;
 mod sync;
