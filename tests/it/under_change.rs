@@ -308,3 +308,109 @@ async fn a_racily_clean_file_is_read_again() {
         Some(Call::Import(items)) if items[0].2 == "Ella"
     ));
 }
+
+/// Planning again makes the queue equal to the new plan: an item still wanted exactly so
+/// keeps its place and client_id, a stale one is superseded, the new names are queued.
+#[tokio::test]
+async fn planning_again_supersedes_what_was_queued_and_not_sent() {
+    let setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    write_card(&setup, "bob.vcf", "Bob", 2);
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    let first = setup.sync(&backend, &clock, offline()).await;
+    assert_eq!(first.accounts[0].planned.new, 2);
+    let queued = |setup: &Setup| {
+        let store = setup.store();
+        store
+            .open_batches("fake")
+            .unwrap()
+            .into_iter()
+            .flat_map(|b| b.items)
+            .map(|i| (i.e164, i.names.first, i.client_id))
+            .collect::<Vec<_>>()
+    };
+    let before = queued(&setup);
+    let bob_id = before.iter().find(|(e, ..)| *e == phone(2)).unwrap().2;
+
+    write_card(&setup, "anna.vcf", "Anne", 1);
+    let second = setup.sync(&backend, &clock, offline()).await;
+    assert_eq!(second.accounts[0].superseded, 1);
+    assert_eq!(second.accounts[0].planned.new, 1, "only Anne is news");
+    let after = queued(&setup);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.contains(&(phone(2), "Bob".into(), bob_id)));
+    let anne = after.iter().find(|(e, ..)| *e == phone(1)).unwrap();
+    assert_eq!(anne.1, "Anne");
+    assert!(
+        anne.2 > before.iter().map(|i| i.2).max().unwrap(),
+        "a fresh client_id"
+    );
+
+    // Nothing changed: the queue stays as it is, and the pass says nothing is new.
+    let third = setup.sync(&backend, &clock, offline()).await;
+    assert_eq!(
+        third.accounts[0].planned.new + third.accounts[0].superseded,
+        0
+    );
+    assert_eq!(queued(&setup), after);
+}
+
+/// The daemon's sender reconciles before it sends: a contact the user deleted in the app
+/// (and may have added again by hand) after its delete was queued is no longer ours to
+/// delete; the check before sending drops the delete.
+#[tokio::test]
+async fn a_queued_delete_of_a_contact_no_longer_ours_is_dropped_before_sending() {
+    let setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    for i in 2..8 {
+        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
+    }
+    let backend = FakeBackend::new(100).with_users(users(8).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    std::fs::remove_file(setup.book().join("anna.vcf")).unwrap();
+    let accounts = [AccountSpec {
+        name: "fake".into(),
+        batch_size: 100,
+    }];
+    let mut store = setup.store();
+    let planned = sync::plan_pass(
+        &setup.config,
+        &mut store,
+        &accounts,
+        clock.now(),
+        &offline(),
+    )
+    .unwrap();
+    assert_eq!(planned.accounts[0].planned.deletes, 1);
+
+    // Deleted in the app, found so by the sender's reconciliation, then added by hand.
+    backend.state().contacts.remove(&phone(1));
+    let remote = (2..8).map(phone).collect();
+    store
+        .apply_reconcile("fake", &remote, true, clock.now())
+        .unwrap();
+    backend
+        .state()
+        .contacts
+        .insert(phone(1), ("Anna (mine)".into(), String::new()));
+
+    let mut report = sync::AccountReport::default();
+    let mut fake = backend.boxed();
+    sync::send_account(
+        &setup.config,
+        &mut store,
+        fake.as_mut(),
+        &clock,
+        &SyncOptions::default(),
+        &mut 0,
+        &tokio_util::sync::CancellationToken::new(),
+        &mut report,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.superseded, 1);
+    assert_eq!(deletes_of(&backend, &phone(1)), 0);
+    assert_eq!(backend.state().contacts[&phone(1)].0, "Anna (mine)");
+}
