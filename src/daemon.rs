@@ -59,13 +59,17 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let board = Arc::new(StatusBoard::default());
+    // Planner passes run on blocking threads that a reload cannot stop: the pass of the old
+    // configuration may still run when the new planner starts. One lock over every
+    // generation's passes makes sure only one planner ever plans at a time.
+    let planning = Arc::new(std::sync::Mutex::new(()));
 
     let mut watchdog_usec = 0;
     if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
         let period = Duration::from_micros(watchdog_usec / 2);
         tracker.spawn(watchdog(period, shutdown.clone()));
     }
-    let mut generation = Generation::start(&config, &tracker, &shutdown, &board)?;
+    let mut generation = Generation::start(&config, &tracker, &shutdown, &board, &planning)?;
     notify(&[
         NotifyState::Ready,
         NotifyState::Status("starting: first pass"),
@@ -89,7 +93,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         match config::load(config_path.as_deref()) {
             Ok(new) => {
                 generation.stop(shutdown_timeout).await;
-                generation = match Generation::start(&new, &tracker, &shutdown, &board) {
+                generation = match Generation::start(&new, &tracker, &shutdown, &board, &planning) {
                     Ok(started) => {
                         tracing::info!("configuration reloaded");
                         current = new;
@@ -100,7 +104,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
                         tracing::error!(
                             "reload failed, going on with the previous configuration: {err:#}"
                         );
-                        Generation::start(&current, &tracker, &shutdown, &board)?
+                        Generation::start(&current, &tracker, &shutdown, &board, &planning)?
                     }
                 };
                 shutdown_timeout = Duration::from_secs(current.shutdown_timeout);
@@ -140,6 +144,7 @@ impl Generation {
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
         board: &Arc<StatusBoard>,
+        planning: &Arc<std::sync::Mutex<()>>,
     ) -> anyhow::Result<Self> {
         let cancel = shutdown.child_token();
         let config = Arc::new(config.clone());
@@ -153,6 +158,9 @@ impl Generation {
             .collect();
         board.reset(&accounts);
         let replan = Arc::new(Notify::new());
+        // Senders wait for this generation's first plan: what is queued was checked against
+        // the state of the previous configuration (another region or filter, say).
+        let (first_plan_done, first_plan) = tokio::sync::watch::channel(false);
         let mut wakes = Vec::new();
         let mut handles = Vec::new();
         for backend in backends {
@@ -161,9 +169,10 @@ impl Generation {
             let store = Store::open_connection(&config.state_dir)
                 .context("opening the state for a sender")?;
             let sender = Sender {
+                config: Arc::clone(&config),
+                first_plan: first_plan.clone(),
                 backend,
                 store,
-                limits: config.safety,
                 wake,
                 replan: Arc::clone(&replan),
                 board: Arc::clone(board),
@@ -179,6 +188,8 @@ impl Generation {
             accounts: accounts.clone(),
             wakes,
             board: Arc::clone(board),
+            planning: Arc::clone(planning),
+            first_plan_done,
         };
         handles.push(tracker.spawn(planner.run(changes, replan, cancel.clone())));
         handles.push(tracker.spawn(watch(watcher, config, changes_tx, cancel.clone())));
@@ -209,6 +220,10 @@ struct Planner {
     /// One per sender: rung when its account has something new queued.
     wakes: Vec<Arc<Notify>>,
     board: Arc<StatusBoard>,
+    /// Held for every pass, across reloads: one planner at a time.
+    planning: Arc<std::sync::Mutex<()>>,
+    /// Set after the first pass of this configuration.
+    first_plan_done: tokio::sync::watch::Sender<bool>,
 }
 
 /// Which pass to run.
@@ -240,6 +255,7 @@ impl Planner {
                         self.board.note_failure(&format!("{err:#}"));
                     }
                 }
+                self.first_plan_done.send_replace(true);
             }
             scope = tokio::select! {
                 biased;
@@ -285,7 +301,10 @@ impl Planner {
         let accounts = self.accounts.clone();
         let wakes = self.wakes.clone();
         let board = Arc::clone(&self.board);
+        let planning = Arc::clone(&self.planning);
         let (store, result) = tokio::task::spawn_blocking(move || {
+            // A pass that panicked poisoned the lock; the next pass is on its own.
+            let _only_planner = planning.lock().unwrap_or_else(|p| p.into_inner());
             let result = planner_pass(&config, &mut store, &accounts, &wakes, &board, scope);
             (store, result)
         })
@@ -355,10 +374,10 @@ fn planner_pass(
 
 /// Sends one account's queue; reconciles it with the remote list when due.
 struct Sender {
+    config: Arc<Config>,
+    first_plan: tokio::sync::watch::Receiver<bool>,
     backend: Box<dyn Backend>,
     store: Store,
-    /// `[safety]`: a reconcile that finds too many of ours gone is held.
-    limits: crate::diff::DeleteLimits,
     wake: Arc<Notify>,
     /// Rung when a reconciliation found contacts deleted in the app (they need planning).
     replan: Arc<Notify>,
@@ -367,6 +386,10 @@ struct Sender {
 
 impl Sender {
     async fn run(mut self, cancel: CancellationToken) {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = self.first_plan.wait_for(|done| *done) => {}
+        }
         let mut beat = tokio::time::interval_at(Instant::now() + RETRY_BEAT, RETRY_BEAT);
         beat.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
@@ -386,7 +409,8 @@ impl Sender {
         let clock = SystemClock;
         let name = self.backend.name().to_owned();
         let options = SyncOptions {
-            limits: self.limits,
+            // A reconcile that finds too many of ours gone is held like deletions.
+            limits: self.config.safety,
             ..SyncOptions::default()
         };
         sync::prepare_account(&self.store, self.backend.as_ref())?;
@@ -402,6 +426,7 @@ impl Sender {
         };
         let mut wait_budget = options.max_wait;
         sync::send_account(
+            &self.config,
             &mut self.store,
             self.backend.as_mut(),
             &clock,
@@ -412,6 +437,10 @@ impl Sender {
         )
         .await?;
         self.board.sent(&account);
+        if account.superseded > 0 {
+            // Items dropped just before sending: their numbers need a plan of their own.
+            self.replan.notify_one();
+        }
         if account.batches_sent > 0 {
             let report = PassReport {
                 accounts: vec![account],

@@ -90,8 +90,10 @@ impl Plan {
     }
 }
 
-/// Compares what should be with what is. `in_flight` numbers (in an outbox batch not yet
-/// applied) are left alone: their outcome is still to come.
+/// Compares what should be with what is. `in_flight` numbers (in an outbox batch that was
+/// sent and whose results are not applied: it may have reached the remote) are left alone:
+/// their outcome is still to come. Numbers only queued are planned like any other: the
+/// outbox takes the new plan in their place (`Store::queue_plan`).
 pub fn diff(
     desired: &BTreeMap<String, Names>,
     mirror: &BTreeMap<String, MirrorEntry>,

@@ -399,7 +399,10 @@ fn examine_file(
         Ok(meta) => fingerprint(&meta),
         Err(err) => return defer(FileState::Unreadable, err.to_string()),
     };
-    if let Some(previous) = previous.filter(|p| p.state == FileState::Ok && p.stat == Some(stat)) {
+    let key = derivation_key(source, region);
+    if let Some(previous) = previous.filter(|p| {
+        p.state == FileState::Ok && p.stat == Some(stat) && p.derived_with == Some(key) && !p.racy
+    }) {
         if previous.source == source.name {
             return Examined::Unchanged;
         }
@@ -413,6 +416,7 @@ fn examine_file(
         });
     }
     scan.files_read += 1;
+    let read_at = std::time::SystemTime::now();
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(err) => return defer(FileState::Unreadable, err.to_string()),
@@ -434,10 +438,13 @@ fn examine_file(
         last_error: None,
         cards: u32::try_from(cards).unwrap_or(u32::MAX),
         card_errors: u32::try_from(card_errors).unwrap_or(u32::MAX),
+        derived_with: Some(key),
+        racy: is_racy(stat.1, read_at),
     };
-    if let Some(previous) =
-        previous.filter(|p| p.state == FileState::Ok && p.content_hash == Some(hash))
-    {
+    // The same bytes derived the same way give the same phones: no parse.
+    if let Some(previous) = previous.filter(|p| {
+        p.state == FileState::Ok && p.content_hash == Some(hash) && p.derived_with == Some(key)
+    }) {
         return Examined::Touched(FileChange::Updated {
             record: record(u64::from(previous.cards), u64::from(previous.card_errors)),
             phones: None,
@@ -468,11 +475,15 @@ pub fn unchanged(config: &Config, store: &Store) -> Result<Option<u64>, store::S
         if !listing.errors.is_empty() {
             return Ok(None);
         }
+        let key = derivation_key(source, config.default_region);
         for path in &listing.files {
-            let Some((owner, Some(stat))) = stored.get(path.to_string_lossy().as_ref()) else {
+            let Some((owner, Some((stat, derived_with)))) =
+                stored.get(path.to_string_lossy().as_ref())
+            else {
                 return Ok(None);
             };
             let same = *owner == source.name
+                && *derived_with == key
                 && std::fs::metadata(path).is_ok_and(|meta| fingerprint(&meta) == *stat);
             if !same {
                 return Ok(None);
@@ -620,6 +631,39 @@ fn add_to_desired(
             name,
         );
     }
+}
+
+/// Bumped whenever parsing, normalizing or the name rules change what a file yields, so
+/// that results stored by an older build are derived again (the package version alone
+/// would miss a fix between releases).
+const DERIVATION_VERSION: u32 = 1;
+
+/// The key of everything besides a file's bytes that its phones depend on: the program and
+/// parser version, the default region, and the source's filters. Stored with every file; a
+/// file derived under another key is read and parsed again.
+pub fn derivation_key(source: &SourceConfig, region: Option<DefaultRegion>) -> u64 {
+    let inputs = serde_json::to_vec(&(
+        env!("CARGO_PKG_VERSION"),
+        DERIVATION_VERSION,
+        region.map(|r| r.code()),
+        &source.filter,
+    ))
+    .unwrap_or_default();
+    xxhash_rust::xxh3::xxh3_64(&inputs)
+}
+
+/// File systems keep mtimes at a granularity of up to 2 s (FAT; 1 s for ext3, SMB, many
+/// FUSE file systems). A file written within that window of our read could be written
+/// again with the same size and mtime: git calls such an entry "racily clean".
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+/// Whether an mtime is not clearly older than the moment the read started: then the
+/// fingerprint cannot vouch for the content, and the next pass reads the file again.
+fn is_racy(mtime_ns: i64, read_at: std::time::SystemTime) -> bool {
+    let read_ns = read_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    mtime_ns > read_ns.saturating_sub(RACY_WINDOW_NS)
 }
 
 fn fingerprint(meta: &std::fs::Metadata) -> (u64, i64, u64) {

@@ -13,7 +13,9 @@ use crate::backend::{ALL_RETRY_PAUSE, Backend, BackendError, BoxFuture, retry_de
 use crate::config::Config;
 use crate::diff::{self, DeleteLimits, Held, ImportReason, Names, Plan};
 use crate::source;
-use crate::store::{BatchKind, PlanRecord, RunRecord, SourceStatus, Store, StoreError, Timestamp};
+use crate::store::{
+    BatchKind, DesiredOf, PlanRecord, RunRecord, SourceStatus, Store, StoreError, Timestamp,
+};
 
 /// Wall-clock time as the state records it; tests substitute their own.
 pub trait Clock: Send + Sync {
@@ -93,6 +95,17 @@ pub struct PlanCounts {
 }
 
 impl PlanCounts {
+    /// Adds a later plan's counts (a pass that planned twice).
+    pub fn absorb(&mut self, later: &Self) {
+        self.new += later.new;
+        self.renames += later.renames;
+        self.retries += later.retries;
+        self.deletes += later.deletes;
+        self.forgotten += later.forgotten;
+        self.waiting = later.waiting;
+        self.next_retry = later.next_retry;
+    }
+
     pub fn of(plan: &Plan) -> Self {
         let count = |reason| plan.imports.iter().filter(|i| i.reason == reason).count();
         Self {
@@ -120,6 +133,13 @@ pub struct AccountReport {
     /// Numbers the user had already saved (WhatsApp): recorded as theirs, left alone.
     pub by_user: usize,
     pub deleted: usize,
+    /// Never-sent items dropped or replaced because the address book changed since they
+    /// were queued (by planning, or by the check just before sending).
+    pub superseded: usize,
+    /// Numbers left to batches sent earlier whose results were not applied (reply lost,
+    /// crash): they are sent again as they were, then planned again.
+    #[serde(skip)]
+    pub in_flight: usize,
     /// Batches still in the outbox after the pass.
     pub queued_batches: usize,
     pub stop: Option<Stop>,
@@ -152,7 +172,8 @@ impl PassReport {
             || self.files_removed > 0
             || self.accounts.iter().any(|a| {
                 let p = &a.planned;
-                p.new + p.renames + p.retries + p.deletes + p.forgotten > 0 || a.batches_sent > 0
+                p.new + p.renames + p.retries + p.deletes + p.forgotten + a.superseded > 0
+                    || a.batches_sent > 0
             })
     }
 
@@ -196,6 +217,20 @@ fn names_of(desired: &crate::contact::DesiredSet) -> BTreeMap<String, Names> {
             )
         })
         .collect()
+}
+
+/// The desired names of some numbers as the state has them now (the stored cards of the
+/// configured sources, by the name rule): what a queued item is checked against just
+/// before it is sent.
+pub fn desired_of(
+    config: &Config,
+) -> impl Fn(&Store, &BTreeSet<String>) -> Result<BTreeMap<String, Names>, StoreError> + Send + Sync + '_
+{
+    move |store, numbers| {
+        Ok(names_of(&source::desired_for_numbers(
+            config, store, numbers,
+        )?))
+    }
 }
 
 /// Plans for one account without writing anything (`contactsyncd plan`).
@@ -287,15 +322,11 @@ pub async fn sync_once(
         .map(|b| AccountSpec::of(b.as_ref()))
         .collect();
     let mut report = plan_pass(config, store, &accounts, clock.now(), options)?;
-    for account in &mut report.accounts {
-        if account.held.is_none() {
-            account.held = store.reconcile_hold(&account.backend)?;
-        }
-    }
     let mut wait_budget = options.max_wait;
     let never = tokio_util::sync::CancellationToken::new();
     for (backend, account) in backends.iter_mut().zip(&mut report.accounts) {
         send_account(
+            config,
             store,
             backend.as_mut(),
             clock,
@@ -305,6 +336,42 @@ pub async fn sync_once(
             account,
         )
         .await?;
+    }
+    // Numbers left to a batch sent again as it was (its reply had been lost), or items
+    // dropped just before sending, were not decided by the plan: plan once more, so that a
+    // pass that ends quietly leaves the remote equal to the address book.
+    let undecided = |a: &AccountReport| a.stop.is_none() && (a.in_flight > 0 || a.superseded > 0);
+    if !options.offline && report.accounts.iter().any(undecided) {
+        let second = plan_pass(config, store, &accounts, clock.now(), options)?;
+        for ((backend, account), again) in backends
+            .iter_mut()
+            .zip(&mut report.accounts)
+            .zip(second.accounts)
+        {
+            account.planned.absorb(&again.planned);
+            account.superseded += again.superseded;
+            account.held = again.held;
+            account.queued_batches = again.queued_batches;
+            if account.stop.is_none() {
+                send_account(
+                    config,
+                    store,
+                    backend.as_mut(),
+                    clock,
+                    options,
+                    &mut wait_budget,
+                    &never,
+                    account,
+                )
+                .await?;
+            }
+        }
+    }
+    // A reconcile held by the safety limits is held like deletions.
+    for account in &mut report.accounts {
+        if account.held.is_none() {
+            account.held = store.reconcile_hold(&account.backend)?;
+        }
     }
     record_pass(store, "sync", &report, started, clock.now())?;
     Ok(report)
@@ -359,7 +426,7 @@ pub fn plan_pass(
         epochs.insert(epoch);
         report
             .accounts
-            .push(queue_plan(store, account, plan, held, now)?);
+            .push(queue_plan(store, account, None, plan, held, now)?);
     }
     // Nothing held, no retry time ahead, every source known, and all accounts planned
     // from one state: planning again before something changes would give nothing new.
@@ -444,18 +511,26 @@ pub fn quick_pass(
             options,
             now,
         )?;
-        report
-            .accounts
-            .push(queue_plan(store, account, plan, held, now)?);
+        report.accounts.push(queue_plan(
+            store,
+            account,
+            Some(&changed.numbers),
+            plan,
+            held,
+            now,
+        )?);
     }
     Ok(Some(report))
 }
 
-/// Writes an account's plan to the outbox (deletions only when the guard lets them go).
+/// Makes the account's queue equal to its plan (deletions only when the guard lets them
+/// go): never-sent items the plan no longer wants are superseded, new ones queued. `scope`:
+/// the numbers the plan covers (`None`: all). The report counts only what the plan added.
 fn queue_plan(
     store: &mut Store,
     account: &AccountSpec,
-    plan: Plan,
+    scope: Option<&BTreeSet<String>>,
+    mut plan: Plan,
     held: Option<Held>,
     now: Timestamp,
 ) -> Result<AccountReport, SyncError> {
@@ -465,25 +540,42 @@ fn queue_plan(
         tracing::warn!(backend = %name, deletes = held.deletes, "deletions held: {}", held.reason);
     }
     let deletes: &[String] = if held.is_some() { &[] } else { &plan.deletes };
-    store.enqueue(
+    let change = store.queue_plan(
         name,
+        scope,
         &plan.imports,
         deletes,
         &plan.forget,
         account.batch_size,
         now,
     )?;
+    if change.superseded > 0 {
+        tracing::info!(
+            backend = %name,
+            items = change.superseded,
+            "queued items the address book no longer wants were dropped before sending"
+        );
+    }
+    // What was queued already (an earlier plan, not sent yet) is no news.
+    plan.imports
+        .retain(|i| !change.already_queued.contains(&i.e164));
+    plan.deletes
+        .retain(|e164| !change.already_queued.contains(e164));
     Ok(AccountReport {
         backend: name.clone(),
         planned: PlanCounts::of(&plan),
         held,
+        superseded: change.superseded,
+        in_flight: change.in_flight,
         queued_batches: store.open_batch_count(name)?,
         ..AccountReport::default()
     })
 }
 
 /// Sends what the account has queued (unless offline), into its report.
+#[allow(clippy::too_many_arguments)]
 pub async fn send_account(
+    config: &Config,
     store: &mut Store,
     backend: &mut dyn Backend,
     clock: &dyn Clock,
@@ -495,7 +587,17 @@ pub async fn send_account(
     report.stop = if options.offline {
         Some(Stop::Offline)
     } else {
-        send_queue(store, backend, clock, wait_budget, cancel, report).await?
+        let desired_of = desired_of(config);
+        send_queue(
+            store,
+            &desired_of,
+            backend,
+            clock,
+            wait_budget,
+            cancel,
+            report,
+        )
+        .await?
     };
     report.queued_batches = store.open_batch_count(backend.name())?;
     Ok(())
@@ -692,6 +794,7 @@ pub async fn reconcile_if_due(
 /// Sends the account's open batches in order until the queue is empty or something stops it.
 async fn send_queue(
     store: &mut Store,
+    desired_of: &DesiredOf<'_>,
     backend: &mut dyn Backend,
     clock: &dyn Clock,
     wait_budget: &mut u64,
@@ -728,10 +831,13 @@ async fn send_queue(
                 () = cancel.cancelled() => break,
             }
         }
-        let Some(batch) = store.open_batches(&name)?.into_iter().next() else {
+        let Some(claimed) = store.claim_next_batch(&name, clock.now(), desired_of)? else {
             return Ok(None);
         };
-        store.mark_sent(batch.id, clock.now())?;
+        report.superseded += claimed.superseded;
+        let Some(batch) = claimed.batch else {
+            return Ok(None);
+        };
         report.batches_sent += 1;
         let span = tracing::info_span!(
             "batch",
@@ -807,11 +913,15 @@ async fn send_queue(
         match result {
             Ok(()) => store.note_success(&name, clock.now())?,
             Err(BackendError::Wait { seconds, reason }) => {
+                // Refused before any work (FLOOD_WAIT, 429): never delivered, so it is
+                // checked against the address book again when it goes out.
+                store.unsend(batch.id)?;
                 let until = clock.now() + i64::try_from(seconds).unwrap_or(i64::MAX / 2);
                 store.set_pause(&name, until, &reason)?;
                 tracing::info!(backend = %name, seconds, "server asks to wait: {reason}");
             }
             Err(BackendError::Auth(reason)) => {
+                store.unsend(batch.id)?;
                 store.set_auth_required(&name, &reason)?;
                 tracing::error!(backend = %name, "login required: {reason}; run `contactsyncd login`");
             }

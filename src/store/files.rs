@@ -48,10 +48,18 @@ pub struct FileRecord {
     pub last_error: Option<String>,
     pub cards: u32,
     pub card_errors: u32,
+    /// The key of what the phones were derived with (`source::derivation_key`).
+    pub derived_with: Option<u64>,
+    /// The mtime was not clearly older than the read: the next pass reads the file again.
+    pub racy: bool,
 }
 
 /// (size, mtime_ns, inode).
 pub type Fingerprint = (u64, i64, u64);
+
+/// A stored file's source, and the fingerprint and derivation key of its last complete
+/// read while they can vouch for its content (not deferred, not racily clean).
+pub type StoredFingerprint = (String, Option<(Fingerprint, u64)>);
 
 /// A phone a card contributes, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +70,7 @@ pub struct StoredPhone {
     pub last_name: String,
 }
 
-const FILE_COLUMNS: &str =
-    "path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors";
+const FILE_COLUMNS: &str = "path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors, derived_with, racy";
 
 fn file_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
     let size: Option<i64> = row.get(2)?;
@@ -84,6 +91,8 @@ fn file_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
         last_error: row.get(7)?,
         cards: row.get(8)?,
         card_errors: row.get(9)?,
+        derived_with: row.get::<_, Option<i64>>(10)?.map(from_sql),
+        racy: row.get::<_, i64>(11)? != 0,
     })
 }
 
@@ -206,18 +215,20 @@ impl Store {
     }
 
     /// Every stored file's fingerprint for `source::unchanged`: path → (source, stat of the
-    /// last complete read, or None when the file is deferred).
-    pub fn file_fingerprints(&self) -> Result<HashMap<String, (String, Option<Fingerprint>)>> {
-        let mut statement = self
-            .conn()
-            .prepare("SELECT path, source, size, mtime_ns, inode, state FROM source_file")?;
+    /// last complete read and the key it was derived with; None when the file is deferred or
+    /// racily clean, so it must be read again).
+    pub fn file_fingerprints(&self) -> Result<HashMap<String, StoredFingerprint>> {
+        let mut statement = self.conn().prepare(
+            "SELECT path, source, size, mtime_ns, inode, state, derived_with, racy FROM source_file",
+        )?;
         let mut rows = statement.query([])?;
         let mut found = HashMap::new();
         while let Some(row) = rows.next()? {
             let ok = row.get_ref(5)?.as_str().map_err(rusqlite::Error::from)? == "ok";
-            let stat = match (row.get(2)?, row.get(3)?, row.get(4)?) {
-                (Some(size), Some(mtime), Some(inode)) if ok => {
-                    Some((from_sql(size), mtime, from_sql(inode)))
+            let settled = ok && row.get::<_, i64>(7)? == 0;
+            let stat = match (row.get(2)?, row.get(3)?, row.get(4)?, row.get(6)?) {
+                (Some(size), Some(mtime), Some(inode), Some(key)) if settled => {
+                    Some(((from_sql(size), mtime, from_sql(inode)), from_sql(key)))
                 }
                 _ => None,
             };
@@ -235,12 +246,13 @@ impl Store {
         }
         {
             let mut upsert = tx.prepare(
-                "INSERT INTO source_file (path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors, scanned_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                "INSERT INTO source_file (path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors, scanned_at, derived_with, racy)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT(path) DO UPDATE SET source = excluded.source, size = excluded.size,
                    mtime_ns = excluded.mtime_ns, inode = excluded.inode, content_hash = excluded.content_hash,
                    state = excluded.state, last_error = excluded.last_error, cards = excluded.cards,
-                   card_errors = excluded.card_errors, scanned_at = excluded.scanned_at",
+                   card_errors = excluded.card_errors, scanned_at = excluded.scanned_at,
+                   derived_with = excluded.derived_with, racy = excluded.racy",
             )?;
             let mut clear_phones = tx.prepare("DELETE FROM card_phone WHERE path = ?1")?;
             let mut insert_phone = tx.prepare(
@@ -266,7 +278,9 @@ impl Store {
                             record.last_error,
                             record.cards,
                             record.card_errors,
-                            now
+                            now,
+                            record.derived_with.map(to_sql),
+                            record.racy
                         ])?;
                         if let Some(phones) = phones {
                             clear_phones.execute([&path])?;
@@ -302,7 +316,9 @@ impl Store {
                                 error,
                                 0,
                                 0,
-                                now
+                                now,
+                                None::<i64>,
+                                false
                             ])?;
                         }
                     }

@@ -107,6 +107,30 @@ pub struct MirrorCounts {
     pub next_retry: Option<Timestamp>,
 }
 
+/// What `queue_plan` changed in the outbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueChange {
+    /// Numbers the plan wants that were already queued exactly so (left as they were).
+    pub already_queued: BTreeSet<String>,
+    /// Never-sent items the plan no longer wants (removed).
+    pub superseded: usize,
+    pub batches_created: usize,
+    /// Numbers in batches sent and not applied yet, left to those batches.
+    pub in_flight: usize,
+}
+
+/// The names the desired set wants for some numbers (absent: not wanted), as the state has
+/// them now. The sync builds it from the stored cards and the configured sources.
+pub type DesiredOf<'a> =
+    dyn Fn(&Store, &BTreeSet<String>) -> Result<BTreeMap<String, Names>> + Send + Sync + 'a;
+
+/// A batch taken for sending, and how many never-sent items were dropped on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub batch: Option<Batch>,
+    pub superseded: usize,
+}
+
 /// What a skipped pass reports: the counts of the plan it relies on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanRecord {
@@ -283,40 +307,113 @@ impl Store {
         )?)
     }
 
-    /// Numbers in batches not yet applied.
+    /// Numbers in batches that were sent and whose results are not applied yet: they may
+    /// have reached the remote, so their outcome is still to come. Batches only planned are
+    /// not in flight: every plan supersedes them (`queue_plan`).
     pub fn in_flight(&self, backend: &str) -> Result<BTreeSet<String>> {
-        let mut statement = self.conn().prepare(
-            "SELECT i.e164 FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
-             WHERE b.backend = ?1 AND b.state != 'applied'",
-        )?;
-        let rows = statement.query_map([backend], |row| row.get::<_, String>(0))?;
-        rows.map(|r| r.map_err(Into::into)).collect()
+        in_flight(self.conn(), backend)
     }
 
-    /// Writes a plan to the outbox in one transaction, before anything is sent. Import
-    /// items take client_ids from the account's counter; `forget` rows leave the mirror.
-    pub fn enqueue(
+    /// Makes the account's never-sent work equal to a plan, in one transaction, before
+    /// anything is sent. Within `scope` (every number, or just these), a planned item the
+    /// plan still wants exactly (same kind, number and names) stays where it is with its
+    /// client_id; any other planned item is superseded (removed before it was ever sent; a
+    /// batch left empty is closed as superseded); what the plan wants and is not queued yet
+    /// goes into new batches, import items numbered from the account's counter (never
+    /// reused). Numbers in flight (sent, results not applied) are left to their batch.
+    /// `forget` rows leave the mirror.
+    #[allow(clippy::too_many_arguments)]
+    pub fn queue_plan(
         &mut self,
         backend: &str,
+        scope: Option<&BTreeSet<String>>,
         imports: &[PlannedImport],
         deletes: &[String],
         forget: &[String],
         batch_size: usize,
         now: Timestamp,
-    ) -> Result<usize> {
-        let tx = self.conn_mut().transaction()?;
+    ) -> Result<QueueChange> {
+        let tx = self
+            .conn_mut()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT OR IGNORE INTO account (backend) VALUES (?1)",
             [backend],
         )?;
+        let flying = in_flight(&tx, backend)?;
+        let mut wanted_imports: BTreeMap<&str, &PlannedImport> = imports
+            .iter()
+            .filter(|i| !flying.contains(&i.e164))
+            .map(|i| (i.e164.as_str(), i))
+            .collect();
+        let mut wanted_deletes: BTreeSet<&str> = deletes
+            .iter()
+            .filter(|e| !flying.contains(*e))
+            .map(String::as_str)
+            .collect();
+        let mut change = QueueChange::default();
+        {
+            let mut planned = tx.prepare(
+                "SELECT b.id, b.kind, i.e164, i.first_name, i.last_name
+                 FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
+                 WHERE b.backend = ?1 AND b.state = 'planned' ORDER BY b.id, i.e164",
+            )?;
+            let rows = planned.query_map([backend], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    Names {
+                        first: row.get(3)?,
+                        last: row.get(4)?,
+                    },
+                ))
+            })?;
+            let mut drop_item =
+                tx.prepare("DELETE FROM outbox_item WHERE batch_id = ?1 AND e164 = ?2")?;
+            let mut touched_batches = BTreeSet::new();
+            for row in rows {
+                let (batch_id, kind, e164, names) = row?;
+                if scope.is_some_and(|numbers| !numbers.contains(&e164)) {
+                    continue;
+                }
+                let still_wanted = if kind == BatchKind::Delete.as_str() {
+                    wanted_deletes.remove(e164.as_str())
+                } else {
+                    match wanted_imports.get(e164.as_str()) {
+                        Some(import) if import.names == names => {
+                            wanted_imports.remove(e164.as_str());
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if still_wanted {
+                    change.already_queued.insert(e164);
+                } else {
+                    drop_item.execute(params![batch_id, e164])?;
+                    change.superseded += 1;
+                    touched_batches.insert(batch_id);
+                }
+            }
+            for batch_id in touched_batches {
+                tx.execute(
+                    "UPDATE outbox_batch SET state = 'applied', applied_at = ?2,
+                       outcome = 'superseded: the address book changed before it was sent'
+                     WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM outbox_item WHERE batch_id = ?1)",
+                    params![batch_id, now],
+                )?;
+            }
+        }
         let next: i64 = tx.query_row(
             "SELECT next_client_id FROM account WHERE backend = ?1",
             [backend],
             |r| r.get(0),
         )?;
-        let (import_batches, next) = batch::import_batches(imports, batch_size, next);
-        let delete_batches = batch::delete_batches(deletes, batch_size);
-        let mut created = 0;
+        let imports: Vec<PlannedImport> = wanted_imports.into_values().cloned().collect();
+        let deletes: Vec<String> = wanted_deletes.into_iter().map(str::to_owned).collect();
+        let (import_batches, next) = batch::import_batches(&imports, batch_size, next);
+        let delete_batches = batch::delete_batches(&deletes, batch_size);
         {
             let mut new_batch = tx.prepare(
                 "INSERT INTO outbox_batch (backend, kind, state, created_at) VALUES (?1, ?2, 'planned', ?3)",
@@ -336,7 +433,7 @@ impl Store {
                         item.client_id
                     ])?;
                 }
-                created += 1;
+                change.batches_created += 1;
             }
             for phones in &delete_batches {
                 new_batch.execute(params![backend, BatchKind::Delete.as_str(), now])?;
@@ -344,7 +441,7 @@ impl Store {
                 for e164 in phones {
                     new_item.execute(params![id, e164, "", "", None::<i64>])?;
                 }
-                created += 1;
+                change.batches_created += 1;
             }
             let mut forget_row =
                 tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND e164 = ?2")?;
@@ -357,7 +454,92 @@ impl Store {
             params![backend, next],
         )?;
         tx.commit()?;
-        Ok(created)
+        change.in_flight = flying.len();
+        Ok(change)
+    }
+
+    /// Takes the account's next batch for sending: marks it sent (persisted before the
+    /// request goes out, so a crash between send and apply makes it go out again as it was:
+    /// import and delete-by-phone are idempotent) and returns it. A batch that was never
+    /// sent is first checked, in the same transaction, against the desired set as the state
+    /// has it now (`desired_of` gives the names wanted for some numbers): an import whose
+    /// number is no longer wanted under those names, or a delete of a number wanted again
+    /// (or no longer ours on the remote), is dropped from it; a batch left empty is closed
+    /// as superseded and the next one is taken. `None`: nothing left to send.
+    pub fn claim_next_batch(
+        &self,
+        backend: &str,
+        now: Timestamp,
+        desired_of: &DesiredOf<'_>,
+    ) -> Result<Option<Claimed>> {
+        let mut superseded = 0;
+        loop {
+            let tx = rusqlite::Transaction::new_unchecked(
+                self.conn(),
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            let next: Option<i64> = self
+                .conn()
+                .query_row(
+                    "SELECT id FROM outbox_batch WHERE backend = ?1 AND state != 'applied'
+                     ORDER BY state = 'planned', id LIMIT 1",
+                    [backend],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = next else {
+                tx.commit()?;
+                return Ok((superseded > 0).then_some(Claimed {
+                    batch: None,
+                    superseded,
+                }));
+            };
+            let mut batch = self.batch(id)?;
+            if batch.state == BatchState::Planned {
+                let numbers: BTreeSet<String> =
+                    batch.items.iter().map(|i| i.e164.clone()).collect();
+                let wanted = desired_of(self, &numbers)?;
+                let ours = self.mirror_of(backend, &numbers)?;
+                let (keep, stale): (Vec<OutboxItem>, Vec<OutboxItem>) =
+                    batch.items.into_iter().partition(|item| match batch.kind {
+                        BatchKind::Import => wanted.get(&item.e164) == Some(&item.names),
+                        BatchKind::Delete => {
+                            !wanted.contains_key(&item.e164)
+                                && ours.get(&item.e164).is_some_and(|e| e.state.is_remote())
+                        }
+                    });
+                for item in &stale {
+                    self.conn().execute(
+                        "DELETE FROM outbox_item WHERE batch_id = ?1 AND e164 = ?2",
+                        params![id, item.e164],
+                    )?;
+                }
+                superseded += stale.len();
+                batch.items = keep;
+                if batch.items.is_empty() {
+                    self.conn().execute(
+                        "UPDATE outbox_batch SET state = 'applied', applied_at = ?2,
+                           outcome = 'superseded: the address book changed before it was sent'
+                         WHERE id = ?1",
+                        params![id, now],
+                    )?;
+                    tx.commit()?;
+                    continue;
+                }
+            }
+            self.conn().execute(
+                "UPDATE outbox_batch SET state = 'sent', sent_at = ?2, send_count = send_count + 1 WHERE id = ?1",
+                params![id, now],
+            )?;
+            tx.commit()?;
+            batch.state = BatchState::Sent;
+            batch.sent_at = Some(now);
+            batch.send_count += 1;
+            return Ok(Some(Claimed {
+                batch: Some(batch),
+                superseded,
+            }));
+        }
     }
 
     /// Whether anything waits in the account's outbox (without loading it).
@@ -418,12 +600,15 @@ impl Store {
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
-    /// Marks a batch as (about to be) sent. Persisted before the request goes out, so a
-    /// crash between send and apply makes it go out again (import and delete are idempotent).
-    pub fn mark_sent(&self, id: i64, now: Timestamp) -> Result<()> {
+    /// A batch the server refused before doing any of it (a wait or login error) counts
+    /// as never sent, so the check before sending applies to it again — unless an earlier
+    /// send of it has no known outcome (a lost reply, a crash): that one may have been
+    /// applied, so the batch stays in flight and goes out again as it was.
+    pub fn unsend(&self, id: i64) -> Result<()> {
         self.conn().execute(
-            "UPDATE outbox_batch SET state = 'sent', sent_at = ?2, send_count = send_count + 1 WHERE id = ?1",
-            params![id, now],
+            "UPDATE outbox_batch SET state = 'planned'
+             WHERE id = ?1 AND state = 'sent' AND send_count = 1",
+            [id],
         )?;
         Ok(())
     }
@@ -712,6 +897,15 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+fn in_flight(conn: &rusqlite::Connection, backend: &str) -> Result<BTreeSet<String>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT i.e164 FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
+         WHERE b.backend = ?1 AND b.state = 'sent'",
+    )?;
+    let rows = statement.query_map([backend], |row| row.get::<_, String>(0))?;
+    rows.map(|r| r.map_err(Into::into)).collect()
 }
 
 fn finish_batch(

@@ -20,7 +20,10 @@ use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 pub use files::{FileRecord, FileState, Fingerprint, StoredPhone};
 pub use history::{RunRecord, SourceStatus};
-pub use mirror::{AccountState, Batch, BatchKind, BatchState, OutboxItem, PlanRecord};
+pub use mirror::{
+    AccountState, Batch, BatchKind, BatchState, Claimed, DesiredOf, OutboxItem, PlanRecord,
+    QueueChange,
+};
 pub use ownership::{ListingOutcome, ListingPolicy, Owner, OwnershipCounts};
 
 pub const DATABASE_FILE: &str = "state.db";
@@ -33,6 +36,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/003_reconcile.sql")),
     M::up(include_str!("migrations/004_phone_index.sql")),
     M::up(include_str!("migrations/005_plan_epoch.sql")),
+    M::up(include_str!("migrations/006_derivation.sql")),
     M::up(include_str!("migrations/007_whapi_ownership.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use contactsyncd::backend::{Backend, BackendError, BoxFuture, ImportResult};
+use contactsyncd::backend::{Backend, BackendError, BoxFuture, ImportResult, RemoteContact};
 use contactsyncd::batch::ImportItem;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,15 @@ pub struct Account {
     pub import_quota: Option<usize>,
     pub faults: VecDeque<Fault>,
     pub calls: Vec<Call>,
+    /// When set, every call is checked against it the moment it arrives (the model-based
+    /// test's oracle): number → names the address book wants now.
+    pub expected: Option<BTreeMap<String, (String, String)>>,
+    /// Numbers the user added by hand in the app: never ours to rename or delete.
+    pub hand_added: BTreeSet<String>,
+    /// What the checks found wrong, for the test to report.
+    pub violations: Vec<String>,
+    /// `(interval, reimport)` for `reconcile_policy`; `None`: the backend cannot list.
+    pub reconcile: Option<(u64, bool)>,
 }
 
 impl Account {
@@ -51,6 +60,43 @@ impl Account {
                 Call::Delete(_) => None,
             })
             .collect()
+    }
+
+    /// Checks a call the moment it arrives: nothing the address book contradicts is sent,
+    /// except a call sent before exactly as it is (a resend after a lost reply), and nothing
+    /// added by hand is touched.
+    fn check(&mut self, call: &Call) {
+        let resend = self.calls.contains(call);
+        let Some(expected) = &self.expected else {
+            return;
+        };
+        let mut found = Vec::new();
+        match call {
+            Call::Import(items) => {
+                for (_, e164, first, last) in items {
+                    if self.hand_added.contains(e164) {
+                        found.push(format!("import touches the hand-added {e164}"));
+                    }
+                    let wanted = expected.get(e164);
+                    if !resend && wanted != Some(&(first.clone(), last.clone())) {
+                        found.push(format!(
+                            "import of {e164} as {first:?} {last:?} while the address book wants {wanted:?}"
+                        ));
+                    }
+                }
+            }
+            Call::Delete(phones) => {
+                for e164 in phones {
+                    if self.hand_added.contains(e164) {
+                        found.push(format!("delete of the hand-added {e164}"));
+                    }
+                    if !resend && expected.contains_key(e164) {
+                        found.push(format!("delete of {e164}, which the address book wants"));
+                    }
+                }
+            }
+        }
+        self.violations.extend(found);
     }
 
     pub fn delete_calls(&self) -> Vec<&Vec<String>> {
@@ -122,7 +168,7 @@ impl Backend for FakeBackend {
     ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, BackendError>> {
         Box::pin(async move {
             let mut account = self.account.lock().unwrap();
-            account.calls.push(Call::Import(
+            let call = Call::Import(
                 items
                     .iter()
                     .map(|i| {
@@ -134,7 +180,9 @@ impl Backend for FakeBackend {
                         )
                     })
                     .collect(),
-            ));
+            );
+            account.check(&call);
+            account.calls.push(call);
             let fault = account.faults.pop_front();
             match fault {
                 Some(Fault::FloodWait(seconds)) => {
@@ -185,7 +233,9 @@ impl Backend for FakeBackend {
     fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let mut account = self.account.lock().unwrap();
-            account.calls.push(Call::Delete(phones.to_vec()));
+            let call = Call::Delete(phones.to_vec());
+            account.check(&call);
+            account.calls.push(call);
             let fault = account.faults.pop_front();
             if let Some(Fault::FloodWait(seconds)) = fault {
                 return Err(BackendError::Wait {
@@ -203,6 +253,30 @@ impl Backend for FakeBackend {
                 ));
             }
             Ok(())
+        })
+    }
+
+    fn reconcile_policy(&self) -> Option<(u64, bool)> {
+        self.account.lock().unwrap().reconcile
+    }
+
+    fn remote_contacts(
+        &mut self,
+    ) -> BoxFuture<'_, Result<Option<Vec<RemoteContact>>, BackendError>> {
+        Box::pin(async move {
+            let account = self.account.lock().unwrap();
+            Ok(Some(
+                account
+                    .contacts
+                    .iter()
+                    .map(|(e164, (first, last))| RemoteContact {
+                        e164: e164.clone(),
+                        first_name: first.clone(),
+                        last_name: last.clone(),
+                        user_id: account.users.get(e164).copied(),
+                    })
+                    .collect(),
+            ))
         })
     }
 }

@@ -7,6 +7,7 @@ mod corpus;
 mod daemon;
 mod dialects;
 mod fake_backend;
+mod model;
 mod robustness;
 mod support;
 mod sync;
@@ -14,6 +15,7 @@ mod sync;
 mod telegram;
 mod telegram_backend;
 mod telegram_server;
+mod under_change;
 #[path = "../support/whapi.rs"]
 mod whapi;
 mod whapi_backend;

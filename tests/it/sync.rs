@@ -35,18 +35,18 @@ impl Clock for ManualClock {
     }
 }
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    config: Config,
+pub struct Setup {
+    pub _dir: tempfile::TempDir,
+    pub config: Config,
 }
 
 impl Setup {
     /// A config with one source (`book`, a vdir or a file) and a state dir, all in a temp dir.
-    fn new(source_file: Option<&str>) -> Self {
+    pub fn new(source_file: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let source = match source_file {
             Some(name) => {
-                std::fs::write(dir.path().join(name), "").unwrap();
+                write_file(dir.path().join(name), "").unwrap();
                 name.to_owned()
             }
             None => {
@@ -61,15 +61,15 @@ impl Setup {
         Self { _dir: dir, config }
     }
 
-    fn book(&self) -> PathBuf {
+    pub fn book(&self) -> PathBuf {
         self.config.sources[0].path.clone()
     }
 
-    fn store(&self) -> Store {
+    pub fn store(&self) -> Store {
         Store::open_for_writing(&self.config.state_dir).unwrap()
     }
 
-    async fn sync(
+    pub async fn sync(
         &self,
         backend: &FakeBackend,
         clock: &ManualClock,
@@ -81,6 +81,18 @@ impl Setup {
             .await
             .unwrap()
     }
+}
+
+/// Writes a file as an address book tool would have written it a minute ago. A file written
+/// this very moment is "racily clean" (its mtime is not clearly older than the read) and is
+/// read again by the next pass; tests about other things write files that have settled.
+pub fn write_file(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    std::fs::write(&path, contents)?;
+    let a_minute_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)?
+        .set_modified(a_minute_ago)
 }
 
 pub fn phone(i: usize) -> String {
@@ -95,7 +107,7 @@ pub fn card(name: &str, i: usize) -> String {
 
 pub fn write_vdir(dir: &Path, range: std::ops::Range<usize>) {
     for i in range {
-        std::fs::write(
+        write_file(
             dir.join(format!("{i:05}.vcf")),
             card(&format!("Person {i}"), i),
         )
@@ -158,7 +170,7 @@ async fn nothing_changed_means_no_backend_call() {
     let file = setup.book().join("00003.vcf");
     let text = std::fs::read(&file).unwrap();
     std::fs::remove_file(&file).unwrap();
-    std::fs::write(&file, text).unwrap();
+    write_file(&file, text).unwrap();
     let third = setup.sync(&backend, &clock, SyncOptions::default()).await;
     assert_eq!((third.files_read, third.files_parsed), (1, 0));
     assert_eq!(backend.state().calls.len(), calls);
@@ -173,7 +185,7 @@ async fn a_rename_is_one_import_and_a_removed_card_one_delete() {
     setup.sync(&backend, &clock, SyncOptions::default()).await;
     backend.state().calls.clear();
 
-    std::fs::write(setup.book().join("00002.vcf"), card("Renamed Person", 2)).unwrap();
+    write_file(setup.book().join("00002.vcf"), card("Renamed Person", 2)).unwrap();
     std::fs::remove_file(setup.book().join("00005.vcf")).unwrap();
     let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
     assert_eq!(report.accounts[0].planned.renames, 1);
@@ -192,7 +204,7 @@ async fn a_rename_is_one_import_and_a_removed_card_one_delete() {
 async fn a_truncated_export_deletes_nothing() {
     let setup = Setup::new(Some("contacts.vcf"));
     let full: String = (0..20).map(|i| card(&format!("Person {i}"), i)).collect();
-    std::fs::write(setup.book(), &full).unwrap();
+    write_file(setup.book(), &full).unwrap();
     let backend = FakeBackend::new(100).with_users(users(20).iter().map(String::as_str));
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
@@ -200,7 +212,7 @@ async fn a_truncated_export_deletes_nothing() {
 
     // The exporter is halfway through rewriting the file: it ends inside card 6.
     let cut = full.match_indices("BEGIN:VCARD").nth(5).unwrap().0 + 30;
-    std::fs::write(setup.book(), &full[..cut]).unwrap();
+    write_file(setup.book(), &full[..cut]).unwrap();
     let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
     assert_eq!(report.files_deferred, 1);
     assert_eq!(report.accounts[0].planned.deletes, 0);
@@ -209,7 +221,7 @@ async fn a_truncated_export_deletes_nothing() {
 
     // Once the file is whole again, real removals go through.
     let shorter: String = (0..19).map(|i| card(&format!("Person {i}"), i)).collect();
-    std::fs::write(setup.book(), &shorter).unwrap();
+    write_file(setup.book(), &shorter).unwrap();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
     assert_eq!(backend.state().delete_calls(), vec![&vec![phone(19)]]);
 }
@@ -474,7 +486,7 @@ async fn unchanged_files_are_planned_again_when_the_state_or_the_source_order_mo
     write_vdir(&setup.book(), 0..5);
     let second_book = setup.book().with_file_name("second");
     std::fs::create_dir(&second_book).unwrap();
-    std::fs::write(second_book.join("a.vcf"), card("Other Name", 3)).unwrap();
+    write_file(second_book.join("a.vcf"), card("Other Name", 3)).unwrap();
     let backend = FakeBackend::new(100).with_users(users(5).iter().map(String::as_str));
     let clock = ManualClock::new();
     let config_path = setup.book().with_file_name("config.toml");
@@ -519,7 +531,7 @@ async fn a_quick_pass_queues_what_the_full_pass_would() {
     let setup = Setup::new(None);
     write_vdir(&setup.book(), 0..20);
     // Number 7 is on two cards; the file that sorts first (00007.vcf) names it.
-    std::fs::write(setup.book().join("00009b.vcf"), card("Second Seven", 7)).unwrap();
+    write_file(setup.book().join("00009b.vcf"), card("Second Seven", 7)).unwrap();
     let backend = FakeBackend::new(100).with_users(users(20).iter().map(String::as_str));
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
@@ -533,15 +545,15 @@ async fn a_quick_pass_queues_what_the_full_pass_would() {
     let mut store = setup.store();
     // One file renamed and given a second number; the naming holder of number 7 drops it.
     let renamed = setup.book().join("00003.vcf");
-    std::fs::write(
+    write_file(
         &renamed,
         "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:New Three\r\nTEL:+49 151 00000003\r\nTEL:+49 151 00000099\r\nEND:VCARD\r\n",
     )
     .unwrap();
     let seven = setup.book().join("00007.vcf");
-    std::fs::write(&seven, card("Person 7", 1234)).unwrap();
+    write_file(&seven, card("Person 7", 1234)).unwrap();
     let ignored = setup.book().join("notes.txt");
-    std::fs::write(&ignored, "not a card").unwrap();
+    write_file(&ignored, "not a card").unwrap();
     let paths = [renamed, seven, ignored].into_iter().collect();
     let now = clock.now();
     let quick = sync::quick_pass(&setup.config, &mut store, &accounts, &paths, now, &options)
@@ -597,7 +609,7 @@ async fn a_quick_pass_queues_what_the_full_pass_would() {
         .map(|i| card(&format!("Person {i}"), i))
         .collect();
     assert!(cards.len() > 256 * 1024);
-    std::fs::write(&big, cards).unwrap();
+    write_file(&big, cards).unwrap();
     let paths = [big].into_iter().collect();
     let deferred = sync::quick_pass(&setup.config, &mut store, &accounts, &paths, now, &options);
     assert!(deferred.unwrap().is_none());

@@ -1,0 +1,416 @@
+//! Correct under change: what is queued, cached or stored follows the address book as it
+//! is now (issue 12, cases 1–3), with the real store and sync code and the fake backend.
+
+use contactsyncd::config;
+use contactsyncd::sync::{self, AccountSpec, Clock, SyncOptions};
+
+use crate::fake_backend::{Call, FakeBackend, Fault};
+use crate::sync::{ManualClock, Setup, phone, write_file};
+
+fn card_text(name: &str, tel: &str, extra: &str) -> String {
+    format!(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:{name}\r\nTEL;TYPE=CELL:{tel}\r\n{extra}END:VCARD\r\n"
+    )
+}
+
+fn write_card(setup: &Setup, file: &str, name: &str, i: usize) {
+    write_file(setup.book().join(file), card_text(name, &phone(i), "")).unwrap();
+}
+
+fn offline() -> SyncOptions {
+    SyncOptions {
+        offline: true,
+        ..SyncOptions::default()
+    }
+}
+
+/// Every import item the backend was sent for `number`, in order, with its first name.
+fn imports_of(backend: &FakeBackend, number: &str) -> Vec<String> {
+    backend
+        .state()
+        .import_calls()
+        .iter()
+        .flat_map(|items| items.iter())
+        .filter(|(_, e164, _, _)| e164 == number)
+        .map(|(_, _, first, _)| first.clone())
+        .collect()
+}
+
+fn deletes_of(backend: &FakeBackend, number: &str) -> usize {
+    backend
+        .state()
+        .delete_calls()
+        .iter()
+        .filter(|phones| phones.iter().any(|p| p == number))
+        .count()
+}
+
+fn users(n: usize) -> Vec<String> {
+    (0..n).map(phone).collect()
+}
+
+#[tokio::test]
+async fn a_card_restored_while_its_delete_was_queued_is_never_deleted() {
+    let setup = Setup::new(None);
+    for i in 0..5 {
+        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
+    }
+    let backend = FakeBackend::new(100).with_users(users(5).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+
+    let file = setup.book().join("2.vcf");
+    let text = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let queued = setup.sync(&backend, &clock, offline()).await;
+    assert_eq!(queued.accounts[0].planned.deletes, 1);
+    assert_eq!(queued.accounts[0].queued_batches, 1);
+
+    write_file(&file, text).unwrap();
+    let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(
+        deletes_of(&backend, &phone(2)),
+        0,
+        "a wanted number was deleted"
+    );
+    assert_eq!(report.accounts[0].superseded, 1);
+    assert_eq!(report.accounts[0].queued_batches, 0);
+    assert_eq!(backend.state().contacts[&phone(2)].0, "Person 2");
+}
+
+#[tokio::test]
+async fn a_name_changed_again_while_queued_goes_out_as_it_is_now() {
+    let setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    write_card(&setup, "other.vcf", "Other", 2);
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+
+    write_card(&setup, "anna.vcf", "Annabel", 1);
+    setup.sync(&backend, &clock, offline()).await;
+    write_card(&setup, "anna.vcf", "Anne", 1);
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(imports_of(&backend, &phone(1)), ["Anna", "Anne"]);
+    assert_eq!(backend.state().contacts[&phone(1)].0, "Anne");
+}
+
+/// The same, while the account is paused by a FLOOD_WAIT rather than offline: the queue
+/// waits through several passes and the address book changes under it.
+#[tokio::test]
+async fn a_queue_held_by_a_flood_wait_follows_the_address_book() {
+    let setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    backend.state().faults.push_back(Fault::FloodWait(3600));
+    let clock = ManualClock::new();
+    let paused = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(matches!(
+        paused.accounts[0].stop,
+        Some(sync::Stop::Paused { .. })
+    ));
+    write_card(&setup, "anna.vcf", "Annabel", 1);
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    std::fs::remove_file(setup.book().join("anna.vcf")).unwrap();
+    write_card(&setup, "bob.vcf", "Bob", 2);
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    clock.advance(3601);
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    // Only the refused first call ever carried Anna; Annabel never left; Bob arrived.
+    assert_eq!(imports_of(&backend, &phone(1)), ["Anna"]);
+    assert_eq!(imports_of(&backend, &phone(2)), ["Bob"]);
+    assert!(!backend.state().contacts.contains_key(&phone(1)));
+}
+
+/// The check right before sending: the state moved (a scan stored the new card) after the
+/// batch was queued, and no plan ran in between (the daemon's planner is mid-pass).
+#[tokio::test]
+async fn a_batch_is_checked_against_the_stored_cards_right_before_it_is_sent() {
+    let setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    write_card(&setup, "bob.vcf", "Bob", 2);
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    let accounts = [AccountSpec {
+        name: "fake".into(),
+        batch_size: 100,
+    }];
+    let mut store = setup.store();
+    sync::plan_pass(
+        &setup.config,
+        &mut store,
+        &accounts,
+        clock.now(),
+        &offline(),
+    )
+    .unwrap();
+
+    write_card(&setup, "anna.vcf", "Annabel", 1);
+    std::fs::remove_file(setup.book().join("bob.vcf")).unwrap();
+    write_card(&setup, "bob2.vcf", "Bobby", 2);
+    let scan = contactsyncd::source::scan(&setup.config, &store, clock.now(), false).unwrap();
+    store.apply_scan(&scan.changes, clock.now()).unwrap();
+
+    let mut report = sync::AccountReport::default();
+    let mut budget = 0;
+    let mut fake = backend.boxed();
+    sync::send_account(
+        &setup.config,
+        &mut store,
+        fake.as_mut(),
+        &clock,
+        &SyncOptions::default(),
+        &mut budget,
+        &tokio_util::sync::CancellationToken::new(),
+        &mut report,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.superseded, 2, "{report:?}");
+    assert_eq!(report.batches_sent, 0);
+    assert!(
+        backend.state().calls.is_empty(),
+        "{:?}",
+        backend.state().calls
+    );
+}
+
+/// A batch that was sent and whose reply was lost goes out once more as it was (the server
+/// may have applied it; client_ids map the reply back), then the same pass corrects it.
+#[tokio::test]
+async fn a_lost_reply_is_sent_again_as_it_was_then_corrected_in_the_same_pass() {
+    let setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    write_card(&setup, "anna.vcf", "Annabel", 1);
+    backend.state().faults.push_back(Fault::ApplyThenDropReply);
+    let lost = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(matches!(
+        lost.accounts[0].stop,
+        Some(sync::Stop::Network { .. })
+    ));
+
+    write_card(&setup, "anna.vcf", "Anne", 1);
+    let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(report.accounts[0].stop.is_none());
+    let calls = backend
+        .state()
+        .import_calls()
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    // Anna; Annabel (reply lost); Annabel again with the same client_id; Anne.
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert_eq!(calls[1], calls[2], "the resend is the batch as it was");
+    assert_eq!(
+        imports_of(&backend, &phone(1)),
+        ["Anna", "Annabel", "Annabel", "Anne"]
+    );
+    assert_eq!(backend.state().contacts[&phone(1)].0, "Anne");
+    let client_ids: Vec<i64> = calls.iter().flatten().map(|(id, ..)| *id).collect();
+    let mut unique = client_ids.clone();
+    unique.dedup();
+    assert_eq!(unique, [client_ids[0], client_ids[1], client_ids[3]]);
+    assert!(unique.windows(2).all(|w| w[0] < w[1]), "never reused");
+}
+
+#[tokio::test]
+async fn a_new_filter_takes_effect_on_files_that_did_not_change() {
+    let mut setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    for i in 2..8 {
+        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
+    }
+    write_file(
+        setup.book().join("work.vcf"),
+        card_text("Boss", &phone(9), "CATEGORIES:Work\r\n"),
+    )
+    .unwrap();
+    let backend = FakeBackend::new(100).with_users(users(10).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(backend.state().contacts.contains_key(&phone(9)));
+
+    let config_path = setup.book().with_file_name("config.toml");
+    setup.config = config::parse(
+        "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\nname = \"book\"\nexclude_categories = [\"Work\"]\n",
+        &config_path,
+    )
+    .unwrap();
+    let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(report.files_parsed, 8, "every file derived again");
+    assert_eq!(report.accounts[0].deleted, 1);
+    assert!(!backend.state().contacts.contains_key(&phone(9)));
+    let again = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!((again.files_read, again.files_parsed), (0, 0));
+}
+
+#[tokio::test]
+async fn a_new_default_region_takes_effect_on_files_that_did_not_change() {
+    let mut setup = Setup::new(None);
+    write_file(
+        setup.book().join("anna.vcf"),
+        card_text("Anna", "0151 23456789", ""),
+    )
+    .unwrap();
+    for i in 2..8 {
+        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
+    }
+    let backend = FakeBackend::new(100);
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(backend.state().saved.contains_key("+4915123456789"));
+
+    let config_path = setup.book().with_file_name("config.toml");
+    setup.config = config::parse(
+        "state_dir = \"state\"\ndefault_region = \"AT\"\n[[source]]\npath = \"book\"\nname = \"book\"\n",
+        &config_path,
+    )
+    .unwrap();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    let state = backend.state();
+    assert!(
+        state.saved.contains_key("+4315123456789"),
+        "{:?}",
+        state.saved
+    );
+    assert!(!state.saved.contains_key("+4915123456789"));
+}
+
+/// A rewrite of the same size within the file system's timestamp granularity leaves size,
+/// mtime and inode as they were: the read that recorded a fresh mtime must not vouch for it.
+#[tokio::test]
+async fn a_racily_clean_file_is_read_again() {
+    let setup = Setup::new(None);
+    let file = setup.book().join("anna.vcf");
+    std::fs::write(&file, card_text("Anna", &phone(1), "")).unwrap();
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+
+    // Same size, same inode, and the mtime put back: on a 1-second file system, the same
+    // second.
+    std::fs::write(&file, card_text("Ella", &phone(1), "")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(report.files_parsed, 1);
+    assert_eq!(backend.state().contacts[&phone(1)].0, "Ella");
+    assert!(matches!(
+        backend.state().calls.last(),
+        Some(Call::Import(items)) if items[0].2 == "Ella"
+    ));
+}
+
+/// Planning again makes the queue equal to the new plan: an item still wanted exactly so
+/// keeps its place and client_id, a stale one is superseded, the new names are queued.
+#[tokio::test]
+async fn planning_again_supersedes_what_was_queued_and_not_sent() {
+    let setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    write_card(&setup, "bob.vcf", "Bob", 2);
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    let first = setup.sync(&backend, &clock, offline()).await;
+    assert_eq!(first.accounts[0].planned.new, 2);
+    let queued = |setup: &Setup| {
+        let store = setup.store();
+        store
+            .open_batches("fake")
+            .unwrap()
+            .into_iter()
+            .flat_map(|b| b.items)
+            .map(|i| (i.e164, i.names.first, i.client_id))
+            .collect::<Vec<_>>()
+    };
+    let before = queued(&setup);
+    let bob_id = before.iter().find(|(e, ..)| *e == phone(2)).unwrap().2;
+
+    write_card(&setup, "anna.vcf", "Anne", 1);
+    let second = setup.sync(&backend, &clock, offline()).await;
+    assert_eq!(second.accounts[0].superseded, 1);
+    assert_eq!(second.accounts[0].planned.new, 1, "only Anne is news");
+    let after = queued(&setup);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.contains(&(phone(2), "Bob".into(), bob_id)));
+    let anne = after.iter().find(|(e, ..)| *e == phone(1)).unwrap();
+    assert_eq!(anne.1, "Anne");
+    assert!(
+        anne.2 > before.iter().map(|i| i.2).max().unwrap(),
+        "a fresh client_id"
+    );
+
+    // Nothing changed: the queue stays as it is, and the pass says nothing is new.
+    let third = setup.sync(&backend, &clock, offline()).await;
+    assert_eq!(
+        third.accounts[0].planned.new + third.accounts[0].superseded,
+        0
+    );
+    assert_eq!(queued(&setup), after);
+}
+
+/// The daemon's sender reconciles before it sends: a contact the user deleted in the app
+/// (and may have added again by hand) after its delete was queued is no longer ours to
+/// delete; the check before sending drops the delete.
+#[tokio::test]
+async fn a_queued_delete_of_a_contact_no_longer_ours_is_dropped_before_sending() {
+    let setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    for i in 2..8 {
+        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
+    }
+    let backend = FakeBackend::new(100).with_users(users(8).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    std::fs::remove_file(setup.book().join("anna.vcf")).unwrap();
+    let accounts = [AccountSpec {
+        name: "fake".into(),
+        batch_size: 100,
+    }];
+    let mut store = setup.store();
+    let planned = sync::plan_pass(
+        &setup.config,
+        &mut store,
+        &accounts,
+        clock.now(),
+        &offline(),
+    )
+    .unwrap();
+    assert_eq!(planned.accounts[0].planned.deletes, 1);
+
+    // Deleted in the app, found so by the sender's reconciliation, then added by hand.
+    backend.state().contacts.remove(&phone(1));
+    let remote = (2..8).map(phone).collect();
+    store
+        .apply_reconcile("fake", &remote, true, clock.now())
+        .unwrap();
+    backend
+        .state()
+        .contacts
+        .insert(phone(1), ("Anna (mine)".into(), String::new()));
+
+    let mut report = sync::AccountReport::default();
+    let mut fake = backend.boxed();
+    sync::send_account(
+        &setup.config,
+        &mut store,
+        fake.as_mut(),
+        &clock,
+        &SyncOptions::default(),
+        &mut 0,
+        &tokio_util::sync::CancellationToken::new(),
+        &mut report,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.superseded, 1);
+    assert_eq!(deletes_of(&backend, &phone(1)), 0);
+    assert_eq!(backend.state().contacts[&phone(1)].0, "Anna (mine)");
+}
