@@ -436,6 +436,8 @@ impl Sender {
             &mut account,
         )
         .await?;
+        // A reconcile held by the safety limits shows like held deletions.
+        account.held = self.store.reconcile_hold(&account.backend)?;
         self.board.sent(&account);
         if account.superseded > 0 {
             // Items dropped just before sending: their numbers need a plan of their own.
@@ -544,6 +546,9 @@ impl StatusBoard {
             {
                 account.queued_batches = sent.queued_batches;
                 account.stop = sent.stop.clone();
+                if sent.held.is_some() {
+                    account.held = sent.held.clone();
+                }
             }
             status_line(&state)
         };
