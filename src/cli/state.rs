@@ -319,10 +319,10 @@ pub fn remote_list(
         let contacts = runtime
             .block_on(backend.remote_contacts())
             .map_err(|e| Failure {
-                code: if matches!(e, backend::BackendError::Auth(_)) {
-                    exit::LOGIN_REQUIRED
-                } else {
-                    exit::FAILURE
+                code: match e {
+                    backend::BackendError::Auth(_) => exit::LOGIN_REQUIRED,
+                    backend::BackendError::Setup(_) => exit::CONFIG,
+                    _ => exit::FAILURE,
                 },
                 error: anyhow::anyhow!("{name}: {e}"),
             })?

@@ -200,6 +200,14 @@ async fn a_wrong_base_url_stops_the_account_until_it_is_fixed() {
     assert_eq!(json_status["accounts"][0]["in_sync"], 0);
     assert_eq!(json_status["last_run"]["outcome"], "configuration error");
 
+    let list = run(&config, &["remote", "list"]).await;
+    assert_eq!(list.status.code(), Some(3), "{}", stderr(&list));
+    assert!(
+        stderr(&list).contains(&wrong.base_url()),
+        "{}",
+        stderr(&list)
+    );
+
     let count = wrong.state().requests.len();
     let again = run(&config, &["sync", "--once"]).await;
     assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
