@@ -15,7 +15,8 @@ Steps, each timed (wall) with the peak RSS of that one child process (os.wait4):
   1. inspect --json --region DE over the single-file export, output to /dev/null (MB/s)
   2. first `sync --once --offline` over the vdir (fresh state, with a Telegram session
      seeded by the example server, so the pass plans and queues for an account)
-  3. the same again, nothing changed, next to `find BOOK -type f -printf …` (warm cache)
+  3. the same again, nothing changed, next to `find BOOK -type f -printf …` (warm cache);
+     then once more after `default_region` changed (every file derived again)
   4. `contactsyncd run` on a 10,000-card vdir: write → outbox latency and idle CPU, by
      benches/daemon_latency.py (its own server and state)
   5. first `sync --once` of ~10,000 numbers (5,000 cards) to the example server
@@ -222,6 +223,22 @@ def main():
                           (noop_peak <= 300, "peak")])))
     rows.append((f"`find -printf '%s %T@ %i'` over the same {label} files (warm); no-op / stat = {ratio:.1f}×",
                  fmt_s(stat), "—", "", "info"))
+
+    # 3b. the region changes: every file is derived again (read and parsed), nothing else moved
+    log("3b. sync --once --offline after default_region DE → AT")
+    with open(config, "w") as f:
+        f.write(CONFIG.replace('default_region = "DE"', 'default_region = "AT"'))
+    try:
+        code, rederive, rederive_peak, out = measure(
+            [binary, "--config", config, "sync", "--once", "--offline", "--json"], stdout="capture")
+    finally:
+        with open(config, "w") as f:
+            f.write(CONFIG)
+    m = re.search(r'"files_read":(\d+),"files_parsed":(\d+)', out or "")
+    parsed_note = f" ({int(m[2]):,} files parsed again)" if m else ""
+    rows.append((f"`sync --once --offline` after `default_region` changed, {label} vdir{parsed_note}",
+                 fmt_s(rederive), fmt_mb(rederive_peak), "≤ 10 s; peak ≤ 300 MB (as a first pass)",
+                 verdict([(code == 0, f"exit {code}"), (rederive <= 10, "wall"), (rederive_peak <= 300, "peak")])))
 
     # 4. daemon write → outbox latency
     lat_parent = os.path.join(work, "daemon-10k")

@@ -303,8 +303,17 @@ impl Planner {
         let board = Arc::clone(&self.board);
         let planning = Arc::clone(&self.planning);
         let (store, result) = tokio::task::spawn_blocking(move || {
-            // A pass that panicked poisoned the lock; the next pass is on its own.
-            let _only_planner = planning.lock().unwrap_or_else(|p| p.into_inner());
+            let _only_planner = match planning.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    tracing::info!(
+                        "a pass of the previous configuration is still running: waiting for it"
+                    );
+                    planning.lock().unwrap_or_else(|p| p.into_inner())
+                }
+                // A pass that panicked poisoned the lock; the next pass is on its own.
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            };
             let result = planner_pass(&config, &mut store, &accounts, &wakes, &board, scope);
             (store, result)
         })

@@ -632,6 +632,12 @@ pub fn record_pass(
         run.retrying += a.retrying as u64;
         run.rejected += a.rejected as u64;
         run.deleted += a.deleted as u64;
+        if a.superseded > 0 {
+            notes.push(format!(
+                "{}: {} queued items superseded (the address book changed before they were sent)",
+                a.backend, a.superseded
+            ));
+        }
         if let Some(held) = &a.held {
             notes.push(format!("{}: deletions held: {}", a.backend, held.reason));
         }

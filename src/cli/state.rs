@@ -425,6 +425,13 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
             a.deleted,
             a.queued_batches
         )?;
+        if a.superseded > 0 {
+            writeln!(
+                w,
+                "  {} queued item(s) the address book no longer wants as they were were dropped before sending",
+                a.superseded
+            )?;
+        }
         if let Some(held) = &a.held {
             writeln!(w, "  deletions held: {}", held.reason)?;
         }

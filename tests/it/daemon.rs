@@ -416,3 +416,50 @@ async fn a_second_sigterm_does_not_wait_for_the_request_in_flight() {
     let log_text = daemon.log_text();
     assert!(log_text.contains("second signal"), "{log_text}");
 }
+
+/// A reload abandons the old configuration's tasks after `shutdown_timeout`, but a planner
+/// pass on its blocking thread cannot be stopped: the new planner must wait for it, never
+/// plan beside it.
+#[tokio::test]
+async fn a_reload_during_a_long_pass_never_runs_two_planners() {
+    let server = registering_server(ServerOptions::default()).await;
+    let cards = 20_000;
+    let daemon = Daemon::prepare(&server, 0..cards, "shutdown_timeout = \"1s\"\n", "", "");
+    let mut child = daemon.command().spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !daemon.log_text().contains("contactsyncd running") {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first pass reads 20,000 files: well over the 1 s the reload waits for it.
+    signal(child.id(), "HUP");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let imported = || server.state().account.contacts.len();
+    while imported() < cards {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {cards} imported; log:\n{}",
+            imported(),
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(child.id(), "TERM");
+    assert!(child.wait().unwrap().success());
+    let log_text = daemon.log_text();
+    assert!(log_text.contains("configuration reloaded"), "{log_text}");
+    assert!(
+        log_text.contains("a pass of the previous configuration is still running: waiting for it"),
+        "the new planner did not wait for the old pass:\n{log_text}"
+    );
+    let imports: usize = server
+        .calls()
+        .iter()
+        .filter(|c| c.method == "contacts.importContacts")
+        .count();
+    assert_eq!(
+        imports,
+        cards.div_ceil(100),
+        "every number queued and sent once"
+    );
+}
