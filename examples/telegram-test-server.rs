@@ -43,7 +43,9 @@ struct Args {
     rate_limit: Option<usize>,
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     flood_wait: i32,
-    /// Write the auth key (hex) here: a client needs it to talk to the server
+    /// Write DC 1's auth key (hex) here: a client needs it to talk to the server (the listen
+    /// address is DC 1; DCs 2–5 listen on ports of their own, each with its own key, as
+    /// `--state-dir` seeds them)
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
     /// Seed this contactsyncd state directory with a session for this server, logged in:

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grammers_client::Client;
-use grammers_mtsender::{AutoSleep, ConnectionParams, InvocationError, SenderPool};
+use grammers_mtsender::{
+    AutoSleep, ConnectionParams, InvocationError, SenderPool, SenderPoolHandle,
+};
 use grammers_tl_types as tl;
 
 use super::{Backend, BackendError, BoxFuture, ImportResult, RemoteContact};
@@ -22,6 +24,8 @@ pub struct TelegramBackend {
     client: Client,
     session: Arc<TelegramSession>,
     pool: tokio::task::JoinHandle<()>,
+    /// To close the connection to a DC the account left.
+    pool_handle: SenderPoolHandle,
     batch_size: usize,
     timeout: Duration,
     contacts_hash: i64,
@@ -49,6 +53,7 @@ impl TelegramBackend {
         };
         let SenderPool { runner, handle, .. } =
             SenderPool::with_configuration(Arc::clone(&session), config.api_id, params);
+        let pool_handle = handle.thin.clone();
         let client = Client::new(handle);
         let pool = tokio::spawn(async move {
             runner.run().await;
@@ -57,6 +62,7 @@ impl TelegramBackend {
             client,
             session,
             pool,
+            pool_handle,
             batch_size: config.batch_size,
             timeout: Duration::from_secs(config.request_timeout),
             contacts_hash: 0,
@@ -76,20 +82,25 @@ impl TelegramBackend {
         loop {
             match tokio::time::timeout(self.timeout, self.client.invoke(request)).await {
                 Ok(Ok(value)) => return Ok(value),
-                // A raw invoke does not follow *_MIGRATE_X itself: move the home DC (kept in
-                // the session) and ask once more there.
+                // A raw invoke does not follow *_MIGRATE_X itself: carry the login over to the
+                // new DC, move the home DC there (kept in the session) and ask once more.
                 Ok(Err(InvocationError::Rpc(rpc))) if rpc.code == 303 && !migrated => {
                     let dc = rpc
                         .value
                         .and_then(|v| i32::try_from(v).ok())
                         .ok_or_else(|| {
-                            BackendError::Permanent(format!("303 {} without a DC", rpc.name))
+                            BackendError::Temporary(format!("303 {} without a DC", rpc.name))
                         })?;
-                    tracing::info!(dc, "Telegram moved the account to another data centre");
-                    grammers_session::Session::set_home_dc_id(self.session.as_ref(), dc)
-                        .await
-                        .map_err(|e| BackendError::Temporary(e.to_string()))?;
+                    self.migrate(dc).await?;
                     migrated = true;
+                }
+                // Moved on again at once: nothing is wrong with the request; try later.
+                Ok(Err(InvocationError::Rpc(rpc))) if rpc.code == 303 => {
+                    return Err(BackendError::Temporary(format!(
+                        "Telegram moved the account again ({}_{})",
+                        rpc.name,
+                        rpc.value.unwrap_or_default()
+                    )));
                 }
                 Ok(Err(err)) => return Err(classify(err)),
                 Err(_) => {
@@ -100,6 +111,78 @@ impl TelegramBackend {
                 }
             }
         }
+    }
+}
+
+impl TelegramBackend {
+    /// `USER_MIGRATE_X` (or `PHONE_MIGRATE_X`, `NETWORK_MIGRATE_X`) for a logged-in account,
+    /// as core.telegram.org/api/datacenter documents it: each DC has its own auth key, and
+    /// the new DC's key is logged in only once the authorization is exported on the current
+    /// DC (`auth.exportAuthorization`) and imported on the new one
+    /// (`auth.importAuthorization`). Only then does the home DC change, persisted in the
+    /// session together with the new DC's key, so that the next process starts there. A raw
+    /// `invoke` in grammers 0.11 does none of this (its own copy is crate-private).
+    async fn migrate(&self, to: i32) -> Result<(), BackendError> {
+        let from = grammers_session::Session::home_dc_id(self.session.as_ref())
+            .map_err(|e| BackendError::Temporary(e.to_string()))?;
+        if to == from {
+            return Err(BackendError::Temporary(format!(
+                "Telegram moved the account to DC {to}, where it already is"
+            )));
+        }
+        tracing::info!(
+            from,
+            to,
+            "Telegram moved the account to another data centre; carrying the login over"
+        );
+        let tl::enums::auth::ExportedAuthorization::Authorization(exported) = self
+            .call_in_dc(
+                from,
+                &tl::functions::auth::ExportAuthorization { dc_id: to },
+            )
+            .await
+            .map_err(|e| migration_failed(to, e))?;
+        self.call_in_dc(
+            to,
+            &tl::functions::auth::ImportAuthorization {
+                id: exported.id,
+                bytes: exported.bytes,
+            },
+        )
+        .await
+        .map_err(|e| migration_failed(to, e))?;
+        grammers_session::Session::set_home_dc_id(self.session.as_ref(), to)
+            .await
+            .map_err(|e| BackendError::Temporary(e.to_string()))?;
+        self.pool_handle.disconnect_from_dc(from);
+        Ok(())
+    }
+
+    /// One call to a given DC, under the timeout.
+    async fn call_in_dc<R: tl::RemoteCall>(
+        &self,
+        dc: i32,
+        request: &R,
+    ) -> Result<R::Return, BackendError> {
+        match tokio::time::timeout(self.timeout, self.client.invoke_in_dc(dc, request)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(classify(err)),
+            Err(_) => Err(BackendError::Temporary(format!(
+                "no answer within {} s",
+                self.timeout.as_secs()
+            ))),
+        }
+    }
+}
+
+/// A refused export or import says nothing about the contacts being sent (they must not be
+/// rejected): the account cannot be used on the new DC until it logs in again there.
+fn migration_failed(to: i32, err: BackendError) -> BackendError {
+    match err {
+        BackendError::Permanent(reason) => BackendError::Auth(format!(
+            "the login could not be carried over to data centre {to} ({reason})"
+        )),
+        other => other,
     }
 }
 

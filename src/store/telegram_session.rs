@@ -294,3 +294,30 @@ impl Session for TelegramSession {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a migration on real Telegram the new DC's key is one grammers just created (the
+    /// test server's are seeded): it and the new home DC must both reach the next process.
+    #[tokio::test]
+    async fn a_new_dcs_key_and_the_new_home_dc_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        drop(super::super::Store::open_for_writing(&state).unwrap());
+        let session = TelegramSession::open(&state).unwrap();
+        let option = DcOption {
+            id: 4,
+            ipv4: "127.0.0.1:4444".parse().unwrap(),
+            ipv6: "[::1]:4444".parse().unwrap(),
+            auth_key: Some([4; 256]),
+        };
+        session.set_dc_option(&option).await.unwrap();
+        session.set_home_dc_id(4).await.unwrap();
+        drop(session);
+        let reopened = TelegramSession::open(&state).unwrap();
+        assert_eq!(reopened.home_dc_id().unwrap(), 4);
+        assert_eq!(reopened.dc_option(4).unwrap(), Some(option));
+    }
+}

@@ -532,18 +532,151 @@ fn login_without_a_terminal_says_so() {
     assert!(message.contains("needs a terminal"), "{message}");
 }
 
+/// (method, DC) of every call after the first `skip`, connection set-up left out.
+fn calls_by_dc(server: &TestServer, skip: usize) -> Vec<(String, i32)> {
+    server.calls()[skip..]
+        .iter()
+        .filter(|c| c.method != "help.getConfig")
+        .map(|c| (c.method.clone(), c.dc))
+        .collect()
+}
+
+fn home_dc(setup: &Setup) -> i32 {
+    let session = TelegramSession::open(&setup.config.state_dir).unwrap();
+    grammers_session::Session::home_dc_id(&session).unwrap()
+}
+
 #[tokio::test]
-async fn phone_migrate_moves_the_home_dc_and_the_batch_goes_through() {
+async fn user_migrate_carries_the_login_over_and_the_next_process_starts_on_the_new_dc() {
     let setup = Setup::new(100, 30).await;
     write_vdir(&setup.book(), 0..3);
+    // Telegram moves the account from DC 1 to DC 4: every query on DC 1 now answers
+    // USER_MIGRATE_4, and DC 4's own key is not logged in yet.
+    setup.server.state().dcs.account_dc = 4;
+    let report = setup.sync(&ManualClock::new()).await;
+    assert_eq!(report.accounts[0].imported, 3, "{report:?}");
+    // The pass reconciles first: its getContacts meets the move.
+    let calls = calls_by_dc(&setup.server, 0);
+    assert_eq!(
+        calls,
+        [
+            ("contacts.getContacts".to_owned(), 1),
+            ("auth.exportAuthorization".to_owned(), 1),
+            ("auth.importAuthorization".to_owned(), 4),
+            ("contacts.getContacts".to_owned(), 4),
+            ("contacts.importContacts".to_owned(), 4),
+        ],
+        "exported on the old DC, imported on the new one, then asked again there"
+    );
+    let export: grammers_tl_types::functions::auth::ExportAuthorization =
+        setup.server.calls_to("auth.exportAuthorization")[0].decode();
+    assert_eq!(export.dc_id, 4);
+    assert_eq!(setup.server.state().account.contacts.len(), 3);
+    assert_eq!(home_dc(&setup), 4, "the new home DC is kept");
+
+    // A new process starts on DC 4 with DC 4's key, still logged in: no second copy.
+    let seen = setup.server.calls().len();
+    write_vdir(&setup.book(), 3..5);
+    let report = setup.sync(&ManualClock::new()).await;
+    assert_eq!(report.accounts[0].imported, 2, "{report:?}");
+    let calls = calls_by_dc(&setup.server, seen);
+    assert!(!calls.is_empty());
+    assert!(calls.iter().all(|(_, dc)| *dc == 4), "{calls:?}");
+    assert_eq!(setup.server.calls_to("auth.exportAuthorization").len(), 1);
+    assert_eq!(setup.server.state().account.contacts.len(), 5);
+}
+
+#[tokio::test]
+async fn phone_migrate_on_an_import_carries_the_login_over_and_the_batch_goes_through() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..3);
+    // Reconciled first, so that the move meets the import.
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    write_vdir(&setup.book(), 3..4);
+    setup.server.state().dcs.account_dc = 2;
     setup.server.fail_next(
         "contacts.importContacts",
         Fault::rpc(303, "PHONE_MIGRATE_2"),
     );
-    let report = setup.sync(&ManualClock::new()).await;
-    assert_eq!(report.accounts[0].imported, 3, "{report:?}");
-    assert_eq!(setup.server.calls_to("contacts.importContacts").len(), 2);
+    let seen = setup.server.calls().len();
+    let report = setup.sync(&clock).await;
+    assert_eq!(report.accounts[0].imported, 1, "{report:?}");
+    assert_eq!(
+        calls_by_dc(&setup.server, seen),
+        [
+            ("contacts.importContacts".to_owned(), 1),
+            ("auth.exportAuthorization".to_owned(), 1),
+            ("auth.importAuthorization".to_owned(), 2),
+            ("contacts.importContacts".to_owned(), 2),
+        ]
+    );
     // The new home DC is kept for the next process.
-    let session = TelegramSession::open(&setup.config.state_dir).unwrap();
-    assert_eq!(grammers_session::Session::home_dc_id(&session).unwrap(), 2);
+    assert_eq!(home_dc(&setup), 2);
+}
+
+#[tokio::test]
+async fn a_refused_copy_of_the_login_requires_login_and_rejects_no_contact() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..3);
+    setup.server.state().dcs.account_dc = 2;
+    setup.server.fail_next(
+        "auth.importAuthorization",
+        Fault::rpc(400, "AUTH_BYTES_INVALID"),
+    );
+    let report = setup.sync(&ManualClock::new()).await;
+    assert!(report.login_required(), "{report:?}");
+    assert_eq!(report.accounts[0].rejected, 0, "{report:?}");
+    assert_eq!(home_dc(&setup), 1, "the home DC moves only with the login");
+    assert!(setup.server.state().account.contacts.is_empty());
+}
+
+#[tokio::test]
+async fn login_follows_phone_migrate_to_the_accounts_dc_without_copying_a_login() {
+    let options = ServerOptions {
+        login: Some(crate::telegram::login::LoginSetup {
+            code: "24680".into(),
+            password: None,
+        }),
+        ..ServerOptions::default()
+    };
+    let setup = Setup::with(100, 30, "reimport", options).await;
+    // The number belongs to an account on DC 3; the session starts on DC 1.
+    setup.server.state().dcs.account_dc = 3;
+    let mut prompt = ScriptedPrompt {
+        answers: ["+15550000000", "24680"].into(),
+        secrets: [].into(),
+        told: Vec::new(),
+        asked: Vec::new(),
+    };
+    let telegram = setup.config.telegram.as_ref().unwrap();
+    let account =
+        contactsyncd::backend::login::login(telegram, &setup.config.state_dir, &mut prompt)
+            .await
+            .expect("logged in");
+    assert_eq!(account.user_id, 1);
+    let logins: Vec<(String, i32)> = calls_by_dc(&setup.server, 0)
+        .into_iter()
+        .filter(|(method, _)| method.starts_with("auth."))
+        .collect();
+    // grammers follows PHONE_MIGRATE on auth.sendCode itself; the login happens on DC 3, so
+    // there is nothing to carry over.
+    assert_eq!(
+        logins,
+        [
+            ("auth.sendCode".to_owned(), 1),
+            ("auth.sendCode".to_owned(), 3),
+            ("auth.signIn".to_owned(), 3),
+        ]
+    );
+    assert_eq!(home_dc(&setup), 3);
+    write_vdir(&setup.book(), 0..2);
+    let seen = setup.server.calls().len();
+    let report = setup.sync(&ManualClock::new()).await;
+    assert_eq!(report.accounts[0].imported, 2, "{report:?}");
+    assert!(
+        calls_by_dc(&setup.server, seen)
+            .iter()
+            .all(|(_, dc)| *dc == 3)
+    );
 }

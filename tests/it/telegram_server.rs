@@ -423,6 +423,109 @@ async fn phone_migrate_arrives_as_grammers_migrate_error_with_its_dc() {
     assert_eq!(server.calls_to("updates.getState").len(), 1);
 }
 
+/// (code, name, value) of an RPC error.
+fn rpc_error<T: std::fmt::Debug>(result: Result<T, InvocationError>) -> (i32, String, Option<u32>) {
+    match result {
+        Err(InvocationError::Rpc(error)) => (error.code, error.name, error.value),
+        other => panic!("expected an RPC error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_dc_is_not_logged_in_until_the_authorization_is_imported_there() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    // Telegram moved the account from DC 1 (where the session logged in) to DC 2.
+    server.state().dcs.account_dc = 2;
+    let connected = connect(&server);
+    let client = &connected.client;
+    let get_state = tl::functions::updates::GetState {};
+    assert_eq!(
+        rpc_error(within(client.invoke_in_dc(1, &get_state)).await),
+        (303, "USER_MIGRATE".into(), Some(2))
+    );
+    // Only switching the home DC is not enough: DC 2 has its own key, not logged in.
+    assert_eq!(
+        rpc_error(within(client.invoke_in_dc(2, &get_state)).await),
+        (401, "AUTH_KEY_UNREGISTERED".into(), None)
+    );
+    // Exported on the DC the client is logged in on, for DC 2 ...
+    let tl::enums::auth::ExportedAuthorization::Authorization(exported) =
+        within(client.invoke_in_dc(1, &tl::functions::auth::ExportAuthorization { dc_id: 2 }))
+            .await
+            .expect("export on the current DC");
+    assert_eq!(exported.id, 1, "the user's id");
+    let import = tl::functions::auth::ImportAuthorization {
+        id: exported.id,
+        bytes: exported.bytes.clone(),
+    };
+    // ... it logs in DC 2's key and no other.
+    assert_eq!(
+        rpc_error(within(client.invoke_in_dc(3, &import)).await).1,
+        "AUTH_BYTES_INVALID"
+    );
+    within(client.invoke_in_dc(2, &import))
+        .await
+        .expect("import on the new DC");
+    assert!(within(client.invoke_in_dc(2, &get_state)).await.is_ok());
+    assert_eq!(
+        rpc_error(within(client.invoke_in_dc(2, &import)).await).1,
+        "AUTH_BYTES_INVALID",
+        "used once"
+    );
+    assert_eq!(
+        rpc_error(within(client.invoke_in_dc(3, &get_state)).await).1,
+        "AUTH_KEY_UNREGISTERED"
+    );
+    assert_eq!(
+        rpc_error(
+            within(client.invoke_in_dc(2, &tl::functions::auth::ExportAuthorization { dc_id: 2 }))
+                .await
+        )
+        .1,
+        "DC_ID_INVALID"
+    );
+    assert_eq!(
+        server.state().dcs.logged_in,
+        std::collections::BTreeSet::from([1, 2])
+    );
+    let dcs: Vec<i32> = server
+        .calls_to("updates.getState")
+        .iter()
+        .map(|c| c.dc)
+        .collect();
+    assert_eq!(dcs, [1, 2, 2, 3], "each call reached the DC it was sent to");
+}
+
+#[tokio::test]
+async fn each_dc_has_its_own_address_and_knows_only_its_own_key() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let (dc1, key1) = server.dc(1);
+    let (dc2, key2) = server.dc(2);
+    assert_ne!(dc1, dc2);
+    assert_ne!(key1, key2);
+    let ping = |data: grammers_session::SessionData| async move {
+        let session = Arc::new(grammers_session::storages::MemorySession::from(data));
+        let params = grammers_mtsender::ConnectionParams {
+            retry_policy: Box::new(NoRetries),
+            ..Default::default()
+        };
+        let SenderPool { runner, handle, .. } =
+            SenderPool::with_configuration(session, 12345, params);
+        let client = Client::new(handle);
+        let pool = tokio::spawn(async move { runner.run().await });
+        let result = within(client.invoke(&tl::functions::Ping { ping_id: 3 })).await;
+        pool.abort();
+        result
+    };
+    // DC 1's key at DC 2's address: unknown there (-404), as on Telegram.
+    let foreign = ping(crate::telegram::session_data_for(dc2, key1)).await;
+    assert!(foreign.is_err(), "{foreign:?}");
+    assert!(server.calls().is_empty(), "nothing reached the server");
+    let own = ping(crate::telegram::session_data_for(dc2, key2)).await;
+    assert!(own.is_ok(), "{own:?}");
+    assert_eq!(server.calls()[0].dc, 2);
+}
+
 #[tokio::test]
 async fn contact_list_methods_round_trip() {
     let server = TestServer::start(ServerOptions::default()).await;

@@ -10,6 +10,7 @@
 
 pub mod account;
 pub mod crypto;
+pub mod dc;
 pub mod login;
 pub mod wire;
 
@@ -65,6 +66,8 @@ pub struct Call {
     pub at: SystemTime,
     /// The request's TL body (constructor id first), for decoding in assertions.
     pub body: Vec<u8>,
+    /// The data centre it was sent to.
+    pub dc: i32,
 }
 
 impl Call {
@@ -97,6 +100,9 @@ pub struct Shared {
     pub authorized: bool,
     /// The logged-in user's own entry.
     pub me: ContactEntry,
+    /// The account's DC and which DCs' keys are logged in (`authorized` is the master switch:
+    /// false, e.g. revoked, logs out every key).
+    pub dcs: dc::Dcs,
     pub login: login::LoginState,
     pub options: ServerOptions,
     /// How many gzip_packed messages arrived (large requests are compressed).
@@ -110,8 +116,11 @@ pub struct Shared {
 }
 
 pub struct TestServer {
+    /// DC 1's address and key.
     addr: SocketAddr,
     key: ServerKey,
+    /// Every DC: its id, address and key.
+    dcs: Vec<(i32, SocketAddr, ServerKey)>,
     shared: Arc<Mutex<Shared>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -123,25 +132,40 @@ impl Drop for TestServer {
 }
 
 impl TestServer {
-    /// Listens on a loopback port the OS chooses; the account is logged in unless
-    /// `options.login` says how to log in.
+    /// Listens on a loopback port the OS chooses (DC 1; DCs 2–5 on ports of their own); the
+    /// account is logged in on DC 1 unless `options.login` says how to log in.
     pub async fn start(options: ServerOptions) -> Self {
         Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), options).await
     }
 
+    /// DC 1 listens on `addr`, DCs 2–5 on the same IP with ports the OS chooses; each DC has
+    /// its own auth key and accepts only that one.
     pub async fn start_on(addr: SocketAddr, options: ServerOptions) -> Self {
-        let listener = TcpListener::bind(addr)
-            .await
-            .expect("bind the listen address");
-        let addr = listener.local_addr().expect("local addr");
-        let mut key = [0u8; 256];
-        key.iter_mut().for_each(|b| *b = fastrand::u8(..));
-        let key = ServerKey::new(key);
+        let mut listeners: Vec<(i32, SocketAddr, (TcpListener, ServerKey))> = Vec::new();
+        for id in dc::IDS {
+            let at = match listeners.first() {
+                None => addr,
+                Some((_, first, _)) => SocketAddr::new(first.ip(), 0),
+            };
+            let listener = TcpListener::bind(at)
+                .await
+                .expect("bind the listen address");
+            let at = listener.local_addr().expect("local addr");
+            let mut key = [0u8; 256];
+            key.iter_mut().for_each(|b| *b = fastrand::u8(..));
+            listeners.push((id, at, (listener, ServerKey::new(key))));
+        }
+        let dcs: Vec<(i32, SocketAddr, ServerKey)> = listeners
+            .iter()
+            .map(|(id, at, (_, key))| (*id, *at, key.clone()))
+            .collect();
+        let (addr, key) = (dcs[0].1, dcs[0].2.clone());
         let login = login::LoginState::new(options.login.clone());
         let shared = Arc::new(Mutex::new(Shared {
             account: Account::new(),
             authorized: options.login.is_none(),
             login,
+            dcs: dc::Dcs::new(options.login.is_none()),
             me: ContactEntry {
                 user_id: 1,
                 phone: "15550000000".into(),
@@ -157,16 +181,25 @@ impl TestServer {
             last_msg_id: 0,
         }));
         let task = {
-            let (key, shared) = (key.clone(), Arc::clone(&shared));
+            let shared = Arc::clone(&shared);
             tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(serve(stream, key.clone(), Arc::clone(&shared)));
+                // Aborting this task drops the set, which aborts every DC's accept loop.
+                let mut accepting = tokio::task::JoinSet::new();
+                for (dc, _, (listener, key)) in listeners {
+                    let shared = Arc::clone(&shared);
+                    accepting.spawn(async move {
+                        while let Ok((stream, _)) = listener.accept().await {
+                            tokio::spawn(serve(stream, dc, key.clone(), Arc::clone(&shared)));
+                        }
+                    });
                 }
+                while accepting.join_next().await.is_some() {}
             })
         };
         Self {
             addr,
             key,
+            dcs,
             shared,
             task,
         }
@@ -176,14 +209,29 @@ impl TestServer {
         self.addr
     }
 
+    /// DC 1's auth key.
     pub fn auth_key(&self) -> [u8; 256] {
         self.key.bytes()
     }
 
-    /// Session data a grammers client needs to talk to this server: DCs 1–5 all on the
-    /// loopback port (so a `*_MIGRATE_X` never leads to Telegram), each with the known key.
+    /// A DC's address and auth key.
+    pub fn dc(&self, id: i32) -> (SocketAddr, [u8; 256]) {
+        self.dcs
+            .iter()
+            .find(|(dc, _, _)| *dc == id)
+            .map(|(_, addr, key)| (*addr, key.bytes()))
+            .expect("DCs 1-5")
+    }
+
+    /// Session data a grammers client needs to talk to this server: DCs 1–5 at their loopback
+    /// ports (so a `*_MIGRATE_X` never leads to Telegram), each with its own key; home DC 1.
     pub fn session_data(&self) -> SessionData {
-        session_data_for(self.addr, self.key.bytes())
+        let mut data = session_data_for(self.addr, self.key.bytes());
+        for (id, addr, key) in &self.dcs {
+            data.dc_options
+                .insert(*id, dc_option(*id, *addr, key.bytes()));
+        }
+        data
     }
 
     pub fn memory_session(&self) -> Arc<MemorySession> {
@@ -245,26 +293,28 @@ impl TestServer {
 }
 
 /// Session data for a server at `addr` with `auth_key`: DCs 1–5 all on that address (so a
-/// `*_MIGRATE_X` never leads to Telegram), each with the known key; home DC 1.
+/// `*_MIGRATE_X` never leads to Telegram), each with the known key; home DC 1. Enough for a
+/// client that stays on DC 1 (`addr` and `auth_key` being DC 1's).
 pub fn session_data_for(addr: SocketAddr, auth_key: [u8; 256]) -> SessionData {
     let mut data = SessionData::default();
+    for id in dc::IDS {
+        data.dc_options.insert(id, dc_option(id, addr, auth_key));
+    }
+    data.home_dc = 1;
+    data
+}
+
+fn dc_option(id: i32, addr: SocketAddr, auth_key: [u8; 256]) -> DcOption {
     let ip = match addr {
         SocketAddr::V4(v4) => *v4.ip(),
         SocketAddr::V6(_) => Ipv4Addr::LOCALHOST,
     };
-    for id in 1..=5 {
-        data.dc_options.insert(
-            id,
-            DcOption {
-                id,
-                ipv4: SocketAddrV4::new(ip, addr.port()),
-                ipv6: SocketAddrV6::new(ip.to_ipv6_mapped(), addr.port(), 0, 0),
-                auth_key: Some(auth_key),
-            },
-        );
+    DcOption {
+        id,
+        ipv4: SocketAddrV4::new(ip, addr.port()),
+        ipv6: SocketAddrV6::new(ip.to_ipv6_mapped(), addr.port(), 0, 0),
+        auth_key: Some(auth_key),
     }
-    data.home_dc = 1;
-    data
 }
 
 fn now() -> i64 {
@@ -283,16 +333,19 @@ enum Next {
 }
 
 struct Connection {
+    /// The DC this connection reached, and its key.
+    dc: i32,
     key: ServerKey,
     shared: Arc<Mutex<Shared>>,
     session_id: i64,
     content_messages: i32,
 }
 
-async fn serve(mut stream: TcpStream, key: ServerKey, shared: Arc<Mutex<Shared>>) {
+async fn serve(mut stream: TcpStream, dc: i32, key: ServerKey, shared: Arc<Mutex<Shared>>) {
     let mut transport = Full::new();
     let mut inbound: Vec<u8> = Vec::new();
     let mut connection = Connection {
+        dc,
         key,
         shared,
         session_id: 0,
@@ -344,7 +397,8 @@ impl Connection {
     fn handle(&mut self, payload: &[u8]) -> Next {
         let plaintext = match self.key.decrypt_from_client(payload) {
             Ok(plaintext) => plaintext,
-            // A key we do not know (or key id 0: a DH exchange starting): Telegram answers -404.
+            // A key this DC does not know (another DC's, or key id 0: a DH exchange starting):
+            // Telegram answers -404.
             Err(CryptoError::UnknownKey) => return Next::TransportError(404),
             Err(_) => return Next::Drop,
         };
@@ -454,6 +508,7 @@ impl Connection {
             method: method.clone(),
             at: SystemTime::now(),
             body: body.clone(),
+            dc: self.dc,
         });
         let fault = shared.faults.get_mut(&method).and_then(VecDeque::pop_front);
         let result = match &fault {
@@ -467,7 +522,7 @@ impl Connection {
                         Some(Fault::RetryPhones(phones)) => phones.clone(),
                         _ => Vec::new(),
                     };
-                    dispatch(&mut shared, &method, &body, &retry)
+                    dc::dispatch(self.dc, &mut shared, &method, &body, &retry)
                 }
             },
         };
@@ -595,6 +650,7 @@ const WITHOUT_LOGIN: &[&str] = &[
 pub fn method_name(constructor: u32) -> String {
     METHODS
         .iter()
+        .chain(dc::METHODS)
         .find(|(id, _)| *id == constructor)
         .map_or_else(
             || format!("unknown#{constructor:08x}"),
