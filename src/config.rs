@@ -414,8 +414,29 @@ fn home_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// Finds and loads the configuration file.
+/// Whether `parse` also requires every source to be readable now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourcePaths {
+    /// A missing or unreadable source is the scan's business: it counts as unknown until
+    /// it appears (a drive mounted late), and nothing of it is deleted.
+    MayBeMissing,
+    /// `check-config`: a source that cannot be read now is reported, located.
+    MustBeReadable,
+}
+
+/// Finds and loads the configuration file. A source path that is missing or unreadable is
+/// not an error here (see [`load_for_check`]).
 pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    load_with(explicit, SourcePaths::MayBeMissing)
+}
+
+/// Like [`load`], and every source path must exist and be readable now: what
+/// `check-config` reports.
+pub fn load_for_check(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    load_with(explicit, SourcePaths::MustBeReadable)
+}
+
+fn load_with(explicit: Option<&Path>, sources: SourcePaths) -> Result<Config, ConfigError> {
     let searched = search_paths(explicit);
     let path = match explicit {
         Some(path) => path.to_owned(),
@@ -431,11 +452,21 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         path: path.clone(),
         source,
     })?;
-    parse(&text, &path)
+    parse_with(&text, &path, sources)
 }
 
 /// Parses and validates configuration text; `path` is used for messages and relative paths.
+/// Source paths need not exist (see [`parse_for_check`]).
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_with(text, path, SourcePaths::MayBeMissing)
+}
+
+/// Like [`parse`], and every source path must exist and be readable now.
+pub fn parse_for_check(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_with(text, path, SourcePaths::MustBeReadable)
+}
+
+fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Config, ConfigError> {
     let invalid =
         |span: Option<Range<usize>>, key: String, message: String, hint: Option<String>| {
             let (line, column) = span.map_or((1, 1), |s| line_column(text, s.start));
@@ -530,12 +561,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             ));
         }
         let path = resolve_path(path_text, &base);
-        if !path.exists() {
+        if source_paths == SourcePaths::MustBeReadable
+            && let Some((message, hint)) = source_path_problem(&path)
+        {
             return Err(invalid(
                 Some(source.path.span()),
                 key("path"),
-                format!("{} does not exist", path.display()),
-                Some("point it at a vdir directory, a folder of .vcf files or one .vcf file (relative paths start at the config file's directory)".into()),
+                message,
+                Some(hint),
             ));
         }
         let name = match &source.name {
@@ -679,6 +712,44 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         telegram,
         whatsapp,
     })
+}
+
+/// Why a source cannot be read now, and what to do, or `None` when it can. Only
+/// `check-config` asks: every other command reads such a source as unknown.
+fn source_path_problem(path: &Path) -> Option<(String, String)> {
+    use std::io::ErrorKind;
+    let shown = path.display();
+    let later = "the other commands and the daemon run anyway: they count the source as unknown, keep its contacts and delete nothing of it until it can be read";
+    let unreadable = |err: std::io::Error, what: &str| {
+        Some(if err.kind() == ErrorKind::PermissionDenied {
+            (
+                format!("{shown}: permission denied ({what})"),
+                format!(
+                    "give the user contactsyncd runs as read access to it and search (x) access to every directory above it (under systemd see ProtectHome= and ReadOnlyPaths=). Meanwhile {later}"
+                ),
+            )
+        } else {
+            (
+                format!("{shown} cannot be read ({what}): {err}"),
+                later.to_owned(),
+            )
+        })
+    };
+    match std::fs::metadata(path) {
+        Err(err) if err.kind() == ErrorKind::NotFound => Some((
+            format!("{shown} does not exist"),
+            format!(
+                "point it at a vdir directory, a folder of .vcf files or one .vcf file (relative paths start at the config file's directory). If it is on a drive or share that mounts later, {later}"
+            ),
+        )),
+        Err(err) => unreadable(err, "looking it up"),
+        Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
+            .err()
+            .and_then(|err| unreadable(err, "listing the directory")),
+        Ok(_) => std::fs::File::open(path)
+            .err()
+            .and_then(|err| unreadable(err, "opening the file")),
+    }
 }
 
 /// A secret from the key, else the file, else the systemd credential `credential`.
@@ -1079,11 +1150,31 @@ mod tests {
     }
 
     #[test]
-    fn missing_source_path_is_reported() {
-        let e = invalid("[[source]]\npath = \"/nonexistent/contacts\"\n");
+    fn missing_source_path_is_reported_by_the_check_only() {
+        let text = "[[source]]\npath = \"/nonexistent/contacts\"\n";
+        let path = Path::new("/etc/contactsyncd/config.toml");
+        let e = match parse_for_check(text, path) {
+            Err(ConfigError::Invalid(invalid)) => *invalid,
+            other => panic!("expected an invalid config, got {other:?}"),
+        };
         assert_eq!(e.key, "source[1].path");
         assert_eq!((e.line, e.column), (2, 8));
         assert!(e.message.contains("does not exist"));
+        assert!(e.hint.unwrap().contains("mounts later"));
+        // Every other command: the source is unknown until it appears, not a broken config.
+        let config = parse(text, path).unwrap();
+        assert_eq!(config.sources[0].path, Path::new("/nonexistent/contacts"));
+        assert_eq!(config.sources[0].name, "contacts");
+    }
+
+    #[test]
+    fn a_readable_source_passes_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[source]]\npath = {:?}\n",
+            dir.path().display().to_string()
+        );
+        parse_for_check(&text, &dir.path().join("config.toml")).unwrap();
     }
 
     #[test]

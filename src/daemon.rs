@@ -543,11 +543,18 @@ pub fn status_line(report: &PassReport) -> String {
         }
         parts.push(text);
     }
-    if !report.unknown_sources.is_empty() {
-        parts.push(format!(
-            "{} source(s) unknown",
-            report.unknown_sources.len()
-        ));
+    // Named (the configuration's names, not paths): `status` says why.
+    match report.unknown_sources.as_slice() {
+        [] => {}
+        [one] => parts.push(format!("source {} unknown, kept as it was", one.name)),
+        several => parts.push(format!(
+            "sources {} unknown, kept as they were",
+            several
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
     parts.join(" · ")
 }

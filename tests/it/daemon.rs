@@ -416,3 +416,89 @@ async fn a_second_sigterm_does_not_wait_for_the_request_in_flight() {
     let log_text = daemon.log_text();
     assert!(log_text.contains("second signal"), "{log_text}");
 }
+
+/// The first message on the notify socket with a line containing `needle`: that line.
+fn wait_for_line_containing(socket: &UnixDatagram, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket
+            .set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ))
+            .unwrap();
+        if let Ok(n) = socket.recv(&mut buffer) {
+            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            if let Some(line) = message.lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            seen.push(message);
+        }
+    }
+    panic!("no line with {needle:?} within {within:?}; got {seen:?}");
+}
+
+/// A source folder missing at start (a drive not mounted yet) does not stop the daemon: it
+/// starts, says so in STATUS=, deletes nothing, and syncs the source once it appears.
+#[tokio::test]
+async fn a_source_missing_at_start_is_picked_up_when_it_appears() {
+    let server = registering_server(ServerOptions::default()).await;
+    let daemon = Daemon::prepare(
+        &server,
+        0..2,
+        "",
+        "[watch]\ndebounce = \"100ms\"\nrescan_interval = 1\n",
+        "",
+    );
+    let away = daemon.dir.path().join("book.away");
+    std::fs::rename(&daemon.book, &away).unwrap();
+    let socket_path = daemon.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let mut child = daemon
+        .command()
+        .env("NOTIFY_SOCKET", &socket_path)
+        .spawn()
+        .unwrap();
+    let socket = tokio::task::spawn_blocking(move || {
+        wait_for(&socket, "READY=1", Duration::from_secs(20));
+        let status = wait_for_line_containing(&socket, "unknown", Duration::from_secs(20));
+        assert_eq!(
+            status,
+            "STATUS=0 contacts · telegram: 0 queued · source book unknown, kept as it was"
+        );
+        socket
+    })
+    .await
+    .unwrap();
+    assert!(child.try_wait().unwrap().is_none(), "the daemon runs");
+
+    std::fs::rename(&away, &daemon.book).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.state().account.contacts.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the source was not picked up: {}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::task::spawn_blocking(move || {
+        wait_for(
+            &socket,
+            "STATUS=2 contacts · telegram: 0 queued",
+            Duration::from_secs(10),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(server.calls_to("contacts.deleteByPhones").is_empty());
+    signal(child.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
