@@ -75,7 +75,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         backends = generation.accounts,
         "contactsyncd running"
     );
-    let mut shutdown_timeout = Duration::from_secs(config.shutdown_timeout);
+    let mut shutdown_timeout = config.shutdown_timeout_duration();
     let mut current = config;
 
     while let Some(signal) = signals.next().await {
@@ -103,7 +103,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
                         Generation::start(&current, &tracker, &shutdown, &board)?
                     }
                 };
-                shutdown_timeout = Duration::from_secs(current.shutdown_timeout);
+                shutdown_timeout = current.shutdown_timeout_duration();
             }
             Err(err) => {
                 tracing::error!("reload refused, keeping the running configuration: {err}")
@@ -223,7 +223,7 @@ impl Planner {
         replan: Arc<Notify>,
         cancel: CancellationToken,
     ) {
-        let rescan_every = Duration::from_secs(self.config.watch.rescan_interval);
+        let rescan_every = self.config.watch.rescan_interval_duration();
         let mut rescan = tokio::time::interval_at(Instant::now() + rescan_every, rescan_every);
         rescan.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut retry = tokio::time::interval_at(Instant::now() + RETRY_BEAT, RETRY_BEAT);
@@ -439,7 +439,7 @@ async fn watch(
     changes: mpsc::UnboundedSender<Change>,
     cancel: CancellationToken,
 ) {
-    let every = Duration::from_secs(config.watch.rescan_interval);
+    let every = config.watch.rescan_interval_duration();
     let mut check = tokio::time::interval_at(Instant::now() + every, every);
     check.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -632,7 +632,7 @@ impl Watcher {
                 let _ = changes.send(Change::Everything);
             }
         };
-        let debounce = Duration::from_millis(config.watch.debounce_ms);
+        let debounce = config.watch.debounce_duration();
         // The debouncer looks for settled events once per tick; its default (a quarter of
         // the debounce) would add up to 125 ms to every change. 100 wake-ups a second cost
         // 3–4 ms of CPU per second (benches/daemon_latency.py: 0.03–0.04 s in 10 idle s).

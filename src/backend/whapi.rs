@@ -58,7 +58,7 @@ struct GatewayContact {
 impl WhapiBackend {
     pub fn new(config: &WhatsAppConfig) -> Result<Self, BackendError> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.request_timeout))
+            .timeout(config.request_timeout_duration())
             .user_agent(concat!("contactsyncd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| BackendError::Permanent(format!("HTTP client: {e}")))?;
@@ -67,7 +67,7 @@ impl WhapiBackend {
             base_url: config.base_url.clone(),
             token: config.token.expose().to_owned(),
             pacer: Pacer {
-                interval: Duration::from_secs_f64(1.0 / config.requests_per_second),
+                interval: config.request_interval(),
                 next: tokio::time::Instant::now(),
             },
             reconcile: (
