@@ -626,7 +626,7 @@ impl Watcher {
             }
             Err(errors) => {
                 for error in errors {
-                    tracing::warn!("file watching: {error}");
+                    tracing::warn!("file watching: {}", watch_error(&error));
                 }
                 // Something may have been missed: rescan.
                 let _ = changes.send(Change::Everything);
@@ -696,7 +696,39 @@ fn watch_sources(
         };
         if let Err(err) = watch(&path, mode) {
             // A missing source (unmounted drive) is picked up again by the periodic rescan.
-            tracing::warn!(source = %source.name, "cannot watch {}: {err}", path.display());
+            tracing::warn!(source = %source.name, "cannot watch the source: {}", watch_error(&err));
         }
+    }
+}
+
+/// notify's error text names the paths it is about, which can be files named after people:
+/// logs get the error alone unless `log.show_personal_data`.
+fn watch_error(error: &notify::Error) -> String {
+    if crate::phone::show_personal_data() || error.paths.is_empty() {
+        return error.to_string();
+    }
+    let what = match &error.kind {
+        notify::ErrorKind::Io(io) => io.to_string(),
+        notify::ErrorKind::Generic(text) => text.clone(),
+        other => format!("{other:?}"),
+    };
+    format!("{what} (about {} path(s))", error.paths.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_errors_leave_out_the_paths_they_are_about() {
+        let error = notify::Error::io(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "denied",
+        ))
+        .add_path(PathBuf::from("/book/Jane Doe +49 170 1234567.vcf"));
+        assert!(error.to_string().contains("Jane"), "notify names the path");
+        assert_eq!(watch_error(&error), "denied (about 1 path(s))");
+        let no_path = notify::Error::generic("inotify limit reached");
+        assert_eq!(watch_error(&no_path), "inotify limit reached");
     }
 }

@@ -161,6 +161,27 @@ fn without_url(error: &reqwest::Error) -> String {
     }
 }
 
+/// Why a contact list could not be read. serde's text quotes the offending value (a number,
+/// a name) and the body holds names: the message, which is logged, says what kind of error
+/// and where, unless `log.show_personal_data`.
+fn malformed_contact_list(error: &serde_json::Error, body: &str) -> String {
+    if crate::phone::show_personal_data() {
+        return format!("malformed contact list ({error}): {}", excerpt(body));
+    }
+    let kind = match error.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "an entry of an unexpected shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!(
+        "malformed contact list: {kind} at line {}, column {} of {} bytes",
+        error.line(),
+        error.column(),
+        body.len()
+    )
+}
+
 /// A short excerpt of a body for an error message, digits masked (it may hold numbers).
 fn excerpt(body: &str) -> String {
     let short: String = body.chars().take(80).collect();
@@ -226,12 +247,8 @@ impl Backend for WhapiBackend {
                     .text()
                     .await
                     .map_err(|e| BackendError::Temporary(without_url(&e)))?;
-                let page: ContactsPage = serde_json::from_str(&body).map_err(|e| {
-                    BackendError::Temporary(format!(
-                        "malformed contact list ({e}): {}",
-                        excerpt(&body)
-                    ))
-                })?;
+                let page: ContactsPage = serde_json::from_str(&body)
+                    .map_err(|e| BackendError::Temporary(malformed_contact_list(&e, &body)))?;
                 let received = page.contacts.len();
                 // Only saved entries are phone-book contacts; the rest are people the number
                 // merely sees (group members), which are none of our business.

@@ -222,3 +222,40 @@ fn an_unreadable_source_is_reported_as_permission_denied() {
     assert!(message.contains("permission denied"), "{message}");
     assert!(!message.contains("does not exist"), "{message}");
 }
+
+/// An unreadable file named after a person makes its source unknown; the warning names the
+/// source and the file redacted, unless `log.show_personal_data`. `status` has it in full.
+#[test]
+fn the_unknown_source_warning_redacts_the_file_name() {
+    let (dir, config) = setup();
+    let text = std::fs::read_to_string(&config).unwrap();
+    // A dangling link: unreadable even for root.
+    std::os::unix::fs::symlink(
+        "gone.vcf",
+        dir.path().join("book/Jane Doe +49 170 1234567.vcf"),
+    )
+    .unwrap();
+    let sync = run(&config, &["sync", "--once"]);
+    let logs = stderr(&sync);
+    assert!(
+        logs.contains("source counts as unknown") && logs.contains("source=personal"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("cannot read J….vcf: No such file or directory"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("Jane") && !logs.contains("1234567"),
+        "{logs}"
+    );
+    let status = stdout(&run(&config, &["status"]));
+    assert!(
+        status.contains("Jane Doe +49 170 1234567.vcf"),
+        "status keeps the full reason: {status}"
+    );
+
+    std::fs::write(&config, format!("{text}[log]\nshow_personal_data = true\n")).unwrap();
+    let logs = stderr(&run(&config, &["sync", "--once"]));
+    assert!(logs.contains("Jane Doe +49 170 1234567.vcf"), "{logs}");
+}
