@@ -113,7 +113,8 @@ pub struct LogConfig {
     /// override it.
     pub level: String,
     /// Debug logs show numbers redacted (`+49…34`) unless this is true. Info and above never
-    /// show numbers or names at all.
+    /// show numbers or names, and file names only cut to their first letter (`J….vcf`),
+    /// unless this is true.
     pub show_personal_data: bool,
 }
 
