@@ -314,7 +314,7 @@ pub fn plan_pass(
         tracing::warn!(
             source = %status.name,
             reason = reason.unwrap_or_default(),
-            "source counts as unknown: its contacts are kept and nothing of it is deleted (`contactsyncd status` names the file)"
+            "source counts as unknown: its contacts are kept and nothing of it is deleted (`contactsyncd status` has the full reason)"
         );
     }
     let mut report = PassReport {

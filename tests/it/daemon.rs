@@ -417,6 +417,17 @@ async fn a_second_sigterm_does_not_wait_for_the_request_in_flight() {
     assert!(log_text.contains("second signal"), "{log_text}");
 }
 
+/// A daemon that a failed assertion must not leave running (it would hold the test
+/// harness's output open): killed on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The first message on the notify socket with a line containing `needle`: that line.
 fn wait_for_line_containing(socket: &UnixDatagram, needle: &str, within: Duration) -> String {
     let deadline = Instant::now() + within;
@@ -457,11 +468,13 @@ async fn a_source_missing_at_start_is_picked_up_when_it_appears() {
     std::fs::rename(&daemon.book, &away).unwrap();
     let socket_path = daemon.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    let mut child = daemon
-        .command()
-        .env("NOTIFY_SOCKET", &socket_path)
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        daemon
+            .command()
+            .env("NOTIFY_SOCKET", &socket_path)
+            .spawn()
+            .unwrap(),
+    );
     let socket = tokio::task::spawn_blocking(move || {
         wait_for(&socket, "READY=1", Duration::from_secs(20));
         let status = wait_for_line_containing(&socket, "unknown", Duration::from_secs(20));
@@ -473,7 +486,7 @@ async fn a_source_missing_at_start_is_picked_up_when_it_appears() {
     })
     .await
     .unwrap();
-    assert!(child.try_wait().unwrap().is_none(), "the daemon runs");
+    assert!(child.0.try_wait().unwrap().is_none(), "the daemon runs");
 
     std::fs::rename(&away, &daemon.book).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -495,8 +508,61 @@ async fn a_source_missing_at_start_is_picked_up_when_it_appears() {
     .await
     .unwrap();
     assert!(server.calls_to("contacts.deleteByPhones").is_empty());
-    signal(child.id(), "TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    signal(child.0.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The same with the source's parent missing too (the mount point of a drive): nothing can
+/// be watched at start; the rescan tick notices the source and watches it.
+#[tokio::test]
+async fn a_source_under_a_missing_mount_point_is_picked_up_on_the_rescan_tick() {
+    let server = registering_server(ServerOptions::default()).await;
+    let daemon = Daemon::prepare(
+        &server,
+        0..2,
+        "",
+        "[watch]\ndebounce = \"100ms\"\nrescan_interval = 1\n",
+        "",
+    );
+    let text = daemon
+        .config_text
+        .replace("path = \"book\"", "path = \"mnt/book\"");
+    std::fs::write(&daemon.config, text).unwrap();
+    let mut child = Running(daemon.command().spawn().unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(child.0.try_wait().unwrap().is_none(), "the daemon runs");
+    std::fs::create_dir(daemon.dir.path().join("mnt")).unwrap();
+    std::fs::rename(&daemon.book, daemon.dir.path().join("mnt/book")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.state().account.contacts.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the source was not picked up: {}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A card written into it afterwards is synced too.
+    write_vdir(&daemon.dir.path().join("mnt/book"), 2..3);
+    while server.state().account.contacts.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the new card was not synced: {}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = daemon.log_text();
+    assert!(log.contains("watching it again"), "{log}");
+    assert!(log.contains("cannot watch the source"), "{log}");
+    let dir = daemon.dir.path().to_str().unwrap();
+    assert!(!log.contains(dir), "no raw path in the log: {log}");
+    signal(child.0.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
         .await
         .unwrap()
         .unwrap();
