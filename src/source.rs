@@ -161,7 +161,7 @@ impl Scan {
 }
 
 /// A path inside a source as logs show it: every component cut to its first character,
-/// extensions kept (`Jane Doe +49 170 1234567.vcf` → `J….vcf`, `Family/Jo.vcf` → `F…/J….vcf`),
+/// vCard extensions kept (`Jane Doe +49 170 1234567.vcf` → `J….vcf`, `Family/Jo.vcf` → `F…/J….vcf`),
 /// enough to tell a folder from a file, too little to name anyone. `status` has the path.
 pub fn redact_path(root: &Path, path: &Path) -> String {
     let Ok(inside) = path.strip_prefix(root) else {
@@ -180,9 +180,10 @@ pub fn redact_path(root: &Path, path: &Path) -> String {
                 .next()
                 .map(String::from)
                 .unwrap_or_default();
-            match part.extension() {
-                Some(ext) => format!("{first}….{}", ext.to_string_lossy()),
-                None => format!("{first}…"),
+            // Only a vCard extension: in "Mr. Jane Doe" everything after the dot would be.
+            match part.extension().map(|e| e.to_string_lossy()) {
+                Some(ext) if is_vcard_name(part.as_os_str()) => format!("{first}….{ext}"),
+                _ => format!("{first}…"),
             }
         })
         .collect();
@@ -786,6 +787,8 @@ mod tests {
     #[case::the_source_itself("/b", "the source's own path")]
     #[case::outside("/elsewhere/x.vcf", "a file outside the source")]
     #[case::multibyte("/b/Ökan.vcf", "Ö….vcf")]
+    #[case::dot_in_a_folder_name("/b/Mr. Jane Doe", "M…")]
+    #[case::upper_case_extension("/b/JANE.VCF", "J….VCF")]
     fn paths_are_redacted_for_logs(#[case] path: &str, #[case] expected: &str) {
         assert_eq!(redact_path(Path::new("/b"), Path::new(path)), expected);
     }
