@@ -215,9 +215,13 @@ impl WhatsAppConfig {
         Duration::from_secs(self.request_timeout)
     }
 
-    /// The pace: one request per this long.
+    /// The pace: one request per this long. (A rate `parse` would refuse, in a configuration
+    /// built by hand, gives the default pace instead of a panic.)
     pub fn request_interval(&self) -> Duration {
-        Duration::from_secs_f64(1.0 / self.requests_per_second)
+        let rate = Some(self.requests_per_second)
+            .filter(|rate| REQUESTS_PER_SECOND.contains(rate))
+            .unwrap_or(1.0);
+        Duration::from_secs_f64(1.0 / rate)
     }
 }
 
