@@ -64,7 +64,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Show how every card is understood: names, phones in E.164, problems
     Inspect(InspectArgs),
-    /// Validate the configuration and print it with defaults applied
+    /// Validate the configuration (every source must be readable now) and print it with defaults applied
     CheckConfig,
     /// Scan and diff: what a sync would send and what the guard would hold. Changes nothing
     Plan(PlanArgs),
@@ -215,7 +215,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn check_config(path: Option<&Path>) -> Result<(), Failure> {
-    let config = config::load(path)?;
+    let config = config::load_for_check(path)?;
     let rendered = toml::to_string(&config).context("rendering the effective configuration")?;
     let mut out = io::stdout().lock();
     writeln!(out, "# {}: valid", config.file.display())?;

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -116,7 +117,8 @@ pub struct LogConfig {
     /// override it.
     pub level: String,
     /// Debug logs show numbers redacted (`+49…34`) unless this is true. Info and above never
-    /// show numbers or names at all.
+    /// show numbers or names, and file names only cut to their first letter (`J….vcf`),
+    /// unless this is true.
     pub show_personal_data: bool,
 }
 
@@ -148,6 +150,82 @@ impl Default for WatchConfig {
             rescan_interval: 300,
             poll: false,
         }
+    }
+}
+
+// The durations the program derives from the configuration. `parse` keeps every key in a
+// range (`DurationRange`, `REQUESTS_PER_SECOND`) where each of them is positive and far
+// from overflowing when added to an `Instant` or a timestamp.
+
+impl Config {
+    /// How long a stopping daemon lets the request in flight finish.
+    pub fn shutdown_timeout_duration(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout)
+    }
+
+    /// Every duration the program derives from this configuration, named by key.
+    pub fn durations(&self) -> Vec<(&'static str, Duration)> {
+        let mut all = vec![
+            ("shutdown_timeout", self.shutdown_timeout_duration()),
+            ("watch.debounce", self.watch.debounce_duration()),
+            (
+                "watch.rescan_interval",
+                self.watch.rescan_interval_duration(),
+            ),
+        ];
+        if let Some(telegram) = &self.telegram {
+            all.push((
+                "telegram.request_timeout",
+                telegram.request_timeout_duration(),
+            ));
+            all.push((
+                "telegram.reconcile_interval",
+                Duration::from_secs(telegram.reconcile_interval),
+            ));
+        }
+        if let Some(whatsapp) = &self.whatsapp {
+            all.push((
+                "whatsapp.request_timeout",
+                whatsapp.request_timeout_duration(),
+            ));
+            all.push((
+                "whatsapp.reconcile_interval",
+                Duration::from_secs(whatsapp.reconcile_interval),
+            ));
+            all.push(("whatsapp.requests_per_second", whatsapp.request_interval()));
+        }
+        all
+    }
+}
+
+impl WatchConfig {
+    pub fn debounce_duration(&self) -> Duration {
+        Duration::from_millis(self.debounce_ms)
+    }
+
+    pub fn rescan_interval_duration(&self) -> Duration {
+        Duration::from_secs(self.rescan_interval)
+    }
+}
+
+impl TelegramConfig {
+    pub fn request_timeout_duration(&self) -> Duration {
+        Duration::from_secs(self.request_timeout)
+    }
+}
+
+impl WhatsAppConfig {
+    pub fn request_timeout_duration(&self) -> Duration {
+        Duration::from_secs(self.request_timeout)
+    }
+
+    /// The pace: one request per this long. (A rate `parse` would refuse, in a configuration
+    /// built by hand, gives the default pace instead of a panic.)
+    pub fn request_interval(&self) -> Duration {
+        let rate = Some(self.requests_per_second)
+            .filter(|rate| REQUESTS_PER_SECOND.contains(rate))
+            .unwrap_or(1.0);
+        Duration::from_secs_f64(1.0 / rate)
     }
 }
 
@@ -300,11 +378,34 @@ struct RawTelegram {
 }
 
 /// `30` (seconds) or `"30s"`, `"5m"`, `"6h"`, `"1d"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum RawDuration {
     Seconds(u64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration: a whole number, or a string like \"500ms\", \"30s\", \"5m\", \"6h\", \"1d\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RawDuration, E> {
+                Ok(RawDuration::Seconds(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RawDuration, E> {
+                u64::try_from(n)
+                    .map(RawDuration::Seconds)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration::Text(text.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl RawDuration {
@@ -316,7 +417,10 @@ impl RawDuration {
                 .trim()
                 .parse()
                 .map_err(|_| format!("{text:?} is not a duration")),
-            Self::Text(_) => self.seconds().map(|s| s * 1000),
+            Self::Text(_) => self
+                .seconds()?
+                .checked_mul(1000)
+                .ok_or_else(|| "is far too long".to_owned()),
         }
     }
 
@@ -339,10 +443,110 @@ impl RawDuration {
                     "d" => 86_400,
                     other => return Err(format!("unknown unit {other:?} in {text:?}")),
                 };
-                Ok(number * factor)
+                number
+                    .checked_mul(factor)
+                    .ok_or_else(|| format!("{text:?} is far too long"))
             }
         }
     }
+}
+
+/// The range a duration key must be in, in its unit (seconds, or milliseconds for
+/// `watch.debounce`): wide enough for any sensible setting, narrow enough that every timer
+/// and deadline derived from it is far from overflowing.
+struct DurationRange {
+    millis: bool,
+    min: u64,
+    max: u64,
+    example: &'static str,
+}
+
+const SHUTDOWN_TIMEOUT: DurationRange = DurationRange {
+    millis: false,
+    min: 1,
+    max: 3600,
+    example: "\"10s\"",
+};
+const DEBOUNCE: DurationRange = DurationRange {
+    millis: true,
+    min: 1,
+    max: 3_600_000,
+    example: "\"500ms\"",
+};
+const RESCAN_INTERVAL: DurationRange = DurationRange {
+    millis: false,
+    min: 1,
+    max: 7 * 86_400,
+    example: "\"5m\"",
+};
+const REQUEST_TIMEOUT: DurationRange = DurationRange {
+    millis: false,
+    min: 1,
+    max: 3600,
+    example: "\"30s\"",
+};
+const RECONCILE_INTERVAL: DurationRange = DurationRange {
+    millis: false,
+    min: 1,
+    max: 30 * 86_400,
+    example: "\"6h\"",
+};
+/// `whatsapp.requests_per_second`: at least one request every 100 s.
+const REQUESTS_PER_SECOND: std::ops::RangeInclusive<f64> = 0.01..=1000.0;
+
+/// `90` → `"90s"`, `3600` → `"1h"`: a bound as a user would write it.
+fn show_duration(value: u64, millis: bool) -> String {
+    if millis && !value.is_multiple_of(1000) {
+        return format!("{value}ms");
+    }
+    let seconds = if millis { value / 1000 } else { value };
+    match seconds {
+        s if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        s if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        s if s.is_multiple_of(60) => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// A duration key within `range`, in the range's unit, or `default` when absent.
+fn duration_key(
+    value: &Option<Spanned<RawDuration>>,
+    key: &str,
+    default: u64,
+    range: &DurationRange,
+    invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
+) -> Result<u64, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let parsed = if range.millis {
+        value.get_ref().millis()
+    } else {
+        value.get_ref().seconds()
+    };
+    parsed
+        .ok()
+        .filter(|n| (range.min..=range.max).contains(n))
+        .ok_or_else(|| {
+            invalid(
+                Some(value.span()),
+                key.to_owned(),
+                format!(
+                    "must be a duration from {} to {}",
+                    show_duration(range.min, range.millis),
+                    show_duration(range.max, range.millis)
+                ),
+                Some(format!(
+                    "e.g. {}; {}",
+                    range.example,
+                    if range.millis {
+                        "a bare number is milliseconds, or a string like \"500ms\", \"2s\""
+                    } else {
+                        "a bare number is seconds, or a string like \"30s\", \"5m\", \"6h\", \"1d\""
+                    }
+                )),
+            )
+        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -419,8 +623,29 @@ fn home_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// Finds and loads the configuration file.
+/// Whether `parse` also requires every source to be readable now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourcePaths {
+    /// A missing or unreadable source is the scan's business: it counts as unknown until
+    /// it appears (a drive mounted late), and nothing of it is deleted.
+    MayBeMissing,
+    /// `check-config`: a source that cannot be read now is reported, located.
+    MustBeReadable,
+}
+
+/// Finds and loads the configuration file. A source path that is missing or unreadable is
+/// not an error here (see [`load_for_check`]).
 pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    load_with(explicit, SourcePaths::MayBeMissing)
+}
+
+/// Like [`load`], and every source path must exist and be readable now: what
+/// `check-config` reports.
+pub fn load_for_check(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    load_with(explicit, SourcePaths::MustBeReadable)
+}
+
+fn load_with(explicit: Option<&Path>, sources: SourcePaths) -> Result<Config, ConfigError> {
     let searched = search_paths(explicit);
     let path = match explicit {
         Some(path) => path.to_owned(),
@@ -436,11 +661,21 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         path: path.clone(),
         source,
     })?;
-    parse(&text, &path)
+    parse_with(&text, &path, sources)
 }
 
 /// Parses and validates configuration text; `path` is used for messages and relative paths.
+/// Source paths need not exist (see [`parse_for_check`]).
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_with(text, path, SourcePaths::MayBeMissing)
+}
+
+/// Like [`parse`], and every source path must exist and be readable now.
+pub fn parse_for_check(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_with(text, path, SourcePaths::MustBeReadable)
+}
+
+fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Config, ConfigError> {
     let invalid =
         |span: Option<Range<usize>>, key: String, message: String, hint: Option<String>| {
             let (line, column) = span.map_or((1, 1), |s| line_column(text, s.start));
@@ -535,12 +770,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             ));
         }
         let path = resolve_path(path_text, &base);
-        if !path.exists() {
+        if source_paths == SourcePaths::MustBeReadable
+            && let Some((message, hint)) = source_path_problem(&path)
+        {
             return Err(invalid(
                 Some(source.path.span()),
                 key("path"),
-                format!("{} does not exist", path.display()),
-                Some("point it at a vdir directory, a folder of .vcf files or one .vcf file (relative paths start at the config file's directory)".into()),
+                message,
+                Some(hint),
             ));
         }
         let name = match &source.name {
@@ -609,30 +846,20 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     let mut watch = WatchConfig::default();
     if let Some(raw_watch) = &raw.watch {
-        let bad = |span: Range<usize>, key: &str| {
-            invalid(
-                Some(span),
-                format!("watch.{key}"),
-                "must be a positive duration".into(),
-                Some("e.g. \"500ms\", \"30s\", \"5m\"".into()),
-            )
-        };
-        if let Some(debounce) = &raw_watch.debounce {
-            watch.debounce_ms = debounce
-                .get_ref()
-                .millis()
-                .ok()
-                .filter(|ms| *ms > 0)
-                .ok_or_else(|| bad(debounce.span(), "debounce"))?;
-        }
-        if let Some(rescan) = &raw_watch.rescan_interval {
-            watch.rescan_interval = rescan
-                .get_ref()
-                .seconds()
-                .ok()
-                .filter(|s| *s > 0)
-                .ok_or_else(|| bad(rescan.span(), "rescan_interval"))?;
-        }
+        watch.debounce_ms = duration_key(
+            &raw_watch.debounce,
+            "watch.debounce",
+            watch.debounce_ms,
+            &DEBOUNCE,
+            &invalid,
+        )?;
+        watch.rescan_interval = duration_key(
+            &raw_watch.rescan_interval,
+            "watch.rescan_interval",
+            watch.rescan_interval,
+            &RESCAN_INTERVAL,
+            &invalid,
+        )?;
         watch.poll = raw_watch.poll.unwrap_or(false);
     }
     let mut log = LogConfig::default();
@@ -651,22 +878,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             log.level = level.get_ref().clone();
         }
     }
-    let shutdown_timeout = match &raw.shutdown_timeout {
-        Some(value) => value
-            .get_ref()
-            .seconds()
-            .ok()
-            .filter(|s| *s > 0)
-            .ok_or_else(|| {
-                invalid(
-                    Some(value.span()),
-                    "shutdown_timeout".into(),
-                    "must be a positive duration".into(),
-                    Some("e.g. \"10s\"".into()),
-                )
-            })?,
-        None => 10,
-    };
+    let shutdown_timeout = duration_key(
+        &raw.shutdown_timeout,
+        "shutdown_timeout",
+        10,
+        &SHUTDOWN_TIMEOUT,
+        &invalid,
+    )?;
     let whatsapp = match &raw.whatsapp {
         Some(raw) => Some(whatsapp_config(raw, &base, &invalid)?),
         None => None,
@@ -684,6 +902,44 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         telegram,
         whatsapp,
     })
+}
+
+/// Why a source cannot be read now, and what to do, or `None` when it can. Only
+/// `check-config` asks: every other command reads such a source as unknown.
+fn source_path_problem(path: &Path) -> Option<(String, String)> {
+    use std::io::ErrorKind;
+    let shown = path.display();
+    let later = "the other commands and the daemon run anyway: they count the source as unknown, keep its contacts and delete nothing of it until it can be read";
+    let unreadable = |err: std::io::Error, what: &str| {
+        Some(if err.kind() == ErrorKind::PermissionDenied {
+            (
+                format!("{shown}: permission denied ({what})"),
+                format!(
+                    "give the user contactsyncd runs as read access to it and search (x) access to every directory above it (under systemd see ProtectHome= and ReadOnlyPaths=). Meanwhile {later}"
+                ),
+            )
+        } else {
+            (
+                format!("{shown} cannot be read ({what}): {err}"),
+                later.to_owned(),
+            )
+        })
+    };
+    match std::fs::metadata(path) {
+        Err(err) if err.kind() == ErrorKind::NotFound => Some((
+            format!("{shown} does not exist"),
+            format!(
+                "point it at a vdir directory, a folder of .vcf files or one .vcf file (relative paths start at the config file's directory). If it is on a drive or share that mounts later, {later}"
+            ),
+        )),
+        Err(err) => unreadable(err, "looking it up"),
+        Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
+            .err()
+            .and_then(|err| unreadable(err, "listing the directory")),
+        Ok(_) => std::fs::File::open(path)
+            .err()
+            .and_then(|err| unreadable(err, "opening the file")),
+    }
 }
 
 /// A secret from the key, else the file, else the systemd credential `credential`.
@@ -727,31 +983,6 @@ fn secret(
         })
 }
 
-/// A positive duration in seconds, or `default` when the key is absent.
-fn positive_seconds(
-    value: &Option<Spanned<RawDuration>>,
-    key: &str,
-    default: u64,
-    invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
-) -> Result<u64, ConfigError> {
-    match value {
-        Some(value) => value
-            .get_ref()
-            .seconds()
-            .ok()
-            .filter(|s| *s > 0)
-            .ok_or_else(|| {
-                invalid(
-                    Some(value.span()),
-                    key.to_owned(),
-                    "must be a positive duration".into(),
-                    Some("seconds, or a string like \"30s\", \"5m\", \"6h\"".into()),
-                )
-            }),
-        None => Ok(default),
-    }
-}
-
 fn whatsapp_config(
     raw: &Spanned<RawWhatsApp>,
     base: &Path,
@@ -784,26 +1015,39 @@ fn whatsapp_config(
         None => "https://gate.whapi.cloud".to_owned(),
     };
     let requests_per_second = match &raw.requests_per_second {
-        Some(rate) if *rate.get_ref() > 0.0 && *rate.get_ref() <= 1000.0 => *rate.get_ref(),
+        Some(rate) if REQUESTS_PER_SECOND.contains(rate.get_ref()) => *rate.get_ref(),
         Some(rate) => {
             return Err(invalid(
                 Some(rate.span()),
                 "whatsapp.requests_per_second".into(),
-                "must be above 0 and at most 1000".into(),
+                format!(
+                    "must be from {} to {} (at least one request every 100 s)",
+                    REQUESTS_PER_SECOND.start(),
+                    REQUESTS_PER_SECOND.end()
+                ),
                 Some("1 is gentle; WhatsApp's anti-spam dislikes bursts".into()),
             ));
         }
         None => 1.0,
     };
-    let duration = |value: &Option<Spanned<RawDuration>>, key: &str, default: u64| {
-        positive_seconds(value, &format!("whatsapp.{key}"), default, invalid)
-    };
     Ok(WhatsAppConfig {
         base_url,
         token: Secret(token),
         requests_per_second,
-        request_timeout: duration(&raw.request_timeout, "request_timeout", 30)?,
-        reconcile_interval: duration(&raw.reconcile_interval, "reconcile_interval", 6 * 3600)?,
+        request_timeout: duration_key(
+            &raw.request_timeout,
+            "whatsapp.request_timeout",
+            30,
+            &REQUEST_TIMEOUT,
+            invalid,
+        )?,
+        reconcile_interval: duration_key(
+            &raw.reconcile_interval,
+            "whatsapp.reconcile_interval",
+            6 * 3600,
+            &RECONCILE_INTERVAL,
+            invalid,
+        )?,
         on_remote_delete: raw.on_remote_delete.unwrap_or(OnRemoteDelete::Reimport),
         adopt_existing: raw.adopt_existing.unwrap_or(false),
     })
@@ -882,16 +1126,25 @@ fn telegram_config(
             })?,
         None => 100,
     };
-    let duration = |value: &Option<Spanned<RawDuration>>, key: &str, default: u64| {
-        positive_seconds(value, &format!("telegram.{key}"), default, invalid)
-    };
     Ok(TelegramConfig {
         api_id,
         api_hash: Secret(api_hash),
         phone: raw.phone.clone(),
         batch_size,
-        request_timeout: duration(&raw.request_timeout, "request_timeout", 30)?,
-        reconcile_interval: duration(&raw.reconcile_interval, "reconcile_interval", 6 * 3600)?,
+        request_timeout: duration_key(
+            &raw.request_timeout,
+            "telegram.request_timeout",
+            30,
+            &REQUEST_TIMEOUT,
+            invalid,
+        )?,
+        reconcile_interval: duration_key(
+            &raw.reconcile_interval,
+            "telegram.reconcile_interval",
+            6 * 3600,
+            &RECONCILE_INTERVAL,
+            invalid,
+        )?,
         on_remote_delete: raw.on_remote_delete.unwrap_or(OnRemoteDelete::Reimport),
     })
 }
@@ -1085,11 +1338,31 @@ mod tests {
     }
 
     #[test]
-    fn missing_source_path_is_reported() {
-        let e = invalid("[[source]]\npath = \"/nonexistent/contacts\"\n");
+    fn missing_source_path_is_reported_by_the_check_only() {
+        let text = "[[source]]\npath = \"/nonexistent/contacts\"\n";
+        let path = Path::new("/etc/contactsyncd/config.toml");
+        let e = match parse_for_check(text, path) {
+            Err(ConfigError::Invalid(invalid)) => *invalid,
+            other => panic!("expected an invalid config, got {other:?}"),
+        };
         assert_eq!(e.key, "source[1].path");
         assert_eq!((e.line, e.column), (2, 8));
         assert!(e.message.contains("does not exist"));
+        assert!(e.hint.unwrap().contains("mounts later"));
+        // Every other command: the source is unknown until it appears, not a broken config.
+        let config = parse(text, path).unwrap();
+        assert_eq!(config.sources[0].path, Path::new("/nonexistent/contacts"));
+        assert_eq!(config.sources[0].name, "contacts");
+    }
+
+    #[test]
+    fn a_readable_source_passes_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[source]]\npath = {:?}\n",
+            dir.path().display().to_string()
+        );
+        parse_for_check(&text, &dir.path().join("config.toml")).unwrap();
     }
 
     #[test]
@@ -1112,6 +1385,175 @@ mod tests {
         let e = invalid(&text);
         assert_eq!(e.key, "safety.max_delete_fraction");
         assert_eq!(e.line, 5);
+    }
+
+    /// A configuration with every section, `key = value` placed in its section (or
+    /// replacing the line the base has for it).
+    fn with_key(key: &str, value: &str) -> String {
+        let (section, name) = key.split_once('.').unwrap_or(("", key));
+        let mut sections: Vec<(&str, Vec<String>)> = vec![
+            ("", vec!["state_dir = \"/tmp/contactsyncd-test\"".into()]),
+            ("watch", vec![]),
+            ("safety", vec![]),
+            (
+                "telegram",
+                vec![
+                    "api_id = 12345".into(),
+                    "api_hash = \"0123456789abcdef0123456789abcdef\"".into(),
+                ],
+            ),
+            ("whatsapp", vec!["token = \"t\"".into()]),
+        ];
+        let lines = &mut sections.iter_mut().find(|(s, _)| *s == section).unwrap().1;
+        lines.retain(|line| !line.starts_with(&format!("{name} =")));
+        lines.push(format!("{name} = {value}"));
+        let mut text = String::new();
+        for (section, lines) in &sections {
+            if !section.is_empty() {
+                text.push_str(&format!("[{section}]\n"));
+            } else {
+                // Top-level keys first, then the source, then the tables.
+                text.push_str(&lines.join("\n"));
+                text.push_str("\n[[source]]\npath = \"/nonexistent/contacts\"\n");
+                continue;
+            }
+            for line in lines {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    /// Values that `check-config` used to accept and that then panicked or overflowed.
+    #[rstest]
+    #[case::tiny_rate("whatsapp.requests_per_second", "1e-30")]
+    #[case::zero_rate("whatsapp.requests_per_second", "0")]
+    #[case::nan_rate("whatsapp.requests_per_second", "nan")]
+    #[case::infinite_rate("whatsapp.requests_per_second", "inf")]
+    #[case::huge_rescan("watch.rescan_interval", "9223372036854775807")]
+    #[case::rescan_overflowing_its_unit("watch.rescan_interval", "\"213503982334601d\"")]
+    #[case::rescan_over_a_week("watch.rescan_interval", "\"8d\"")]
+    #[case::debounce_overflowing_millis("watch.debounce", "\"18446744073709552s\"")]
+    #[case::debounce_zero("watch.debounce", "\"0ms\"")]
+    #[case::negative_shutdown("shutdown_timeout", "-1")]
+    #[case::fractional_shutdown("shutdown_timeout", "1.5")]
+    #[case::huge_shutdown("shutdown_timeout", "\"2h\"")]
+    #[case::huge_request_timeout("telegram.request_timeout", "18446744073709551615")]
+    #[case::huge_reconcile("whatsapp.reconcile_interval", "\"31d\"")]
+    #[case::batch_size("telegram.batch_size", "501")]
+    #[case::api_id("telegram.api_id", "4294967296")]
+    #[case::fraction("safety.max_delete_fraction", "nan")]
+    #[case::max_deletes("safety.max_deletes", "-1")]
+    fn out_of_range_values_name_their_key(#[case] key: &str, #[case] value: &str) {
+        let e = invalid(&with_key(key, value));
+        assert_eq!(e.key, key, "{e}");
+    }
+
+    #[rstest]
+    #[case::slowest_rate("whatsapp.requests_per_second", "0.01")]
+    #[case::fastest_rate("whatsapp.requests_per_second", "1000")]
+    #[case::weekly_rescan("watch.rescan_interval", "\"7d\"")]
+    #[case::rescan_one_second("watch.rescan_interval", "1")]
+    #[case::debounce_one_ms("watch.debounce", "1")]
+    #[case::debounce_an_hour("watch.debounce", "\"1h\"")]
+    #[case::monthly_reconcile("telegram.reconcile_interval", "\"30d\"")]
+    fn values_at_the_bounds_are_accepted(#[case] key: &str, #[case] value: &str) {
+        let text = with_key(key, value);
+        parse(&text, Path::new("/etc/contactsyncd/config.toml"))
+            .unwrap_or_else(|e| panic!("{text}\n{e}"));
+    }
+
+    /// Every numeric key, every kind of value: either the configuration is refused with a
+    /// message naming that key, or every duration the program derives from it is positive
+    /// and can be added to now (as an `Instant`, and as seconds to a timestamp).
+    mod numeric_keys {
+        use super::*;
+        use proptest::prelude::*;
+
+        const KEYS: &[&str] = &[
+            "shutdown_timeout",
+            "watch.debounce",
+            "watch.rescan_interval",
+            "safety.max_deletes",
+            "safety.max_delete_fraction",
+            "telegram.api_id",
+            "telegram.batch_size",
+            "telegram.request_timeout",
+            "telegram.reconcile_interval",
+            "whatsapp.requests_per_second",
+            "whatsapp.request_timeout",
+            "whatsapp.reconcile_interval",
+        ];
+
+        fn toml_float(value: f64) -> String {
+            if value.is_nan() {
+                "nan".into()
+            } else if value.is_infinite() {
+                if value > 0.0 { "inf" } else { "-inf" }.into()
+            } else {
+                format!("{value:?}")
+            }
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            let unit = prop::sample::select(vec!["", "s", "ms", "m", "min", "h", "d", "x", " s"]);
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                (0i64..100_000).prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(toml_float),
+                (-10.0f64..2000.0).prop_map(toml_float),
+                prop::sample::select(vec![
+                    f64::NAN,
+                    f64::INFINITY,
+                    f64::NEG_INFINITY,
+                    1e-30,
+                    f64::MIN_POSITIVE,
+                    5e-324,
+                    0.0,
+                    -0.0,
+                ])
+                .prop_map(toml_float),
+                (any::<u64>(), unit.clone()).prop_map(|(n, u)| format!("\"{n}{u}\"")),
+                (0u64..100_000, unit).prop_map(|(n, u)| format!("\"{n}{u}\"")),
+                "[a-z0-9 .-]{0,10}".prop_map(|t| format!("{t:?}")),
+                Just("true".to_owned()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+            #[test]
+            fn refused_with_the_key_or_safe_to_use(
+                key in prop::sample::select(KEYS),
+                value in value(),
+            ) {
+                let text = with_key(key, &value);
+                match parse(&text, Path::new("/etc/contactsyncd/config.toml")) {
+                    Err(ConfigError::Invalid(e)) => prop_assert_eq!(&e.key, key, "{}", e),
+                    Err(other) => prop_assert!(false, "{key} = {value}: {other}"),
+                    Ok(config) => {
+                        let now = tokio::time::Instant::now();
+                        let timestamp = 4_102_444_800_i64; // 2100-01-01
+                        for (name, duration) in config.durations() {
+                            prop_assert!(!duration.is_zero(), "{name} = 0 from {key} = {value}");
+                            prop_assert!(now.checked_add(duration).is_some(), "{name}");
+                            prop_assert!(
+                                i64::try_from(duration.as_secs())
+                                    .ok()
+                                    .and_then(|s| timestamp.checked_add(s))
+                                    .is_some(),
+                                "{name}"
+                            );
+                        }
+                        let telegram = config.telegram.as_ref().unwrap();
+                        prop_assert!((1..=500).contains(&telegram.batch_size));
+                        prop_assert!(telegram.api_id > 0);
+                        prop_assert!((0.0..=1.0).contains(&config.safety.max_delete_fraction));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
         backends = generation.accounts,
         "contactsyncd running"
     );
-    let mut shutdown_timeout = Duration::from_secs(config.shutdown_timeout);
+    let mut shutdown_timeout = config.shutdown_timeout_duration();
     let mut current = config;
 
     while let Some(signal) = signals.next().await {
@@ -107,7 +107,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> anyhow::Result
                         Generation::start(&current, &tracker, &shutdown, &board, &planning)?
                     }
                 };
-                shutdown_timeout = Duration::from_secs(current.shutdown_timeout);
+                shutdown_timeout = current.shutdown_timeout_duration();
             }
             Err(err) => {
                 tracing::error!("reload refused, keeping the running configuration: {err}")
@@ -239,7 +239,7 @@ impl Planner {
         replan: Arc<Notify>,
         cancel: CancellationToken,
     ) {
-        let rescan_every = Duration::from_secs(self.config.watch.rescan_interval);
+        let rescan_every = self.config.watch.rescan_interval_duration();
         let mut rescan = tokio::time::interval_at(Instant::now() + rescan_every, rescan_every);
         rescan.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut retry = tokio::time::interval_at(Instant::now() + RETRY_BEAT, RETRY_BEAT);
@@ -487,7 +487,7 @@ async fn watch(
     changes: mpsc::UnboundedSender<Change>,
     cancel: CancellationToken,
 ) {
-    let every = Duration::from_secs(config.watch.rescan_interval);
+    let every = config.watch.rescan_interval_duration();
     let mut check = tokio::time::interval_at(Instant::now() + every, every);
     check.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
@@ -594,11 +594,18 @@ pub fn status_line(report: &PassReport) -> String {
         }
         parts.push(text);
     }
-    if !report.unknown_sources.is_empty() {
-        parts.push(format!(
-            "{} source(s) unknown",
-            report.unknown_sources.len()
-        ));
+    // Named (the configuration's names, not paths): `status` says why.
+    match report.unknown_sources.as_slice() {
+        [] => {}
+        [one] => parts.push(format!("source {} unknown, kept as it was", one.name)),
+        several => parts.push(format!(
+            "sources {} unknown, kept as they were",
+            several
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
     parts.join(" · ")
 }
@@ -670,13 +677,13 @@ impl Watcher {
             }
             Err(errors) => {
                 for error in errors {
-                    tracing::warn!("file watching: {error}");
+                    tracing::warn!("file watching: {}", watch_error(&error));
                 }
                 // Something may have been missed: rescan.
                 let _ = changes.send(Change::Everything);
             }
         };
-        let debounce = Duration::from_millis(config.watch.debounce_ms);
+        let debounce = config.watch.debounce_duration();
         // The debouncer looks for settled events once per tick; its default (a quarter of
         // the debounce) would add up to 125 ms to every change. 100 wake-ups a second cost
         // 3–4 ms of CPU per second (benches/daemon_latency.py: 0.03–0.04 s in 10 idle s).
@@ -740,7 +747,39 @@ fn watch_sources(
         };
         if let Err(err) = watch(&path, mode) {
             // A missing source (unmounted drive) is picked up again by the periodic rescan.
-            tracing::warn!(source = %source.name, "cannot watch {}: {err}", path.display());
+            tracing::warn!(source = %source.name, "cannot watch the source: {}", watch_error(&err));
         }
+    }
+}
+
+/// notify's error text names the paths it is about, which can be files named after people:
+/// logs get the error alone unless `log.show_personal_data`.
+fn watch_error(error: &notify::Error) -> String {
+    if crate::phone::show_personal_data() || error.paths.is_empty() {
+        return error.to_string();
+    }
+    let what = match &error.kind {
+        notify::ErrorKind::Io(io) => io.to_string(),
+        notify::ErrorKind::Generic(text) => text.clone(),
+        other => format!("{other:?}"),
+    };
+    format!("{what} (about {} path(s))", error.paths.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_errors_leave_out_the_paths_they_are_about() {
+        let error = notify::Error::io(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "denied",
+        ))
+        .add_path(PathBuf::from("/book/Jane Doe +49 170 1234567.vcf"));
+        assert!(error.to_string().contains("Jane"), "notify names the path");
+        assert_eq!(watch_error(&error), "denied (about 1 path(s))");
+        let no_path = notify::Error::generic("inotify limit reached");
+        assert_eq!(watch_error(&no_path), "inotify limit reached");
     }
 }

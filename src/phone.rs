@@ -182,9 +182,14 @@ pub fn set_show_personal_data(show: bool) {
     SHOW_PERSONAL_DATA.store(show, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether `log.show_personal_data` is set: logs may then show numbers, names and paths.
+pub fn show_personal_data() -> bool {
+    SHOW_PERSONAL_DATA.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A number as debug logs show it: redacted unless `log.show_personal_data` is set.
 pub fn for_debug_log(e164: &str) -> String {
-    if SHOW_PERSONAL_DATA.load(std::sync::atomic::Ordering::Relaxed) {
+    if show_personal_data() {
         e164.to_owned()
     } else {
         redact(e164)

@@ -143,6 +143,9 @@ pub struct Scan {
     pub files_read: u64,
     pub files_parsed: u64,
     pub files_deferred: u64,
+    /// Per unknown source (by name), its reason as logs may say it: the file redacted, the
+    /// error without a path. The full reason is in its status.
+    pub redacted_reasons: HashMap<String, String>,
 }
 
 impl Scan {
@@ -150,6 +153,41 @@ impl Scan {
     pub fn unknown_sources(&self) -> impl Iterator<Item = &SourceStatus> {
         self.statuses.iter().filter(|s| s.state != "ok")
     }
+
+    /// Why `source` counts as unknown, without a file name, path or value: for logs.
+    pub fn redacted_reason(&self, source: &str) -> Option<&str> {
+        self.redacted_reasons.get(source).map(String::as_str)
+    }
+}
+
+/// A path inside a source as logs show it: every component cut to its first character,
+/// vCard extensions kept (`Jane Doe +49 170 1234567.vcf` → `J….vcf`, `Family/Jo.vcf` → `F…/J….vcf`),
+/// enough to tell a folder from a file, too little to name anyone. `status` has the path.
+pub fn redact_path(root: &Path, path: &Path) -> String {
+    let Ok(inside) = path.strip_prefix(root) else {
+        return "a file outside the source".to_owned();
+    };
+    if inside.as_os_str().is_empty() {
+        return "the source's own path".to_owned();
+    }
+    let parts: Vec<String> = inside
+        .iter()
+        .map(|part| {
+            let part = Path::new(part);
+            let first: String = part
+                .to_string_lossy()
+                .chars()
+                .next()
+                .map(String::from)
+                .unwrap_or_default();
+            // Only a vCard extension: in "Mr. Jane Doe" everything after the dot would be.
+            match part.extension().map(|e| e.to_string_lossy()) {
+                Some(ext) if is_vcard_name(part.as_os_str()) => format!("{first}….{ext}"),
+                _ => format!("{first}…"),
+            }
+        })
+        .collect();
+    parts.join("/")
 }
 
 /// Scans every configured source against the stored fingerprints. Reads nothing it does not
@@ -230,6 +268,11 @@ fn scan_source(
         .errors
         .first()
         .map(|(path, err)| format!("cannot read {}: {err}", path.display()));
+    // io::Error's text has no path; the path is redacted.
+    let redacted_reason = listing
+        .errors
+        .first()
+        .map(|(path, err)| format!("cannot read {}: {err}", redact_path(&source.path, path)));
     let mut changes: Vec<FileChange> = Vec::new();
     let mut contributions: Vec<(&Path, FileContribution)> = Vec::with_capacity(listing.files.len());
     let previous_files: Vec<&FileRecord> =
@@ -276,6 +319,11 @@ fn scan_source(
         Some(reason) => {
             status.state = "unknown".into();
             status.reason = Some(reason.clone());
+            // The emptied source's reason has counts only.
+            scan.redacted_reasons.insert(
+                source.name.clone(),
+                redacted_reason.unwrap_or_else(|| reason.clone()),
+            );
             for record in removed {
                 contributions.push((
                     &record.path,
@@ -774,5 +822,18 @@ mod tests {
         let listing = list_files(Path::new("/nonexistent/contactsyncd"));
         assert!(listing.files.is_empty());
         assert_eq!(listing.errors.len(), 1);
+    }
+
+    #[rstest]
+    #[case::file_named_after_a_person("/b/Jane Doe +49 170 1234567.vcf", "J….vcf")]
+    #[case::in_a_folder("/b/Family/Jo Roe.vcard", "F…/J….vcard")]
+    #[case::folder("/b/Anna Maria", "A…")]
+    #[case::the_source_itself("/b", "the source's own path")]
+    #[case::outside("/elsewhere/x.vcf", "a file outside the source")]
+    #[case::multibyte("/b/Ökan.vcf", "Ö….vcf")]
+    #[case::dot_in_a_folder_name("/b/Mr. Jane Doe", "M…")]
+    #[case::upper_case_extension("/b/JANE.VCF", "J….VCF")]
+    fn paths_are_redacted_for_logs(#[case] path: &str, #[case] expected: &str) {
+        assert_eq!(redact_path(Path::new("/b"), Path::new(path)), expected);
     }
 }

@@ -398,10 +398,17 @@ pub fn plan_pass(
     store.set_source_statuses(&scan.statuses)?;
     let desired = desired_names(&scan);
     for status in scan.unknown_sources() {
+        // File names can be "Jane Doe +49 170 1234567.vcf": logs get them redacted, unless
+        // log.show_personal_data; `status` has the full reason.
+        let reason = if crate::phone::show_personal_data() {
+            status.reason.as_deref()
+        } else {
+            scan.redacted_reason(&status.name)
+        };
         tracing::warn!(
             source = %status.name,
-            reason = status.reason.as_deref().unwrap_or_default(),
-            "source counts as unknown: its contacts are kept and nothing of it is deleted"
+            reason = reason.unwrap_or_default(),
+            "source counts as unknown: its contacts are kept and nothing of it is deleted (`contactsyncd status` has the full reason)"
         );
     }
     let mut report = PassReport {

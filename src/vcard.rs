@@ -10,6 +10,8 @@
 //!   PHOTO is skipped line by line instead of being base64-decoded;
 //! - follows quoted-printable soft line breaks, so a continuation starting with `#` or `END`
 //!   is not mistaken for a comment or the end of the card;
+//! - unfolds lines that start with white space before anything is decoded (vobject's order:
+//!   a quoted-printable escape may be folded in the middle, `Jos=` + ` C3=A9`);
 //! - drops `#` comment lines;
 //! - decodes 8-bit values by their CHARSET parameter, falling back to windows-1252;
 //! - rewrites the 2.1 bare `QUOTED-PRINTABLE` parameter as `ENCODING=QUOTED-PRINTABLE`.
@@ -375,7 +377,19 @@ impl CardSplitter {
                     charset,
                 } => {
                     if let Some(card) = self.open.last_mut() {
-                        card.text.push_str(&decode_line(line, charset));
+                        match line {
+                            // A folded line: unfolded here, before calcard decodes anything,
+                            // as vobject does. Left to calcard, a quoted-printable value
+                            // folded inside an escape (`Jos=` + ` C3=A9`) lost its text.
+                            [b' ' | b'\t', rest @ ..] => {
+                                if card.text.ends_with("\r\n") {
+                                    card.text.truncate(card.text.len() - 2);
+                                }
+                                card.text.push_str(&decode_line(rest, charset));
+                            }
+                            // A quoted-printable soft line break: calcard joins those.
+                            _ => card.text.push_str(&decode_line(line, charset)),
+                        }
                         card.text.push_str("\r\n");
                     }
                     quoted_printable
@@ -670,13 +684,10 @@ fn extract(vcard: VCard, index: usize, line: usize) -> RawCard {
             VCardProperty::Nickname if card.nickname.is_none() => {
                 card.nickname = first_text(&entry)
             }
+            // calcard splits the list at bare commas; a comma left in a value was escaped.
             VCardProperty::Categories => card.categories.extend(
                 all_texts(&entry)
-                    .flat_map(|t| {
-                        t.split(',')
-                            .map(|c| c.trim().to_owned())
-                            .collect::<Vec<_>>()
-                    })
+                    .map(|t| t.trim().to_owned())
                     .filter(|t| !t.is_empty()),
             ),
             VCardProperty::Kind => card.is_group |= says_group(&entry),
@@ -749,14 +760,22 @@ fn joined_text(entry: &VCardEntry, separator: &str) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(separator))
 }
 
+/// N's five parts. A part that is a list (`Jean,Paul`: calcard's `Component`) is joined with
+/// spaces; a comma inside a part's text was escaped (`García\, Jr.`) and stays a comma.
 fn structured_name(entry: &VCardEntry) -> StructuredName {
     let component = |i: usize| -> String {
-        entry
-            .values
-            .get(i)
-            .and_then(value_text)
-            .map(|t| t.replace(',', " ").trim().to_owned())
-            .unwrap_or_default()
+        match entry.values.get(i) {
+            Some(VCardValue::Component(items)) => items
+                .iter()
+                .map(|item| item.trim())
+                .filter(|item| !item.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+            Some(value) => value_text(value)
+                .map(|t| t.trim().to_owned())
+                .unwrap_or_default(),
+            None => String::new(),
+        }
     };
     StructuredName {
         family: component(0),
@@ -889,6 +908,78 @@ mod tests {
         let card = parsed.good_cards().next().unwrap();
         assert_eq!(card.formatted_name.as_deref(), Some("Αλέξ"));
         assert_eq!(card.name.as_ref().unwrap().family, "Groß");
+    }
+
+    fn family(card: &RawCard) -> String {
+        card.name.clone().unwrap_or_default().family
+    }
+    fn given(card: &RawCard) -> String {
+        card.name.clone().unwrap_or_default().given
+    }
+    fn formatted(card: &RawCard) -> String {
+        card.formatted_name.clone().unwrap_or_default()
+    }
+    fn organization(card: &RawCard) -> String {
+        card.organization.clone().unwrap_or_default()
+    }
+    fn nickname(card: &RawCard) -> String {
+        card.nickname.clone().unwrap_or_default()
+    }
+    fn categories(card: &RawCard) -> String {
+        card.categories.join("|")
+    }
+
+    /// `\,` is a comma in the text; a bare `,` separates the items of a list (N's parts,
+    /// CATEGORIES, NICKNAME). Lines are joined with CRLF inside one 3.0 card.
+    #[rstest]
+    #[case::n_family_escaped_comma(&["N:García\\, Jr.;Aarav;;;"], family, "García, Jr.")]
+    #[case::n_given_after_escaped_comma(&["N:García\\, Jr.;Aarav;;;"], given, "Aarav")]
+    #[case::n_list_comma_joins_with_space(&["N:Doe;Jean,Paul;;;"], given, "Jean Paul")]
+    #[case::n_escaped_and_list_comma(&["N:Doe;Jean\\, Jr.,Paul;;;"], given, "Jean, Jr. Paul")]
+    #[case::n_escaped_semicolon(&["N:Doe\\;Roe;Jane;;;"], family, "Doe;Roe")]
+    #[case::n_folded(&["N:García\\, J", " r.;Aarav;;;"], family, "García, Jr.")]
+    #[case::fn_escaped_comma(&["FN:Doe\\, John"], formatted, "Doe, John")]
+    #[case::org_escaped_comma(&["ORG:Smith\\, Jones & Co;Sales"], organization, "Smith, Jones & Co, Sales")]
+    #[case::nickname_escaped_comma(&["NICKNAME:Bob\\, Jr.,Bobby"], nickname, "Bob, Jr.")]
+    #[case::categories_escaped_comma(&["CATEGORIES:Friends\\, Berlin,Work"], categories, "Friends, Berlin|Work")]
+    #[case::qp_n_escaped_comma(&["N;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:Garc=C3=ADa\\, Jr.;Aarav;;;"], family, "García, Jr.")]
+    fn escaped_commas_are_text(
+        #[case] lines: &[&str],
+        #[case] field: fn(&RawCard) -> String,
+        #[case] expected: &str,
+    ) {
+        let text = format!(
+            "BEGIN:VCARD\r\nVERSION:3.0\r\n{}\r\nEND:VCARD\r\n",
+            lines.join("\r\n")
+        );
+        let parsed = parse_bytes(text.as_bytes()).unwrap();
+        let card = parsed.good_cards().next().unwrap();
+        assert_eq!(field(card), expected, "{text}");
+    }
+
+    /// A 2.1 quoted-printable value folded by a line that starts with white space is unfolded
+    /// first and decoded after, as vobject reads it: `Jos=` + ` C3=A9` is `Jos=C3=A9`.
+    #[rstest]
+    #[case::n_folded_in_an_escape(&["N;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:;Jos=", " C3=A9;;;"], given, "José")]
+    #[case::n_folded_by_a_tab(&["N;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:;Jos=", "\tC3=A9;;;"], given, "José")]
+    #[case::n_folded_bare_parameter(&["N;CHARSET=UTF-8;QUOTED-PRINTABLE:Garc=C3=ADa;Jos=", " C3=A9;;;"], family, "García")]
+    #[case::n_folded_bare_parameter_given(&["N;CHARSET=UTF-8;QUOTED-PRINTABLE:Garc=C3=ADa;Jos=", " C3=A9;;;"], given, "José")]
+    #[case::n_folded_between_escapes(&["N;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:;Jos=C3=A9=", " 20Luis;;;"], given, "José Luis")]
+    #[case::soft_break_still_works(&["N;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:;Jos=", "=C3=A9;;;"], given, "José")]
+    #[case::fn_folded(&["FN;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:Jos=", " C3=A9 Garc=C3=ADa"], formatted, "José García")]
+    #[case::folded_without_quoted_printable(&["FN:José", "  García"], formatted, "José García")]
+    fn quoted_printable_is_unfolded_then_decoded(
+        #[case] lines: &[&str],
+        #[case] field: fn(&RawCard) -> String,
+        #[case] expected: &str,
+    ) {
+        let text = format!(
+            "BEGIN:VCARD\r\nVERSION:2.1\r\n{}\r\nEND:VCARD\r\n",
+            lines.join("\r\n")
+        );
+        let parsed = parse_bytes(text.as_bytes()).unwrap();
+        let card = parsed.good_cards().next().unwrap();
+        assert_eq!(field(card), expected, "{text:?}");
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn contact_name(names: &Names) -> String {
 impl WhapiBackend {
     pub fn new(config: &WhatsAppConfig) -> Result<Self, BackendError> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.request_timeout))
+            .timeout(config.request_timeout_duration())
             .user_agent(concat!("contactsyncd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| BackendError::Permanent(format!("HTTP client: {e}")))?;
@@ -83,7 +83,7 @@ impl WhapiBackend {
             base_url: config.base_url.clone(),
             token: config.token.expose().to_owned(),
             pacer: Pacer {
-                interval: Duration::from_secs_f64(1.0 / config.requests_per_second),
+                interval: config.request_interval(),
                 next: tokio::time::Instant::now(),
             },
             reconcile: (
@@ -222,8 +222,8 @@ impl WhapiBackend {
             .map_err(|e| BackendError::Temporary(without_url(&e)))?;
         let page: ContactsPage = serde_json::from_str(&body).map_err(|e| {
             BackendError::Temporary(format!(
-                "malformed contact list, not the documented {{contacts: [...], total}} ({e}): {}; nothing of it is used",
-                excerpt(&body)
+                "{}, not the documented {{contacts: [...], total}}; nothing of it is used",
+                malformed_contact_list(&e, &body)
             ))
         })?;
         self.confirmed = true;
@@ -246,6 +246,27 @@ fn without_url(error: &reqwest::Error) -> String {
         Some(at) => text[..at].to_owned(),
         None => text,
     }
+}
+
+/// Why a contact list could not be read. serde's text quotes the offending value (a number,
+/// a name) and the body holds names: the message, which is logged, says what kind of error
+/// and where, unless `log.show_personal_data`.
+fn malformed_contact_list(error: &serde_json::Error, body: &str) -> String {
+    if crate::phone::show_personal_data() {
+        return format!("malformed contact list ({error}): {}", excerpt(body));
+    }
+    let kind = match error.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "an entry of an unexpected shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!(
+        "malformed contact list: {kind} at line {}, column {} of {} bytes",
+        error.line(),
+        error.column(),
+        body.len()
+    )
 }
 
 /// A short excerpt of a body for an error message, digits masked (it may hold numbers).

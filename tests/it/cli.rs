@@ -1,6 +1,7 @@
 //! The real binary: `inspect` and `check-config`, their output, exit codes, and config lookup.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::support::{contactsyncd, corpus, fixture, repo_file, stderr, stdout};
 
@@ -200,4 +201,63 @@ fn config_is_found_through_the_environment() {
     let none = contactsyncd(&["check-config"], &[]);
     assert_eq!(none.status.code(), Some(3));
     assert!(stderr(&none).contains("no configuration file found"));
+}
+
+/// Values `check-config` used to accept and that then panicked `sync` (exit 101) or
+/// overflowed the daemon's timers: refused up front by every command, naming the key.
+#[test]
+fn values_that_would_panic_later_are_refused_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("book")).unwrap();
+    let base = "state_dir = \"state\"\n[[source]]\npath = \"book\"\n";
+    for (tables, key, commands) in [
+        (
+            "[whatsapp]\ntoken = \"t\"\nbase_url = \"http://127.0.0.1:9\"\nrequests_per_second = 1e-30\n",
+            "whatsapp.requests_per_second",
+            &[&["check-config"][..], &["sync", "--once"]][..],
+        ),
+        (
+            "[watch]\nrescan_interval = 9223372036854775807\n",
+            "watch.rescan_interval",
+            &[&["check-config"][..], &["run"]][..],
+        ),
+        (
+            "[watch]\nrescan_interval = \"213503982334601d\"\n",
+            "watch.rescan_interval",
+            &[&["check-config"][..], &["run"]][..],
+        ),
+    ] {
+        let path = write_config(dir.path(), &format!("{base}{tables}"));
+        for command in commands {
+            let mut args = vec!["--config", path.to_str().unwrap()];
+            args.extend_from_slice(command);
+            let output = run_for_at_most(&args, Duration::from_secs(20));
+            let message = stderr(&output);
+            assert_eq!(output.status.code(), Some(3), "{command:?}: {message}");
+            assert!(
+                message.contains(&format!("{}:", path.display())) && message.contains(key),
+                "{command:?}: {message}"
+            );
+        }
+    }
+}
+
+/// The binary in a clean environment, killed if it runs longer than `limit` (a daemon that
+/// started although it should not have).
+fn run_for_at_most(args: &[&str], limit: Duration) -> std::process::Output {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
+        .args(args)
+        .env_clear()
+        .env("HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
 }

@@ -138,3 +138,124 @@ fn plan_before_any_state_changes_nothing() {
         "plan must not create state"
     );
 }
+
+/// A source folder that is missing (an unmounted drive) is unknown, not a broken
+/// configuration: every command but `check-config` runs, and nothing of it is deleted.
+#[test]
+fn a_missing_source_stops_only_check_config() {
+    let (dir, config) = setup();
+    let book = dir.path().join("book");
+    let away = dir.path().join("book.away");
+    std::fs::rename(&book, &away).unwrap();
+    // Before any state: the first commands a new user runs.
+    for args in [&["plan"][..], &["status"], &["history"]] {
+        let output = run(&config, args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    }
+    std::fs::rename(&away, &book).unwrap();
+    assert!(run(&config, &["sync", "--once"]).status.success());
+    std::fs::rename(&book, &away).unwrap();
+
+    for args in [
+        &["plan"][..],
+        &["sync", "--once"],
+        &["status"],
+        &["history"],
+    ] {
+        let output = run(&config, args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        assert!(!stderr(&output).contains("does not exist"), "{args:?}");
+    }
+    let status = stdout(&run(&config, &["status"]));
+    assert!(status.contains("UNKNOWN: cannot read"), "{status}");
+    assert!(status.contains("nothing of it is deleted"), "{status}");
+    let plan = stdout(&run(&config, &["plan"]));
+    assert!(
+        plan.contains("4 contacts"),
+        "the kept contacts count: {plan}"
+    );
+
+    let check = run(&config, &["check-config"]);
+    assert_eq!(check.status.code(), Some(3));
+    let message = stderr(&check);
+    assert!(message.contains("source[1].path"), "{message}");
+    assert!(message.contains("does not exist"), "{message}");
+
+    std::fs::rename(&away, &book).unwrap();
+    let check = run(&config, &["check-config"]);
+    assert!(check.status.success(), "{}", stderr(&check));
+}
+
+/// A source the user may not read is reported as such by `check-config`, not as missing.
+/// As root (who may read anything) the binary runs as nobody.
+#[test]
+fn an_unreadable_source_is_reported_as_permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let locked = dir.path().join("locked");
+    std::fs::create_dir_all(locked.join("book")).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "state_dir = \"state\"\n[[source]]\npath = \"locked/book\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"));
+    command
+        .args(["--config", config.to_str().unwrap(), "check-config"])
+        .env_clear()
+        .env("HOME", dir.path());
+    // SAFETY: geteuid has no preconditions and touches nothing.
+    if unsafe { libc::geteuid() } == 0 {
+        command.uid(65534).gid(65534);
+    }
+    let output = command.output().unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("source[1].path"), "{message}");
+    assert!(message.contains("permission denied"), "{message}");
+    assert!(!message.contains("does not exist"), "{message}");
+}
+
+/// An unreadable file named after a person makes its source unknown; the warning names the
+/// source and the file redacted, unless `log.show_personal_data`. `status` has it in full.
+#[test]
+fn the_unknown_source_warning_redacts_the_file_name() {
+    let (dir, config) = setup();
+    let text = std::fs::read_to_string(&config).unwrap();
+    // A dangling link: unreadable even for root.
+    std::os::unix::fs::symlink(
+        "gone.vcf",
+        dir.path().join("book/Jane Doe +49 170 1234567.vcf"),
+    )
+    .unwrap();
+    let sync = run(&config, &["sync", "--once"]);
+    let logs = stderr(&sync);
+    assert!(
+        logs.contains("source counts as unknown") && logs.contains("source=personal"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("cannot read J….vcf: No such file or directory"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("Jane") && !logs.contains("1234567"),
+        "{logs}"
+    );
+    let status = stdout(&run(&config, &["status"]));
+    assert!(
+        status.contains("Jane Doe +49 170 1234567.vcf"),
+        "status keeps the full reason: {status}"
+    );
+
+    std::fs::write(&config, format!("{text}[log]\nshow_personal_data = true\n")).unwrap();
+    let logs = stderr(&run(&config, &["sync", "--once"]));
+    assert!(logs.contains("Jane Doe +49 170 1234567.vcf"), "{logs}");
+}

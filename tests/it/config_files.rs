@@ -97,3 +97,26 @@ fn the_commented_telegram_section_of_the_example_is_valid() {
         "check-config never prints the token"
     );
 }
+
+#[test]
+fn the_commented_log_section_of_the_example_is_valid() {
+    let path = repo_file("config/contactsyncd.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("# [log]").expect("the example documents [log]");
+    let end = start + text[start..].find("\n\n").expect("a blank line ends it");
+    let section: String = text[start..end]
+        .lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter(|line| {
+            line.starts_with('[')
+                || line
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.contains(' '))
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(section.contains("show_personal_data = false"), "{section}");
+    let config = config::parse(&format!("{}\n{section}", &text[..start]), &path)
+        .unwrap_or_else(|e| panic!("{section}\n{e}"));
+    assert_eq!(config.log, config::LogConfig::default());
+}

@@ -463,3 +463,155 @@ async fn a_reload_during_a_long_pass_never_runs_two_planners() {
         "every number queued and sent once"
     );
 }
+
+/// A daemon that a failed assertion must not leave running (it would hold the test
+/// harness's output open): killed on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The first message on the notify socket with a line containing `needle`: that line.
+fn wait_for_line_containing(socket: &UnixDatagram, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket
+            .set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ))
+            .unwrap();
+        if let Ok(n) = socket.recv(&mut buffer) {
+            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+            if let Some(line) = message.lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            seen.push(message);
+        }
+    }
+    panic!("no line with {needle:?} within {within:?}; got {seen:?}");
+}
+
+/// A source folder missing at start (a drive not mounted yet) does not stop the daemon: it
+/// starts, says so in STATUS=, deletes nothing, and syncs the source once it appears.
+#[tokio::test]
+async fn a_source_missing_at_start_is_picked_up_when_it_appears() {
+    let server = registering_server(ServerOptions::default()).await;
+    let daemon = Daemon::prepare(
+        &server,
+        0..2,
+        "",
+        "[watch]\ndebounce = \"100ms\"\nrescan_interval = 1\n",
+        "",
+    );
+    let away = daemon.dir.path().join("book.away");
+    std::fs::rename(&daemon.book, &away).unwrap();
+    let socket_path = daemon.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let mut child = Running(
+        daemon
+            .command()
+            .env("NOTIFY_SOCKET", &socket_path)
+            .spawn()
+            .unwrap(),
+    );
+    let socket = tokio::task::spawn_blocking(move || {
+        wait_for(&socket, "READY=1", Duration::from_secs(20));
+        let status = wait_for_line_containing(&socket, "unknown", Duration::from_secs(20));
+        assert_eq!(
+            status,
+            "STATUS=0 contacts · telegram: 0 queued · source book unknown, kept as it was"
+        );
+        socket
+    })
+    .await
+    .unwrap();
+    assert!(child.0.try_wait().unwrap().is_none(), "the daemon runs");
+
+    std::fs::rename(&away, &daemon.book).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.state().account.contacts.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the source was not picked up: {}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::task::spawn_blocking(move || {
+        wait_for(
+            &socket,
+            "STATUS=2 contacts · telegram: 0 queued",
+            Duration::from_secs(10),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(server.calls_to("contacts.deleteByPhones").is_empty());
+    signal(child.0.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The same with the source's parent missing too (the mount point of a drive): nothing can
+/// be watched at start; the rescan tick notices the source and watches it.
+#[tokio::test]
+async fn a_source_under_a_missing_mount_point_is_picked_up_on_the_rescan_tick() {
+    let server = registering_server(ServerOptions::default()).await;
+    let daemon = Daemon::prepare(
+        &server,
+        0..2,
+        "",
+        "[watch]\ndebounce = \"100ms\"\nrescan_interval = 1\n",
+        "",
+    );
+    let text = daemon
+        .config_text
+        .replace("path = \"book\"", "path = \"mnt/book\"");
+    std::fs::write(&daemon.config, text).unwrap();
+    let mut child = Running(daemon.command().spawn().unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(child.0.try_wait().unwrap().is_none(), "the daemon runs");
+    std::fs::create_dir(daemon.dir.path().join("mnt")).unwrap();
+    std::fs::rename(&daemon.book, daemon.dir.path().join("mnt/book")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.state().account.contacts.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the source was not picked up: {}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A card written into it afterwards is synced too.
+    write_vdir(&daemon.dir.path().join("mnt/book"), 2..3);
+    while server.state().account.contacts.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the new card was not synced: {}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = daemon.log_text();
+    assert!(log.contains("watching it again"), "{log}");
+    assert!(log.contains("cannot watch the source"), "{log}");
+    let dir = daemon.dir.path().to_str().unwrap();
+    assert!(!log.contains(dir), "no raw path in the log: {log}");
+    signal(child.0.id(), "TERM");
+    let status = tokio::task::spawn_blocking(move || child.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}

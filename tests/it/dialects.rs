@@ -157,3 +157,23 @@ fn huge_inline_photo_is_skipped_quickly() {
     // Debug build; release is ~10x faster. Decoding the photo would cost far more.
     assert!(elapsed.as_secs() < 5, "took {elapsed:?}");
 }
+
+/// A 2.1 export folded inside quoted-printable escapes (read as vobject does: unfold, then
+/// decode), and a 3.0 card with escaped commas, which are text and not list separators.
+#[test]
+fn folded_quoted_printable_and_escaped_commas() {
+    let cards = understand(&fixture("folded_escaped.vcf"), "ES");
+    assert_eq!(name(&cards[0]), ("José", "García"));
+    assert_eq!(pushed(&cards[0]), ["+34691234567"]);
+    assert_eq!(name(&cards[1]), ("Aarav", "García, Jr."));
+    let parsed = parse(&fixture("folded_escaped.vcf"));
+    let first = parsed.good_cards().next().unwrap();
+    assert_eq!(first.formatted_name.as_deref(), Some("José García"));
+    let second = parsed.good_cards().nth(1).unwrap();
+    assert_eq!(second.formatted_name.as_deref(), Some("Aarav García, Jr."));
+    assert_eq!(
+        second.organization.as_deref(),
+        Some("García, Hijos & Co, Ventas")
+    );
+    assert_eq!(second.categories, ["Familia, Madrid", "Work"]);
+}

@@ -406,7 +406,9 @@ async fn a_slow_answer_times_out_and_the_batch_goes_again() {
 }
 
 /// A full sync to both backends with debug logging for contactsyncd: not one log line may
-/// carry a pushed number, in any format, or a name.
+/// carry a pushed number, in any format, or a name; nor a file name holding them (an
+/// unreadable "Jane Doe +49 170 1234567.vcf" makes the source unknown), nor a value serde
+/// quotes from a malformed contact list.
 #[tokio::test]
 async fn logs_never_show_numbers_or_names() {
     use crate::telegram::{ServerOptions, TestServer};
@@ -428,17 +430,32 @@ async fn logs_never_show_numbers_or_names() {
     .unwrap();
     let state = dir.path().join("state");
     crate::support::seed_telegram_session(&state, &telegram);
-    // Remove some, rename some, so deletes and renames are logged too.
+    // The first reconciliation reads a contact list serde refuses, quoting a number.
+    whapi.state().faults.push_back(WhapiFault::Reply {
+        status: 200,
+        body: r#"{"contacts":[{"id":4915100000003,"name":"Person 3","saved":true}],"total":1}"#
+            .to_owned(),
+    });
+    // Remove some, rename some, so deletes and renames are logged too; then a file named
+    // after a person that cannot be read.
     let config_arg = config.to_str().unwrap().to_owned();
     let book_dir = book.clone();
     let logs = tokio::task::spawn_blocking(move || {
         let mut all = String::new();
-        for round in 0..2 {
+        for round in 0..3 {
             if round == 1 {
                 std::fs::remove_file(book_dir.join("00003.vcf")).unwrap();
                 std::fs::write(
                     book_dir.join("00004.vcf"),
                     crate::sync::card("Renamed Person", 4),
+                )
+                .unwrap();
+            }
+            if round == 2 {
+                // A dangling link: unreadable even for root.
+                std::os::unix::fs::symlink(
+                    "gone.vcf",
+                    book_dir.join("Jane Doe +49 170 1234567.vcf"),
                 )
                 .unwrap();
             }
@@ -456,6 +473,14 @@ async fn logs_never_show_numbers_or_names() {
     .await
     .unwrap();
     assert!(logs.contains("sending"), "debug logs were captured: {logs}");
+    assert!(
+        logs.contains("malformed contact list"),
+        "the malformed list was logged: {logs}"
+    );
+    assert!(
+        logs.contains("source counts as unknown") && logs.contains("J….vcf"),
+        "the unreadable file was logged, redacted: {logs}"
+    );
     assert_eq!(telegram.state().account.contacts.len(), 19);
     assert_eq!(whapi.saved().len(), 19);
     for i in 0..20 {
@@ -475,6 +500,12 @@ async fn logs_never_show_numbers_or_names() {
     }
     assert!(!logs.contains("Renamed Person"));
     assert!(!logs.contains(TOKEN), "the token leaked");
+    for form in ["Jane", "Doe", "1234567", "+49 170", "491701234567"] {
+        assert!(
+            !logs.contains(form),
+            "{form:?} from a file name leaked into the logs:\n{logs}"
+        );
+    }
 }
 
 /// A number the user saves on the phone after the reconcile, before our add: the add

@@ -27,11 +27,18 @@ pub struct Entry {
 /// What the next request gets instead of its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WhapiFault {
-    TooManyRequests { retry_after: u64 },
+    TooManyRequests {
+        retry_after: u64,
+    },
     ServerError,
     Slow(Duration),
     Malformed,
     Reset,
+    /// This status and body instead of the real answer.
+    Reply {
+        status: u16,
+        body: String,
+    },
 }
 
 /// How `GET /contacts` answers.
@@ -216,6 +223,7 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<WhapiState>>) {
             ),
             Some(WhapiFault::ServerError) => (500, r#"{"error":"internal"}"#.to_owned(), None),
             Some(WhapiFault::Malformed) => (200, "<html>not json 4915100000001".to_owned(), None),
+            Some(WhapiFault::Reply { status, body }) => (status, body, None),
             Some(WhapiFault::Slow(delay)) => {
                 tokio::time::sleep(delay).await;
                 reply
