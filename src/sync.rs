@@ -207,7 +207,12 @@ fn plan_at_epoch(
             ),
             None => (s.mirror(backend)?, None),
         };
-        Ok((mirror, s.in_flight(backend)?, remote, s.plan_epoch()?))
+        Ok((
+            mirror,
+            s.in_flight_at(backend, now)?,
+            remote,
+            s.plan_epoch()?,
+        ))
     })?;
     let plan = diff::diff(desired, &mirror, &in_flight, now);
     let remote = remote.unwrap_or_else(|| mirror.values().filter(|e| e.state.is_remote()).count());
@@ -579,8 +584,11 @@ pub fn format_time(timestamp: Timestamp) -> String {
 }
 
 /// Compares the mirror with the remote list when the account's interval has passed (and on
-/// the first pass). A failure here is logged and leaves the sync to go on. Returns how many
-/// contacts were found deleted in the app.
+/// the first pass), never while the account is paused or needs a login. The list's hash is
+/// kept in the state (`sync --once` benefits from "not modified" too) and dropped by every
+/// batch sent. A wait error pauses the account (persisted), like one on any other call;
+/// other failures are logged and leave the sync to go on. Returns how many contacts were
+/// found deleted in the app.
 pub async fn reconcile_if_due(
     store: &mut Store,
     backend: &mut dyn Backend,
@@ -601,10 +609,12 @@ pub async fn reconcile_if_due(
     if !due || blocked {
         return Ok(0);
     }
+    backend.set_remote_hash(store.remote_hash(&name)?);
     match backend.remote_contacts().await {
         Ok(Some(remote)) => {
             let numbers = remote.into_iter().map(|c| c.e164).collect();
-            let gone = store.apply_reconcile(&name, &numbers, reimport, now)?;
+            let hash = backend.remote_hash();
+            let gone = store.apply_reconcile_with_hash(&name, &numbers, reimport, hash, now)?;
             if gone > 0 {
                 tracing::info!(backend = %name, contacts = gone, reimport, "contacts deleted in the app");
             }
@@ -612,9 +622,27 @@ pub async fn reconcile_if_due(
         }
         Ok(None) => store.note_reconcile(&name, now)?,
         Err(BackendError::Auth(reason)) => store.set_auth_required(&name, &reason)?,
+        Err(BackendError::Wait { seconds, reason }) => {
+            pause_account(store, &name, clock.now(), seconds, &reason)?
+        }
         Err(err) => tracing::warn!(backend = %name, "reconciliation skipped: {err}"),
     }
     Ok(0)
+}
+
+/// A wait error (FLOOD_WAIT, 429) on any call: nothing of the account is called before
+/// it ends, across restarts.
+fn pause_account(
+    store: &Store,
+    name: &str,
+    now: Timestamp,
+    seconds: u64,
+    reason: &str,
+) -> Result<(), SyncError> {
+    let until = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX / 2));
+    store.set_pause(name, until, reason)?;
+    tracing::info!(backend = %name, seconds, "server asks to wait: {reason}; the account pauses");
+    Ok(())
 }
 
 /// Sends the account's open batches in order until the queue is empty or something stops it.
@@ -726,9 +754,7 @@ async fn send_queue(
         match result {
             Ok(()) => store.note_success(&name, clock.now())?,
             Err(BackendError::Wait { seconds, reason }) => {
-                let until = clock.now() + i64::try_from(seconds).unwrap_or(i64::MAX / 2);
-                store.set_pause(&name, until, &reason)?;
-                tracing::info!(backend = %name, seconds, "server asks to wait: {reason}");
+                pause_account(store, &name, clock.now(), seconds, &reason)?;
             }
             Err(BackendError::Auth(reason)) => {
                 store.set_auth_required(&name, &reason)?;
@@ -739,10 +765,23 @@ async fn send_queue(
                 tracing::warn!(backend = %name, "temporary failure, the queue is kept: {error}");
                 return Ok(Some(Stop::Network { error }));
             }
+            // A refusal names an item only when the batch has one: held alone (a day, or
+            // until its card changes). A bigger batch is split until the refused item is
+            // alone; the others go through. Safer than holding the whole batch (one bad
+            // number would stop every other) or sending it again as it is (refused again).
+            Err(BackendError::Permanent(reason)) if batch.items.len() > 1 => {
+                store.split_batch(&batch, &reason, clock.now())?;
+                tracing::info!(backend = %name, items = batch.items.len(), "batch refused as a whole, split to find the item: {reason}");
+            }
             Err(BackendError::Permanent(reason)) => {
                 let tally = store.reject_batch(&batch, &reason, clock.now())?;
                 report.rejected += tally.rejected;
-                tracing::warn!(backend = %name, items = batch.items.len(), "batch refused: {reason}");
+                let phone = batch
+                    .items
+                    .first()
+                    .map(|i| crate::phone::redact(&i.e164))
+                    .unwrap_or_default();
+                tracing::warn!(backend = %name, kind = batch.kind.as_str(), %phone, "refused, tried again in a day or when the card changes: {reason}");
             }
         }
     }

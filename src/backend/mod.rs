@@ -77,6 +77,16 @@ pub trait Backend: Send {
     ) -> BoxFuture<'_, Result<Option<Vec<RemoteContact>>, BackendError>> {
         Box::pin(async { Ok(None) })
     }
+
+    /// What covers the list `remote_contacts` last returned in full (Telegram's getContacts
+    /// hash), for the state to keep; `None`: nothing.
+    fn remote_hash(&self) -> Option<i64> {
+        None
+    }
+
+    /// The hash the state kept (dropped by every batch sent since): `remote_contacts` asks
+    /// with it, so an unchanged list costs one "not modified", also in a new process.
+    fn set_remote_hash(&mut self, _hash: Option<i64>) {}
 }
 
 /// A contact as the remote lists it.

@@ -83,7 +83,7 @@ impl TelegramBackend {
                         .value
                         .and_then(|v| i32::try_from(v).ok())
                         .ok_or_else(|| {
-                            BackendError::Permanent(format!("303 {} without a DC", rpc.name))
+                            BackendError::Temporary(format!("303 {} without a DC", rpc.name))
                         })?;
                     tracing::info!(dc, "Telegram moved the account to another data centre");
                     grammers_session::Session::set_home_dc_id(self.session.as_ref(), dc)
@@ -103,7 +103,13 @@ impl TelegramBackend {
     }
 }
 
-/// Permanent, temporary, wait, or login required.
+/// Permanent, temporary, wait, or login required (core.telegram.org/api/errors).
+///
+/// Only 400, 403 and 404 say that the request itself is refused (permanent; the sync
+/// finds the refused item by splitting the batch). 420 is a wait; 401 needs a login; 303
+/// beyond the one migration `call` follows, 406 (shown to the user through a service
+/// notification, not tied to an item), 5xx, −503 "Timeout" and every code the docs do not
+/// list are temporary: "handled like 500".
 pub fn classify(err: InvocationError) -> BackendError {
     match err {
         InvocationError::Rpc(rpc) => match rpc.code {
@@ -112,8 +118,8 @@ pub fn classify(err: InvocationError) -> BackendError {
                 reason: format!("{}_{}", rpc.name, rpc.value.unwrap_or(60)),
             },
             401 => BackendError::Auth(rpc.name),
-            500..=599 => BackendError::Temporary(rpc.name),
-            _ => BackendError::Permanent(format!("{} {}", rpc.code, rpc.name)),
+            400 | 403 | 404 => BackendError::Permanent(format!("{} {}", rpc.code, rpc.name)),
+            code => BackendError::Temporary(format!("{code} {}", rpc.name)),
         },
         other => BackendError::Temporary(other.to_string()),
     }
@@ -165,6 +171,14 @@ impl Backend for TelegramBackend {
 
     fn reconcile_policy(&self) -> Option<(u64, bool)> {
         Some(self.reconcile)
+    }
+
+    fn remote_hash(&self) -> Option<i64> {
+        (self.contacts_hash != 0).then_some(self.contacts_hash)
+    }
+
+    fn set_remote_hash(&mut self, hash: Option<i64>) {
+        self.contacts_hash = hash.unwrap_or(0);
     }
 
     fn remote_contacts(

@@ -45,7 +45,8 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
     };
     let mut accounts: Vec<String> = backend::configured_names(&config);
     for account in store.accounts().map_err(store_failure)? {
-        if !accounts.contains(&account.backend) {
+        // `telegram@<user id>`: another account's mirror, set aside at a login; never sent.
+        if !accounts.contains(&account.backend) && !account.backend.contains('@') {
             accounts.push(account.backend);
         }
     }
@@ -233,7 +234,7 @@ pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {
         code: exit::USAGE,
         error: e.into(),
     })?;
-    let account = runtime()?
+    let outcome = runtime()?
         .block_on(backend::login::login(
             telegram,
             &config.state_dir,
@@ -243,6 +244,7 @@ pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {
             code: exit::FAILURE,
             error: e.into(),
         })?;
+    let account = &outcome.account;
     println!(
         "logged in as {} ({}); the session is kept in {}",
         account.first_name.as_deref().unwrap_or("?"),
@@ -253,19 +255,31 @@ pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {
             .unwrap_or_default(),
         config.state_dir.display()
     );
+    if let Some(aside) = &outcome.set_aside {
+        println!(
+            "this is another Telegram account than the one synced before: its mirror ({} contacts) and queue ({} batches) are set aside as `{}` and not used; the address book is imported into this account anew",
+            aside.contacts, aside.batches, aside.key
+        );
+        if let Some(restored) = &aside.restored {
+            println!("the mirror kept for this account ({restored}) is used again");
+        }
+    }
     Ok(())
 }
 
 pub fn logout(config_path: Option<&Path>) -> Result<(), Failure> {
     let config = config::load(config_path)?;
     let telegram = telegram_config(&config)?;
-    runtime()?
+    let kept = runtime()?
         .block_on(backend::login::logout(telegram, &config.state_dir))
         .map_err(|e| Failure {
             code: exit::FAILURE,
             error: e.into(),
         })?;
-    println!("logged out; the Telegram session is forgotten");
+    println!(
+        "logged out; the Telegram session is forgotten. Kept: the address book state, and this account's mirror ({} contacts) and queue ({} batches) for the next login to it (a login to another account sets them aside)",
+        kept.contacts, kept.batches
+    );
     Ok(())
 }
 
@@ -447,7 +461,8 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             .open_batches(&account.backend)
             .map_err(store_failure)?;
         let queued: usize = open.iter().map(|b| b.items.len()).sum();
-        accounts.push((account, counts, open.len(), queued));
+        let rejections = store.rejections(&account.backend).map_err(store_failure)?;
+        accounts.push((account, counts, open.len(), queued, rejections));
     }
     let login = match &config.telegram {
         Some(_) => Some(
@@ -467,15 +482,21 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "first_name": a.first_name,
             }))),
             "sources": sources,
-            "accounts": accounts.iter().map(|(a, c, batches, items)| json!({
+            "accounts": accounts.iter().map(|(a, c, batches, items, rejections)| json!({
                 "backend": a.backend,
-                "in_sync": c.imported + c.saved,
+                "set_aside": a.backend.contains('@'),
+                "in_sync": (c.imported + c.saved).saturating_sub(c.pending),
+                "pending": c.pending,
                 "imported": c.imported,
                 "saved": c.saved,
                 "popular_invites": c.popular,
                 "retrying": c.retrying,
                 "next_retry": c.next_retry,
                 "rejected": c.rejected,
+                "rejections": rejections.iter().map(|r| json!({
+                    "phone": redact(&r.e164), "action": r.action, "reason": r.reason,
+                    "retry_at": r.retry_at,
+                })).collect::<Vec<_>>(),
                 "queued_batches": batches,
                 "queued_items": items,
                 "paused_until": a.paused_until.filter(|u| *u > now),
@@ -528,16 +549,22 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     if accounts.is_empty() {
         writeln!(w, "  (none yet)")?;
     }
-    for (a, c, batches, items) in &accounts {
+    for (a, c, batches, items, rejections) in &accounts {
         let mut parts = vec![
             format!(
                 "{} in sync ({} imported, {} saved)",
-                c.imported + c.saved,
+                (c.imported + c.saved).saturating_sub(c.pending),
                 c.imported,
                 c.saved
             ),
             format!("{items} queued in {batches} batches"),
         ];
+        if c.pending > 0 {
+            parts.push(format!(
+                "{} pending (a rename or delete queued or retrying)",
+                c.pending
+            ));
+        }
         if c.retrying > 0 {
             parts.push(format!(
                 "{} retrying (next {})",
@@ -568,8 +595,27 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             parts.push(format!("last success {}", format_time(success)));
         }
         writeln!(w, "  {}: {}", a.backend, parts.join(" · "))?;
+        if a.backend.contains('@') {
+            writeln!(
+                w,
+                "    set aside: the mirror and queue of another Telegram account, kept from before a login to a different one; not used"
+            )?;
+        }
         if let Some(error) = &a.last_error {
             writeln!(w, "    last error: {error}")?;
+        }
+        for r in rejections {
+            let when = match r.retry_at {
+                Some(at) => format!("tried again {} or when the card changes", format_time(at)),
+                None => "tried again when the card changes".to_owned(),
+            };
+            writeln!(
+                w,
+                "    rejected {} {}: {} ({when})",
+                r.action,
+                redact(&r.e164),
+                r.reason
+            )?;
         }
     }
     match &last_run {

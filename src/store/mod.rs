@@ -19,7 +19,9 @@ use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 pub use files::{FileRecord, FileState, Fingerprint, StoredPhone};
 pub use history::{RunRecord, SourceStatus};
-pub use mirror::{AccountState, Batch, BatchKind, BatchState, OutboxItem, PlanRecord};
+pub use mirror::{
+    AccountState, Batch, BatchKind, BatchState, OutboxItem, PlanRecord, Rejection, SetAside,
+};
 
 pub const DATABASE_FILE: &str = "state.db";
 pub const LOCK_FILE: &str = "state.lock";
@@ -31,6 +33,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/003_reconcile.sql")),
     M::up(include_str!("migrations/004_phone_index.sql")),
     M::up(include_str!("migrations/005_plan_epoch.sql")),
+    M::up(include_str!("migrations/008_telegram_account.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 

@@ -319,7 +319,8 @@ async fn login_with_code_and_password_through_the_prompt_survives_a_reopen() {
         contactsyncd::backend::login::login(telegram, &setup.config.state_dir, &mut prompt)
             .await
             .expect("logged in");
-    assert_eq!(account.user_id, 1);
+    assert_eq!(account.account.user_id, 1);
+    assert_eq!(account.set_aside, None, "a first login sets nothing aside");
     assert!(
         prompt.told.iter().any(|t| t.contains("not right")),
         "{:?}",
