@@ -328,17 +328,26 @@ impl Store {
 
     /// The numbers the diff leaves alone at `now`: those in batches not yet applied, and
     /// those whose delete the server refused, until their hold ends (a refused delete is
-    /// not planned again on every pass).
-    pub fn in_flight_at(&self, backend: &str, now: Timestamp) -> Result<BTreeSet<String>> {
+    /// not planned again on every pass); with the earliest end of such a hold.
+    pub fn in_flight_at(
+        &self,
+        backend: &str,
+        now: Timestamp,
+    ) -> Result<(BTreeSet<String>, Option<Timestamp>)> {
         let mut numbers = self.in_flight(backend)?;
-        let mut statement = self
-            .conn()
-            .prepare("SELECT e164 FROM mirror WHERE backend = ?1 AND delete_hold_until > ?2")?;
-        let rows = statement.query_map(params![backend, now], |row| row.get::<_, String>(0))?;
+        let mut statement = self.conn().prepare(
+            "SELECT e164, delete_hold_until FROM mirror WHERE backend = ?1 AND delete_hold_until > ?2",
+        )?;
+        let rows = statement.query_map(params![backend, now], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Timestamp>(1)?))
+        })?;
+        let mut first_end: Option<Timestamp> = None;
         for row in rows {
-            numbers.insert(row?);
+            let (e164, until) = row?;
+            numbers.insert(e164);
+            first_end = Some(first_end.map_or(until, |end| end.min(until)));
         }
-        Ok(numbers)
+        Ok((numbers, first_end))
     }
 
     /// The numbers the server refused, with the reason, for `status`.

@@ -40,6 +40,9 @@ pub struct Account {
     /// Numbers without an account that this many Telegram users have saved: they come back
     /// in `popular_invites`.
     pub popular: BTreeMap<String, i32>,
+    /// A call that carries one of these phones (digits) is refused as a whole with this
+    /// 400 error, naming no item (importContacts and deleteByPhones).
+    pub refuse: BTreeMap<String, String>,
     next_user_id: i64,
 }
 
@@ -166,6 +169,17 @@ impl Account {
             retry_contacts: retry,
             users,
         }
+    }
+
+    /// The 400 error for a call carrying a refused phone, if any.
+    pub fn refusal<'a>(
+        &self,
+        phones: impl IntoIterator<Item = &'a String>,
+    ) -> Option<(i32, String)> {
+        phones
+            .into_iter()
+            .find_map(|p| self.refuse.get(&digits(p)))
+            .map(|message| (400, message.clone()))
     }
 
     /// `contacts.deleteByPhones`
