@@ -417,6 +417,24 @@ async fn a_second_sigterm_does_not_wait_for_the_request_in_flight() {
     assert!(log_text.contains("second signal"), "{log_text}");
 }
 
+/// A daemon killed when the test ends, also when it fails (an orphan would hold the test's
+/// output pipe open).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    fn stop(mut self) {
+        signal(self.0.id(), "TERM");
+        assert!(self.0.wait().unwrap().success());
+    }
+}
+
 async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
@@ -452,7 +470,7 @@ async fn a_contact_deleted_in_the_app_after_the_daemons_own_imports_is_noticed()
         "[watch]\ndebounce = \"100ms\"\n",
         "reconcile_interval = 1\n",
     );
-    let mut child = daemon.command().spawn().unwrap();
+    let child = Running(daemon.command().spawn().unwrap());
     let ours = phone(0)[1..].to_owned();
     let has_ours = |server: &TestServer| {
         server
@@ -492,8 +510,7 @@ async fn a_contact_deleted_in_the_app_after_the_daemons_own_imports_is_noticed()
         Some(&0),
         "the whole list after our own import"
     );
-    signal(child.id(), "TERM");
-    assert!(child.wait().unwrap().success());
+    child.stop();
 }
 
 /// Issue 17.1 through `run`: a FLOOD_WAIT on getContacts pauses the account; neither the
@@ -509,7 +526,7 @@ async fn run_calls_nothing_during_a_flood_wait_on_get_contacts() {
         "[watch]\ndebounce = \"100ms\"\n",
         "reconcile_interval = 1\n",
     );
-    let mut child = daemon.command().spawn().unwrap();
+    let child = Running(daemon.command().spawn().unwrap());
     wait_until("the first getContacts", Duration::from_secs(20), || {
         !server.calls_to("contacts.getContacts").is_empty()
     })
@@ -532,6 +549,5 @@ async fn run_calls_nothing_during_a_flood_wait_on_get_contacts() {
     let store = Store::open_read_only(&daemon.dir.path().join("state")).unwrap();
     let account = store.account("telegram").unwrap().unwrap();
     assert!(account.paused_until.is_some(), "{account:?}");
-    signal(child.id(), "TERM");
-    assert!(child.wait().unwrap().success());
+    child.stop();
 }

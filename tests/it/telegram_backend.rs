@@ -580,48 +580,85 @@ impl Setup {
     }
 }
 
-/// Issue 17.4 / 12.4 from the CLI: the list hash survives the process, our own imports drop
-/// it (the next reconcile reads the whole list), and then an unchanged list costs one
-/// getContacts answered "not modified".
+/// Issue 17.4 / 12.4 from the CLI: the list hash survives the process, and our own writes
+/// drop it: a contact deleted in the app right after our import, which brings the list back
+/// to the one the kept hash describes, is still noticed. With nothing changed, a pass costs
+/// one getContacts answered "not modified".
 #[tokio::test]
 async fn sync_once_keeps_the_list_hash_and_our_own_imports_drop_it() {
     let setup = Setup::new(100, 30)
         .await
         .with_telegram_lines("reconcile_interval = 1\n");
-    write_vdir(&setup.book(), 0..3);
-    let first = binary(&setup, &["sync", "--once"]).await;
-    assert!(first.status.success(), "{}", crate::support::stderr(&first));
-    assert_eq!(setup.server.state().account.contacts.len(), 3);
+    let ours = phone(0)[1..].to_owned();
+    {
+        // Someone added by hand: the list before our import has a hash (not 0).
+        let mut state = setup.server.state();
+        let friend = state.account.register("+4930123456", false);
+        state.account.contacts.insert(
+            friend,
+            crate::telegram::ContactEntry {
+                user_id: friend,
+                phone: "4930123456".into(),
+                first_name: "Added By Hand".into(),
+                last_name: String::new(),
+            },
+        );
+    }
+    write_vdir(&setup.book(), 0..1);
     let hash_of = |call: &crate::telegram::Call| {
         call.decode::<grammers_tl_types::functions::contacts::GetContacts>()
             .hash
     };
-    // After our imports: the whole list, not a hash from before them.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let before = setup.server.call_count();
-    let second = binary(&setup, &["sync", "--once"]).await;
-    assert!(
-        second.status.success(),
-        "{}",
-        crate::support::stderr(&second)
+    let has_ours = || {
+        setup
+            .server
+            .state()
+            .account
+            .contacts
+            .values()
+            .any(|c| c.phone == ours)
+    };
+    let pass = || async {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let before = setup.server.call_count();
+        let output = binary(&setup, &["sync", "--once"]).await;
+        assert!(
+            output.status.success(),
+            "{}",
+            crate::support::stderr(&output)
+        );
+        setup.calls_since(before)
+    };
+    let first = pass().await;
+    assert!(has_ours());
+    assert_ne!(
+        first
+            .iter()
+            .find(|c| c.method == "contacts.getContacts")
+            .map(hash_of),
+        None
     );
-    let asked: Vec<i64> = setup
-        .calls_since(before)
+    // Deleted in the app: the list is again the one before our import.
+    setup
+        .server
+        .state()
+        .account
+        .contacts
+        .retain(|_, c| c.phone != ours);
+    let second = pass().await;
+    let asked: Vec<i64> = second
         .iter()
         .filter(|c| c.method == "contacts.getContacts")
         .map(hash_of)
         .collect();
-    assert_eq!(
-        asked,
-        [0],
-        "the first reconcile after our imports reads it all"
+    assert_eq!(asked, [0], "after our own import the whole list is read");
+    assert!(
+        has_ours(),
+        "the contact deleted in the app is imported again"
     );
-    // Nothing changed: one getContacts with the kept hash, answered "not modified".
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let before = setup.server.call_count();
-    let third = binary(&setup, &["sync", "--once"]).await;
-    assert!(third.status.success(), "{}", crate::support::stderr(&third));
-    let calls = setup.calls_since(before);
+    // Our re-import dropped the hash again; then nothing changes.
+    pass().await;
+    let calls = pass().await;
     let contacts_calls: Vec<&crate::telegram::Call> = calls
         .iter()
         .filter(|c| c.method.starts_with("contacts."))
