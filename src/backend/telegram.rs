@@ -275,3 +275,44 @@ pub fn list_hash(values: &[i64]) -> i64 {
     }
     hash as i64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn rpc(code: i32, message: &str) -> InvocationError {
+        InvocationError::Rpc(grammers_mtsender::RpcError::from(tl::types::RpcError {
+            error_code: code,
+            error_message: message.into(),
+        }))
+    }
+
+    #[rstest]
+    #[case::invalid_number(400, "PHONE_NUMBER_INVALID", "refused")]
+    #[case::forbidden(403, "PRIVACY_RESTRICTED", "refused")]
+    #[case::not_found(404, "NOT_FOUND", "refused")]
+    #[case::not_acceptable(406, "SOMETHING_NOT_ACCEPTABLE", "temporary")]
+    #[case::timeout(-503, "Timeout", "temporary")]
+    #[case::internal(500, "INTERNAL", "temporary")]
+    #[case::unknown_code(418, "IM_A_TEAPOT", "temporary")]
+    #[case::migrate(303, "PHONE_MIGRATE_2", "temporary")]
+    #[case::flood(420, "FLOOD_WAIT_31", "wait")]
+    #[case::auth(401, "AUTH_KEY_UNREGISTERED", "login")]
+    fn classifies_as_telegram_documents(
+        #[case] code: i32,
+        #[case] message: &str,
+        #[case] expected: &str,
+    ) {
+        let kind = match classify(rpc(code, message)) {
+            BackendError::Permanent(_) => "refused",
+            BackendError::Temporary(_) => "temporary",
+            BackendError::Wait { seconds, .. } => {
+                assert_eq!(seconds, 31);
+                "wait"
+            }
+            BackendError::Auth(_) => "login",
+        };
+        assert_eq!(kind, expected);
+    }
+}
