@@ -616,9 +616,8 @@ pub async fn reconcile_if_due(
     backend.set_remote_hash(store.remote_hash(&name)?);
     match backend.remote_contacts().await {
         Ok(Some(remote)) => {
-            let numbers = remote.into_iter().map(|c| c.e164).collect();
             let hash = backend.remote_hash();
-            let gone = store.apply_reconcile_with_hash(&name, &numbers, reimport, hash, now)?;
+            let gone = store.apply_reconcile_with_hash(&name, &remote, reimport, hash, now)?;
             if gone > 0 {
                 tracing::info!(backend = %name, contacts = gone, reimport, "contacts deleted in the app");
             }
@@ -738,7 +737,14 @@ async fn send_queue(
             }
             BatchKind::Delete => {
                 let phones: Vec<String> = batch.items.iter().map(|i| i.e164.clone()).collect();
-                match backend.delete(&phones).instrument(span.clone()).await {
+                // A contact who changed their number is not removed by the old string: ours
+                // with a known user go by user too.
+                let users = store.users_of(&name, &phones)?;
+                let mut deleted = backend.delete(&phones).instrument(span.clone()).await;
+                if deleted.is_ok() && !users.is_empty() {
+                    deleted = backend.delete_users(&users).instrument(span.clone()).await;
+                }
+                match deleted {
                     Ok(()) => {
                         store.apply_delete(&batch, clock.now())?;
                         report.deleted += phones.len();

@@ -64,6 +64,15 @@ pub trait Backend: Send {
     /// Deletes contacts by the exact phone strings that were imported.
     fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>>;
 
+    /// Deletes contacts by user (id, access hash), for ours whose phone may no longer
+    /// identify them (Telegram: `contacts.deleteContacts`). Backends without users: nothing.
+    fn delete_users<'a>(
+        &'a mut self,
+        _users: &'a [(i64, i64)],
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// How often to reconcile with the remote list (seconds), and whether contacts deleted
     /// in the app are imported again (`on_remote_delete`); `None`: this backend does not.
     fn reconcile_policy(&self) -> Option<(u64, bool)> {
@@ -92,6 +101,7 @@ pub trait Backend: Send {
 /// A contact as the remote lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteContact {
+    /// Empty when the remote shows no number (Telegram: a user hiding theirs).
     pub e164: String,
     pub first_name: String,
     pub last_name: String,

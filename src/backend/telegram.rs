@@ -169,6 +169,27 @@ impl Backend for TelegramBackend {
         })
     }
 
+    fn delete_users<'a>(
+        &'a mut self,
+        users: &'a [(i64, i64)],
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.call(&tl::functions::contacts::DeleteContacts {
+                id: users
+                    .iter()
+                    .map(|&(user_id, access_hash)| {
+                        tl::enums::InputUser::User(tl::types::InputUser {
+                            user_id,
+                            access_hash,
+                        })
+                    })
+                    .collect(),
+            })
+            .await?;
+            Ok(())
+        })
+    }
+
     fn reconcile_policy(&self) -> Option<(u64, bool)> {
         Some(self.reconcile)
     }
@@ -206,11 +227,13 @@ impl Backend for TelegramBackend {
                 list.users
                     .iter()
                     .filter_map(|user| match user {
+                        // A user may hide their number: still a contact, matched by user id.
                         tl::enums::User::User(u) => Some(RemoteContact {
                             e164: u
                                 .phone
                                 .as_ref()
-                                .map(|p| format!("+{}", p.trim_start_matches('+')))?,
+                                .map(|p| format!("+{}", p.trim_start_matches('+')))
+                                .unwrap_or_default(),
                             first_name: u.first_name.clone().unwrap_or_default(),
                             last_name: u.last_name.clone().unwrap_or_default(),
                             user_id: Some(u.id),

@@ -462,7 +462,10 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             .map_err(store_failure)?;
         let queued: usize = open.iter().map(|b| b.items.len()).sum();
         let rejections = store.rejections(&account.backend).map_err(store_failure)?;
-        accounts.push((account, counts, open.len(), queued, rejections));
+        let changes = store
+            .number_changes(&account.backend)
+            .map_err(store_failure)?;
+        accounts.push((account, counts, open.len(), queued, (rejections, changes)));
     }
     let login = match &config.telegram {
         Some(_) => Some(
@@ -482,7 +485,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "first_name": a.first_name,
             }))),
             "sources": sources,
-            "accounts": accounts.iter().map(|(a, c, batches, items, rejections)| json!({
+            "accounts": accounts.iter().map(|(a, c, batches, items, (rejections, changes))| json!({
                 "backend": a.backend,
                 "set_aside": a.backend.contains('@'),
                 "in_sync": (c.imported + c.saved).saturating_sub(c.pending),
@@ -496,6 +499,9 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "rejections": rejections.iter().map(|r| json!({
                     "phone": redact(&r.e164), "action": r.action, "reason": r.reason,
                     "retry_at": r.retry_at,
+                })).collect::<Vec<_>>(),
+                "number_changes": changes.iter().map(|(old, new)| json!({
+                    "imported": redact(old), "now": redact(new),
                 })).collect::<Vec<_>>(),
                 "queued_batches": batches,
                 "queued_items": items,
@@ -549,7 +555,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     if accounts.is_empty() {
         writeln!(w, "  (none yet)")?;
     }
-    for (a, c, batches, items, rejections) in &accounts {
+    for (a, c, batches, items, (rejections, changes)) in &accounts {
         let mut parts = vec![
             format!(
                 "{} in sync ({} imported, {} saved)",
@@ -603,6 +609,15 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         }
         if let Some(error) = &a.last_error {
             writeln!(w, "    last error: {error}")?;
+        }
+        for (old, new) in changes {
+            writeln!(
+                w,
+                "    number changed on Telegram: {} now shows {}; kept while a card has {}, deleted (by user) when none has",
+                redact(old),
+                redact(new),
+                redact(old)
+            )?;
         }
         for r in rejections {
             let when = match r.retry_at {

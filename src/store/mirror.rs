@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Result, Store, Timestamp};
-use crate::backend::ImportResult;
+use crate::backend::{ImportResult, RemoteContact};
 use crate::batch;
 use crate::diff::{Hold, MirrorEntry, MirrorState, Names, PlannedImport};
 
@@ -348,6 +348,38 @@ impl Store {
             first_end = Some(first_end.map_or(until, |end| end.min(until)));
         }
         Ok((numbers, first_end))
+    }
+
+    /// (user id, access hash) of ours among `phones` whose user is known: a delete goes by
+    /// user too, as the number may no longer identify them.
+    pub fn users_of(&self, backend: &str, phones: &[String]) -> Result<Vec<(i64, i64)>> {
+        let mut statement = self.conn().prepare_cached(
+            "SELECT user_id, access_hash FROM mirror WHERE backend = ?1 AND e164 = ?2
+               AND state = 'imported' AND user_id IS NOT NULL AND access_hash IS NOT NULL
+               -- The same person under another of our numbers stays.
+               AND NOT EXISTS (SELECT 1 FROM mirror other WHERE other.backend = mirror.backend
+                 AND other.user_id = mirror.user_id AND other.e164 != mirror.e164)",
+        )?;
+        let mut users = Vec::new();
+        for e164 in phones {
+            if let Some(user) = statement
+                .query_row(params![backend, e164], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+            {
+                users.push(user);
+            }
+        }
+        Ok(users)
+    }
+
+    /// Ours that the remote now shows under another number: (imported, shown now).
+    pub fn number_changes(&self, backend: &str) -> Result<Vec<(String, String)>> {
+        let mut statement = self.conn().prepare(
+            "SELECT e164, remote_phone FROM mirror WHERE backend = ?1 AND remote_phone IS NOT NULL
+             ORDER BY e164",
+        )?;
+        let rows = statement.query_map([backend], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.map(|r| r.map_err(Into::into)).collect()
     }
 
     /// The numbers the server refused, with the reason, for `status`.
@@ -784,28 +816,67 @@ impl Store {
         reimport: bool,
         now: Timestamp,
     ) -> Result<usize> {
-        self.apply_reconcile_with_hash(backend, remote_numbers, reimport, None, now)
+        let remote: Vec<RemoteContact> = remote_numbers
+            .iter()
+            .map(|e164| RemoteContact {
+                e164: e164.clone(),
+                first_name: String::new(),
+                last_name: String::new(),
+                user_id: None,
+            })
+            .collect();
+        self.apply_reconcile_with_hash(backend, &remote, reimport, None, now)
     }
 
-    /// `apply_reconcile`, keeping `hash` (the list's getContacts hash) for the next time:
-    /// while no batch is sent, an unchanged list then costs one "not modified".
+    /// `apply_reconcile` on the remote's contacts, matched by user id where the mirror and
+    /// the remote know it (a contact is a user: their number may change or be hidden), by
+    /// phone otherwise. One of ours the remote shows under another number keeps its row,
+    /// with that number in `remote_phone` for `status`. `hash` (the list's getContacts hash)
+    /// is kept for the next time: while no batch is sent, an unchanged list then costs one
+    /// "not modified".
     pub fn apply_reconcile_with_hash(
         &mut self,
         backend: &str,
-        remote_numbers: &std::collections::BTreeSet<String>,
+        remote: &[RemoteContact],
         reimport: bool,
         hash: Option<i64>,
         now: Timestamp,
     ) -> Result<usize> {
-        let gone: Vec<String> = self
-            .mirror(backend)?
-            .into_iter()
-            .filter(|(e164, entry)| {
-                entry.state == MirrorState::Imported && !remote_numbers.contains(e164)
-            })
-            .map(|(e164, _)| e164)
+        let by_user: BTreeMap<i64, &str> = remote
+            .iter()
+            .filter_map(|c| c.user_id.map(|id| (id, c.e164.as_str())))
             .collect();
+        let phones: BTreeSet<&str> = remote.iter().map(|c| c.e164.as_str()).collect();
+        let ours: Vec<(String, Option<i64>)> = {
+            let mut statement = self.conn().prepare(
+                "SELECT e164, user_id FROM mirror WHERE backend = ?1 AND state = 'imported'",
+            )?;
+            let rows = statement.query_map([backend], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut gone = Vec::new();
+        let mut moved = Vec::new();
+        for (e164, user_id) in ours {
+            match user_id.and_then(|id| by_user.get(&id)) {
+                // Shown under another number: changed on Telegram. Hidden (empty): present.
+                Some(now_shown) if !now_shown.is_empty() && *now_shown != e164 => {
+                    moved.push((e164, Some((*now_shown).to_owned())));
+                }
+                Some(_) => moved.push((e164, None)),
+                None if phones.contains(e164.as_str()) => moved.push((e164, None)),
+                None => gone.push(e164),
+            }
+        }
         let tx = self.conn_mut().transaction()?;
+        {
+            let mut note = tx.prepare(
+                "UPDATE mirror SET remote_phone = ?3
+                 WHERE backend = ?1 AND e164 = ?2 AND remote_phone IS NOT ?3",
+            )?;
+            for (e164, shown) in &moved {
+                note.execute(params![backend, e164, shown])?;
+            }
+        }
         for e164 in &gone {
             if reimport {
                 tx.execute(

@@ -980,3 +980,57 @@ async fn a_login_to_another_account_sets_the_old_mirror_aside() {
     assert!(status.contains("telegram@1: 3 in sync"), "{status}");
     assert!(status.contains("set aside"), "{status}");
 }
+
+/// Issue 17.2: reconciliation matches by user. A contact who changed their number on
+/// Telegram, or hides it, is not "deleted in the app" (no re-import of the old number); the
+/// change is reported; when the card leaves, the person is deleted by user.
+#[tokio::test]
+async fn a_contact_who_changes_or_hides_their_number_is_matched_by_user() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..5);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    let moved = {
+        let mut state = setup.server.state();
+        state.account.change_phone(&phone(1), "+4917099999999");
+        let hidden = state
+            .account
+            .contacts
+            .values()
+            .find(|c| c.phone == phone(2)[1..])
+            .unwrap()
+            .user_id;
+        state.account.phone_hidden.insert(hidden);
+        state
+            .account
+            .contacts
+            .values()
+            .find(|c| c.phone == "4917099999999")
+            .unwrap()
+            .user_id
+    };
+    clock.advance(6 * 3600 + 1);
+    let report = setup.sync(&clock).await;
+    assert_eq!(report.accounts[0].planned.new, 0, "{report:?}");
+    assert_eq!(
+        setup.imports().len(),
+        1,
+        "no re-import of the old or hidden number"
+    );
+    let status = crate::support::stdout(&binary(&setup, &["status"]).await);
+    assert!(
+        status.contains("number changed on Telegram: +49…01 now shows +49…99"),
+        "{status}"
+    );
+    assert!(!status.contains("4917099999999"), "redacted: {status}");
+
+    std::fs::remove_file(setup.book().join("00001.vcf")).unwrap();
+    setup.sync(&clock).await;
+    assert_eq!(setup.server.calls_to("contacts.deleteContacts").len(), 1);
+    let state = setup.server.state();
+    assert!(
+        !state.account.contacts.contains_key(&moved),
+        "the person is gone, not only the old string"
+    );
+    assert_eq!(state.account.contacts.len(), 4);
+}

@@ -18,3 +18,6 @@ WHERE hold_first_name IS NOT NULL AND hold_until IS NULL
 -- A delete the server refused by name: not planned again before delete_hold_until.
 ALTER TABLE mirror ADD COLUMN delete_hold_until INTEGER;
 ALTER TABLE mirror ADD COLUMN delete_hold_reason TEXT;
+-- The number Telegram now shows for one of our contacts, when it is not the one imported
+-- (the contact changed their number): reconciliation matches by user id, `status` reports it.
+ALTER TABLE mirror ADD COLUMN remote_phone TEXT;
