@@ -295,14 +295,25 @@ pub fn remote_list(
             error: anyhow::anyhow!("no backend configured: add [telegram] or [whatsapp]"),
         });
     }
+    let now = SystemClock.now();
+    // An account the server asked to wait is not called before the wait ends.
+    let mut paused = std::collections::BTreeMap::new();
     let ours: std::collections::BTreeSet<String> = match Store::open_read_only(&config.state_dir) {
-        Ok(store) => store
-            .stored_phones()
-            .map_err(store_failure)?
-            .into_values()
-            .flatten()
-            .map(|p| p.e164)
-            .collect(),
+        Ok(store) => {
+            for account in store.accounts().map_err(store_failure)? {
+                if let Some(until) = account.paused_until.filter(|u| *u > now) {
+                    let reason = account.pause_reason.unwrap_or_default();
+                    paused.insert(account.backend, (until, reason));
+                }
+            }
+            store
+                .stored_phones()
+                .map_err(store_failure)?
+                .into_values()
+                .flatten()
+                .map(|p| p.e164)
+                .collect()
+        }
         Err(StoreError::Missing { .. }) => Default::default(),
         Err(err) => return Err(store_failure(err)),
     };
@@ -318,6 +329,18 @@ pub fn remote_list(
     let mut w = out();
     for backend in &mut backends {
         let name = backend.name().to_owned();
+        if let Some((until, reason)) = paused.get(&name) {
+            let note = format!(
+                "{name}: paused until {} ({reason}); not asked, to honour the server's wait",
+                format_time(*until)
+            );
+            if json {
+                eprintln!("{note}");
+            } else {
+                writeln!(w, "{note}")?;
+            }
+            continue;
+        }
         let contacts = runtime
             .block_on(backend.remote_contacts())
             .map_err(|e| Failure {

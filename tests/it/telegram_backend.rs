@@ -743,6 +743,14 @@ async fn two_sync_once_within_a_flood_wait_on_get_contacts_the_second_calls_noth
         Vec::<String>::new(),
         "the second pass calls nothing"
     );
+    let list = binary(&setup, &["remote", "list"]).await;
+    assert!(list.status.success(), "{}", crate::support::stderr(&list));
+    assert!(
+        crate::support::stdout(&list).contains("paused until"),
+        "{}",
+        crate::support::stdout(&list)
+    );
+    assert_eq!(setup.server.call_count(), before, "nor does `remote list`");
     assert!(setup.server.calls_to("contacts.importContacts").is_empty());
 }
 
