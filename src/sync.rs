@@ -742,7 +742,15 @@ async fn send_queue(
                 let users = store.users_of(&name, &phones)?;
                 let mut deleted = backend.delete(&phones).instrument(span.clone()).await;
                 if deleted.is_ok() && !users.is_empty() {
-                    deleted = backend.delete_users(&users).instrument(span.clone()).await;
+                    deleted = match backend.delete_users(&users).instrument(span.clone()).await {
+                        // The numbers are gone; a user refused (a stale access hash) is
+                        // not worth holding them for.
+                        Err(BackendError::Permanent(reason)) => {
+                            tracing::warn!(backend = %name, users = users.len(), "delete by user refused: {reason}");
+                            Ok(())
+                        }
+                        other => other,
+                    };
                 }
                 match deleted {
                     Ok(()) => {
