@@ -399,7 +399,15 @@ impl Sender {
             () = cancel.cancelled() => return,
             _ = self.first_plan.wait_for(|done| *done) => {}
         }
-        let mut beat = tokio::time::interval_at(Instant::now() + RETRY_BEAT, RETRY_BEAT);
+        // A reconcile_interval under the retry beat is honoured too (the round reconciles
+        // when due); a paused account is not called whatever the beat (see `sync`).
+        let every = self
+            .backend
+            .reconcile_policy()
+            .map_or(RETRY_BEAT, |(seconds, _)| {
+                RETRY_BEAT.min(Duration::from_secs(seconds.max(1)))
+            });
+        let mut beat = tokio::time::interval_at(Instant::now() + every, every);
         beat.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
             if let Err(err) = self.round(&cancel).await {

@@ -256,7 +256,7 @@ fn plan_at_epoch(
 ) -> Result<(Plan, Option<Held>, i64), SyncError> {
     // One snapshot: a sender applying a batch between the two reads would otherwise make
     // its numbers look neither synced nor in flight, and they would be queued twice.
-    let (mirror, in_flight, remote, epoch) = store.snapshot(|s| {
+    let (mirror, (in_flight, delete_holds_end), remote, epoch) = store.snapshot(|s| {
         let (mirror, remote) = match only {
             Some(numbers) => (
                 s.mirror_of(backend, numbers)?,
@@ -264,9 +264,18 @@ fn plan_at_epoch(
             ),
             None => (s.mirror(backend)?, None),
         };
-        Ok((mirror, s.in_flight(backend)?, remote, s.plan_epoch()?))
+        Ok((
+            mirror,
+            s.in_flight_at(backend, now)?,
+            remote,
+            s.plan_epoch()?,
+        ))
     })?;
-    let plan = diff::diff(desired, &mirror, &in_flight, now);
+    let mut plan = diff::diff(desired, &mirror, &in_flight, now);
+    // A refused delete is planned again when its hold ends: until then the plan is not final.
+    if let Some(end) = delete_holds_end {
+        plan.next_retry = Some(plan.next_retry.map_or(end, |next| next.min(end)));
+    }
     let remote = remote.unwrap_or_else(|| mirror.values().filter(|e| e.state.is_remote()).count());
     let held = diff::guard(&plan, remote, options.limits, options.force_delete);
     Ok((plan, held, epoch))
@@ -734,8 +743,11 @@ pub fn prepare_account(store: &Store, backend: &dyn Backend) -> Result<(), SyncE
 }
 
 /// Compares the mirror with the remote list when the account's interval has passed (and on
-/// the first pass). A failure here is logged and leaves the sync to go on. Returns how many
-/// contacts were found deleted in the app.
+/// the first pass), never while the account is paused or needs a login. The list's hash is
+/// kept in the state (`sync --once` benefits from "not modified" too) and dropped by every
+/// batch sent. A wait error pauses the account (persisted), like one on any other call;
+/// other failures are logged and leave the sync to go on. Returns how many contacts were
+/// found deleted in the app.
 pub async fn reconcile_if_due(
     store: &mut Store,
     backend: &mut dyn Backend,
@@ -761,6 +773,7 @@ pub async fn reconcile_if_due(
     if !due || blocked {
         return Ok(0);
     }
+    backend.set_remote_hash(store.remote_hash(&name)?);
     match backend.remote_contacts().await {
         Ok(Some(remote)) if backend.adopts_existing().is_some() => {
             let policy = crate::store::ListingPolicy {
@@ -786,8 +799,8 @@ pub async fn reconcile_if_due(
             return Ok(outcome.gone + outcome.dropped + outcome.confirmed);
         }
         Ok(Some(remote)) => {
-            let numbers = remote.into_iter().map(|c| c.e164).collect();
-            let gone = store.apply_reconcile(&name, &numbers, reimport, now)?;
+            let hash = backend.remote_hash();
+            let gone = store.apply_reconcile_with_hash(&name, &remote, reimport, hash, now)?;
             if gone > 0 {
                 tracing::info!(backend = %name, contacts = gone, reimport, "contacts deleted in the app");
             }
@@ -799,9 +812,27 @@ pub async fn reconcile_if_due(
             tracing::error!(backend = %name, "stopped until the configuration changes: {reason}");
             store.set_setup_error(&name, &reason)?;
         }
+        Err(BackendError::Wait { seconds, reason }) => {
+            pause_account(store, &name, clock.now(), seconds, &reason)?
+        }
         Err(err) => tracing::warn!(backend = %name, "reconciliation skipped: {err}"),
     }
     Ok(0)
+}
+
+/// A wait error (FLOOD_WAIT, 429) on any call: nothing of the account is called before
+/// it ends, across restarts.
+fn pause_account(
+    store: &Store,
+    name: &str,
+    now: Timestamp,
+    seconds: u64,
+    reason: &str,
+) -> Result<(), SyncError> {
+    let until = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX / 2));
+    store.set_pause(name, until, reason)?;
+    tracing::info!(backend = %name, seconds, "server asks to wait: {reason}; the account pauses");
+    Ok(())
 }
 
 /// Sends the account's open batches in order until the queue is empty or something stops it.
@@ -906,7 +937,22 @@ async fn send_queue(
             }
             BatchKind::Delete => {
                 let phones: Vec<String> = batch.items.iter().map(|i| i.e164.clone()).collect();
-                match backend.delete(&phones).instrument(span.clone()).await {
+                // A contact who changed their number is not removed by the old string: ours
+                // with a known user go by user too.
+                let users = store.users_of(&name, &phones)?;
+                let mut deleted = backend.delete(&phones).instrument(span.clone()).await;
+                if deleted.is_ok() && !users.is_empty() {
+                    deleted = match backend.delete_users(&users).instrument(span.clone()).await {
+                        // The numbers are gone; a user refused (a stale access hash) is
+                        // not worth holding them for.
+                        Err(BackendError::Permanent(reason)) => {
+                            tracing::warn!(backend = %name, users = users.len(), "delete by user refused: {reason}");
+                            Ok(())
+                        }
+                        other => other,
+                    };
+                }
+                match deleted {
                     Ok(()) => {
                         store.apply_delete(&batch, clock.now())?;
                         report.deleted += phones.len();
@@ -929,9 +975,7 @@ async fn send_queue(
                 // Refused before any work (FLOOD_WAIT, 429): never delivered, so it is
                 // checked against the address book again when it goes out.
                 store.unsend(batch.id)?;
-                let until = clock.now() + i64::try_from(seconds).unwrap_or(i64::MAX / 2);
-                store.set_pause(&name, until, &reason)?;
-                tracing::info!(backend = %name, seconds, "server asks to wait: {reason}");
+                pause_account(store, &name, clock.now(), seconds, &reason)?;
             }
             Err(BackendError::Auth(reason)) => {
                 store.unsend(batch.id)?;
@@ -947,10 +991,23 @@ async fn send_queue(
                 tracing::warn!(backend = %name, "temporary failure, the queue is kept: {error}");
                 return Ok(Some(Stop::Network { error }));
             }
+            // A refusal names an item only when the batch has one: held alone (a day, or
+            // until its card changes). A bigger batch is split until the refused item is
+            // alone; the others go through. Safer than holding the whole batch (one bad
+            // number would stop every other) or sending it again as it is (refused again).
+            Err(BackendError::Permanent(reason)) if batch.items.len() > 1 => {
+                store.split_batch(&batch, &reason, clock.now())?;
+                tracing::info!(backend = %name, items = batch.items.len(), "batch refused as a whole, split to find the item: {reason}");
+            }
             Err(BackendError::Permanent(reason)) => {
                 let tally = store.reject_batch(&batch, &reason, clock.now())?;
                 report.rejected += tally.rejected;
-                tracing::warn!(backend = %name, items = batch.items.len(), "batch refused: {reason}");
+                let phone = batch
+                    .items
+                    .first()
+                    .map(|i| crate::phone::redact(&i.e164))
+                    .unwrap_or_default();
+                tracing::warn!(backend = %name, kind = batch.kind.as_str(), %phone, "refused, tried again in a day or when the card changes: {reason}");
             }
         }
     }

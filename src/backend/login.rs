@@ -11,7 +11,7 @@ use super::telegram::TelegramBackend;
 use crate::config::TelegramConfig;
 use crate::phone::redact;
 use crate::store::telegram_session::{LoggedIn, TelegramSession};
-use crate::store::{Store, StoreError};
+use crate::store::{SetAside, Store, StoreError};
 
 /// How `login` asks its questions.
 pub trait Prompt {
@@ -72,13 +72,32 @@ pub enum LoginError {
 
 const ATTEMPTS: usize = 3;
 
-/// Logs in and keeps the session in the state database.
+/// Who logged in, and what of another account was set aside for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginOutcome {
+    pub account: LoggedIn,
+    /// The mirror and queue of the Telegram user logged in before, when that was another
+    /// one: never used to delete or skip anything on this one.
+    pub set_aside: Option<SetAside>,
+}
+
+/// What `logout` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kept {
+    pub contacts: u64,
+    pub batches: usize,
+}
+
+/// Logs in and keeps the session in the state database. Landing on another Telegram user
+/// than the one the account's mirror belongs to sets that mirror and queue aside.
 pub async fn login(
     config: &TelegramConfig,
     state_dir: &Path,
     prompt: &mut dyn Prompt,
-) -> Result<LoggedIn, LoginError> {
-    let store = Store::open_for_writing(state_dir)?;
+) -> Result<LoginOutcome, LoginError> {
+    let mut store = Store::open_for_writing(state_dir)?;
+    // A session revoked at the server (no logout here) still names its user.
+    let previous = TelegramSession::logged_in(state_dir)?.map(|a| a.user_id);
     let session = Arc::new(TelegramSession::open(state_dir)?);
     let backend = TelegramBackend::connect(config, Arc::clone(&session));
     let phone = match &config.phone {
@@ -146,15 +165,30 @@ pub async fn login(
         phone: user.phone().map(str::to_owned).or(Some(phone)),
         first_name: user.first_name().map(str::to_owned),
     };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let set_aside = store.adopt_remote_user("telegram", account.user_id, previous, now)?;
+    if let Some(aside) = &set_aside {
+        tracing::info!(
+            key = %aside.key,
+            contacts = aside.contacts,
+            batches = aside.batches,
+            "another Telegram account: the previous one's mirror and queue are set aside"
+        );
+    }
     session.set_logged_in(&account)?;
     store.clear_auth_required("telegram")?;
-    Ok(account)
+    Ok(LoginOutcome { account, set_aside })
 }
 
-/// Logs out at Telegram (best effort) and forgets the session.
-pub async fn logout(config: &TelegramConfig, state_dir: &Path) -> Result<(), LoginError> {
+/// Logs out at Telegram (best effort) and forgets the session. The mirror and the queue
+/// stay, marked as that user's: a later login to the same user goes on with them, one to
+/// another user sets them aside.
+pub async fn logout(config: &TelegramConfig, state_dir: &Path) -> Result<Kept, LoginError> {
     let store = Store::open_for_writing(state_dir)?;
-    if TelegramSession::logged_in(state_dir)?.is_some() {
+    if let Some(account) = TelegramSession::logged_in(state_dir)? {
+        store.note_remote_user("telegram", account.user_id)?;
         let session = Arc::new(TelegramSession::open(state_dir)?);
         let backend = TelegramBackend::connect(config, session);
         let timeout = std::time::Duration::from_secs(config.request_timeout);
@@ -166,5 +200,9 @@ pub async fn logout(config: &TelegramConfig, state_dir: &Path) -> Result<(), Log
     }
     TelegramSession::forget(state_dir)?;
     store.set_auth_required("telegram", "logged out")?;
-    Ok(())
+    let counts = store.mirror_counts("telegram")?;
+    Ok(Kept {
+        contacts: counts.imported + counts.saved,
+        batches: store.open_batch_count("telegram")?,
+    })
 }

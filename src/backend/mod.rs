@@ -71,6 +71,15 @@ pub trait Backend: Send {
     /// Deletes contacts by the exact phone strings that were imported.
     fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>>;
 
+    /// Deletes contacts by user (id, access hash), for ours whose phone may no longer
+    /// identify them (Telegram: `contacts.deleteContacts`). Backends without users: nothing.
+    fn delete_users<'a>(
+        &'a mut self,
+        _users: &'a [(i64, i64)],
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// How often to reconcile with the remote list (seconds), and whether contacts deleted
     /// in the app are imported again (`on_remote_delete`); `None`: this backend does not.
     fn reconcile_policy(&self) -> Option<(u64, bool)> {
@@ -98,11 +107,22 @@ pub trait Backend: Send {
     fn setup_key(&self) -> Option<String> {
         None
     }
+
+    /// What covers the list `remote_contacts` last returned in full (Telegram's getContacts
+    /// hash), for the state to keep; `None`: nothing.
+    fn remote_hash(&self) -> Option<i64> {
+        None
+    }
+
+    /// The hash the state kept (dropped by every batch sent since): `remote_contacts` asks
+    /// with it, so an unchanged list costs one "not modified", also in a new process.
+    fn set_remote_hash(&mut self, _hash: Option<i64>) {}
 }
 
 /// A contact as the remote lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteContact {
+    /// Empty when the remote shows no number (Telegram: a user hiding theirs).
     pub e164: String,
     pub first_name: String,
     pub last_name: String,

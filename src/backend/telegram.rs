@@ -186,7 +186,13 @@ fn migration_failed(to: i32, err: BackendError) -> BackendError {
     }
 }
 
-/// Permanent, temporary, wait, or login required.
+/// Permanent, temporary, wait, or login required (core.telegram.org/api/errors).
+///
+/// Only 400, 403 and 404 say that the request itself is refused (permanent; the sync
+/// finds the refused item by splitting the batch). 420 is a wait; 401 needs a login; 303
+/// beyond the one migration `call` follows, 406 (shown to the user through a service
+/// notification, not tied to an item), 5xx, −503 "Timeout" and every code the docs do not
+/// list are temporary: "handled like 500".
 pub fn classify(err: InvocationError) -> BackendError {
     match err {
         InvocationError::Rpc(rpc) => match rpc.code {
@@ -195,8 +201,8 @@ pub fn classify(err: InvocationError) -> BackendError {
                 reason: format!("{}_{}", rpc.name, rpc.value.unwrap_or(60)),
             },
             401 => BackendError::Auth(rpc.name),
-            500..=599 => BackendError::Temporary(rpc.name),
-            _ => BackendError::Permanent(format!("{} {}", rpc.code, rpc.name)),
+            400 | 403 | 404 => BackendError::Permanent(format!("{} {}", rpc.code, rpc.name)),
+            code => BackendError::Temporary(format!("{code} {}", rpc.name)),
         },
         other => BackendError::Temporary(other.to_string()),
     }
@@ -246,8 +252,37 @@ impl Backend for TelegramBackend {
         })
     }
 
+    fn delete_users<'a>(
+        &'a mut self,
+        users: &'a [(i64, i64)],
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.call(&tl::functions::contacts::DeleteContacts {
+                id: users
+                    .iter()
+                    .map(|&(user_id, access_hash)| {
+                        tl::enums::InputUser::User(tl::types::InputUser {
+                            user_id,
+                            access_hash,
+                        })
+                    })
+                    .collect(),
+            })
+            .await?;
+            Ok(())
+        })
+    }
+
     fn reconcile_policy(&self) -> Option<(u64, bool)> {
         Some(self.reconcile)
+    }
+
+    fn remote_hash(&self) -> Option<i64> {
+        (self.contacts_hash != 0).then_some(self.contacts_hash)
+    }
+
+    fn set_remote_hash(&mut self, hash: Option<i64>) {
+        self.contacts_hash = hash.unwrap_or(0);
     }
 
     fn remote_contacts(
@@ -275,11 +310,13 @@ impl Backend for TelegramBackend {
                 list.users
                     .iter()
                     .filter_map(|user| match user {
+                        // A user may hide their number: still a contact, matched by user id.
                         tl::enums::User::User(u) => Some(RemoteContact {
                             e164: u
                                 .phone
                                 .as_ref()
-                                .map(|p| format!("+{}", p.trim_start_matches('+')))?,
+                                .map(|p| format!("+{}", p.trim_start_matches('+')))
+                                .unwrap_or_default(),
                             first_name: u.first_name.clone().unwrap_or_default(),
                             last_name: u.last_name.clone().unwrap_or_default(),
                             user_id: Some(u.id),
@@ -343,4 +380,46 @@ pub fn list_hash(values: &[i64]) -> i64 {
         hash = hash.wrapping_add(value as u64);
     }
     hash as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn rpc(code: i32, message: &str) -> InvocationError {
+        InvocationError::Rpc(grammers_mtsender::RpcError::from(tl::types::RpcError {
+            error_code: code,
+            error_message: message.into(),
+        }))
+    }
+
+    #[rstest]
+    #[case::invalid_number(400, "PHONE_NUMBER_INVALID", "refused")]
+    #[case::forbidden(403, "PRIVACY_RESTRICTED", "refused")]
+    #[case::not_found(404, "NOT_FOUND", "refused")]
+    #[case::not_acceptable(406, "SOMETHING_NOT_ACCEPTABLE", "temporary")]
+    #[case::timeout(-503, "Timeout", "temporary")]
+    #[case::internal(500, "INTERNAL", "temporary")]
+    #[case::unknown_code(418, "IM_A_TEAPOT", "temporary")]
+    #[case::migrate(303, "PHONE_MIGRATE_2", "temporary")]
+    #[case::flood(420, "FLOOD_WAIT_31", "wait")]
+    #[case::auth(401, "AUTH_KEY_UNREGISTERED", "login")]
+    fn classifies_as_telegram_documents(
+        #[case] code: i32,
+        #[case] message: &str,
+        #[case] expected: &str,
+    ) {
+        let kind = match classify(rpc(code, message)) {
+            BackendError::Permanent(_) => "refused",
+            BackendError::Temporary(_) => "temporary",
+            BackendError::Wait { seconds, .. } => {
+                assert_eq!(seconds, 31);
+                "wait"
+            }
+            BackendError::Auth(_) => "login",
+            BackendError::Setup(_) => "setup",
+        };
+        assert_eq!(kind, expected);
+    }
 }

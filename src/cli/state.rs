@@ -45,7 +45,8 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
     };
     let mut accounts: Vec<String> = backend::configured_names(&config);
     for account in store.accounts().map_err(store_failure)? {
-        if !accounts.contains(&account.backend) {
+        // `telegram@<user id>`: another account's mirror, set aside at a login; never sent.
+        if !accounts.contains(&account.backend) && !account.backend.contains('@') {
             accounts.push(account.backend);
         }
     }
@@ -241,7 +242,7 @@ pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {
         code: exit::USAGE,
         error: e.into(),
     })?;
-    let account = runtime()?
+    let outcome = runtime()?
         .block_on(backend::login::login(
             telegram,
             &config.state_dir,
@@ -251,6 +252,7 @@ pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {
             code: exit::FAILURE,
             error: e.into(),
         })?;
+    let account = &outcome.account;
     println!(
         "logged in as {} ({}); the session is kept in {}",
         account.first_name.as_deref().unwrap_or("?"),
@@ -261,19 +263,31 @@ pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {
             .unwrap_or_default(),
         config.state_dir.display()
     );
+    if let Some(aside) = &outcome.set_aside {
+        println!(
+            "this is another Telegram account than the one synced before: its mirror ({} contacts) and queue ({} batches) are set aside as `{}` and not used; the address book is imported into this account anew",
+            aside.contacts, aside.batches, aside.key
+        );
+        if let Some(restored) = &aside.restored {
+            println!("the mirror kept for this account ({restored}) is used again");
+        }
+    }
     Ok(())
 }
 
 pub fn logout(config_path: Option<&Path>) -> Result<(), Failure> {
     let config = config::load(config_path)?;
     let telegram = telegram_config(&config)?;
-    runtime()?
+    let kept = runtime()?
         .block_on(backend::login::logout(telegram, &config.state_dir))
         .map_err(|e| Failure {
             code: exit::FAILURE,
             error: e.into(),
         })?;
-    println!("logged out; the Telegram session is forgotten");
+    println!(
+        "logged out; the Telegram session is forgotten. Kept: the address book state, and this account's mirror ({} contacts) and queue ({} batches) for the next login to it (a login to another account sets them aside)",
+        kept.contacts, kept.batches
+    );
     Ok(())
 }
 
@@ -289,11 +303,22 @@ pub fn remote_list(
             error: anyhow::anyhow!("no backend configured: add [telegram] or [whatsapp]"),
         });
     }
+    let now = SystemClock.now();
     let state = match Store::open_read_only(&config.state_dir) {
         Ok(store) => Some(store),
         Err(StoreError::Missing { .. }) => None,
         Err(err) => return Err(store_failure(err)),
     };
+    // An account the server asked to wait is not called before the wait ends.
+    let mut paused = std::collections::BTreeMap::new();
+    if let Some(store) = &state {
+        for account in store.accounts().map_err(store_failure)? {
+            if let Some(until) = account.paused_until.filter(|u| *u > now) {
+                let reason = account.pause_reason.unwrap_or_default();
+                paused.insert(account.backend, (until, reason));
+            }
+        }
+    }
     let ours: std::collections::BTreeSet<String> = match &state {
         Some(store) => store
             .stored_phones()
@@ -316,6 +341,18 @@ pub fn remote_list(
     let mut w = out();
     for backend in &mut backends {
         let name = backend.name().to_owned();
+        if let Some((until, reason)) = paused.get(&name) {
+            let note = format!(
+                "{name}: paused until {} ({reason}); not asked, to honour the server's wait",
+                format_time(*until)
+            );
+            if json {
+                eprintln!("{note}");
+            } else {
+                writeln!(w, "{note}")?;
+            }
+            continue;
+        }
         let contacts = runtime
             .block_on(backend.remote_contacts())
             .map_err(|e| Failure {
@@ -487,6 +524,10 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         let held = store
             .reconcile_hold(&account.backend)
             .map_err(store_failure)?;
+        let rejections = store.rejections(&account.backend).map_err(store_failure)?;
+        let changes = store
+            .number_changes(&account.backend)
+            .map_err(store_failure)?;
         accounts.push((
             account,
             counts,
@@ -495,6 +536,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             owned,
             setup_error,
             held,
+            (rejections, changes),
         ));
     }
     let login = match &config.telegram {
@@ -515,15 +557,24 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "first_name": a.first_name,
             }))),
             "sources": sources,
-            "accounts": accounts.iter().map(|(a, c, batches, items, owned, setup_error, held)| json!({
+            "accounts": accounts.iter().map(|(a, c, batches, items, owned, setup_error, held, (rejections, changes))| json!({
                 "backend": a.backend,
-                "in_sync": c.imported + c.saved,
+                "set_aside": a.backend.contains('@'),
+                "in_sync": (c.imported + c.saved).saturating_sub(c.pending),
+                "pending": c.pending,
                 "imported": c.imported,
                 "saved": c.saved,
                 "popular_invites": c.popular,
                 "retrying": c.retrying,
                 "next_retry": c.next_retry,
                 "rejected": c.rejected,
+                "rejections": rejections.iter().map(|r| json!({
+                    "phone": redact(&r.e164), "action": r.action, "reason": r.reason,
+                    "retry_at": r.retry_at,
+                })).collect::<Vec<_>>(),
+                "number_changes": changes.iter().map(|(old, new)| json!({
+                    "imported": redact(old), "now": redact(new),
+                })).collect::<Vec<_>>(),
                 "queued_batches": batches,
                 "queued_items": items,
                 "paused_until": a.paused_until.filter(|u| *u > now),
@@ -580,16 +631,22 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     if accounts.is_empty() {
         writeln!(w, "  (none yet)")?;
     }
-    for (a, c, batches, items, owned, setup_error, held) in &accounts {
+    for (a, c, batches, items, owned, setup_error, held, (rejections, changes)) in &accounts {
         let mut parts = vec![
             format!(
                 "{} in sync ({} imported, {} saved)",
-                c.imported + c.saved,
+                (c.imported + c.saved).saturating_sub(c.pending),
                 c.imported,
                 c.saved
             ),
             format!("{items} queued in {batches} batches"),
         ];
+        if c.pending > 0 {
+            parts.push(format!(
+                "{} pending (a rename or delete queued or retrying)",
+                c.pending
+            ));
+        }
         if c.retrying > 0 {
             parts.push(format!(
                 "{} retrying (next {})",
@@ -640,8 +697,36 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             parts.push(format!("last success {}", format_time(success)));
         }
         writeln!(w, "  {}: {}", a.backend, parts.join(" · "))?;
+        if a.backend.contains('@') {
+            writeln!(
+                w,
+                "    set aside: the mirror and queue of another Telegram account, kept from before a login to a different one; not used"
+            )?;
+        }
         if let Some(error) = &a.last_error {
             writeln!(w, "    last error: {error}")?;
+        }
+        for (old, new) in changes {
+            writeln!(
+                w,
+                "    number changed on Telegram: {} now shows {}; kept while a card has {}, deleted (by user) when none has",
+                redact(old),
+                redact(new),
+                redact(old)
+            )?;
+        }
+        for r in rejections {
+            let when = match r.retry_at {
+                Some(at) => format!("tried again {} or when the card changes", format_time(at)),
+                None => "tried again when the card changes".to_owned(),
+            };
+            writeln!(
+                w,
+                "    rejected {} {}: {} ({when})",
+                r.action,
+                redact(&r.e164),
+                r.reason
+            )?;
         }
     }
     match &last_run {

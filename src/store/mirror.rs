@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Result, Store, Timestamp};
-use crate::backend::ImportResult;
+use crate::backend::{ImportResult, RemoteContact};
 use crate::batch;
 use crate::diff::{Hold, MirrorEntry, MirrorState, Names, PlannedImport};
 
@@ -103,7 +103,12 @@ pub struct MirrorCounts {
     /// Saved numbers without an account that other Telegram users have: worth an invite.
     pub popular: u64,
     pub retrying: u64,
+    /// Numbers the server refused by name (import or delete), tried again a day later or
+    /// when the card changes.
     pub rejected: u64,
+    /// On the remote, but not as the address book wants it yet: a rename or a delete is
+    /// queued, or a rename waits for its retry. Not counted as in sync.
+    pub pending: u64,
     pub next_retry: Option<Timestamp>,
 }
 
@@ -129,6 +134,32 @@ pub type DesiredOf<'a> =
 pub struct Claimed {
     pub batch: Option<Batch>,
     pub superseded: usize,
+}
+
+/// How long a number the server refused by name waits before it is tried again (unless its
+/// card changes first).
+pub const REJECTED_RETRY: i64 = 24 * 60 * 60;
+
+/// A number the server refused, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rejection {
+    pub e164: String,
+    /// `import` or `delete`.
+    pub action: &'static str,
+    pub reason: String,
+    /// When it is tried again (unless the card changes first); `None`: when the card changes.
+    pub retry_at: Option<Timestamp>,
+}
+
+/// What a login to another Telegram user set aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// The account key they now live under, e.g. `telegram@1234`.
+    pub key: String,
+    pub contacts: u64,
+    pub batches: usize,
+    /// A mirror set aside earlier for the user now logged in, taken back into use.
+    pub restored: Option<String>,
 }
 
 /// What a skipped pass reports: the counts of the plan it relies on.
@@ -289,9 +320,13 @@ impl Store {
                coalesce(sum(state = 'imported'), 0),
                coalesce(sum(state = 'saved'), 0),
                coalesce(sum(state = 'saved' AND importers > 0), 0),
-               coalesce(sum(hold_first_name IS NOT NULL AND hold_until IS NOT NULL), 0),
-               coalesce(sum(hold_first_name IS NOT NULL AND hold_until IS NULL), 0),
-               min(hold_until)
+               coalesce(sum(hold_first_name IS NOT NULL AND hold_until IS NOT NULL AND hold_rejected = 0), 0),
+               coalesce(sum((hold_first_name IS NOT NULL AND hold_rejected = 1)
+                            OR delete_hold_until IS NOT NULL), 0),
+               coalesce(sum(state IN ('imported', 'saved') AND (hold_first_name IS NOT NULL
+                 OR e164 IN (SELECT i.e164 FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
+                             WHERE b.backend = ?1 AND b.state != 'applied'))), 0),
+               min(CASE WHEN hold_rejected = 0 THEN hold_until END)
              FROM mirror WHERE backend = ?1",
             [backend],
             |row| {
@@ -301,7 +336,8 @@ impl Store {
                     popular: row.get(2)?,
                     retrying: row.get(3)?,
                     rejected: row.get(4)?,
-                    next_retry: row.get(5)?,
+                    pending: row.get(5)?,
+                    next_retry: row.get(6)?,
                 })
             },
         )?)
@@ -312,6 +348,87 @@ impl Store {
     /// not in flight: every plan supersedes them (`queue_plan`).
     pub fn in_flight(&self, backend: &str) -> Result<BTreeSet<String>> {
         in_flight(self.conn(), backend)
+    }
+
+    /// The numbers the diff leaves alone at `now`: those in batches not yet applied, and
+    /// those whose delete the server refused, until their hold ends (a refused delete is
+    /// not planned again on every pass); with the earliest end of such a hold.
+    pub fn in_flight_at(
+        &self,
+        backend: &str,
+        now: Timestamp,
+    ) -> Result<(BTreeSet<String>, Option<Timestamp>)> {
+        let mut numbers = self.in_flight(backend)?;
+        let mut statement = self.conn().prepare(
+            "SELECT e164, delete_hold_until FROM mirror WHERE backend = ?1 AND delete_hold_until > ?2",
+        )?;
+        let rows = statement.query_map(params![backend, now], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Timestamp>(1)?))
+        })?;
+        let mut first_end: Option<Timestamp> = None;
+        for row in rows {
+            let (e164, until) = row?;
+            numbers.insert(e164);
+            first_end = Some(first_end.map_or(until, |end| end.min(until)));
+        }
+        Ok((numbers, first_end))
+    }
+
+    /// (user id, access hash) of ours among `phones` whose user is known: a delete goes by
+    /// user too, as the number may no longer identify them.
+    pub fn users_of(&self, backend: &str, phones: &[String]) -> Result<Vec<(i64, i64)>> {
+        let mut statement = self.conn().prepare_cached(
+            "SELECT user_id, access_hash FROM mirror WHERE backend = ?1 AND e164 = ?2
+               AND state = 'imported' AND user_id IS NOT NULL AND access_hash IS NOT NULL
+               -- The same person under another of our numbers stays.
+               AND NOT EXISTS (SELECT 1 FROM mirror other WHERE other.backend = mirror.backend
+                 AND other.user_id = mirror.user_id AND other.e164 != mirror.e164)",
+        )?;
+        let mut users = Vec::new();
+        for e164 in phones {
+            if let Some(user) = statement
+                .query_row(params![backend, e164], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+            {
+                users.push(user);
+            }
+        }
+        Ok(users)
+    }
+
+    /// Ours that the remote now shows under another number: (imported, shown now).
+    pub fn number_changes(&self, backend: &str) -> Result<Vec<(String, String)>> {
+        let mut statement = self.conn().prepare(
+            "SELECT e164, remote_phone FROM mirror WHERE backend = ?1 AND remote_phone IS NOT NULL
+             ORDER BY e164",
+        )?;
+        let rows = statement.query_map([backend], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// The numbers the server refused, with the reason, for `status`.
+    pub fn rejections(&self, backend: &str) -> Result<Vec<Rejection>> {
+        let mut statement = self.conn().prepare(
+            "SELECT e164, 'import', coalesce(hold_reason, ''), hold_until FROM mirror
+               WHERE backend = ?1 AND hold_first_name IS NOT NULL AND hold_rejected = 1
+             UNION ALL
+             SELECT e164, 'delete', coalesce(delete_hold_reason, ''), delete_hold_until FROM mirror
+               WHERE backend = ?1 AND delete_hold_until IS NOT NULL
+             ORDER BY 1, 2",
+        )?;
+        let rows = statement.query_map([backend], |row| {
+            Ok(Rejection {
+                e164: row.get(0)?,
+                action: if row.get::<_, String>(1)? == "delete" {
+                    "delete"
+                } else {
+                    "import"
+                },
+                reason: row.get(2)?,
+                retry_at: row.get(3)?,
+            })
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
     }
 
     /// Makes the account's never-sent work equal to a plan, in one transaction, before
@@ -531,6 +648,14 @@ impl Store {
                 "UPDATE outbox_batch SET state = 'sent', sent_at = ?2, send_count = send_count + 1 WHERE id = ?1",
                 params![id, now],
             )?;
+            // The remote list may change with this batch: the getContacts hash of the list
+            // before it no longer describes what the mirror expects, so it is dropped in the
+            // same step (a deletion in the app that restores the old list must not answer
+            // "not modified").
+            self.conn().execute(
+                "UPDATE account SET remote_hash = NULL WHERE backend = ?1",
+                [backend],
+            )?;
             tx.commit()?;
             batch.state = BatchState::Sent;
             batch.sent_at = Some(now);
@@ -635,16 +760,19 @@ impl Store {
                    user_id = coalesce(excluded.user_id, mirror.user_id),
                    access_hash = coalesce(excluded.access_hash, mirror.access_hash),
                    client_id = excluded.client_id, hold_first_name = NULL, hold_last_name = NULL,
-                   hold_until = NULL, hold_reason = NULL, attempts = 0, updated_at = excluded.updated_at",
+                   hold_until = NULL, hold_reason = NULL, hold_rejected = 0,
+                   delete_hold_until = NULL, delete_hold_reason = NULL,
+                   attempts = 0, updated_at = excluded.updated_at",
             )?;
             let mut set_importers =
                 tx.prepare("UPDATE mirror SET importers = ?3 WHERE backend = ?1 AND e164 = ?2")?;
             let mut hold = tx.prepare(
-                "INSERT INTO mirror (backend, e164, first_name, last_name, state, client_id, hold_first_name, hold_last_name, hold_until, hold_reason, attempts, updated_at)
-                 VALUES (?1, ?2, '', '', 'not_imported', ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO mirror (backend, e164, first_name, last_name, state, client_id, hold_first_name, hold_last_name, hold_until, hold_reason, attempts, updated_at, hold_rejected)
+                 VALUES (?1, ?2, '', '', 'not_imported', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT(backend, e164) DO UPDATE SET client_id = excluded.client_id,
                    hold_first_name = excluded.hold_first_name, hold_last_name = excluded.hold_last_name,
                    hold_until = excluded.hold_until, hold_reason = excluded.hold_reason,
+                   hold_rejected = excluded.hold_rejected,
                    attempts = excluded.attempts, updated_at = excluded.updated_at",
             )?;
             for item in &batch.items {
@@ -709,16 +837,18 @@ impl Store {
                             .optional()?
                             .unwrap_or(0)
                             + 1;
-                        let (until, reason) = match &result {
+                        let (until, reason, rejected) = match &result {
+                            // Tried again when the card changes, or after a day.
                             ImportResult::Rejected(reason) => {
                                 tally.rejected += 1;
-                                (None, reason.clone())
+                                (now + REJECTED_RETRY, reason.clone(), true)
                             }
                             _ => {
                                 tally.retrying += 1;
                                 (
-                                    Some(now + retry_delay(attempts)),
+                                    now + retry_delay(attempts),
                                     "retry later (server limit)".to_owned(),
+                                    false,
                                 )
                             }
                         };
@@ -731,7 +861,8 @@ impl Store {
                             until,
                             reason,
                             attempts,
-                            now
+                            now,
+                            rejected
                         ])?;
                     }
                 }
@@ -763,7 +894,9 @@ impl Store {
         Ok(())
     }
 
-    /// A whole batch was refused for good (e.g. a bad request): its items are rejected.
+    /// The server refused a batch by naming its items (a batch of one names its only item):
+    /// imports are held as rejected, deletes are held from being planned again; both are
+    /// tried again after `REJECTED_RETRY` (an import earlier if its card changes).
     pub fn reject_batch(
         &mut self,
         batch: &Batch,
@@ -784,11 +917,66 @@ impl Store {
             BatchKind::Import => self.apply_import(batch, &results, now, &|_| 0),
             BatchKind::Delete => {
                 let tx = self.conn_mut().transaction()?;
+                {
+                    let mut hold = tx.prepare(
+                        "UPDATE mirror SET delete_hold_until = ?3, delete_hold_reason = ?4, updated_at = ?5
+                         WHERE backend = ?1 AND e164 = ?2",
+                    )?;
+                    for item in &batch.items {
+                        hold.execute(params![
+                            batch.backend,
+                            item.e164,
+                            now + REJECTED_RETRY,
+                            reason,
+                            now
+                        ])?;
+                    }
+                }
                 finish_batch(&tx, batch, &format!("refused: {reason}"), now)?;
                 tx.commit()?;
-                Ok(ImportTally::default())
+                Ok(ImportTally {
+                    rejected: batch.items.len(),
+                    ..ImportTally::default()
+                })
             }
         }
+    }
+
+    /// The server refused a batch of several items without naming one: it goes back to the
+    /// outbox as two planned halves (same items, same client_ids), so that the item it
+    /// refuses is found and held alone while the others go through.
+    pub fn split_batch(&mut self, batch: &Batch, reason: &str, now: Timestamp) -> Result<()> {
+        let tx = self.conn_mut().transaction()?;
+        {
+            let mut new_batch = tx.prepare(
+                "INSERT INTO outbox_batch (backend, kind, state, created_at) VALUES (?1, ?2, 'planned', ?3)",
+            )?;
+            let mut new_item = tx.prepare(
+                "INSERT INTO outbox_item (batch_id, e164, first_name, last_name, client_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let half = batch.items.len().div_ceil(2);
+            for items in batch.items.chunks(half.max(1)) {
+                new_batch.execute(params![batch.backend, batch.kind.as_str(), now])?;
+                let id = tx.last_insert_rowid();
+                for item in items {
+                    new_item.execute(params![
+                        id,
+                        item.e164,
+                        item.names.first,
+                        item.names.last,
+                        item.client_id
+                    ])?;
+                }
+            }
+        }
+        finish_batch(
+            &tx,
+            batch,
+            &format!("refused as a whole ({reason}): split in two to find the item"),
+            now,
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn set_pause(&self, backend: &str, until: Timestamp, reason: &str) -> Result<()> {
@@ -831,15 +1019,67 @@ impl Store {
         reimport: bool,
         now: Timestamp,
     ) -> Result<usize> {
-        let gone: Vec<String> = self
-            .mirror(backend)?
-            .into_iter()
-            .filter(|(e164, entry)| {
-                entry.state == MirrorState::Imported && !remote_numbers.contains(e164)
+        let remote: Vec<RemoteContact> = remote_numbers
+            .iter()
+            .map(|e164| RemoteContact {
+                e164: e164.clone(),
+                first_name: String::new(),
+                last_name: String::new(),
+                user_id: None,
             })
-            .map(|(e164, _)| e164)
             .collect();
+        self.apply_reconcile_with_hash(backend, &remote, reimport, None, now)
+    }
+
+    /// `apply_reconcile` on the remote's contacts, matched by user id where the mirror and
+    /// the remote know it (a contact is a user: their number may change or be hidden), by
+    /// phone otherwise. One of ours the remote shows under another number keeps its row,
+    /// with that number in `remote_phone` for `status`. `hash` (the list's getContacts hash)
+    /// is kept for the next time: while no batch is sent, an unchanged list then costs one
+    /// "not modified".
+    pub fn apply_reconcile_with_hash(
+        &mut self,
+        backend: &str,
+        remote: &[RemoteContact],
+        reimport: bool,
+        hash: Option<i64>,
+        now: Timestamp,
+    ) -> Result<usize> {
+        let by_user: BTreeMap<i64, &str> = remote
+            .iter()
+            .filter_map(|c| c.user_id.map(|id| (id, c.e164.as_str())))
+            .collect();
+        let phones: BTreeSet<&str> = remote.iter().map(|c| c.e164.as_str()).collect();
+        let ours: Vec<(String, Option<i64>)> = {
+            let mut statement = self.conn().prepare(
+                "SELECT e164, user_id FROM mirror WHERE backend = ?1 AND state = 'imported'",
+            )?;
+            let rows = statement.query_map([backend], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut gone = Vec::new();
+        let mut moved = Vec::new();
+        for (e164, user_id) in ours {
+            match user_id.and_then(|id| by_user.get(&id)) {
+                // Shown under another number: changed on Telegram. Hidden (empty): present.
+                Some(now_shown) if !now_shown.is_empty() && *now_shown != e164 => {
+                    moved.push((e164, Some((*now_shown).to_owned())));
+                }
+                Some(_) => moved.push((e164, None)),
+                None if phones.contains(e164.as_str()) => moved.push((e164, None)),
+                None => gone.push(e164),
+            }
+        }
         let tx = self.conn_mut().transaction()?;
+        {
+            let mut note = tx.prepare(
+                "UPDATE mirror SET remote_phone = ?3
+                 WHERE backend = ?1 AND e164 = ?2 AND remote_phone IS NOT ?3",
+            )?;
+            for (e164, shown) in &moved {
+                note.execute(params![backend, e164, shown])?;
+            }
+        }
         for e164 in &gone {
             if reimport {
                 tx.execute(
@@ -857,11 +1097,126 @@ impl Store {
             }
         }
         tx.execute(
-            "UPDATE account SET last_reconcile = ?2 WHERE backend = ?1",
-            params![backend, now],
+            "UPDATE account SET last_reconcile = ?2, remote_hash = ?3 WHERE backend = ?1",
+            params![backend, now, hash],
         )?;
         tx.commit()?;
         Ok(gone.len())
+    }
+
+    /// The getContacts hash of the list the mirror was last reconciled with, unless a batch
+    /// was sent since.
+    pub fn remote_hash(&self, backend: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT remote_hash FROM account WHERE backend = ?1",
+                [backend],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// The Telegram user the account's mirror and outbox belong to, if known.
+    pub fn remote_user_id(&self, backend: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT remote_user_id FROM account WHERE backend = ?1",
+                [backend],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Records whose the mirror is, when that is not known yet (`logout` of a session).
+    pub fn note_remote_user(&self, backend: &str, user_id: i64) -> Result<()> {
+        self.ensure_account(backend)?;
+        self.conn().execute(
+            "UPDATE account SET remote_user_id = ?2 WHERE backend = ?1 AND remote_user_id IS NULL",
+            params![backend, user_id],
+        )?;
+        Ok(())
+    }
+
+    /// A login as `user_id`: when the account's mirror and outbox belong to another user
+    /// (`owner`, or `previous`, the session's user before this login, when the account has
+    /// none recorded; unknown with something in them counts as another), they are set aside
+    /// under `backend@<their user id>` and never used for this user; a mirror set aside
+    /// earlier for `user_id` comes back. client_ids go on from the highest counter.
+    pub fn adopt_remote_user(
+        &mut self,
+        backend: &str,
+        user_id: i64,
+        previous: Option<i64>,
+        now: Timestamp,
+    ) -> Result<Option<SetAside>> {
+        self.ensure_account(backend)?;
+        let tx = self.conn_mut().transaction()?;
+        let (owner, next_client_id): (Option<i64>, i64) = tx.query_row(
+            "SELECT remote_user_id, next_client_id FROM account WHERE backend = ?1",
+            [backend],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let owner = owner.or(previous);
+        let contacts: u64 = tx.query_row(
+            "SELECT count(*) FROM mirror WHERE backend = ?1",
+            [backend],
+            |r| r.get(0),
+        )?;
+        let batches: i64 = tx.query_row(
+            "SELECT count(*) FROM outbox_batch WHERE backend = ?1 AND state != 'applied'",
+            [backend],
+            |r| r.get(0),
+        )?;
+        let empty = contacts == 0 && batches == 0;
+        if owner == Some(user_id) || (owner.is_none() && empty) {
+            tx.execute(
+                "UPDATE account SET remote_user_id = ?2 WHERE backend = ?1",
+                params![backend, user_id],
+            )?;
+            tx.commit()?;
+            return Ok(None);
+        }
+        let label = owner.map_or_else(|| format!("unknown-{now}"), |id| id.to_string());
+        let mut key = format!("{backend}@{label}");
+        let taken = |tx: &rusqlite::Transaction<'_>, key: &str| -> rusqlite::Result<bool> {
+            tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM account WHERE backend = ?1)",
+                [key],
+                |r| r.get(0),
+            )
+        };
+        let mut n = 1;
+        while taken(&tx, &key)? {
+            n += 1;
+            key = format!("{backend}@{label}-{n}");
+        }
+        rename_account(&tx, backend, &key)?;
+        let earlier = format!("{backend}@{user_id}");
+        let restored = if taken(&tx, &earlier)? {
+            rename_account(&tx, &earlier, backend)?;
+            Some(earlier)
+        } else {
+            tx.execute("INSERT INTO account (backend) VALUES (?1)", [backend])?;
+            None
+        };
+        // The restored mirror may be old: compare it with the full list at once.
+        tx.execute(
+            "UPDATE account SET remote_user_id = ?2, next_client_id = max(next_client_id, ?3),
+               auth_required = 0, last_error = NULL, remote_hash = NULL, last_reconcile = NULL
+             WHERE backend = ?1",
+            params![backend, user_id, next_client_id],
+        )?;
+        tx.commit()?;
+        Ok(Some(SetAside {
+            key,
+            contacts,
+            batches: usize::try_from(batches).unwrap_or_default(),
+            restored,
+        }))
     }
 
     pub fn note_reconcile(&self, backend: &str, now: Timestamp) -> Result<()> {
@@ -906,6 +1261,27 @@ fn in_flight(conn: &rusqlite::Connection, backend: &str) -> Result<BTreeSet<Stri
     )?;
     let rows = statement.query_map([backend], |row| row.get::<_, String>(0))?;
     rows.map(|r| r.map_err(Into::into)).collect()
+}
+
+/// Moves an account row with its mirror and batches to another key.
+fn rename_account(tx: &rusqlite::Transaction<'_>, from: &str, to: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO account (backend, next_client_id, paused_until, pause_reason, auth_required,
+           last_success, last_error, last_reconcile, remote_hash, remote_user_id)
+         SELECT ?2, next_client_id, paused_until, pause_reason, auth_required, last_success,
+           last_error, last_reconcile, remote_hash, remote_user_id FROM account WHERE backend = ?1",
+        params![from, to],
+    )?;
+    tx.execute(
+        "UPDATE mirror SET backend = ?2 WHERE backend = ?1",
+        params![from, to],
+    )?;
+    tx.execute(
+        "UPDATE outbox_batch SET backend = ?2 WHERE backend = ?1",
+        params![from, to],
+    )?;
+    tx.execute("DELETE FROM account WHERE backend = ?1", [from])?;
+    Ok(())
 }
 
 fn finish_batch(

@@ -22,7 +22,7 @@ pub use files::{FileRecord, FileState, Fingerprint, StoredPhone};
 pub use history::{RunRecord, SourceStatus};
 pub use mirror::{
     AccountState, Batch, BatchKind, BatchState, Claimed, DesiredOf, OutboxItem, PlanRecord,
-    QueueChange,
+    QueueChange, Rejection, SetAside,
 };
 pub use ownership::{ListingOutcome, ListingPolicy, Owner, OwnershipCounts};
 
@@ -38,6 +38,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/005_plan_epoch.sql")),
     M::up(include_str!("migrations/006_derivation.sql")),
     M::up(include_str!("migrations/007_whapi_ownership.sql")),
+    M::up(include_str!("migrations/008_telegram_account.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 

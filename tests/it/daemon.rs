@@ -615,3 +615,127 @@ async fn a_source_under_a_missing_mount_point_is_picked_up_on_the_rescan_tick() 
         .unwrap();
     assert!(status.success());
 }
+
+impl Running {
+    fn stop(mut self) {
+        signal(self.0.id(), "TERM");
+        assert!(self.0.wait().unwrap().success());
+    }
+}
+
+async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Issue 12.4: after the daemon's own imports, a contact deleted in the app that brings the
+/// list back to what it was before them is noticed (a kept hash from before our imports
+/// would answer "not modified") and imported again.
+#[tokio::test]
+async fn a_contact_deleted_in_the_app_after_the_daemons_own_imports_is_noticed() {
+    let server = registering_server(ServerOptions::default()).await;
+    {
+        // Someone added by hand: the list before our imports is not empty (its hash not 0).
+        let mut state = server.state();
+        let friend = state.account.register("+4930123456", false);
+        state.account.contacts.insert(
+            friend,
+            crate::telegram::ContactEntry {
+                user_id: friend,
+                phone: "4930123456".into(),
+                first_name: "Added By Hand".into(),
+                last_name: String::new(),
+            },
+        );
+    }
+    let daemon = Daemon::prepare(
+        &server,
+        0..1,
+        "",
+        "[watch]\ndebounce = \"100ms\"\n",
+        "reconcile_interval = 1\n",
+    );
+    let child = Running(daemon.command().spawn().unwrap());
+    let ours = phone(0)[1..].to_owned();
+    let has_ours = |server: &TestServer| {
+        server
+            .state()
+            .account
+            .contacts
+            .values()
+            .any(|c| c.phone == ours)
+    };
+    wait_until("the first import", Duration::from_secs(20), || {
+        has_ours(&server)
+    })
+    .await;
+    // At once, before the next reconcile: deleted in the app, the list is as before.
+    server
+        .state()
+        .account
+        .contacts
+        .retain(|_, c| c.phone != ours);
+    let deleted = server.call_count();
+    wait_until(
+        "the contact deleted in the app imported again",
+        Duration::from_secs(10),
+        || has_ours(&server),
+    )
+    .await;
+    let asked: Vec<i64> = server.calls()[deleted..]
+        .iter()
+        .filter(|c| c.method == "contacts.getContacts")
+        .map(|c| {
+            c.decode::<grammers_tl_types::functions::contacts::GetContacts>()
+                .hash
+        })
+        .collect();
+    assert_eq!(
+        asked.first(),
+        Some(&0),
+        "the whole list after our own import"
+    );
+    child.stop();
+}
+
+/// Issue 17.1 through `run`: a FLOOD_WAIT on getContacts pauses the account; neither the
+/// sender's beat nor a change in the address book calls anything before it ends.
+#[tokio::test]
+async fn run_calls_nothing_during_a_flood_wait_on_get_contacts() {
+    let server = registering_server(ServerOptions::default()).await;
+    server.fail_next("contacts.getContacts", Fault::rpc(420, "FLOOD_WAIT_3600"));
+    let daemon = Daemon::prepare(
+        &server,
+        0..2,
+        "",
+        "[watch]\ndebounce = \"100ms\"\n",
+        "reconcile_interval = 1\n",
+    );
+    let child = Running(daemon.command().spawn().unwrap());
+    wait_until("the first getContacts", Duration::from_secs(20), || {
+        !server.calls_to("contacts.getContacts").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write_vdir(&daemon.book, 2..3);
+    // Several beats of the sender (1 s) and the planner's pass for the new card.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let contacts_calls: Vec<String> = server
+        .calls()
+        .iter()
+        .filter(|c| c.method.starts_with("contacts."))
+        .map(|c| c.method.clone())
+        .collect();
+    assert_eq!(
+        contacts_calls,
+        ["contacts.getContacts"],
+        "nothing during the wait"
+    );
+    let store = Store::open_read_only(&daemon.dir.path().join("state")).unwrap();
+    let account = store.account("telegram").unwrap().unwrap();
+    assert!(account.paused_until.is_some(), "{account:?}");
+    child.stop();
+}

@@ -319,7 +319,8 @@ async fn login_with_code_and_password_through_the_prompt_survives_a_reopen() {
         contactsyncd::backend::login::login(telegram, &setup.config.state_dir, &mut prompt)
             .await
             .expect("logged in");
-    assert_eq!(account.user_id, 1);
+    assert_eq!(account.account.user_id, 1);
+    assert_eq!(account.set_aside, None, "a first login sets nothing aside");
     assert!(
         prompt.told.iter().any(|t| t.contains("not right")),
         "{:?}",
@@ -654,7 +655,7 @@ async fn login_follows_phone_migrate_to_the_accounts_dc_without_copying_a_login(
         contactsyncd::backend::login::login(telegram, &setup.config.state_dir, &mut prompt)
             .await
             .expect("logged in");
-    assert_eq!(account.user_id, 1);
+    assert_eq!(account.account.user_id, 1);
     let logins: Vec<(String, i32)> = calls_by_dc(&setup.server, 0)
         .into_iter()
         .filter(|(method, _)| method.starts_with("auth."))
@@ -679,4 +680,498 @@ async fn login_follows_phone_migrate_to_the_accounts_dc_without_copying_a_login(
             .iter()
             .all(|(_, dc)| *dc == 3)
     );
+}
+
+/// Runs the real binary on the setup's configuration (on a blocking thread: the test server
+/// lives on this runtime).
+async fn binary(setup: &Setup, args: &[&str]) -> std::process::Output {
+    let mut all = vec![
+        "--config".to_owned(),
+        setup.config.file.to_str().unwrap().to_owned(),
+    ];
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        crate::support::contactsyncd(&refs, &[])
+    })
+    .await
+    .unwrap()
+}
+
+impl Setup {
+    /// Adds lines to `[telegram]` (the last table of the configuration).
+    fn with_telegram_lines(mut self, lines: &str) -> Self {
+        let mut text = std::fs::read_to_string(&self.config.file).unwrap();
+        text.push_str(lines);
+        std::fs::write(&self.config.file, &text).unwrap();
+        self.config = config::parse(&text, &self.config.file).unwrap();
+        self
+    }
+
+    fn calls_since(&self, from: usize) -> Vec<crate::telegram::Call> {
+        self.server.calls().split_off(from)
+    }
+}
+
+/// Issue 17.4 / 12.4 from the CLI: the list hash survives the process, and our own writes
+/// drop it: a contact deleted in the app right after our import, which brings the list back
+/// to the one the kept hash describes, is still noticed. With nothing changed, a pass costs
+/// one getContacts answered "not modified".
+#[tokio::test]
+async fn sync_once_keeps_the_list_hash_and_our_own_imports_drop_it() {
+    let setup = Setup::new(100, 30)
+        .await
+        .with_telegram_lines("reconcile_interval = 1\n");
+    let ours = phone(0)[1..].to_owned();
+    {
+        // Someone added by hand: the list before our import has a hash (not 0).
+        let mut state = setup.server.state();
+        let friend = state.account.register("+4930123456", false);
+        state.account.contacts.insert(
+            friend,
+            crate::telegram::ContactEntry {
+                user_id: friend,
+                phone: "4930123456".into(),
+                first_name: "Added By Hand".into(),
+                last_name: String::new(),
+            },
+        );
+    }
+    write_vdir(&setup.book(), 0..1);
+    let hash_of = |call: &crate::telegram::Call| {
+        call.decode::<grammers_tl_types::functions::contacts::GetContacts>()
+            .hash
+    };
+    let has_ours = || {
+        setup
+            .server
+            .state()
+            .account
+            .contacts
+            .values()
+            .any(|c| c.phone == ours)
+    };
+    let pass = || async {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let before = setup.server.call_count();
+        let output = binary(&setup, &["sync", "--once"]).await;
+        assert!(
+            output.status.success(),
+            "{}",
+            crate::support::stderr(&output)
+        );
+        setup.calls_since(before)
+    };
+    let first = pass().await;
+    assert!(has_ours());
+    assert_ne!(
+        first
+            .iter()
+            .find(|c| c.method == "contacts.getContacts")
+            .map(hash_of),
+        None
+    );
+    // Deleted in the app: the list is again the one before our import.
+    setup
+        .server
+        .state()
+        .account
+        .contacts
+        .retain(|_, c| c.phone != ours);
+    let second = pass().await;
+    let asked: Vec<i64> = second
+        .iter()
+        .filter(|c| c.method == "contacts.getContacts")
+        .map(hash_of)
+        .collect();
+    assert_eq!(asked, [0], "after our own import the whole list is read");
+    assert!(
+        has_ours(),
+        "the contact deleted in the app is imported again"
+    );
+    // Our re-import dropped the hash again; then nothing changes.
+    pass().await;
+    let calls = pass().await;
+    let contacts_calls: Vec<&crate::telegram::Call> = calls
+        .iter()
+        .filter(|c| c.method.starts_with("contacts."))
+        .collect();
+    assert_eq!(
+        contacts_calls.len(),
+        1,
+        "{:?}",
+        calls.iter().map(|c| &c.method).collect::<Vec<_>>()
+    );
+    assert_eq!(contacts_calls[0].method, "contacts.getContacts");
+    let server_hash = setup.server.state().account.contacts_hash();
+    assert_eq!(hash_of(contacts_calls[0]), server_hash, "not modified");
+}
+
+/// Issue 17.1: a FLOOD_WAIT on getContacts pauses the account, persisted; nothing of it is
+/// called before the wait ends, then everything goes through.
+#[tokio::test]
+async fn a_flood_wait_on_get_contacts_pauses_the_account() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..2);
+    setup
+        .server
+        .fail_next("contacts.getContacts", Fault::rpc(420, "FLOOD_WAIT_3600"));
+    let clock = ManualClock::new();
+    let first = setup.sync(&clock).await;
+    assert!(
+        matches!(first.accounts[0].stop, Some(Stop::Paused { .. })),
+        "{first:?}"
+    );
+    assert_eq!(setup.server.calls_to("contacts.getContacts").len(), 1);
+    assert!(setup.server.calls_to("contacts.importContacts").is_empty());
+    let before = setup.server.call_count();
+    clock.advance(3000);
+    let second = setup.sync(&clock).await;
+    assert!(
+        matches!(second.accounts[0].stop, Some(Stop::Paused { .. })),
+        "{second:?}"
+    );
+    assert_eq!(
+        setup.server.call_count(),
+        before,
+        "nothing is called during the wait"
+    );
+    clock.advance(601);
+    let third = setup.sync(&clock).await;
+    assert_eq!(third.accounts[0].imported, 2, "{third:?}");
+    assert_eq!(setup.server.calls_to("contacts.getContacts").len(), 2);
+}
+
+/// Issue 17.1 through the binary: two `sync --once` within a FLOOD_WAIT on getContacts; the
+/// second calls nothing at all.
+#[tokio::test]
+async fn two_sync_once_within_a_flood_wait_on_get_contacts_the_second_calls_nothing() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..2);
+    setup
+        .server
+        .fail_next("contacts.getContacts", Fault::rpc(420, "FLOOD_WAIT_3600"));
+    let first = binary(&setup, &["sync", "--once"]).await;
+    assert!(first.status.success(), "{}", crate::support::stderr(&first));
+    let out = crate::support::stdout(&first);
+    assert!(out.contains("paused until"), "{out}");
+    let before = setup.server.call_count();
+    let second = binary(&setup, &["sync", "--once"]).await;
+    assert!(
+        second.status.success(),
+        "{}",
+        crate::support::stderr(&second)
+    );
+    assert!(
+        crate::support::stdout(&second).contains("paused until"),
+        "{}",
+        crate::support::stdout(&second)
+    );
+    assert_eq!(
+        setup
+            .calls_since(before)
+            .iter()
+            .map(|c| c.method.clone())
+            .collect::<Vec<_>>(),
+        Vec::<String>::new(),
+        "the second pass calls nothing"
+    );
+    let list = binary(&setup, &["remote", "list"]).await;
+    assert!(list.status.success(), "{}", crate::support::stderr(&list));
+    assert!(
+        crate::support::stdout(&list).contains("paused until"),
+        "{}",
+        crate::support::stdout(&list)
+    );
+    assert_eq!(setup.server.call_count(), before, "nor does `remote list`");
+    assert!(setup.server.calls_to("contacts.importContacts").is_empty());
+}
+
+/// Issue 12.5: a batch refused as a whole is split until the refused number is alone; the
+/// others go through; the refused one is held a day (or until its card changes) and
+/// listed, redacted, by `status`.
+#[tokio::test]
+async fn a_refused_import_is_found_by_splitting_and_held_alone() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..5);
+    setup
+        .server
+        .state()
+        .account
+        .refuse
+        .insert(phone(2)[1..].to_owned(), "PHONE_NUMBER_INVALID".into());
+    let clock = ManualClock::new();
+    let report = setup.sync(&clock).await;
+    assert_eq!(
+        (report.accounts[0].imported, report.accounts[0].rejected),
+        (4, 1),
+        "{report:?}"
+    );
+    assert_eq!(report.accounts[0].queued_batches, 0);
+    let sizes: Vec<usize> = setup.imports().iter().map(Vec::len).collect();
+    assert_eq!(
+        sizes,
+        [5, 3, 2, 2, 1],
+        "halves until the refused one is alone"
+    );
+    assert_eq!(setup.server.state().account.contacts.len(), 4);
+
+    let status = crate::support::stdout(&binary(&setup, &["status"]).await);
+    let redacted = contactsyncd::phone::redact(&phone(2));
+    assert!(
+        status.contains(&format!(
+            "rejected import {redacted}: 400 PHONE_NUMBER_INVALID"
+        )),
+        "{status}"
+    );
+    assert!(!status.contains(&phone(2)), "redacted: {status}");
+
+    // Not again on the next pass; again after a day.
+    let calls = setup.imports().len();
+    clock.advance(3600);
+    setup.sync(&clock).await;
+    assert_eq!(setup.imports().len(), calls);
+    clock.advance(24 * 3600);
+    setup.server.state().account.refuse.clear();
+    setup.sync(&clock).await;
+    assert_eq!(setup.imports().len(), calls + 1);
+    assert_eq!(setup.imports().last().unwrap()[0].0, phone(2));
+    assert_eq!(setup.server.state().account.contacts.len(), 5);
+}
+
+/// Issue 12.5: a refused delete is held, not planned again on every pass.
+#[tokio::test]
+async fn a_refused_delete_is_not_planned_again_every_pass() {
+    let setup = Setup::new(100, 30).await;
+    // One delete of five stays within the guard's limits.
+    write_vdir(&setup.book(), 0..5);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    std::fs::remove_file(setup.book().join("00001.vcf")).unwrap();
+    setup
+        .server
+        .state()
+        .account
+        .refuse
+        .insert(phone(1)[1..].to_owned(), "PHONE_NUMBER_INVALID".into());
+    let report = setup.sync(&clock).await;
+    assert_eq!(report.accounts[0].rejected, 1, "{report:?}");
+    assert_eq!(setup.server.calls_to("contacts.deleteByPhones").len(), 1);
+    clock.advance(3600);
+    let again = setup.sync(&clock).await;
+    assert_eq!(again.accounts[0].planned.deletes, 0, "{again:?}");
+    assert_eq!(setup.server.calls_to("contacts.deleteByPhones").len(), 1);
+    let status = crate::support::stdout(&binary(&setup, &["status"]).await);
+    assert!(status.contains("rejected delete +49…01"), "{status}");
+    clock.advance(24 * 3600);
+    setup.server.state().account.refuse.clear();
+    setup.sync(&clock).await;
+    assert_eq!(setup.server.calls_to("contacts.deleteByPhones").len(), 2);
+    assert_eq!(setup.server.state().account.contacts.len(), 4);
+}
+
+/// Issue 12.5: codes Telegram does not list as a refusal (−503 "Timeout", 406, 5xx) are
+/// temporary: the batch stays queued whole and goes through later; nothing is rejected.
+#[tokio::test]
+async fn unknown_error_codes_are_temporary() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..3);
+    let clock = ManualClock::new();
+    for (code, name) in [(-503, "Timeout"), (406, "SOMETHING_NOT_ACCEPTABLE")] {
+        setup
+            .server
+            .fail_next("contacts.importContacts", Fault::rpc(code, name));
+        let report = setup.sync(&clock).await;
+        assert!(
+            matches!(report.accounts[0].stop, Some(Stop::Network { .. })),
+            "{code}: {report:?}"
+        );
+        assert_eq!(report.accounts[0].rejected, 0);
+        assert_eq!(report.accounts[0].queued_batches, 1);
+    }
+    let report = setup.sync(&clock).await;
+    assert_eq!(report.accounts[0].imported, 3, "{report:?}");
+}
+
+/// Issue 17.5: a rename that is queued, or came back for retry, is pending, not in sync.
+#[tokio::test]
+async fn status_counts_queued_and_retrying_renames_as_pending() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..3);
+    setup.sync(&ManualClock::new()).await;
+    std::fs::write(setup.book().join("00001.vcf"), card("New Name", 1)).unwrap();
+    let offline = binary(&setup, &["sync", "--once", "--offline"]).await;
+    assert!(
+        offline.status.success(),
+        "{}",
+        crate::support::stderr(&offline)
+    );
+    let status = crate::support::stdout(&binary(&setup, &["status"]).await);
+    assert!(
+        status.contains("2 in sync (3 imported, 0 saved)"),
+        "{status}"
+    );
+    assert!(status.contains("1 pending"), "{status}");
+    setup.server.fail_next(
+        "contacts.importContacts",
+        Fault::RetryPhones(vec![phone(1)]),
+    );
+    let retried = binary(&setup, &["sync", "--once"]).await;
+    assert!(
+        retried.status.success(),
+        "{}",
+        crate::support::stderr(&retried)
+    );
+    let status = crate::support::stdout(&binary(&setup, &["status", "--json"]).await);
+    let value: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+    let account = &value["accounts"][0];
+    assert_eq!(account["retrying"], 1, "{account}");
+    assert_eq!(
+        (account["in_sync"].as_u64(), account["pending"].as_u64()),
+        (Some(2), Some(1)),
+        "{account}"
+    );
+}
+
+/// Issue 12.6: logging in to another Telegram account sets the old one's mirror and queue
+/// aside: nothing of it deletes or skips anything on the new account, which gets the whole
+/// address book.
+#[tokio::test]
+async fn a_login_to_another_account_sets_the_old_mirror_aside() {
+    let options = ServerOptions {
+        login: Some(crate::telegram::login::LoginSetup {
+            code: "24680".into(),
+            password: None,
+        }),
+        ..ServerOptions::default()
+    };
+    let setup = Setup::with(100, 30, "reimport", options).await;
+    let bea = setup.server.add_user("+15550000002", "Bea");
+    {
+        // Bea has a friend at phone(1) she added by hand.
+        let mut state = setup.server.state();
+        let (_, account) = state
+            .others
+            .iter_mut()
+            .find(|(me, _)| me.user_id == bea)
+            .unwrap();
+        let friend = account.register(&phone(1), false);
+        account.contacts.insert(
+            friend,
+            crate::telegram::ContactEntry {
+                user_id: friend,
+                phone: phone(1)[1..].to_owned(),
+                first_name: "Friend of Bea".into(),
+                last_name: String::new(),
+            },
+        );
+    }
+    let telegram = setup.config.telegram.as_ref().unwrap();
+    let state_dir = &setup.config.state_dir;
+    let prompt = |phone: &'static str| ScriptedPrompt {
+        answers: [phone, "24680"].into(),
+        secrets: Default::default(),
+        told: Vec::new(),
+        asked: Vec::new(),
+    };
+    let first =
+        contactsyncd::backend::login::login(telegram, state_dir, &mut prompt("+15550000000"))
+            .await
+            .unwrap();
+    assert_eq!((first.account.user_id, first.set_aside), (1, None));
+    write_vdir(&setup.book(), 0..3);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    assert_eq!(setup.server.state().account.contacts.len(), 3);
+
+    let kept = contactsyncd::backend::login::logout(telegram, state_dir)
+        .await
+        .unwrap();
+    assert_eq!(kept.contacts, 3);
+    // A new login would make a new key with Telegram; the test server knows only its own.
+    TelegramSession::import(state_dir, &setup.server.session_data()).unwrap();
+    // Card 1 leaves the address book: with A's mirror, B's own contact there would go.
+    std::fs::remove_file(setup.book().join("00001.vcf")).unwrap();
+    let second =
+        contactsyncd::backend::login::login(telegram, state_dir, &mut prompt("+15550000002"))
+            .await
+            .unwrap();
+    assert_eq!(second.account.user_id, bea);
+    let aside = second.set_aside.expect("A's mirror set aside");
+    assert_eq!((aside.key.as_str(), aside.contacts), ("telegram@1", 3));
+
+    clock.advance(60);
+    let report = setup.sync(&clock).await;
+    assert_eq!(report.accounts[0].imported, 2, "{report:?}");
+    assert!(setup.server.calls_to("contacts.deleteByPhones").is_empty());
+    {
+        let state = setup.server.state();
+        assert_eq!(state.me.user_id, bea);
+        let mut names: Vec<&str> = state
+            .account
+            .contacts
+            .values()
+            .map(|c| c.first_name.as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["Friend of Bea", "Person 0", "Person 2"]);
+    }
+
+    let status = crate::support::stdout(&binary(&setup, &["status"]).await);
+    assert!(status.contains("telegram@1: 3 in sync"), "{status}");
+    assert!(status.contains("set aside"), "{status}");
+}
+
+/// Issue 17.2: reconciliation matches by user. A contact who changed their number on
+/// Telegram, or hides it, is not "deleted in the app" (no re-import of the old number); the
+/// change is reported; when the card leaves, the person is deleted by user.
+#[tokio::test]
+async fn a_contact_who_changes_or_hides_their_number_is_matched_by_user() {
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..5);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    let moved = {
+        let mut state = setup.server.state();
+        state.account.change_phone(&phone(1), "+4917099999999");
+        let hidden = state
+            .account
+            .contacts
+            .values()
+            .find(|c| c.phone == phone(2)[1..])
+            .unwrap()
+            .user_id;
+        state.account.phone_hidden.insert(hidden);
+        state
+            .account
+            .contacts
+            .values()
+            .find(|c| c.phone == "4917099999999")
+            .unwrap()
+            .user_id
+    };
+    clock.advance(6 * 3600 + 1);
+    let report = setup.sync(&clock).await;
+    assert_eq!(report.accounts[0].planned.new, 0, "{report:?}");
+    assert_eq!(
+        setup.imports().len(),
+        1,
+        "no re-import of the old or hidden number"
+    );
+    let status = crate::support::stdout(&binary(&setup, &["status"]).await);
+    assert!(
+        status.contains("number changed on Telegram: +49…01 now shows +49…99"),
+        "{status}"
+    );
+    assert!(!status.contains("4917099999999"), "redacted: {status}");
+
+    std::fs::remove_file(setup.book().join("00001.vcf")).unwrap();
+    setup.sync(&clock).await;
+    assert_eq!(setup.server.calls_to("contacts.deleteContacts").len(), 1);
+    let state = setup.server.state();
+    assert!(
+        !state.account.contacts.contains_key(&moved),
+        "the person is gone, not only the old string"
+    );
+    assert_eq!(state.account.contacts.len(), 4);
 }

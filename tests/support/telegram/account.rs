@@ -40,6 +40,11 @@ pub struct Account {
     /// Numbers without an account that this many Telegram users have saved: they come back
     /// in `popular_invites`.
     pub popular: BTreeMap<String, i32>,
+    /// A call that carries one of these phones (digits) is refused as a whole with this
+    /// 400 error, naming no item (importContacts and deleteByPhones).
+    pub refuse: BTreeMap<String, String>,
+    /// Users who hide their number: getContacts lists them without a phone.
+    pub phone_hidden: std::collections::BTreeSet<i64>,
     next_user_id: i64,
 }
 
@@ -168,6 +173,30 @@ impl Account {
         }
     }
 
+    /// A user changes their number (their user id stays): `old` no longer finds them.
+    pub fn change_phone(&mut self, old: &str, new: &str) {
+        let (old, new) = (digits(old), digits(new));
+        if let Some(person) = self.people.remove(&old) {
+            self.people.insert(new.clone(), person);
+        }
+        for contact in self.contacts.values_mut() {
+            if contact.phone == old {
+                contact.phone = new.clone();
+            }
+        }
+    }
+
+    /// The 400 error for a call carrying a refused phone, if any.
+    pub fn refusal<'a>(
+        &self,
+        phones: impl IntoIterator<Item = &'a String>,
+    ) -> Option<(i32, String)> {
+        phones
+            .into_iter()
+            .find_map(|p| self.refuse.get(&digits(p)))
+            .map(|message| (400, message.clone()))
+    }
+
     /// `contacts.deleteByPhones`
     pub fn delete_by_phones(&mut self, phones: &[String]) {
         for phone in phones {
@@ -242,7 +271,13 @@ impl Account {
                 .values()
                 .map(|c| {
                     let hash = self.people.get(&c.phone).map_or(0, |p| p.access_hash);
-                    user(c, hash, false)
+                    let mut user = user(c, hash, false);
+                    if let tl::enums::User::User(u) = &mut user
+                        && self.phone_hidden.contains(&c.user_id)
+                    {
+                        u.phone = None;
+                    }
+                    user
                 })
                 .collect(),
         })

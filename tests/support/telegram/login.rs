@@ -24,6 +24,8 @@ pub struct LoginSetup {
 pub struct LoginState {
     pub setup: Option<LoginSetup>,
     phone_code_hash: Option<String>,
+    /// The digits of the phone the code was sent to (the user about to log in).
+    phone: Option<String>,
     code_accepted: bool,
     srp: Option<SrpRound>,
 }
@@ -60,6 +62,16 @@ fn random_bytes(n: usize) -> Vec<u8> {
 
 fn authorization(shared: &mut Shared) -> Vec<u8> {
     shared.authorized = true;
+    // Another user than the one logged in before: their own contact list comes with them.
+    if let Some(phone) = shared.login.phone.clone()
+        && phone != shared.me.phone
+        && let Some(at) = shared.others.iter().position(|(me, _)| me.phone == phone)
+    {
+        let (me, account) = shared.others.remove(at);
+        let old_me = std::mem::replace(&mut shared.me, me);
+        let old_account = std::mem::replace(&mut shared.account, account);
+        shared.others.push((old_me, old_account));
+    }
     tl::enums::auth::Authorization::Authorization(tl::types::auth::Authorization {
         setup_password_required: false,
         otherwise_relogin_days: None,
@@ -77,9 +89,11 @@ pub fn send_code(shared: &mut Shared, request: &tl::functions::auth::SendCode) -
     if request.api_hash.is_empty() {
         return Err((400, "API_ID_INVALID".into()));
     }
-    if super::account::digits(&request.phone_number) != shared.me.phone {
+    let phone = super::account::digits(&request.phone_number);
+    if phone != shared.me.phone && !shared.others.iter().any(|(me, _)| me.phone == phone) {
         return Err((400, "PHONE_NUMBER_INVALID".into()));
     }
+    shared.login.phone = Some(phone);
     let hash = format!("hash{:016x}", fastrand::u64(..));
     shared.login.phone_code_hash = Some(hash.clone());
     shared.login.code_accepted = false;

@@ -103,6 +103,9 @@ pub struct Shared {
     /// The account's DC and which DCs' keys are logged in (`authorized` is the master switch:
     /// false, e.g. revoked, logs out every key).
     pub dcs: dc::Dcs,
+    /// Other users who can log in (with the same code and password), each with their own
+    /// contact list; a login as one of them swaps them with `me` and `account`.
+    pub others: Vec<(ContactEntry, Account)>,
     pub login: login::LoginState,
     pub options: ServerOptions,
     /// How many gzip_packed messages arrived (large requests are compressed).
@@ -172,6 +175,7 @@ impl TestServer {
                 first_name: "Test".into(),
                 last_name: "Account".into(),
             },
+            others: Vec::new(),
             options,
             gzip_messages: 0,
             client_info: None,
@@ -249,6 +253,25 @@ impl TestServer {
             .entry(method.to_owned())
             .or_default()
             .push_back(fault);
+    }
+
+    /// Another user who can log in here, with an empty contact list in which every number
+    /// has an account; returns its user id.
+    pub fn add_user(&self, phone: &str, first_name: &str) -> i64 {
+        let mut state = self.state();
+        let user_id = 2 + state.others.len() as i64;
+        let mut account = Account::new();
+        account.rule = account::Registration::All;
+        state.others.push((
+            ContactEntry {
+                user_id,
+                phone: account::digits(phone),
+                first_name: first_name.into(),
+                last_name: String::new(),
+            },
+            account,
+        ));
+        user_id
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -703,11 +726,17 @@ fn dispatch(
                     tl::enums::InputContact::InputPhoneContact(c) => c,
                 })
                 .collect();
+            if let Some(refusal) = shared.account.refusal(contacts.iter().map(|c| &c.phone)) {
+                return Err(refusal);
+            }
             tl::enums::contacts::ImportedContacts::Contacts(shared.account.import(&contacts, retry))
                 .to_bytes()
         }
         "contacts.deleteByPhones" => {
             let request: tl::functions::contacts::DeleteByPhones = decode(body)?;
+            if let Some(refusal) = shared.account.refusal(&request.phones) {
+                return Err(refusal);
+            }
             shared.account.delete_by_phones(&request.phones);
             true.to_bytes()
         }
