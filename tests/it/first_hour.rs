@@ -67,3 +67,78 @@ fn write_script(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// Every command of the CLI, as the man pages and completions must name them.
+const COMMANDS: [&str; 10] = [
+    "inspect",
+    "check-config",
+    "plan",
+    "sync",
+    "status",
+    "history",
+    "run",
+    "login",
+    "logout",
+    "remote",
+];
+
+#[test]
+fn the_man_pages_are_generated_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man");
+    let out = crate::support::contactsyncd(&["generate", "man", man.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    let main = std::fs::read_to_string(man.join("contactsyncd.1")).unwrap();
+    assert!(main.starts_with(".ie"), "roff: {main}");
+    assert!(main.contains(".TH contactsyncd 1"), "{main}");
+    for command in COMMANDS {
+        assert!(
+            main.contains(&format!(
+                "contactsyncd\\-{}(1)",
+                command.replace('-', "\\-")
+            )),
+            "the main page lists {command}: {main}"
+        );
+        assert!(
+            man.join(format!("contactsyncd-{command}.1")).is_file(),
+            "a page for {command}"
+        );
+    }
+    let sync = std::fs::read_to_string(man.join("contactsyncd-sync.1")).unwrap();
+    for option in ["once", "force\\-delete", "offline", "max\\-wait"] {
+        assert!(
+            sync.contains(&format!("\\-\\-{option}")),
+            "{option}: {sync}"
+        );
+    }
+}
+
+#[test]
+fn the_completions_are_generated_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, file) in [
+        ("bash", "contactsyncd.bash"),
+        ("zsh", "_contactsyncd"),
+        ("fish", "contactsyncd.fish"),
+    ] {
+        let out = crate::support::contactsyncd(
+            &[
+                "generate",
+                "completions",
+                shell,
+                "--dir",
+                dir.path().to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", crate::support::stderr(&out));
+        let script = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        for word in COMMANDS.iter().chain(&["force-delete", "show-phones"]) {
+            assert!(script.contains(word), "{shell} completes {word}");
+        }
+    }
+    // Without --dir the script goes to stdout, for `source <(contactsyncd generate …)`.
+    let out = crate::support::contactsyncd(&["generate", "completions", "bash"], &[]);
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    assert!(crate::support::stdout(&out).contains("complete -F _contactsyncd"));
+}
