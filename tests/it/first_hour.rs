@@ -142,3 +142,59 @@ fn the_completions_are_generated_from_the_command_line() {
     assert!(out.status.success(), "{}", crate::support::stderr(&out));
     assert!(crate::support::stdout(&out).contains("complete -F _contactsyncd"));
 }
+
+/// `cargo run --example demo` (built by `cargo test`): the example book reaches the sandbox
+/// server, the rename arrives, a quiet sync sends nothing, and the demo leaves no file in
+/// the temporary directory or in the home directory.
+#[test]
+fn the_demo_shows_the_sync_and_the_rename_and_leaves_nothing_behind() {
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples/demo");
+    assert!(
+        example.exists(),
+        "cargo test builds the example: {}",
+        example.display()
+    );
+    let home = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(&example)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("TMPDIR", tmp.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let stdout = crate::support::stdout(&out);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        crate::support::stderr(&out)
+    );
+    let holds: Vec<&str> = stdout
+        .split("The sandbox server now holds")
+        .skip(1)
+        .collect();
+    assert_eq!(holds.len(), 2, "{stdout}");
+    assert!(
+        holds[0].contains("+4915123456789   Anna Schmidt\n"),
+        "{stdout}"
+    );
+    assert!(holds[0].contains("Rohrblitz GmbH"), "{stdout}");
+    assert!(
+        holds[1].contains("+4915123456789   Anna Schmidt-Berg   ← renamed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(contacts.importContacts calls during this sync: 0)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the demo left nothing behind"), "{stdout}");
+    let left = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
+    assert_eq!(left(tmp.path()), 0, "files left in TMPDIR");
+    assert_eq!(left(home.path()), 0, "files left in HOME");
+}
