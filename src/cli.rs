@@ -17,6 +17,7 @@ use crate::phone::{DefaultRegion, Validity};
 use crate::source;
 use crate::vcard::{self, CardOutcome, FileSummary};
 
+mod generate;
 mod state;
 
 /// Exit codes, documented in the README.
@@ -83,6 +84,25 @@ pub enum Command {
     /// The account's contacts as the messenger has them
     #[command(subcommand)]
     Remote(RemoteCommand),
+    /// Man pages and shell completions, rendered from this command line (for packagers)
+    #[command(subcommand)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Write contactsyncd.1 and one page per command (contactsyncd-sync.1, …) into DIR
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the completion script for SHELL, e.g. `contactsyncd generate completions bash`
+    Completions {
+        shell: clap_complete::Shell,
+        /// Write it into DIR under the name the shell looks for instead
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +230,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logout => state::logout(cli.config.as_deref()),
         Command::Remote(RemoteCommand::List { show_phones, json }) => {
             state::remote_list(cli.config.as_deref(), show_phones, json)
+        }
+        Command::Generate(GenerateCommand::Man { dir }) => generate::man(&dir),
+        Command::Generate(GenerateCommand::Completions { shell, dir }) => {
+            generate::completions(shell, dir.as_deref())
         }
     }
 }

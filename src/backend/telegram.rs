@@ -41,18 +41,11 @@ impl Drop for TelegramBackend {
 impl TelegramBackend {
     /// Starts the connection pool on the current tokio runtime.
     pub fn connect(config: &TelegramConfig, session: Arc<TelegramSession>) -> Self {
-        let params = ConnectionParams {
-            retry_policy: Box::new(AutoSleep {
-                tries: std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN),
-                threshold: GRAMMERS_SLEEP_THRESHOLD,
-                io_errors_as_flood_of: None,
-            }),
-            device_model: "contactsyncd".into(),
-            app_version: env!("CARGO_PKG_VERSION").into(),
-            ..ConnectionParams::default()
-        };
-        let SenderPool { runner, handle, .. } =
-            SenderPool::with_configuration(Arc::clone(&session), config.api_id, params);
+        let SenderPool { runner, handle, .. } = SenderPool::with_configuration(
+            Arc::clone(&session),
+            config.api_id,
+            connection_params(),
+        );
         let pool_handle = handle.thin.clone();
         let client = Client::new(handle);
         let pool = tokio::spawn(async move {
@@ -183,6 +176,31 @@ fn migration_failed(to: i32, err: BackendError) -> BackendError {
             "the login could not be carried over to data centre {to} ({reason})"
         )),
         other => other,
+    }
+}
+
+/// What every connection tells Telegram in `initConnection` (shown under the account's
+/// active sessions). Every field is set here: grammers' `ConnectionParams::default()` asks
+/// `os_info`, which runs `lsb_release -a` (a Python script), `getconf` and `uname` on each
+/// call, and a hardened service should never fork a helper to say which OS it runs on.
+fn connection_params() -> ConnectionParams {
+    ConnectionParams {
+        device_model: "contactsyncd".into(),
+        system_version: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        app_version: env!("CARGO_PKG_VERSION").into(),
+        system_lang_code: "en".into(),
+        lang_code: "en".into(),
+        use_ipv6: false,
+        retry_policy: Box::new(AutoSleep {
+            tries: std::num::NonZeroU32::new(2).unwrap_or(std::num::NonZeroU32::MIN),
+            threshold: GRAMMERS_SLEEP_THRESHOLD,
+            io_errors_as_flood_of: None,
+        }),
+        updates_channel_capacity: std::num::NonZeroUsize::new(100)
+            .unwrap_or(std::num::NonZeroUsize::MIN),
+        // Hidden by grammers "to encourage the struct update syntax with a default", which
+        // is exactly what must not run here.
+        __non_exhaustive: (),
     }
 }
 

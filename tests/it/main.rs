@@ -7,6 +7,7 @@ mod corpus;
 mod daemon;
 mod dialects;
 mod fake_backend;
+mod first_hour;
 mod model;
 mod robustness;
 mod support;
