@@ -115,6 +115,16 @@ pub enum RemoteCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write the remote contacts into DIR as vCard 4.0 files, one per contact (a vdir);
+    /// running it again updates DIR in place
+    Export {
+        /// The folder to write; created (mode 0700) if missing. Only files named
+        /// `contactsyncd-ACCOUNT-….vcf` are ever replaced or removed in it
+        dir: PathBuf,
+        /// Only this account (`telegram`, `whatsapp`); default: every connected one
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +240,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logout => state::logout(cli.config.as_deref()),
         Command::Remote(RemoteCommand::List { show_phones, json }) => {
             state::remote_list(cli.config.as_deref(), show_phones, json)
+        }
+        Command::Remote(RemoteCommand::Export { dir, account }) => {
+            state::remote_export(cli.config.as_deref(), &dir, account.as_deref())
         }
         Command::Generate(GenerateCommand::Man { dir }) => generate::man(&dir),
         Command::Generate(GenerateCommand::Completions { shell, dir }) => {

@@ -20,6 +20,8 @@ pub mod contact;
 pub mod daemon;
 /// Desired set × mirror → sorted plan; the deletion guard.
 pub mod diff;
+/// The remote's contacts as vCard 4.0 files (`remote export`).
+pub mod export;
 /// Raw TEL value → E.164, and redaction for logs.
 pub mod phone;
 /// Finding the vCard files of a source; the incremental scan.

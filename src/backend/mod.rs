@@ -127,6 +127,8 @@ pub struct RemoteContact {
     pub first_name: String,
     pub last_name: String,
     pub user_id: Option<i64>,
+    /// The contact's public username (Telegram), when the remote shows one.
+    pub username: Option<String>,
 }
 
 /// The accounts the configuration sets up, connected (needs a tokio runtime). Telegram

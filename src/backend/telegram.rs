@@ -338,6 +338,7 @@ impl Backend for TelegramBackend {
                             first_name: u.first_name.clone().unwrap_or_default(),
                             last_name: u.last_name.clone().unwrap_or_default(),
                             user_id: Some(u.id),
+                            username: u.username.clone(),
                         }),
                         tl::enums::User::Empty(_) => None,
                     })

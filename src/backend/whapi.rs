@@ -362,6 +362,7 @@ impl Backend for WhapiBackend {
                                     first_name: c.name.unwrap_or_default(),
                                     last_name: String::new(),
                                     user_id: None,
+                                    username: None,
                                 },
                             )
                         }),

@@ -1,12 +1,15 @@
 //! The commands that work with the state: `plan`, `sync --once`, `status`, `history`.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::Context;
 use serde_json::json;
 
 use super::{Failure, HistoryArgs, PlanArgs, SyncArgs, exit};
+use crate::backend::RemoteContact;
 use crate::config::{self, Config};
 use crate::phone::redact;
 use crate::store::{Owner, Store, StoreError};
@@ -291,69 +294,75 @@ pub fn logout(config_path: Option<&Path>) -> Result<(), Failure> {
     Ok(())
 }
 
-pub fn remote_list(
-    config_path: Option<&Path>,
-    show_phones: bool,
-    json: bool,
-) -> Result<(), Failure> {
-    let config = config::load(config_path)?;
-    if backend::configured_names(&config).is_empty() {
-        return Err(Failure {
-            code: exit::CONFIG,
-            error: anyhow::anyhow!("no backend configured: add [telegram] or [whatsapp]"),
-        });
-    }
-    let now = SystemClock.now();
-    let state = match Store::open_read_only(&config.state_dir) {
-        Ok(store) => Some(store),
-        Err(StoreError::Missing { .. }) => None,
-        Err(err) => return Err(store_failure(err)),
-    };
-    // An account the server asked to wait is not called before the wait ends.
-    let mut paused = std::collections::BTreeMap::new();
-    if let Some(store) = &state {
-        for account in store.accounts().map_err(store_failure)? {
-            if let Some(until) = account.paused_until.filter(|u| *u > now) {
-                let reason = account.pause_reason.unwrap_or_default();
-                paused.insert(account.backend, (until, reason));
+/// What the `remote` commands share: the configured accounts, connected, with the state
+/// (who owns which contact) and the accounts' pauses.
+struct Remote {
+    runtime: tokio::runtime::Runtime,
+    state: Option<Store>,
+    /// Accounts the server asked to wait: not called before the wait ends.
+    paused: std::collections::BTreeMap<String, (i64, String)>,
+    backends: Vec<Box<dyn backend::Backend>>,
+}
+
+impl Remote {
+    fn open(config: &Config) -> Result<Self, Failure> {
+        if backend::configured_names(config).is_empty() {
+            return Err(Failure {
+                code: exit::CONFIG,
+                error: anyhow::anyhow!("no backend configured: add [telegram] or [whatsapp]"),
+            });
+        }
+        let now = SystemClock.now();
+        let state = match Store::open_read_only(&config.state_dir) {
+            Ok(store) => Some(store),
+            Err(StoreError::Missing { .. }) => None,
+            Err(err) => return Err(store_failure(err)),
+        };
+        let mut paused = std::collections::BTreeMap::new();
+        if let Some(store) = &state {
+            for account in store.accounts().map_err(store_failure)? {
+                if let Some(until) = account.paused_until.filter(|u| *u > now) {
+                    let reason = account.pause_reason.unwrap_or_default();
+                    paused.insert(account.backend, (until, reason));
+                }
             }
         }
+        let runtime = runtime()?;
+        let backends = {
+            let _entered = runtime.enter();
+            backend::configured(config)
+        };
+        if backends.is_empty() {
+            return Err(Failure {
+                code: exit::LOGIN_REQUIRED,
+                error: anyhow::anyhow!("not logged in to Telegram: run `contactsyncd login`"),
+            });
+        }
+        Ok(Self {
+            runtime,
+            state,
+            paused,
+            backends,
+        })
     }
-    let ours: std::collections::BTreeSet<String> = match &state {
-        Some(store) => store
-            .stored_phones()
-            .map_err(store_failure)?
-            .into_values()
-            .flatten()
-            .map(|p| p.e164)
-            .collect(),
-        None => Default::default(),
-    };
-    let runtime = runtime()?;
-    let _entered = runtime.enter();
-    let mut backends = backend::configured(&config);
-    if backends.is_empty() {
-        return Err(Failure {
-            code: exit::LOGIN_REQUIRED,
-            error: anyhow::anyhow!("not logged in to Telegram: run `contactsyncd login`"),
-        });
-    }
-    let mut w = out();
-    for backend in &mut backends {
+
+    /// The i-th account's whole contact list and who owns each, or why it was not asked
+    /// (a pause the server asked for).
+    fn contacts(
+        &mut self,
+        index: usize,
+    ) -> Result<Result<(Vec<RemoteContact>, BTreeMap<String, Owner>), String>, Failure> {
+        let backend = &mut self.backends[index];
         let name = backend.name().to_owned();
-        if let Some((until, reason)) = paused.get(&name) {
-            let note = format!(
+        if let Some((until, reason)) = self.paused.get(&name) {
+            return Ok(Err(format!(
                 "{name}: paused until {} ({reason}); not asked, to honour the server's wait",
                 format_time(*until)
-            );
-            if json {
-                eprintln!("{note}");
-            } else {
-                writeln!(w, "{note}")?;
-            }
-            continue;
+            )));
         }
-        let contacts = runtime
+        let _entered = self.runtime.enter();
+        let contacts = self
+            .runtime
             .block_on(backend.remote_contacts())
             .map_err(|e| Failure {
                 code: match e {
@@ -364,9 +373,44 @@ pub fn remote_list(
                 error: anyhow::anyhow!("{name}: {e}"),
             })?
             .unwrap_or_default();
-        let owners = match &state {
+        let owners = match &self.state {
             Some(store) => store.owners(&name).map_err(store_failure)?,
             None => Default::default(),
+        };
+        Ok(Ok((contacts, owners)))
+    }
+}
+
+pub fn remote_list(
+    config_path: Option<&Path>,
+    show_phones: bool,
+    json: bool,
+) -> Result<(), Failure> {
+    let config = config::load(config_path)?;
+    let mut remote = Remote::open(&config)?;
+    let ours: std::collections::BTreeSet<String> = match &remote.state {
+        Some(store) => store
+            .stored_phones()
+            .map_err(store_failure)?
+            .into_values()
+            .flatten()
+            .map(|p| p.e164)
+            .collect(),
+        None => Default::default(),
+    };
+    let mut w = out();
+    for index in 0..remote.backends.len() {
+        let name = remote.backends[index].name().to_owned();
+        let (contacts, owners) = match remote.contacts(index)? {
+            Ok(found) => found,
+            Err(note) => {
+                if json {
+                    eprintln!("{note}");
+                } else {
+                    writeln!(w, "{note}")?;
+                }
+                continue;
+            }
         };
         for c in &contacts {
             // Not in the mirror: added by hand, the user's.
@@ -410,6 +454,118 @@ pub fn remote_list(
         if !json {
             writeln!(w, "{name}: {} contacts", contacts.len())?;
         }
+    }
+    Ok(w.flush()?)
+}
+
+/// `remote export DIR`: each account's contacts as a vdir of vCard 4.0 files, written
+/// atomically (a hidden temporary file, then a rename), rewritten only when they changed;
+/// files of contacts that left are removed (only files this command names: never any other
+/// file in DIR). Contacts contactsyncd did not create are marked with a category.
+pub fn remote_export(
+    config_path: Option<&Path>,
+    dir: &Path,
+    account: Option<&str>,
+) -> Result<(), Failure> {
+    let config = config::load(config_path)?;
+    let mut remote = Remote::open(&config)?;
+    let io = |what: &str, path: &Path, err: std::io::Error| Failure {
+        code: exit::FAILURE,
+        error: anyhow::anyhow!("{what} {}: {err}", path.display()),
+    };
+    if let Some(wanted) = account
+        && !remote.backends.iter().any(|b| b.name() == wanted)
+    {
+        return Err(Failure {
+            code: exit::USAGE,
+            error: anyhow::anyhow!(
+                "no connected account named {wanted:?}; the accounts are: {}",
+                remote
+                    .backends
+                    .iter()
+                    .map(|b| b.name().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    // The export holds numbers and names: private, like the state.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io("cannot create", dir, e))?;
+    let mut w = out();
+    for index in 0..remote.backends.len() {
+        let name = remote.backends[index].name().to_owned();
+        if account.is_some_and(|wanted| wanted != name) {
+            continue;
+        }
+        let (contacts, owners) = match remote.contacts(index)? {
+            Ok(found) => found,
+            Err(note) => {
+                writeln!(w, "{note}")?;
+                continue;
+            }
+        };
+        let cards: Vec<crate::export::ExportedCard> = contacts
+            .iter()
+            .filter_map(|c| {
+                let ours = owners.get(&c.e164) == Some(&Owner::Contactsyncd);
+                crate::export::card(&name, c, ours)
+            })
+            .collect();
+        let (mut written, mut unchanged, mut removed) = (0, 0, 0);
+        for card in &cards {
+            let path = dir.join(&card.file_name);
+            if std::fs::read(&path).is_ok_and(|old| old == card.text.as_bytes()) {
+                unchanged += 1;
+                continue;
+            }
+            let temporary = dir.join(format!(".{}.tmp", card.file_name));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temporary)
+                .and_then(|mut file| {
+                    file.write_all(card.text.as_bytes())?;
+                    file.sync_all()
+                })
+                .map_err(|e| io("cannot write", &temporary, e))?;
+            std::fs::rename(&temporary, &path).map_err(|e| io("cannot write", &path, e))?;
+            written += 1;
+        }
+        let current: std::collections::BTreeSet<&str> =
+            cards.iter().map(|c| c.file_name.as_str()).collect();
+        let prefix = crate::export::file_prefix(&name);
+        for entry in std::fs::read_dir(dir).map_err(|e| io("cannot list", dir, e))? {
+            let entry = entry.map_err(|e| io("cannot list", dir, e))?;
+            let file_name = entry.file_name();
+            let Some(file_name) = file_name.to_str() else {
+                continue;
+            };
+            if file_name.starts_with(&prefix)
+                && file_name.ends_with(".vcf")
+                && !current.contains(file_name)
+            {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| io("cannot remove", &entry.path(), e))?;
+                removed += 1;
+            }
+        }
+        let not_ours = contacts
+            .iter()
+            .filter(|c| owners.get(&c.e164) != Some(&Owner::Contactsyncd))
+            .count();
+        writeln!(
+            w,
+            "{name}: {} contacts in {} ({written} written, {unchanged} unchanged, {removed} removed); {not_ours} not created by contactsyncd, marked CATEGORIES:{}",
+            cards.len(),
+            dir.display(),
+            crate::export::NOT_OURS_CATEGORY
+        )?;
     }
     Ok(w.flush()?)
 }

@@ -1026,6 +1026,7 @@ impl Store {
                 first_name: String::new(),
                 last_name: String::new(),
                 user_id: None,
+                username: None,
             })
             .collect();
         self.apply_reconcile_with_hash(backend, &remote, reimport, None, now)

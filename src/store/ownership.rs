@@ -469,6 +469,7 @@ mod tests {
             first_name: name.into(),
             last_name: String::new(),
             user_id: None,
+            username: None,
         }
     }
 

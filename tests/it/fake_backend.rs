@@ -274,6 +274,7 @@ impl Backend for FakeBackend {
                         first_name: first.clone(),
                         last_name: last.clone(),
                         user_id: account.users.get(e164).copied(),
+                        username: None,
                     })
                     .collect(),
             ))

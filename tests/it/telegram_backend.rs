@@ -1175,3 +1175,143 @@ async fn a_contact_who_changes_or_hides_their_number_is_matched_by_user() {
     );
     assert_eq!(state.account.contacts.len(), 4);
 }
+
+/// `remote export DIR`: the account's contacts as a vdir of vCard 4.0 files (ours plain,
+/// one added by hand marked), rewritten only when changed, files of contacts that left
+/// removed and nothing else touched; pointing a source at the export plans nothing new.
+#[tokio::test]
+async fn remote_export_writes_a_vdir_that_reads_back_as_the_address_book() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new(100, 30).await;
+    write_vdir(&setup.book(), 0..3);
+    let synced = binary(&setup, &["sync", "--once"]).await;
+    assert!(
+        synced.status.success(),
+        "{}",
+        crate::support::stderr(&synced)
+    );
+    {
+        let mut state = setup.server.state();
+        let friend = state.account.register("+4930123456", false);
+        state.account.contacts.insert(
+            friend,
+            crate::telegram::ContactEntry {
+                user_id: friend,
+                phone: "4930123456".into(),
+                first_name: "Added By Hand".into(),
+                last_name: String::new(),
+            },
+        );
+    }
+    let root = setup.book().with_file_name("export");
+    let export = root.to_str().unwrap().to_owned();
+    let first = binary(&setup, &["remote", "export", &export]).await;
+    assert!(first.status.success(), "{}", crate::support::stderr(&first));
+    assert!(
+        crate::support::stdout(&first).contains("4 contacts in"),
+        "{}",
+        crate::support::stdout(&first)
+    );
+    let files = |root: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let exported = files(&root);
+    assert_eq!(exported.len(), 4, "{exported:?}");
+    assert!(
+        exported
+            .iter()
+            .all(|n| n.starts_with("contactsyncd-telegram-user-"))
+    );
+    let texts: Vec<String> = exported
+        .iter()
+        .map(|n| std::fs::read_to_string(root.join(n)).unwrap())
+        .collect();
+    let marked: Vec<&String> = texts
+        .iter()
+        .filter(|t| t.contains("CATEGORIES:Added in the app"))
+        .collect();
+    assert_eq!(marked.len(), 1);
+    assert!(marked[0].contains("FN:Added By Hand"), "{}", marked[0]);
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains(&format!("TEL;VALUE=uri;TYPE=cell:tel:{}", phone(1))))
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join(&exported[0])), 0o600);
+
+    // Pointing a source at the export (without the hand-added one) plans nothing new.
+    let round_trip = setup.book().with_file_name("round-trip.toml");
+    let text = std::fs::read_to_string(&setup.config.file)
+        .unwrap()
+        .replace(
+            "path = \"book\"\n",
+            "path = \"export\"\nexclude_categories = [\"Added in the app\"]\n",
+        );
+    std::fs::write(&round_trip, text).unwrap();
+    let plan = tokio::task::spawn_blocking(move || {
+        crate::support::contactsyncd(
+            &["--config", round_trip.to_str().unwrap(), "plan", "--json"],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(plan.status.success(), "{}", crate::support::stderr(&plan));
+    let plan_text = crate::support::stdout(&plan);
+    assert!(plan_text.contains("\"contacts\":3"), "{plan_text}");
+    for counter in ["new", "renames", "deletes"] {
+        assert!(
+            plan_text.contains(&format!("\"{counter}\":0")),
+            "{counter}: {plan_text}"
+        );
+    }
+
+    // Again: nothing rewritten. A contact gone from the account leaves; other files stay.
+    std::fs::write(root.join("notes.vcf"), "not ours").unwrap();
+    let mtimes = |names: &[String]| -> Vec<std::time::SystemTime> {
+        names
+            .iter()
+            .map(|n| std::fs::metadata(root.join(n)).unwrap().modified().unwrap())
+            .collect()
+    };
+    let before = mtimes(&exported);
+    let again = binary(&setup, &["remote", "export", &export]).await;
+    assert!(
+        crate::support::stdout(&again).contains("(0 written, 4 unchanged, 0 removed)"),
+        "{}",
+        crate::support::stdout(&again)
+    );
+    assert_eq!(mtimes(&exported), before);
+    let ours = phone(2)[1..].to_owned();
+    setup
+        .server
+        .state()
+        .account
+        .contacts
+        .retain(|_, c| c.phone != ours);
+    let after = binary(
+        &setup,
+        &["remote", "export", &export, "--account", "telegram"],
+    )
+    .await;
+    assert!(
+        crate::support::stdout(&after).contains("(0 written, 3 unchanged, 1 removed)"),
+        "{}",
+        crate::support::stdout(&after)
+    );
+    assert_eq!(files(&root).len(), 4, "three contacts and notes.vcf");
+    assert!(root.join("notes.vcf").exists());
+    let unknown = binary(
+        &setup,
+        &["remote", "export", &export, "--account", "signal"],
+    )
+    .await;
+    assert_eq!(unknown.status.code(), Some(2));
+}
