@@ -294,6 +294,9 @@ pub fn logout(config_path: Option<&Path>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// An account's whole contact list, and who owns each number (absent: the user's).
+type Listing = (Vec<RemoteContact>, BTreeMap<String, Owner>);
+
 /// What the `remote` commands share: the configured accounts, connected, with the state
 /// (who owns which contact) and the accounts' pauses.
 struct Remote {
@@ -351,7 +354,7 @@ impl Remote {
     fn contacts(
         &mut self,
         index: usize,
-    ) -> Result<Result<(Vec<RemoteContact>, BTreeMap<String, Owner>), String>, Failure> {
+    ) -> Result<Result<Listing, String>, Failure> {
         let backend = &mut self.backends[index];
         let name = backend.name().to_owned();
         if let Some((until, reason)) = self.paused.get(&name) {
