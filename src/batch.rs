@@ -22,26 +22,61 @@ pub fn import_batches(
     batch_size: usize,
     next_client_id: i64,
 ) -> (Vec<Vec<ImportItem>>, i64) {
-    let mut client_id = next_client_id;
-    let batches = imports
-        .chunks(batch_size.max(1))
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|import| {
-                    let item = ImportItem {
-                        client_id,
-                        e164: import.e164.clone(),
-                        names: import.names.clone(),
-                        rename: import.reason == ImportReason::Rename,
-                    };
-                    client_id += 1;
-                    item
-                })
-                .collect()
-        })
-        .collect();
-    (batches, client_id)
+    let mut numbered = numbered_batches(imports, batch_size, next_client_id);
+    let batches = numbered.by_ref().collect();
+    (batches, numbered.next_client_id())
+}
+
+/// `import_batches`, one batch at a time: a first sync queues 200,000 items, which are
+/// then never held twice.
+pub fn numbered_batches<'a, I: IntoIterator<Item = &'a PlannedImport>>(
+    imports: I,
+    batch_size: usize,
+    next_client_id: i64,
+) -> NumberedBatches<I::IntoIter> {
+    NumberedBatches {
+        imports: imports.into_iter(),
+        batch_size: batch_size.max(1),
+        next_client_id,
+    }
+}
+
+pub struct NumberedBatches<I> {
+    imports: I,
+    batch_size: usize,
+    next_client_id: i64,
+}
+
+impl<I> NumberedBatches<I> {
+    /// The counter's value after the batches taken so far.
+    pub fn next_client_id(&self) -> i64 {
+        self.next_client_id
+    }
+}
+
+impl<'a, I: Iterator<Item = &'a PlannedImport>> Iterator for NumberedBatches<I> {
+    type Item = Vec<ImportItem>;
+
+    fn next(&mut self) -> Option<Vec<ImportItem>> {
+        let mut client_id = self.next_client_id;
+        let batch: Vec<ImportItem> = self
+            .imports
+            .by_ref()
+            .take(self.batch_size)
+            .map(|import| {
+                let item = ImportItem {
+                    client_id,
+                    e164: import.e164.clone(),
+                    names: import.names.clone(),
+                    rename: import.reason == ImportReason::Rename,
+                };
+                client_id += 1;
+                item
+            })
+            .collect();
+        self.next_client_id = client_id;
+        (!batch.is_empty()).then_some(batch)
+    }
 }
 
 pub fn delete_batches(deletes: &[String], batch_size: usize) -> Vec<Vec<String>> {

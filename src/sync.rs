@@ -573,10 +573,14 @@ fn queue_plan(
         );
     }
     // What was queued already (an earlier plan, not sent yet) is no news.
+    let mut queued = change.already_queued_imports.iter();
     plan.imports
-        .retain(|i| !change.already_queued.contains(&i.e164));
-    plan.deletes
-        .retain(|e164| !change.already_queued.contains(e164));
+        .retain(|_| !queued.next().copied().unwrap_or(false));
+    if held.is_none() {
+        let mut queued = change.already_queued_deletes.iter();
+        plan.deletes
+            .retain(|_| !queued.next().copied().unwrap_or(false));
+    }
     Ok(AccountReport {
         backend: name.clone(),
         planned: PlanCounts::of(&plan),

@@ -351,10 +351,7 @@ impl Remote {
 
     /// The i-th account's whole contact list and who owns each, or why it was not asked
     /// (a pause the server asked for).
-    fn contacts(
-        &mut self,
-        index: usize,
-    ) -> Result<Result<Listing, String>, Failure> {
+    fn contacts(&mut self, index: usize) -> Result<Result<Listing, String>, Failure> {
         let backend = &mut self.backends[index];
         let name = backend.name().to_owned();
         if let Some((until, reason)) = self.paused.get(&name) {

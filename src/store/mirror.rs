@@ -115,8 +115,10 @@ pub struct MirrorCounts {
 /// What `queue_plan` changed in the outbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueChange {
-    /// Numbers the plan wants that were already queued exactly so (left as they were).
-    pub already_queued: BTreeSet<String>,
+    /// Per import of the plan: already queued exactly so (left as it was), not news.
+    pub already_queued_imports: Vec<bool>,
+    /// Per delete of the plan, the same.
+    pub already_queued_deletes: Vec<bool>,
     /// Never-sent items the plan no longer wants (removed).
     pub superseded: usize,
     pub batches_created: usize,
@@ -458,56 +460,59 @@ impl Store {
             [backend],
         )?;
         let flying = in_flight(&tx, backend)?;
-        let mut wanted_imports: BTreeMap<&str, &PlannedImport> = imports
-            .iter()
-            .filter(|i| !flying.contains(&i.e164))
-            .map(|i| (i.e164.as_str(), i))
-            .collect();
-        let mut wanted_deletes: BTreeSet<&str> = deletes
-            .iter()
-            .filter(|e| !flying.contains(*e))
-            .map(String::as_str)
-            .collect();
-        let mut change = QueueChange::default();
+        // The plan's lists are sorted by number (the diff's output): planned items are
+        // matched to them by binary search, streamed in, never all held in a map.
+        debug_assert!(imports.windows(2).all(|w| w[0].e164 < w[1].e164));
+        debug_assert!(deletes.windows(2).all(|w| w[0] < w[1]));
+        let mut change = QueueChange {
+            already_queued_imports: vec![false; imports.len()],
+            already_queued_deletes: vec![false; deletes.len()],
+            ..QueueChange::default()
+        };
         {
             let mut planned = tx.prepare(
                 "SELECT b.id, b.kind, i.e164, i.first_name, i.last_name
                  FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
                  WHERE b.backend = ?1 AND b.state = 'planned' ORDER BY b.id, i.e164",
             )?;
-            let rows = planned.query_map([backend], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    Names {
-                        first: row.get(3)?,
-                        last: row.get(4)?,
-                    },
-                ))
-            })?;
+            let mut rows = planned.query([backend])?;
             let mut drop_item =
                 tx.prepare("DELETE FROM outbox_item WHERE batch_id = ?1 AND e164 = ?2")?;
             let mut touched_batches = BTreeSet::new();
-            for row in rows {
-                let (batch_id, kind, e164, names) = row?;
-                if scope.is_some_and(|numbers| !numbers.contains(&e164)) {
+            while let Some(row) = rows.next()? {
+                let batch_id: i64 = row.get(0)?;
+                let e164 = row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
+                if scope.is_some_and(|numbers| !numbers.contains(e164)) {
                     continue;
                 }
-                let still_wanted = if kind == BatchKind::Delete.as_str() {
-                    wanted_deletes.remove(e164.as_str())
-                } else {
-                    match wanted_imports.get(e164.as_str()) {
-                        Some(import) if import.names == names => {
-                            wanted_imports.remove(e164.as_str());
-                            true
+                let still_wanted = !flying.contains(e164)
+                    && if row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?
+                        == BatchKind::Delete.as_str()
+                    {
+                        match deletes.binary_search_by(|d| d.as_str().cmp(e164)) {
+                            Ok(i) if !change.already_queued_deletes[i] => {
+                                change.already_queued_deletes[i] = true;
+                                true
+                            }
+                            _ => false,
                         }
-                        _ => false,
-                    }
-                };
-                if still_wanted {
-                    change.already_queued.insert(e164);
-                } else {
+                    } else {
+                        let names = Names {
+                            first: row.get(3)?,
+                            last: row.get(4)?,
+                        };
+                        match imports.binary_search_by(|i| i.e164.as_str().cmp(e164)) {
+                            Ok(i)
+                                if !change.already_queued_imports[i]
+                                    && imports[i].names == names =>
+                            {
+                                change.already_queued_imports[i] = true;
+                                true
+                            }
+                            _ => false,
+                        }
+                    };
+                if !still_wanted {
                     drop_item.execute(params![batch_id, e164])?;
                     change.superseded += 1;
                     touched_batches.insert(batch_id);
@@ -527,10 +532,19 @@ impl Store {
             [backend],
             |r| r.get(0),
         )?;
-        let imports: Vec<PlannedImport> = wanted_imports.into_values().cloned().collect();
-        let deletes: Vec<String> = wanted_deletes.into_iter().map(str::to_owned).collect();
-        let (import_batches, next) = batch::import_batches(&imports, batch_size, next);
-        let delete_batches = batch::delete_batches(&deletes, batch_size);
+        let new_imports = imports
+            .iter()
+            .zip(&change.already_queued_imports)
+            .filter(|(i, queued)| !**queued && !flying.contains(&i.e164))
+            .map(|(i, _)| i);
+        let mut import_batches = batch::numbered_batches(new_imports, batch_size, next);
+        let new_deletes: Vec<String> = deletes
+            .iter()
+            .zip(&change.already_queued_deletes)
+            .filter(|(e164, queued)| !**queued && !flying.contains(*e164))
+            .map(|(e164, _)| e164.clone())
+            .collect();
+        let delete_batches = batch::delete_batches(&new_deletes, batch_size);
         {
             let mut new_batch = tx.prepare(
                 "INSERT INTO outbox_batch (backend, kind, state, created_at) VALUES (?1, ?2, 'planned', ?3)",
@@ -538,7 +552,7 @@ impl Store {
             let mut new_item = tx.prepare(
                 "INSERT INTO outbox_item (batch_id, e164, first_name, last_name, client_id) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for items in &import_batches {
+            for items in import_batches.by_ref() {
                 new_batch.execute(params![backend, BatchKind::Import.as_str(), now])?;
                 let id = tx.last_insert_rowid();
                 for item in items {
@@ -568,7 +582,7 @@ impl Store {
         }
         tx.execute(
             "UPDATE account SET next_client_id = ?2 WHERE backend = ?1",
-            params![backend, next],
+            params![backend, import_batches.next_client_id()],
         )?;
         tx.commit()?;
         change.in_flight = flying.len();
