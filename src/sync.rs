@@ -332,49 +332,26 @@ pub async fn sync_once(
         .collect();
     let mut report = plan_pass(config, store, &accounts, clock.now(), options)?;
     let mut wait_budget = options.max_wait;
-    let never = tokio_util::sync::CancellationToken::new();
-    for (backend, account) in backends.iter_mut().zip(&mut report.accounts) {
-        send_account(
-            config,
-            store,
-            backend.as_mut(),
-            clock,
-            options,
-            &mut wait_budget,
-            &never,
-            account,
-        )
-        .await?;
-    }
+    let mut send = Sending {
+        config,
+        clock,
+        options,
+        wait_budget: &mut wait_budget,
+    };
+    send.accounts(store, backends, &mut report.accounts).await?;
     // Numbers left to a batch sent again as it was (its reply had been lost), or items
     // dropped just before sending, were not decided by the plan: plan once more, so that a
     // pass that ends quietly leaves the remote equal to the address book.
     let undecided = |a: &AccountReport| a.stop.is_none() && (a.in_flight > 0 || a.superseded > 0);
     if !options.offline && report.accounts.iter().any(undecided) {
         let second = plan_pass(config, store, &accounts, clock.now(), options)?;
-        for ((backend, account), again) in backends
-            .iter_mut()
-            .zip(&mut report.accounts)
-            .zip(second.accounts)
-        {
+        for (account, again) in report.accounts.iter_mut().zip(second.accounts) {
             account.planned.absorb(&again.planned);
             account.superseded += again.superseded;
             account.held = again.held;
             account.queued_batches = again.queued_batches;
-            if account.stop.is_none() {
-                send_account(
-                    config,
-                    store,
-                    backend.as_mut(),
-                    clock,
-                    options,
-                    &mut wait_budget,
-                    &never,
-                    account,
-                )
-                .await?;
-            }
         }
+        send.accounts(store, backends, &mut report.accounts).await?;
     }
     // A reconcile held by the safety limits is held like deletions.
     for account in &mut report.accounts {
@@ -384,6 +361,44 @@ pub async fn sync_once(
     }
     record_pass(store, "sync", &report, started, clock.now())?;
     Ok(report)
+}
+
+/// What `sync --once` sends with: one wait budget over all accounts and rounds.
+struct Sending<'a> {
+    config: &'a Config,
+    clock: &'a dyn Clock,
+    options: &'a SyncOptions,
+    wait_budget: &'a mut u64,
+}
+
+impl Sending<'_> {
+    /// Sends each account's queue into its report; an account a stop ended (a pause, a
+    /// login required, the network) is not tried again in the same pass.
+    async fn accounts(
+        &mut self,
+        store: &mut Store,
+        backends: &mut [Box<dyn Backend>],
+        reports: &mut [AccountReport],
+    ) -> Result<(), SyncError> {
+        let never = tokio_util::sync::CancellationToken::new();
+        for (backend, account) in backends.iter_mut().zip(reports) {
+            if account.stop.is_some() {
+                continue;
+            }
+            send_account(
+                self.config,
+                store,
+                backend.as_mut(),
+                self.clock,
+                self.options,
+                self.wait_budget,
+                &never,
+                account,
+            )
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Scan every source, store what changed, plan every account and queue its batches.

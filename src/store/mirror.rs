@@ -546,32 +546,20 @@ impl Store {
             .collect();
         let delete_batches = batch::delete_batches(&new_deletes, batch_size);
         {
-            let mut new_batch = tx.prepare(
-                "INSERT INTO outbox_batch (backend, kind, state, created_at) VALUES (?1, ?2, 'planned', ?3)",
-            )?;
-            let mut new_item = tx.prepare(
-                "INSERT INTO outbox_item (batch_id, e164, first_name, last_name, client_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
             for items in import_batches.by_ref() {
-                new_batch.execute(params![backend, BatchKind::Import.as_str(), now])?;
-                let id = tx.last_insert_rowid();
-                for item in items {
-                    new_item.execute(params![
-                        id,
-                        item.e164,
-                        item.names.first,
-                        item.names.last,
-                        item.client_id
-                    ])?;
-                }
+                let rows = items
+                    .iter()
+                    .map(|i| (i.e164.as_str(), &i.names, Some(i.client_id)));
+                insert_batch(&tx, backend, BatchKind::Import, now, rows)?;
                 change.batches_created += 1;
             }
+            let no_names = Names {
+                first: String::new(),
+                last: String::new(),
+            };
             for phones in &delete_batches {
-                new_batch.execute(params![backend, BatchKind::Delete.as_str(), now])?;
-                let id = tx.last_insert_rowid();
-                for e164 in phones {
-                    new_item.execute(params![id, e164, "", "", None::<i64>])?;
-                }
+                let rows = phones.iter().map(|e164| (e164.as_str(), &no_names, None));
+                insert_batch(&tx, backend, BatchKind::Delete, now, rows)?;
                 change.batches_created += 1;
             }
             let mut forget_row =
@@ -961,27 +949,12 @@ impl Store {
     /// refuses is found and held alone while the others go through.
     pub fn split_batch(&mut self, batch: &Batch, reason: &str, now: Timestamp) -> Result<()> {
         let tx = self.conn_mut().transaction()?;
-        {
-            let mut new_batch = tx.prepare(
-                "INSERT INTO outbox_batch (backend, kind, state, created_at) VALUES (?1, ?2, 'planned', ?3)",
-            )?;
-            let mut new_item = tx.prepare(
-                "INSERT INTO outbox_item (batch_id, e164, first_name, last_name, client_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let half = batch.items.len().div_ceil(2);
-            for items in batch.items.chunks(half.max(1)) {
-                new_batch.execute(params![batch.backend, batch.kind.as_str(), now])?;
-                let id = tx.last_insert_rowid();
-                for item in items {
-                    new_item.execute(params![
-                        id,
-                        item.e164,
-                        item.names.first,
-                        item.names.last,
-                        item.client_id
-                    ])?;
-                }
-            }
+        let half = batch.items.len().div_ceil(2);
+        for items in batch.items.chunks(half.max(1)) {
+            let rows = items
+                .iter()
+                .map(|i| (i.e164.as_str(), &i.names, i.client_id));
+            insert_batch(&tx, &batch.backend, batch.kind, now, rows)?;
         }
         finish_batch(
             &tx,
@@ -1296,6 +1269,28 @@ fn rename_account(tx: &rusqlite::Transaction<'_>, from: &str, to: &str) -> Resul
         params![from, to],
     )?;
     tx.execute("DELETE FROM account WHERE backend = ?1", [from])?;
+    Ok(())
+}
+
+/// A new planned batch with its items: (number, names, client_id).
+fn insert_batch<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    backend: &str,
+    kind: BatchKind,
+    now: Timestamp,
+    items: impl IntoIterator<Item = (&'a str, &'a Names, Option<i64>)>,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO outbox_batch (backend, kind, state, created_at) VALUES (?1, ?2, 'planned', ?3)",
+    )?
+    .execute(params![backend, kind.as_str(), now])?;
+    let id = tx.last_insert_rowid();
+    let mut new_item = tx.prepare_cached(
+        "INSERT INTO outbox_item (batch_id, e164, first_name, last_name, client_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (e164, names, client_id) in items {
+        new_item.execute(params![id, e164, names.first, names.last, client_id])?;
+    }
     Ok(())
 }
 
