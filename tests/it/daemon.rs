@@ -10,7 +10,20 @@ use crate::sync::{phone, write_vdir};
 use crate::telegram::account::Registration;
 use crate::telegram::{Fault, ServerOptions, TestServer};
 
+/// The notify messages until one with the line `wanted`, that one included.
 fn wait_for(socket: &UnixDatagram, wanted: &str, within: Duration) -> Vec<String> {
+    next_line(socket, |l| l == wanted, within)
+        .map(|(seen, _)| seen)
+        .unwrap_or_else(|seen| panic!("no {wanted} within {within:?}; got {seen:?}"))
+}
+
+/// Reads notify messages until a line matches: (the messages up to that one, the line), or
+/// every message seen when none did within `within`.
+fn next_line(
+    socket: &UnixDatagram,
+    matches: impl Fn(&str) -> bool,
+    within: Duration,
+) -> Result<(Vec<String>, String), Vec<String>> {
     let deadline = Instant::now() + within;
     let mut seen = Vec::new();
     let mut buffer = [0u8; 4096];
@@ -24,14 +37,14 @@ fn wait_for(socket: &UnixDatagram, wanted: &str, within: Duration) -> Vec<String
             .unwrap();
         if let Ok(n) = socket.recv(&mut buffer) {
             let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
-            let found = message.lines().any(|l| l == wanted);
+            let line = message.lines().find(|l| matches(l)).map(str::to_owned);
             seen.push(message);
-            if found {
-                return seen;
+            if let Some(line) = line {
+                return Ok((seen, line));
             }
         }
     }
-    panic!("no {wanted} within {within:?}; got {seen:?}");
+    Err(seen)
 }
 
 fn signal(pid: u32, name: &str) {
@@ -477,26 +490,10 @@ impl Drop for Running {
 
 /// The first message on the notify socket with a line containing `needle`: that line.
 fn wait_for_line_containing(socket: &UnixDatagram, needle: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    let mut buffer = [0u8; 4096];
-    while Instant::now() < deadline {
-        socket
-            .set_read_timeout(Some(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1)),
-            ))
-            .unwrap();
-        if let Ok(n) = socket.recv(&mut buffer) {
-            let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
-            if let Some(line) = message.lines().find(|l| l.contains(needle)) {
-                return line.to_owned();
-            }
-            seen.push(message);
-        }
+    match next_line(socket, |l| l.contains(needle), within) {
+        Ok((_, line)) => line,
+        Err(seen) => panic!("no line with {needle:?} within {within:?}; got {seen:?}"),
     }
-    panic!("no line with {needle:?} within {within:?}; got {seen:?}");
 }
 
 /// A source folder missing at start (a drive not mounted yet) does not stop the daemon: it
