@@ -125,6 +125,22 @@ pub enum RemoteCommand {
         #[arg(long, value_name = "NAME")]
         account: Option<String>,
     },
+    /// Undo: delete from the account every contact contactsyncd added (never one you added
+    /// yourself), and add nothing more to it until `remote resume`
+    ForgetAll {
+        /// Only this account (`telegram`, `whatsapp`); default: every connected one
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Do not ask (without a terminal to ask on, it refuses unless given)
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Sync the account again after `remote forget-all`
+    Resume {
+        /// Only this account; default: every configured one
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +259,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Remote(RemoteCommand::Export { dir, account }) => {
             state::remote_export(cli.config.as_deref(), &dir, account.as_deref())
+        }
+        Command::Remote(RemoteCommand::ForgetAll { account, yes }) => {
+            state::remote_forget_all(cli.config.as_deref(), account.as_deref(), yes)
+        }
+        Command::Remote(RemoteCommand::Resume { account }) => {
+            state::remote_resume(cli.config.as_deref(), account.as_deref())
         }
         Command::Generate(GenerateCommand::Man { dir }) => generate::man(&dir),
         Command::Generate(GenerateCommand::Completions { shell, dir }) => {

@@ -570,6 +570,142 @@ pub fn remote_export(
     Ok(w.flush()?)
 }
 
+/// The configured accounts `--account` names (all without it); a name that is not one is a
+/// usage error.
+fn chosen_accounts(config: &Config, account: Option<&str>) -> Result<Vec<String>, Failure> {
+    let names = backend::configured_names(config);
+    match account {
+        None => Ok(names),
+        Some(wanted) if names.iter().any(|n| n == wanted) => Ok(vec![wanted.to_owned()]),
+        Some(wanted) => Err(Failure {
+            code: exit::USAGE,
+            error: anyhow::anyhow!(
+                "no configured account named {wanted:?}; the accounts are: {}",
+                names.join(", ")
+            ),
+        }),
+    }
+}
+
+/// `remote forget-all`: shows what would go, asks (or takes `--yes`), marks the accounts
+/// as forgetting (persisted: a crash or a pause is resumed by the next `sync --once`, the
+/// daemon, or running this again) and runs a pass that deletes every contact of ours.
+pub fn remote_forget_all(
+    config_path: Option<&Path>,
+    account: Option<&str>,
+    yes: bool,
+) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let config = config::load(config_path)?;
+    let names = chosen_accounts(&config, account)?;
+    if names.is_empty() {
+        return Err(Failure {
+            code: exit::CONFIG,
+            error: anyhow::anyhow!("no backend configured: add [telegram] or [whatsapp]"),
+        });
+    }
+    let mut store = Store::open_for_writing(&config.state_dir).map_err(store_failure)?;
+    let mut w = out();
+    for name in &names {
+        let ours = store
+            .mirror(name)
+            .map_err(store_failure)?
+            .values()
+            .filter(|e| e.state.is_remote())
+            .count();
+        writeln!(
+            w,
+            "{name}: {ours} contacts contactsyncd added will be deleted from the account; contacts you added yourself stay, and nothing is added to it until `contactsyncd remote resume`"
+        )?;
+    }
+    w.flush()?;
+    if !yes {
+        if !io::stdin().is_terminal() {
+            return Err(Failure {
+                code: exit::USAGE,
+                error: anyhow::anyhow!(
+                    "refusing without --yes: there is no terminal to ask on; run `contactsyncd remote forget-all --yes`"
+                ),
+            });
+        }
+        eprint!("Delete them? [y/N] ");
+        let mut answer = String::new();
+        io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            writeln!(w, "nothing changed")?;
+            return Ok(w.flush()?);
+        }
+    }
+    for name in &names {
+        store.set_forgetting(name, true).map_err(store_failure)?;
+    }
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    let mut backends: Vec<_> = backend::configured(&config)
+        .into_iter()
+        .filter(|b| names.iter().any(|n| n == b.name()))
+        .collect();
+    if backends.is_empty() {
+        return Err(Failure {
+            code: exit::LOGIN_REQUIRED,
+            error: anyhow::anyhow!(
+                "not logged in to Telegram: run `contactsyncd login`, then this again (the account is marked, nothing is added to it meanwhile)"
+            ),
+        });
+    }
+    let options = SyncOptions {
+        limits: config.safety,
+        ..SyncOptions::default()
+    };
+    let report = runtime
+        .block_on(sync::sync_once(
+            &config,
+            &mut store,
+            &mut backends,
+            &SystemClock,
+            &options,
+        ))
+        .map_err(|e| Failure {
+            code: exit::FAILURE,
+            error: anyhow::Error::new(e).context("forgetting"),
+        })?;
+    for account in &report.accounts {
+        let left = store
+            .mirror(&account.backend)
+            .map_err(store_failure)?
+            .values()
+            .filter(|e| e.state.is_remote())
+            .count();
+        write!(w, "{}: deleted {}", account.backend, account.deleted)?;
+        match &account.stop {
+            Some(stop) if left > 0 => writeln!(
+                w,
+                "; {left} still to delete: {}. Run `contactsyncd remote forget-all --yes` again later (or let `contactsyncd run` finish it)",
+                describe_stop(stop)
+            )?,
+            _ if left > 0 => writeln!(w, "; {left} still to delete: run this again")?,
+            _ => writeln!(w, "; nothing of contactsyncd's is left on the account")?,
+        }
+    }
+    Ok(w.flush()?)
+}
+
+/// `remote resume`: the accounts sync again after `remote forget-all`.
+pub fn remote_resume(config_path: Option<&Path>, account: Option<&str>) -> Result<(), Failure> {
+    let config = config::load(config_path)?;
+    let names = chosen_accounts(&config, account)?;
+    let store = Store::open_for_writing(&config.state_dir).map_err(store_failure)?;
+    let mut w = out();
+    for name in &names {
+        store.set_forgetting(name, false).map_err(store_failure)?;
+        writeln!(
+            w,
+            "{name}: syncs again from the next pass (`contactsyncd sync --once` or the daemon)"
+        )?;
+    }
+    Ok(w.flush()?)
+}
+
 fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
     let mut w = out();
     if json {
@@ -734,6 +870,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "queued_batches": batches,
                 "queued_items": items,
                 "paused_until": a.paused_until.filter(|u| *u > now),
+                "forgetting": store.is_forgetting(&a.backend).unwrap_or(false),
                 "pause_reason": a.pause_reason,
                 "login_required": a.auth_required,
                 "saved_by_user": owned.saved_by_user,
@@ -818,6 +955,11 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "{} saved numbers without an account are popular on Telegram (worth an invite)",
                 c.popular
             ));
+        }
+        if store.is_forgetting(&a.backend).unwrap_or(false) {
+            parts.push(
+                "FORGOTTEN (remote forget-all): contactsyncd deletes what it added and adds nothing; `contactsyncd remote resume` to sync again".to_owned(),
+            );
         }
         if let Some(until) = a.paused_until.filter(|u| *u > now) {
             parts.push(format!(

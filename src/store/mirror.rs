@@ -617,7 +617,12 @@ impl Store {
             if batch.state == BatchState::Planned {
                 let numbers: BTreeSet<String> =
                     batch.items.iter().map(|i| i.e164.clone()).collect();
-                let wanted = desired_of(self, &numbers)?;
+                // Forgetting: nothing is wanted, every delete of ours goes.
+                let wanted = if self.is_forgetting(backend)? {
+                    BTreeMap::new()
+                } else {
+                    desired_of(self, &numbers)?
+                };
                 let ours = self.mirror_of(backend, &numbers)?;
                 let (keep, stale): (Vec<OutboxItem>, Vec<OutboxItem>) =
                     batch.items.into_iter().partition(|item| match batch.kind {
@@ -725,6 +730,31 @@ impl Store {
             Ok((batch_row(row)?, row.get::<_, u64>(9)?))
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// Whether `remote forget-all` set the account to hold nothing of ours.
+    pub fn is_forgetting(&self, backend: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT forgetting FROM account WHERE backend = ?1",
+                [backend],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .is_some_and(|f| f != 0))
+    }
+
+    /// Sets or clears `forgetting`; what was planned before no longer holds.
+    pub fn set_forgetting(&self, backend: &str, forgetting: bool) -> Result<()> {
+        self.ensure_account(backend)?;
+        self.conn().execute(
+            "UPDATE account SET forgetting = ?2 WHERE backend = ?1",
+            params![backend, forgetting],
+        )?;
+        self.conn()
+            .execute("UPDATE plan_epoch SET epoch = epoch + 1", [])?;
+        Ok(())
     }
 
     /// A batch the server refused before doing any of it (a wait or login error) counts

@@ -39,6 +39,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/006_derivation.sql")),
     M::up(include_str!("migrations/007_whapi_ownership.sql")),
     M::up(include_str!("migrations/008_telegram_account.sql")),
+    M::up(include_str!("migrations/009_forget_all.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 

@@ -1315,3 +1315,133 @@ async fn remote_export_writes_a_vdir_that_reads_back_as_the_address_book() {
     .await;
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+/// `remote forget-all`: refuses without --yes and a terminal; killed half-way (a delete on
+/// the wire) and run again, it leaves no contact of ours and the hand-added one untouched;
+/// the account then gets nothing until `remote resume`.
+#[tokio::test]
+async fn forget_all_deletes_only_ours_survives_a_kill_and_adds_nothing_until_resumed() {
+    let setup = Setup::new(2, 30).await;
+    write_vdir(&setup.book(), 0..5);
+    let synced = binary(&setup, &["sync", "--once"]).await;
+    assert!(
+        synced.status.success(),
+        "{}",
+        crate::support::stderr(&synced)
+    );
+    let friend_phone = "4930123456".to_owned();
+    {
+        let mut state = setup.server.state();
+        let friend = state.account.register("+4930123456", false);
+        state.account.contacts.insert(
+            friend,
+            crate::telegram::ContactEntry {
+                user_id: friend,
+                phone: friend_phone.clone(),
+                first_name: "Added By Hand".into(),
+                last_name: String::new(),
+            },
+        );
+    }
+    let contacts = |setup: &Setup| setup.server.state().account.contacts.len();
+    assert_eq!(contacts(&setup), 6);
+
+    let refused = binary(&setup, &["remote", "forget-all"]).await;
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        crate::support::stderr(&refused)
+    );
+    assert!(crate::support::stdout(&refused).contains("5 contacts contactsyncd added"));
+    assert_eq!(contacts(&setup), 6, "nothing changed without --yes");
+
+    // The first delete goes through, the second is never answered: killed while it waits.
+    setup
+        .server
+        .fail_next("contacts.deleteByPhones", Fault::RetryPhones(Vec::new()));
+    setup
+        .server
+        .fail_next("contacts.deleteByPhones", Fault::Silent);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
+        .args([
+            "--config",
+            setup.config.file.to_str().unwrap(),
+            "remote",
+            "forget-all",
+            "--yes",
+        ])
+        .env_clear()
+        .env("HOME", setup.book().parent().unwrap())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while setup.server.calls_to("contacts.deleteByPhones").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no second delete");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        contacts(&setup),
+        4,
+        "two of ours gone, the rest still there"
+    );
+
+    let resumed = binary(&setup, &["remote", "forget-all", "--yes"]).await;
+    assert!(
+        resumed.status.success(),
+        "{}",
+        crate::support::stderr(&resumed)
+    );
+    assert!(
+        crate::support::stdout(&resumed).contains("nothing of contactsyncd's is left"),
+        "{}",
+        crate::support::stdout(&resumed)
+    );
+    let left: Vec<String> = setup
+        .server
+        .state()
+        .account
+        .contacts
+        .values()
+        .map(|c| c.phone.clone())
+        .collect();
+    assert_eq!(left, [friend_phone.clone()]);
+    for call in setup.server.calls_to("contacts.deleteByPhones") {
+        let phones = call
+            .decode::<grammers_tl_types::functions::contacts::DeleteByPhones>()
+            .phones;
+        assert!(
+            !phones.iter().any(|p| p.contains(&friend_phone)),
+            "{phones:?}"
+        );
+    }
+
+    // Forgotten: a sync adds nothing; status says why; resume brings the book back.
+    let imports = setup.server.calls_to("contacts.importContacts").len();
+    let quiet = binary(&setup, &["sync", "--once"]).await;
+    assert!(quiet.status.success(), "{}", crate::support::stderr(&quiet));
+    assert_eq!(
+        setup.server.calls_to("contacts.importContacts").len(),
+        imports
+    );
+    let status = binary(&setup, &["status"]).await;
+    assert!(
+        crate::support::stdout(&status).contains("FORGOTTEN"),
+        "{}",
+        crate::support::stdout(&status)
+    );
+    let resume = binary(&setup, &["remote", "resume"]).await;
+    assert!(
+        resume.status.success(),
+        "{}",
+        crate::support::stderr(&resume)
+    );
+    let back = binary(&setup, &["sync", "--once"]).await;
+    assert!(back.status.success(), "{}", crate::support::stderr(&back));
+    assert_eq!(contacts(&setup), 6);
+}
