@@ -22,10 +22,11 @@ pub enum ConfigError {
         .searched.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n")
     )]
     NotFound { searched: Vec<PathBuf> },
-    #[error("cannot read configuration file {}: {source}", .path.display())]
+    /// The OS error is part of the message, not a `source`: printed once, with a hint.
+    #[error("cannot read configuration file {}: {error}\nhint: {}", .path.display(), read_hint(.error))]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{0}")]
     Invalid(Box<Invalid>),
@@ -657,9 +658,9 @@ fn load_with(explicit: Option<&Path>, sources: SourcePaths) -> Result<Config, Co
                 searched: searched.clone(),
             })?,
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read {
         path: path.clone(),
-        source,
+        error,
     })?;
     parse_with(&text, &path, sources)
 }
@@ -694,16 +695,7 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
             .clone()
             .map_or_else(|| "(file)".to_owned(), |s| key_at(text, s.start));
         let message = err.message().trim().to_owned();
-        let hint = if message.contains("unknown field") {
-            Some(
-                "remove the key or fix its spelling; config/contactsyncd.toml documents every key"
-                    .to_owned(),
-            )
-        } else if message.contains("invalid type") {
-            Some("see config/contactsyncd.toml for the expected type of each key".to_owned())
-        } else {
-            None
-        };
+        let hint = syntax_hint(&key, &message);
         invalid(span, key, message, hint)
     })?;
 
@@ -902,6 +894,143 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
         telegram,
         whatsapp,
     })
+}
+
+/// What to do about a configuration file that cannot be read.
+fn read_hint(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::NotFound => format!(
+            "check the path given to --config (a relative path starts at the current directory); without --config, contactsyncd looks in {}. config/contactsyncd.toml in the source tree is an example to copy",
+            search_paths(None)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        ErrorKind::PermissionDenied => "the file and every directory above it must be readable by the user contactsyncd runs as (e.g. chmod 0644; keep secrets in api_hash_file / token_file or systemd credentials instead)".to_owned(),
+        ErrorKind::IsADirectory => "--config takes the file itself, e.g. DIR/config.toml".to_owned(),
+        ErrorKind::InvalidData => "the file must be UTF-8 text".to_owned(),
+        _ => "pass --config PATH with a readable TOML file".to_owned(),
+    }
+}
+
+/// The tables of the file, as written, with the `Raw*` struct of each.
+const TABLES: &[&str] = &["source", "safety", "watch", "log", "telegram", "whatsapp"];
+/// The tables written `[[name]]`, once per entry.
+const ARRAY_TABLES: &[&str] = &["source"];
+
+/// The keys a table accepts (`""`: the top level), read off the serde definitions so the
+/// hints never drift from the schema.
+fn keys_of_table(table: &str) -> &'static [&'static str] {
+    match table {
+        "" => keys_of::<RawConfig>(),
+        "source" => keys_of::<RawSource>(),
+        "safety" => keys_of::<RawSafety>(),
+        "watch" => keys_of::<RawWatch>(),
+        "log" => keys_of::<RawLog>(),
+        "telegram" => keys_of::<RawTelegram>(),
+        "whatsapp" => keys_of::<RawWhatsApp>(),
+        _ => &[],
+    }
+}
+
+/// The field names a `#[derive(Deserialize)]` struct declares: a deserializer that only
+/// records what `deserialize_struct` is asked for.
+fn keys_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    struct FieldNames<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("fields recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+/// A hint for an error the TOML reader reports at `key` (as [`key_at`] names it).
+fn syntax_hint(key: &str, message: &str) -> Option<String> {
+    // `source[2].path` → table `source`; `batch_size` → the top level.
+    let table = key
+        .rsplit_once('.')
+        .map_or("", |(table, _)| table.split('[').next().unwrap_or(table));
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        return Some(misplaced_key_hint(field, table).unwrap_or_else(|| {
+            "remove the key or fix its spelling; config/contactsyncd.toml documents every key"
+                .to_owned()
+        }));
+    }
+    // `[[watch]]`: serde reads the array as a struct written as a list, and complains about
+    // whatever its first field then gets; the key, `watch[1]`, tells what happened.
+    if let Some((name, _)) = key.split_once('[')
+        && TABLES.contains(&name)
+        && !ARRAY_TABLES.contains(&name)
+    {
+        return Some(format!(
+            "write [{name}] with single brackets: there is one [{name}] table"
+        ));
+    }
+    if !message.starts_with("invalid type") {
+        return None;
+    }
+    if ARRAY_TABLES.contains(&key) && message.contains("expected a sequence") {
+        return Some(format!(
+            "write [[{key}]] with double brackets: one [[{key}]] block per entry, e.g. per address book"
+        ));
+    }
+    Some("see config/contactsyncd.toml for the expected type of each key".to_owned())
+}
+
+/// Where a key that `table` does not take belongs, when another table (or the top level)
+/// takes it: in TOML every key after a `[table]` header belongs to that table.
+fn misplaced_key_hint(field: &str, table: &str) -> Option<String> {
+    if !table.is_empty() && keys_of_table("").contains(&field) && !TABLES.contains(&field) {
+        return Some(format!(
+            "`{field}` is a top-level key: move it above the first [table] (every key after a [table] header belongs to that table)"
+        ));
+    }
+    let homes: Vec<String> = TABLES
+        .iter()
+        .filter(|t| **t != table && keys_of_table(t).contains(&field))
+        .map(|t| {
+            if ARRAY_TABLES.contains(t) {
+                format!("[[{t}]]")
+            } else {
+                format!("[{t}]")
+            }
+        })
+        .collect();
+    let which = match homes.len() {
+        0 => return None,
+        1 => "that header",
+        _ => "the header of the one you mean",
+    };
+    Some(format!(
+        "`{field}` belongs in {}: move it below {which}",
+        homes.join(" or ")
+    ))
 }
 
 /// Why a source cannot be read now, and what to do, or `None` when it can. Only
@@ -1315,6 +1444,84 @@ mod tests {
         assert_eq!(e.key, "defualt_region");
         assert!(e.message.contains("unknown field"), "{}", e.message);
         assert!(e.hint.is_some());
+    }
+
+    #[test]
+    fn every_table_knows_its_keys() {
+        assert!(keys_of_table("").contains(&"shutdown_timeout"));
+        assert!(keys_of_table("safety").contains(&"max_deletes"));
+        for table in TABLES {
+            assert!(!keys_of_table(table).is_empty(), "{table}");
+        }
+    }
+
+    /// A known key in the wrong table: the hint names where it belongs.
+    #[rstest]
+    #[case::top_level_key_in_a_source(
+        "[[source]]\npath = \"/b\"\nshutdown_timeout = \"10s\"\n",
+        "source[1].shutdown_timeout",
+        "`shutdown_timeout` is a top-level key: move it above the first [table]"
+    )]
+    #[case::top_level_key_in_a_table(
+        "[[source]]\npath = \"/b\"\n[watch]\ndefault_region = \"DE\"\n",
+        "watch.default_region",
+        "`default_region` is a top-level key"
+    )]
+    #[case::telegram_key_in_watch(
+        "[[source]]\npath = \"/b\"\n[watch]\nbatch_size = 3\n",
+        "watch.batch_size",
+        "`batch_size` belongs in [telegram]: move it below that header"
+    )]
+    #[case::key_of_two_tables_at_top_level(
+        "request_timeout = 5\n[[source]]\npath = \"/b\"\n",
+        "request_timeout",
+        "`request_timeout` belongs in [telegram] or [whatsapp]"
+    )]
+    #[case::source_key_in_a_table(
+        "[[source]]\npath = \"/b\"\n[safety]\nexclude_categories = []\n",
+        "safety.exclude_categories",
+        "`exclude_categories` belongs in [[source]]"
+    )]
+    #[case::misspelt(
+        "defualt_region = \"DE\"\n[[source]]\npath = \"/b\"\n",
+        "defualt_region",
+        "remove the key or fix its spelling"
+    )]
+    #[case::source_in_single_brackets(
+        "default_region = \"DE\"\n[source]\npath = \"/b\"\n",
+        "source",
+        "write [[source]] with double brackets"
+    )]
+    #[case::watch_in_double_brackets(
+        "[[source]]\npath = \"/b\"\n[[watch]]\npoll = true\n",
+        "watch[1]",
+        "write [watch] with single brackets"
+    )]
+    fn misplaced_keys_and_tables_get_a_hint(
+        #[case] text: &str,
+        #[case] key: &str,
+        #[case] hint: &str,
+    ) {
+        let e = invalid(text);
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.hint.as_deref().unwrap_or("").contains(hint), "{e}");
+    }
+
+    #[test]
+    fn an_unreadable_file_names_the_os_error_once_and_hints() {
+        use std::error::Error;
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let e = load(Some(&missing)).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+        assert!(e.source().is_none(), "the chain would print it again");
+        assert!(
+            text.contains("\nhint: check the path given to --config"),
+            "{text}"
+        );
+        let text = load(Some(dir.path())).unwrap_err().to_string();
+        assert!(text.contains("--config takes the file itself"), "{text}");
     }
 
     #[test]

@@ -181,6 +181,58 @@ fn check_config_names_file_line_column_and_key() {
     assert!(message.contains("hint:"), "{message}");
 }
 
+/// A wrong `--config` path: the OS error once, and what to check; `[source]` for
+/// `[[source]]`: the fix, not only serde's "expected a sequence".
+#[test]
+fn config_mistakes_a_new_user_makes_get_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("contactsyncd.toml");
+    let output = contactsyncd(
+        &["--config", missing.to_str().unwrap(), "check-config"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(3));
+    let message = stderr(&output);
+    assert_eq!(
+        message.matches("No such file or directory").count(),
+        1,
+        "{message}"
+    );
+    assert!(
+        message.contains("hint: check the path given to --config"),
+        "{message}"
+    );
+
+    let path = write_config(
+        dir.path(),
+        "default_region = \"DE\"\n[source]\npath = \".\"\n",
+    );
+    let output = contactsyncd(&["--config", path.to_str().unwrap(), "check-config"], &[]);
+    assert_eq!(output.status.code(), Some(3));
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("{}:2:1: source:", path.display())),
+        "{message}"
+    );
+    assert!(
+        message.contains("hint: write [[source]] with double brackets"),
+        "{message}"
+    );
+
+    let path = write_config(
+        dir.path(),
+        "[[source]]\npath = \".\"\nshutdown_timeout = \"10s\"\n",
+    );
+    let output = contactsyncd(&["--config", path.to_str().unwrap(), "check-config"], &[]);
+    let message = stderr(&output);
+    assert!(
+        message.contains(
+            "hint: `shutdown_timeout` is a top-level key: move it above the first [table]"
+        ),
+        "{message}"
+    );
+}
+
 #[test]
 fn config_is_found_through_the_environment() {
     let dir = tempfile::tempdir().unwrap();
