@@ -216,10 +216,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 
 fn check_config(path: Option<&Path>) -> Result<(), Failure> {
     let config = config::load_for_check(path)?;
-    let rendered = toml::to_string(&config).context("rendering the effective configuration")?;
+    let rendered = config::render(&config).context("rendering the effective configuration")?;
     let mut out = io::stdout().lock();
     writeln!(out, "# {}: valid", config.file.display())?;
-    writeln!(out, "# effective configuration, defaults applied:")?;
+    writeln!(
+        out,
+        "# effective configuration, defaults applied (valid as a configuration file):"
+    )?;
     write!(out, "{rendered}")?;
     if config.default_region.is_none() {
         writeln!(

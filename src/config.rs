@@ -68,7 +68,10 @@ pub struct Config {
     #[serde(skip)]
     pub file: PathBuf,
     pub state_dir: PathBuf,
-    #[serde(serialize_with = "serialize_region")]
+    #[serde(
+        serialize_with = "serialize_region",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_region: Option<DefaultRegion>,
     #[serde(rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -76,6 +79,7 @@ pub struct Config {
     pub watch: WatchConfig,
     pub log: LogConfig,
     /// Seconds a stopping daemon lets an in-flight request finish.
+    #[serde(serialize_with = "as_seconds")]
     pub shutdown_timeout: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telegram: Option<TelegramConfig>,
@@ -87,11 +91,15 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WhatsAppConfig {
     pub base_url: String,
+    /// Serialized as `token_file` when it came from one, else left out (see [`render`]).
+    #[serde(rename = "token_file", skip_serializing_if = "Secret::not_from_file")]
     pub token: Secret,
     /// Requests per second, never exceeded (the gateway answers 429 when pushed, and bursts
     /// can trip WhatsApp's anti-spam).
     pub requests_per_second: f64,
+    #[serde(serialize_with = "as_seconds")]
     pub request_timeout: u64,
+    #[serde(serialize_with = "as_seconds")]
     pub reconcile_interval: u64,
     pub on_remote_delete: OnRemoteDelete,
     /// Take over numbers the user had already saved on the phone (rename them to the
@@ -137,8 +145,10 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WatchConfig {
     /// Quiet time after the last change before a pass (milliseconds): exporters write in bursts.
+    #[serde(rename = "debounce", serialize_with = "as_millis")]
     pub debounce_ms: u64,
     /// Seconds between full rescans that catch what inotify missed (overflow, network mounts).
+    #[serde(serialize_with = "as_seconds")]
     pub rescan_interval: u64,
     /// Poll instead of inotify, for file systems without it.
     pub poll: bool,
@@ -230,13 +240,35 @@ impl WhatsAppConfig {
     }
 }
 
-/// A value that is never printed: `check-config` and logs show `********`.
+/// A value that is never printed: logs show `********`, `check-config` where it came from.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    origin: SecretOrigin,
+}
+
+/// Where a [`Secret`] was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// The key itself, in the configuration file.
+    Inline,
+    /// The `…_file` key: this file.
+    File(PathBuf),
+    /// systemd's `LoadCredential=`: the credential of this name.
+    Credential(&'static str),
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    pub fn origin(&self) -> &SecretOrigin {
+        &self.origin
+    }
+
+    fn not_from_file(&self) -> bool {
+        !matches!(self.origin, SecretOrigin::File(_))
     }
 }
 
@@ -246,10 +278,62 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A secret serializes as the file it was read from, the one thing about it that can be
+/// written back into a configuration; never as its value.
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("********")
+        match &self.origin {
+            SecretOrigin::File(path) => path.serialize(serializer),
+            _ => Err(serde::ser::Error::custom(
+                "a secret is serialized only as the file it came from",
+            )),
+        }
     }
+}
+
+/// A duration key in seconds, written as the configuration writes it (`"10s"`, `"5m"`).
+fn as_seconds<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&show_duration(*value, false))
+}
+
+/// A duration key in milliseconds, written as the configuration writes it (`"500ms"`).
+fn as_millis<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&show_duration(*value, true))
+}
+
+/// The configuration as TOML that loads back to the same configuration: durations as
+/// strings with units, secrets as the file they came from or as a comment saying where they
+/// are set (never their value). What `check-config` prints.
+pub fn render(config: &Config) -> Result<String, toml::ser::Error> {
+    let mut text = toml::to_string(config)?;
+    let secrets = [
+        (
+            "[telegram]",
+            "api_hash",
+            config.telegram.as_ref().map(|t| &t.api_hash),
+        ),
+        (
+            "[whatsapp]",
+            "token",
+            config.whatsapp.as_ref().map(|w| &w.token),
+        ),
+    ];
+    for (header, key, secret) in secrets {
+        let note = match secret.map(Secret::origin) {
+            Some(SecretOrigin::Inline) => {
+                format!("# {key} = \"…\" is set in the configuration file (never printed)")
+            }
+            Some(SecretOrigin::Credential(name)) => {
+                format!("# {key} comes from the systemd credential {name} ($CREDENTIALS_DIRECTORY)")
+            }
+            Some(SecretOrigin::File(_)) | None => continue,
+        };
+        let line = format!("{header}\n");
+        if let Some(at) = text.find(&line) {
+            text.insert_str(at + line.len(), &format!("{note}\n"));
+        }
+    }
+    Ok(text)
 }
 
 /// What to do about a contact we imported that is gone from the app.
@@ -266,13 +350,20 @@ pub enum OnRemoteDelete {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TelegramConfig {
     pub api_id: i32,
+    /// Serialized as `api_hash_file` when it came from one, else left out (see [`render`]).
+    #[serde(
+        rename = "api_hash_file",
+        skip_serializing_if = "Secret::not_from_file"
+    )]
     pub api_hash: Secret,
     /// The account's phone number (for `login`).
     pub phone: Option<String>,
     pub batch_size: usize,
     /// Seconds one call may take before it counts as failed (grammers has no timeout).
+    #[serde(serialize_with = "as_seconds")]
     pub request_timeout: u64,
     /// Seconds between reconciliations with `contacts.getContacts`.
+    #[serde(serialize_with = "as_seconds")]
     pub reconcile_interval: u64,
     pub on_remote_delete: OnRemoteDelete,
 }
@@ -317,7 +408,7 @@ fn serialize_region<S: serde::Serializer>(
 ) -> Result<S::Ok, S::Error> {
     match region {
         Some(region) => serializer.serialize_str(&region.code()),
-        None => serializer.serialize_str("(none: only numbers written with + are understood)"),
+        None => serializer.serialize_none(),
     }
 }
 
@@ -1075,19 +1166,25 @@ fn source_path_problem(path: &Path) -> Option<(String, String)> {
 fn secret(
     value: &Option<String>,
     file: &Option<Spanned<String>>,
-    credential: &str,
+    credential: &'static str,
     key: &str,
     span: Range<usize>,
     base: &Path,
     invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
-) -> Result<String, ConfigError> {
+) -> Result<Secret, ConfigError> {
     if let Some(value) = value {
-        return Ok(value.trim().to_owned());
+        return Ok(Secret {
+            value: value.trim().to_owned(),
+            origin: SecretOrigin::Inline,
+        });
     }
     if let Some(file) = file {
         let path = resolve_path(file.get_ref(), base);
         return std::fs::read_to_string(&path)
-            .map(|s| s.trim().to_owned())
+            .map(|s| Secret {
+                value: s.trim().to_owned(),
+                origin: SecretOrigin::File(path.clone()),
+            })
             .map_err(|err| {
                 invalid(
                     Some(file.span()),
@@ -1101,7 +1198,10 @@ fn secret(
     std::env::var_os("CREDENTIALS_DIRECTORY")
         .map(|dir| PathBuf::from(dir).join(credential))
         .and_then(|path| std::fs::read_to_string(path).ok())
-        .map(|s| s.trim().to_owned())
+        .map(|s| Secret {
+            value: s.trim().to_owned(),
+            origin: SecretOrigin::Credential(credential),
+        })
         .ok_or_else(|| {
             invalid(
                 Some(span),
@@ -1161,7 +1261,7 @@ fn whatsapp_config(
     };
     Ok(WhatsAppConfig {
         base_url,
-        token: Secret(token),
+        token,
         requests_per_second,
         request_timeout: duration_key(
             &raw.request_timeout,
@@ -1200,11 +1300,11 @@ fn telegram_config(
                 Some("create an application at https://my.telegram.org/apps".into()),
             )
         })?;
-    let api_hash = match (&raw.api_hash, &raw.api_hash_file) {
-        (Some(hash), _) => hash.trim().to_owned(),
+    let (api_hash, origin) = match (&raw.api_hash, &raw.api_hash_file) {
+        (Some(hash), _) => (hash.trim().to_owned(), SecretOrigin::Inline),
         (None, Some(file)) => {
             let path = resolve_path(file.get_ref(), base);
-            std::fs::read_to_string(&path)
+            let hash = std::fs::read_to_string(&path)
                 .map_err(|err| {
                     invalid(
                         Some(file.span()),
@@ -1214,14 +1314,18 @@ fn telegram_config(
                     )
                 })?
                 .trim()
-                .to_owned()
+                .to_owned();
+            (hash, SecretOrigin::File(path))
         }
         (None, None) => {
             // systemd's LoadCredential=telegram-api-hash:… puts it here.
             let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
                 .map(|dir| PathBuf::from(dir).join("telegram-api-hash"));
             match credential.and_then(|path| std::fs::read_to_string(path).ok()) {
-                Some(hash) => hash.trim().to_owned(),
+                Some(hash) => (
+                    hash.trim().to_owned(),
+                    SecretOrigin::Credential("telegram-api-hash"),
+                ),
                 None => {
                     return Err(invalid(
                         Some(span),
@@ -1257,7 +1361,10 @@ fn telegram_config(
     };
     Ok(TelegramConfig {
         api_id,
-        api_hash: Secret(api_hash),
+        api_hash: Secret {
+            value: api_hash,
+            origin,
+        },
         phone: raw.phone.clone(),
         batch_size,
         request_timeout: duration_key(

@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use contactsyncd::config;
+
 use crate::support::{contactsyncd, corpus, fixture, repo_file, stderr, stdout};
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
@@ -155,6 +157,165 @@ fn check_config_prints_the_effective_config() {
     assert!(
         text.contains("skip_phone_types = [\"fax\", \"pager\"]"),
         "{text}"
+    );
+}
+
+/// `check-config` of the example prints a configuration that loads back as the same one.
+#[test]
+fn check_config_output_of_the_example_loads_back() {
+    let path = repo_file("config/contactsyncd.toml");
+    let output = contactsyncd(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("shutdown_timeout = \"10s\""), "{text}");
+    assert!(text.contains("debounce = \"500ms\""), "{text}");
+    assert!(text.contains("rescan_interval = \"5m\""), "{text}");
+    let reloaded = config::parse(&text, &path).unwrap_or_else(|e| panic!("{text}\n{e}"));
+    let expected = config::load(Some(&path)).unwrap();
+    // The state directory's default depends on $HOME, which the binary ran with its own of.
+    let expected = config::Config {
+        state_dir: reloaded.state_dir.clone(),
+        ..expected
+    };
+    assert_eq!(reloaded, expected, "{text}");
+}
+
+/// Every section and key, none at its default: `check-config` prints it as a configuration
+/// that loads back as the same one (secrets as the files they come from).
+#[test]
+fn check_config_output_with_every_section_loads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("book")).unwrap();
+    std::fs::write(dir.path().join("export.vcf"), "").unwrap();
+    std::fs::write(
+        dir.path().join("hash"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("token"), "whapi-secret-token\n").unwrap();
+    let path = write_config(
+        dir.path(),
+        r#"state_dir = "state"
+default_region = "GB"
+shutdown_timeout = 90
+
+[[source]]
+path = "book"
+name = "personal"
+include_categories = ["Family"]
+exclude_categories = ["Work"]
+phone_types = ["cell"]
+skip_phone_types = ["fax"]
+
+[[source]]
+path = "export.vcf"
+
+[safety]
+max_deletes = 7
+max_delete_fraction = 0.5
+
+[watch]
+debounce = 1500
+rescan_interval = "2h"
+poll = true
+
+[log]
+target = "stderr"
+level = "info,contactsyncd=debug"
+show_personal_data = true
+
+[telegram]
+api_id = 12345
+api_hash_file = "hash"
+phone = "+491701234567"
+batch_size = 250
+request_timeout = 45
+reconcile_interval = "1d"
+on_remote_delete = "keep"
+
+[whatsapp]
+base_url = "http://127.0.0.1:9"
+token_file = "token"
+requests_per_second = 2.5
+request_timeout = "1m"
+reconcile_interval = "12h"
+on_remote_delete = "keep"
+adopt_existing = true
+"#,
+    );
+    let output = contactsyncd(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for shown in [
+        "shutdown_timeout = \"90s\"",
+        "debounce = \"1500ms\"",
+        "rescan_interval = \"2h\"",
+        "request_timeout = \"45s\"",
+        "reconcile_interval = \"1d\"",
+        &format!(
+            "api_hash_file = {:?}",
+            dir.path().join("hash").display().to_string()
+        ),
+    ] {
+        assert!(text.contains(shown), "{shown} in\n{text}");
+    }
+    assert!(!text.contains("0123456789abcdef") && !text.contains("whapi-secret-token"));
+    let reloaded = config::parse(&text, &dir.path().join("elsewhere.toml"))
+        .unwrap_or_else(|e| panic!("{text}\n{e}"));
+    let expected = config::load(Some(&path)).unwrap();
+    assert_eq!(
+        reloaded,
+        config::Config {
+            file: reloaded.file.clone(),
+            ..expected
+        },
+        "{text}"
+    );
+}
+
+/// Secrets written in the file, and no default_region: the output is valid TOML, says
+/// where each secret is set without printing it, and loads when they are given otherwise
+/// (here as the systemd credentials).
+#[test]
+fn check_config_output_shows_inline_secrets_as_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("book")).unwrap();
+    let path = write_config(
+        dir.path(),
+        "[[source]]\npath = \"book\"\n[telegram]\napi_id = 1\napi_hash = \"0123456789abcdef0123456789abcdef\"\n[whatsapp]\ntoken = \"whapi-secret-token\"\n",
+    );
+    let output = contactsyncd(&["check-config", "--config", path.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    toml::from_str::<toml::Table>(&text).unwrap_or_else(|e| panic!("{text}\n{e}"));
+    assert!(!text.contains("0123456789abcdef") && !text.contains("whapi-secret-token"));
+    assert!(
+        text.contains("[telegram]\n# api_hash = \"…\" is set in the configuration file"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[whatsapp]\n# token = \"…\" is set in the configuration file"),
+        "{text}"
+    );
+    assert!(!text.contains("default_region ="), "{text}");
+
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(
+        credentials.path().join("telegram-api-hash"),
+        "0123456789abcdef0123456789abcdef",
+    )
+    .unwrap();
+    std::fs::write(credentials.path().join("whapi-token"), "t").unwrap();
+    let printed = write_config(dir.path(), &text);
+    let again = contactsyncd(
+        &["check-config", "--config", printed.to_str().unwrap()],
+        &[("CREDENTIALS_DIRECTORY", credentials.path())],
+    );
+    assert!(again.status.success(), "{text}\n{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("# api_hash comes from the systemd credential telegram-api-hash"),
+        "{}",
+        stdout(&again)
     );
 }
 
