@@ -474,3 +474,119 @@ fn run_for_at_most(args: &[&str], limit: Duration) -> std::process::Output {
     let _ = child.kill();
     child.wait_with_output().unwrap()
 }
+
+/// Every argument of every subcommand has a help text (`--help` and the man page are made
+/// from them): `--json` says what it prints.
+#[test]
+fn every_argument_has_a_help_text() {
+    use clap::CommandFactory;
+    fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            if help.trim().is_empty() {
+                missing.push(format!("{path} --{}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+    let mut command = contactsyncd::cli::Cli::command();
+    command.build();
+    let mut missing = Vec::new();
+    walk(&command, "contactsyncd", &mut missing);
+    assert!(missing.is_empty(), "no help text: {missing:?}");
+}
+
+/// A config in a temp dir reading a copy of the example address book, with `tables`.
+fn example_book(tables: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let book = dir.path().join("book");
+    std::fs::create_dir(&book).unwrap();
+    for entry in std::fs::read_dir(repo_file("examples/addressbook")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), book.join(entry.file_name())).unwrap();
+    }
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n{tables}"
+        ),
+    );
+    (dir, path)
+}
+
+/// `plan --verbose` lists what a sync would send: number (redacted unless --show-phones),
+/// the names the messenger gets, and why.
+#[test]
+fn plan_verbose_lists_the_items_it_would_send() {
+    let (_dir, path) =
+        example_book("[telegram]\napi_id = 1\napi_hash = \"0123456789abcdef0123456789abcdef\"\n");
+    let config = path.to_str().unwrap();
+    let output = contactsyncd(&["--config", config, "plan", "--verbose"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("telegram: 4 new"), "{text}");
+    assert!(
+        text.contains("  import +49…89  Anna | Schmidt  (new)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  import +49…67  Rohrblitz GmbH  (new)"),
+        "{text}"
+    );
+    assert!(!text.contains("+4915123456789"), "redacted: {text}");
+
+    let shown = stdout(&contactsyncd(
+        &["--config", config, "plan", "-v", "--show-phones"],
+        &[],
+    ));
+    assert!(
+        shown.contains("  import +4915123456789  Anna | Schmidt  (new)"),
+        "{shown}"
+    );
+
+    let quiet = stdout(&contactsyncd(&["--config", config, "plan"], &[]));
+    assert!(!quiet.contains("Anna"), "{quiet}");
+    assert!(quiet.contains("--verbose lists them"), "{quiet}");
+
+    let json: serde_json::Value = serde_json::from_str(&stdout(&contactsyncd(
+        &["--config", config, "plan", "-v", "--json"],
+        &[],
+    )))
+    .unwrap();
+    let imports = &json["accounts"][0]["imports"];
+    assert_eq!(imports[0]["phone"], "+49…89", "{json}");
+    assert_eq!(imports[0]["first_name"], "Anna");
+    assert_eq!(imports[0]["last_name"], "Schmidt");
+    assert_eq!(imports[0]["reason"], "new");
+}
+
+/// No account configured (the example config): `plan --verbose` still shows what a first
+/// sync to an account would import, instead of nothing.
+#[test]
+fn plan_verbose_without_an_account_shows_a_first_sync() {
+    let (_dir, path) = example_book("");
+    let config = path.to_str().unwrap();
+    let text = stdout(&contactsyncd(&["--config", config, "plan", "-v"], &[]));
+    assert!(text.contains("no backend account yet"), "{text}");
+    assert!(
+        text.contains("a first sync to an account would import 4 contacts"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  import +49…20  Jörg | Müller  (new)"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&contactsyncd(
+        &["--config", config, "plan", "-v", "--json"],
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(json["accounts"], serde_json::json!([]));
+    assert_eq!(
+        json["first_sync_imports"].as_array().unwrap().len(),
+        4,
+        "{json}"
+    );
+}
