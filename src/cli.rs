@@ -112,6 +112,8 @@ pub enum RemoteCommand {
         /// Show phone numbers in full (they are redacted otherwise)
         #[arg(long)]
         show_phones: bool,
+        /// JSON Lines: one object per remote contact (backend, phone, names, user_id,
+        /// in_address_book, owner)
         #[arg(long)]
         json: bool,
     },
@@ -145,12 +147,15 @@ pub enum RemoteCommand {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// List the items, not only the counts
+    /// List the items a sync would send: number, the name the messenger gets, and why (new,
+    /// rename, retry, delete); without an account, what a first sync would import
     #[arg(long, short)]
     pub verbose: bool,
     /// Show phone numbers in full (they are redacted otherwise)
     #[arg(long)]
     pub show_phones: bool,
+    /// One JSON object: the scan's counts and the plan per account (with --verbose, its
+    /// items)
     #[arg(long)]
     pub json: bool,
 }
@@ -169,12 +174,14 @@ pub struct SyncArgs {
     /// Wait out server-requested pauses up to this many seconds in total
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub max_wait: u64,
+    /// One JSON object: the pass's report (what was scanned, planned, sent, held or queued)
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct JsonArg {
+    /// One JSON object with the same information, for scripts
     #[arg(long)]
     pub json: bool,
 }
@@ -184,6 +191,7 @@ pub struct HistoryArgs {
     /// How many runs and batches to show
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// JSON Lines: one {"run": …} object per run, then one {"batch": …} per batch
     #[arg(long)]
     pub json: bool,
 }
@@ -275,10 +283,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 
 fn check_config(path: Option<&Path>) -> Result<(), Failure> {
     let config = config::load_for_check(path)?;
-    let rendered = toml::to_string(&config).context("rendering the effective configuration")?;
+    let rendered = config::render(&config).context("rendering the effective configuration")?;
     let mut out = io::stdout().lock();
     writeln!(out, "# {}: valid", config.file.display())?;
-    writeln!(out, "# effective configuration, defaults applied:")?;
+    writeln!(
+        out,
+        "# effective configuration, defaults applied (valid as a configuration file):"
+    )?;
     write!(out, "{rendered}")?;
     if config.default_region.is_none() {
         writeln!(

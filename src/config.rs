@@ -22,10 +22,11 @@ pub enum ConfigError {
         .searched.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n")
     )]
     NotFound { searched: Vec<PathBuf> },
-    #[error("cannot read configuration file {}: {source}", .path.display())]
+    /// The OS error is part of the message, not a `source`: printed once, with a hint.
+    #[error("cannot read configuration file {}: {error}\nhint: {}", .path.display(), read_hint(.error))]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{0}")]
     Invalid(Box<Invalid>),
@@ -67,7 +68,10 @@ pub struct Config {
     #[serde(skip)]
     pub file: PathBuf,
     pub state_dir: PathBuf,
-    #[serde(serialize_with = "serialize_region")]
+    #[serde(
+        serialize_with = "serialize_region",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_region: Option<DefaultRegion>,
     #[serde(rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -75,6 +79,7 @@ pub struct Config {
     pub watch: WatchConfig,
     pub log: LogConfig,
     /// Seconds a stopping daemon lets an in-flight request finish.
+    #[serde(serialize_with = "as_seconds")]
     pub shutdown_timeout: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telegram: Option<TelegramConfig>,
@@ -86,11 +91,15 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WhatsAppConfig {
     pub base_url: String,
+    /// Serialized as `token_file` when it came from one, else left out (see [`render`]).
+    #[serde(rename = "token_file", skip_serializing_if = "Secret::not_from_file")]
     pub token: Secret,
     /// Requests per second, never exceeded (the gateway answers 429 when pushed, and bursts
     /// can trip WhatsApp's anti-spam).
     pub requests_per_second: f64,
+    #[serde(serialize_with = "as_seconds")]
     pub request_timeout: u64,
+    #[serde(serialize_with = "as_seconds")]
     pub reconcile_interval: u64,
     pub on_remote_delete: OnRemoteDelete,
     /// Take over numbers the user had already saved on the phone (rename them to the
@@ -136,8 +145,10 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WatchConfig {
     /// Quiet time after the last change before a pass (milliseconds): exporters write in bursts.
+    #[serde(rename = "debounce", serialize_with = "as_millis")]
     pub debounce_ms: u64,
     /// Seconds between full rescans that catch what inotify missed (overflow, network mounts).
+    #[serde(serialize_with = "as_seconds")]
     pub rescan_interval: u64,
     /// Poll instead of inotify, for file systems without it.
     pub poll: bool,
@@ -229,13 +240,35 @@ impl WhatsAppConfig {
     }
 }
 
-/// A value that is never printed: `check-config` and logs show `********`.
+/// A value that is never printed: logs show `********`, `check-config` where it came from.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    origin: SecretOrigin,
+}
+
+/// Where a [`Secret`] was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// The key itself, in the configuration file.
+    Inline,
+    /// The `…_file` key: this file.
+    File(PathBuf),
+    /// systemd's `LoadCredential=`: the credential of this name.
+    Credential(&'static str),
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    pub fn origin(&self) -> &SecretOrigin {
+        &self.origin
+    }
+
+    fn not_from_file(&self) -> bool {
+        !matches!(self.origin, SecretOrigin::File(_))
     }
 }
 
@@ -245,10 +278,62 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A secret serializes as the file it was read from, the one thing about it that can be
+/// written back into a configuration; never as its value.
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("********")
+        match &self.origin {
+            SecretOrigin::File(path) => path.serialize(serializer),
+            _ => Err(serde::ser::Error::custom(
+                "a secret is serialized only as the file it came from",
+            )),
+        }
     }
+}
+
+/// A duration key in seconds, written as the configuration writes it (`"10s"`, `"5m"`).
+fn as_seconds<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&show_duration(*value, false))
+}
+
+/// A duration key in milliseconds, written as the configuration writes it (`"500ms"`).
+fn as_millis<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&show_duration(*value, true))
+}
+
+/// The configuration as TOML that loads back to the same configuration: durations as
+/// strings with units, secrets as the file they came from or as a comment saying where they
+/// are set (never their value). What `check-config` prints.
+pub fn render(config: &Config) -> Result<String, toml::ser::Error> {
+    let mut text = toml::to_string(config)?;
+    let secrets = [
+        (
+            "[telegram]",
+            "api_hash",
+            config.telegram.as_ref().map(|t| &t.api_hash),
+        ),
+        (
+            "[whatsapp]",
+            "token",
+            config.whatsapp.as_ref().map(|w| &w.token),
+        ),
+    ];
+    for (header, key, secret) in secrets {
+        let note = match secret.map(Secret::origin) {
+            Some(SecretOrigin::Inline) => {
+                format!("# {key} = \"…\" is set in the configuration file (never printed)")
+            }
+            Some(SecretOrigin::Credential(name)) => {
+                format!("# {key} comes from the systemd credential {name} ($CREDENTIALS_DIRECTORY)")
+            }
+            Some(SecretOrigin::File(_)) | None => continue,
+        };
+        let line = format!("{header}\n");
+        if let Some(at) = text.find(&line) {
+            text.insert_str(at + line.len(), &format!("{note}\n"));
+        }
+    }
+    Ok(text)
 }
 
 /// What to do about a contact we imported that is gone from the app.
@@ -265,13 +350,20 @@ pub enum OnRemoteDelete {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TelegramConfig {
     pub api_id: i32,
+    /// Serialized as `api_hash_file` when it came from one, else left out (see [`render`]).
+    #[serde(
+        rename = "api_hash_file",
+        skip_serializing_if = "Secret::not_from_file"
+    )]
     pub api_hash: Secret,
     /// The account's phone number (for `login`).
     pub phone: Option<String>,
     pub batch_size: usize,
     /// Seconds one call may take before it counts as failed (grammers has no timeout).
+    #[serde(serialize_with = "as_seconds")]
     pub request_timeout: u64,
     /// Seconds between reconciliations with `contacts.getContacts`.
+    #[serde(serialize_with = "as_seconds")]
     pub reconcile_interval: u64,
     pub on_remote_delete: OnRemoteDelete,
 }
@@ -316,7 +408,7 @@ fn serialize_region<S: serde::Serializer>(
 ) -> Result<S::Ok, S::Error> {
     match region {
         Some(region) => serializer.serialize_str(&region.code()),
-        None => serializer.serialize_str("(none: only numbers written with + are understood)"),
+        None => serializer.serialize_none(),
     }
 }
 
@@ -657,9 +749,9 @@ fn load_with(explicit: Option<&Path>, sources: SourcePaths) -> Result<Config, Co
                 searched: searched.clone(),
             })?,
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read {
         path: path.clone(),
-        source,
+        error,
     })?;
     parse_with(&text, &path, sources)
 }
@@ -694,16 +786,7 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
             .clone()
             .map_or_else(|| "(file)".to_owned(), |s| key_at(text, s.start));
         let message = err.message().trim().to_owned();
-        let hint = if message.contains("unknown field") {
-            Some(
-                "remove the key or fix its spelling; config/contactsyncd.toml documents every key"
-                    .to_owned(),
-            )
-        } else if message.contains("invalid type") {
-            Some("see config/contactsyncd.toml for the expected type of each key".to_owned())
-        } else {
-            None
-        };
+        let hint = syntax_hint(&key, &message);
         invalid(span, key, message, hint)
     })?;
 
@@ -904,6 +987,143 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
     })
 }
 
+/// What to do about a configuration file that cannot be read.
+fn read_hint(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::NotFound => format!(
+            "check the path given to --config (a relative path starts at the current directory); without --config, contactsyncd looks in {}. config/contactsyncd.toml in the source tree is an example to copy",
+            search_paths(None)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        ErrorKind::PermissionDenied => "the file and every directory above it must be readable by the user contactsyncd runs as (e.g. chmod 0644; keep secrets in api_hash_file / token_file or systemd credentials instead)".to_owned(),
+        ErrorKind::IsADirectory => "--config takes the file itself, e.g. DIR/config.toml".to_owned(),
+        ErrorKind::InvalidData => "the file must be UTF-8 text".to_owned(),
+        _ => "pass --config PATH with a readable TOML file".to_owned(),
+    }
+}
+
+/// The tables of the file, as written, with the `Raw*` struct of each.
+const TABLES: &[&str] = &["source", "safety", "watch", "log", "telegram", "whatsapp"];
+/// The tables written `[[name]]`, once per entry.
+const ARRAY_TABLES: &[&str] = &["source"];
+
+/// The keys a table accepts (`""`: the top level), read off the serde definitions so the
+/// hints never drift from the schema.
+fn keys_of_table(table: &str) -> &'static [&'static str] {
+    match table {
+        "" => keys_of::<RawConfig>(),
+        "source" => keys_of::<RawSource>(),
+        "safety" => keys_of::<RawSafety>(),
+        "watch" => keys_of::<RawWatch>(),
+        "log" => keys_of::<RawLog>(),
+        "telegram" => keys_of::<RawTelegram>(),
+        "whatsapp" => keys_of::<RawWhatsApp>(),
+        _ => &[],
+    }
+}
+
+/// The field names a `#[derive(Deserialize)]` struct declares: a deserializer that only
+/// records what `deserialize_struct` is asked for.
+fn keys_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    struct FieldNames<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("fields recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+/// A hint for an error the TOML reader reports at `key` (as [`key_at`] names it).
+fn syntax_hint(key: &str, message: &str) -> Option<String> {
+    // `source[2].path` → table `source`; `batch_size` → the top level.
+    let table = key
+        .rsplit_once('.')
+        .map_or("", |(table, _)| table.split('[').next().unwrap_or(table));
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        return Some(misplaced_key_hint(field, table).unwrap_or_else(|| {
+            "remove the key or fix its spelling; config/contactsyncd.toml documents every key"
+                .to_owned()
+        }));
+    }
+    // `[[watch]]`: serde reads the array as a struct written as a list, and complains about
+    // whatever its first field then gets; the key, `watch[1]`, tells what happened.
+    if let Some((name, _)) = key.split_once('[')
+        && TABLES.contains(&name)
+        && !ARRAY_TABLES.contains(&name)
+    {
+        return Some(format!(
+            "write [{name}] with single brackets: there is one [{name}] table"
+        ));
+    }
+    if !message.starts_with("invalid type") {
+        return None;
+    }
+    if ARRAY_TABLES.contains(&key) && message.contains("expected a sequence") {
+        return Some(format!(
+            "write [[{key}]] with double brackets: one [[{key}]] block per entry, e.g. per address book"
+        ));
+    }
+    Some("see config/contactsyncd.toml for the expected type of each key".to_owned())
+}
+
+/// Where a key that `table` does not take belongs, when another table (or the top level)
+/// takes it: in TOML every key after a `[table]` header belongs to that table.
+fn misplaced_key_hint(field: &str, table: &str) -> Option<String> {
+    if !table.is_empty() && keys_of_table("").contains(&field) && !TABLES.contains(&field) {
+        return Some(format!(
+            "`{field}` is a top-level key: move it above the first [table] (every key after a [table] header belongs to that table)"
+        ));
+    }
+    let homes: Vec<String> = TABLES
+        .iter()
+        .filter(|t| **t != table && keys_of_table(t).contains(&field))
+        .map(|t| {
+            if ARRAY_TABLES.contains(t) {
+                format!("[[{t}]]")
+            } else {
+                format!("[{t}]")
+            }
+        })
+        .collect();
+    let which = match homes.len() {
+        0 => return None,
+        1 => "that header",
+        _ => "the header of the one you mean",
+    };
+    Some(format!(
+        "`{field}` belongs in {}: move it below {which}",
+        homes.join(" or ")
+    ))
+}
+
 /// Why a source cannot be read now, and what to do, or `None` when it can. Only
 /// `check-config` asks: every other command reads such a source as unknown.
 fn source_path_problem(path: &Path) -> Option<(String, String)> {
@@ -946,19 +1166,25 @@ fn source_path_problem(path: &Path) -> Option<(String, String)> {
 fn secret(
     value: &Option<String>,
     file: &Option<Spanned<String>>,
-    credential: &str,
+    credential: &'static str,
     key: &str,
     span: Range<usize>,
     base: &Path,
     invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
-) -> Result<String, ConfigError> {
+) -> Result<Secret, ConfigError> {
     if let Some(value) = value {
-        return Ok(value.trim().to_owned());
+        return Ok(Secret {
+            value: value.trim().to_owned(),
+            origin: SecretOrigin::Inline,
+        });
     }
     if let Some(file) = file {
         let path = resolve_path(file.get_ref(), base);
         return std::fs::read_to_string(&path)
-            .map(|s| s.trim().to_owned())
+            .map(|s| Secret {
+                value: s.trim().to_owned(),
+                origin: SecretOrigin::File(path.clone()),
+            })
             .map_err(|err| {
                 invalid(
                     Some(file.span()),
@@ -972,7 +1198,10 @@ fn secret(
     std::env::var_os("CREDENTIALS_DIRECTORY")
         .map(|dir| PathBuf::from(dir).join(credential))
         .and_then(|path| std::fs::read_to_string(path).ok())
-        .map(|s| s.trim().to_owned())
+        .map(|s| Secret {
+            value: s.trim().to_owned(),
+            origin: SecretOrigin::Credential(credential),
+        })
         .ok_or_else(|| {
             invalid(
                 Some(span),
@@ -1032,7 +1261,7 @@ fn whatsapp_config(
     };
     Ok(WhatsAppConfig {
         base_url,
-        token: Secret(token),
+        token,
         requests_per_second,
         request_timeout: duration_key(
             &raw.request_timeout,
@@ -1071,11 +1300,11 @@ fn telegram_config(
                 Some("create an application at https://my.telegram.org/apps".into()),
             )
         })?;
-    let api_hash = match (&raw.api_hash, &raw.api_hash_file) {
-        (Some(hash), _) => hash.trim().to_owned(),
+    let (api_hash, origin) = match (&raw.api_hash, &raw.api_hash_file) {
+        (Some(hash), _) => (hash.trim().to_owned(), SecretOrigin::Inline),
         (None, Some(file)) => {
             let path = resolve_path(file.get_ref(), base);
-            std::fs::read_to_string(&path)
+            let hash = std::fs::read_to_string(&path)
                 .map_err(|err| {
                     invalid(
                         Some(file.span()),
@@ -1085,14 +1314,18 @@ fn telegram_config(
                     )
                 })?
                 .trim()
-                .to_owned()
+                .to_owned();
+            (hash, SecretOrigin::File(path))
         }
         (None, None) => {
             // systemd's LoadCredential=telegram-api-hash:… puts it here.
             let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
                 .map(|dir| PathBuf::from(dir).join("telegram-api-hash"));
             match credential.and_then(|path| std::fs::read_to_string(path).ok()) {
-                Some(hash) => hash.trim().to_owned(),
+                Some(hash) => (
+                    hash.trim().to_owned(),
+                    SecretOrigin::Credential("telegram-api-hash"),
+                ),
                 None => {
                     return Err(invalid(
                         Some(span),
@@ -1128,7 +1361,10 @@ fn telegram_config(
     };
     Ok(TelegramConfig {
         api_id,
-        api_hash: Secret(api_hash),
+        api_hash: Secret {
+            value: api_hash,
+            origin,
+        },
         phone: raw.phone.clone(),
         batch_size,
         request_timeout: duration_key(
@@ -1315,6 +1551,84 @@ mod tests {
         assert_eq!(e.key, "defualt_region");
         assert!(e.message.contains("unknown field"), "{}", e.message);
         assert!(e.hint.is_some());
+    }
+
+    #[test]
+    fn every_table_knows_its_keys() {
+        assert!(keys_of_table("").contains(&"shutdown_timeout"));
+        assert!(keys_of_table("safety").contains(&"max_deletes"));
+        for table in TABLES {
+            assert!(!keys_of_table(table).is_empty(), "{table}");
+        }
+    }
+
+    /// A known key in the wrong table: the hint names where it belongs.
+    #[rstest]
+    #[case::top_level_key_in_a_source(
+        "[[source]]\npath = \"/b\"\nshutdown_timeout = \"10s\"\n",
+        "source[1].shutdown_timeout",
+        "`shutdown_timeout` is a top-level key: move it above the first [table]"
+    )]
+    #[case::top_level_key_in_a_table(
+        "[[source]]\npath = \"/b\"\n[watch]\ndefault_region = \"DE\"\n",
+        "watch.default_region",
+        "`default_region` is a top-level key"
+    )]
+    #[case::telegram_key_in_watch(
+        "[[source]]\npath = \"/b\"\n[watch]\nbatch_size = 3\n",
+        "watch.batch_size",
+        "`batch_size` belongs in [telegram]: move it below that header"
+    )]
+    #[case::key_of_two_tables_at_top_level(
+        "request_timeout = 5\n[[source]]\npath = \"/b\"\n",
+        "request_timeout",
+        "`request_timeout` belongs in [telegram] or [whatsapp]"
+    )]
+    #[case::source_key_in_a_table(
+        "[[source]]\npath = \"/b\"\n[safety]\nexclude_categories = []\n",
+        "safety.exclude_categories",
+        "`exclude_categories` belongs in [[source]]"
+    )]
+    #[case::misspelt(
+        "defualt_region = \"DE\"\n[[source]]\npath = \"/b\"\n",
+        "defualt_region",
+        "remove the key or fix its spelling"
+    )]
+    #[case::source_in_single_brackets(
+        "default_region = \"DE\"\n[source]\npath = \"/b\"\n",
+        "source",
+        "write [[source]] with double brackets"
+    )]
+    #[case::watch_in_double_brackets(
+        "[[source]]\npath = \"/b\"\n[[watch]]\npoll = true\n",
+        "watch[1]",
+        "write [watch] with single brackets"
+    )]
+    fn misplaced_keys_and_tables_get_a_hint(
+        #[case] text: &str,
+        #[case] key: &str,
+        #[case] hint: &str,
+    ) {
+        let e = invalid(text);
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.hint.as_deref().unwrap_or("").contains(hint), "{e}");
+    }
+
+    #[test]
+    fn an_unreadable_file_names_the_os_error_once_and_hints() {
+        use std::error::Error;
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let e = load(Some(&missing)).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+        assert!(e.source().is_none(), "the chain would print it again");
+        assert!(
+            text.contains("\nhint: check the path given to --config"),
+            "{text}"
+        );
+        let text = load(Some(dir.path())).unwrap_err().to_string();
+        assert!(text.contains("--config takes the file itself"), "{text}");
     }
 
     #[test]

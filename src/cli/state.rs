@@ -69,8 +69,12 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
             })?;
         plans.push((account.clone(), plan, held));
     }
+    // No account yet: what a first sync to one would send (everything is new to it).
+    let first_sync = plans
+        .is_empty()
+        .then(|| crate::diff::diff(&desired, &Default::default(), &Default::default(), now));
     if args.json {
-        let value = json!({
+        let mut value = json!({
             "files_seen": scan.files_seen,
             "files_to_parse": scan.files_parsed,
             "files_deferred": scan.files_deferred,
@@ -92,6 +96,11 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
                 value
             }).collect::<Vec<_>>(),
         });
+        if let Some(plan) = first_sync.as_ref().filter(|_| args.verbose) {
+            value["first_sync_imports"] = plan.imports.iter().map(|i| json!({
+                "phone": phone(&i.e164), "first_name": i.names.first, "last_name": i.names.last,
+            })).collect();
+        }
         serde_json::to_writer(&mut w, &value)?;
         writeln!(w)?;
         return Ok(w.flush()?);
@@ -112,11 +121,20 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
             status.reason.as_deref().unwrap_or_default()
         )?;
     }
-    if plans.is_empty() {
+    if let Some(plan) = &first_sync {
         writeln!(
             w,
-            "no backend account yet: nothing would be sent (the Telegram and WhatsApp backends configure accounts)"
+            "no backend account yet: nothing would be sent ([telegram] or [whatsapp] in the configuration adds one)"
         )?;
+        let n = plan.imports.len();
+        writeln!(
+            w,
+            "a first sync to an account would import {n} {}",
+            if n == 1 { "contact" } else { "contacts" }
+        )?;
+        if args.verbose {
+            write_plan_items(&mut w, plan, &phone)?;
+        }
     }
     for (account, plan, held) in &plans {
         let counts = sync::PlanCounts::of(plan);
@@ -129,22 +147,57 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
             writeln!(w, "  deletions would be held: {}", held.reason)?;
         }
         if args.verbose {
-            for import in &plan.imports {
-                writeln!(
-                    w,
-                    "  import {} {:?} {:?} ({:?})",
-                    phone(&import.e164),
-                    import.names.first,
-                    import.names.last,
-                    import.reason
-                )?;
-            }
-            for e164 in &plan.deletes {
-                writeln!(w, "  delete {}", phone(e164))?;
-            }
+            write_plan_items(&mut w, plan, &phone)?;
         }
     }
+    let items = |plan: &crate::diff::Plan| plan.imports.len() + plan.deletes.len();
+    let any_items = plans.iter().any(|(_, plan, _)| items(plan) > 0)
+        || first_sync.as_ref().is_some_and(|plan| items(plan) > 0);
+    if any_items && !args.verbose {
+        writeln!(
+            w,
+            "(--verbose lists them: number, the name the messenger gets, why; --show-phones shows numbers in full)"
+        )?;
+    }
     Ok(w.flush()?)
+}
+
+/// `plan --verbose`: one line per item a sync would send, as `inspect` shows names
+/// (`first | last`), numbers through `phone` (redacted unless `--show-phones`).
+fn write_plan_items(
+    w: &mut impl Write,
+    plan: &crate::diff::Plan,
+    phone: &impl Fn(&str) -> String,
+) -> io::Result<()> {
+    use crate::diff::ImportReason;
+    let width = plan
+        .imports
+        .iter()
+        .map(|i| phone(&i.e164).chars().count())
+        .max()
+        .unwrap_or(0);
+    for import in &plan.imports {
+        let names = &import.names;
+        let name = if names.last.is_empty() {
+            names.first.clone()
+        } else {
+            format!("{} | {}", names.first, names.last)
+        };
+        let why = match import.reason {
+            ImportReason::New => "new",
+            ImportReason::Rename => "rename",
+            ImportReason::Retry => "retry",
+        };
+        writeln!(
+            w,
+            "  import {:<width$}  {name}  ({why})",
+            phone(&import.e164)
+        )?;
+    }
+    for e164 in &plan.deletes {
+        writeln!(w, "  delete {}", phone(e164))?;
+    }
+    Ok(())
 }
 
 pub fn sync(config_path: Option<&Path>, args: &SyncArgs) -> Result<(), Failure> {

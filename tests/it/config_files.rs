@@ -17,6 +17,42 @@ fn example_config_parses() {
     assert!(config.sources[0].path.ends_with("examples/addressbook"));
 }
 
+/// "Every key is shown; commented-out keys show their default": uncommenting the keys of
+/// the example's live part (up to the first commented-out table, which have tests of their
+/// own) leaves it valid, each key in its table, and changes no default. A top-level key
+/// shown below `[[source]]` would land in that table.
+#[test]
+fn uncommenting_the_keys_of_the_example_keeps_it_valid() {
+    let path = repo_file("config/contactsyncd.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let live_end = text.find("\n# [").unwrap_or(text.len());
+    let mut uncommented = String::new();
+    let mut keys = Vec::new();
+    for line in text[..live_end].lines() {
+        match line.strip_prefix("# ") {
+            Some(key_line)
+                if key_line
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.is_empty() && !k.contains(' ')) =>
+            {
+                keys.push(key_line.split(' ').next().unwrap().to_owned());
+                uncommented.push_str(key_line);
+            }
+            _ => uncommented.push_str(line),
+        }
+        uncommented.push('\n');
+    }
+    uncommented.push_str(&text[live_end..]);
+    for key in ["shutdown_timeout", "debounce", "max_deletes"] {
+        assert!(keys.iter().any(|k| k == key), "{key} is shown: {keys:?}");
+    }
+    let config =
+        config::parse(&uncommented, &path).unwrap_or_else(|e| panic!("{e}\nuncommented: {keys:?}"));
+    assert_eq!(config.shutdown_timeout, 10);
+    assert_eq!(config.watch, config::WatchConfig::default());
+    assert_eq!(config.safety, contactsyncd::diff::DeleteLimits::default());
+}
+
 #[test]
 fn every_toml_snippet_in_the_readme_parses() {
     let readme = std::fs::read_to_string(repo_file("README.md")).unwrap();
@@ -73,8 +109,11 @@ fn the_commented_telegram_section_of_the_example_is_valid() {
         .collect();
     let config = config::parse(&format!("{}\n{section}", &text[..start]), &path)
         .unwrap_or_else(|e| panic!("{section}\n{e}"));
-    let rendered = toml::to_string(&config).unwrap();
-    assert!(rendered.contains("api_hash = \"********\""), "{rendered}");
+    let rendered = config::render(&config).unwrap();
+    assert!(
+        rendered.contains("# api_hash = \"…\" is set in the configuration file"),
+        "{rendered}"
+    );
     assert!(
         !rendered.contains("0123456789abcdef"),
         "check-config never prints the hash"
