@@ -1410,7 +1410,7 @@ async fn forget_all_deletes_only_ours_survives_a_kill_and_adds_nothing_until_res
         .values()
         .map(|c| c.phone.clone())
         .collect();
-    assert_eq!(left, [friend_phone.clone()]);
+    assert_eq!(left, std::slice::from_ref(&friend_phone));
     for call in setup.server.calls_to("contacts.deleteByPhones") {
         let phones = call
             .decode::<grammers_tl_types::functions::contacts::DeleteByPhones>()
