@@ -1097,6 +1097,11 @@ mod tests {
         let parsed = parse_bytes(text.as_bytes()).unwrap();
         let incomplete = parsed.incomplete.expect("ends inside card 7");
         assert_eq!((incomplete.card, incomplete.line), (7, 30));
+        // A 3.0 card never nests: card 5 is known broken at card 6's BEGIN already.
+        assert_eq!(
+            parsed.cards[4].result,
+            Err(CardError::Unterminated { next_begin: 25 })
+        );
     }
 
     /// vCard 2.1 nests cards (AGENT) without any marker: a balanced nest is flattened, as
