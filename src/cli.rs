@@ -93,11 +93,13 @@ pub enum Command {
 pub enum GenerateCommand {
     /// Write contactsyncd.1 and one page per command (contactsyncd-sync.1, …) into DIR
     Man {
+        /// The folder to write the pages into (created if missing)
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
     /// Print the completion script for SHELL, e.g. `contactsyncd generate completions bash`
     Completions {
+        /// bash, zsh, fish, elvish or powershell
         shell: clap_complete::Shell,
         /// Write it into DIR under the name the shell looks for instead
         #[arg(long, value_name = "DIR")]
@@ -346,11 +348,15 @@ fn inspect(config_path: Option<&Path>, args: InspectArgs) -> Result<(), Failure>
 
     let stdout = io::stdout().lock();
     let mut report = Report::new(io::BufWriter::with_capacity(1 << 16, stdout), args.json);
+    report.region = region;
     let mut desired = DesiredSetBuilder::default();
     for (order, target) in targets.iter().enumerate() {
         let listing = source::list_files(&target.path);
         for (path, err) in &listing.errors {
             report.file_error(path, &format!("cannot read: {err}"), false)?;
+        }
+        if listing.files.is_empty() && listing.errors.is_empty() {
+            report.empty_source(&target.path)?;
         }
         for file in &listing.files {
             report.files += 1;
@@ -408,9 +414,13 @@ struct Report<W: Write> {
     incomplete_files: usize,
     cards: usize,
     cards_with_errors: usize,
+    cards_left_out: usize,
     phones: usize,
     rejected_phones: usize,
     no_region_phones: usize,
+    empty_sources: usize,
+    /// The region national numbers are read with.
+    region: Option<DefaultRegion>,
 }
 
 impl<W: Write> Report<W> {
@@ -423,9 +433,12 @@ impl<W: Write> Report<W> {
             incomplete_files: 0,
             cards: 0,
             cards_with_errors: 0,
+            cards_left_out: 0,
             phones: 0,
             rejected_phones: 0,
             no_region_phones: 0,
+            empty_sources: 0,
+            region: None,
         }
     }
 
@@ -445,6 +458,16 @@ impl<W: Write> Report<W> {
             self.file_header(file)?;
         }
         writeln!(self.out, "  error: {error}")
+    }
+
+    /// A directory without a single vCard file: most likely the wrong one.
+    fn empty_source(&mut self, dir: &Path) -> io::Result<()> {
+        self.empty_sources += 1;
+        let message = "holds no vCard files (*.vcf, *.vcard): nothing to read here";
+        if self.json {
+            return self.line(&json!({"file": dir, "warning": message}));
+        }
+        writeln!(self.out, "{}\n  warning: {message}", dir.display())
     }
 
     fn file_header(&mut self, file: &Path) -> io::Result<()> {
@@ -499,6 +522,10 @@ impl<W: Write> Report<W> {
         if !errors.is_empty() {
             self.cards_with_errors += 1;
         }
+        let left_out = contact.and_then(|c| c.left_out.as_deref());
+        if left_out.is_some() {
+            self.cards_left_out += 1;
+        }
         let card = outcome.result.as_ref().ok();
         let name = contact.and_then(|c| c.name.as_ref());
         let phones = contact.map(|c| c.phones.as_slice()).unwrap_or_default();
@@ -524,11 +551,13 @@ impl<W: Write> Report<W> {
                 pushed: contact.is_some_and(CardContact::is_pushed),
                 phones: phones.iter().map(PhoneLine::of).collect(),
                 errors,
+                left_out,
             };
             serde_json::to_writer(&mut self.out, &value)?;
             return self.out.write_all(b"\n");
         }
 
+        let region_code = self.region.map(|r| r.code()).unwrap_or_default();
         let out = &mut self.out;
         write!(out, "  card {} (line {})", outcome.index, outcome.line)?;
         if let Some(uid) = card.and_then(|c| c.uid.as_deref()) {
@@ -545,10 +574,18 @@ impl<W: Write> Report<W> {
                     e164,
                     validity,
                     extension,
+                    other_regions,
                 } => {
                     let mut text = format!("→ {e164}");
                     if *validity == Validity::UnknownRange {
                         text.push_str("  (possible, but not a range the metadata knows: kept)");
+                    }
+                    if !other_regions.is_empty() {
+                        text.push_str(&format!(
+                            "  (check: {}; kept as read with region {})",
+                            other_region_text(other_regions),
+                            region_code
+                        ));
                     }
                     if let Some(ext) = extension {
                         text.push_str(&format!("  (extension {ext} stripped)"));
@@ -565,6 +602,9 @@ impl<W: Write> Report<W> {
         }
         for error in &errors {
             writeln!(out, "    error: {error}")?;
+        }
+        if let Some(reason) = left_out {
+            writeln!(out, "    left out by the source's filter: {reason}")?;
         }
         Ok(())
     }
@@ -587,11 +627,13 @@ impl<W: Write> Report<W> {
                 "incomplete_files": self.incomplete_files,
                 "cards": self.cards,
                 "cards_with_errors": self.cards_with_errors,
+                "cards_left_out": self.cards_left_out,
                 "phones": self.phones,
                 "rejected_phones": self.rejected_phones,
                 "contacts": pushed_phones,
                 "duplicates": set.duplicates,
                 "name_conflicts": set.conflicts.len(),
+                "empty_sources": self.empty_sources,
                 "region": region.map(|r| r.code()),
             }});
             self.line(&summary)?;
@@ -615,17 +657,28 @@ impl<W: Write> Report<W> {
             }
             writeln!(
                 out,
-                "\n{} files ({} with errors), {} cards ({} with errors), {} phones ({} rejected), {} contacts to sync, {} duplicates, {} name conflicts",
+                "\n{} files ({} with errors), {} cards ({} with errors{}), {} phones ({} rejected), {} contacts to sync, {} duplicates, {} name conflicts",
                 self.files,
                 self.file_errors,
                 self.cards,
                 self.cards_with_errors,
+                if self.cards_left_out > 0 {
+                    format!(", {} left out by category filters", self.cards_left_out)
+                } else {
+                    String::new()
+                },
                 self.phones,
                 self.rejected_phones,
                 pushed_phones,
                 set.duplicates,
                 set.conflicts.len(),
             )?;
+            if self.files == 0 && self.empty_sources > 0 {
+                writeln!(
+                    out,
+                    "hint: no vCard file found; a source is a vdir, a folder of *.vcf / *.vcard files, or one export file"
+                )?;
+            }
             if self.no_region_phones > 0 {
                 writeln!(
                     out,
@@ -636,6 +689,27 @@ impl<W: Write> Report<W> {
         }
         self.out.flush()
     }
+}
+
+/// `as written, a valid number in US: +14155550199 (also BR +55…, MX +52…)`.
+pub fn other_region_text(readings: &[crate::phone::OtherReading]) -> String {
+    let mut text = match readings.first() {
+        Some(first) => format!(
+            "as written, a valid number in {}: {}",
+            first.region, first.e164
+        ),
+        None => return String::new(),
+    };
+    let more: Vec<String> = readings
+        .iter()
+        .skip(1)
+        .take(2)
+        .map(|r| format!("{} {}", r.region, r.e164))
+        .collect();
+    if !more.is_empty() {
+        text.push_str(&format!(" (also {})", more.join(", ")));
+    }
+    text
 }
 
 /// One card of `inspect --json`.
@@ -651,6 +725,9 @@ struct CardLine<'a> {
     pushed: bool,
     phones: Vec<PhoneLine<'a>>,
     errors: Vec<String>,
+    /// Why the source's category filter leaves the card out (not an error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    left_out: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -661,6 +738,9 @@ struct PhoneLine<'a> {
     valid: bool,
     error: Option<String>,
     flags: Vec<&'static str>,
+    /// With the `other_region` flag: where the number as written is valid instead.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    other_regions: &'a [crate::phone::OtherReading],
 }
 
 impl<'a> PhoneLine<'a> {
@@ -671,12 +751,17 @@ impl<'a> PhoneLine<'a> {
             PhoneOutcome::Filtered { reason } => (false, Some(reason.clone())),
             PhoneOutcome::Rejected(err) => (false, Some(err.to_string())),
         };
+        let other_regions = match &phone.outcome {
+            PhoneOutcome::Accepted { other_regions, .. } => other_regions.as_slice(),
+            _ => &[],
+        };
         Self {
             raw: &phone.raw,
             e164: phone.e164(),
             valid,
             error,
             flags: phone.flags(),
+            other_regions,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::CardFilter;
-use crate::phone::{self, DefaultRegion, PhoneError, Validity};
+use crate::phone::{self, DefaultRegion, OtherReading, PhoneError, Validity};
 use crate::vcard::RawCard;
 
 /// Telegram's limit for `first_name` and `last_name`.
@@ -46,6 +46,9 @@ pub enum PhoneOutcome {
         e164: String,
         validity: Validity,
         extension: Option<String>,
+        /// Other regions where the number as written is valid, when the default region
+        /// explains it badly (`phone::Normalized::other_regions`).
+        other_regions: Vec<OtherReading>,
     },
     /// The same number appeared earlier in this card.
     Repeated { e164: String },
@@ -63,17 +66,22 @@ impl PhoneEntry {
         }
     }
 
-    /// Short machine-readable remarks: `extension_stripped`, `unknown_range`, `repeated`, `filtered`.
+    /// Short machine-readable remarks: `extension_stripped`, `unknown_range`, `other_region`,
+    /// `repeated`, `filtered`.
     pub fn flags(&self) -> Vec<&'static str> {
         match &self.outcome {
             PhoneOutcome::Accepted {
                 validity,
                 extension,
+                other_regions,
                 ..
             } => {
                 let mut flags = Vec::new();
                 if *validity == Validity::UnknownRange {
                     flags.push("unknown_range");
+                }
+                if !other_regions.is_empty() {
+                    flags.push("other_region");
                 }
                 if extension.is_some() {
                     flags.push("extension_stripped");
@@ -92,8 +100,6 @@ impl PhoneEntry {
 pub enum CardProblem {
     #[error("no name: N, FN and ORG are all empty (Telegram refuses contacts without a name)")]
     Nameless,
-    #[error("category filter: {0}")]
-    ExcludedByCategory(String),
     #[error("a contact group (KIND:group), not a person")]
     Group,
 }
@@ -104,12 +110,16 @@ pub struct CardContact {
     pub name: Option<PersonName>,
     pub phones: Vec<PhoneEntry>,
     pub problems: Vec<CardProblem>,
+    /// Left out by the source's `include_categories` / `exclude_categories`: a decision of
+    /// the configuration, not a problem of the card.
+    pub left_out: Option<String>,
 }
 
 impl CardContact {
-    /// The card is pushed only with a name and without a blocking problem.
+    /// The card is pushed only with a name, without a blocking problem, and not left out
+    /// by a category filter.
     pub fn is_pushed(&self) -> bool {
-        self.name.is_some() && self.problems.is_empty()
+        self.name.is_some() && self.problems.is_empty() && self.left_out.is_none()
     }
 
     /// Numbers this card contributes to the desired set.
@@ -136,9 +146,7 @@ pub fn understand(
         // A nameless card without phones has nothing to push: no error worth reporting.
         problems.push(CardProblem::Nameless);
     }
-    if let Some(reason) = category_exclusion(card, filter) {
-        problems.push(CardProblem::ExcludedByCategory(reason));
-    }
+    let left_out = category_exclusion(card, filter);
 
     let mut phones: Vec<PhoneEntry> = Vec::with_capacity(card.phones.len());
     for raw in &card.phones {
@@ -154,6 +162,7 @@ pub fn understand(
                     e164: n.e164,
                     validity: n.validity,
                     extension: n.extension,
+                    other_regions: n.other_regions,
                 },
                 Err(err) => PhoneOutcome::Rejected(err),
             }
@@ -167,6 +176,7 @@ pub fn understand(
         name,
         phones,
         problems,
+        left_out,
     }
 }
 
@@ -274,7 +284,9 @@ fn category_exclusion(card: &RawCard, filter: &CardFilter) -> Option<String> {
             .any(|c| c.eq_ignore_ascii_case(wanted))
     };
     if let Some(excluded) = filter.exclude_categories.iter().find(|c| has(c)) {
-        return Some(format!("in excluded category {excluded:?}"));
+        return Some(format!(
+            "in category {excluded:?}, which exclude_categories leaves out"
+        ));
     }
     if !filter.include_categories.is_empty() && !filter.include_categories.iter().any(has) {
         return Some("in none of include_categories".to_owned());
@@ -525,12 +537,24 @@ mod tests {
             exclude_categories: vec!["work".into()],
             ..CardFilter::default()
         };
-        assert!(!understand(&c, None, &filter).is_pushed());
+        let excluded = understand(&c, None, &filter);
+        assert!(!excluded.is_pushed());
+        assert!(
+            excluded.problems.is_empty(),
+            "a filter decision, not a problem"
+        );
+        assert!(excluded.left_out.unwrap().contains("\"work\""));
         let filter = CardFilter {
             include_categories: vec!["family".into()],
             ..CardFilter::default()
         };
-        assert!(!understand(&c, None, &filter).is_pushed());
+        let not_included = understand(&c, None, &filter);
+        assert!(!not_included.is_pushed());
+        assert!(not_included.problems.is_empty());
+        assert_eq!(
+            not_included.left_out.as_deref(),
+            Some("in none of include_categories")
+        );
     }
 
     #[test]

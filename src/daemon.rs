@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{self, Backend};
 use crate::config::{self, Config};
+use crate::source;
 use crate::store::Store;
 use crate::sync::{
     self, AccountReport, AccountSpec, PassReport, Stop, SyncOptions, SystemClock, describe_stop,
@@ -519,6 +520,8 @@ async fn watch(
 #[derive(Debug, Default)]
 struct StatusBoard {
     state: Mutex<PassReport>,
+    /// Stalled files already logged: each is logged once while it stays stalled.
+    stalled_logged: Mutex<BTreeSet<PathBuf>>,
 }
 
 impl StatusBoard {
@@ -534,10 +537,13 @@ impl StatusBoard {
     }
 
     fn planned(&self, report: &PassReport) {
+        let _ = self.log_stalled(report);
         let line = {
             let mut state = self.lock();
             state.contacts = report.contacts;
             state.unknown_sources = report.unknown_sources.clone();
+            state.empty_sources = report.empty_sources.clone();
+            state.stalled_files = report.stalled_files.clone();
             for planned in &report.accounts {
                 if let Some(account) = state
                     .accounts
@@ -572,6 +578,35 @@ impl StatusBoard {
         notify(&[NotifyState::Status(&line)]);
     }
 
+    /// A file that ends inside a card past the grace period is logged once (redacted),
+    /// and again only after it was complete or gone in between.
+    /// Returns how many files were logged now.
+    fn log_stalled(&self, report: &PassReport) -> usize {
+        let mut logged = self
+            .stalled_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        logged.retain(|path| report.stalled_files.iter().any(|f| f.path == *path));
+        let mut now = 0;
+        for file in &report.stalled_files {
+            if logged.insert(file.path.clone()) {
+                now += 1;
+                let shown = if crate::phone::show_personal_data() {
+                    file.path.display().to_string()
+                } else {
+                    file.redacted.clone()
+                };
+                tracing::warn!(
+                    source = %file.source,
+                    file = %shown,
+                    minutes = source::INCOMPLETE_GRACE_SECS / 60,
+                    "a file has ended inside a card for longer than the grace period: an export that stopped half-way? Its previous cards stay in effect until it is complete (`contactsyncd status` names it)"
+                );
+            }
+        }
+        now
+    }
+
     fn note_failure(&self, error: &str) {
         notify(&[NotifyState::Status(&format!("last pass failed: {error}"))]);
     }
@@ -602,6 +637,24 @@ pub fn status_line(report: &PassReport) -> String {
         }
         parts.push(text);
     }
+    // Counted per source name, never by path: `status` names the files.
+    if !report.stalled_files.is_empty() {
+        let mut sources: Vec<&str> = report
+            .stalled_files
+            .iter()
+            .map(|f| f.source.as_str())
+            .collect();
+        sources.dedup();
+        parts.push(format!(
+            "{} incomplete for over {} min in {} (an export that stopped half-way?)",
+            plural(report.stalled_files.len(), "file", "files"),
+            source::INCOMPLETE_GRACE_SECS / 60,
+            sources.join(", ")
+        ));
+    }
+    for empty in &report.empty_sources {
+        parts.push(format!("source {} holds no vCard files", empty.name));
+    }
     // Named (the configuration's names, not paths): `status` says why.
     match report.unknown_sources.as_slice() {
         [] => {}
@@ -616,6 +669,10 @@ pub fn status_line(report: &PassReport) -> String {
         )),
     }
     parts.join(" · ")
+}
+
+fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 fn notify(states: &[NotifyState<'_>]) {
@@ -777,6 +834,53 @@ fn watch_error(error: &notify::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stalled(source: &str, path: &str) -> source::StalledFile {
+        source::StalledFile {
+            source: source.into(),
+            path: PathBuf::from(path),
+            redacted: "J….vcf".into(),
+        }
+    }
+
+    #[test]
+    fn a_stalled_file_is_logged_once_and_in_the_status_line() {
+        let board = StatusBoard::default();
+        let mut report = PassReport {
+            contacts: 6,
+            stalled_files: vec![stalled("phone", "/book/Jane.vcf")],
+            ..PassReport::default()
+        };
+        assert_eq!(board.log_stalled(&report), 1);
+        assert_eq!(board.log_stalled(&report), 0, "once while it stays stalled");
+        assert_eq!(
+            status_line(&report),
+            "6 contacts · 1 file incomplete for over 10 min in phone (an export that stopped half-way?)"
+        );
+        report.stalled_files.clear();
+        assert_eq!(board.log_stalled(&report), 0);
+        report.stalled_files = vec![stalled("phone", "/book/Jane.vcf")];
+        assert_eq!(
+            board.log_stalled(&report),
+            1,
+            "stalled again after a complete read"
+        );
+    }
+
+    #[test]
+    fn an_empty_source_is_named_in_the_status_line() {
+        let report = PassReport {
+            empty_sources: vec![crate::store::SourceStatus {
+                name: "book".into(),
+                ..Default::default()
+            }],
+            ..PassReport::default()
+        };
+        assert_eq!(
+            status_line(&report),
+            "0 contacts · source book holds no vCard files"
+        );
+    }
 
     #[test]
     fn watch_errors_leave_out_the_paths_they_are_about() {

@@ -5,7 +5,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use rlibphonenumber::{
-    NumberLengthType, PHONE_NUMBER_UTIL, ParseError, PhoneNumber, PhoneNumberFormat, Region,
+    NumberLengthType, PHONE_NUMBER_UTIL, ParseError, PhoneNumber, PhoneNumberFormat,
+    PhoneNumberType, Region,
 };
 use serde::Serialize;
 
@@ -66,7 +67,51 @@ pub struct Normalized {
     pub validity: Validity,
     /// An extension (`x123`, `;ext=123`) that was cut off: messengers have no use for it.
     pub extension: Option<String>,
+    /// A number written in national form that reads as a valid number of other common
+    /// regions, while the default region explains it badly: it is in no range the default
+    /// region knows, or it lacks the trunk prefix (`0`) the default region's numbers are
+    /// written with (`(415) 555-0199` with region DE). Kept, and flagged `other_region`.
+    pub other_regions: Vec<OtherReading>,
 }
+
+/// How a national number reads in another region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OtherReading {
+    pub region: String,
+    pub e164: String,
+}
+
+/// Regions whose national numbers a contact list is likely to hold: the most populous and
+/// the most travelled-to, NANP first. Only consulted for numbers the default region
+/// explains badly, so the cost stays off the common path.
+const COMMON_REGIONS: &[Region] = &[
+    Region::US,
+    Region::GB,
+    Region::FR,
+    Region::DE,
+    Region::IT,
+    Region::ES,
+    Region::NL,
+    Region::BE,
+    Region::CH,
+    Region::AT,
+    Region::PL,
+    Region::PT,
+    Region::SE,
+    Region::NO,
+    Region::DK,
+    Region::IE,
+    Region::TR,
+    Region::RU,
+    Region::UA,
+    Region::IN,
+    Region::CN,
+    Region::JP,
+    Region::KR,
+    Region::BR,
+    Region::MX,
+    Region::AU,
+];
 
 /// Why a TEL value is not a phone number we can push.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +160,10 @@ pub fn normalize(raw: &str, region: Option<DefaultRegion>) -> Result<Normalized,
             Err(reason) => return Err(possibility_error(&reason.to_string())),
         }
     };
+    let other_regions = match region {
+        Some(region) => other_readings(&cleaned, &number, region.0, &validity),
+        None => Vec::new(),
+    };
     let extension = number.extension.clone().filter(|e| !e.is_empty());
     let mut core = number;
     core.extension = None;
@@ -122,7 +171,78 @@ pub fn normalize(raw: &str, region: Option<DefaultRegion>) -> Result<Normalized,
         e164: core.format_as(PhoneNumberFormat::E164).into_owned(),
         validity,
         extension,
+        other_regions,
     })
+}
+
+/// The readings of a national number in other common regions, when the default region
+/// explains it badly (see `Normalized::other_regions`); empty otherwise.
+fn other_readings(
+    cleaned: &str,
+    number: &PhoneNumber,
+    region: Region,
+    validity: &Validity,
+) -> Vec<OtherReading> {
+    if cleaned.starts_with('+')
+        || cleaned
+            .get(..4)
+            .is_some_and(|t| t.eq_ignore_ascii_case("tel:"))
+    {
+        return Vec::new();
+    }
+    let written = digits(cleaned);
+    let nsn = number.get_national_significant_number();
+    let as_national = || digits(&number.format_as(PhoneNumberFormat::National));
+    let badly_explained = match validity {
+        // Written in national form (with or without a trunk prefix), in no known range.
+        Validity::UnknownRange => written == nsn || written == as_national(),
+        // Valid, but written without the trunk prefix this region's numbers are written
+        // with: `(415) 555-0199` is no way to write a German number.
+        Validity::Valid => written == nsn && as_national() != nsn,
+    };
+    if !badly_explained {
+        return Vec::new();
+    }
+    // (rank, reading): a person's number (mobile or fixed line) before a service number.
+    let mut readings: Vec<(u8, OtherReading)> = Vec::new();
+    for &other in COMMON_REGIONS {
+        if other == region {
+            continue;
+        }
+        let Ok(candidate) = PhoneNumber::parse(cleaned, Some(other)) else {
+            continue;
+        };
+        // Valid there, and written exactly as that region writes its national numbers.
+        if !candidate.is_valid()
+            || digits(&candidate.format_as(PhoneNumberFormat::National)) != written
+        {
+            continue;
+        }
+        let e164 = candidate.format_as(PhoneNumberFormat::E164).into_owned();
+        if readings.iter().any(|(_, r)| r.e164 == e164) {
+            continue; // NANP: one reading, whichever region of +1 found it
+        }
+        let rank = match candidate.get_type() {
+            PhoneNumberType::Mobile
+            | PhoneNumberType::FixedLine
+            | PhoneNumberType::FixedLineOrMobile => 0,
+            _ => 1,
+        };
+        let name = candidate.get_region_code().unwrap_or(other);
+        readings.push((
+            rank,
+            OtherReading {
+                region: name.as_region_str().to_string(),
+                e164,
+            },
+        ));
+    }
+    readings.sort_by_key(|(rank, _)| *rank);
+    readings.into_iter().map(|(_, reading)| reading).collect()
+}
+
+fn digits(text: &str) -> String {
+    text.chars().filter(char::is_ascii_digit).collect()
 }
 
 fn possibility_error(reason: &str) -> PhoneError {
@@ -269,6 +389,45 @@ mod tests {
         assert_eq!(n.e164, "+12025550100");
         let fictional = normalize("(555) 555-0199", region("US")).unwrap();
         assert_eq!(fictional.validity, Validity::UnknownRange);
+    }
+
+    fn readings(raw: &str, default: &str) -> Vec<(String, String)> {
+        normalize(raw, region(default))
+            .unwrap()
+            .other_regions
+            .into_iter()
+            .map(|r| (r.region, r.e164))
+            .collect()
+    }
+
+    #[test]
+    fn a_number_written_as_another_regions_national_number_is_flagged() {
+        // Valid in DE only without the trunk prefix German numbers are written with.
+        let n = normalize("(415) 555-0199", region("DE")).unwrap();
+        assert_eq!(n.e164, "+494155550199");
+        assert_eq!(n.validity, Validity::Valid);
+        // US first (NANP leads the list); BR and MX write 10 digits like this too.
+        assert_eq!(
+            readings("(415) 555-0199", "DE")[0],
+            ("US".to_owned(), "+14155550199".to_owned())
+        );
+        // In no range DE knows; as written, a Japanese mobile number (among others). A
+        // person's number is named before a service number (GB's premium-rate +44 90…).
+        let japanese = ("JP".to_owned(), "+819012345678".to_owned());
+        assert!(readings("090-1234-5678", "DE").contains(&japanese));
+    }
+
+    #[rstest]
+    #[case::german_with_trunk_prefix("0151 23456789", "DE")]
+    #[case::ambiguous_but_valid_as_written("06 12 34 56 78", "DE")]
+    #[case::us_national("(202) 555-0173", "US")]
+    #[case::international("+1 415 555 0199", "DE")]
+    #[case::idd("001 415 555 0199", "DE")]
+    fn numbers_the_default_region_explains_are_not_flagged(
+        #[case] raw: &str,
+        #[case] default: &str,
+    ) {
+        assert_eq!(readings(raw, default), []);
     }
 
     #[rstest]

@@ -146,12 +146,49 @@ pub struct Scan {
     /// Per unknown source (by name), its reason as logs may say it: the file redacted, the
     /// error without a path. The full reason is in its status.
     pub redacted_reasons: HashMap<String, String>,
+    /// Files that end inside a card and have not changed for longer than
+    /// `INCOMPLETE_GRACE_SECS`: exports that stopped half-way.
+    pub stalled: Vec<StalledFile>,
+    /// Pushed numbers with a doubt about them (`unknown_range`, `other_region`), from the
+    /// files this scan parsed: `plan` shows them, `inspect` shows every file's.
+    pub flagged: Vec<FlaggedNumber>,
 }
+
+/// A number that is pushed but worth a look.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FlaggedNumber {
+    pub path: PathBuf,
+    pub card: u32,
+    pub raw: String,
+    pub e164: String,
+    pub flags: Vec<&'static str>,
+    pub other_regions: Vec<crate::phone::OtherReading>,
+}
+
+/// A file that stays incomplete past the grace period.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StalledFile {
+    pub source: String,
+    pub path: PathBuf,
+    /// The path as logs may show it (`redact_path`).
+    #[serde(skip)]
+    pub redacted: String,
+}
+
+/// How long a file may end inside a card before it counts as an export that stopped
+/// half-way (still deferred, but said so in `status`, the log and the STATUS line). A
+/// writer at work changes the file far more often than this.
+pub const INCOMPLETE_GRACE_SECS: i64 = 10 * 60;
 
 impl Scan {
     /// Sources whose contacts are kept as they were because they could not be read fully.
     pub fn unknown_sources(&self) -> impl Iterator<Item = &SourceStatus> {
-        self.statuses.iter().filter(|s| s.state != "ok")
+        self.statuses.iter().filter(|s| s.state == SOURCE_UNKNOWN)
+    }
+
+    /// Sources that hold no vCard file at all (and never held one): most likely a wrong path.
+    pub fn empty_sources(&self) -> impl Iterator<Item = &SourceStatus> {
+        self.statuses.iter().filter(|s| s.state == SOURCE_EMPTY)
     }
 
     /// Why `source` counts as unknown, without a file name, path or value: for logs.
@@ -159,6 +196,15 @@ impl Scan {
         self.redacted_reasons.get(source).map(String::as_str)
     }
 }
+
+/// `SourceStatus::state`: every file read as it is.
+pub const SOURCE_OK: &str = "ok";
+/// Some files are deferred (incomplete, unreadable, no card): their previous cards stay.
+pub const SOURCE_DEFERRED: &str = "deferred";
+/// The source holds no vCard file, and held none before.
+pub const SOURCE_EMPTY: &str = "empty";
+/// Missing, unreadable or suddenly empty: its contacts are kept as they were.
+pub const SOURCE_UNKNOWN: &str = "unknown";
 
 /// A path inside a source as logs show it: every component cut to its first character,
 /// vCard extensions kept (`Jane Doe +49 170 1234567.vcf` → `J….vcf`, `Family/Jo.vcf` → `F…/J….vcf`),
@@ -242,6 +288,8 @@ struct FileContribution {
     phones: Vec<StoredPhone>,
     cards: u64,
     card_errors: u64,
+    /// `FlaggedNumber`s without their path.
+    flagged: Vec<FlaggedNumber>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -260,7 +308,7 @@ fn scan_source(
     let mut status = SourceStatus {
         name: source.name.clone(),
         path: source.path.display().to_string(),
-        state: "ok".into(),
+        state: SOURCE_OK.into(),
         scanned_at: now,
         ..SourceStatus::default()
     };
@@ -288,6 +336,7 @@ fn scan_source(
             phones: stored.remove(path.as_os_str()).unwrap_or_default(),
             cards: previous.map_or(0, |r| u64::from(r.cards)),
             card_errors: previous.map_or(0, |r| u64::from(r.card_errors)),
+            flagged: Vec::new(),
         };
         match examined {
             Examined::Unchanged => contributions.push((path, kept())),
@@ -295,8 +344,13 @@ fn scan_source(
                 changes.push(change);
                 contributions.push((path, kept()));
             }
-            Examined::Parsed(change, contribution) => {
+            Examined::Parsed(change, mut contribution) => {
                 changes.push(change);
+                scan.flagged
+                    .extend(contribution.flagged.drain(..).map(|f| FlaggedNumber {
+                        path: path.clone(),
+                        ..f
+                    }));
                 contributions.push((path, contribution));
             }
         }
@@ -317,7 +371,7 @@ fn scan_source(
     match &unknown_reason {
         // Unknown: nothing of it is taken as deleted; what it had stays in effect.
         Some(reason) => {
-            status.state = "unknown".into();
+            status.state = SOURCE_UNKNOWN.into();
             status.reason = Some(reason.clone());
             // The emptied source's reason has counts only.
             scan.redacted_reasons.insert(
@@ -331,6 +385,7 @@ fn scan_source(
                         phones: stored.remove(record.path.as_os_str()).unwrap_or_default(),
                         cards: u64::from(record.cards),
                         card_errors: u64::from(record.card_errors),
+                        flagged: Vec::new(),
                     },
                 ));
             }
@@ -347,10 +402,25 @@ fn scan_source(
         status.phones += contribution.phones.len() as u64;
         add_to_desired(desired, order, path, contribution.phones);
     }
-    status.deferred = changes
-        .iter()
-        .filter(|c| matches!(c, FileChange::Deferred { .. }))
-        .count() as u64;
+    for change in &changes {
+        if let FileChange::Deferred { path, state, .. } = change {
+            status.deferred += 1;
+            if *state == FileState::Stalled {
+                scan.stalled.push(StalledFile {
+                    source: source.name.clone(),
+                    path: path.clone(),
+                    redacted: redact_path(&source.path, path),
+                });
+            }
+        }
+    }
+    if status.state == SOURCE_OK {
+        if status.deferred > 0 {
+            status.state = SOURCE_DEFERRED.into();
+        } else if status.files == 0 {
+            status.state = SOURCE_EMPTY.into();
+        }
+    }
     scan.changes.extend(changes);
     scan.statuses.push(status);
     listing.files
@@ -507,6 +577,26 @@ fn examine_file(
             },
             contribution,
         ),
+        Err((FileState::Incomplete, error)) => {
+            let age_secs = read_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .saturating_sub(stat.1.div_euclid(1_000_000_000));
+            if age_secs > INCOMPLETE_GRACE_SECS {
+                defer(
+                    FileState::Stalled,
+                    format!(
+                        "{error} and has not changed for {} minutes: an export that stopped half-way? Export it again (or complete the card)",
+                        age_secs / 60
+                    ),
+                )
+            } else {
+                defer(
+                    FileState::Incomplete,
+                    format!("{error}: probably still being written"),
+                )
+            }
+        }
         Err((state, error)) => defer(state, error),
     }
 }
@@ -684,7 +774,7 @@ fn add_to_desired(
 /// Bumped whenever parsing, normalizing or the name rules change what a file yields, so
 /// that results stored by an older build are derived again (the package version alone
 /// would miss a fix between releases).
-const DERIVATION_VERSION: u32 = 1;
+const DERIVATION_VERSION: u32 = 2;
 
 /// The key of everything besides a file's bytes that its phones depend on: the program and
 /// parser version, the default region, and the source's filters. Stored with every file; a
@@ -737,7 +827,7 @@ fn understand_file(
         return Err((
             FileState::Incomplete,
             format!(
-                "ends inside card {} (line {}): probably still being written",
+                "ends inside card {} (line {})",
                 incomplete.card, incomplete.line
             ),
         ));
@@ -746,6 +836,7 @@ fn understand_file(
         phones: Vec::new(),
         cards: parsed.cards.len() as u64,
         card_errors: 0,
+        flagged: Vec::new(),
     };
     for outcome in &parsed.cards {
         let Ok(card) = &outcome.result else {
@@ -759,6 +850,26 @@ fn understand_file(
         let Some(name) = understood.name.as_ref().filter(|_| understood.is_pushed()) else {
             continue;
         };
+        let card_index = u32::try_from(outcome.index).unwrap_or(u32::MAX);
+        for phone in &understood.phones {
+            if let contact::PhoneOutcome::Accepted {
+                e164,
+                validity,
+                other_regions,
+                ..
+            } = &phone.outcome
+                && (*validity != crate::phone::Validity::Valid || !other_regions.is_empty())
+            {
+                contribution.flagged.push(FlaggedNumber {
+                    path: PathBuf::new(),
+                    card: card_index,
+                    raw: phone.raw.clone(),
+                    e164: e164.clone(),
+                    flags: phone.flags(),
+                    other_regions: other_regions.clone(),
+                });
+            }
+        }
         for e164 in understood.pushed_numbers() {
             contribution.phones.push(StoredPhone {
                 card: u32::try_from(outcome.index).unwrap_or(u32::MAX),

@@ -157,6 +157,10 @@ pub struct PassReport {
     pub contacts: usize,
     pub name_conflicts: usize,
     pub unknown_sources: Vec<SourceStatus>,
+    /// Sources that hold no vCard file (a wrong path, most likely).
+    pub empty_sources: Vec<SourceStatus>,
+    /// Files that have ended inside a card for longer than the grace period.
+    pub stalled_files: Vec<source::StalledFile>,
     pub accounts: Vec<AccountReport>,
 }
 
@@ -459,6 +463,8 @@ pub fn plan_pass(
         contacts: desired.len(),
         name_conflicts: scan.desired.conflicts.len(),
         unknown_sources: scan.unknown_sources().cloned().collect(),
+        empty_sources: scan.empty_sources().cloned().collect(),
+        stalled_files: scan.stalled.clone(),
         accounts: Vec::new(),
     };
     let mut epochs = BTreeSet::new();
@@ -505,6 +511,12 @@ fn skipped_pass(
         files_seen: files,
         contacts: usize::try_from(record.contacts).unwrap_or(usize::MAX),
         name_conflicts: usize::try_from(record.name_conflicts).unwrap_or(usize::MAX),
+        // Nothing changed, so a source that held no file still holds none.
+        empty_sources: store
+            .source_statuses()?
+            .into_iter()
+            .filter(|s| s.state == source::SOURCE_EMPTY)
+            .collect(),
         ..PassReport::default()
     };
     for account in accounts {

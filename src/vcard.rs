@@ -63,6 +63,12 @@ pub enum CardError {
     Unparsable(String),
     #[error("the parser crashed on this card; please report it with the card attached")]
     ParserPanic,
+    /// A card with no `END:VCARD` before the next card's `BEGIN:VCARD`: a broken card, not
+    /// a half-written file. Skipped; the cards after it are read as usual.
+    #[error(
+        "no END:VCARD: the next BEGIN:VCARD (line {next_begin}) starts before this card ends; the card is skipped (add its END:VCARD line to use it)"
+    )]
+    Unterminated { next_begin: usize },
 }
 
 /// A card as far as the messenger is concerned: names, phones, categories.
@@ -325,6 +331,12 @@ struct OpenCard {
     index: usize,
     line: usize,
     text: String,
+    /// VERSION:3.0 or 4.0 seen: such a card never holds a nested card (3.0's AGENT value is
+    /// escaped text, 4.0 has no AGENT), so a BEGIN:VCARD inside it means it lacks its END.
+    nesting_impossible: bool,
+    /// Line of the first BEGIN:VCARD inside this card (a nested 2.1 card, or the next card
+    /// of a file where this one lacks its END: which of the two is decided at the end).
+    nested_begin: Option<usize>,
 }
 
 #[derive(Default)]
@@ -342,6 +354,9 @@ struct CardSplitter {
     notices: Vec<FileNotice>,
     stray_lines: usize,
     first_stray_line: Option<usize>,
+    /// The last BEGIN/END line was an END:VCARD, and no property followed it. A file that
+    /// ends so with cards still open ends *between* cards: the open ones lack their END.
+    clean_after_end: bool,
 }
 
 impl CardSplitter {
@@ -409,10 +424,25 @@ impl CardSplitter {
         }
         let may_be_begin_or_end = matches!(trimmed.first(), Some(b'B' | b'b' | b'E' | b'e'));
         if may_be_begin_or_end && is_begin_vcard(trimmed) {
+            self.clean_after_end = false;
+            match self.open.last_mut() {
+                // A 3.0/4.0 card cannot nest: it lacks its END. Reported, skipped.
+                Some(card) if card.nesting_impossible => {
+                    if let Some(card) = self.open.pop() {
+                        self.finished.push(unterminated(&card, number));
+                    }
+                }
+                Some(card) => {
+                    card.nested_begin.get_or_insert(number);
+                }
+                None => {}
+            }
             self.next_index += 1;
             self.open.push(OpenCard {
                 index: self.next_index,
                 line: number,
+                nesting_impossible: false,
+                nested_begin: None,
                 text: {
                     // Room for a typical card's kept properties: no regrowth per line.
                     let mut text = String::with_capacity(512);
@@ -428,6 +458,7 @@ impl CardSplitter {
                 Some(mut card) => {
                     card.text.push_str("END:VCARD\r\n");
                     self.finished.push(parse_card(card));
+                    self.clean_after_end = true;
                 }
                 None => self.notices.push(FileNotice {
                     line: number,
@@ -447,15 +478,21 @@ impl CardSplitter {
             self.current = Current::None;
             return;
         }
+        self.clean_after_end = false;
 
         let header_end = property_header_end(line);
         let header = &line[..header_end];
         let has_params = header.contains(&b';');
         let quoted_printable = has_params && header_has_quoted_printable(header);
         self.previous_ended_with_soft_break = quoted_printable && line.ends_with(b"=");
-        if !is_kept_property(property_name(header)) {
+        let name = property_name(header);
+        if !is_kept_property(name) {
             self.current = Current::Skipped { quoted_printable };
             return;
+        }
+        if name.eq_ignore_ascii_case(b"VERSION") {
+            let value = line[(header_end + 1).min(line.len())..].trim_ascii();
+            card.nesting_impossible = value == b"3.0" || value == b"4.0";
         }
         let charset = if has_params {
             header_charset(header)
@@ -485,12 +522,22 @@ impl CardSplitter {
     }
 
     fn finish(mut self, on_card: &mut impl FnMut(CardOutcome)) -> Result<FileSummary, FileError> {
-        // The outermost unfinished card is the one the writer was in the middle of; nested
-        // ones still open inside it are part of the same unfinished write.
-        let incomplete = self.open.first().map(|card| Incomplete {
-            card: card.index,
-            line: card.line,
-        });
+        // Cards still open after a last END:VCARD with nothing after it are not a file cut
+        // short: each lacks its END (its next BEGIN:VCARD was read as a nested 2.1 card, which
+        // then closed). They are broken cards, and the file is complete.
+        let incomplete = if self.clean_after_end {
+            for card in std::mem::take(&mut self.open) {
+                let next_begin = card.nested_begin.unwrap_or(card.line);
+                self.finished.push(unterminated(&card, next_begin));
+            }
+            None
+        } else {
+            // The innermost unfinished card is where the file stops.
+            self.open.last().map(|card| Incomplete {
+                card: card.index,
+                line: card.line,
+            })
+        };
         if self.next_index == 0 {
             return Err(FileError::NoCards);
         }
@@ -636,8 +683,19 @@ fn decode_line<'a>(
     decoded
 }
 
+/// A card that lacks its END:VCARD: reported, its content not used.
+fn unterminated(card: &OpenCard, next_begin: usize) -> CardOutcome {
+    CardOutcome {
+        index: card.index,
+        line: card.line,
+        result: Err(CardError::Unterminated { next_begin }),
+    }
+}
+
 fn parse_card(card: OpenCard) -> CardOutcome {
-    let OpenCard { index, line, text } = card;
+    let OpenCard {
+        index, line, text, ..
+    } = card;
     // calcard forbids unsafe code but may still hit an index bug on hostile input; one card's
     // bad luck must not take the whole file (or the daemon) down with it.
     let parsed = catch_unwind(AssertUnwindSafe(|| VCard::parse(&text)));
@@ -980,6 +1038,87 @@ mod tests {
         let parsed = parse_bytes(text.as_bytes()).unwrap();
         let card = parsed.good_cards().next().unwrap();
         assert_eq!(field(card), expected, "{text:?}");
+    }
+
+    /// Seven cards of `version`, card 5 without its END:VCARD.
+    fn seven_cards_fifth_unterminated(version: &str) -> String {
+        let mut text = String::new();
+        for i in 1..=7 {
+            text.push_str(&format!(
+                "BEGIN:VCARD\r\nVERSION:{version}\r\nFN:Card {i}\r\nTEL:+1 202 555 01{i:02}\r\n"
+            ));
+            if i != 5 {
+                text.push_str("END:VCARD\r\n");
+            }
+        }
+        text
+    }
+
+    #[rstest]
+    #[case::v3_0("3.0")]
+    #[case::v4_0("4.0")]
+    #[case::v2_1("2.1")]
+    fn a_card_without_end_is_broken_and_its_neighbours_are_read(#[case] version: &str) {
+        let parsed = parse_bytes(seven_cards_fifth_unterminated(version).as_bytes()).unwrap();
+        assert_eq!(
+            parsed.incomplete, None,
+            "the file does not end inside a card"
+        );
+        assert_eq!(
+            names(&parsed),
+            ["Card 1", "Card 2", "Card 3", "Card 4", "Card 6", "Card 7"]
+        );
+        assert_eq!(
+            parsed.cards.iter().map(|c| c.index).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6, 7]
+        );
+        let fifth = &parsed.cards[4];
+        assert_eq!(fifth.line, 21);
+        assert_eq!(
+            fifth.result,
+            Err(CardError::Unterminated { next_begin: 25 })
+        );
+        assert!(
+            fifth
+                .result
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("line 25"),
+            "{:?}",
+            fifth.result
+        );
+    }
+
+    #[test]
+    fn a_file_cut_short_after_a_broken_card_ends_inside_the_last_card() {
+        let mut text = seven_cards_fifth_unterminated("3.0");
+        text.truncate(text.rfind("FN:Card 7").unwrap());
+        let parsed = parse_bytes(text.as_bytes()).unwrap();
+        let incomplete = parsed.incomplete.expect("ends inside card 7");
+        assert_eq!((incomplete.card, incomplete.line), (7, 30));
+        // A 3.0 card never nests: card 5 is known broken at card 6's BEGIN already.
+        assert_eq!(
+            parsed.cards[4].result,
+            Err(CardError::Unterminated { next_begin: 25 })
+        );
+    }
+
+    /// vCard 2.1 nests cards (AGENT) without any marker: a balanced nest is flattened, as
+    /// Android reads it; an unbalanced one that ends with a property, not an END, is a file
+    /// cut short.
+    #[test]
+    fn nested_2_1_cards_are_flattened_and_a_cut_nest_is_incomplete() {
+        let nest = "BEGIN:VCARD\nVERSION:2.1\nN:parent\nBEGIN:VCARD\nVERSION:2.1\nN:nest1\nEND:VCARD\nBEGIN:VCARD\nVERSION:2.1\nN:nest2\nEND:VCARD\nTEL:1\n";
+        let parsed = parse_bytes(format!("{nest}END:VCARD\n").as_bytes()).unwrap();
+        assert_eq!(parsed.incomplete, None);
+        let families: Vec<_> = parsed.good_cards().map(family).collect();
+        assert_eq!(families, ["parent", "nest1", "nest2"]);
+        assert_eq!(parsed.good_cards().next().unwrap().phones.len(), 1);
+
+        let cut = parse_bytes(nest.as_bytes()).unwrap();
+        let incomplete = cut.incomplete.expect("the parent never ended");
+        assert_eq!((incomplete.card, incomplete.line), (1, 1));
     }
 
     #[test]

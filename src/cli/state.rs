@@ -80,6 +80,14 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
             "files_deferred": scan.files_deferred,
             "contacts": desired.len(),
             "unknown_sources": scan.unknown_sources().collect::<Vec<_>>(),
+            "empty_sources": scan.empty_sources().collect::<Vec<_>>(),
+            "stalled_files": scan.stalled,
+            "flagged_numbers": scan.flagged.iter().map(|f| json!({
+                "file": f.path, "card": f.card, "phone": phone(&f.e164), "flags": f.flags,
+                "other_regions": f.other_regions.iter().map(|r| json!({
+                    "region": r.region, "e164": phone(&r.e164),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "accounts": plans.iter().map(|(account, plan, held)| {
                 let mut value = json!({
                     "backend": account,
@@ -119,6 +127,51 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
             "source {} is unknown: {}",
             status.name,
             status.reason.as_deref().unwrap_or_default()
+        )?;
+    }
+    let empty: Vec<_> = scan.empty_sources().cloned().collect();
+    print_source_notes(&mut w, &empty, &scan.stalled)?;
+    if !scan.flagged.is_empty() {
+        writeln!(
+            w,
+            "numbers to check in the files read ({}; `contactsyncd inspect` shows every card):",
+            config
+                .default_region
+                .map_or("no default_region".to_owned(), |r| format!(
+                    "national numbers are read with default_region {r}"
+                ))
+        )?;
+    }
+    for f in &scan.flagged {
+        let mut notes: Vec<String> = Vec::new();
+        if f.flags.contains(&"unknown_range") {
+            notes.push("in no range the metadata knows".into());
+        }
+        if let Some(first) = f.other_regions.first() {
+            notes.push(format!(
+                "as written, a valid number in {}: {}{}",
+                first.region,
+                phone(&first.e164),
+                if f.other_regions.len() > 1 {
+                    format!(" (and in {} more regions)", f.other_regions.len() - 1)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        let raw = if args.show_phones {
+            format!("{} ", f.raw)
+        } else {
+            String::new()
+        };
+        writeln!(
+            w,
+            "  {} card {}: {raw}→ {} [{}]: {}",
+            f.path.display(),
+            f.card,
+            phone(&f.e164),
+            f.flags.join(", "),
+            notes.join("; ")
         )?;
     }
     if let Some(plan) = &first_sync {
@@ -784,6 +837,7 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
             status.reason.as_deref().unwrap_or_default()
         )?;
     }
+    print_source_notes(&mut w, &report.empty_sources, &report.stalled_files)?;
     if report.accounts.is_empty() {
         writeln!(
             w,
@@ -824,6 +878,47 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
     Ok(w.flush()?)
 }
 
+/// Sources with no vCard file, and files that stay incomplete: said after a pass.
+fn print_source_notes(
+    w: &mut impl Write,
+    empty: &[crate::store::SourceStatus],
+    stalled: &[source::StalledFile],
+) -> io::Result<()> {
+    for status in empty {
+        writeln!(
+            w,
+            "source {}: {}",
+            status.name,
+            no_vcard_files(&status.path)
+        )?;
+    }
+    for file in stalled {
+        writeln!(
+            w,
+            "source {}: {} has ended inside a card for over {} minutes (an export that stopped half-way?); its previous cards stay in effect until it is complete",
+            file.source,
+            file.path.display(),
+            source::INCOMPLETE_GRACE_SECS / 60
+        )?;
+    }
+    Ok(())
+}
+
+fn no_vcard_files(path: &str) -> String {
+    format!(
+        "{path} holds no vCard files (*.vcf, *.vcard): check the source's path, or export your address book there"
+    )
+}
+
+/// A source's state as `status` shows it: never `ok` with deferred files.
+fn source_state(s: &crate::store::SourceStatus) -> &str {
+    if s.state == source::SOURCE_OK && s.deferred > 0 {
+        source::SOURCE_DEFERRED
+    } else {
+        &s.state
+    }
+}
+
 pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     let config = config::load(config_path)?;
     let store = match Store::open_read_only(&config.state_dir) {
@@ -848,6 +943,14 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         Err(err) => return Err(store_failure(err)),
     };
     let sources = store.source_statuses().map_err(store_failure)?;
+    let deferred_files = store.deferred_files().map_err(store_failure)?;
+    let deferred_of = |name: &str| -> Vec<_> {
+        deferred_files
+            .iter()
+            .filter(|(source, ..)| source == name)
+            .map(|(_, path, state, reason)| (path, *state, reason))
+            .collect()
+    };
     let last_run = store
         .recent_runs(1)
         .map_err(store_failure)?
@@ -901,7 +1004,17 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "phone": a.phone.as_deref().map(redact_account_phone),
                 "first_name": a.first_name,
             }))),
-            "sources": sources,
+            "sources": sources.iter().map(|s| {
+                let mut value = json!(s);
+                value["state"] = json!(source_state(s));
+                value["deferred_files"] = deferred_of(&s.name)
+                    .into_iter()
+                    .map(|(path, state, reason)| json!({
+                        "path": path, "state": state.as_str(), "reason": reason,
+                    }))
+                    .collect();
+                value
+            }).collect::<Vec<_>>(),
             "accounts": accounts.iter().map(|(a, c, batches, items, owned, setup_error, held, (rejections, changes))| json!({
                 "backend": a.backend,
                 "set_aside": a.backend.contains('@'),
@@ -950,14 +1063,28 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             "  {}: {} files, {} cards, {} phones, {} cards with problems, {} deferred files",
             s.name, s.files, s.cards, s.phones, s.card_errors, s.deferred
         )?;
-        if s.state != "ok" {
+        if s.state == source::SOURCE_UNKNOWN {
             write!(
                 w,
                 "\n    UNKNOWN: {}; its contacts are kept and nothing of it is deleted",
                 s.reason.as_deref().unwrap_or_default()
             )?;
         }
+        if s.state == source::SOURCE_EMPTY {
+            write!(w, "\n    EMPTY: {}", no_vcard_files(&s.path))?;
+        }
         writeln!(w)?;
+        for (path, state, reason) in deferred_of(&s.name) {
+            let label = match state {
+                crate::store::FileState::Stalled => "STALLED",
+                _ => "deferred",
+            };
+            writeln!(
+                w,
+                "    {label}: {}: {reason}; its previous cards stay in effect",
+                path.display()
+            )?;
+        }
     }
     match &login {
         Some(Some(account)) => writeln!(

@@ -16,14 +16,18 @@ pub enum FileState {
     Incomplete,
     /// Could not be read or holds no card: its previous cards stay in effect too.
     Unreadable,
+    /// Ends inside a card and has not changed for longer than the grace period: an export
+    /// that stopped half-way. Deferred like `Incomplete`, and said so.
+    Stalled,
 }
 
 impl FileState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Incomplete => "incomplete",
             Self::Unreadable => "unreadable",
+            Self::Stalled => "stalled",
         }
     }
 
@@ -31,6 +35,7 @@ impl FileState {
         match text {
             "ok" => Self::Ok,
             "incomplete" => Self::Incomplete,
+            "stalled" => Self::Stalled,
             _ => Self::Unreadable,
         }
     }
@@ -212,6 +217,23 @@ impl Store {
             by_file.insert(done.into(), phones);
         }
         Ok(by_file)
+    }
+
+    /// The files whose last read was deferred, with their source, state and why, by source
+    /// and path: what `status` names.
+    pub fn deferred_files(&self) -> Result<Vec<(String, PathBuf, FileState, String)>> {
+        let mut statement = self.conn().prepare(
+            "SELECT source, path, state, last_error FROM source_file WHERE state != 'ok' ORDER BY source, path",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                PathBuf::from(row.get::<_, String>(1)?),
+                FileState::parse(&row.get::<_, String>(2)?),
+                row.get::<_, Option<String>>(3)?.unwrap_or_default(),
+            ))
+        })?;
+        rows.map(|r| r.map_err(Into::into)).collect()
     }
 
     /// Every stored file's fingerprint for `source::unchanged`: path → (source, stat of the

@@ -259,3 +259,236 @@ fn the_unknown_source_warning_redacts_the_file_name() {
     let logs = stderr(&run(&config, &["sync", "--once"]));
     assert!(logs.contains("Jane Doe +49 170 1234567.vcf"), "{logs}");
 }
+
+/// A config in a temp dir whose only source is `source` (relative to the dir).
+fn setup_with(source: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"{source}\"\nname = \"phone\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    (dir, config)
+}
+
+/// An export of seven cards whose fifth lacks END:VCARD (`version` 3.0 or 2.1).
+fn export_with_fifth_card_unterminated(version: &str) -> String {
+    let mut text = String::new();
+    for i in 1..=7 {
+        text.push_str(&format!(
+            "BEGIN:VCARD\r\nVERSION:{version}\r\nFN:Person {i}\r\nTEL:+49 30 123456{i}\r\n"
+        ));
+        if i != 5 {
+            text.push_str("END:VCARD\r\n");
+        }
+    }
+    text
+}
+
+fn status_json(config: &Path) -> serde_json::Value {
+    let output = run(config, &["status", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_str(&stdout(&output)).unwrap()
+}
+
+/// Issue 16.1: a card without its END is a broken card, not a file cut short: the other six
+/// cards sync, the file is not deferred, and card 5 is reported with the line that follows.
+#[test]
+fn a_card_without_end_costs_only_itself() {
+    for version in ["3.0", "2.1"] {
+        let (dir, config) = setup_with("contacts.vcf", "");
+        std::fs::write(
+            dir.path().join("contacts.vcf"),
+            export_with_fifth_card_unterminated(version),
+        )
+        .unwrap();
+        let sync = run(&config, &["sync", "--once"]);
+        assert!(sync.status.success(), "{}", stderr(&sync));
+        assert!(
+            stdout(&sync).contains("(1 read, 1 parsed, 0 deferred): 6 contacts"),
+            "{version}: {}",
+            stdout(&sync)
+        );
+        let status = status_json(&config);
+        let source = &status["sources"][0];
+        assert_eq!(source["state"], "ok", "{version}: {source}");
+        assert_eq!(source["deferred"], 0, "{version}: {source}");
+        assert_eq!(source["cards"], 7, "{version}: {source}");
+        assert_eq!(source["card_errors"], 1, "{version}: {source}");
+        assert_eq!(source["phones"], 6, "{version}: {source}");
+
+        let inspect = stdout(&run(&config, &["inspect"]));
+        assert!(
+            inspect.contains("card 5 (line 21): (no name)\n    error: no END:VCARD: the next BEGIN:VCARD (line 25)"),
+            "{version}: {inspect}"
+        );
+        assert!(!inspect.contains("incomplete"), "{version}: {inspect}");
+    }
+}
+
+/// Issues 16.1 and 16.2: `status` names every deferred file with its reason, `--json` says
+/// `deferred`, never `ok`; a file that has ended inside a card for longer than the grace
+/// period is called stalled in `status` and in `sync`'s output.
+#[test]
+fn status_names_deferred_and_stalled_files() {
+    let (dir, config) = setup_with("book", "");
+    let book = dir.path().join("book");
+    std::fs::create_dir(&book).unwrap();
+    std::fs::copy(
+        crate::support::fixture("google.vcf"),
+        book.join("google.vcf"),
+    )
+    .unwrap();
+    let half = book.join("Jane Doe +49 170 1234567.vcf");
+    std::fs::copy(crate::support::fixture("truncated.vcf"), &half).unwrap();
+    let sync = run(&config, &["sync", "--once"]);
+    assert!(sync.status.success(), "{}", stderr(&sync));
+    assert!(
+        !stdout(&sync).contains("stopped half-way"),
+        "{}",
+        stdout(&sync)
+    );
+
+    let status = stdout(&run(&config, &["status"]));
+    assert!(
+        status.contains(&format!(
+            "    deferred: {}: ends inside card 2 (line 6): probably still being written",
+            half.display()
+        )),
+        "{status}"
+    );
+    let json = status_json(&config);
+    let source = &json["sources"][0];
+    assert_eq!(source["state"], "deferred", "{source}");
+    assert_eq!(source["deferred_files"][0]["path"], half.to_str().unwrap());
+    assert_eq!(source["deferred_files"][0]["state"], "incomplete");
+
+    // The export died half-way: the file stays as it is past the grace period.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(20 * 60);
+    std::fs::File::options()
+        .write(true)
+        .open(&half)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let sync = run(&config, &["sync", "--once"]);
+    let text = stdout(&sync);
+    assert!(
+        text.contains(&format!(
+            "source phone: {} has ended inside a card for over 10 minutes",
+            half.display()
+        )),
+        "{text}"
+    );
+    let logs = stderr(&sync);
+    assert!(
+        !logs.contains("Jane") && !logs.contains("1234567"),
+        "{logs}"
+    );
+    let status = stdout(&run(&config, &["status"]));
+    assert!(
+        status.contains("    STALLED: ") && status.contains("has not changed for 20 minutes"),
+        "{status}"
+    );
+    let json = status_json(&config);
+    assert_eq!(json["sources"][0]["state"], "deferred");
+    assert_eq!(json["sources"][0]["deferred_files"][0]["state"], "stalled");
+}
+
+/// Issue 16.3: a card left out by a category filter is a decision, not an error.
+#[test]
+fn a_card_left_out_by_a_category_filter_is_no_error() {
+    let (dir, config) = setup_with("google.vcf", "exclude_categories = [\"Family\"]\n");
+    std::fs::copy(
+        crate::support::fixture("google.vcf"),
+        dir.path().join("google.vcf"),
+    )
+    .unwrap();
+    let inspect = stdout(&run(&config, &["inspect"]));
+    assert!(
+        inspect.contains(
+            "    left out by the source's filter: in category \"Family\", which exclude_categories leaves out"
+        ),
+        "{inspect}"
+    );
+    assert!(!inspect.contains("error:"), "{inspect}");
+    assert!(
+        inspect.contains("2 cards (0 with errors, 1 left out by category filters)"),
+        "{inspect}"
+    );
+    let json = stdout(&run(&config, &["inspect", "--json"]));
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["errors"], serde_json::json!([]), "{first}");
+    assert_eq!(first["pushed"], false);
+    assert!(first["left_out"].as_str().unwrap().contains("Family"));
+
+    assert!(run(&config, &["sync", "--once"]).status.success());
+    let source = &status_json(&config)["sources"][0];
+    assert_eq!(source["card_errors"], 0, "{source}");
+    assert_eq!(source["phones"], 1, "{source}");
+}
+
+/// Issue 16.4: `(415) 555-0199` read with region DE is kept, and flagged in `inspect` and
+/// `plan` with the US reading.
+#[test]
+fn a_number_of_another_region_is_flagged_in_inspect_and_plan() {
+    let (dir, config) = setup_with("book.vcf", "");
+    std::fs::write(
+        dir.path().join("book.vcf"),
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Sam\r\nTEL:(415) 555-0199\r\nTEL:0151 23456789\r\nEND:VCARD\r\n",
+    )
+    .unwrap();
+    let inspect = stdout(&run(&config, &["inspect"]));
+    assert!(
+        inspect.contains("→ +494155550199  (check: as written, a valid number in US: +14155550199"),
+        "{inspect}"
+    );
+    let json = stdout(&run(&config, &["inspect", "--json"]));
+    let card: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        card["phones"][0]["flags"],
+        serde_json::json!(["other_region"])
+    );
+    assert_eq!(card["phones"][0]["other_regions"][0]["region"], "US");
+    assert_eq!(card["phones"][1]["flags"], serde_json::json!([]));
+
+    let plan = stdout(&run(&config, &["plan"]));
+    assert!(
+        plan.contains("card 1: → +49…99 [other_region]: as written, a valid number in US: +14…99"),
+        "{plan}"
+    );
+    let plan = stdout(&run(&config, &["plan", "--json", "--show-phones"]));
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    assert_eq!(plan["flagged_numbers"][0]["phone"], "+494155550199");
+    assert_eq!(
+        plan["flagged_numbers"][0]["other_regions"][0]["e164"],
+        "+14155550199"
+    );
+}
+
+/// Issue 16.5: an empty folder as a source is said to hold no vCard files, by `sync`,
+/// `status` and `inspect`.
+#[test]
+fn an_empty_folder_is_said_to_hold_no_vcard_files() {
+    let (dir, config) = setup_with("empty", "");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let message = format!("{} holds no vCard files (*.vcf, *.vcard)", empty.display());
+    for _ in 0..2 {
+        // The second pass finds nothing changed and says it again.
+        let sync = run(&config, &["sync", "--once"]);
+        assert!(sync.status.success(), "{}", stderr(&sync));
+        assert!(stdout(&sync).contains(&message), "{}", stdout(&sync));
+    }
+    let status = stdout(&run(&config, &["status"]));
+    assert!(status.contains(&format!("EMPTY: {message}")), "{status}");
+    assert_eq!(status_json(&config)["sources"][0]["state"], "empty");
+    let inspect = stdout(&run(&config, &["inspect"]));
+    assert!(
+        inspect.contains("warning: holds no vCard files (*.vcf, *.vcard)"),
+        "{inspect}"
+    );
+}
