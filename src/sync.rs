@@ -739,6 +739,14 @@ pub fn format_time(timestamp: Timestamp) -> String {
 pub fn prepare_account(store: &Store, backend: &dyn Backend) -> Result<(), SyncError> {
     store.ensure_account(backend.name())?;
     store.note_setup(backend.name(), backend.setup_key().as_deref())?;
+    // No session here: nothing is claimed or sent, the pass stops with "login required".
+    if let Some(reason) = backend.login_required()
+        && !store
+            .account(backend.name())?
+            .is_some_and(|a| a.auth_required)
+    {
+        store.set_auth_required(backend.name(), &reason)?;
+    }
     Ok(())
 }
 

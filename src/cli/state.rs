@@ -332,7 +332,7 @@ pub fn remote_list(
     let runtime = runtime()?;
     let _entered = runtime.enter();
     let mut backends = backend::configured(&config);
-    if backends.is_empty() {
+    if backends.iter().all(|b| b.login_required().is_some()) {
         return Err(Failure {
             code: exit::LOGIN_REQUIRED,
             error: anyhow::anyhow!("not logged in to Telegram: run `contactsyncd login`"),
@@ -341,6 +341,15 @@ pub fn remote_list(
     let mut w = out();
     for backend in &mut backends {
         let name = backend.name().to_owned();
+        if let Some(reason) = backend.login_required() {
+            let note = format!("{name}: {reason}; run `contactsyncd login`");
+            if json {
+                eprintln!("{note}");
+            } else {
+                writeln!(w, "{note}")?;
+            }
+            continue;
+        }
         if let Some((until, reason)) = paused.get(&name) {
             let note = format!(
                 "{name}: paused until {} ({reason}); not asked, to honour the server's wait",
@@ -446,21 +455,26 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
         )?;
     }
     for a in &report.accounts {
+        let mut sent = format!(
+            "sent {}: {} imported",
+            plural(a.batches_sent, "batch", "batches"),
+            a.imported
+        );
+        if a.saved > 0 {
+            sent.push_str(&format!(", {} {SAVED_MEANS}", a.saved));
+        }
         writeln!(
             w,
-            "{}: planned {} new, {} renamed, {} retries, {} deletes; sent {} batches: {} imported, {} saved, {} retrying, {} rejected, {} deleted; {} batches queued",
+            "{}: planned {} new, {} renamed, {} retries, {} deletes; {sent}, {} retrying, {} rejected, {} deleted; {} queued",
             a.backend,
             a.planned.new,
             a.planned.renames,
             a.planned.retries,
             a.planned.deletes,
-            a.batches_sent,
-            a.imported,
-            a.saved,
             a.retrying,
             a.rejected,
             a.deleted,
-            a.queued_batches
+            plural(a.queued_batches, "batch", "batches"),
         )?;
         if a.superseded > 0 {
             writeln!(
@@ -475,8 +489,62 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
         if let Some(stop) = &a.stop {
             writeln!(w, "  {}", describe_stop(stop))?;
         }
+        if let Some(step) = next_step(a) {
+            writeln!(w, "  {step}")?;
+        }
     }
     Ok(w.flush()?)
+}
+
+/// What "saved" means where a count of them is printed (Telegram's answer for a number
+/// that has no account, or hides it).
+const SAVED_MEANS: &str = "saved (numbers without a Telegram account, kept in the contact list: they show up once the number joins)";
+
+/// `1 batch`, `2 batches`.
+pub(crate) fn plural(n: impl TryInto<u64>, one: &str, many: &str) -> String {
+    let n: u64 = n.try_into().unwrap_or(u64::MAX);
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// How a pass that left work queued goes on: the command that sends it, and when.
+fn next_step(a: &sync::AccountReport) -> Option<String> {
+    let stop = a.stop.as_ref()?;
+    let queued = if a.queued_batches > 0 {
+        format!("queued {}", plural(a.queued_batches, "batch", "batches"))
+    } else {
+        "nothing queued".to_owned()
+    };
+    let service = match a.backend.as_str() {
+        "telegram" => "Telegram",
+        "whatsapp" => "WhatsApp",
+        other => other,
+    };
+    Some(match stop {
+        sync::Stop::Paused { until, .. } if a.queued_batches > 0 => format!(
+            "{queued}; {service} asked to wait until {}: run `contactsyncd run` (it sends them when the wait ends), or `contactsyncd sync --once` again after that",
+            format_time(*until)
+        ),
+        sync::Stop::Paused { until, .. } => format!(
+            "{queued}; {service} asked to wait until {}: nothing is sent to it before then",
+            format_time(*until)
+        ),
+        sync::Stop::LoginRequired { .. } => format!(
+            "{queued}; run `contactsyncd login`, then `contactsyncd sync --once` (or `contactsyncd run`) sends {}",
+            if a.queued_batches == 1 { "it" } else { "them" }
+        ),
+        sync::Stop::Network { .. } => format!(
+            "{queued}; run `contactsyncd sync --once` again when the network is back, or `contactsyncd run` (it retries every minute)"
+        ),
+        sync::Stop::Offline if a.queued_batches > 0 => format!(
+            "{queued}; `contactsyncd sync --once` without --offline (or `contactsyncd run`) sends {}",
+            if a.queued_batches == 1 { "it" } else { "them" }
+        ),
+        sync::Stop::Offline | sync::Stop::Setup { .. } => return None,
+    })
 }
 
 pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {

@@ -855,6 +855,12 @@ async fn two_sync_once_within_a_flood_wait_on_get_contacts_the_second_calls_noth
     assert!(first.status.success(), "{}", crate::support::stderr(&first));
     let out = crate::support::stdout(&first);
     assert!(out.contains("paused until"), "{out}");
+    // Issue 16.11: the pass ends with the next step.
+    assert!(
+        out.contains("queued 1 batch; Telegram asked to wait until ")
+            && out.contains("run `contactsyncd run`"),
+        "{out}"
+    );
     let before = setup.server.call_count();
     let second = binary(&setup, &["sync", "--once"]).await;
     assert!(
@@ -1174,4 +1180,45 @@ async fn a_contact_who_changes_or_hides_their_number_is_matched_by_user() {
         "the person is gone, not only the old string"
     );
     assert_eq!(state.account.contacts.len(), 4);
+}
+
+/// Issue 16.10: `[telegram]` configured but never logged in, or logged out: `sync --once`
+/// plans and queues, sends nothing, says "login required" and exits with 5.
+#[tokio::test]
+async fn sync_once_without_a_session_says_login_required() {
+    let options = ServerOptions {
+        login: Some(crate::telegram::login::LoginSetup {
+            code: "24680".into(),
+            password: None,
+        }),
+        ..ServerOptions::default()
+    };
+    let setup = Setup::with(100, 30, "reimport", options).await;
+    write_vdir(&setup.book(), 0..2);
+    let never = binary(&setup, &["sync", "--once"]).await;
+    let out = crate::support::stdout(&never);
+    assert_eq!(never.status.code(), Some(5), "{out}");
+    assert!(!out.contains("no backend configured"), "{out}");
+    assert!(out.contains("telegram: planned 2 new"), "{out}");
+    assert!(out.contains("login required"), "{out}");
+    assert!(out.contains("run `contactsyncd login`"), "{out}");
+    assert!(setup.server.calls_to("contacts.importContacts").is_empty());
+    let list = binary(&setup, &["remote", "list"]).await;
+    assert_eq!(list.status.code(), Some(5));
+
+    let logout = binary(&setup, &["logout"]).await;
+    assert!(
+        logout.status.success(),
+        "{}",
+        crate::support::stderr(&logout)
+    );
+    let after = binary(&setup, &["sync", "--once"]).await;
+    assert_eq!(
+        after.status.code(),
+        Some(5),
+        "{}",
+        crate::support::stdout(&after)
+    );
+    assert!(crate::support::stdout(&after).contains("login required"));
+    assert!(setup.server.calls_to("contacts.importContacts").is_empty());
 }
