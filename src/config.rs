@@ -554,6 +554,7 @@ fn duration_key(
 struct RawSafety {
     max_deletes: Option<usize>,
     max_delete_fraction: Option<Spanned<f64>>,
+    fraction_min_contacts: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -837,6 +838,19 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
                 ));
             }
             safety.max_delete_fraction = value;
+        }
+        if let Some(count) = &raw.fraction_min_contacts {
+            safety.fraction_min_contacts = usize::try_from(*count.get_ref())
+                .ok()
+                .filter(|n| *n <= 1_000_000)
+                .ok_or_else(|| {
+                    invalid(
+                        Some(count.span()),
+                        "safety.fraction_min_contacts".into(),
+                        format!("{} is not a count from 0 to 1000000", count.get_ref()),
+                        Some("e.g. 10: books of fewer synced contacts are held only when a pass would delete all of them".into()),
+                    )
+                })?;
         }
     }
 
@@ -1445,6 +1459,8 @@ mod tests {
     #[case::api_id("telegram.api_id", "4294967296")]
     #[case::fraction("safety.max_delete_fraction", "nan")]
     #[case::max_deletes("safety.max_deletes", "-1")]
+    #[case::fraction_min_contacts("safety.fraction_min_contacts", "-1")]
+    #[case::fraction_min_contacts_huge("safety.fraction_min_contacts", "1000001")]
     fn out_of_range_values_name_their_key(#[case] key: &str, #[case] value: &str) {
         let e = invalid(&with_key(key, value));
         assert_eq!(e.key, key, "{e}");
@@ -1458,6 +1474,8 @@ mod tests {
     #[case::debounce_one_ms("watch.debounce", "1")]
     #[case::debounce_an_hour("watch.debounce", "\"1h\"")]
     #[case::monthly_reconcile("telegram.reconcile_interval", "\"30d\"")]
+    #[case::fraction_everywhere("safety.fraction_min_contacts", "0")]
+    #[case::fraction_from_a_million("safety.fraction_min_contacts", "1000000")]
     fn values_at_the_bounds_are_accepted(#[case] key: &str, #[case] value: &str) {
         let text = with_key(key, value);
         parse(&text, Path::new("/etc/contactsyncd/config.toml"))
@@ -1477,6 +1495,7 @@ mod tests {
             "watch.rescan_interval",
             "safety.max_deletes",
             "safety.max_delete_fraction",
+            "safety.fraction_min_contacts",
             "telegram.api_id",
             "telegram.batch_size",
             "telegram.request_timeout",
