@@ -735,7 +735,7 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
             ));
         }
         Some(dir) => resolve_path(dir.get_ref(), &base),
-        None => default_state_dir().ok_or_else(|| {
+        None => default_state_dir_for(path).ok_or_else(|| {
             invalid(
                 None,
                 "state_dir".into(),
@@ -929,7 +929,7 @@ fn source_path_problem(path: &Path) -> Option<(String, String)> {
             (
                 format!("{shown}: permission denied ({what})"),
                 format!(
-                    "give the user contactsyncd runs as read access to it and search (x) access to every directory above it (under systemd see ProtectHome= and ReadOnlyPaths=). Meanwhile {later}"
+                    "give the user contactsyncd runs as read access to it and search (x) access to every directory above it; the system service runs as its own user and cannot enter a home directory of mode 0700 or 0750: for an address book in your home use the user unit (README, \"Running as a service\"). Meanwhile {later}"
                 ),
             )
         } else {
@@ -1186,16 +1186,43 @@ fn lowercase_types(
         .collect()
 }
 
-/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; the first entry if several), else
-/// `$XDG_STATE_HOME/contactsyncd`, else `~/.local/state/contactsyncd`.
-pub fn default_state_dir() -> Option<PathBuf> {
+/// Where the system installation keeps its configuration, and its state: the units'
+/// `StateDirectory=contactsyncd` (`contactsyncd/%i` for `/etc/contactsyncd/%i.toml`).
+pub const SYSTEM_CONFIG_DIR: &str = "/etc/contactsyncd";
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/contactsyncd";
+
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; the first entry if several); else, for
+/// a configuration of the system installation, the system service's state
+/// ([`system_state_dir`]), so that `status` from a shell reads what the service writes;
+/// else `$XDG_STATE_HOME/contactsyncd`, else `~/.local/state/contactsyncd`.
+pub fn default_state_dir_for(config_file: &Path) -> Option<PathBuf> {
     if let Some(dirs) = std::env::var_os("STATE_DIRECTORY") {
         let dirs = dirs.to_string_lossy().into_owned();
         if let Some(first) = dirs.split(':').find(|d| !d.is_empty()) {
             return Some(PathBuf::from(first));
         }
     }
+    if let Some(system) = system_state_dir(config_file) {
+        return Some(system);
+    }
     xdg_dir("XDG_STATE_HOME", ".local/state").map(|dir| dir.join("contactsyncd"))
+}
+
+/// The state directory the system units give a configuration in `/etc/contactsyncd`:
+/// `config.toml` → `/var/lib/contactsyncd`, `NAME.toml` → `/var/lib/contactsyncd/NAME`.
+/// `None` for a configuration anywhere else.
+pub fn system_state_dir(config_file: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(config_file).ok()?;
+    let file = normalize_lexically(&absolute);
+    if file.parent()? != Path::new(SYSTEM_CONFIG_DIR) {
+        return None;
+    }
+    let state = PathBuf::from(SYSTEM_STATE_DIR);
+    if file.file_name()? == "config.toml" {
+        return Some(state);
+    }
+    let name = file.file_stem()?;
+    (file.extension()? == "toml").then(|| state.join(name))
 }
 
 fn resolve_path(text: &str, base: &Path) -> PathBuf {
@@ -1388,6 +1415,38 @@ mod tests {
         let e = invalid(&text);
         assert_eq!(e.key, "source[1].skip_phone_types");
         assert!(e.hint.unwrap().contains("pager"));
+    }
+
+    /// Issue 16.8: a configuration of the system installation reads and writes the system
+    /// service's state by default, from a shell too; `state_dir` still wins.
+    #[rstest]
+    #[case::system("/etc/contactsyncd/config.toml", Some("/var/lib/contactsyncd"))]
+    #[case::instance("/etc/contactsyncd/work.toml", Some("/var/lib/contactsyncd/work"))]
+    #[case::dotted(
+        "/etc/contactsyncd/../contactsyncd/config.toml",
+        Some("/var/lib/contactsyncd")
+    )]
+    #[case::elsewhere("/home/me/.config/contactsyncd/config.toml", None)]
+    #[case::below("/etc/contactsyncd/old/config.toml", None)]
+    #[case::not_toml("/etc/contactsyncd/telegram-api-hash", None)]
+    fn system_configurations_use_the_system_state(
+        #[case] file: &str,
+        #[case] expected: Option<&str>,
+    ) {
+        assert_eq!(
+            system_state_dir(Path::new(file)),
+            expected.map(PathBuf::from)
+        );
+        let text = "[[source]]\npath = \"/srv/contacts\"\n";
+        if let Some(expected) = expected
+            && std::env::var_os("STATE_DIRECTORY").is_none()
+        {
+            let config = parse(text, Path::new(file)).unwrap();
+            assert_eq!(config.state_dir, Path::new(expected));
+            let explicit = format!("state_dir = \"/tmp/elsewhere\"\n{text}");
+            let config = parse(&explicit, Path::new(file)).unwrap();
+            assert_eq!(config.state_dir, Path::new("/tmp/elsewhere"));
+        }
     }
 
     #[test]

@@ -547,8 +547,26 @@ fn next_step(a: &sync::AccountReport) -> Option<String> {
     })
 }
 
+/// The process writing the state now (read-only: the lock is only looked at), and its
+/// subcommand when /proc tells: `run` is the daemon.
+fn writer_of(state_dir: &Path) -> Option<(String, Option<String>)> {
+    let pid = Store::writer(state_dir).ok().flatten()?;
+    let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .and_then(|cmdline| {
+            cmdline
+                .split(|b| *b == 0)
+                .skip(1)
+                .map(String::from_utf8_lossy)
+                .find(|arg| ["run", "sync", "login", "logout"].contains(&arg.as_ref()))
+                .map(|arg| arg.into_owned())
+        });
+    Some((pid, command))
+}
+
 pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     let config = config::load(config_path)?;
+    let writer = writer_of(&config.state_dir);
     let store = match Store::open_read_only(&config.state_dir) {
         Ok(store) => store,
         Err(StoreError::Missing { .. }) => {
@@ -558,6 +576,12 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                     w,
                     "{}",
                     json!({"state": null, "state_dir": config.state_dir})
+                )?;
+            } else if config::system_state_dir(&config.file).as_ref() == Some(&config.state_dir) {
+                writeln!(
+                    w,
+                    "no state yet in {}: the system service has not run yet (`systemctl enable --now contactsyncd`), or run `contactsyncd sync --once` as it does (README, \"Running as a service\")",
+                    config.state_dir.display()
                 )?;
             } else {
                 writeln!(
@@ -619,6 +643,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     if json {
         let value = json!({
             "state_dir": config.state_dir,
+            "writer": writer.as_ref().map(|(pid, command)| json!({"pid": pid, "command": command})),
             "telegram_login": login.as_ref().map(|l| l.as_ref().map(|a| json!({
                 "user_id": a.user_id,
                 "phone": a.phone.as_deref().map(redact_account_phone),
@@ -662,6 +687,24 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         return Ok(w.flush()?);
     }
     writeln!(w, "state: {}", config.state_dir.display())?;
+    match &writer {
+        Some((pid, Some(command))) if command == "run" => writeln!(
+            w,
+            "daemon: running on this state (pid {pid}, `contactsyncd run`)"
+        )?,
+        Some((pid, Some(command))) => writeln!(
+            w,
+            "daemon: not running; `contactsyncd {command}` (pid {pid}) is writing this state now"
+        )?,
+        Some((pid, None)) => writeln!(
+            w,
+            "daemon: a contactsyncd (pid {pid}) is writing this state: the daemon, or a `sync --once` in progress"
+        )?,
+        None => writeln!(
+            w,
+            "daemon: not running on this state (no process holds its state.lock)"
+        )?,
+    }
     writeln!(w, "sources:")?;
     if sources.is_empty() {
         writeln!(w, "  (not scanned yet)")?;

@@ -174,6 +174,20 @@ async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm()
         refusal.contains(&format!("pid {pid}")),
         "the refusal names the running daemon: {refusal}"
     );
+    // Issue 16.8: `status` says a daemon runs on this state, from its lock, read-only.
+    let config_arg = config.to_str().unwrap().to_owned();
+    let status = tokio::task::spawn_blocking(move || {
+        crate::support::contactsyncd(&["--config", &config_arg, "status"], &[])
+    })
+    .await
+    .unwrap();
+    let status_text = crate::support::stdout(&status);
+    assert!(
+        status_text.contains(&format!(
+            "daemon: running on this state (pid {pid}, `contactsyncd run`)"
+        )),
+        "{status_text}"
+    );
 
     // A broken configuration on SIGHUP is refused; the daemon keeps running.
     std::fs::write(config, format!("{}bogus_key = 1\n", daemon.config_text)).unwrap();

@@ -9,6 +9,7 @@ mod dialects;
 mod fake_backend;
 mod model;
 mod robustness;
+mod service;
 mod support;
 mod sync;
 #[path = "../support/telegram/mod.rs"]
