@@ -10,7 +10,9 @@ use super::{Failure, HistoryArgs, PlanArgs, SyncArgs, exit};
 use crate::config::{self, Config};
 use crate::phone::redact;
 use crate::store::{Owner, Store, StoreError};
-use crate::sync::{self, Clock, PassReport, SyncOptions, SystemClock, describe_stop, format_time};
+use crate::sync::{
+    self, Clock, PassReport, SyncOptions, SystemClock, describe_stop, format_time, plural,
+};
 use crate::{backend, source};
 
 fn store_failure(error: StoreError) -> Failure {
@@ -432,13 +434,13 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
     }
     writeln!(
         w,
-        "scanned {} files ({} read, {} parsed, {} deferred): {} contacts, {} name conflicts",
-        report.files_seen,
+        "scanned {} ({} read, {} parsed, {} deferred): {}, {}",
+        plural(report.files_seen, "file", "files"),
         report.files_read,
         report.files_parsed,
         report.files_deferred,
-        report.contacts,
-        report.name_conflicts
+        plural(report.contacts, "contact", "contacts"),
+        plural(report.name_conflicts, "name conflict", "name conflicts"),
     )?;
     for status in &report.unknown_sources {
         writeln!(
@@ -499,16 +501,6 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
 /// What "saved" means where a count of them is printed (Telegram's answer for a number
 /// that has no account, or hides it).
 const SAVED_MEANS: &str = "saved (numbers without a Telegram account, kept in the contact list: they show up once the number joins)";
-
-/// `1 batch`, `2 batches`.
-pub(crate) fn plural(n: impl TryInto<u64>, one: &str, many: &str) -> String {
-    let n: u64 = n.try_into().unwrap_or(u64::MAX);
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {many}")
-    }
-}
 
 /// How a pass that left work queued goes on: the command that sends it, and when.
 fn next_step(a: &sync::AccountReport) -> Option<String> {
@@ -853,13 +845,12 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             }
             writeln!(
                 w,
-                "last run: #{} {} {}: {} — {} imported, {} deleted",
+                "last run: #{} {} {}: {} — {}",
                 run.id,
                 run.kind,
                 format_time(run.started_at),
                 run.outcome.as_deref().unwrap_or("unfinished"),
-                run.imported,
-                run.deleted
+                sync::summarize_run(run)
             )?;
             if let Some(message) = &run.message {
                 writeln!(w, "  {message}")?;
@@ -902,24 +893,12 @@ pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Fai
     for run in &runs {
         writeln!(
             w,
-            "  #{} {} {}: {} — {} files ({} parsed, {} deferred), {} contacts; planned {} imports, {} deletes ({} held); {} batches sent: {} imported, {} saved, {} retrying, {} rejected, {} deleted",
+            "  #{} {} {}: {} — {}",
             run.id,
             run.kind,
             format_time(run.started_at),
             run.outcome.as_deref().unwrap_or("unfinished"),
-            run.files_seen,
-            run.files_parsed,
-            run.files_deferred,
-            run.contacts,
-            run.imports_planned,
-            run.deletes_planned,
-            run.deletes_held,
-            run.batches_sent,
-            run.imported,
-            run.saved,
-            run.retrying,
-            run.rejected,
-            run.deleted
+            sync::summarize_run(run)
         )?;
         if let Some(message) = &run.message {
             writeln!(w, "    {message}")?;
@@ -932,13 +911,14 @@ pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Fai
     for (b, items) in &batches {
         writeln!(
             w,
-            "  #{} {} {} of {items}: {} (created {}, sent {} times){}",
+            "  #{} {} {} of {}: {} (created {}, sent {}){}",
             b.id,
             b.backend,
             b.kind.as_str(),
+            plural(*items, "contact", "contacts"),
             b.state.as_str(),
             format_time(b.created_at),
-            b.send_count,
+            plural(b.send_count, "time", "times"),
             b.outcome
                 .as_deref()
                 .map(|o| format!(": {o}"))
