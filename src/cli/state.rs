@@ -244,16 +244,23 @@ pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {
         code: exit::USAGE,
         error: e.into(),
     })?;
-    let outcome = runtime()?
-        .block_on(backend::login::login(
-            telegram,
-            &config.state_dir,
-            &mut prompt,
-        ))
-        .map_err(|e| Failure {
-            code: exit::FAILURE,
-            error: e.into(),
-        })?;
+    let outcome = match runtime()?.block_on(backend::login::login(
+        telegram,
+        &config.state_dir,
+        &mut prompt,
+    )) {
+        Ok(outcome) => outcome,
+        Err(kept @ backend::login::LoginError::SessionKept) => {
+            println!("{kept}");
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(Failure {
+                code: exit::FAILURE,
+                error: e.into(),
+            });
+        }
+    };
     let account = &outcome.account;
     println!(
         "logged in as {} ({}); the session is kept in {}",

@@ -1222,3 +1222,98 @@ async fn sync_once_without_a_session_says_login_required() {
     assert!(crate::support::stdout(&after).contains("login required"));
     assert!(setup.server.calls_to("contacts.importContacts").is_empty());
 }
+
+/// Issue 16.15: `login` while logged in says so and asks before replacing the session; "no"
+/// keeps it and calls nothing.
+#[tokio::test]
+async fn login_while_logged_in_asks_before_replacing_the_session() {
+    let setup = Setup::new(100, 30).await;
+    let mut prompt = ScriptedPrompt {
+        answers: ["n"].into(),
+        secrets: Default::default(),
+        told: Vec::new(),
+        asked: Vec::new(),
+    };
+    let telegram = setup.config.telegram.as_ref().unwrap();
+    let before = setup.server.call_count();
+    let kept =
+        contactsyncd::backend::login::login(telegram, &setup.config.state_dir, &mut prompt).await;
+    assert!(
+        matches!(
+            kept,
+            Err(contactsyncd::backend::login::LoginError::SessionKept)
+        ),
+        "{kept:?}"
+    );
+    assert!(
+        prompt
+            .told
+            .iter()
+            .any(|t| t.contains("Already logged in as Test (+15…00)")),
+        "{:?}",
+        prompt.told
+    );
+    assert!(
+        prompt.asked[0].contains("replace this session"),
+        "{:?}",
+        prompt.asked
+    );
+    assert_eq!(
+        setup.server.call_count(),
+        before,
+        "nothing asked of Telegram"
+    );
+    let still = TelegramSession::logged_in(&setup.config.state_dir).unwrap();
+    assert_eq!(still.map(|a| a.user_id), Some(1));
+}
+
+/// Issue 16.15: "yes" replaces the session; an empty phone answer is asked again, never sent.
+#[tokio::test]
+async fn login_again_replaces_the_session_and_asks_again_for_an_empty_phone() {
+    let options = ServerOptions {
+        login: Some(crate::telegram::login::LoginSetup {
+            code: "24680".into(),
+            password: None,
+        }),
+        ..ServerOptions::default()
+    };
+    let setup = Setup::with(100, 30, "reimport", options).await;
+    TelegramSession::open(&setup.config.state_dir)
+        .unwrap()
+        .set_logged_in(&LoggedIn {
+            user_id: 1,
+            phone: Some("15550000000".into()),
+            first_name: Some("Test".into()),
+        })
+        .unwrap();
+    let mut prompt = ScriptedPrompt {
+        answers: ["y", "", "  ", "+15550000000", "24680"].into(),
+        secrets: Default::default(),
+        told: Vec::new(),
+        asked: Vec::new(),
+    };
+    let telegram = setup.config.telegram.as_ref().unwrap();
+    let outcome =
+        contactsyncd::backend::login::login(telegram, &setup.config.state_dir, &mut prompt)
+            .await
+            .expect("logged in again");
+    assert_eq!(outcome.account.user_id, 1);
+    let phone_questions = prompt
+        .asked
+        .iter()
+        .filter(|q| q.starts_with("Phone number"))
+        .count();
+    assert_eq!(phone_questions, 3, "{:?}", prompt.asked);
+    let sent: Vec<grammers_tl_types::functions::auth::SendCode> = setup
+        .server
+        .calls_to("auth.sendCode")
+        .iter()
+        .map(|c| c.decode())
+        .collect();
+    assert!(!sent.is_empty());
+    assert!(
+        sent.iter().all(|c| c.phone_number == "+15550000000"),
+        "{:?}",
+        sent.iter().map(|c| &c.phone_number).collect::<Vec<_>>()
+    );
+}
