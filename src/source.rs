@@ -292,6 +292,7 @@ fn scan_source(
         known.values().filter(|r| r.source == source.name).collect();
     let previous_cards: u64 = previous_files.iter().map(|r| u64::from(r.cards)).sum();
 
+    tracing::info!(target: crate::progress::TARGET, source = %source.name, files = listing.files.len(), "scanning");
     let examined = examine_files(&listing.files, known, source, region, scan);
     for (path, examined) in listing.files.iter().zip(examined) {
         scan.files_seen += 1;

@@ -951,6 +951,7 @@ async fn send_queue(
                 return Ok(Some(Stop::Paused { until, reason }));
             }
             tracing::info!(backend = %name, seconds = wait, "waiting out a short pause: {reason}");
+            tracing::info!(target: crate::progress::TARGET, backend = %name, seconds = wait, reason = %reason, "waiting");
             *wait_budget -= wait;
             tokio::select! {
                 () = clock.sleep(wait) => continue,
@@ -1051,6 +1052,13 @@ async fn send_queue(
                 "batch done"
             )
         });
+        tracing::info!(
+            target: crate::progress::TARGET,
+            backend = %name,
+            batches = report.batches_sent,
+            queued = store.open_batch_count(&name)?,
+            "sent"
+        );
         match result {
             Ok(()) => store.note_success(&name, clock.now())?,
             Err(BackendError::Wait { seconds, reason }) => {

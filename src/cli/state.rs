@@ -178,6 +178,7 @@ pub fn sync(config_path: Option<&Path>, args: &SyncArgs) -> Result<(), Failure> 
         .map_err(|e| match e {
             sync::SyncError::Store(err) => store_failure(err),
         })?;
+    crate::progress::clear();
     print_pass(&report, args.json)?;
     if report.login_required() {
         return Err(Failure {

@@ -45,6 +45,17 @@ fn sync_once_then_status_and_history() {
     assert!(text.contains("no backend configured"), "{text}");
     assert!(dir.path().join("state/state.db").exists());
 
+    // Issue 16.12: on a non-terminal neither a progress line nor INFO log lines: stderr is
+    // empty for a pass that went well; CONTACTSYNCD_LOG asks for the logs.
+    assert_eq!(stderr(&sync), "", "stderr of an interactive sync");
+    let asked = crate::support::contactsyncd(
+        &["--config", config.to_str().unwrap(), "sync", "--once"],
+        &[("CONTACTSYNCD_LOG", Path::new("info"))],
+    );
+    let logs = stderr(&asked);
+    assert!(logs.contains("INFO"), "{logs}");
+    assert!(!logs.contains("progress") && !logs.contains('\r'), "{logs}");
+
     let again = run(&config, &["sync", "--once", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&stdout(&again)).unwrap();
     assert_eq!(report["files_parsed"], 0, "nothing re-parsed: {report}");
@@ -66,9 +77,9 @@ fn sync_once_then_status_and_history() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(runs.len(), 2);
+    assert_eq!(runs.len(), 3);
     assert_eq!(runs[0]["run"]["files_parsed"], 0);
-    assert_eq!(runs[1]["run"]["files_parsed"], 4);
+    assert_eq!(runs[2]["run"]["files_parsed"], 4);
 }
 
 #[test]
