@@ -745,12 +745,17 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     for (a, c, batches, items, owned, setup_error, held, (rejections, changes)) in &accounts {
         let mut parts = vec![
             format!(
-                "{} in sync ({} imported, {} saved)",
+                "{} in sync ({} imported, {} saved{})",
                 (c.imported + c.saved).saturating_sub(c.pending),
                 c.imported,
-                c.saved
+                c.saved,
+                if c.saved > 0 && a.backend.starts_with("telegram") {
+                    ": numbers without a Telegram account, kept in the contact list"
+                } else {
+                    ""
+                }
             ),
-            format!("{items} queued in {batches} batches"),
+            format!("{items} queued in {}", plural(*batches, "batch", "batches")),
         ];
         if c.pending > 0 {
             parts.push(format!(

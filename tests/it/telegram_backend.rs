@@ -1317,3 +1317,29 @@ async fn login_again_replaces_the_session_and_asks_again_for_an_empty_phone() {
         sent.iter().map(|c| &c.phone_number).collect::<Vec<_>>()
     );
 }
+
+/// Issue 16.11: where "saved" is printed, it says what it means.
+#[tokio::test]
+async fn saved_numbers_are_explained_where_they_are_counted() {
+    let setup = Setup::new(100, 30).await;
+    setup.server.state().account.rule = Registration::EvenLastDigit;
+    write_vdir(&setup.book(), 0..2);
+    let sync = binary(&setup, &["sync", "--once"]).await;
+    let out = crate::support::stdout(&sync);
+    assert!(sync.status.success(), "{out}");
+    assert!(
+        out.contains("1 imported, 1 saved (numbers without a Telegram account"),
+        "{out}"
+    );
+    assert!(out.contains("sent 1 batch"), "{out}");
+    let status = crate::support::stdout(&binary(&setup, &["status"]).await);
+    assert!(
+        status.contains("1 saved: numbers without a Telegram account"),
+        "{status}"
+    );
+    let history = crate::support::stdout(&binary(&setup, &["history"]).await);
+    assert!(
+        history.contains("1 saved (without a Telegram account)"),
+        "{history}"
+    );
+}
