@@ -512,38 +512,64 @@ const SAVED_MEANS: &str = "saved (numbers without a Telegram account, kept in th
 
 /// How a pass that left work queued goes on: the command that sends it, and when.
 fn next_step(a: &sync::AccountReport) -> Option<String> {
-    let stop = a.stop.as_ref()?;
-    let queued = if a.queued_batches > 0 {
-        format!("queued {}", plural(a.queued_batches, "batch", "batches"))
-    } else {
-        "nothing queued".to_owned()
-    };
     let service = match a.backend.as_str() {
         "telegram" => "Telegram",
         "whatsapp" => "WhatsApp",
         other => other,
     };
-    Some(match stop {
-        sync::Stop::Paused { until, .. } if a.queued_batches > 0 => format!(
-            "{queued}; {service} asked to wait until {}: run `contactsyncd run` (it sends them when the wait ends), or `contactsyncd sync --once` again after that",
+    // Numbers the server asked to retry later (its import limit) wait for their time.
+    let waiting = a.planned.waiting.max(a.retrying);
+    let mut parts = Vec::new();
+    if a.queued_batches > 0 {
+        parts.push(format!(
+            "queued {}",
+            plural(a.queued_batches, "batch", "batches")
+        ));
+    }
+    if waiting > 0 {
+        parts.push(format!(
+            "{} for a retry time",
+            plural(waiting, "number waits", "numbers wait")
+        ));
+    }
+    let pending = !parts.is_empty();
+    let what = if pending {
+        parts.join(", ")
+    } else {
+        "nothing queued".to_owned()
+    };
+    Some(match &a.stop {
+        Some(sync::Stop::Paused { until, .. }) if pending => format!(
+            "{what}; {service} asked to wait until {}: run `contactsyncd run` (it goes on when the wait ends), or `contactsyncd sync --once` again after that",
             format_time(*until)
         ),
-        sync::Stop::Paused { until, .. } => format!(
-            "{queued}; {service} asked to wait until {}: nothing is sent to it before then",
+        Some(sync::Stop::Paused { until, .. }) => format!(
+            "{what}; {service} asked to wait until {}: nothing is sent to it before then",
             format_time(*until)
         ),
-        sync::Stop::LoginRequired { .. } => format!(
-            "{queued}; run `contactsyncd login`, then `contactsyncd sync --once` (or `contactsyncd run`) sends {}",
+        Some(sync::Stop::LoginRequired { .. }) => format!(
+            "{what}; run `contactsyncd login`, then `contactsyncd sync --once` (or `contactsyncd run`)"
+        ),
+        Some(sync::Stop::Network { .. }) => format!(
+            "{what}; run `contactsyncd sync --once` again when the network is back, or `contactsyncd run` (it retries every minute)"
+        ),
+        Some(sync::Stop::Offline) if a.queued_batches > 0 => format!(
+            "{what}; `contactsyncd sync --once` without --offline (or `contactsyncd run`) sends {}",
             if a.queued_batches == 1 { "it" } else { "them" }
         ),
-        sync::Stop::Network { .. } => format!(
-            "{queued}; run `contactsyncd sync --once` again when the network is back, or `contactsyncd run` (it retries every minute)"
-        ),
-        sync::Stop::Offline if a.queued_batches > 0 => format!(
-            "{queued}; `contactsyncd sync --once` without --offline (or `contactsyncd run`) sends {}",
-            if a.queued_batches == 1 { "it" } else { "them" }
-        ),
-        sync::Stop::Offline | sync::Stop::Setup { .. } => return None,
+        Some(sync::Stop::Offline | sync::Stop::Setup { .. }) => return None,
+        None if waiting > 0 => {
+            let when = a
+                .planned
+                .next_retry
+                .map(|t| format!(" (the next at {})", format_time(t)))
+                .unwrap_or_default();
+            format!(
+                "{what}{when}, as {service} asked: `contactsyncd run` retries {}, or `contactsyncd sync --once` again after that",
+                if waiting == 1 { "it" } else { "them" }
+            )
+        }
+        None => return None,
     })
 }
 
@@ -939,4 +965,47 @@ pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Fai
         )?;
     }
     Ok(w.flush()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn account(stop: Option<sync::Stop>, queued: usize, retrying: usize) -> sync::AccountReport {
+        sync::AccountReport {
+            backend: "telegram".into(),
+            queued_batches: queued,
+            retrying,
+            stop,
+            ..sync::AccountReport::default()
+        }
+    }
+
+    /// Issue 16.11: work left queued ends with the command that sends it, and when.
+    #[rstest]
+    #[case::flood(account(Some(sync::Stop::Paused { until: 1_796_134_000, reason: "FLOOD_WAIT_3600".into() }), 41, 0),
+        Some("queued 41 batches; Telegram asked to wait until 2026-12-01 14:06:40 UTC: run `contactsyncd run`"))]
+    #[case::retry(
+        account(None, 0, 2),
+        Some(
+            "2 numbers wait for a retry time, as Telegram asked: `contactsyncd run` retries them"
+        )
+    )]
+    #[case::login(account(Some(sync::Stop::LoginRequired { reason: "x".into() }), 1, 0), Some("queued 1 batch; run `contactsyncd login`"))]
+    #[case::offline(
+        account(Some(sync::Stop::Offline), 2, 0),
+        Some("queued 2 batches; `contactsyncd sync --once` without --offline")
+    )]
+    #[case::done(account(None, 0, 0), None)]
+    fn next_steps(#[case] account: sync::AccountReport, #[case] starts: Option<&str>) {
+        let step = next_step(&account);
+        match starts {
+            Some(start) => assert!(
+                step.as_deref().is_some_and(|s| s.starts_with(start)),
+                "{step:?}"
+            ),
+            None => assert_eq!(step, None),
+        }
+    }
 }

@@ -1028,6 +1028,13 @@ async fn status_counts_queued_and_retrying_renames_as_pending() {
         "{}",
         crate::support::stderr(&retried)
     );
+    // Issue 16.11: the next step for a number the server asked to retry later.
+    let out = crate::support::stdout(&retried);
+    assert!(
+        out.contains("1 number waits for a retry time; Telegram asked to wait until ")
+            && out.contains("run `contactsyncd run`"),
+        "{out}"
+    );
     let status = crate::support::stdout(&binary(&setup, &["status", "--json"]).await);
     let value: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
     let account = &value["accounts"][0];
