@@ -646,6 +646,7 @@ fn duration_key(
 struct RawSafety {
     max_deletes: Option<usize>,
     max_delete_fraction: Option<Spanned<f64>>,
+    fraction_min_contacts: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -817,7 +818,7 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
             ));
         }
         Some(dir) => resolve_path(dir.get_ref(), &base),
-        None => default_state_dir().ok_or_else(|| {
+        None => default_state_dir_for(path).ok_or_else(|| {
             invalid(
                 None,
                 "state_dir".into(),
@@ -920,6 +921,19 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
                 ));
             }
             safety.max_delete_fraction = value;
+        }
+        if let Some(count) = &raw.fraction_min_contacts {
+            safety.fraction_min_contacts = usize::try_from(*count.get_ref())
+                .ok()
+                .filter(|n| *n <= 1_000_000)
+                .ok_or_else(|| {
+                    invalid(
+                        Some(count.span()),
+                        "safety.fraction_min_contacts".into(),
+                        format!("{} is not a count from 0 to 1000000", count.get_ref()),
+                        Some("e.g. 10: books of fewer synced contacts are held only when a pass would delete all of them".into()),
+                    )
+                })?;
         }
     }
 
@@ -1135,7 +1149,7 @@ fn source_path_problem(path: &Path) -> Option<(String, String)> {
             (
                 format!("{shown}: permission denied ({what})"),
                 format!(
-                    "give the user contactsyncd runs as read access to it and search (x) access to every directory above it (under systemd see ProtectHome= and ReadOnlyPaths=). Meanwhile {later}"
+                    "give the user contactsyncd runs as read access to it and search (x) access to every directory above it; the system service runs as its own user and cannot enter a home directory of mode 0700 or 0750: for an address book in your home use the user unit (README, \"Running as a service\"). Meanwhile {later}"
                 ),
             )
         } else {
@@ -1408,16 +1422,43 @@ fn lowercase_types(
         .collect()
 }
 
-/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; the first entry if several), else
-/// `$XDG_STATE_HOME/contactsyncd`, else `~/.local/state/contactsyncd`.
-pub fn default_state_dir() -> Option<PathBuf> {
+/// Where the system installation keeps its configuration, and its state: the units'
+/// `StateDirectory=contactsyncd` (`contactsyncd/%i` for `/etc/contactsyncd/%i.toml`).
+pub const SYSTEM_CONFIG_DIR: &str = "/etc/contactsyncd";
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/contactsyncd";
+
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; the first entry if several); else, for
+/// a configuration of the system installation, the system service's state
+/// ([`system_state_dir`]), so that `status` from a shell reads what the service writes;
+/// else `$XDG_STATE_HOME/contactsyncd`, else `~/.local/state/contactsyncd`.
+pub fn default_state_dir_for(config_file: &Path) -> Option<PathBuf> {
     if let Some(dirs) = std::env::var_os("STATE_DIRECTORY") {
         let dirs = dirs.to_string_lossy().into_owned();
         if let Some(first) = dirs.split(':').find(|d| !d.is_empty()) {
             return Some(PathBuf::from(first));
         }
     }
+    if let Some(system) = system_state_dir(config_file) {
+        return Some(system);
+    }
     xdg_dir("XDG_STATE_HOME", ".local/state").map(|dir| dir.join("contactsyncd"))
+}
+
+/// The state directory the system units give a configuration in `/etc/contactsyncd`:
+/// `config.toml` → `/var/lib/contactsyncd`, `NAME.toml` → `/var/lib/contactsyncd/NAME`.
+/// `None` for a configuration anywhere else.
+pub fn system_state_dir(config_file: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(config_file).ok()?;
+    let file = normalize_lexically(&absolute);
+    if file.parent()? != Path::new(SYSTEM_CONFIG_DIR) {
+        return None;
+    }
+    let state = PathBuf::from(SYSTEM_STATE_DIR);
+    if file.file_name()? == "config.toml" {
+        return Some(state);
+    }
+    let name = file.file_stem()?;
+    (file.extension()? == "toml").then(|| state.join(name))
 }
 
 fn resolve_path(text: &str, base: &Path) -> PathBuf {
@@ -1690,6 +1731,38 @@ mod tests {
         assert!(e.hint.unwrap().contains("pager"));
     }
 
+    /// Issue 16.8: a configuration of the system installation reads and writes the system
+    /// service's state by default, from a shell too; `state_dir` still wins.
+    #[rstest]
+    #[case::system("/etc/contactsyncd/config.toml", Some("/var/lib/contactsyncd"))]
+    #[case::instance("/etc/contactsyncd/work.toml", Some("/var/lib/contactsyncd/work"))]
+    #[case::dotted(
+        "/etc/contactsyncd/../contactsyncd/config.toml",
+        Some("/var/lib/contactsyncd")
+    )]
+    #[case::elsewhere("/home/me/.config/contactsyncd/config.toml", None)]
+    #[case::below("/etc/contactsyncd/old/config.toml", None)]
+    #[case::not_toml("/etc/contactsyncd/telegram-api-hash", None)]
+    fn system_configurations_use_the_system_state(
+        #[case] file: &str,
+        #[case] expected: Option<&str>,
+    ) {
+        assert_eq!(
+            system_state_dir(Path::new(file)),
+            expected.map(PathBuf::from)
+        );
+        let text = "[[source]]\npath = \"/srv/contacts\"\n";
+        if let Some(expected) = expected
+            && std::env::var_os("STATE_DIRECTORY").is_none()
+        {
+            let config = parse(text, Path::new(file)).unwrap();
+            assert_eq!(config.state_dir, Path::new(expected));
+            let explicit = format!("state_dir = \"/tmp/elsewhere\"\n{text}");
+            let config = parse(&explicit, Path::new(file)).unwrap();
+            assert_eq!(config.state_dir, Path::new("/tmp/elsewhere"));
+        }
+    }
+
     #[test]
     fn delete_fraction_must_be_a_fraction() {
         let text = format!(
@@ -1759,6 +1832,8 @@ mod tests {
     #[case::api_id("telegram.api_id", "4294967296")]
     #[case::fraction("safety.max_delete_fraction", "nan")]
     #[case::max_deletes("safety.max_deletes", "-1")]
+    #[case::fraction_min_contacts("safety.fraction_min_contacts", "-1")]
+    #[case::fraction_min_contacts_huge("safety.fraction_min_contacts", "1000001")]
     fn out_of_range_values_name_their_key(#[case] key: &str, #[case] value: &str) {
         let e = invalid(&with_key(key, value));
         assert_eq!(e.key, key, "{e}");
@@ -1772,6 +1847,8 @@ mod tests {
     #[case::debounce_one_ms("watch.debounce", "1")]
     #[case::debounce_an_hour("watch.debounce", "\"1h\"")]
     #[case::monthly_reconcile("telegram.reconcile_interval", "\"30d\"")]
+    #[case::fraction_everywhere("safety.fraction_min_contacts", "0")]
+    #[case::fraction_from_a_million("safety.fraction_min_contacts", "1000000")]
     fn values_at_the_bounds_are_accepted(#[case] key: &str, #[case] value: &str) {
         let text = with_key(key, value);
         parse(&text, Path::new("/etc/contactsyncd/config.toml"))
@@ -1791,6 +1868,7 @@ mod tests {
             "watch.rescan_interval",
             "safety.max_deletes",
             "safety.max_delete_fraction",
+            "safety.fraction_min_contacts",
             "telegram.api_id",
             "telegram.batch_size",
             "telegram.request_timeout",

@@ -166,6 +166,10 @@ pub fn apply(mirror: &mut BTreeMap<String, MirrorEntry>, plan: &Plan) {
 pub struct DeleteLimits {
     pub max_deletes: usize,
     pub max_delete_fraction: f64,
+    /// The fraction applies from this many synced contacts on. In a smaller book one
+    /// deletion is a large share but no danger; what is (an emptied side, as vdirsyncer
+    /// has it) is held at any size: a pass that would delete every synced contact.
+    pub fraction_min_contacts: usize,
 }
 
 impl Default for DeleteLimits {
@@ -173,6 +177,7 @@ impl Default for DeleteLimits {
         Self {
             max_deletes: 50,
             max_delete_fraction: 0.2,
+            fraction_min_contacts: 10,
         }
     }
 }
@@ -201,10 +206,18 @@ pub fn guard(
             "{deletes} deletions exceed safety.max_deletes = {}",
             limits.max_deletes
         )
-    } else if fraction > limits.max_delete_fraction {
+    } else if remote_contacts >= limits.fraction_min_contacts
+        && fraction > limits.max_delete_fraction
+    {
         format!(
             "{deletes} deletions are {:.0}% of the {remote_contacts} synced contacts, over safety.max_delete_fraction = {}",
             fraction * 100.0,
+            limits.max_delete_fraction
+        )
+    } else if deletes >= remote_contacts && limits.max_delete_fraction < 1.0 {
+        // Below fraction_min_contacts only emptying the account is held.
+        format!(
+            "{deletes} deletions would remove every synced contact (safety.max_delete_fraction = {} holds that at any size)",
             limits.max_delete_fraction
         )
     } else {
@@ -297,6 +310,13 @@ mod tests {
     #[case::over_fraction(21, 100, true)]
     #[case::exactly_at_limits(20, 100, false)]
     #[case::forced(500, 500, false)]
+    // Issue 16.14: one deletion in a small book is no danger; emptying it is.
+    #[case::one_of_four(1, 4, false)]
+    #[case::three_of_four(3, 4, false)]
+    #[case::all_of_four(4, 4, true)]
+    #[case::one_of_one(1, 1, true)]
+    #[case::fraction_from_ten(3, 10, true)]
+    #[case::under_fraction_min(2, 9, false)]
     fn guard_holds_large_deletions(
         #[case] deletes: usize,
         #[case] remote: usize,

@@ -24,6 +24,8 @@ pub mod diff;
 pub mod export;
 /// Raw TEL value → E.164, and redaction for logs.
 pub mod phone;
+/// Progress of a long `sync --once` on a terminal.
+pub mod progress;
 /// Finding the vCard files of a source; the incremental scan.
 pub mod source;
 /// The state database: fingerprints, mirror, outbox, history.

@@ -9,10 +9,11 @@ fn main() -> ExitCode {
     let log = contactsyncd::config::load(cli.config.as_deref())
         .map(|c| c.log)
         .unwrap_or_default();
-    init_logging(&log, cli.log_format);
+    init_logging(&log, cli.log_format, &cli.command);
     match cli::run(cli) {
         Ok(()) => ExitCode::from(cli::exit::SUCCESS),
         Err(failure) => {
+            contactsyncd::progress::clear();
             eprintln!("contactsyncd: {:#}", failure.error);
             ExitCode::from(failure.code)
         }
@@ -24,16 +25,30 @@ const QUIET: &str = "rusqlite_migration=warn,grammers_mtsender=warn,grammers_cli
 
 /// journald when systemd connected stderr to the journal (or `log.target = "journald"`),
 /// else text (or JSON with `--log-format json`) on stderr. `CONTACTSYNCD_LOG` / `RUST_LOG`
-/// override `log.level`.
-fn init_logging(log: &contactsyncd::config::LogConfig, format: cli::LogFormat) {
+/// override `log.level`. The daemon (`run`) logs from `log.level` on; the interactive
+/// commands only warnings and errors unless `CONTACTSYNCD_LOG` asks for more: their result
+/// is their output. `sync` on a terminal draws its progress instead.
+fn init_logging(
+    log: &contactsyncd::config::LogConfig,
+    format: cli::LogFormat,
+    command: &cli::Command,
+) {
     use contactsyncd::config::LogTarget;
+    use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
     contactsyncd::phone::set_show_personal_data(log.show_personal_data);
+    let interactive = !matches!(command, cli::Command::Run);
     let level = std::env::var("CONTACTSYNCD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| format!("{},{QUIET}", log.level));
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| {
+            let level = if interactive { "warn" } else { &log.level };
+            format!("{level},{QUIET}")
+        });
+    // Progress events are for the progress line only, never log lines.
+    let progress_off = format!(",{}=off", contactsyncd::progress::TARGET);
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level}{progress_off}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info{progress_off}")));
+    let progress = matches!(command, cli::Command::Sync(_)) && std::io::stderr().is_terminal();
     let journald = match log.target {
         LogTarget::Journald => true,
         LogTarget::Stderr => false,
@@ -41,21 +56,28 @@ fn init_logging(log: &contactsyncd::config::LogConfig, format: cli::LogFormat) {
     };
     if journald && let Ok(layer) = tracing_journald::layer() {
         tracing_subscriber::registry()
-            .with(filter)
-            .with(layer)
+            .with(layer.with_filter(filter))
             .init();
         return;
     }
     match format {
-        cli::LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+        cli::LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .with(progress.then(contactsyncd::progress::layer))
             .init(),
-        cli::LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(std::io::stderr)
+        cli::LogFormat::Text => tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .with(progress.then(contactsyncd::progress::layer))
             .init(),
     }
 }

@@ -21,6 +21,16 @@ pub struct Listing {
     pub errors: Vec<(PathBuf, std::io::Error)>,
 }
 
+/// What to do about a source contactsyncd may not read (issue 16.6: a system service
+/// cannot enter a 0700 or 0750 home directory); nothing for other errors.
+fn access_hint(err: &std::io::Error) -> &'static str {
+    if err.kind() == std::io::ErrorKind::PermissionDenied {
+        "; permission denied: the user contactsyncd runs as needs read access to it and search (x) access to every directory above it. The system service runs as its own user and cannot enter a home directory of mode 0700 or 0750: for an address book in your home use the user unit (README, \"Running as a service\")"
+    } else {
+        ""
+    }
+}
+
 /// Lists a source. A file is taken as it is, whatever its name; a directory is walked,
 /// following symlinks but never into a directory twice (no loops), taking `*.vcf` and
 /// `*.vcard` and skipping hidden, editor and temporary files.
@@ -315,18 +325,22 @@ fn scan_source(
     let mut unknown_reason: Option<String> = listing
         .errors
         .first()
-        .map(|(path, err)| format!("cannot read {}: {err}", path.display()));
+        .map(|(path, err)| format!("cannot read {}: {err}{}", path.display(), access_hint(err)));
     // io::Error's text has no path; the path is redacted.
-    let redacted_reason = listing
-        .errors
-        .first()
-        .map(|(path, err)| format!("cannot read {}: {err}", redact_path(&source.path, path)));
+    let redacted_reason = listing.errors.first().map(|(path, err)| {
+        format!(
+            "cannot read {}: {err}{}",
+            redact_path(&source.path, path),
+            access_hint(err)
+        )
+    });
     let mut changes: Vec<FileChange> = Vec::new();
     let mut contributions: Vec<(&Path, FileContribution)> = Vec::with_capacity(listing.files.len());
     let previous_files: Vec<&FileRecord> =
         known.values().filter(|r| r.source == source.name).collect();
     let previous_cards: u64 = previous_files.iter().map(|r| u64::from(r.cards)).sum();
 
+    tracing::info!(target: crate::progress::TARGET, source = %source.name, files = listing.files.len(), "scanning");
     let examined = examine_files(&listing.files, known, source, region, scan);
     for (path, examined) in listing.files.iter().zip(examined) {
         scan.files_seen += 1;

@@ -532,7 +532,7 @@ fn skipped_pass(
 
 /// The daemon's answer to a few written files: read just them, plan just the numbers they
 /// had or have, queue. `None` when the events need the full pass (see
-/// `source::scan_changed`). The report counts only these files; `contacts` stays 0.
+/// `source::scan_changed`). The report counts only these files and their contacts.
 pub fn quick_pass(
     config: &Config,
     store: &mut Store,
@@ -556,6 +556,8 @@ pub fn quick_pass(
     }
     let desired_set = source::desired_for_numbers(config, store, &changed.numbers)?;
     let desired = names_of(&desired_set);
+    // The contacts these files have now (history shows them for a change pass).
+    report.contacts = desired.len();
     for account in accounts {
         let (plan, held, _) = plan_at_epoch(
             store,
@@ -733,9 +735,81 @@ pub fn record_pass(
         imported = run.imported,
         deleted = run.deleted,
         outcome = run.outcome.as_deref().unwrap_or_default(),
-        "sync pass finished"
+        "{kind} pass: {}",
+        summarize_run(&run)
     );
     Ok(())
+}
+
+/// `1 batch`, `2 batches`.
+pub fn plural(n: impl TryInto<u64>, one: &str, many: &str) -> String {
+    let n: u64 = n.try_into().unwrap_or(u64::MAX);
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// What a recorded pass did, in its kind's terms (counts only: fit for logs): a `change`
+/// pass the files an event named and the contacts it planned, a `send` pass what it sent,
+/// a full pass (`sync`, `scan`) both.
+pub fn summarize_run(run: &RunRecord) -> String {
+    let files = {
+        let mut text = plural(run.files_seen, "file", "files");
+        let mut details = vec![format!("{} parsed", run.files_parsed)];
+        if run.files_deferred > 0 {
+            details.push(format!("{} deferred", run.files_deferred));
+        }
+        text.push_str(&format!(" ({})", details.join(", ")));
+        text
+    };
+    let planned = {
+        let mut text = format!(
+            "planned {}, {}",
+            plural(run.imports_planned, "import", "imports"),
+            plural(run.deletes_planned, "delete", "deletes")
+        );
+        if run.deletes_held > 0 {
+            text.push_str(&format!(" ({} held)", run.deletes_held));
+        }
+        text
+    };
+    let sent = {
+        let mut text = format!(
+            "sent {}: {} imported",
+            plural(run.batches_sent, "batch", "batches"),
+            run.imported
+        );
+        if run.saved > 0 {
+            text.push_str(&format!(
+                ", {} saved (without a Telegram account)",
+                run.saved
+            ));
+        }
+        for (n, what) in [
+            (run.retrying, "retrying"),
+            (run.rejected, "rejected"),
+            (run.deleted, "deleted"),
+        ] {
+            if n > 0 {
+                text.push_str(&format!(", {n} {what}"));
+            }
+        }
+        text
+    };
+    match run.kind.as_str() {
+        "change" => format!(
+            "{} changed: {}; {planned}",
+            files,
+            plural(run.contacts, "contact", "contacts")
+        ),
+        "send" => sent,
+        _ => format!(
+            "{files}, {}; {planned}; {sent}",
+            plural(run.contacts, "contact", "contacts")
+        ),
+    }
 }
 
 pub fn describe_stop(stop: &Stop) -> String {
@@ -781,6 +855,14 @@ pub fn format_time(timestamp: Timestamp) -> String {
 pub fn prepare_account(store: &Store, backend: &dyn Backend) -> Result<(), SyncError> {
     store.ensure_account(backend.name())?;
     store.note_setup(backend.name(), backend.setup_key().as_deref())?;
+    // No session here: nothing is claimed or sent, the pass stops with "login required".
+    if let Some(reason) = backend.login_required()
+        && !store
+            .account(backend.name())?
+            .is_some_and(|a| a.auth_required)
+    {
+        store.set_auth_required(backend.name(), &reason)?;
+    }
     Ok(())
 }
 
@@ -911,6 +993,7 @@ async fn send_queue(
                 return Ok(Some(Stop::Paused { until, reason }));
             }
             tracing::info!(backend = %name, seconds = wait, "waiting out a short pause: {reason}");
+            tracing::info!(target: crate::progress::TARGET, backend = %name, seconds = wait, reason = %reason, "waiting");
             *wait_budget -= wait;
             tokio::select! {
                 () = clock.sleep(wait) => continue,
@@ -1011,6 +1094,13 @@ async fn send_queue(
                 "batch done"
             )
         });
+        tracing::info!(
+            target: crate::progress::TARGET,
+            backend = %name,
+            batches = report.batches_sent,
+            queued = store.open_batch_count(&name)?,
+            "sent"
+        );
         match result {
             Ok(()) => store.note_success(&name, clock.now())?,
             Err(BackendError::Wait { seconds, reason }) => {
@@ -1067,5 +1157,17 @@ mod tests {
     #[case::this_year(1_796_134_000, "2026-12-01 14:06:40 UTC")]
     fn formats_times(#[case] timestamp: i64, #[case] expected: &str) {
         assert_eq!(format_time(timestamp), expected);
+    }
+
+    /// Issue 16.13: each kind of pass says what it did, with plurals right.
+    #[rstest]
+    #[case::change(RunRecord { kind: "change".into(), files_seen: 1, files_parsed: 1, contacts: 1, imports_planned: 1, ..RunRecord::default() },
+        "1 file (1 parsed) changed: 1 contact; planned 1 import, 0 deletes")]
+    #[case::send(RunRecord { kind: "send".into(), batches_sent: 1, imported: 1, saved: 2, ..RunRecord::default() },
+        "sent 1 batch: 1 imported, 2 saved (without a Telegram account)")]
+    #[case::sync(RunRecord { kind: "sync".into(), files_seen: 4, files_parsed: 4, contacts: 4, imports_planned: 4, batches_sent: 1, imported: 4, ..RunRecord::default() },
+        "4 files (4 parsed), 4 contacts; planned 4 imports, 0 deletes; sent 1 batch: 4 imported")]
+    fn passes_are_summarized_by_kind(#[case] run: RunRecord, #[case] expected: &str) {
+        assert_eq!(summarize_run(&run), expected);
     }
 }

@@ -39,7 +39,13 @@ impl Prompt for TerminalPrompt {
         print!("{question}");
         io::stdout().flush()?;
         let mut answer = String::new();
-        io::stdin().lock().read_line(&mut answer)?;
+        if io::stdin().lock().read_line(&mut answer)? == 0 {
+            // End of input (Ctrl-D): no answer will come, asking again would loop.
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "no answer (end of input)",
+            ));
+        }
         Ok(answer.trim().to_owned())
     }
 
@@ -68,6 +74,9 @@ pub enum LoginError {
     SignUpRequired,
     #[error("too many wrong {0}; run `contactsyncd login` again")]
     TooManyAttempts(&'static str),
+    /// Already logged in, and the answer was not to replace the session.
+    #[error("the current session is kept; nothing changed")]
+    SessionKept,
 }
 
 const ATTEMPTS: usize = 3;
@@ -97,13 +106,37 @@ pub async fn login(
 ) -> Result<LoginOutcome, LoginError> {
     let mut store = Store::open_for_writing(state_dir)?;
     // A session revoked at the server (no logout here) still names its user.
-    let previous = TelegramSession::logged_in(state_dir)?.map(|a| a.user_id);
-    let session = Arc::new(TelegramSession::open(state_dir)?);
-    let backend = TelegramBackend::connect(config, Arc::clone(&session));
+    let current = TelegramSession::logged_in(state_dir)?;
+    let previous = current.as_ref().map(|a| a.user_id);
+    if let Some(current) = &current {
+        let who = format!(
+            "{} ({})",
+            current.first_name.as_deref().unwrap_or("?"),
+            current
+                .phone
+                .as_deref()
+                .map(|p| redact(&format!("+{}", p.trim_start_matches('+'))))
+                .unwrap_or_default()
+        );
+        let revoked = store.account("telegram")?.is_some_and(|a| a.auth_required);
+        if revoked {
+            prompt.tell(&format!(
+                "The session of {who} is no longer valid; logging in again."
+            ));
+        } else {
+            prompt.tell(&format!("Already logged in as {who}."));
+            let answer = prompt.ask("Log in again and replace this session? [y/N]: ")?;
+            if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+                return Err(LoginError::SessionKept);
+            }
+        }
+    }
     let phone = match &config.phone {
         Some(phone) => phone.clone(),
-        None => prompt.ask("Phone number, international format (+49…): ")?,
+        None => ask_phone(prompt)?,
     };
+    let session = Arc::new(TelegramSession::open(state_dir)?);
+    let backend = TelegramBackend::connect(config, Arc::clone(&session));
     let client = backend.client().clone();
     let api_hash = config.api_hash.expose().to_owned();
     let request_phone = phone.clone();
@@ -180,6 +213,19 @@ pub async fn login(
     session.set_logged_in(&account)?;
     store.clear_auth_required("telegram")?;
     Ok(LoginOutcome { account, set_aside })
+}
+
+/// The account's phone number; an empty answer is asked again, never sent to Telegram.
+fn ask_phone(prompt: &mut dyn Prompt) -> Result<String, LoginError> {
+    for _ in 0..ATTEMPTS {
+        let answer = prompt.ask("Phone number, international format (+49…): ")?;
+        let answer = answer.trim();
+        if !answer.is_empty() {
+            return Ok(answer.to_owned());
+        }
+        prompt.tell("The account's phone number is needed, e.g. +491701234567.");
+    }
+    Err(LoginError::TooManyAttempts("phone numbers (empty)"))
 }
 
 /// Logs out at Telegram (best effort) and forgets the session. The mirror and the queue

@@ -117,6 +117,61 @@ pub trait Backend: Send {
     /// The hash the state kept (dropped by every batch sent since): `remote_contacts` asks
     /// with it, so an unchanged list costs one "not modified", also in a new process.
     fn set_remote_hash(&mut self, _hash: Option<i64>) {}
+
+    /// `Some(reason)`: the account is configured but has no session (never logged in, or
+    /// logged out). Its work is planned and queued, nothing is sent, and the pass says
+    /// "login required" (exit code 5), as for a session revoked at the server.
+    fn login_required(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A configured account without a session: plans and queues like any other, sends nothing.
+pub struct LoggedOut {
+    name: &'static str,
+    batch_size: usize,
+}
+
+impl LoggedOut {
+    const REASON: &'static str = "not logged in to Telegram";
+
+    pub fn telegram(config: &crate::config::TelegramConfig) -> Self {
+        Self {
+            name: "telegram",
+            batch_size: config.batch_size,
+        }
+    }
+}
+
+impl Backend for LoggedOut {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    fn import<'a>(
+        &'a mut self,
+        _items: &'a [ImportItem],
+    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, BackendError>> {
+        Box::pin(async { Err(BackendError::Auth(Self::REASON.into())) })
+    }
+
+    fn delete<'a>(&'a mut self, _phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async { Err(BackendError::Auth(Self::REASON.into())) })
+    }
+
+    fn remote_contacts(
+        &mut self,
+    ) -> BoxFuture<'_, Result<Option<Vec<RemoteContact>>, BackendError>> {
+        Box::pin(async { Err(BackendError::Auth(Self::REASON.into())) })
+    }
+
+    fn login_required(&self) -> Option<String> {
+        Some(Self::REASON.into())
+    }
 }
 
 /// A contact as the remote lists it.
@@ -132,7 +187,7 @@ pub struct RemoteContact {
 }
 
 /// The accounts the configuration sets up, connected (needs a tokio runtime). Telegram
-/// joins once logged in; an unconfigured or logged-out account contributes nothing.
+/// without a session is a [`LoggedOut`] account: planned and queued, "login required".
 pub fn configured(config: &crate::config::Config) -> Vec<Box<dyn Backend>> {
     let mut backends: Vec<Box<dyn Backend>> = Vec::new();
     if let Some(telegram) = &config.telegram {
@@ -146,9 +201,7 @@ pub fn configured(config: &crate::config::Config) -> Vec<Box<dyn Backend>> {
                     Err(err) => tracing::error!("cannot open the Telegram session: {err}"),
                 }
             }
-            Ok(None) => {
-                tracing::warn!("Telegram is configured but not logged in: run `contactsyncd login`")
-            }
+            Ok(None) => backends.push(Box::new(LoggedOut::telegram(telegram))),
             Err(err) => tracing::error!("cannot read the Telegram session: {err}"),
         }
     }

@@ -13,7 +13,9 @@ use crate::backend::RemoteContact;
 use crate::config::{self, Config};
 use crate::phone::redact;
 use crate::store::{Owner, Store, StoreError};
-use crate::sync::{self, Clock, PassReport, SyncOptions, SystemClock, describe_stop, format_time};
+use crate::sync::{
+    self, Clock, PassReport, SyncOptions, SystemClock, describe_stop, format_time, plural,
+};
 use crate::{backend, source};
 
 fn store_failure(error: StoreError) -> Failure {
@@ -285,6 +287,7 @@ pub fn sync(config_path: Option<&Path>, args: &SyncArgs) -> Result<(), Failure> 
         .map_err(|e| match e {
             sync::SyncError::Store(err) => store_failure(err),
         })?;
+    crate::progress::clear();
     print_pass(&report, args.json)?;
     if report.login_required() {
         return Err(Failure {
@@ -351,16 +354,23 @@ pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {
         code: exit::USAGE,
         error: e.into(),
     })?;
-    let outcome = runtime()?
-        .block_on(backend::login::login(
-            telegram,
-            &config.state_dir,
-            &mut prompt,
-        ))
-        .map_err(|e| Failure {
-            code: exit::FAILURE,
-            error: e.into(),
-        })?;
+    let outcome = match runtime()?.block_on(backend::login::login(
+        telegram,
+        &config.state_dir,
+        &mut prompt,
+    )) {
+        Ok(outcome) => outcome,
+        Err(kept @ backend::login::LoginError::SessionKept) => {
+            println!("{kept}");
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(Failure {
+                code: exit::FAILURE,
+                error: e.into(),
+            });
+        }
+    };
     let account = &outcome.account;
     println!(
         "logged in as {} ({}); the session is kept in {}",
@@ -441,7 +451,7 @@ impl Remote {
             let _entered = runtime.enter();
             backend::configured(config)
         };
-        if backends.is_empty() {
+        if backends.iter().all(|b| b.login_required().is_some()) {
             return Err(Failure {
                 code: exit::LOGIN_REQUIRED,
                 error: anyhow::anyhow!("not logged in to Telegram: run `contactsyncd login`"),
@@ -460,6 +470,9 @@ impl Remote {
     fn contacts(&mut self, index: usize) -> Result<Result<Listing, String>, Failure> {
         let backend = &mut self.backends[index];
         let name = backend.name().to_owned();
+        if let Some(reason) = backend.login_required() {
+            return Ok(Err(format!("{name}: {reason}; run `contactsyncd login`")));
+        }
         if let Some((until, reason)) = self.paused.get(&name) {
             return Ok(Err(format!(
                 "{name}: paused until {} ({reason}); not asked, to honour the server's wait",
@@ -821,13 +834,13 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
     }
     writeln!(
         w,
-        "scanned {} files ({} read, {} parsed, {} deferred): {} contacts, {} name conflicts",
-        report.files_seen,
+        "scanned {} ({} read, {} parsed, {} deferred): {}, {}",
+        plural(report.files_seen, "file", "files"),
         report.files_read,
         report.files_parsed,
         report.files_deferred,
-        report.contacts,
-        report.name_conflicts
+        plural(report.contacts, "contact", "contacts"),
+        plural(report.name_conflicts, "name conflict", "name conflicts"),
     )?;
     for status in &report.unknown_sources {
         writeln!(
@@ -845,21 +858,26 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
         )?;
     }
     for a in &report.accounts {
+        let mut sent = format!(
+            "sent {}: {} imported",
+            plural(a.batches_sent, "batch", "batches"),
+            a.imported
+        );
+        if a.saved > 0 {
+            sent.push_str(&format!(", {} {SAVED_MEANS}", a.saved));
+        }
         writeln!(
             w,
-            "{}: planned {} new, {} renamed, {} retries, {} deletes; sent {} batches: {} imported, {} saved, {} retrying, {} rejected, {} deleted; {} batches queued",
+            "{}: planned {} new, {} renamed, {} retries, {} deletes; {sent}, {} retrying, {} rejected, {} deleted; {} queued",
             a.backend,
             a.planned.new,
             a.planned.renames,
             a.planned.retries,
             a.planned.deletes,
-            a.batches_sent,
-            a.imported,
-            a.saved,
             a.retrying,
             a.rejected,
             a.deleted,
-            a.queued_batches
+            plural(a.queued_batches, "batch", "batches"),
         )?;
         if a.superseded > 0 {
             writeln!(
@@ -873,6 +891,9 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
         }
         if let Some(stop) = &a.stop {
             writeln!(w, "  {}", describe_stop(stop))?;
+        }
+        if let Some(step) = next_step(a) {
+            writeln!(w, "  {step}")?;
         }
     }
     Ok(w.flush()?)
@@ -919,8 +940,93 @@ fn source_state(s: &crate::store::SourceStatus) -> &str {
     }
 }
 
+/// What "saved" means where a count of them is printed (Telegram's answer for a number
+/// that has no account, or hides it).
+const SAVED_MEANS: &str = "saved (numbers without a Telegram account, kept in the contact list: they show up once the number joins)";
+
+/// How a pass that left work queued goes on: the command that sends it, and when.
+fn next_step(a: &sync::AccountReport) -> Option<String> {
+    let service = match a.backend.as_str() {
+        "telegram" => "Telegram",
+        "whatsapp" => "WhatsApp",
+        other => other,
+    };
+    // Numbers the server asked to retry later (its import limit) wait for their time.
+    let waiting = a.planned.waiting.max(a.retrying);
+    let mut parts = Vec::new();
+    if a.queued_batches > 0 {
+        parts.push(format!(
+            "queued {}",
+            plural(a.queued_batches, "batch", "batches")
+        ));
+    }
+    if waiting > 0 {
+        parts.push(format!(
+            "{} for a retry time",
+            plural(waiting, "number waits", "numbers wait")
+        ));
+    }
+    let pending = !parts.is_empty();
+    let what = if pending {
+        parts.join(", ")
+    } else {
+        "nothing queued".to_owned()
+    };
+    Some(match &a.stop {
+        Some(sync::Stop::Paused { until, .. }) if pending => format!(
+            "{what}; {service} asked to wait until {}: run `contactsyncd run` (it goes on when the wait ends), or `contactsyncd sync --once` again after that",
+            format_time(*until)
+        ),
+        Some(sync::Stop::Paused { until, .. }) => format!(
+            "{what}; {service} asked to wait until {}: nothing is sent to it before then",
+            format_time(*until)
+        ),
+        Some(sync::Stop::LoginRequired { .. }) => format!(
+            "{what}; run `contactsyncd login`, then `contactsyncd sync --once` (or `contactsyncd run`)"
+        ),
+        Some(sync::Stop::Network { .. }) => format!(
+            "{what}; run `contactsyncd sync --once` again when the network is back, or `contactsyncd run` (it retries every minute)"
+        ),
+        Some(sync::Stop::Offline) if a.queued_batches > 0 => format!(
+            "{what}; `contactsyncd sync --once` without --offline (or `contactsyncd run`) sends {}",
+            if a.queued_batches == 1 { "it" } else { "them" }
+        ),
+        Some(sync::Stop::Offline | sync::Stop::Setup { .. }) => return None,
+        None if waiting > 0 => {
+            let when = a
+                .planned
+                .next_retry
+                .map(|t| format!(" (the next at {})", format_time(t)))
+                .unwrap_or_default();
+            format!(
+                "{what}{when}, as {service} asked: `contactsyncd run` retries {}, or `contactsyncd sync --once` again after that",
+                if waiting == 1 { "it" } else { "them" }
+            )
+        }
+        None => return None,
+    })
+}
+
+/// The process writing the state now (read-only: the lock is only looked at), and its
+/// subcommand when /proc tells: `run` is the daemon.
+fn writer_of(state_dir: &Path) -> Option<(String, Option<String>)> {
+    let pid = Store::writer(state_dir).ok().flatten()?;
+    let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .and_then(|cmdline| {
+            cmdline
+                .split(|b| *b == 0)
+                .skip(1)
+                .map(String::from_utf8_lossy)
+                .find(|arg| ["run", "sync", "login", "logout"].contains(&arg.as_ref()))
+                .map(|arg| arg.into_owned())
+        });
+    Some((pid, command))
+}
+
 pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     let config = config::load(config_path)?;
+    let writer = writer_of(&config.state_dir);
     let store = match Store::open_read_only(&config.state_dir) {
         Ok(store) => store,
         Err(StoreError::Missing { .. }) => {
@@ -930,6 +1036,12 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                     w,
                     "{}",
                     json!({"state": null, "state_dir": config.state_dir})
+                )?;
+            } else if config::system_state_dir(&config.file).as_ref() == Some(&config.state_dir) {
+                writeln!(
+                    w,
+                    "no state yet in {}: the system service has not run yet (`systemctl enable --now contactsyncd`), or run `contactsyncd sync --once` as it does (README, \"Running as a service\")",
+                    config.state_dir.display()
                 )?;
             } else {
                 writeln!(
@@ -999,6 +1111,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     if json {
         let value = json!({
             "state_dir": config.state_dir,
+            "writer": writer.as_ref().map(|(pid, command)| json!({"pid": pid, "command": command})),
             "telegram_login": login.as_ref().map(|l| l.as_ref().map(|a| json!({
                 "user_id": a.user_id,
                 "phone": a.phone.as_deref().map(redact_account_phone),
@@ -1053,6 +1166,24 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         return Ok(w.flush()?);
     }
     writeln!(w, "state: {}", config.state_dir.display())?;
+    match &writer {
+        Some((pid, Some(command))) if command == "run" => writeln!(
+            w,
+            "daemon: running on this state (pid {pid}, `contactsyncd run`)"
+        )?,
+        Some((pid, Some(command))) => writeln!(
+            w,
+            "daemon: not running; `contactsyncd {command}` (pid {pid}) is writing this state now"
+        )?,
+        Some((pid, None)) => writeln!(
+            w,
+            "daemon: a contactsyncd (pid {pid}) is writing this state: the daemon, or a `sync --once` in progress"
+        )?,
+        None => writeln!(
+            w,
+            "daemon: not running on this state (no process holds its state.lock)"
+        )?,
+    }
     writeln!(w, "sources:")?;
     if sources.is_empty() {
         writeln!(w, "  (not scanned yet)")?;
@@ -1107,12 +1238,17 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     for (a, c, batches, items, owned, setup_error, held, (rejections, changes)) in &accounts {
         let mut parts = vec![
             format!(
-                "{} in sync ({} imported, {} saved)",
+                "{} in sync ({} imported, {} saved{})",
                 (c.imported + c.saved).saturating_sub(c.pending),
                 c.imported,
-                c.saved
+                c.saved,
+                if c.saved > 0 && a.backend.starts_with("telegram") {
+                    ": numbers without a Telegram account, kept in the contact list"
+                } else {
+                    ""
+                }
             ),
-            format!("{items} queued in {batches} batches"),
+            format!("{items} queued in {}", plural(*batches, "batch", "batches")),
         ];
         if c.pending > 0 {
             parts.push(format!(
@@ -1220,13 +1356,12 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             }
             writeln!(
                 w,
-                "last run: #{} {} {}: {} — {} imported, {} deleted",
+                "last run: #{} {} {}: {} — {}",
                 run.id,
                 run.kind,
                 format_time(run.started_at),
                 run.outcome.as_deref().unwrap_or("unfinished"),
-                run.imported,
-                run.deleted
+                sync::summarize_run(run)
             )?;
             if let Some(message) = &run.message {
                 writeln!(w, "  {message}")?;
@@ -1269,24 +1404,12 @@ pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Fai
     for run in &runs {
         writeln!(
             w,
-            "  #{} {} {}: {} — {} files ({} parsed, {} deferred), {} contacts; planned {} imports, {} deletes ({} held); {} batches sent: {} imported, {} saved, {} retrying, {} rejected, {} deleted",
+            "  #{} {} {}: {} — {}",
             run.id,
             run.kind,
             format_time(run.started_at),
             run.outcome.as_deref().unwrap_or("unfinished"),
-            run.files_seen,
-            run.files_parsed,
-            run.files_deferred,
-            run.contacts,
-            run.imports_planned,
-            run.deletes_planned,
-            run.deletes_held,
-            run.batches_sent,
-            run.imported,
-            run.saved,
-            run.retrying,
-            run.rejected,
-            run.deleted
+            sync::summarize_run(run)
         )?;
         if let Some(message) = &run.message {
             writeln!(w, "    {message}")?;
@@ -1299,13 +1422,14 @@ pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Fai
     for (b, items) in &batches {
         writeln!(
             w,
-            "  #{} {} {} of {items}: {} (created {}, sent {} times){}",
+            "  #{} {} {} of {}: {} (created {}, sent {}){}",
             b.id,
             b.backend,
             b.kind.as_str(),
+            plural(*items, "contact", "contacts"),
             b.state.as_str(),
             format_time(b.created_at),
-            b.send_count,
+            plural(b.send_count, "time", "times"),
             b.outcome
                 .as_deref()
                 .map(|o| format!(": {o}"))
@@ -1313,4 +1437,47 @@ pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Fai
         )?;
     }
     Ok(w.flush()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn account(stop: Option<sync::Stop>, queued: usize, retrying: usize) -> sync::AccountReport {
+        sync::AccountReport {
+            backend: "telegram".into(),
+            queued_batches: queued,
+            retrying,
+            stop,
+            ..sync::AccountReport::default()
+        }
+    }
+
+    /// Issue 16.11: work left queued ends with the command that sends it, and when.
+    #[rstest]
+    #[case::flood(account(Some(sync::Stop::Paused { until: 1_796_134_000, reason: "FLOOD_WAIT_3600".into() }), 41, 0),
+        Some("queued 41 batches; Telegram asked to wait until 2026-12-01 14:06:40 UTC: run `contactsyncd run`"))]
+    #[case::retry(
+        account(None, 0, 2),
+        Some(
+            "2 numbers wait for a retry time, as Telegram asked: `contactsyncd run` retries them"
+        )
+    )]
+    #[case::login(account(Some(sync::Stop::LoginRequired { reason: "x".into() }), 1, 0), Some("queued 1 batch; run `contactsyncd login`"))]
+    #[case::offline(
+        account(Some(sync::Stop::Offline), 2, 0),
+        Some("queued 2 batches; `contactsyncd sync --once` without --offline")
+    )]
+    #[case::done(account(None, 0, 0), None)]
+    fn next_steps(#[case] account: sync::AccountReport, #[case] starts: Option<&str>) {
+        let step = next_step(&account);
+        match starts {
+            Some(start) => assert!(
+                step.as_deref().is_some_and(|s| s.starts_with(start)),
+                "{step:?}"
+            ),
+            None => assert_eq!(step, None),
+        }
+    }
 }

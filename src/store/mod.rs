@@ -63,6 +63,14 @@ pub enum StoreError {
     #[error("no state yet in {}: run `contactsyncd sync --once` first", .dir.display())]
     Missing { dir: PathBuf },
     #[error(
+        "cannot read the state in {}: {source}; the state is private to the user that writes it: for the system service's, run the command as root (sudo)",
+        .dir.display()
+    )]
+    Unreadable {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
         "the state database {} was written by a newer contactsyncd (schema {found}, this version knows {known}); upgrade contactsyncd or point state_dir elsewhere",
         .path.display()
     )]
@@ -133,9 +141,16 @@ impl Store {
     /// Opens existing state read-only; works while a daemon writes (WAL).
     pub fn open_read_only(state_dir: &Path) -> Result<Self> {
         let path = state_dir.join(DATABASE_FILE);
-        if !path.exists() {
-            return Err(StoreError::Missing {
-                dir: state_dir.to_owned(),
+        // A state directory we may not enter is not "no state yet" (issue 16.8).
+        if let Err(source) = std::fs::File::open(&path) {
+            return Err(match source.kind() {
+                std::io::ErrorKind::NotFound => StoreError::Missing {
+                    dir: state_dir.to_owned(),
+                },
+                _ => StoreError::Unreadable {
+                    dir: state_dir.to_owned(),
+                    source,
+                },
             });
         }
         let conn = Connection::open_with_flags(
@@ -145,6 +160,38 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         check_version(&conn, &path)?;
         Ok(Self { conn, _lock: None })
+    }
+
+    /// The pid of the process that holds the state's write lock now (`run`, or a `sync`
+    /// or `login` in progress), or `None`. Read-only: the lock file is opened for reading,
+    /// never created or written; a shared lock is tried and dropped at once.
+    pub fn writer(state_dir: &Path) -> Result<Option<String>> {
+        let path = state_dir.join(LOCK_FILE);
+        let io = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(io(err)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {
+                file.unlock().map_err(io)?;
+                Ok(None)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&path).map_err(io)?;
+                let pid = pid.trim();
+                Ok(Some(if pid.is_empty() {
+                    "unknown".to_owned()
+                } else {
+                    pid.to_owned()
+                }))
+            }
+            Err(std::fs::TryLockError::Error(err)) => Err(io(err)),
+        }
     }
 
     /// A private in-memory database, for tests.
@@ -297,6 +344,11 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state), 0o700);
         assert_eq!(mode(&state.join(DATABASE_FILE)), 0o600);
+        assert_eq!(
+            Store::writer(&state).unwrap(),
+            Some(std::process::id().to_string()),
+            "the writer is seen"
+        );
         let err = Store::open_for_writing(&state).unwrap_err();
         let message = err.to_string();
         assert!(
@@ -306,6 +358,7 @@ mod tests {
         // Readers are never locked out.
         Store::open_read_only(&state).unwrap();
         drop(store);
+        assert_eq!(Store::writer(&state).unwrap(), None, "no writer now");
         Store::open_for_writing(&state).unwrap();
     }
 

@@ -45,11 +45,24 @@ fn sync_once_then_status_and_history() {
     assert!(text.contains("no backend configured"), "{text}");
     assert!(dir.path().join("state/state.db").exists());
 
+    // Issue 16.12: on a non-terminal neither a progress line nor INFO log lines: stderr is
+    // empty for a pass that went well; CONTACTSYNCD_LOG asks for the logs.
+    assert_eq!(stderr(&sync), "", "stderr of an interactive sync");
+    let asked = crate::support::contactsyncd(
+        &["--config", config.to_str().unwrap(), "sync", "--once"],
+        &[("CONTACTSYNCD_LOG", Path::new("info"))],
+    );
+    let logs = stderr(&asked);
+    assert!(logs.contains("INFO"), "{logs}");
+    assert!(!logs.contains("progress") && !logs.contains('\r'), "{logs}");
+
     let again = run(&config, &["sync", "--once", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&stdout(&again)).unwrap();
     assert_eq!(report["files_parsed"], 0, "nothing re-parsed: {report}");
     assert_eq!(report["contacts"], 4);
 
+    let text = stdout(&run(&config, &["status"]));
+    assert!(text.contains("daemon: not running on this state"), "{text}");
     let status = run(&config, &["status", "--json"]);
     assert!(status.status.success(), "{}", stderr(&status));
     let status: serde_json::Value = serde_json::from_str(&stdout(&status)).unwrap();
@@ -64,9 +77,9 @@ fn sync_once_then_status_and_history() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(runs.len(), 2);
+    assert_eq!(runs.len(), 3);
     assert_eq!(runs[0]["run"]["files_parsed"], 0);
-    assert_eq!(runs[1]["run"]["files_parsed"], 4);
+    assert_eq!(runs[2]["run"]["files_parsed"], 4);
 }
 
 #[test]
@@ -205,22 +218,36 @@ fn an_unreadable_source_is_reported_as_permission_denied() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
 
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"));
-    command
-        .args(["--config", config.to_str().unwrap(), "check-config"])
-        .env_clear()
-        .env("HOME", dir.path());
-    // SAFETY: geteuid has no preconditions and touches nothing.
-    if unsafe { libc::geteuid() } == 0 {
-        command.uid(65534).gid(65534);
-    }
-    let output = command.output().unwrap();
+    let run_as_nobody = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"));
+        command
+            .args(["--config", config.to_str().unwrap()])
+            .args(args)
+            .env_clear()
+            .env("HOME", dir.path());
+        // SAFETY: geteuid has no preconditions and touches nothing.
+        if unsafe { libc::geteuid() } == 0 {
+            command.uid(65534).gid(65534);
+        }
+        command.output().unwrap()
+    };
+    let output = run_as_nobody(&["check-config"]);
+    // Issue 16.6: the commands that count the source as unknown (`plan`, `sync`, `run`: one
+    // scan) say why, and what to do.
+    let plan = run_as_nobody(&["plan"]);
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let message = stderr(&output);
     assert!(message.contains("source[1].path"), "{message}");
     assert!(message.contains("permission denied"), "{message}");
     assert!(!message.contains("does not exist"), "{message}");
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let text = stdout(&plan);
+    assert!(text.contains("is unknown"), "{text}");
+    assert!(text.contains("permission denied"), "{text}");
+    assert!(text.contains("use the user unit"), "{text}");
+    let logs = stderr(&plan);
+    assert!(!logs.contains("does not exist"), "{logs}");
 }
 
 /// An unreadable file named after a person makes its source unknown; the warning names the
@@ -491,4 +518,39 @@ fn an_empty_folder_is_said_to_hold_no_vcard_files() {
         inspect.contains("warning: holds no vCard files (*.vcf, *.vcard)"),
         "{inspect}"
     );
+}
+
+/// Issue 16.8: a state directory the user may not enter (the system service's, from a
+/// shell) is "cannot read, run as root", not "no state yet: run sync --once".
+#[test]
+fn a_state_the_user_may_not_read_is_not_reported_as_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let (dir, config) = setup();
+    assert!(run(&config, &["sync", "--once"]).status.success());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let book = dir.path().join("book");
+    std::fs::set_permissions(&book, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    // SAFETY: geteuid has no preconditions and touches nothing.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"));
+    command
+        .args(["--config", config.to_str().unwrap(), "status"])
+        .env_clear()
+        .env("HOME", dir.path());
+    if root {
+        command.uid(65534).gid(65534);
+    }
+    let output = command.output().unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(!stdout(&output).contains("no state yet"));
+    assert!(message.contains("cannot read the state"), "{message}");
+    assert!(message.contains("sudo"), "{message}");
 }

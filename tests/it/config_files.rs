@@ -15,6 +15,39 @@ fn example_config_parses() {
     assert_eq!(config.sources.len(), 1);
     assert_eq!(config.sources[0].name, "personal");
     assert!(config.sources[0].path.ends_with("examples/addressbook"));
+    // Issue 16.9: the Quick start keeps its state inside the checkout, not in ~/.local/state.
+    assert_eq!(config.state_dir, repo_file("target/example-state"));
+}
+
+/// The commented `[safety]` keys are valid and show the defaults.
+#[test]
+fn the_commented_safety_keys_of_the_example_show_the_defaults() {
+    let path = repo_file("config/contactsyncd.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text
+        .find("\n[safety]\n")
+        .expect("the example documents [safety]");
+    let end = start
+        + 1
+        + text[start + 1..]
+            .find("\n\n")
+            .expect("a blank line ends it");
+    let uncommented: String = text[start..end]
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(key) if key.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => {
+                format!("{key}\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    assert!(
+        uncommented.contains("\nfraction_min_contacts = "),
+        "{uncommented}"
+    );
+    let config = config::parse(&format!("{}{uncommented}", &text[..start]), &path)
+        .unwrap_or_else(|e| panic!("{uncommented}\n{e}"));
+    assert_eq!(config.safety, contactsyncd::diff::DeleteLimits::default());
 }
 
 /// "Every key is shown; commented-out keys show their default": uncommenting the keys of

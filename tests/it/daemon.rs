@@ -187,6 +187,40 @@ async fn run_notifies_syncs_changes_survives_a_bad_reload_and_stops_on_sigterm()
         refusal.contains(&format!("pid {pid}")),
         "the refusal names the running daemon: {refusal}"
     );
+    // Issue 16.13: the change pass shows the contact it planned, the send pass what it sent.
+    let config_arg = config.to_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let args = config_arg.clone();
+        let history = tokio::task::spawn_blocking(move || {
+            crate::support::contactsyncd(&["--config", &args, "history"], &[])
+        })
+        .await
+        .unwrap();
+        let text = crate::support::stdout(&history);
+        let change = text.contains("1 file (1 parsed) changed: 1 contact; planned 1 import");
+        let send = text.contains("send") && text.contains("sent 1 batch: 1 imported");
+        if change && send {
+            assert!(!text.contains("0 files"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Issue 16.8: `status` says a daemon runs on this state, from its lock, read-only.
+    let config_arg = config.to_str().unwrap().to_owned();
+    let status = tokio::task::spawn_blocking(move || {
+        crate::support::contactsyncd(&["--config", &config_arg, "status"], &[])
+    })
+    .await
+    .unwrap();
+    let status_text = crate::support::stdout(&status);
+    assert!(
+        status_text.contains(&format!(
+            "daemon: running on this state (pid {pid}, `contactsyncd run`)"
+        )),
+        "{status_text}"
+    );
 
     // A broken configuration on SIGHUP is refused; the daemon keeps running.
     std::fs::write(config, format!("{}bogus_key = 1\n", daemon.config_text)).unwrap();

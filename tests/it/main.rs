@@ -10,6 +10,7 @@ mod fake_backend;
 mod first_hour;
 mod model;
 mod robustness;
+mod service;
 mod support;
 mod sync;
 #[path = "../support/telegram/mod.rs"]

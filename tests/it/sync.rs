@@ -265,6 +265,36 @@ async fn an_emptied_or_unmounted_source_deletes_nothing_and_status_says_why() {
     );
 }
 
+/// Issue 16.14: one card leaving a 4-contact book is deleted without --force-delete;
+/// the whole book leaving it is still held.
+#[tokio::test]
+async fn a_small_book_may_lose_a_card_but_not_every_card() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..4);
+    let backend = FakeBackend::new(100).with_users(users(4).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    std::fs::remove_file(setup.book().join("00000.vcf")).unwrap();
+    let one = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(one.accounts[0].held.is_none(), "{one:?}");
+    assert_eq!(one.accounts[0].deleted, 1, "{one:?}");
+    assert_eq!(backend.state().all_numbers().len(), 3);
+
+    // A file that keeps none of the three (an export replaced by a wrong one).
+    for i in 1..4 {
+        std::fs::remove_file(setup.book().join(format!("{i:05}.vcf"))).unwrap();
+    }
+    write_vdir(&setup.book(), 10..11);
+    let all = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    let held = all.accounts[0].held.as_ref().expect("emptying is held");
+    assert_eq!(held.deletes, 3);
+    assert!(
+        held.reason.contains("every synced contact"),
+        "{}",
+        held.reason
+    );
+}
+
 #[tokio::test]
 async fn mass_deletion_is_held_until_forced() {
     let setup = Setup::new(None);

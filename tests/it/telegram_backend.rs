@@ -855,6 +855,12 @@ async fn two_sync_once_within_a_flood_wait_on_get_contacts_the_second_calls_noth
     assert!(first.status.success(), "{}", crate::support::stderr(&first));
     let out = crate::support::stdout(&first);
     assert!(out.contains("paused until"), "{out}");
+    // Issue 16.11: the pass ends with the next step.
+    assert!(
+        out.contains("queued 1 batch; Telegram asked to wait until ")
+            && out.contains("run `contactsyncd run`"),
+        "{out}"
+    );
     let before = setup.server.call_count();
     let second = binary(&setup, &["sync", "--once"]).await;
     assert!(
@@ -1021,6 +1027,13 @@ async fn status_counts_queued_and_retrying_renames_as_pending() {
         retried.status.success(),
         "{}",
         crate::support::stderr(&retried)
+    );
+    // Issue 16.11: the next step for a number the server asked to retry later.
+    let out = crate::support::stdout(&retried);
+    assert!(
+        out.contains("1 number waits for a retry time; Telegram asked to wait until ")
+            && out.contains("run `contactsyncd run`"),
+        "{out}"
     );
     let status = crate::support::stdout(&binary(&setup, &["status", "--json"]).await);
     let value: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
@@ -1444,4 +1457,166 @@ async fn forget_all_deletes_only_ours_survives_a_kill_and_adds_nothing_until_res
     let back = binary(&setup, &["sync", "--once"]).await;
     assert!(back.status.success(), "{}", crate::support::stderr(&back));
     assert_eq!(contacts(&setup), 6);
+}
+
+/// Issue 16.10: `[telegram]` configured but never logged in, or logged out: `sync --once`
+/// plans and queues, sends nothing, says "login required" and exits with 5.
+#[tokio::test]
+async fn sync_once_without_a_session_says_login_required() {
+    let options = ServerOptions {
+        login: Some(crate::telegram::login::LoginSetup {
+            code: "24680".into(),
+            password: None,
+        }),
+        ..ServerOptions::default()
+    };
+    let setup = Setup::with(100, 30, "reimport", options).await;
+    write_vdir(&setup.book(), 0..2);
+    let never = binary(&setup, &["sync", "--once"]).await;
+    let out = crate::support::stdout(&never);
+    assert_eq!(never.status.code(), Some(5), "{out}");
+    assert!(!out.contains("no backend configured"), "{out}");
+    assert!(out.contains("telegram: planned 2 new"), "{out}");
+    assert!(out.contains("login required"), "{out}");
+    assert!(out.contains("run `contactsyncd login`"), "{out}");
+    assert!(setup.server.calls_to("contacts.importContacts").is_empty());
+    let list = binary(&setup, &["remote", "list"]).await;
+    assert_eq!(list.status.code(), Some(5));
+
+    let logout = binary(&setup, &["logout"]).await;
+    assert!(
+        logout.status.success(),
+        "{}",
+        crate::support::stderr(&logout)
+    );
+    let after = binary(&setup, &["sync", "--once"]).await;
+    assert_eq!(
+        after.status.code(),
+        Some(5),
+        "{}",
+        crate::support::stdout(&after)
+    );
+    assert!(crate::support::stdout(&after).contains("login required"));
+    assert!(setup.server.calls_to("contacts.importContacts").is_empty());
+}
+
+/// Issue 16.15: `login` while logged in says so and asks before replacing the session; "no"
+/// keeps it and calls nothing.
+#[tokio::test]
+async fn login_while_logged_in_asks_before_replacing_the_session() {
+    let setup = Setup::new(100, 30).await;
+    let mut prompt = ScriptedPrompt {
+        answers: ["n"].into(),
+        secrets: Default::default(),
+        told: Vec::new(),
+        asked: Vec::new(),
+    };
+    let telegram = setup.config.telegram.as_ref().unwrap();
+    let before = setup.server.call_count();
+    let kept =
+        contactsyncd::backend::login::login(telegram, &setup.config.state_dir, &mut prompt).await;
+    assert!(
+        matches!(
+            kept,
+            Err(contactsyncd::backend::login::LoginError::SessionKept)
+        ),
+        "{kept:?}"
+    );
+    assert!(
+        prompt
+            .told
+            .iter()
+            .any(|t| t.contains("Already logged in as Test (+15…00)")),
+        "{:?}",
+        prompt.told
+    );
+    assert!(
+        prompt.asked[0].contains("replace this session"),
+        "{:?}",
+        prompt.asked
+    );
+    assert_eq!(
+        setup.server.call_count(),
+        before,
+        "nothing asked of Telegram"
+    );
+    let still = TelegramSession::logged_in(&setup.config.state_dir).unwrap();
+    assert_eq!(still.map(|a| a.user_id), Some(1));
+}
+
+/// Issue 16.15: "yes" replaces the session; an empty phone answer is asked again, never sent.
+#[tokio::test]
+async fn login_again_replaces_the_session_and_asks_again_for_an_empty_phone() {
+    let options = ServerOptions {
+        login: Some(crate::telegram::login::LoginSetup {
+            code: "24680".into(),
+            password: None,
+        }),
+        ..ServerOptions::default()
+    };
+    let setup = Setup::with(100, 30, "reimport", options).await;
+    TelegramSession::open(&setup.config.state_dir)
+        .unwrap()
+        .set_logged_in(&LoggedIn {
+            user_id: 1,
+            phone: Some("15550000000".into()),
+            first_name: Some("Test".into()),
+        })
+        .unwrap();
+    let mut prompt = ScriptedPrompt {
+        answers: ["y", "", "  ", "+15550000000", "24680"].into(),
+        secrets: Default::default(),
+        told: Vec::new(),
+        asked: Vec::new(),
+    };
+    let telegram = setup.config.telegram.as_ref().unwrap();
+    let outcome =
+        contactsyncd::backend::login::login(telegram, &setup.config.state_dir, &mut prompt)
+            .await
+            .expect("logged in again");
+    assert_eq!(outcome.account.user_id, 1);
+    let phone_questions = prompt
+        .asked
+        .iter()
+        .filter(|q| q.starts_with("Phone number"))
+        .count();
+    assert_eq!(phone_questions, 3, "{:?}", prompt.asked);
+    let sent: Vec<grammers_tl_types::functions::auth::SendCode> = setup
+        .server
+        .calls_to("auth.sendCode")
+        .iter()
+        .map(|c| c.decode())
+        .collect();
+    assert!(!sent.is_empty());
+    assert!(
+        sent.iter().all(|c| c.phone_number == "+15550000000"),
+        "{:?}",
+        sent.iter().map(|c| &c.phone_number).collect::<Vec<_>>()
+    );
+}
+
+/// Issue 16.11: where "saved" is printed, it says what it means.
+#[tokio::test]
+async fn saved_numbers_are_explained_where_they_are_counted() {
+    let setup = Setup::new(100, 30).await;
+    setup.server.state().account.rule = Registration::EvenLastDigit;
+    write_vdir(&setup.book(), 0..2);
+    let sync = binary(&setup, &["sync", "--once"]).await;
+    let out = crate::support::stdout(&sync);
+    assert!(sync.status.success(), "{out}");
+    assert!(
+        out.contains("1 imported, 1 saved (numbers without a Telegram account"),
+        "{out}"
+    );
+    assert!(out.contains("sent 1 batch"), "{out}");
+    let status = crate::support::stdout(&binary(&setup, &["status"]).await);
+    assert!(
+        status.contains("1 saved: numbers without a Telegram account"),
+        "{status}"
+    );
+    let history = crate::support::stdout(&binary(&setup, &["history"]).await);
+    assert!(
+        history.contains("1 saved (without a Telegram account)"),
+        "{history}"
+    );
 }
