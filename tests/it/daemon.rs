@@ -687,7 +687,9 @@ async fn a_contact_deleted_in_the_app_after_the_daemons_own_imports_is_noticed()
         0..1,
         "",
         "[watch]\ndebounce = \"100ms\"\n",
-        "reconcile_interval = 1\n",
+        // Long enough that no reconcile falls between our import and the deletion below on
+        // a loaded machine (one there would fetch the new list and make this test moot).
+        "reconcile_interval = 3\n",
     );
     let child = Running(daemon.command().spawn().unwrap());
     let ours = phone(0)[1..].to_owned();
