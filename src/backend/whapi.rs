@@ -269,13 +269,28 @@ fn malformed_contact_list(error: &serde_json::Error, body: &str) -> String {
     )
 }
 
-/// A short excerpt of a body for an error message, digits masked (it may hold numbers).
+/// A gateway's answer, for an error message (logged, and kept for `status`). A body may
+/// echo what was sent (numbers, names): unless `log.show_personal_data`, only its size and,
+/// for a JSON object, its keys are shown.
 fn excerpt(body: &str) -> String {
-    let short: String = body.chars().take(80).collect();
-    short
-        .chars()
-        .map(|c| if c.is_ascii_digit() { '#' } else { c })
-        .collect()
+    if crate::phone::show_personal_data() {
+        return body.chars().take(200).collect();
+    }
+    let shape = match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => format!(
+            "a JSON object with {}",
+            map.keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Ok(_) => "JSON".to_owned(),
+        Err(_) => "a body".to_owned(),
+    };
+    format!(
+        "{shape} of {} bytes (log.show_personal_data = true shows it)",
+        body.len()
+    )
 }
 
 impl Backend for WhapiBackend {
@@ -381,5 +396,20 @@ impl Backend for WhapiBackend {
             }
             Ok(Some(contacts))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_body_shows_its_shape_not_what_it_echoes() {
+        let body = r#"{"error":"cannot save Jane Doe","phone":"4917012345678"}"#;
+        let text = super::excerpt(body);
+        assert!(!text.contains("Jane") && !text.contains("4917"), "{text}");
+        assert!(
+            text.contains("error, phone") || text.contains("phone, error"),
+            "{text}"
+        );
+        assert!(super::excerpt("<html>Jane</html>").starts_with("a body of 17 bytes"));
     }
 }
