@@ -79,6 +79,11 @@ pub enum StoreError {
         found: usize,
         known: usize,
     },
+    #[error(
+        "the state in {} was written by an older contactsyncd, and the process holding it (pid {pid}) keeps it so: restart that process (a new contactsyncd updates the state when it starts), then try again",
+        .dir.display()
+    )]
+    Outdated { dir: PathBuf, pid: String },
     #[error("state database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("state database migration: {0}")]
@@ -159,6 +164,25 @@ impl Store {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         check_version(&conn, &path)?;
+        if let SchemaVersion::Inside(found) = MIGRATIONS.current_version(&conn)?
+            && found.get() < MIGRATION_LIST.len()
+        {
+            // Written by an older contactsyncd, no write since the upgrade: its tables lack
+            // the new columns every reader asks for. Bring it up to date as a writer would,
+            // unless another process holds it (an older daemon still running).
+            drop(conn);
+            return match Self::open_for_writing(state_dir) {
+                Ok(writer) => {
+                    drop(writer);
+                    Self::open_read_only(state_dir)
+                }
+                Err(StoreError::Locked { pid, .. }) => Err(StoreError::Outdated {
+                    dir: state_dir.to_owned(),
+                    pid,
+                }),
+                Err(err) => Err(err),
+            };
+        }
         Ok(Self { conn, _lock: None })
     }
 
@@ -360,6 +384,31 @@ mod tests {
         drop(store);
         assert_eq!(Store::writer(&state).unwrap(), None, "no writer now");
         Store::open_for_writing(&state).unwrap();
+    }
+
+    /// An upgraded binary's first command may be a reader (`status` right after the
+    /// upgrade): the state still has the older schema, whose tables lack the new columns.
+    #[test]
+    fn a_reader_brings_an_older_schema_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        MIGRATIONS.to_version(&mut conn, 5).unwrap();
+        drop(conn);
+        let store = Store::open_read_only(dir.path()).unwrap();
+        assert!(!store.is_forgetting("telegram").unwrap(), "a column of the newest schema");
+        // While another process holds the state (an older daemon still running), a reader
+        // cannot update it and says so instead of failing on a missing column.
+        let mut conn = Connection::open(dir.path().join("other.db")).unwrap();
+        MIGRATIONS.to_version(&mut conn, 5).unwrap();
+        drop(conn);
+        std::fs::rename(
+            dir.path().join("other.db"),
+            dir.path().join(DATABASE_FILE),
+        )
+        .unwrap();
+        let _held = acquire_lock(dir.path()).unwrap();
+        let err = Store::open_read_only(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Outdated { .. }), "{err}");
     }
 
     #[test]
