@@ -341,7 +341,7 @@ fn scan_source(
     let previous_cards: u64 = previous_files.iter().map(|r| u64::from(r.cards)).sum();
 
     tracing::info!(target: crate::progress::TARGET, source = %source.name, files = listing.files.len(), "scanning");
-    let examined = examine_files(&listing.files, known, source, region, scan);
+    let examined = examine_files(&listing.files, known, Derivation::of(source, region), scan);
     for (path, examined) in listing.files.iter().zip(examined) {
         scan.files_seen += 1;
         let previous = known.get(path.as_os_str());
@@ -464,14 +464,13 @@ enum Examined {
 fn examine_files(
     files: &[PathBuf],
     known: &HashMap<OsString, FileRecord>,
-    source: &SourceConfig,
-    region: Option<DefaultRegion>,
+    derivation: Derivation<'_>,
     scan: &mut Scan,
 ) -> Vec<Examined> {
     let examine_chunk = |chunk: &[PathBuf], counts: &mut Scan| -> Vec<Examined> {
         chunk
             .iter()
-            .map(|path| examine_file(path, known.get(path.as_os_str()), source, region, counts))
+            .map(|path| examine_file(path, known.get(path.as_os_str()), derivation, counts))
             .collect()
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
@@ -510,14 +509,37 @@ fn examine_files(
 /// Below this, threads cost more than they save.
 const PARALLEL_SCAN_MIN_FILES: usize = 512;
 
+/// What a source's files are derived with, and its key: computed once per source, not per
+/// file (the key serializes the filters).
+#[derive(Clone, Copy)]
+struct Derivation<'a> {
+    source: &'a SourceConfig,
+    region: Option<DefaultRegion>,
+    key: u64,
+}
+
+impl<'a> Derivation<'a> {
+    fn of(source: &'a SourceConfig, region: Option<DefaultRegion>) -> Self {
+        Self {
+            source,
+            region,
+            key: derivation_key(source, region),
+        }
+    }
+}
+
 /// Stat → (if moved) read and hash → (if the content changed) parse, counting into `scan`.
 fn examine_file(
     path: &Path,
     previous: Option<&FileRecord>,
-    source: &SourceConfig,
-    region: Option<DefaultRegion>,
+    derivation: Derivation<'_>,
     scan: &mut Scan,
 ) -> Examined {
+    let Derivation {
+        source,
+        region,
+        key,
+    } = derivation;
     let mut defer = |state: FileState, error: String| {
         scan.files_deferred += 1;
         Examined::Deferred(FileChange::Deferred {
@@ -531,7 +553,6 @@ fn examine_file(
         Ok(meta) => fingerprint(&meta),
         Err(err) => return defer(FileState::Unreadable, err.to_string()),
     };
-    let key = derivation_key(source, region);
     if let Some(previous) = previous.filter(|p| {
         p.state == FileState::Ok && p.stat == Some(stat) && p.derived_with == Some(key) && !p.racy
     }) {
@@ -690,8 +711,7 @@ pub fn scan_changed(
         match examine_file(
             path,
             previous.as_ref(),
-            source,
-            config.default_region,
+            Derivation::of(source, config.default_region),
             &mut counts,
         ) {
             Examined::Unchanged => {}

@@ -395,17 +395,16 @@ mod tests {
         MIGRATIONS.to_version(&mut conn, 5).unwrap();
         drop(conn);
         let store = Store::open_read_only(dir.path()).unwrap();
-        assert!(!store.is_forgetting("telegram").unwrap(), "a column of the newest schema");
+        assert!(
+            !store.is_forgetting("telegram").unwrap(),
+            "a column of the newest schema"
+        );
         // While another process holds the state (an older daemon still running), a reader
         // cannot update it and says so instead of failing on a missing column.
         let mut conn = Connection::open(dir.path().join("other.db")).unwrap();
         MIGRATIONS.to_version(&mut conn, 5).unwrap();
         drop(conn);
-        std::fs::rename(
-            dir.path().join("other.db"),
-            dir.path().join(DATABASE_FILE),
-        )
-        .unwrap();
+        std::fs::rename(dir.path().join("other.db"), dir.path().join(DATABASE_FILE)).unwrap();
         let _held = acquire_lock(dir.path()).unwrap();
         let err = Store::open_read_only(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::Outdated { .. }), "{err}");
