@@ -1149,7 +1149,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "queued_batches": batches,
                 "queued_items": items,
                 "paused_until": a.paused_until.filter(|u| *u > now),
-                "forgetting": store.is_forgetting(&a.backend).unwrap_or(false),
+                "forgetting": a.forgetting,
                 "pause_reason": a.pause_reason,
                 "login_required": a.auth_required,
                 "saved_by_user": owned.saved_by_user,
@@ -1272,7 +1272,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 c.popular
             ));
         }
-        if store.is_forgetting(&a.backend).unwrap_or(false) {
+        if a.forgetting {
             parts.push(
                 "FORGOTTEN (remote forget-all): contactsyncd deletes what it added and adds nothing; `contactsyncd remote resume` to sync again".to_owned(),
             );

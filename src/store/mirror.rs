@@ -19,6 +19,8 @@ pub struct AccountState {
     pub auth_required: bool,
     pub last_success: Option<Timestamp>,
     pub last_error: Option<String>,
+    /// `remote forget-all`: the account is to hold nothing of ours until `remote resume`.
+    pub forgetting: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +221,7 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT backend, next_client_id, paused_until, pause_reason, auth_required, last_success, last_error FROM account WHERE backend = ?1",
+                "SELECT backend, next_client_id, paused_until, pause_reason, auth_required, last_success, last_error, forgetting FROM account WHERE backend = ?1",
                 [backend],
                 account_row,
             )
@@ -228,7 +230,7 @@ impl Store {
 
     pub fn accounts(&self) -> Result<Vec<AccountState>> {
         let mut statement = self.conn().prepare(
-            "SELECT backend, next_client_id, paused_until, pause_reason, auth_required, last_success, last_error FROM account ORDER BY backend",
+            "SELECT backend, next_client_id, paused_until, pause_reason, auth_required, last_success, last_error, forgetting FROM account ORDER BY backend",
         )?;
         let rows = statement.query_map([], account_row)?;
         rows.map(|r| r.map_err(Into::into)).collect()
@@ -1346,6 +1348,7 @@ fn account_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountState> {
         auth_required: row.get::<_, i64>(4)? != 0,
         last_success: row.get(5)?,
         last_error: row.get(6)?,
+        forgetting: row.get::<_, i64>(7)? != 0,
     })
 }
 
