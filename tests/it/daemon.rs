@@ -668,20 +668,11 @@ async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool
 #[tokio::test]
 async fn a_contact_deleted_in_the_app_after_the_daemons_own_imports_is_noticed() {
     let server = registering_server(ServerOptions::default()).await;
-    {
-        // Someone added by hand: the list before our imports is not empty (its hash not 0).
-        let mut state = server.state();
-        let friend = state.account.register("+4930123456", false);
-        state.account.contacts.insert(
-            friend,
-            crate::telegram::ContactEntry {
-                user_id: friend,
-                phone: "4930123456".into(),
-                first_name: "Added By Hand".into(),
-                last_name: String::new(),
-            },
-        );
-    }
+    // Someone added by hand: the list before our imports is not empty (its hash not 0).
+    server
+        .state()
+        .account
+        .add_by_hand("+4930123456", "Added By Hand");
     let daemon = Daemon::prepare(
         &server,
         0..1,

@@ -360,16 +360,7 @@ async fn remote_delete(policy: &str) -> (Setup, Vec<Vec<(String, String)>>) {
             .unwrap()
             .user_id;
         state.account.contacts.remove(&ours);
-        let friend = state.account.register("+4930123456", false);
-        state.account.contacts.insert(
-            friend,
-            crate::telegram::ContactEntry {
-                user_id: friend,
-                phone: "4930123456".into(),
-                first_name: "Added By Hand".into(),
-                last_name: String::new(),
-            },
-        );
+        state.account.add_by_hand("+4930123456", "Added By Hand");
     }
     clock.advance(6 * 3600 + 1);
     setup.sync(&clock).await;
@@ -723,20 +714,12 @@ async fn sync_once_keeps_the_list_hash_and_our_own_imports_drop_it() {
         .await
         .with_telegram_lines("reconcile_interval = 1\n");
     let ours = phone(0)[1..].to_owned();
-    {
-        // Someone added by hand: the list before our import has a hash (not 0).
-        let mut state = setup.server.state();
-        let friend = state.account.register("+4930123456", false);
-        state.account.contacts.insert(
-            friend,
-            crate::telegram::ContactEntry {
-                user_id: friend,
-                phone: "4930123456".into(),
-                first_name: "Added By Hand".into(),
-                last_name: String::new(),
-            },
-        );
-    }
+    // Someone added by hand: the list before our import has a hash (not 0).
+    setup
+        .server
+        .state()
+        .account
+        .add_by_hand("+4930123456", "Added By Hand");
     write_vdir(&setup.book(), 0..1);
     let hash_of = |call: &crate::telegram::Call| {
         call.decode::<grammers_tl_types::functions::contacts::GetContacts>()
@@ -1203,19 +1186,11 @@ async fn remote_export_writes_a_vdir_that_reads_back_as_the_address_book() {
         "{}",
         crate::support::stderr(&synced)
     );
-    {
-        let mut state = setup.server.state();
-        let friend = state.account.register("+4930123456", false);
-        state.account.contacts.insert(
-            friend,
-            crate::telegram::ContactEntry {
-                user_id: friend,
-                phone: "4930123456".into(),
-                first_name: "Added By Hand".into(),
-                last_name: String::new(),
-            },
-        );
-    }
+    setup
+        .server
+        .state()
+        .account
+        .add_by_hand("+4930123456", "Added By Hand");
     let root = setup.book().with_file_name("export");
     let export = root.to_str().unwrap().to_owned();
     let first = binary(&setup, &["remote", "export", &export]).await;
@@ -1343,19 +1318,11 @@ async fn forget_all_deletes_only_ours_survives_a_kill_and_adds_nothing_until_res
         crate::support::stderr(&synced)
     );
     let friend_phone = "4930123456".to_owned();
-    {
-        let mut state = setup.server.state();
-        let friend = state.account.register("+4930123456", false);
-        state.account.contacts.insert(
-            friend,
-            crate::telegram::ContactEntry {
-                user_id: friend,
-                phone: friend_phone.clone(),
-                first_name: "Added By Hand".into(),
-                last_name: String::new(),
-            },
-        );
-    }
+    setup
+        .server
+        .state()
+        .account
+        .add_by_hand("+4930123456", "Added By Hand");
     let contacts = |setup: &Setup| setup.server.state().account.contacts.len();
     assert_eq!(contacts(&setup), 6);
 

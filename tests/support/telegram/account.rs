@@ -92,6 +92,22 @@ impl Account {
         user_id
     }
 
+    /// A contact the user added in the app (not through contactsyncd): registered, and in
+    /// the contact list under `first_name`; returns its user id.
+    pub fn add_by_hand(&mut self, phone: &str, first_name: &str) -> i64 {
+        let user_id = self.register(phone, false);
+        self.contacts.insert(
+            user_id,
+            ContactEntry {
+                user_id,
+                phone: digits(phone),
+                first_name: first_name.into(),
+                last_name: String::new(),
+            },
+        );
+        user_id
+    }
+
     fn person_by_id(&self, user_id: i64) -> Option<(&String, &Person)> {
         self.people.iter().find(|(_, p)| p.user_id == user_id)
     }
