@@ -1283,24 +1283,18 @@ fn in_flight(conn: &rusqlite::Connection, backend: &str) -> Result<BTreeSet<Stri
     rows.map(|r| r.map_err(Into::into)).collect()
 }
 
-/// Moves an account row with its mirror and batches to another key.
+/// Moves an account row with its mirror and batches to another key. The row moves whole:
+/// every column a later migration adds (the forgetting flag, a pause, a stop) goes with it.
+/// The mirror and the batches reference the account, so the foreign keys are checked when
+/// the transaction commits, once all three have moved.
 fn rename_account(tx: &rusqlite::Transaction<'_>, from: &str, to: &str) -> Result<()> {
-    tx.execute(
-        "INSERT INTO account (backend, next_client_id, paused_until, pause_reason, auth_required,
-           last_success, last_error, last_reconcile, remote_hash, remote_user_id)
-         SELECT ?2, next_client_id, paused_until, pause_reason, auth_required, last_success,
-           last_error, last_reconcile, remote_hash, remote_user_id FROM account WHERE backend = ?1",
-        params![from, to],
-    )?;
-    tx.execute(
-        "UPDATE mirror SET backend = ?2 WHERE backend = ?1",
-        params![from, to],
-    )?;
-    tx.execute(
-        "UPDATE outbox_batch SET backend = ?2 WHERE backend = ?1",
-        params![from, to],
-    )?;
-    tx.execute("DELETE FROM account WHERE backend = ?1", [from])?;
+    tx.pragma_update(None, "defer_foreign_keys", true)?;
+    for table in ["account", "mirror", "outbox_batch"] {
+        tx.execute(
+            &format!("UPDATE {table} SET backend = ?2 WHERE backend = ?1"),
+            params![from, to],
+        )?;
+    }
     Ok(())
 }
 
@@ -1371,4 +1365,52 @@ fn batch_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Batch> {
         outcome: row.get(8)?,
         items: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::{ImportReason, Names, PlannedImport};
+
+    /// A login to another account and back: the first account's row comes back whole
+    /// (forgetting, pause, counter), with its mirror and its queue.
+    #[test]
+    fn an_account_set_aside_and_taken_back_keeps_every_column() {
+        let mut store = Store::open_in_memory().unwrap();
+        store.adopt_remote_user("telegram", 1, None, 0).unwrap();
+        let import = PlannedImport {
+            e164: "+4930123456".into(),
+            names: Names {
+                first: "Anna".into(),
+                last: String::new(),
+            },
+            reason: ImportReason::New,
+        };
+        store
+            .queue_plan("telegram", None, &[import], &[], &[], 100, 0)
+            .unwrap();
+        store.set_forgetting("telegram", true).unwrap();
+        store
+            .set_pause("telegram", 5000, "FLOOD_WAIT_5000")
+            .unwrap();
+
+        let aside = store
+            .adopt_remote_user("telegram", 2, None, 10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(aside.key, "telegram@1");
+        let other = store.account("telegram").unwrap().unwrap();
+        assert!(
+            !other.forgetting && other.paused_until.is_none(),
+            "{other:?}"
+        );
+        assert_eq!(store.open_batch_count("telegram").unwrap(), 0);
+
+        store.adopt_remote_user("telegram", 1, None, 20).unwrap();
+        let back = store.account("telegram").unwrap().unwrap();
+        assert!(back.forgetting, "{back:?}");
+        assert_eq!(back.paused_until, Some(5000));
+        assert_eq!(store.open_batch_count("telegram").unwrap(), 1);
+        assert!(store.account("telegram@1").unwrap().is_none());
+    }
 }
