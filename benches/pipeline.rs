@@ -160,7 +160,10 @@ fn plan(c: &mut Criterion) {
     let mut group = c.benchmark_group("batching");
     group.throughput(Throughput::Elements(imports.len() as u64));
     group.bench_function("100k imports into batches of 100", |b| {
-        b.iter(|| batch::import_batches(black_box(&imports), 100, 1))
+        b.iter(|| {
+            batch::numbered_batches(black_box(&imports), 100, 1)
+                .collect::<Vec<Vec<batch::ImportItem>>>()
+        })
     });
     group.bench_function("100k deletes into batches of 100", |b| {
         b.iter(|| batch::delete_batches(black_box(&deletes), 100))

@@ -15,20 +15,9 @@ pub struct ImportItem {
     pub rename: bool,
 }
 
-/// Splits imports into batches and numbers them from `next_client_id` on. Returns the
-/// batches and the counter's next value.
-pub fn import_batches(
-    imports: &[PlannedImport],
-    batch_size: usize,
-    next_client_id: i64,
-) -> (Vec<Vec<ImportItem>>, i64) {
-    let mut numbered = numbered_batches(imports, batch_size, next_client_id);
-    let batches = numbered.by_ref().collect();
-    (batches, numbered.next_client_id())
-}
-
-/// `import_batches`, one batch at a time: a first sync queues 200,000 items, which are
-/// then never held twice.
+/// Splits imports into batches of at most `batch_size` and numbers them from
+/// `next_client_id` on, one batch at a time (a first sync queues 200,000 items, which are
+/// then never held twice); `next_client_id()` gives the counter's next value.
 pub fn numbered_batches<'a, I: IntoIterator<Item = &'a PlannedImport>>(
     imports: I,
     batch_size: usize,
@@ -110,7 +99,10 @@ mod tests {
     #[case::remainder(2000, 100, 20)]
     #[case::ragged(2001, 500, 5)]
     fn batch_counts(#[case] n: usize, #[case] size: usize, #[case] batches: usize) {
-        let (out, next) = import_batches(&imports(n), size, 7);
+        let imports = imports(n);
+        let mut numbered = numbered_batches(&imports, size, 7);
+        let out: Vec<Vec<ImportItem>> = numbered.by_ref().collect();
+        let next = numbered.next_client_id();
         assert_eq!(out.len(), batches);
         assert!(out.iter().all(|b| b.len() <= size));
         assert_eq!(next, 7 + n as i64);
@@ -118,8 +110,11 @@ mod tests {
 
     #[test]
     fn client_ids_are_consecutive_and_unique_across_batches() {
-        let (out, _) = import_batches(&imports(250), 100, 1000);
-        let ids: Vec<i64> = out.iter().flatten().map(|i| i.client_id).collect();
+        let imports = imports(250);
+        let ids: Vec<i64> = numbered_batches(&imports, 100, 1000)
+            .flatten()
+            .map(|i| i.client_id)
+            .collect();
         assert_eq!(ids, (1000..1250).collect::<Vec<_>>());
     }
 }

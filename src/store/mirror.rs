@@ -123,7 +123,6 @@ pub struct QueueChange {
     pub already_queued_deletes: Vec<bool>,
     /// Never-sent items the plan no longer wants (removed).
     pub superseded: usize,
-    pub batches_created: usize,
     /// Numbers in batches sent and not applied yet, left to those batches.
     pub in_flight: usize,
 }
@@ -553,7 +552,6 @@ impl Store {
                     .iter()
                     .map(|i| (i.e164.as_str(), &i.names, Some(i.client_id)));
                 insert_batch(&tx, backend, BatchKind::Import, now, rows)?;
-                change.batches_created += 1;
             }
             let no_names = Names {
                 first: String::new(),
@@ -562,7 +560,6 @@ impl Store {
             for phones in &delete_batches {
                 let rows = phones.iter().map(|e164| (e164.as_str(), &no_names, None));
                 insert_batch(&tx, backend, BatchKind::Delete, now, rows)?;
-                change.batches_created += 1;
             }
             let mut forget_row =
                 tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND e164 = ?2")?;
