@@ -353,7 +353,7 @@ impl Store {
         in_flight(self.conn(), backend)
     }
 
-    /// The numbers the diff leaves alone at `now`: those in batches not yet applied, and
+    /// The numbers the diff leaves alone at `now`: those in batches sent and not applied, and
     /// those whose delete the server refused, until their hold ends (a refused delete is
     /// not planned again on every pass); with the earliest end of such a hold.
     pub fn in_flight_at(
