@@ -647,7 +647,7 @@ pub fn status_line(report: &PassReport) -> String {
         sources.dedup();
         parts.push(format!(
             "{} incomplete for over {} min in {} (an export that stopped half-way?)",
-            plural(report.stalled_files.len(), "file", "files"),
+            sync::plural(report.stalled_files.len(), "file", "files"),
             source::INCOMPLETE_GRACE_SECS / 60,
             sources.join(", ")
         ));
@@ -669,10 +669,6 @@ pub fn status_line(report: &PassReport) -> String {
         )),
     }
     parts.join(" · ")
-}
-
-fn plural(count: usize, one: &str, many: &str) -> String {
-    format!("{count} {}", if count == 1 { one } else { many })
 }
 
 fn notify(states: &[NotifyState<'_>]) {

@@ -882,8 +882,8 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
         if a.superseded > 0 {
             writeln!(
                 w,
-                "  {} queued item(s) the address book no longer wants as they were were dropped before sending",
-                a.superseded
+                "  {} before sending: the address book changed since they were queued",
+                plural(a.superseded, "queued item dropped", "queued items dropped")
             )?;
         }
         if let Some(held) = &a.held {
