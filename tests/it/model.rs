@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use contactsyncd::config::{self, Config};
 use contactsyncd::store::Store;
-use contactsyncd::sync::{self, AccountReport, AccountSpec, Clock, SyncOptions};
+use contactsyncd::sync::{self, AccountReport, AccountSpec, Clock, PassReport, SyncOptions};
 use proptest::prelude::*;
 
 use crate::fake_backend::{Call, FakeBackend, Fault};
@@ -233,6 +233,21 @@ impl World {
         all
     }
 
+    /// `sync --once` (with `--offline`): its own store, as a new process would open it.
+    async fn sync_once(&self, offline: bool) -> PassReport {
+        let mut store = self.store();
+        let mut backends = vec![self.backend.boxed()];
+        sync::sync_once(
+            &self.config,
+            &mut store,
+            &mut backends,
+            &self.clock,
+            &self.options(offline),
+        )
+        .await
+        .unwrap()
+    }
+
     async fn send(&self, store: &mut Store) -> AccountReport {
         let mut report = AccountReport::default();
         let mut budget = 0;
@@ -280,17 +295,7 @@ impl World {
             }
             Op::Sync => {
                 self.scanning_everything();
-                let mut store = self.store();
-                let mut backends = vec![self.backend.boxed()];
-                let report = sync::sync_once(
-                    &self.config,
-                    &mut store,
-                    &mut backends,
-                    &self.clock,
-                    &self.options(false),
-                )
-                .await
-                .unwrap();
+                let report = self.sync_once(false).await;
                 let account = &report.accounts[0];
                 if account.stop.is_none() && account.held.is_none() {
                     prop_assert_eq!(
@@ -304,17 +309,7 @@ impl World {
             }
             Op::SyncOffline => {
                 self.scanning_everything();
-                let mut store = self.store();
-                let mut backends = vec![self.backend.boxed()];
-                sync::sync_once(
-                    &self.config,
-                    &mut store,
-                    &mut backends,
-                    &self.clock,
-                    &self.options(true),
-                )
-                .await
-                .unwrap();
+                self.sync_once(true).await;
             }
             Op::QuickPass => {
                 let mut store = self.store();
@@ -417,19 +412,7 @@ impl World {
         self.backend.state().faults.clear();
         self.clock.advance(4000);
         self.apply(&Op::Sync).await?;
-        let report = {
-            let mut store = self.store();
-            let mut backends = vec![self.backend.boxed()];
-            sync::sync_once(
-                &self.config,
-                &mut store,
-                &mut backends,
-                &self.clock,
-                &self.options(false),
-            )
-            .await
-            .unwrap()
-        };
+        let report = self.sync_once(false).await;
         prop_assert_eq!(
             report.accounts[0].batches_sent,
             0,
