@@ -2,6 +2,7 @@
 //! is now (issue 12, cases 1–3), with the real store and sync code and the fake backend.
 
 use contactsyncd::config;
+use contactsyncd::store::Store;
 use contactsyncd::sync::{self, AccountSpec, Clock, SyncOptions};
 
 use crate::fake_backend::{Call, FakeBackend, Fault};
@@ -43,6 +44,39 @@ fn deletes_of(backend: &FakeBackend, number: &str) -> usize {
         .iter()
         .filter(|phones| phones.iter().any(|p| p == number))
         .count()
+}
+
+/// A planner pass of the daemon, sending nothing: scan, plan, queue.
+fn queue_offline(setup: &Setup, store: &mut Store, clock: &ManualClock) -> sync::PassReport {
+    let accounts = [AccountSpec {
+        name: "fake".into(),
+        batch_size: 100,
+    }];
+    sync::plan_pass(&setup.config, store, &accounts, clock.now(), &offline()).unwrap()
+}
+
+/// A sender round of the daemon: what is queued, sent, nothing planned first.
+async fn send_queue(
+    setup: &Setup,
+    store: &mut Store,
+    backend: &FakeBackend,
+    clock: &ManualClock,
+) -> sync::AccountReport {
+    let mut report = sync::AccountReport::default();
+    let mut fake = backend.boxed();
+    sync::send_account(
+        &setup.config,
+        store,
+        fake.as_mut(),
+        clock,
+        &SyncOptions::default(),
+        &mut 0,
+        &tokio_util::sync::CancellationToken::new(),
+        &mut report,
+    )
+    .await
+    .unwrap();
+    report
 }
 
 fn users(n: usize) -> Vec<String> {
@@ -131,19 +165,8 @@ async fn a_batch_is_checked_against_the_stored_cards_right_before_it_is_sent() {
     write_card(&setup, "bob.vcf", "Bob", 2);
     let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
     let clock = ManualClock::new();
-    let accounts = [AccountSpec {
-        name: "fake".into(),
-        batch_size: 100,
-    }];
     let mut store = setup.store();
-    sync::plan_pass(
-        &setup.config,
-        &mut store,
-        &accounts,
-        clock.now(),
-        &offline(),
-    )
-    .unwrap();
+    queue_offline(&setup, &mut store, &clock);
 
     write_card(&setup, "anna.vcf", "Annabel", 1);
     std::fs::remove_file(setup.book().join("bob.vcf")).unwrap();
@@ -151,21 +174,7 @@ async fn a_batch_is_checked_against_the_stored_cards_right_before_it_is_sent() {
     let scan = contactsyncd::source::scan(&setup.config, &store, clock.now(), false).unwrap();
     store.apply_scan(&scan.changes, clock.now()).unwrap();
 
-    let mut report = sync::AccountReport::default();
-    let mut budget = 0;
-    let mut fake = backend.boxed();
-    sync::send_account(
-        &setup.config,
-        &mut store,
-        fake.as_mut(),
-        &clock,
-        &SyncOptions::default(),
-        &mut budget,
-        &tokio_util::sync::CancellationToken::new(),
-        &mut report,
-    )
-    .await
-    .unwrap();
+    let report = send_queue(&setup, &mut store, &backend, &clock).await;
     assert_eq!(report.superseded, 2, "{report:?}");
     assert_eq!(report.batches_sent, 0);
     assert!(
@@ -370,19 +379,8 @@ async fn a_queued_delete_of_a_contact_no_longer_ours_is_dropped_before_sending()
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
     std::fs::remove_file(setup.book().join("anna.vcf")).unwrap();
-    let accounts = [AccountSpec {
-        name: "fake".into(),
-        batch_size: 100,
-    }];
     let mut store = setup.store();
-    let planned = sync::plan_pass(
-        &setup.config,
-        &mut store,
-        &accounts,
-        clock.now(),
-        &offline(),
-    )
-    .unwrap();
+    let planned = queue_offline(&setup, &mut store, &clock);
     assert_eq!(planned.accounts[0].planned.deletes, 1);
 
     // Deleted in the app, found so by the sender's reconciliation, then added by hand.
@@ -396,20 +394,7 @@ async fn a_queued_delete_of_a_contact_no_longer_ours_is_dropped_before_sending()
         .contacts
         .insert(phone(1), ("Anna (mine)".into(), String::new()));
 
-    let mut report = sync::AccountReport::default();
-    let mut fake = backend.boxed();
-    sync::send_account(
-        &setup.config,
-        &mut store,
-        fake.as_mut(),
-        &clock,
-        &SyncOptions::default(),
-        &mut 0,
-        &tokio_util::sync::CancellationToken::new(),
-        &mut report,
-    )
-    .await
-    .unwrap();
+    let report = send_queue(&setup, &mut store, &backend, &clock).await;
     assert_eq!(report.superseded, 1);
     assert_eq!(deletes_of(&backend, &phone(1)), 0);
     assert_eq!(backend.state().contacts[&phone(1)].0, "Anna (mine)");
