@@ -122,6 +122,7 @@ fn diff_input() -> (BTreeMap<String, Names>, BTreeMap<String, MirrorEntry>) {
                 names,
                 state: MirrorState::Imported,
                 hold: None,
+                delete_held_until: None,
             };
             (e164, entry)
         })

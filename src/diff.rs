@@ -50,6 +50,9 @@ pub struct MirrorEntry {
     pub names: Names,
     pub state: MirrorState,
     pub hold: Option<Hold>,
+    /// The server refused to delete it: not planned for deletion again before then (a
+    /// rename, should the card come back with other names, is not held by it).
+    pub delete_held_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -135,6 +138,11 @@ pub fn diff(
         if desired.contains_key(e164) || in_flight.contains(e164) {
             continue;
         }
+        if let Some(until) = entry.delete_held_until.filter(|until| *until > now) {
+            // Planned again when the hold ends: until then the plan is not final.
+            plan.next_retry = Some(plan.next_retry.map_or(until, |next| next.min(until)));
+            continue;
+        }
         match entry.state {
             MirrorState::Imported | MirrorState::Saved => plan.deletes.push(e164.clone()),
             MirrorState::NotImported => plan.forget.push(e164.clone()),
@@ -153,6 +161,7 @@ pub fn apply(mirror: &mut BTreeMap<String, MirrorEntry>, plan: &Plan) {
                 names: import.names.clone(),
                 state: MirrorState::Imported,
                 hold: None,
+                delete_held_until: None,
             },
         );
     }
@@ -249,6 +258,7 @@ mod tests {
             names: names(first),
             state,
             hold,
+            delete_held_until: None,
         }
     }
 
@@ -295,6 +305,23 @@ mod tests {
     fn contacts_not_ours_are_neither_deleted_nor_forgotten() {
         let mirror = BTreeMap::from([("+4".to_owned(), entry("Mum", MirrorState::NotOurs, None))]);
         assert!(diff(&BTreeMap::new(), &mirror, &BTreeSet::new(), 0).is_empty());
+    }
+
+    /// A refused delete waits for its hold, but only the delete: a card that comes back
+    /// under other names is renamed at once.
+    #[test]
+    fn a_held_delete_holds_only_the_delete() {
+        let mut held = entry("Old", MirrorState::Imported, None);
+        held.delete_held_until = Some(100);
+        let mirror = BTreeMap::from([("+1".to_owned(), held)]);
+        let none = BTreeSet::new();
+        let waiting = diff(&BTreeMap::new(), &mirror, &none, 50);
+        assert!(waiting.deletes.is_empty());
+        assert_eq!(waiting.next_retry, Some(100));
+        assert_eq!(diff(&BTreeMap::new(), &mirror, &none, 100).deletes, ["+1"]);
+        let back = diff(&one("+1", "New"), &mirror, &none, 50);
+        assert_eq!(back.imports.len(), 1);
+        assert_eq!(back.imports[0].reason, ImportReason::Rename);
     }
 
     #[test]
@@ -356,6 +383,7 @@ mod tests {
                     until,
                     reason: "x".into(),
                 }),
+                delete_held_until: None,
             })
     }
 

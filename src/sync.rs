@@ -260,32 +260,27 @@ fn plan_at_epoch(
 ) -> Result<(Plan, Option<Held>, i64), SyncError> {
     // One snapshot: a sender applying a batch between the two reads would otherwise make
     // its numbers look neither synced nor in flight, and they would be queued twice.
-    let (mirror, (in_flight, delete_holds_end), remote, epoch, forgetting) =
-        store.snapshot(|s| {
-            let (mirror, remote) = match only {
-                Some(numbers) => (
-                    s.mirror_of(backend, numbers)?,
-                    Some(s.remote_count(backend)?),
-                ),
-                None => (s.mirror(backend)?, None),
-            };
-            Ok((
-                mirror,
-                s.in_flight_at(backend, now)?,
-                remote,
-                s.plan_epoch()?,
-                s.is_forgetting(backend)?,
-            ))
-        })?;
+    let (mirror, in_flight, remote, epoch, forgetting) = store.snapshot(|s| {
+        let (mirror, remote) = match only {
+            Some(numbers) => (
+                s.mirror_of(backend, numbers)?,
+                Some(s.remote_count(backend)?),
+            ),
+            None => (s.mirror(backend)?, None),
+        };
+        Ok((
+            mirror,
+            s.in_flight(backend)?,
+            remote,
+            s.plan_epoch()?,
+            s.is_forgetting(backend)?,
+        ))
+    })?;
     // `remote forget-all`: the account is to hold nothing of ours, every deletion confirmed
     // by the user (no guard).
     let nothing = BTreeMap::new();
     let desired = if forgetting { &nothing } else { desired };
-    let mut plan = diff::diff(desired, &mirror, &in_flight, now);
-    // A refused delete is planned again when its hold ends: until then the plan is not final.
-    if let Some(end) = delete_holds_end {
-        plan.next_retry = Some(plan.next_retry.map_or(end, |next| next.min(end)));
-    }
+    let plan = diff::diff(desired, &mirror, &in_flight, now);
     let remote = remote.unwrap_or_else(|| mirror.values().filter(|e| e.state.is_remote()).count());
     let held = diff::guard(
         &plan,

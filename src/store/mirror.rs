@@ -172,8 +172,7 @@ pub struct PlanRecord {
     pub name_conflicts: u64,
 }
 
-const MIRROR_COLUMNS: &str =
-    "e164, first_name, last_name, state, hold_first_name, hold_last_name, hold_until, hold_reason";
+const MIRROR_COLUMNS: &str = "e164, first_name, last_name, state, hold_first_name, hold_last_name, hold_until, hold_reason, delete_hold_until";
 
 fn mirror_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, MirrorEntry)> {
     let state: String = row.get(3)?;
@@ -203,6 +202,7 @@ fn mirror_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, MirrorEntry)
                 _ => MirrorState::NotImported,
             },
             hold,
+            delete_held_until: row.get(8)?,
         },
     ))
 }
@@ -351,30 +351,6 @@ impl Store {
     /// not in flight: every plan supersedes them (`queue_plan`).
     pub fn in_flight(&self, backend: &str) -> Result<BTreeSet<String>> {
         in_flight(self.conn(), backend)
-    }
-
-    /// The numbers the diff leaves alone at `now`: those in batches sent and not applied, and
-    /// those whose delete the server refused, until their hold ends (a refused delete is
-    /// not planned again on every pass); with the earliest end of such a hold.
-    pub fn in_flight_at(
-        &self,
-        backend: &str,
-        now: Timestamp,
-    ) -> Result<(BTreeSet<String>, Option<Timestamp>)> {
-        let mut numbers = self.in_flight(backend)?;
-        let mut statement = self.conn().prepare(
-            "SELECT e164, delete_hold_until FROM mirror WHERE backend = ?1 AND delete_hold_until > ?2",
-        )?;
-        let rows = statement.query_map(params![backend, now], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, Timestamp>(1)?))
-        })?;
-        let mut first_end: Option<Timestamp> = None;
-        for row in rows {
-            let (e164, until) = row?;
-            numbers.insert(e164);
-            first_end = Some(first_end.map_or(until, |end| end.min(until)));
-        }
-        Ok((numbers, first_end))
     }
 
     /// (user id, access hash) of ours among `phones` whose user is known: a delete goes by
