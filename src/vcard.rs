@@ -88,6 +88,9 @@ pub struct RawCard {
     /// `KIND:group` (4.0) or `X-ADDRESSBOOKSERVER-KIND:group` (Apple): a list, not a person.
     pub is_group: bool,
     pub phones: Vec<RawPhone>,
+    /// Telegram usernames the card names (IMPP, URL t.me/…), valid by Telegram's rules,
+    /// without the `@`, as written; one per username compared case-insensitively.
+    pub telegram_usernames: Vec<String>,
 }
 
 /// The N property, components in vCard order.
