@@ -42,6 +42,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/007_whapi_ownership.sql")),
     M::up(include_str!("migrations/008_telegram_account.sql")),
     M::up(include_str!("migrations/009_forget_all.sql")),
+    M::up(include_str!("migrations/010_contact_key.sql")),
     M::up(include_str!("migrations/011_carddav.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
