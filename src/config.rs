@@ -936,7 +936,10 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
                     Some(url.span()),
                     key("carddav"),
                     "a source has either path or carddav, not both".into(),
-                    Some("make two [[source]] sections, one for the folder and one for the server".into()),
+                    Some(
+                        "make two [[source]] sections, one for the folder and one for the server"
+                            .into(),
+                    ),
                 ));
             }
             (None, None) => {
@@ -1345,9 +1348,9 @@ fn carddav_config(
     invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
 ) -> Result<CardDavConfig, ConfigError> {
     let text = url.get_ref().trim();
-    let parsed = reqwest::Url::parse(text).ok().filter(|u| {
-        matches!(u.scheme(), "http" | "https") && u.host_str().is_some()
-    });
+    let parsed = reqwest::Url::parse(text)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
     let Some(parsed) = parsed else {
         return Err(invalid(
             Some(url.span()),
@@ -1397,7 +1400,11 @@ fn carddav_config(
             PasswordSource::File(resolve_path(file.get_ref(), base))
         }
         (None, Some(command)) => {
-            if command.get_ref().first().is_none_or(|p| p.trim().is_empty()) {
+            if command
+                .get_ref()
+                .first()
+                .is_none_or(|p| p.trim().is_empty())
+            {
                 return Err(invalid(
                     Some(command.span()),
                     key("password_command"),
