@@ -578,7 +578,7 @@ fn book_of(response: &DavResponse<'_>, base: &Url) -> Option<FoundBook> {
 
 fn last_segment(url: &Url) -> String {
     url.path_segments()
-        .and_then(|segments| segments.filter(|s| !s.is_empty()).next_back())
+        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
         .unwrap_or_default()
         .to_owned()
 }
@@ -1257,12 +1257,15 @@ pub(super) fn examine_card(
         return Ok(defer(FileState::Unreadable, error.clone()));
     }
     let stat = fingerprint(card);
-    if let Some(previous) = previous
-        .filter(|p| p.state == FileState::Ok && p.stat == Some(stat) && p.derived_with == Some(key))
-    {
-        if previous.source == source.name {
-            return Ok(Examined::Unchanged);
-        }
+    // A card recorded under another source (one renamed) is parsed again under this one.
+    let settled = previous.is_some_and(|p| {
+        p.state == FileState::Ok
+            && p.stat == Some(stat)
+            && p.derived_with == Some(key)
+            && p.source == source.name
+    });
+    if settled {
+        return Ok(Examined::Unchanged);
     }
     scan.files_read += 1;
     let Some(bytes) = store.carddav_card_body(&source.name, &card.url)? else {
