@@ -67,6 +67,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Validate the configuration (every source must be readable now) and print it with defaults applied
     CheckConfig,
+    /// Connect to the CardDAV sources (or the one named): discovery, their address books
+    /// (URL, name, sync support, card count) and which are read. Stores nothing
+    CheckSource(CheckSourceArgs),
     /// Scan and diff: what a sync would send and what the guard would hold. Changes nothing
     Plan(PlanArgs),
     /// One full pass: scan, plan, write the outbox, send what may be sent
@@ -87,6 +90,16 @@ pub enum Command {
     /// Man pages and shell completions, rendered from this command line (for packagers)
     #[command(subcommand)]
     Generate(GenerateCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckSourceArgs {
+    /// The source's name (default: every CardDAV source)
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    /// One JSON object per source: {"source","url","books":[{"url","name","supports_sync","cards","read"}]} or {"source","url","error"}
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,6 +270,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Inspect(args) => inspect(cli.config.as_deref(), args),
         Command::CheckConfig => check_config(cli.config.as_deref()),
+        Command::CheckSource(args) => check_source(cli.config.as_deref(), &args),
         Command::Plan(args) => state::plan(cli.config.as_deref(), &args),
         Command::Sync(args) => state::sync(cli.config.as_deref(), &args),
         Command::Status(args) => state::status(cli.config.as_deref(), args.json),
@@ -302,10 +316,102 @@ fn check_config(path: Option<&Path>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `check-source`: asks each CardDAV server what `sync` would read. Exit 3 when a source
+/// does not work (as `check-config` for a folder that cannot be read), after all are shown.
+fn check_source(path: Option<&Path>, args: &CheckSourceArgs) -> Result<(), Failure> {
+    let config = config::load(path)?;
+    let sources: Vec<&config::SourceConfig> = match &args.name {
+        Some(name) => {
+            let Some(source) = config.sources.iter().find(|s| s.name == *name) else {
+                let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+                return Err(Failure {
+                    code: exit::USAGE,
+                    error: anyhow::anyhow!(
+                        "no source is called {name:?}; the configured ones are {}",
+                        names.join(", ")
+                    ),
+                });
+            };
+            if !source.is_carddav() {
+                return Err(Failure {
+                    code: exit::USAGE,
+                    error: anyhow::anyhow!(
+                        "source {name:?} is a folder, not a CardDAV server: `contactsyncd check-config` checks it"
+                    ),
+                });
+            }
+            vec![source]
+        }
+        None => config.sources.iter().filter(|s| s.is_carddav()).collect(),
+    };
+    let mut out = io::stdout().lock();
+    if sources.is_empty() {
+        writeln!(out, "no CardDAV source is configured (a [[source]] with carddav = \"https://…\")")?;
+        return Ok(());
+    }
+    let runtime = state::runtime()?;
+    let mut failed = 0;
+    for source in sources {
+        let checked = runtime.block_on(source::carddav::check(source));
+        let url = source.path.display().to_string();
+        match (&checked, args.json) {
+            (Ok(check), true) => writeln!(
+                out,
+                "{}",
+                json!({"source": source.name, "url": url, "books": check.books})
+            )?,
+            (Err(err), true) => writeln!(
+                out,
+                "{}",
+                json!({"source": source.name, "url": url, "error": err.to_string()})
+            )?,
+            (Ok(check), false) => {
+                writeln!(out, "source {}: {url}", source.name)?;
+                for book in &check.books {
+                    writeln!(
+                        out,
+                        "  address book {:?}: {}\n    {} cards, {}; {}",
+                        book.name,
+                        book.url,
+                        book.cards,
+                        if book.supports_sync {
+                            "sync-collection (incremental polls)"
+                        } else {
+                            "no sync-collection (each poll lists every card's etag)"
+                        },
+                        if book.read {
+                            "read"
+                        } else {
+                            "not read (not in address_books)"
+                        }
+                    )?;
+                }
+            }
+            (Err(err), false) => writeln!(out, "source {}: {url}\n  error: {err}", source.name)?,
+        }
+        if checked.is_err() {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(Failure {
+            code: exit::CONFIG,
+            error: anyhow::anyhow!(
+                "{failed} CardDAV source{} cannot be read (see above)",
+                if failed == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// What `inspect` reads: named paths, or the configured sources.
 struct InspectTarget {
+    name: String,
     path: PathBuf,
     filter: CardFilter,
+    /// A CardDAV source: read from the cache in this state directory.
+    carddav_state: Option<PathBuf>,
 }
 
 fn inspect(config_path: Option<&Path>, args: InspectArgs) -> Result<(), Failure> {
@@ -339,8 +445,10 @@ fn inspect(config_path: Option<&Path>, args: InspectArgs) -> Result<(), Failure>
             .paths
             .iter()
             .map(|path| InspectTarget {
+                name: path.display().to_string(),
                 path: path.clone(),
                 filter: CardFilter::default(),
+                carddav_state: None,
             })
             .collect();
         (targets, explicit_region.or(config_region.flatten()))
@@ -351,6 +459,11 @@ fn inspect(config_path: Option<&Path>, args: InspectArgs) -> Result<(), Failure>
     report.region = region;
     let mut desired = DesiredSetBuilder::default();
     for (order, target) in targets.iter().enumerate() {
+        let order = u32::try_from(order).unwrap_or(u32::MAX);
+        if let Some(state_dir) = &target.carddav_state {
+            inspect_cached_cards(&mut report, &mut desired, order, target, state_dir, region)?;
+            continue;
+        }
         let listing = source::list_files(&target.path);
         for (path, err) in &listing.errors {
             report.file_error(path, &format!("cannot read: {err}"), false)?;
@@ -359,38 +472,100 @@ fn inspect(config_path: Option<&Path>, args: InspectArgs) -> Result<(), Failure>
             report.empty_source(&target.path)?;
         }
         for file in &listing.files {
-            report.files += 1;
-            let shared_file: Arc<Path> = file.as_path().into();
-            // Cards stream from the parser into the report and the desired set; a write
-            // error stops the output but not the parser, so it is kept and returned after.
-            let mut write_result = Ok(());
-            report.file_header(file)?;
-            let parsed = vcard::parse_path_with(file, |outcome| {
-                let contact = outcome
-                    .result
-                    .as_ref()
-                    .ok()
-                    .map(|card| contact::understand(card, region, &target.filter));
-                if write_result.is_ok() {
-                    write_result = report.card(file, &outcome, contact.as_ref());
-                }
-                if let Some(contact) = &contact {
-                    let origin = CardRef {
-                        source_order: u32::try_from(order).unwrap_or(u32::MAX),
-                        file: Arc::clone(&shared_file),
-                        card: u32::try_from(outcome.index).unwrap_or(u32::MAX),
-                    };
-                    desired.add(origin, contact);
-                }
-            });
-            write_result?;
-            match parsed {
-                Ok(summary) => report.file_summary(file, &summary)?,
-                Err(err) => report.file_error(file, &err.to_string(), true)?,
-            }
+            inspect_file(&mut report, &mut desired, order, target, region, file, |on_card| {
+                vcard::parse_path_with(file, on_card)
+            })?;
         }
     }
     report.finish(&desired.finish(), region)?;
+    Ok(())
+}
+
+/// One file (or cached card) into the report and the desired set; `parse` streams its cards.
+fn inspect_file<W: Write>(
+    report: &mut Report<W>,
+    desired: &mut DesiredSetBuilder,
+    order: u32,
+    target: &InspectTarget,
+    region: Option<DefaultRegion>,
+    file: &Path,
+    parse: impl FnOnce(&mut dyn FnMut(vcard::CardOutcome)) -> Result<vcard::FileSummary, vcard::FileError>,
+) -> io::Result<()> {
+    report.files += 1;
+    let shared_file: Arc<Path> = file.into();
+    // Cards stream from the parser into the report and the desired set; a write
+    // error stops the output but not the parser, so it is kept and returned after.
+    let mut write_result = Ok(());
+    report.file_header(file)?;
+    let parsed = parse(&mut |outcome| {
+        let contact = outcome
+            .result
+            .as_ref()
+            .ok()
+            .map(|card| contact::understand(card, region, &target.filter));
+        if write_result.is_ok() {
+            write_result = report.card(file, &outcome, contact.as_ref());
+        }
+        if let Some(contact) = &contact {
+            let origin = CardRef {
+                source_order: order,
+                file: Arc::clone(&shared_file),
+                card: u32::try_from(outcome.index).unwrap_or(u32::MAX),
+            };
+            desired.add(origin, contact);
+        }
+    });
+    write_result?;
+    match parsed {
+        Ok(summary) => report.file_summary(file, &summary),
+        Err(err) => report.file_error(file, &err.to_string(), true),
+    }
+}
+
+/// A CardDAV source as the state's cache has it (what the server last gave), each card
+/// under its URL; never the network: `sync --once` or the daemon polls.
+fn inspect_cached_cards<W: Write>(
+    report: &mut Report<W>,
+    desired: &mut DesiredSetBuilder,
+    order: u32,
+    target: &InspectTarget,
+    state_dir: &Path,
+    region: Option<DefaultRegion>,
+) -> io::Result<()> {
+    let not_yet = "not read from the server yet: run `contactsyncd sync --once` (inspect shows what the last poll stored)";
+    let store = match crate::store::Store::open_read_only(state_dir) {
+        Ok(store) => store,
+        Err(crate::store::StoreError::Missing { .. }) => {
+            return report.file_error(&target.path, not_yet, false);
+        }
+        Err(err) => return report.file_error(&target.path, &err.to_string(), false),
+    };
+    let cards = match store.carddav_cards(&target.name) {
+        Ok(cards) => cards,
+        Err(err) => return report.file_error(&target.path, &err.to_string(), false),
+    };
+    if cards.is_empty() {
+        let polled = store.carddav_source(&target.name).ok().flatten().is_some();
+        if !polled {
+            return report.file_error(&target.path, not_yet, false);
+        }
+        return report.empty_source(&target.path);
+    }
+    for card in &cards {
+        let file = PathBuf::from(&card.url);
+        if let Some(error) = &card.error {
+            report.files += 1;
+            report.file_error(&file, error, false)?;
+            continue;
+        }
+        let body = match store.carddav_card_body(&target.name, &card.url) {
+            Ok(body) => body.unwrap_or_default(),
+            Err(err) => return report.file_error(&file, &err.to_string(), false),
+        };
+        inspect_file(report, desired, order, target, region, &file, |on_card| {
+            vcard::parse_reader_with(body.as_slice(), on_card)
+        })?;
+    }
     Ok(())
 }
 
@@ -399,8 +574,10 @@ fn targets_of(config: &Config) -> Vec<InspectTarget> {
         .sources
         .iter()
         .map(|s| InspectTarget {
+            name: s.name.clone(),
             path: s.path.clone(),
             filter: s.filter.clone(),
+            carddav_state: s.is_carddav().then(|| config.state_dir.clone()),
         })
         .collect()
 }

@@ -333,6 +333,22 @@ pub fn render(config: &Config) -> Result<String, toml::ser::Error> {
             text.insert_str(at + line.len(), &format!("{note}\n"));
         }
     }
+    // CardDAV sources appear in order, each with one `carddav = …` line.
+    let mut from = 0;
+    for source in config.sources.iter().filter_map(|s| s.carddav.as_ref()) {
+        let Some(at) = text[from..].find("\ncarddav = ").map(|at| from + at + 1) else {
+            break;
+        };
+        let end = text[at..].find('\n').map_or(text.len(), |e| at + e + 1);
+        from = end;
+        if let PasswordSource::Credential(credential) = &source.password {
+            let note = format!(
+                "# the password comes from the systemd credential {credential} ($CREDENTIALS_DIRECTORY) when set\n"
+            );
+            text.insert_str(end, &note);
+            from += note.len();
+        }
+    }
     Ok(text)
 }
 
@@ -370,9 +386,73 @@ pub struct TelegramConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SourceConfig {
     pub name: String,
+    /// A folder source's vdir, folder or file. For a CardDAV source, the server URL as
+    /// given: what `status` shows where a folder shows its path (never a local path: every
+    /// file operation asks [`SourceConfig::carddav`] first).
+    #[serde(skip_serializing_if = "SourceConfig::is_carddav_path")]
     pub path: PathBuf,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub carddav: Option<CardDavConfig>,
     #[serde(flatten)]
     pub filter: CardFilter,
+}
+
+impl SourceConfig {
+    pub fn is_carddav(&self) -> bool {
+        self.carddav.is_some()
+    }
+
+    /// A CardDAV source's `path` is its URL, written as `carddav`; a folder's path is always
+    /// absolute, so it never starts so.
+    fn is_carddav_path(path: &PathBuf) -> bool {
+        let text = path.to_string_lossy();
+        text.starts_with("http://") || text.starts_with("https://")
+    }
+}
+
+/// A `[[source]]` with `carddav = "https://…"`: an address book on a CardDAV server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CardDavConfig {
+    /// A server, principal or address book URL.
+    #[serde(rename = "carddav")]
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Where the password comes from; it is read when the server is asked, never stored
+    /// here (so it is never printed, and `status` never runs a password command).
+    #[serde(flatten)]
+    pub password: PasswordSource,
+    /// Display names or last path segments of the address books to read; empty: all found.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub address_books: Vec<String>,
+    #[serde(serialize_with = "as_seconds")]
+    pub poll_interval: u64,
+}
+
+/// Where a CardDAV password is read from, each time it is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    File(PathBuf),
+    /// A program and its arguments; its first line of output is the password.
+    Command(Vec<String>),
+    /// systemd's `LoadCredential=carddav-NAME:…`, in `$CREDENTIALS_DIRECTORY`; also what a
+    /// source without `username` falls back to (read when present, else no authentication).
+    Credential(String),
+}
+
+/// As the keys that set it (`password_file`, `password_command`); a credential has no key
+/// and is said in a comment by [`render`].
+impl Serialize for PasswordSource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        match self {
+            Self::File(path) => map.serialize_entry("password_file", path)?,
+            Self::Command(argv) => map.serialize_entry("password_command", argv)?,
+            Self::Credential(_) => {}
+        }
+        map.end()
+    }
 }
 
 /// Which cards and which of their phones a source contributes.
@@ -652,7 +732,13 @@ struct RawSafety {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSource {
-    path: Spanned<String>,
+    path: Option<Spanned<String>>,
+    carddav: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    password_command: Option<Spanned<Vec<String>>>,
+    address_books: Option<Vec<Spanned<String>>>,
+    poll_interval: Option<Spanned<RawDuration>>,
     name: Option<Spanned<String>>,
     #[serde(default)]
     include_categories: Vec<String>,
@@ -844,26 +930,61 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
         let key = |k: &str| format!("source[{number}].{k}");
         let source_span = source.span();
         let source = source.get_ref();
-        let path_text = source.path.get_ref();
-        if path_text.trim().is_empty() {
-            return Err(invalid(
-                Some(source.path.span()),
-                key("path"),
-                "must not be empty".into(),
-                Some("the vdir directory, folder of .vcf files, or .vcf file to read".into()),
-            ));
-        }
-        let path = resolve_path(path_text, &base);
-        if source_paths == SourcePaths::MustBeReadable
-            && let Some((message, hint)) = source_path_problem(&path)
-        {
-            return Err(invalid(
-                Some(source.path.span()),
-                key("path"),
-                message,
-                Some(hint),
-            ));
-        }
+        let (path, carddav) = match (&source.path, &source.carddav) {
+            (Some(_), Some(url)) => {
+                return Err(invalid(
+                    Some(url.span()),
+                    key("carddav"),
+                    "a source has either path or carddav, not both".into(),
+                    Some("make two [[source]] sections, one for the folder and one for the server".into()),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    Some(source_span.clone()),
+                    key("path"),
+                    "missing: a source needs path (a folder or .vcf file) or carddav (a server URL)".into(),
+                    Some("path = \"/path/to/vdir-or-file.vcf\", or carddav = \"https://cloud.example.org/remote.php/dav\"".into()),
+                ));
+            }
+            (Some(path_spanned), None) => {
+                if let Some(k) = source.carddav_only_key() {
+                    return Err(invalid(
+                        Some(source_span.clone()),
+                        key(k),
+                        format!("{k} is a key of a CardDAV source, and this one reads a path"),
+                        Some("remove it, or replace path with carddav = \"https://…\"".into()),
+                    ));
+                }
+                let path_text = path_spanned.get_ref();
+                if path_text.trim().is_empty() {
+                    return Err(invalid(
+                        Some(path_spanned.span()),
+                        key("path"),
+                        "must not be empty".into(),
+                        Some(
+                            "the vdir directory, folder of .vcf files, or .vcf file to read".into(),
+                        ),
+                    ));
+                }
+                let path = resolve_path(path_text, &base);
+                if source_paths == SourcePaths::MustBeReadable
+                    && let Some((message, hint)) = source_path_problem(&path)
+                {
+                    return Err(invalid(
+                        Some(path_spanned.span()),
+                        key("path"),
+                        message,
+                        Some(hint),
+                    ));
+                }
+                (path, None)
+            }
+            (None, Some(url)) => {
+                let carddav = carddav_config(source, url, &base, &key, &invalid)?;
+                (PathBuf::from(&carddav.url), Some(carddav))
+            }
+        };
         let name = match &source.name {
             Some(name) if name.get_ref().trim().is_empty() => {
                 return Err(invalid(
@@ -874,6 +995,14 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
                 ));
             }
             Some(name) => name.get_ref().trim().to_owned(),
+            None if carddav.is_some() => {
+                return Err(invalid(
+                    Some(source_span.clone()),
+                    key("name"),
+                    "a CardDAV source needs a name".into(),
+                    Some("e.g. name = \"nextcloud\": status and logs call it so, and its systemd credential is carddav-NAME".into()),
+                ));
+            }
             None => default_source_name(&path),
         };
         if sources.iter().any(|s| s.name == name) {
@@ -893,9 +1022,16 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
             Some(types) => lowercase_types(types, &key("skip_phone_types"), &invalid)?,
             None => CardFilter::default().skip_phone_types,
         };
+        let carddav = carddav.map(|mut c| {
+            if let PasswordSource::Credential(credential) = &mut c.password {
+                *credential = format!("carddav-{name}");
+            }
+            c
+        });
         sources.push(SourceConfig {
             name,
             path,
+            carddav,
             filter: CardFilter {
                 include_categories: source.include_categories.clone(),
                 exclude_categories: source.exclude_categories.clone(),
@@ -1177,6 +1313,140 @@ fn source_path_problem(path: &Path) -> Option<(String, String)> {
 }
 
 /// A secret from the key, else the file, else the systemd credential `credential`.
+impl RawSource {
+    /// The first key set here that only a CardDAV source may have.
+    fn carddav_only_key(&self) -> Option<&'static str> {
+        [
+            ("username", self.username.is_some()),
+            ("password_file", self.password_file.is_some()),
+            ("password_command", self.password_command.is_some()),
+            ("address_books", self.address_books.is_some()),
+            ("poll_interval", self.poll_interval.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(key, set)| set.then_some(key))
+    }
+}
+
+const POLL_INTERVAL: DurationRange = DurationRange {
+    millis: false,
+    min: 10,
+    max: 86_400,
+    example: "\"5m\"",
+};
+
+/// The CardDAV keys of a `[[source]]`: the shape only, offline; the server is asked by
+/// `check-source` and the sync, and the password is read only then.
+fn carddav_config(
+    source: &RawSource,
+    url: &Spanned<String>,
+    base: &Path,
+    key: &impl Fn(&str) -> String,
+    invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
+) -> Result<CardDavConfig, ConfigError> {
+    let text = url.get_ref().trim();
+    let parsed = reqwest::Url::parse(text).ok().filter(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some()
+    });
+    let Some(parsed) = parsed else {
+        return Err(invalid(
+            Some(url.span()),
+            key("carddav"),
+            format!("{text:?} is not an http or https URL"),
+            Some("the server's address, e.g. \"https://cloud.example.org/remote.php/dav\" (Nextcloud) or \"https://contacts.icloud.com\"".into()),
+        ));
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid(
+            Some(url.span()),
+            key("carddav"),
+            "the URL holds a user name or password".into(),
+            Some("put the user in username = \"…\" and the password in password_file, password_command or the systemd credential".into()),
+        ));
+    }
+    let username = match &source.username {
+        Some(name) if name.get_ref().trim().is_empty() => {
+            return Err(invalid(
+                Some(name.span()),
+                key("username"),
+                "must not be empty".into(),
+                Some("remove it for a server without authentication".into()),
+            ));
+        }
+        Some(name) => Some(name.get_ref().trim().to_owned()),
+        None => None,
+    };
+    let password = match (&source.password_file, &source.password_command) {
+        (Some(_), Some(command)) => {
+            return Err(invalid(
+                Some(command.span()),
+                key("password_command"),
+                "give password_file or password_command, not both".into(),
+                None,
+            ));
+        }
+        (Some(file), None) => {
+            if file.get_ref().trim().is_empty() {
+                return Err(invalid(
+                    Some(file.span()),
+                    key("password_file"),
+                    "must not be empty".into(),
+                    Some("a file that holds the password (mode 0600)".into()),
+                ));
+            }
+            PasswordSource::File(resolve_path(file.get_ref(), base))
+        }
+        (None, Some(command)) => {
+            if command.get_ref().first().is_none_or(|p| p.trim().is_empty()) {
+                return Err(invalid(
+                    Some(command.span()),
+                    key("password_command"),
+                    "must name a program".into(),
+                    Some("a list: the program and its arguments, e.g. [\"pass\", \"show\", \"carddav\"]".into()),
+                ));
+            }
+            PasswordSource::Command(command.get_ref().clone())
+        }
+        // The source's name is known only later; see where sources are pushed.
+        (None, None) => PasswordSource::Credential(String::new()),
+    };
+    if username.is_none() && !matches!(password, PasswordSource::Credential(_)) {
+        return Err(invalid(
+            Some(url.span()),
+            key("username"),
+            "a password is given but no username".into(),
+            Some("add username = \"…\"".into()),
+        ));
+    }
+    let mut address_books = Vec::new();
+    for book in source.address_books.iter().flatten() {
+        let name = book.get_ref().trim();
+        if name.is_empty() {
+            return Err(invalid(
+                Some(book.span()),
+                key("address_books"),
+                "an address book name must not be empty".into(),
+                Some("the names `contactsyncd check-source` lists, or remove the key to read every address book".into()),
+            ));
+        }
+        address_books.push(name.to_owned());
+    }
+    let poll_interval = duration_key(
+        &source.poll_interval,
+        &key("poll_interval"),
+        300,
+        &POLL_INTERVAL,
+        invalid,
+    )?;
+    Ok(CardDavConfig {
+        url: text.to_owned(),
+        username,
+        password,
+        address_books,
+        poll_interval,
+    })
+}
+
 fn secret(
     value: &Option<String>,
     file: &Option<Spanned<String>>,

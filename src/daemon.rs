@@ -8,6 +8,9 @@
 //!   `sync::plan_pass`), on a blocking thread since it reads files and writes SQLite;
 //! - one sender per account: reconciles when due and sends the account's queue; a FLOOD_WAIT
 //!   or a dead network pauses only that account, never the planning;
+//! - one CardDAV poller per CardDAV source: asks the server what changed every
+//!   `poll_interval` (one request when nothing did, and no write) and, when something did,
+//!   has the planner run a full pass over the cache;
 //! - watchdog: `WATCHDOG=1` while the runtime is alive.
 //!
 //! Each holds its own SQLite connection; the main one holds the state lock. SIGHUP swaps the
@@ -193,6 +196,16 @@ impl Generation {
             first_plan_done,
         };
         handles.push(tracker.spawn(planner.run(changes, replan, cancel.clone())));
+        for source in config.sources.iter().filter(|s| s.is_carddav()) {
+            let store = Store::open_connection(&config.state_dir)
+                .context("opening the state for a CardDAV poller")?;
+            handles.push(tracker.spawn(poll_carddav(
+                source.clone(),
+                store,
+                changes_tx.clone(),
+                cancel.clone(),
+            )));
+        }
         handles.push(tracker.spawn(watch(watcher, config, changes_tx, cancel.clone())));
         Ok(Self {
             cancel,
@@ -489,6 +502,61 @@ async fn watchdog(period: Duration, cancel: CancellationToken) {
     }
 }
 
+/// Polls one CardDAV source: at once, then every `poll_interval` (longer when the server
+/// asked to wait). A poll that stored something (cards, a token, a failure or its end) has
+/// the planner run a full pass; one that found nothing new wrote nothing.
+async fn poll_carddav(
+    source: config::SourceConfig,
+    mut store: Store,
+    changes: mpsc::UnboundedSender<Change>,
+    cancel: CancellationToken,
+) {
+    let interval = Duration::from_secs(source.carddav.as_ref().map_or(300, |c| c.poll_interval));
+    let mut last_failure: Option<String> = None;
+    loop {
+        let now = sync::Clock::now(&SystemClock);
+        let polled = tokio::select! {
+            () = cancel.cancelled() => return,
+            polled = source::carddav::poll(&source, &mut store, now) => polled,
+        };
+        let mut wait = interval;
+        match polled {
+            Ok(outcome) => {
+                tracing::debug!(
+                    source = %source.name,
+                    changed = outcome.cards_changed,
+                    deleted = outcome.cards_deleted,
+                    requests = outcome.traffic.requests,
+                    bytes = outcome.traffic.bytes_received,
+                    "polled the CardDAV server"
+                );
+                if last_failure.take().is_some() {
+                    tracing::info!(source = %source.name, "the CardDAV server answers again");
+                }
+                if outcome.changed {
+                    let _ = changes.send(Change::Everything);
+                }
+            }
+            Err(err) => {
+                let text = err.to_string();
+                // Logged once per reason, not every poll; the message names no card or user.
+                if last_failure.as_deref() != Some(&text) {
+                    tracing::warn!(source = %source.name, "CardDAV poll failed, the source counts as unknown and nothing of it is deleted: {text}");
+                    let _ = changes.send(Change::Everything);
+                }
+                if let Some(seconds) = err.retry_after() {
+                    wait = wait.max(Duration::from_secs(seconds));
+                }
+                last_failure = Some(text);
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
 /// Keeps the watches current: a source that appeared or vanished is watched again.
 async fn watch(
     mut watcher: Watcher,
@@ -706,13 +774,13 @@ impl Watcher {
         let dirs: Vec<PathBuf> = config
             .sources
             .iter()
-            .filter(|s| !s.path.is_file())
+            .filter(|s| !s.is_carddav() && !s.path.is_file())
             .map(|s| s.path.clone())
             .collect();
         let files: Vec<PathBuf> = config
             .sources
             .iter()
-            .filter(|s| s.path.is_file())
+            .filter(|s| !s.is_carddav() && s.path.is_file())
             .map(|s| s.path.clone())
             .collect();
         let handler = move |result: DebounceEventResult| match result {
@@ -750,7 +818,12 @@ impl Watcher {
         // 3–4 ms of CPU per second (benches/daemon_latency.py: 0.03–0.04 s in 10 idle s).
         let tick = (debounce / 50).clamp(Duration::from_millis(2), Duration::from_millis(10));
         let tick = tick.min(debounce.max(Duration::from_millis(1)));
-        let existing = config.sources.iter().map(|s| s.path.exists()).collect();
+        let existing = config
+            .sources
+            .iter()
+            .filter(|s| !s.is_carddav())
+            .map(|s| s.path.exists())
+            .collect();
         if config.watch.poll {
             let notify_config =
                 notify::Config::default().with_poll_interval(debounce.max(Duration::from_secs(1)));
@@ -787,6 +860,7 @@ impl Watcher {
         config
             .sources
             .iter()
+            .filter(|s| !s.is_carddav())
             .map(|s| s.path.exists())
             .ne(self.existing.iter().copied())
     }
@@ -797,7 +871,8 @@ fn watch_sources(
     config: &Config,
     mut watch: impl FnMut(&Path, RecursiveMode) -> notify::Result<()>,
 ) {
-    for source in &config.sources {
+    // A CardDAV source has nothing on disk to watch: its poller tells the planner.
+    for source in config.sources.iter().filter(|s| !s.is_carddav()) {
         let (path, mode) = if source.path.is_dir() {
             (source.path.clone(), RecursiveMode::Recursive)
         } else {

@@ -321,6 +321,34 @@ impl AccountSpec {
     }
 }
 
+/// Asks every CardDAV source's server what changed and stores it, before a pass plans from
+/// the state. A failure is recorded with the source (which then counts as unknown, and the
+/// pass says why): it is not an error of the pass. Returns whether any source changed.
+pub async fn poll_carddav_sources(config: &Config, store: &mut Store, now: Timestamp) -> bool {
+    let mut changed = false;
+    for source in config.sources.iter().filter(|s| s.is_carddav()) {
+        match source::carddav::poll(source, store, now).await {
+            Ok(outcome) => {
+                tracing::debug!(
+                    source = %source.name,
+                    changed = outcome.cards_changed,
+                    deleted = outcome.cards_deleted,
+                    requests = outcome.traffic.requests,
+                    bytes = outcome.traffic.bytes_received,
+                    "polled the CardDAV server"
+                );
+                changed |= outcome.changed;
+            }
+            // Recorded with the source; the pass's scan reports it as unknown.
+            Err(err) => {
+                tracing::debug!(source = %source.name, "CardDAV poll failed: {err}");
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
 /// One full pass: sync --once's reconcile, plan (`plan_pass`) and send, then the history.
 pub async fn sync_once(
     config: &Config,
@@ -331,6 +359,7 @@ pub async fn sync_once(
 ) -> Result<PassReport, SyncError> {
     let started = clock.now();
     if !options.offline {
+        poll_carddav_sources(config, store, clock.now()).await;
         for backend in backends.iter_mut() {
             prepare_account(store, backend.as_ref())?;
             reconcile_if_due(store, backend.as_mut(), clock, options).await?;

@@ -142,7 +142,7 @@ impl Store {
     /// The phones one file's cards yielded, in card order.
     pub fn phones_of(&self, path: &Path) -> Result<Vec<StoredPhone>> {
         let mut statement = self.conn().prepare_cached(
-            "SELECT card, e164, first_name, last_name FROM card_phone WHERE path = ?1 ORDER BY card, e164",
+            "SELECT card, contact_key, first_name, last_name FROM card_phone WHERE path = ?1 ORDER BY card, contact_key",
         )?;
         let rows = statement.query_map([path_text(path)], |row| {
             Ok(StoredPhone {
@@ -162,8 +162,8 @@ impl Store {
         numbers: &BTreeSet<String>,
     ) -> Result<Vec<(PathBuf, String, StoredPhone)>> {
         let mut statement = self.conn().prepare_cached(
-            "SELECT p.path, f.source, p.card, p.e164, p.first_name, p.last_name
-             FROM card_phone p JOIN source_file f ON f.path = p.path WHERE p.e164 = ?1",
+            "SELECT p.path, f.source, p.card, p.contact_key, p.first_name, p.last_name
+             FROM card_phone p JOIN source_file f ON f.path = p.path WHERE p.contact_key = ?1",
         )?;
         let mut found = Vec::new();
         for e164 in numbers {
@@ -190,7 +190,7 @@ impl Store {
     /// Every stored phone, grouped by file, each file's in (card, e164) order.
     pub fn stored_phones(&self) -> Result<HashMap<OsString, Vec<StoredPhone>>> {
         let mut statement = self.conn().prepare(
-            "SELECT path, card, e164, first_name, last_name FROM card_phone ORDER BY path, card, e164",
+            "SELECT path, card, contact_key, first_name, last_name FROM card_phone ORDER BY path, card, contact_key",
         )?;
         let mut rows = statement.query([])?;
         let mut by_file: HashMap<OsString, Vec<StoredPhone>> = HashMap::new();
@@ -278,7 +278,7 @@ impl Store {
             )?;
             let mut clear_phones = tx.prepare("DELETE FROM card_phone WHERE path = ?1")?;
             let mut insert_phone = tx.prepare(
-                "INSERT OR IGNORE INTO card_phone (path, card, e164, first_name, last_name) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO card_phone (path, card, contact_key, first_name, last_name) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut defer_existing = tx.prepare(
                 "UPDATE source_file SET state = ?2, last_error = ?3, scanned_at = ?4 WHERE path = ?1",

@@ -172,7 +172,7 @@ pub struct PlanRecord {
     pub name_conflicts: u64,
 }
 
-const MIRROR_COLUMNS: &str = "e164, first_name, last_name, state, hold_first_name, hold_last_name, hold_until, hold_reason, delete_hold_until";
+const MIRROR_COLUMNS: &str = "contact_key, first_name, last_name, state, hold_first_name, hold_last_name, hold_until, hold_reason, delete_hold_until";
 
 fn mirror_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, MirrorEntry)> {
     let state: String = row.get(3)?;
@@ -250,7 +250,7 @@ impl Store {
         numbers: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, MirrorEntry>> {
         let mut statement = self.conn().prepare_cached(&format!(
-            "SELECT {MIRROR_COLUMNS} FROM mirror WHERE backend = ?1 AND e164 = ?2"
+            "SELECT {MIRROR_COLUMNS} FROM mirror WHERE backend = ?1 AND contact_key = ?2"
         ))?;
         let mut found = BTreeMap::new();
         for e164 in numbers {
@@ -327,7 +327,7 @@ impl Store {
                coalesce(sum((hold_first_name IS NOT NULL AND hold_rejected = 1)
                             OR delete_hold_until IS NOT NULL), 0),
                coalesce(sum(state IN ('imported', 'saved') AND (hold_first_name IS NOT NULL
-                 OR e164 IN (SELECT i.e164 FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
+                 OR contact_key IN (SELECT i.contact_key FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
                              WHERE b.backend = ?1 AND b.state != 'applied'))), 0),
                min(CASE WHEN hold_rejected = 0 THEN hold_until END)
              FROM mirror WHERE backend = ?1",
@@ -357,11 +357,11 @@ impl Store {
     /// user too, as the number may no longer identify them.
     pub fn users_of(&self, backend: &str, phones: &[String]) -> Result<Vec<(i64, i64)>> {
         let mut statement = self.conn().prepare_cached(
-            "SELECT user_id, access_hash FROM mirror WHERE backend = ?1 AND e164 = ?2
+            "SELECT user_id, access_hash FROM mirror WHERE backend = ?1 AND contact_key = ?2
                AND state = 'imported' AND user_id IS NOT NULL AND access_hash IS NOT NULL
                -- The same person under another of our numbers stays.
                AND NOT EXISTS (SELECT 1 FROM mirror other WHERE other.backend = mirror.backend
-                 AND other.user_id = mirror.user_id AND other.e164 != mirror.e164)",
+                 AND other.user_id = mirror.user_id AND other.contact_key != mirror.contact_key)",
         )?;
         let mut users = Vec::new();
         for e164 in phones {
@@ -378,8 +378,8 @@ impl Store {
     /// Ours that the remote now shows under another number: (imported, shown now).
     pub fn number_changes(&self, backend: &str) -> Result<Vec<(String, String)>> {
         let mut statement = self.conn().prepare(
-            "SELECT e164, remote_phone FROM mirror WHERE backend = ?1 AND remote_phone IS NOT NULL
-             ORDER BY e164",
+            "SELECT contact_key, remote_phone FROM mirror WHERE backend = ?1 AND remote_phone IS NOT NULL
+             ORDER BY contact_key",
         )?;
         let rows = statement.query_map([backend], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.map(|r| r.map_err(Into::into)).collect()
@@ -388,10 +388,10 @@ impl Store {
     /// The numbers the server refused, with the reason, for `status`.
     pub fn rejections(&self, backend: &str) -> Result<Vec<Rejection>> {
         let mut statement = self.conn().prepare(
-            "SELECT e164, 'import', coalesce(hold_reason, ''), hold_until FROM mirror
+            "SELECT contact_key, 'import', coalesce(hold_reason, ''), hold_until FROM mirror
                WHERE backend = ?1 AND hold_first_name IS NOT NULL AND hold_rejected = 1
              UNION ALL
-             SELECT e164, 'delete', coalesce(delete_hold_reason, ''), delete_hold_until FROM mirror
+             SELECT contact_key, 'delete', coalesce(delete_hold_reason, ''), delete_hold_until FROM mirror
                WHERE backend = ?1 AND delete_hold_until IS NOT NULL
              ORDER BY 1, 2",
         )?;
@@ -448,13 +448,13 @@ impl Store {
         };
         {
             let mut planned = tx.prepare(
-                "SELECT b.id, b.kind, i.e164, i.first_name, i.last_name
+                "SELECT b.id, b.kind, i.contact_key, i.first_name, i.last_name
                  FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
-                 WHERE b.backend = ?1 AND b.state = 'planned' ORDER BY b.id, i.e164",
+                 WHERE b.backend = ?1 AND b.state = 'planned' ORDER BY b.id, i.contact_key",
             )?;
             let mut rows = planned.query([backend])?;
             let mut drop_item =
-                tx.prepare("DELETE FROM outbox_item WHERE batch_id = ?1 AND e164 = ?2")?;
+                tx.prepare("DELETE FROM outbox_item WHERE batch_id = ?1 AND contact_key = ?2")?;
             let mut touched_batches = BTreeSet::new();
             while let Some(row) = rows.next()? {
                 let batch_id: i64 = row.get(0)?;
@@ -538,7 +538,7 @@ impl Store {
                 insert_batch(&tx, backend, BatchKind::Delete, now, rows)?;
             }
             let mut forget_row =
-                tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND e164 = ?2")?;
+                tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND contact_key = ?2")?;
             for e164 in forget {
                 forget_row.execute(params![backend, e164])?;
             }
@@ -609,7 +609,7 @@ impl Store {
                     });
                 for item in &stale {
                     self.conn().execute(
-                        "DELETE FROM outbox_item WHERE batch_id = ?1 AND e164 = ?2",
+                        "DELETE FROM outbox_item WHERE batch_id = ?1 AND contact_key = ?2",
                         params![id, item.e164],
                     )?;
                 }
@@ -678,7 +678,7 @@ impl Store {
             batch_row,
         )?;
         let mut statement = self.conn().prepare(
-            "SELECT e164, first_name, last_name, client_id FROM outbox_item WHERE batch_id = ?1 ORDER BY e164",
+            "SELECT contact_key, first_name, last_name, client_id FROM outbox_item WHERE batch_id = ?1 ORDER BY contact_key",
         )?;
         let items = statement.query_map([id], |row| {
             Ok(OutboxItem {
@@ -758,11 +758,11 @@ impl Store {
         let tx = self.conn_mut().transaction()?;
         {
             let mut attempts_of =
-                tx.prepare("SELECT attempts FROM mirror WHERE backend = ?1 AND e164 = ?2")?;
+                tx.prepare("SELECT attempts FROM mirror WHERE backend = ?1 AND contact_key = ?2")?;
             let mut confirm = tx.prepare(
-                "INSERT INTO mirror (backend, e164, first_name, last_name, state, user_id, access_hash, client_id, attempts, updated_at)
+                "INSERT INTO mirror (backend, contact_key, first_name, last_name, state, user_id, access_hash, client_id, attempts, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)
-                 ON CONFLICT(backend, e164) DO UPDATE SET first_name = excluded.first_name,
+                 ON CONFLICT(backend, contact_key) DO UPDATE SET first_name = excluded.first_name,
                    last_name = excluded.last_name, state = excluded.state,
                    user_id = coalesce(excluded.user_id, mirror.user_id),
                    access_hash = coalesce(excluded.access_hash, mirror.access_hash),
@@ -771,12 +771,13 @@ impl Store {
                    delete_hold_until = NULL, delete_hold_reason = NULL,
                    attempts = 0, updated_at = excluded.updated_at",
             )?;
-            let mut set_importers =
-                tx.prepare("UPDATE mirror SET importers = ?3 WHERE backend = ?1 AND e164 = ?2")?;
+            let mut set_importers = tx.prepare(
+                "UPDATE mirror SET importers = ?3 WHERE backend = ?1 AND contact_key = ?2",
+            )?;
             let mut hold = tx.prepare(
-                "INSERT INTO mirror (backend, e164, first_name, last_name, state, client_id, hold_first_name, hold_last_name, hold_until, hold_reason, attempts, updated_at, hold_rejected)
+                "INSERT INTO mirror (backend, contact_key, first_name, last_name, state, client_id, hold_first_name, hold_last_name, hold_until, hold_reason, attempts, updated_at, hold_rejected)
                  VALUES (?1, ?2, '', '', 'not_imported', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT(backend, e164) DO UPDATE SET client_id = excluded.client_id,
+                 ON CONFLICT(backend, contact_key) DO UPDATE SET client_id = excluded.client_id,
                    hold_first_name = excluded.hold_first_name, hold_last_name = excluded.hold_last_name,
                    hold_until = excluded.hold_until, hold_reason = excluded.hold_reason,
                    hold_rejected = excluded.hold_rejected,
@@ -891,7 +892,8 @@ impl Store {
     pub fn apply_delete(&mut self, batch: &Batch, now: Timestamp) -> Result<()> {
         let tx = self.conn_mut().transaction()?;
         {
-            let mut remove = tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND e164 = ?2")?;
+            let mut remove =
+                tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND contact_key = ?2")?;
             for item in &batch.items {
                 remove.execute(params![batch.backend, item.e164])?;
             }
@@ -927,7 +929,7 @@ impl Store {
                 {
                     let mut hold = tx.prepare(
                         "UPDATE mirror SET delete_hold_until = ?3, delete_hold_reason = ?4, updated_at = ?5
-                         WHERE backend = ?1 AND e164 = ?2",
+                         WHERE backend = ?1 AND contact_key = ?2",
                     )?;
                     for item in &batch.items {
                         hold.execute(params![
@@ -1045,7 +1047,7 @@ impl Store {
         let phones: BTreeSet<&str> = remote.iter().map(|c| c.e164.as_str()).collect();
         let ours: Vec<(String, Option<i64>)> = {
             let mut statement = self.conn().prepare(
-                "SELECT e164, user_id FROM mirror WHERE backend = ?1 AND state = 'imported'",
+                "SELECT contact_key, user_id FROM mirror WHERE backend = ?1 AND state = 'imported'",
             )?;
             let rows = statement.query_map([backend], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
@@ -1067,7 +1069,7 @@ impl Store {
         {
             let mut note = tx.prepare(
                 "UPDATE mirror SET remote_phone = ?3
-                 WHERE backend = ?1 AND e164 = ?2 AND remote_phone IS NOT ?3",
+                 WHERE backend = ?1 AND contact_key = ?2 AND remote_phone IS NOT ?3",
             )?;
             for (e164, shown) in &moved {
                 note.execute(params![backend, e164, shown])?;
@@ -1076,7 +1078,7 @@ impl Store {
         for e164 in &gone {
             if reimport {
                 tx.execute(
-                    "DELETE FROM mirror WHERE backend = ?1 AND e164 = ?2",
+                    "DELETE FROM mirror WHERE backend = ?1 AND contact_key = ?2",
                     params![backend, e164],
                 )?;
             } else {
@@ -1084,7 +1086,7 @@ impl Store {
                     "UPDATE mirror SET state = 'not_imported', hold_first_name = first_name,
                        hold_last_name = last_name, hold_until = NULL,
                        hold_reason = 'deleted in the app (on_remote_delete = keep)', updated_at = ?3
-                     WHERE backend = ?1 AND e164 = ?2",
+                     WHERE backend = ?1 AND contact_key = ?2",
                     params![backend, e164, now],
                 )?;
             }
@@ -1249,7 +1251,7 @@ impl Store {
 
 fn in_flight(conn: &rusqlite::Connection, backend: &str) -> Result<BTreeSet<String>> {
     let mut statement = conn.prepare_cached(
-        "SELECT i.e164 FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
+        "SELECT i.contact_key FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
          WHERE b.backend = ?1 AND b.state = 'sent'",
     )?;
     let rows = statement.query_map([backend], |row| row.get::<_, String>(0))?;
@@ -1285,7 +1287,7 @@ fn insert_batch<'a>(
     .execute(params![backend, kind.as_str(), now])?;
     let id = tx.last_insert_rowid();
     let mut new_item = tx.prepare_cached(
-        "INSERT INTO outbox_item (batch_id, e164, first_name, last_name, client_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO outbox_item (batch_id, contact_key, first_name, last_name, client_id) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for (e164, names, client_id) in items {
         new_item.execute(params![id, e164, names.first, names.last, client_id])?;

@@ -4,6 +4,7 @@
 //! account the mirror of what the remote has, the outbox, the account's pause and client_id
 //! counter, and the run history. Writers hold `state.lock`; readers never need it.
 
+mod carddav;
 mod files;
 mod history;
 mod mirror;
@@ -18,7 +19,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
-pub use files::{FileRecord, FileState, Fingerprint, StoredPhone};
+pub use carddav::{BookPoll, CachedCard, CardDavBook, CardDavPoll, FetchedCard};
+pub use files::{FileRecord, FileState, Fingerprint, StoredFingerprint, StoredPhone};
 pub use history::{RunRecord, SourceStatus};
 pub use mirror::{
     AccountState, Batch, BatchKind, BatchState, Claimed, DesiredOf, OutboxItem, PlanRecord,
@@ -40,6 +42,8 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/007_whapi_ownership.sql")),
     M::up(include_str!("migrations/008_telegram_account.sql")),
     M::up(include_str!("migrations/009_forget_all.sql")),
+    M::up(include_str!("migrations/010_contact_key.sql")),
+    M::up(include_str!("migrations/011_carddav.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 

@@ -169,12 +169,13 @@ impl Store {
         }
         let tx = self.conn_mut().transaction()?;
         {
-            let mut remove = tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND e164 = ?2")?;
+            let mut remove =
+                tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND contact_key = ?2")?;
             let mut keep_deleted = tx.prepare(
                 "UPDATE mirror SET state = 'not_imported', hold_first_name = first_name,
                    hold_last_name = last_name, hold_until = NULL,
                    hold_reason = 'deleted on the phone (on_remote_delete = keep)', updated_at = ?3
-                 WHERE backend = ?1 AND e164 = ?2",
+                 WHERE backend = ?1 AND contact_key = ?2",
             )?;
             for e164 in &changes.gone {
                 if policy.reimport {
@@ -187,15 +188,15 @@ impl Store {
                 remove.execute(params![backend, e164])?;
             }
             let mut confirm = tx.prepare(
-                "UPDATE mirror SET state = 'imported', updated_at = ?3 WHERE backend = ?1 AND e164 = ?2",
+                "UPDATE mirror SET state = 'imported', updated_at = ?3 WHERE backend = ?1 AND contact_key = ?2",
             )?;
             for e164 in &changes.confirmed {
                 confirm.execute(params![backend, e164, now])?;
             }
             let mut user = tx.prepare(
-                "INSERT INTO mirror (backend, e164, first_name, last_name, state, attempts, updated_at)
+                "INSERT INTO mirror (backend, contact_key, first_name, last_name, state, attempts, updated_at)
                  VALUES (?1, ?2, ?3, '', 'user', 0, ?4)
-                 ON CONFLICT(backend, e164) DO UPDATE SET first_name = excluded.first_name,
+                 ON CONFLICT(backend, contact_key) DO UPDATE SET first_name = excluded.first_name,
                    last_name = '', state = 'user', hold_first_name = NULL, hold_last_name = NULL,
                    hold_until = NULL, hold_reason = NULL, updated_at = excluded.updated_at",
             )?;
@@ -219,9 +220,9 @@ impl Store {
     }
 
     fn ownership_rows(&self, backend: &str) -> Result<BTreeMap<String, Row>> {
-        let mut statement = self
-            .conn()
-            .prepare("SELECT e164, state, first_name, last_name FROM mirror WHERE backend = ?1")?;
+        let mut statement = self.conn().prepare(
+            "SELECT contact_key, state, first_name, last_name FROM mirror WHERE backend = ?1",
+        )?;
         let rows = statement.query_map([backend], |row| {
             Ok((
                 row.get::<_, String>(0)?,
@@ -275,7 +276,7 @@ impl Store {
     pub fn ownership_counts(&self, backend: &str) -> Result<OwnershipCounts> {
         Ok(self.conn().query_row(
             "SELECT
-               coalesce(sum(state = 'user' AND EXISTS (SELECT 1 FROM card_phone c WHERE c.e164 = m.e164)), 0),
+               coalesce(sum(state = 'user' AND EXISTS (SELECT 1 FROM card_phone c WHERE c.contact_key = m.contact_key)), 0),
                coalesce(sum(state = 'unverified'), 0)
              FROM mirror m WHERE backend = ?1",
             [backend],
@@ -357,9 +358,9 @@ pub(super) fn record_saved_by_user(
         )
     };
     tx.execute(
-        "INSERT INTO mirror (backend, e164, first_name, last_name, state, client_id, attempts, updated_at)
+        "INSERT INTO mirror (backend, contact_key, first_name, last_name, state, client_id, attempts, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)
-         ON CONFLICT(backend, e164) DO UPDATE SET first_name = excluded.first_name,
+         ON CONFLICT(backend, contact_key) DO UPDATE SET first_name = excluded.first_name,
            last_name = excluded.last_name, state = excluded.state, client_id = excluded.client_id,
            hold_first_name = NULL, hold_last_name = NULL, hold_until = NULL, hold_reason = NULL,
            attempts = 0, updated_at = excluded.updated_at",
@@ -454,7 +455,7 @@ mod tests {
             store
                 .conn()
                 .execute(
-                    "INSERT INTO mirror (backend, e164, first_name, last_name, state, updated_at)
+                    "INSERT INTO mirror (backend, contact_key, first_name, last_name, state, updated_at)
                      VALUES ('whatsapp', ?1, ?2, '', ?3, 0)",
                     params![e164, first, state],
                 )

@@ -1,9 +1,14 @@
-//! Finding the vCard files of a source (a vdir, a tree of folders, or one file), and the
-//! incremental scan: fingerprints, reading only what changed, deferring half-written files.
+//! The scan contract of every source, whatever its kind: what a scan finds (`Scan`, each
+//! source's status), the derivation key, and how a card's bytes become the per-card records
+//! the store keeps (`card_phone` rows under a file path or a card URL). The kinds beside it:
+//! `folder` (a vdir, a tree of folders, or one file: fingerprints, half-written files) and
+//! `carddav` (a server's address books, polled into the state's cache).
+
+pub mod carddav;
+mod folder;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
-use std::os::unix::fs::MetadataExt;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,115 +18,8 @@ use crate::phone::DefaultRegion;
 use crate::store::{self, FileRecord, FileState, SourceStatus, Store, StoredPhone, Timestamp};
 use crate::vcard::{self, FileError};
 
-/// The files a source consists of, and what could not be looked at.
-#[derive(Debug, Default)]
-pub struct Listing {
-    /// Sorted, so every run visits files in the same order.
-    pub files: Vec<PathBuf>,
-    pub errors: Vec<(PathBuf, std::io::Error)>,
-}
-
-/// What to do about a source contactsyncd may not read (issue 16.6: a system service
-/// cannot enter a 0700 or 0750 home directory); nothing for other errors.
-fn access_hint(err: &std::io::Error) -> &'static str {
-    if err.kind() == std::io::ErrorKind::PermissionDenied {
-        "; permission denied: the user contactsyncd runs as needs read access to it and search (x) access to every directory above it. The system service runs as its own user and cannot enter a home directory of mode 0700 or 0750: for an address book in your home use the user unit (README, \"Running as a service\")"
-    } else {
-        ""
-    }
-}
-
-/// Lists a source. A file is taken as it is, whatever its name; a directory is walked,
-/// following symlinks but never into a directory twice (no loops), taking `*.vcf` and
-/// `*.vcard` and skipping hidden, editor and temporary files.
-pub fn list_files(root: &Path) -> Listing {
-    let mut listing = Listing::default();
-    match std::fs::metadata(root) {
-        Ok(meta) if meta.is_dir() => {
-            let mut visited = HashSet::new();
-            walk(root, &mut visited, &mut listing);
-        }
-        Ok(_) => listing.files.push(root.to_owned()),
-        Err(err) => listing.errors.push((root.to_owned(), err)),
-    }
-    // Byte order, not Path's component order: as deterministic and much cheaper.
-    listing
-        .files
-        .sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
-    listing
-}
-
-fn walk(dir: &Path, visited: &mut HashSet<(u64, u64)>, listing: &mut Listing) {
-    match std::fs::metadata(dir) {
-        Ok(meta) => {
-            if !visited.insert((meta.dev(), meta.ino())) {
-                return;
-            }
-        }
-        Err(err) => {
-            listing.errors.push((dir.to_owned(), err));
-            return;
-        }
-    }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) => {
-            listing.errors.push((dir.to_owned(), err));
-            return;
-        }
-    };
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(err) => {
-                listing.errors.push((dir.to_owned(), err));
-                continue;
-            }
-        };
-        let name = entry.file_name();
-        if is_hidden_or_temporary(&name) {
-            continue;
-        }
-        let path = entry.path();
-        let is_dir = match entry.file_type() {
-            Ok(t) if t.is_symlink() => match std::fs::metadata(&path) {
-                Ok(meta) => meta.is_dir(),
-                // A dangling symlink is no contact file: skip it quietly if it is not one.
-                Err(err) => {
-                    if is_vcard_name(&name) {
-                        listing.errors.push((path, err));
-                    }
-                    continue;
-                }
-            },
-            Ok(t) => t.is_dir(),
-            Err(err) => {
-                listing.errors.push((path, err));
-                continue;
-            }
-        };
-        if is_dir {
-            walk(&path, visited, listing);
-        } else if is_vcard_name(&name) {
-            listing.files.push(path);
-        }
-    }
-}
-
-/// `.hidden`, `.#emacs-lock`, `backup~`, `x.tmp`, `.x.swp`: files a vdir never means.
-pub fn is_hidden_or_temporary(name: &OsStr) -> bool {
-    let name = name.to_string_lossy();
-    name.starts_with('.')
-        || name.ends_with('~')
-        || name.ends_with(".tmp")
-        || name.ends_with(".swp")
-        || name.ends_with(".part")
-}
-
-pub fn is_vcard_name(name: &OsStr) -> bool {
-    let name = name.to_string_lossy().to_ascii_lowercase();
-    (name.ends_with(".vcf") || name.ends_with(".vcard")) && !is_hidden_or_temporary(name.as_ref())
-}
+pub use folder::{Listing, is_hidden_or_temporary, is_vcard_name, list_files, redact_path};
+use folder::{access_hint, examine_file, examine_files, fingerprint, source_lists};
 
 /// How a scan changes the stored state of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,36 +114,6 @@ pub const SOURCE_EMPTY: &str = "empty";
 /// Missing, unreadable or suddenly empty: its contacts are kept as they were.
 pub const SOURCE_UNKNOWN: &str = "unknown";
 
-/// A path inside a source as logs show it: every component cut to its first character,
-/// vCard extensions kept (`Jane Doe +49 170 1234567.vcf` → `J….vcf`, `Family/Jo.vcf` → `F…/J….vcf`),
-/// enough to tell a folder from a file, too little to name anyone. `status` has the path.
-pub fn redact_path(root: &Path, path: &Path) -> String {
-    let Ok(inside) = path.strip_prefix(root) else {
-        return "a file outside the source".to_owned();
-    };
-    if inside.as_os_str().is_empty() {
-        return "the source's own path".to_owned();
-    }
-    let parts: Vec<String> = inside
-        .iter()
-        .map(|part| {
-            let part = Path::new(part);
-            let first: String = part
-                .to_string_lossy()
-                .chars()
-                .next()
-                .map(String::from)
-                .unwrap_or_default();
-            // Only a vCard extension: in "Mr. Jane Doe" everything after the dot would be.
-            match part.extension().map(|e| e.to_string_lossy()) {
-                Some(ext) if is_vcard_name(part.as_os_str()) => format!("{first}….{ext}"),
-                _ => format!("{first}…"),
-            }
-        })
-        .collect();
-    parts.join("/")
-}
-
 /// Scans every configured source against the stored fingerprints. Reads nothing it does not
 /// have to: an unchanged (size, mtime_ns, inode) is not read, an unchanged content hash is
 /// not parsed. Writes nothing: the caller stores `changes` (or, for `plan`, does not).
@@ -269,13 +137,14 @@ pub fn scan(
             source,
             order,
             config.default_region,
+            store,
             &known,
             &mut stored,
             now,
             accept_empty,
             &mut scan,
             &mut desired,
-        ));
+        )?);
     }
     // Files of sources no longer configured: the user took them out of the sync.
     let configured: HashSet<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
@@ -307,14 +176,15 @@ fn scan_source(
     source: &SourceConfig,
     order: u32,
     region: Option<DefaultRegion>,
+    store: &Store,
     known: &HashMap<OsString, FileRecord>,
     stored: &mut HashMap<OsString, Vec<StoredPhone>>,
     now: Timestamp,
     accept_empty: bool,
     scan: &mut Scan,
     desired: &mut DesiredSetBuilder,
-) -> Vec<PathBuf> {
-    let listing = list_files(&source.path);
+) -> Result<Vec<PathBuf>, store::StoreError> {
+    let derivation = Derivation::of(source, region);
     let mut status = SourceStatus {
         name: source.name.clone(),
         path: source.path.display().to_string(),
@@ -322,26 +192,45 @@ fn scan_source(
         scanned_at: now,
         ..SourceStatus::default()
     };
-    let mut unknown_reason: Option<String> = listing
-        .errors
-        .first()
-        .map(|(path, err)| format!("cannot read {}: {err}{}", path.display(), access_hint(err)));
-    // io::Error's text has no path; the path is redacted.
-    let redacted_reason = listing.errors.first().map(|(path, err)| {
-        format!(
-            "cannot read {}: {err}{}",
-            redact_path(&source.path, path),
-            access_hint(err)
-        )
-    });
+    // A CardDAV source's "files" are the cards its server last gave, by URL, from the
+    // state's cache; from here on both kinds are one.
+    let (listing, examined, mut unknown_reason, redacted_reason) = if source.is_carddav() {
+        let cards = carddav::cards(store, source)?;
+        let mut examined = Vec::with_capacity(cards.len());
+        for card in &cards {
+            let previous = known.get(std::ffi::OsStr::new(&card.url));
+            examined.push(carddav::examine_card(store, card, previous, derivation, scan)?);
+        }
+        // Its reasons name no card and no user: fit for logs as they are.
+        let reason = carddav::unknown_reason(store, source)?;
+        let listing = Listing {
+            files: cards.into_iter().map(|c| PathBuf::from(c.url)).collect(),
+            errors: Vec::new(),
+        };
+        (listing, examined, reason.clone(), reason)
+    } else {
+        let listing = list_files(&source.path);
+        let unknown_reason: Option<String> = listing.errors.first().map(|(path, err)| {
+            format!("cannot read {}: {err}{}", path.display(), access_hint(err))
+        });
+        // io::Error's text has no path; the path is redacted.
+        let redacted_reason = listing.errors.first().map(|(path, err)| {
+            format!(
+                "cannot read {}: {err}{}",
+                redact_path(&source.path, path),
+                access_hint(err)
+            )
+        });
+        tracing::info!(target: crate::progress::TARGET, source = %source.name, files = listing.files.len(), "scanning");
+        let examined = examine_files(&listing.files, known, derivation, scan);
+        (listing, examined, unknown_reason, redacted_reason)
+    };
     let mut changes: Vec<FileChange> = Vec::new();
     let mut contributions: Vec<(&Path, FileContribution)> = Vec::with_capacity(listing.files.len());
     let previous_files: Vec<&FileRecord> =
         known.values().filter(|r| r.source == source.name).collect();
     let previous_cards: u64 = previous_files.iter().map(|r| u64::from(r.cards)).sum();
 
-    tracing::info!(target: crate::progress::TARGET, source = %source.name, files = listing.files.len(), "scanning");
-    let examined = examine_files(&listing.files, known, Derivation::of(source, region), scan);
     for (path, examined) in listing.files.iter().zip(examined) {
         scan.files_seen += 1;
         let previous = known.get(path.as_os_str());
@@ -437,7 +326,7 @@ fn scan_source(
     }
     scan.changes.extend(changes);
     scan.statuses.push(status);
-    listing.files
+    Ok(listing.files)
 }
 
 /// `files` is a sorted listing.
@@ -459,56 +348,6 @@ enum Examined {
     Deferred(FileChange),
 }
 
-/// `examine_file` for every listed file, in order, on every core when there are many: a
-/// first pass over a large vdir is reading and parsing thousands of independent files.
-fn examine_files(
-    files: &[PathBuf],
-    known: &HashMap<OsString, FileRecord>,
-    derivation: Derivation<'_>,
-    scan: &mut Scan,
-) -> Vec<Examined> {
-    let examine_chunk = |chunk: &[PathBuf], counts: &mut Scan| -> Vec<Examined> {
-        chunk
-            .iter()
-            .map(|path| examine_file(path, known.get(path.as_os_str()), derivation, counts))
-            .collect()
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    if threads < 2 || files.len() < PARALLEL_SCAN_MIN_FILES {
-        return examine_chunk(files, scan);
-    }
-    let chunk_size = files.len().div_ceil(threads);
-    let results: Vec<(Vec<Examined>, Scan)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = files
-            .chunks(chunk_size)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    let mut counts = Scan::default();
-                    (examine_chunk(chunk, &mut counts), counts)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| match worker.join() {
-                Ok(result) => result,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    });
-    let mut examined = Vec::with_capacity(files.len());
-    for (part, counts) in results {
-        examined.extend(part);
-        scan.files_read += counts.files_read;
-        scan.files_parsed += counts.files_parsed;
-        scan.files_deferred += counts.files_deferred;
-    }
-    examined
-}
-
-/// Below this, threads cost more than they save.
-const PARALLEL_SCAN_MIN_FILES: usize = 512;
-
 /// What a source's files are derived with, and its key: computed once per source, not per
 /// file (the key serializes the filters).
 #[derive(Clone, Copy)]
@@ -528,114 +367,6 @@ impl<'a> Derivation<'a> {
     }
 }
 
-/// Stat → (if moved) read and hash → (if the content changed) parse, counting into `scan`.
-fn examine_file(
-    path: &Path,
-    previous: Option<&FileRecord>,
-    derivation: Derivation<'_>,
-    scan: &mut Scan,
-) -> Examined {
-    let Derivation {
-        source,
-        region,
-        key,
-    } = derivation;
-    let mut defer = |state: FileState, error: String| {
-        scan.files_deferred += 1;
-        Examined::Deferred(FileChange::Deferred {
-            path: path.to_owned(),
-            source: source.name.clone(),
-            state,
-            error,
-        })
-    };
-    let stat = match std::fs::metadata(path) {
-        Ok(meta) => fingerprint(&meta),
-        Err(err) => return defer(FileState::Unreadable, err.to_string()),
-    };
-    if let Some(previous) = previous.filter(|p| {
-        p.state == FileState::Ok && p.stat == Some(stat) && p.derived_with == Some(key) && !p.racy
-    }) {
-        if previous.source == source.name {
-            return Examined::Unchanged;
-        }
-        // The same file now belongs to a renamed or another source.
-        return Examined::Touched(FileChange::Updated {
-            record: FileRecord {
-                source: source.name.clone(),
-                ..previous.clone()
-            },
-            phones: None,
-        });
-    }
-    scan.files_read += 1;
-    let read_at = std::time::SystemTime::now();
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(err) => return defer(FileState::Unreadable, err.to_string()),
-    };
-    // A writer still at work: the file moved under us while we read it.
-    if std::fs::metadata(path).map(|m| fingerprint(&m)).ok() != Some(stat) {
-        return defer(
-            FileState::Incomplete,
-            "changed while being read; will read again".into(),
-        );
-    }
-    let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
-    let record = |cards: u64, card_errors: u64| FileRecord {
-        path: path.to_owned(),
-        source: source.name.clone(),
-        stat: Some(stat),
-        content_hash: Some(hash),
-        state: FileState::Ok,
-        last_error: None,
-        cards: u32::try_from(cards).unwrap_or(u32::MAX),
-        card_errors: u32::try_from(card_errors).unwrap_or(u32::MAX),
-        derived_with: Some(key),
-        racy: is_racy(stat.1, read_at),
-    };
-    // The same bytes derived the same way give the same phones: no parse.
-    if let Some(previous) = previous.filter(|p| {
-        p.state == FileState::Ok && p.content_hash == Some(hash) && p.derived_with == Some(key)
-    }) {
-        return Examined::Touched(FileChange::Updated {
-            record: record(u64::from(previous.cards), u64::from(previous.card_errors)),
-            phones: None,
-        });
-    }
-    scan.files_parsed += 1;
-    match understand_file(&bytes, source, region) {
-        Ok(contribution) => Examined::Parsed(
-            FileChange::Updated {
-                record: record(contribution.cards, contribution.card_errors),
-                phones: Some(contribution.phones.clone()),
-            },
-            contribution,
-        ),
-        Err((FileState::Incomplete, error)) => {
-            let age_secs = read_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-                .saturating_sub(stat.1.div_euclid(1_000_000_000));
-            if age_secs > INCOMPLETE_GRACE_SECS {
-                defer(
-                    FileState::Stalled,
-                    format!(
-                        "{error} and has not changed for {} minutes: an export that stopped half-way? Export it again (or complete the card)",
-                        age_secs / 60
-                    ),
-                )
-            } else {
-                defer(
-                    FileState::Incomplete,
-                    format!("{error}: probably still being written"),
-                )
-            }
-        }
-        Err((state, error)) => defer(state, error),
-    }
-}
-
 /// Whether a full scan would change nothing and find every source as before: each listed
 /// file has its last complete read's fingerprint, in the same source; every stored file is
 /// still listed; every listing worked. Reads no file, one stat each (like `find`). Returns
@@ -644,11 +375,23 @@ pub fn unchanged(config: &Config, store: &Store) -> Result<Option<u64>, store::S
     let stored = store.file_fingerprints()?;
     let mut matched: u64 = 0;
     for source in &config.sources {
+        let key = derivation_key(source, config.default_region);
+        if source.is_carddav() {
+            // Its cache moves only by a poll, which also clears the settled plan; this
+            // checks that every cached card was derived as it is now.
+            let cards = carddav::cards(store, source)?;
+            if carddav::unknown_reason(store, source)?.is_some()
+                || !carddav::unchanged_cards(&cards, source, key, &stored)
+            {
+                return Ok(None);
+            }
+            matched += cards.len() as u64;
+            continue;
+        }
         let listing = list_files(&source.path);
         if !listing.errors.is_empty() {
             return Ok(None);
         }
-        let key = derivation_key(source, config.default_region);
         for path in &listing.files {
             let Some((owner, Some((stat, derived_with)))) =
                 stored.get(path.to_string_lossy().as_ref())
@@ -697,7 +440,10 @@ pub fn scan_changed(
         return Ok(None);
     }
     for path in paths {
-        let mut owners = config.sources.iter().filter(|s| source_lists(s, path));
+        let mut owners = config
+            .sources
+            .iter()
+            .filter(|s| !s.is_carddav() && source_lists(s, path));
         let Some(source) = owners.next() else {
             continue;
         };
@@ -758,20 +504,6 @@ pub fn desired_for_numbers(
     Ok(desired.finish())
 }
 
-/// Whether `list_files(source)` would list `path` (if it exists).
-fn source_lists(source: &SourceConfig, path: &Path) -> bool {
-    if path == source.path {
-        return true;
-    }
-    let Ok(inside) = path.strip_prefix(&source.path) else {
-        return false;
-    };
-    path.file_name().is_some_and(is_vcard_name)
-        && inside
-            .components()
-            .all(|c| !is_hidden_or_temporary(c.as_os_str()))
-}
-
 fn add_to_desired(
     desired: &mut DesiredSetBuilder,
     order: u32,
@@ -822,28 +554,6 @@ pub fn derivation_key(source: &SourceConfig, region: Option<DefaultRegion>) -> u
     ))
     .unwrap_or_default();
     xxhash_rust::xxh3::xxh3_64(&inputs)
-}
-
-/// File systems keep mtimes at a granularity of up to 2 s (FAT; 1 s for ext3, SMB, many
-/// FUSE file systems). A file written within that window of our read could be written
-/// again with the same size and mtime: git calls such an entry "racily clean".
-const RACY_WINDOW_NS: i64 = 2_000_000_000;
-
-/// Whether an mtime is not clearly older than the moment the read started: then the
-/// fingerprint cannot vouch for the content, and the next pass reads the file again.
-fn is_racy(mtime_ns: i64, read_at: std::time::SystemTime) -> bool {
-    let read_ns = read_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    mtime_ns > read_ns.saturating_sub(RACY_WINDOW_NS)
-}
-
-fn fingerprint(meta: &std::fs::Metadata) -> (u64, i64, u64) {
-    let mtime_ns = meta
-        .mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec());
-    (meta.len(), mtime_ns, meta.ino())
 }
 
 /// Parses a file's bytes into the phones it contributes; incomplete or cardless files are
@@ -914,71 +624,4 @@ fn understand_file(
         }
     }
     Ok(contribution)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rstest::rstest;
-
-    #[rstest]
-    #[case::vcf("alice.vcf", true)]
-    #[case::upper("ALICE.VCF", true)]
-    #[case::vcard("bob.vcard", true)]
-    #[case::hidden(".alice.vcf", false)]
-    #[case::emacs_lock(".#alice.vcf", false)]
-    #[case::backup("alice.vcf~", false)]
-    #[case::tmp("alice.vcf.tmp", false)]
-    #[case::swap(".alice.vcf.swp", false)]
-    #[case::other("notes.txt", false)]
-    fn recognizes_vcard_files(#[case] name: &str, #[case] expected: bool) {
-        assert_eq!(is_vcard_name(OsStr::new(name)), expected);
-    }
-
-    #[test]
-    fn walks_nested_directories_without_following_loops() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("a/b")).unwrap();
-        std::fs::create_dir(root.join(".hidden")).unwrap();
-        std::fs::write(root.join("top.vcf"), "").unwrap();
-        std::fs::write(root.join("a/b/deep.VCF"), "").unwrap();
-        std::fs::write(root.join(".hidden/secret.vcf"), "").unwrap();
-        std::fs::write(root.join("a/readme.txt"), "").unwrap();
-        std::os::unix::fs::symlink(root, root.join("a/b/loop")).unwrap();
-        let listing = list_files(root);
-        assert!(listing.errors.is_empty(), "{:?}", listing.errors);
-        assert_eq!(
-            listing.files,
-            vec![root.join("a/b/deep.VCF"), root.join("top.vcf")]
-        );
-    }
-
-    #[test]
-    fn a_file_source_is_taken_whatever_its_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("export.txt");
-        std::fs::write(&file, "").unwrap();
-        assert_eq!(list_files(&file).files, vec![file]);
-    }
-
-    #[test]
-    fn a_missing_source_is_an_error_not_an_empty_listing() {
-        let listing = list_files(Path::new("/nonexistent/contactsyncd"));
-        assert!(listing.files.is_empty());
-        assert_eq!(listing.errors.len(), 1);
-    }
-
-    #[rstest]
-    #[case::file_named_after_a_person("/b/Jane Doe +49 170 1234567.vcf", "J….vcf")]
-    #[case::in_a_folder("/b/Family/Jo Roe.vcard", "F…/J….vcard")]
-    #[case::folder("/b/Anna Maria", "A…")]
-    #[case::the_source_itself("/b", "the source's own path")]
-    #[case::outside("/elsewhere/x.vcf", "a file outside the source")]
-    #[case::multibyte("/b/Ökan.vcf", "Ö….vcf")]
-    #[case::dot_in_a_folder_name("/b/Mr. Jane Doe", "M…")]
-    #[case::upper_case_extension("/b/JANE.VCF", "J….VCF")]
-    fn paths_are_redacted_for_logs(#[case] path: &str, #[case] expected: &str) {
-        assert_eq!(redact_path(Path::new("/b"), Path::new(path)), expected);
-    }
 }

@@ -1,0 +1,1263 @@
+//! A CardDAV source: the client that polls the server into the state's cache, and the scan
+//! of that cache (a card is examined like a file, keyed by its URL).
+//!
+//! The WebDAV requests are written here on reqwest (already linked for Whapi) with quick-xml
+//! as the XML parser, not with libdav: libdav 0.11 hides what an incremental, bounded sync
+//! must see — the `Retry-After` of a 429/503, the 507 row of a truncated sync report, an
+//! invalid token answered with 412, each answer's size — and sends every href in one
+//! multiget; working around that needed raw requests anyway (README, "Dependency notes").
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+
+use crate::config::{CardDavConfig, PasswordSource, SourceConfig};
+use crate::store::{
+    self, BookPoll, CachedCard, CardDavBook, CardDavPoll, FetchedCard, FileRecord, FileState,
+    Store,
+};
+
+use super::{Derivation, Examined, FileChange, Scan};
+
+/// One card may be at most this large; a larger one is reported with its URL and skipped
+/// (Baïkal refuses cards over 1 MB; a 161 MB card broke DAVx5).
+pub const MAX_CARD_BYTES: usize = 1024 * 1024;
+/// At most this many hrefs per addressbook-multiget (as Evolution sends).
+pub const MULTIGET_BATCH: usize = 100;
+/// One answer may be at most this large; a multiget beyond it is split.
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// A truncated sync report (507) is asked again at most this often in one poll.
+const MAX_ROUNDS: usize = 1000;
+/// A 429/503 whose Retry-After is at most this long is waited out within the poll.
+const MAX_INLINE_WAIT: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_REDIRECTS: usize = 5;
+
+const DAV: &str = "DAV:";
+const CARDDAV: &str = "urn:ietf:params:xml:ns:carddav";
+
+/// Why a poll could not complete: the source counts as unknown, nothing of it is deleted.
+/// The texts hold no card URL, user name or password.
+#[derive(Debug, thiserror::Error)]
+pub enum CardDavError {
+    #[error("wrong user name or password for source {name} (the server answered 401)")]
+    Unauthorized { name: String },
+    #[error("cannot reach the server of source {name}: {reason}")]
+    Unreachable { name: String, reason: String },
+    #[error("the server of source {name} answered {status} to {what}")]
+    Status {
+        name: String,
+        status: StatusCode,
+        what: &'static str,
+    },
+    #[error("the server of source {name} asks to wait {seconds} s ({status}); polled again after that")]
+    Wait {
+        name: String,
+        status: StatusCode,
+        seconds: u64,
+    },
+    #[error("the server of source {name} gave an answer to {what} that is not CardDAV: {reason}")]
+    Garbage {
+        name: String,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("source {name}: {reason}")]
+    Setup { name: String, reason: String },
+}
+
+impl CardDavError {
+    /// Seconds the server asked to wait, when it did.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Wait { seconds, .. } => Some(*seconds),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// XML: a small namespace-resolved tree of an answer (quick-xml does the parsing).
+
+#[derive(Debug, Default, Clone)]
+struct Node {
+    ns: String,
+    name: String,
+    text: String,
+    children: Vec<Node>,
+}
+
+impl Node {
+    fn is(&self, ns: &str, name: &str) -> bool {
+        self.ns == ns && self.name == name
+    }
+
+    fn child(&self, ns: &str, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.is(ns, name))
+    }
+
+    fn children_named<'a>(&'a self, ns: &'a str, name: &'a str) -> impl Iterator<Item = &'a Node> {
+        self.children.iter().filter(move |c| c.is(ns, name))
+    }
+
+    /// The first descendant so named, depth first.
+    fn find(&self, ns: &str, name: &str) -> Option<&Node> {
+        self.children
+            .iter()
+            .find_map(|c| if c.is(ns, name) { Some(c) } else { c.find(ns, name) })
+    }
+
+    fn trimmed(&self) -> &str {
+        self.text.trim()
+    }
+}
+
+fn parse_xml(bytes: &[u8]) -> Result<Node, String> {
+    use quick_xml::events::Event;
+    use quick_xml::name::ResolveResult;
+    let text = std::str::from_utf8(bytes).map_err(|_| "the XML is not UTF-8".to_owned())?;
+    let mut reader = quick_xml::NsReader::from_str(text);
+    let mut stack: Vec<Node> = vec![Node::default()];
+    let namespace = |resolved: ResolveResult<'_>| match resolved {
+        ResolveResult::Bound(ns) => ns.as_ref().to_owned(),
+        _ => String::new(),
+    };
+    loop {
+        let (resolved, event) = reader
+            .read_resolved_event()
+            .map_err(|err| format!("malformed XML: {err}"))?;
+        match event {
+            Event::Start(start) => {
+                let node = Node {
+                    ns: namespace(resolved),
+                    name: start.local_name().as_ref().to_owned(),
+                    ..Node::default()
+                };
+                stack.push(node);
+            }
+            Event::Empty(start) => {
+                let node = Node {
+                    ns: namespace(resolved),
+                    name: start.local_name().as_ref().to_owned(),
+                    ..Node::default()
+                };
+                if let Some(parent) = stack.last_mut() {
+                    parent.children.push(node);
+                }
+            }
+            Event::End(_) => {
+                let node = stack.pop().ok_or("unbalanced XML")?;
+                let parent = stack.last_mut().ok_or("unbalanced XML")?;
+                parent.children.push(node);
+            }
+            Event::Text(text) => {
+                if let Some(node) = stack.last_mut() {
+                    node.text.push_str(&text.xml10_content());
+                }
+            }
+            Event::CData(data) => {
+                if let Some(node) = stack.last_mut() {
+                    node.text.push_str(&data.into_inner());
+                }
+            }
+            Event::GeneralRef(reference) => {
+                let resolved = match reference.resolve_char_ref() {
+                    Ok(Some(c)) => c,
+                    Ok(None) => match &*reference {
+                        "lt" => '<',
+                        "gt" => '>',
+                        "amp" => '&',
+                        "quot" => '"',
+                        "apos" => '\'',
+                        other => return Err(format!("unknown XML entity &{other};")),
+                    },
+                    Err(err) => return Err(format!("bad character reference: {err}")),
+                };
+                if let Some(node) = stack.last_mut() {
+                    node.text.push(resolved);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if stack.len() != 1 {
+        return Err("the XML ends inside an element".into());
+    }
+    let mut root = stack.pop().unwrap_or_default();
+    root.children.pop().ok_or_else(|| "no XML element".into())
+}
+
+/// The status code of a `<D:status>HTTP/1.1 404 Not Found</D:status>` line.
+fn status_of(node: &Node) -> Option<u16> {
+    node.child(DAV, "status")?
+        .trimmed()
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A `<D:response>` of a multistatus: its href, its status (when the response has one
+/// rather than propstats) and the properties found with 200.
+#[derive(Debug)]
+struct DavResponse<'a> {
+    href: String,
+    status: Option<u16>,
+    props: Vec<&'a Node>,
+}
+
+fn multistatus(root: &Node) -> Result<Vec<DavResponse<'_>>, String> {
+    if !root.is(DAV, "multistatus") {
+        return Err(format!("expected a DAV multistatus, got <{}>", root.name));
+    }
+    let mut responses = Vec::new();
+    for response in root.children_named(DAV, "response") {
+        let href = response
+            .child(DAV, "href")
+            .map(|h| h.trimmed().to_owned())
+            .filter(|h| !h.is_empty())
+            .ok_or("a response without href")?;
+        let mut props = Vec::new();
+        for propstat in response.children_named(DAV, "propstat") {
+            if status_of(propstat) == Some(200)
+                && let Some(prop) = propstat.child(DAV, "prop")
+            {
+                props.extend(prop.children.iter());
+            }
+        }
+        responses.push(DavResponse {
+            href,
+            status: status_of(response),
+            props,
+        });
+    }
+    Ok(responses)
+}
+
+impl DavResponse<'_> {
+    fn prop(&self, ns: &str, name: &str) -> Option<&Node> {
+        self.props.iter().copied().find(|p| p.is(ns, name))
+    }
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP
+
+struct Answer {
+    status: StatusCode,
+    url: Url,
+    body: Vec<u8>,
+}
+
+/// Counts of what a poll cost, for logs and the benchmark.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub requests: u64,
+    pub bytes_received: u64,
+}
+
+struct Client {
+    http: reqwest::Client,
+    source: String,
+    auth: Option<(String, Option<String>)>,
+    traffic: Traffic,
+}
+
+enum Failure {
+    /// The answer was too large to take whole.
+    TooLarge,
+    Error(CardDavError),
+}
+
+impl From<CardDavError> for Failure {
+    fn from(err: CardDavError) -> Self {
+        Self::Error(err)
+    }
+}
+
+impl Client {
+    fn new(source: &SourceConfig, config: &CardDavConfig) -> Result<Self, CardDavError> {
+        let setup = |reason: String| CardDavError::Setup {
+            name: source.name.clone(),
+            reason,
+        };
+        let password = read_password(&config.password, config.username.is_some())
+            .map_err(setup)?;
+        let auth = match (&config.username, password) {
+            (Some(user), password) => Some((user.clone(), password)),
+            (None, Some(password)) => Some((String::new(), Some(password))),
+            (None, None) => None,
+        };
+        // Redirects are followed by hand: reqwest turns a redirected PROPFIND into a GET.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(15))
+            .user_agent(concat!("contactsyncd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| setup(format!("cannot set up HTTP: {err}")))?;
+        Ok(Self {
+            http,
+            source: source.name.clone(),
+            auth,
+            traffic: Traffic::default(),
+        })
+    }
+
+    /// One request, following redirects (same method and body), waiting out a short
+    /// Retry-After. 401 and 5xx are errors; other statuses are the caller's to judge.
+    async fn send(
+        &mut self,
+        method: &Method,
+        url: &Url,
+        depth: Option<&str>,
+        body: Option<&str>,
+        what: &'static str,
+        limit: usize,
+    ) -> Result<Answer, Failure> {
+        let mut url = url.clone();
+        let mut redirects = 0;
+        let mut waits = 0;
+        loop {
+            let mut request = self.http.request(method.clone(), url.clone());
+            if let Some((user, password)) = &self.auth {
+                request = request.basic_auth(user, password.as_ref());
+            }
+            if let Some(depth) = depth {
+                request = request.header("Depth", depth);
+            }
+            if let Some(body) = body {
+                request = request
+                    .header("Content-Type", "application/xml; charset=utf-8")
+                    .body(body.to_owned());
+            }
+            self.traffic.requests += 1;
+            let mut response = request.send().await.map_err(|err| {
+                CardDavError::Unreachable {
+                    name: self.source.clone(),
+                    reason: describe_reqwest(&err),
+                }
+            })?;
+            let status = response.status();
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                let location = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| url.join(l).ok());
+                match location {
+                    Some(next) if redirects < MAX_REDIRECTS => {
+                        redirects += 1;
+                        url = next;
+                        continue;
+                    }
+                    _ => {
+                        return Err(CardDavError::Status {
+                            name: self.source.clone(),
+                            status,
+                            what,
+                        }
+                        .into());
+                    }
+                }
+            }
+            if status == StatusCode::UNAUTHORIZED {
+                return Err(CardDavError::Unauthorized {
+                    name: self.source.clone(),
+                }
+                .into());
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                let seconds = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                match seconds {
+                    Some(s) if Duration::from_secs(s) <= MAX_INLINE_WAIT && waits < 3 => {
+                        waits += 1;
+                        tracing::debug!(source = %self.source, seconds = s, "the server asks to wait");
+                        tokio::time::sleep(Duration::from_secs(s)).await;
+                        continue;
+                    }
+                    Some(seconds) => {
+                        return Err(CardDavError::Wait {
+                            name: self.source.clone(),
+                            status,
+                            seconds,
+                        }
+                        .into());
+                    }
+                    None => {}
+                }
+            }
+            if status.is_server_error() {
+                return Err(CardDavError::Status {
+                    name: self.source.clone(),
+                    status,
+                    what,
+                }
+                .into());
+            }
+            let mut body = Vec::new();
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        self.traffic.bytes_received += chunk.len() as u64;
+                        if body.len() + chunk.len() > limit {
+                            return Err(Failure::TooLarge);
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        return Err(CardDavError::Unreachable {
+                            name: self.source.clone(),
+                            reason: describe_reqwest(&err),
+                        }
+                        .into());
+                    }
+                }
+            }
+            return Ok(Answer { status, url, body });
+        }
+    }
+
+    /// A request whose answer must be a multistatus (207).
+    async fn multistatus(
+        &mut self,
+        method: &Method,
+        url: &Url,
+        depth: Option<&str>,
+        body: &str,
+        what: &'static str,
+    ) -> Result<(Url, Node), Failure> {
+        let answer = self
+            .send(method, url, depth, Some(body), what, MAX_ANSWER_BYTES)
+            .await?;
+        if answer.status != StatusCode::MULTI_STATUS {
+            return Err(CardDavError::Status {
+                name: self.source.clone(),
+                status: answer.status,
+                what,
+            }
+            .into());
+        }
+        let root = parse_xml(&answer.body).map_err(|reason| self.garbage(what, reason))?;
+        Ok((answer.url, root))
+    }
+
+    fn garbage(&self, what: &'static str, reason: String) -> CardDavError {
+        CardDavError::Garbage {
+            name: self.source.clone(),
+            what,
+            reason,
+        }
+    }
+}
+
+fn too_large(failure: Failure, client: &Client, what: &'static str) -> CardDavError {
+    match failure {
+        Failure::Error(err) => err,
+        Failure::TooLarge => client.garbage(
+            what,
+            format!("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20),
+        ),
+    }
+}
+
+/// reqwest's error without the URL (it may name the user's principal).
+fn describe_reqwest(err: &reqwest::Error) -> String {
+    let mut text = if err.is_timeout() {
+        "timed out".to_owned()
+    } else if err.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Reads the password from where the configuration says, now. `None`: no password (a
+/// credential that is not there, for a source without a user name).
+fn read_password(source: &PasswordSource, has_user: bool) -> Result<Option<String>, String> {
+    match source {
+        PasswordSource::File(path) => std::fs::read_to_string(path)
+            .map(|text| Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+            .map_err(|err| format!("cannot read password_file {}: {err}", path.display())),
+        PasswordSource::Command(argv) => {
+            let Some((program, args)) = argv.split_first() else {
+                return Err("password_command is empty".into());
+            };
+            let output = std::process::Command::new(program)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .map_err(|err| format!("cannot run password_command {program:?}: {err}"))?;
+            if !output.status.success() {
+                return Err(format!(
+                    "password_command {program:?} failed ({})",
+                    output.status
+                ));
+            }
+            let text = String::from_utf8_lossy(&output.stdout);
+            Ok(Some(text.lines().next().unwrap_or_default().to_owned()))
+        }
+        PasswordSource::Credential(name) => {
+            let path = std::env::var_os("CREDENTIALS_DIRECTORY")
+                .map(|dir| PathBuf::from(dir).join(name));
+            match path.map(std::fs::read_to_string) {
+                Some(Ok(text)) => Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned())),
+                _ if has_user => Err(format!(
+                    "no password: set password_file, password_command, or the systemd credential {name}"
+                )),
+                _ => Ok(None),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Discovery
+
+/// An address book as discovery found it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FoundBook {
+    pub url: String,
+    pub name: String,
+    pub supports_sync: bool,
+}
+
+const PROPFIND_DISCOVERY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:prop><D:resourcetype/><D:displayname/><D:current-user-principal/><C:addressbook-home-set/><D:supported-report-set/></D:prop></D:propfind>"#;
+
+fn book_of(response: &DavResponse<'_>, base: &Url) -> Option<FoundBook> {
+    let is_book = response
+        .prop(DAV, "resourcetype")
+        .is_some_and(|t| t.child(CARDDAV, "addressbook").is_some());
+    if !is_book {
+        return None;
+    }
+    let url = base.join(&response.href).ok()?;
+    let supports_sync = response
+        .prop(DAV, "supported-report-set")
+        .is_some_and(|set| set.find(DAV, "sync-collection").is_some());
+    let name = response
+        .prop(DAV, "displayname")
+        .map(|n| n.trimmed().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| last_segment(&url));
+    Some(FoundBook {
+        url: url.to_string(),
+        name,
+        supports_sync,
+    })
+}
+
+fn last_segment(url: &Url) -> String {
+    url.path_segments()
+        .and_then(|segments| segments.filter(|s| !s.is_empty()).next_back())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn href_in(response: &DavResponse<'_>, ns: &str, name: &str, base: &Url) -> Option<Url> {
+    let href = response.prop(ns, name)?.child(DAV, "href")?.trimmed();
+    base.join(href).ok()
+}
+
+/// Finds the address books: the URL itself when it is one; else its (or the well-known
+/// URL's) current-user-principal → addressbook-home-set → the address books in it.
+async fn discover(client: &mut Client, start: &Url) -> Result<Vec<FoundBook>, CardDavError> {
+    const WHAT: &str = "PROPFIND (discovery)";
+    let propfind = Method::from_bytes(b"PROPFIND").unwrap_or(Method::GET);
+    let mut home: Option<Url> = None;
+    let mut principal: Option<Url> = None;
+    let mut candidates = vec![start.clone()];
+    if let Ok(well_known) = start.join("/.well-known/carddav") {
+        candidates.push(well_known);
+    }
+    for url in candidates {
+        let (answered, root) = match client
+            .multistatus(&propfind, &url, Some("0"), PROPFIND_DISCOVERY, WHAT)
+            .await
+        {
+            Ok(found) => found,
+            // Not every URL is a DAV resource: a 404 or 405 here means try the next.
+            Err(Failure::Error(CardDavError::Status { status, .. }))
+                if status.is_client_error() =>
+            {
+                continue;
+            }
+            Err(failure) => return Err(too_large(failure, client, WHAT)),
+        };
+        let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+        for response in &responses {
+            if let Some(book) = book_of(response, &answered) {
+                return Ok(vec![book]);
+            }
+            home = home.or_else(|| href_in(response, CARDDAV, "addressbook-home-set", &answered));
+            principal =
+                principal.or_else(|| href_in(response, DAV, "current-user-principal", &answered));
+        }
+        if home.is_some() || principal.is_some() {
+            break;
+        }
+    }
+    if home.is_none()
+        && let Some(principal) = &principal
+    {
+        let (answered, root) = client
+            .multistatus(&propfind, principal, Some("0"), PROPFIND_DISCOVERY, WHAT)
+            .await
+            .map_err(|f| too_large(f, client, WHAT))?;
+        let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+        home = responses
+            .iter()
+            .find_map(|r| href_in(r, CARDDAV, "addressbook-home-set", &answered));
+    }
+    let Some(home) = home else {
+        return Err(CardDavError::Setup {
+            name: client.source.clone(),
+            reason: "no address book found at the configured URL (neither an address book, nor a principal or server that names an addressbook-home-set); give the address book's URL".into(),
+        });
+    };
+    let (answered, root) = client
+        .multistatus(&propfind, &home, Some("1"), PROPFIND_DISCOVERY, WHAT)
+        .await
+        .map_err(|f| too_large(f, client, WHAT))?;
+    let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+    let mut books: Vec<FoundBook> = responses
+        .iter()
+        .filter_map(|r| book_of(r, &answered))
+        .collect();
+    books.sort_by(|a, b| a.url.cmp(&b.url));
+    books.dedup_by(|a, b| a.url == b.url);
+    Ok(books)
+}
+
+/// The address books the configuration asks for, of those found.
+fn choose_books(
+    source: &str,
+    config: &CardDavConfig,
+    found: Vec<FoundBook>,
+) -> Result<Vec<FoundBook>, CardDavError> {
+    if found.is_empty() {
+        return Err(CardDavError::Setup {
+            name: source.to_owned(),
+            reason: "the server lists no address book for this user".into(),
+        });
+    }
+    if config.address_books.is_empty() {
+        return Ok(found);
+    }
+    let matches = |book: &FoundBook, wanted: &str| {
+        book.name == wanted
+            || Url::parse(&book.url).is_ok_and(|u| last_segment(&u) == wanted)
+    };
+    for wanted in &config.address_books {
+        if !found.iter().any(|b| matches(b, wanted)) {
+            let names: Vec<String> = found.iter().map(|b| format!("{:?}", b.name)).collect();
+            return Err(CardDavError::Setup {
+                name: source.to_owned(),
+                reason: format!(
+                    "no address book {wanted:?} on the server; it has {} (address_books takes display names or the last part of the URL; `contactsyncd check-source` lists them)",
+                    names.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(found
+        .into_iter()
+        .filter(|b| config.address_books.iter().any(|w| matches(b, w)))
+        .collect())
+}
+
+/// The key of what discovery depends on: another URL, user or choice of address books
+/// means discovering again.
+fn discovery_key(config: &CardDavConfig) -> u64 {
+    let inputs = serde_json::to_vec(&(&config.url, &config.username, &config.address_books))
+        .unwrap_or_default();
+    // 0 is what a failure row stores before any discovery.
+    xxhash_rust::xxh3::xxh3_64(&inputs).max(1)
+}
+
+// ---------------------------------------------------------------------------------------
+// Polling one address book
+
+/// What a listing of a book found (sync-collection or PROPFIND).
+#[derive(Debug, Default)]
+struct Listing {
+    /// URL → etag of members changed (or, for a full listing, all members).
+    members: Vec<(String, Option<String>)>,
+    deleted: Vec<String>,
+    /// A full listing: every member is named, so a cached card not named is gone.
+    complete: bool,
+    token: Option<String>,
+    truncated: bool,
+}
+
+enum SyncAnswer {
+    Listing(Listing),
+    InvalidToken,
+}
+
+fn sync_body(token: Option<&str>) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<D:sync-collection xmlns:D="DAV:"><D:sync-token>{}</D:sync-token><D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>"#,
+        xml_escape(token.unwrap_or_default())
+    )
+}
+
+async fn sync_collection(
+    client: &mut Client,
+    book: &Url,
+    token: Option<&str>,
+) -> Result<SyncAnswer, CardDavError> {
+    const WHAT: &str = "REPORT sync-collection";
+    let report = Method::from_bytes(b"REPORT").unwrap_or(Method::GET);
+    let answer = client
+        .send(&report, book, None, Some(&sync_body(token)), WHAT, MAX_ANSWER_BYTES)
+        .await
+        .map_err(|f| too_large(f, client, WHAT))?;
+    // RFC 6578 §3.2: an invalid or expired token is 403 with DAV:valid-sync-token; Xandikos
+    // answers 412 (Precondition Failed).
+    let names_valid_token = || {
+        parse_xml(&answer.body)
+            .ok()
+            .is_some_and(|root| root.is(DAV, "valid-sync-token") || root.find(DAV, "valid-sync-token").is_some())
+    };
+    if answer.status == StatusCode::PRECONDITION_FAILED
+        || (answer.status == StatusCode::FORBIDDEN && names_valid_token())
+    {
+        return Ok(SyncAnswer::InvalidToken);
+    }
+    if answer.status != StatusCode::MULTI_STATUS {
+        return Err(CardDavError::Status {
+            name: client.source.clone(),
+            status: answer.status,
+            what: WHAT,
+        });
+    }
+    let root = parse_xml(&answer.body).map_err(|r| client.garbage(WHAT, r))?;
+    let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+    let mut listing = Listing {
+        complete: token.is_none(),
+        ..Listing::default()
+    };
+    for response in &responses {
+        let url = answer
+            .url
+            .join(&response.href)
+            .map_err(|_| client.garbage(WHAT, "an href that is no URL".into()))?;
+        let is_collection = url.as_str().trim_end_matches('/') == book.as_str().trim_end_matches('/');
+        match response.status {
+            // RFC 6578 §3.6: the collection itself with 507: more changes than one answer.
+            Some(507) if is_collection => listing.truncated = true,
+            Some(404) => listing.deleted.push(url.to_string()),
+            _ if is_collection || url.as_str().ends_with('/') => {}
+            Some(status) if status != 200 => {
+                return Err(client.garbage(WHAT, format!("a member answered with status {status}")));
+            }
+            _ => {
+                let etag = response.prop(DAV, "getetag").map(|e| e.trimmed().to_owned());
+                listing.members.push((url.to_string(), etag));
+            }
+        }
+    }
+    listing.token = root
+        .child(DAV, "sync-token")
+        .map(|t| t.trimmed().to_owned())
+        .filter(|t| !t.is_empty());
+    if listing.token.is_none() {
+        return Err(client.garbage(WHAT, "no sync-token in the answer".into()));
+    }
+    Ok(SyncAnswer::Listing(listing))
+}
+
+/// PROPFIND depth 1 with getetag: every member, for servers without sync-collection.
+async fn list_members(client: &mut Client, book: &Url) -> Result<Listing, CardDavError> {
+    const WHAT: &str = "PROPFIND (listing)";
+    const BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getetag/></D:prop></D:propfind>"#;
+    let propfind = Method::from_bytes(b"PROPFIND").unwrap_or(Method::GET);
+    let (answered, root) = client
+        .multistatus(&propfind, book, Some("1"), BODY, WHAT)
+        .await
+        .map_err(|f| too_large(f, client, WHAT))?;
+    let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+    let mut listing = Listing {
+        complete: true,
+        ..Listing::default()
+    };
+    for response in &responses {
+        let url = answered
+            .join(&response.href)
+            .map_err(|_| client.garbage(WHAT, "an href that is no URL".into()))?;
+        let is_collection = response
+            .prop(DAV, "resourcetype")
+            .is_some_and(|t| t.child(DAV, "collection").is_some())
+            || url.as_str().ends_with('/');
+        if is_collection {
+            continue;
+        }
+        let etag = response.prop(DAV, "getetag").map(|e| e.trimmed().to_owned());
+        listing.members.push((url.to_string(), etag));
+    }
+    Ok(listing)
+}
+
+/// addressbook-multiget of `urls` (at most `MULTIGET_BATCH`); a batch whose answer is too
+/// large is split, and a single card too large is refused with its own error.
+async fn multiget(
+    client: &mut Client,
+    book: &Url,
+    urls: &[String],
+    fetched: &mut Vec<FetchedCard>,
+    gone: &mut Vec<String>,
+) -> Result<(), CardDavError> {
+    const WHAT: &str = "REPORT addressbook-multiget";
+    let report = Method::from_bytes(b"REPORT").unwrap_or(Method::GET);
+    let mut pending: Vec<&[String]> = urls.chunks(MULTIGET_BATCH).rev().collect();
+    while let Some(batch) = pending.pop() {
+        let mut body = String::from(
+            r#"<?xml version="1.0" encoding="utf-8"?>
+<C:addressbook-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:prop><D:getetag/><C:address-data/></D:prop>"#,
+        );
+        for url in batch {
+            let path = Url::parse(url).map_or_else(|_| url.clone(), |u| u.path().to_owned());
+            body.push_str(&format!("<D:href>{}</D:href>", xml_escape(&path)));
+        }
+        body.push_str("</C:addressbook-multiget>");
+        let limit = if batch.len() == 1 {
+            // One card: its limit plus room for the XML around it and escaping.
+            MAX_CARD_BYTES * 2 + 64 * 1024
+        } else {
+            MAX_ANSWER_BYTES
+        };
+        let answer = match client.send(&report, book, Some("1"), Some(&body), WHAT, limit).await {
+            Ok(answer) => answer,
+            Err(Failure::TooLarge) if batch.len() > 1 => {
+                let (first, second) = batch.split_at(batch.len() / 2);
+                pending.push(second);
+                pending.push(first);
+                continue;
+            }
+            Err(Failure::TooLarge) => {
+                fetched.push(FetchedCard {
+                    url: batch[0].clone(),
+                    etag: None,
+                    body: Err(too_big_card(limit)),
+                    size: limit as u64,
+                });
+                continue;
+            }
+            Err(Failure::Error(err)) => return Err(err),
+        };
+        if answer.status != StatusCode::MULTI_STATUS {
+            return Err(CardDavError::Status {
+                name: client.source.clone(),
+                status: answer.status,
+                what: WHAT,
+            });
+        }
+        let root = parse_xml(&answer.body).map_err(|r| client.garbage(WHAT, r))?;
+        let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+        let mut answered: HashSet<String> = HashSet::new();
+        for response in &responses {
+            let Ok(url) = answer.url.join(&response.href) else {
+                return Err(client.garbage(WHAT, "an href that is no URL".into()));
+            };
+            let url = url.to_string();
+            answered.insert(url.clone());
+            if response.status == Some(404) {
+                gone.push(url);
+                continue;
+            }
+            let Some(data) = response.prop(CARDDAV, "address-data") else {
+                if response.status.is_some_and(|s| s != 200) {
+                    return Err(client.garbage(
+                        WHAT,
+                        format!("a card answered with status {}", response.status.unwrap_or(0)),
+                    ));
+                }
+                return Err(client.garbage(WHAT, "a card without address-data".into()));
+            };
+            let etag = response.prop(DAV, "getetag").map(|e| e.trimmed().to_owned());
+            let size = data.text.len();
+            fetched.push(FetchedCard {
+                url,
+                etag,
+                body: if size > MAX_CARD_BYTES {
+                    Err(too_big_card(size))
+                } else {
+                    Ok(data.text.clone().into_bytes())
+                },
+                size: size as u64,
+            });
+        }
+        if let Some(missing) = batch.iter().find(|u| !answered.contains(*u)) {
+            let _ = missing;
+            return Err(client.garbage(
+                WHAT,
+                "the answer leaves out a card that was asked for".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn too_big_card(size: usize) -> String {
+    format!(
+        "the card is {:.1} MiB, more than the {} MiB one card may have (a large photo?); it is skipped",
+        size as f64 / (1024.0 * 1024.0),
+        MAX_CARD_BYTES >> 20
+    )
+}
+
+/// Polls one address book from its stored token; returns what to store.
+/// `cached`: the book's cached cards (URL → etag), read before any request (the store is
+/// not held across the network).
+async fn poll_book(
+    client: &mut Client,
+    source: &str,
+    book: &CardDavBook,
+    mut cached: HashMap<String, Option<String>>,
+) -> Result<BookPoll, CardDavError> {
+    let url = Url::parse(&book.url).map_err(|_| client.garbage("discovery", "a bad book URL".into()))?;
+    let mut poll = BookPoll {
+        book: book.url.clone(),
+        ..BookPoll::default()
+    };
+    let mut token = book.sync_token.clone().filter(|_| book.supports_sync);
+    let mut full_listing_seen: Option<HashSet<String>> = None;
+    let mut retried_token = false;
+    for _ in 0..MAX_ROUNDS {
+        let listing = if book.supports_sync {
+            match sync_collection(client, &url, token.as_deref()).await? {
+                SyncAnswer::Listing(listing) => listing,
+                SyncAnswer::InvalidToken if token.is_some() && !retried_token => {
+                    // Expired or invalid: a full listing, which is authoritative.
+                    tracing::info!(source, "the server no longer knows our sync-token: reading the address book's full listing");
+                    retried_token = true;
+                    token = None;
+                    continue;
+                }
+                SyncAnswer::InvalidToken => list_members(client, &url).await?,
+            }
+        } else {
+            list_members(client, &url).await?
+        };
+        let to_fetch: Vec<String> = listing
+            .members
+            .iter()
+            .filter(|(member, etag)| {
+                // Without an etag there is nothing to compare: fetch it.
+                etag.is_none() || cached.get(member) != Some(etag)
+            })
+            .map(|(member, _)| member.clone())
+            .collect();
+        let mut fetched = Vec::new();
+        let mut gone = Vec::new();
+        multiget(client, &url, &to_fetch, &mut fetched, &mut gone).await?;
+        if listing.complete {
+            let seen = full_listing_seen.get_or_insert_with(HashSet::new);
+            seen.extend(listing.members.iter().map(|(m, _)| m.clone()));
+        }
+        for card in &fetched {
+            cached.insert(card.url.clone(), card.etag.clone());
+        }
+        for url in listing.deleted.iter().chain(&gone) {
+            cached.remove(url);
+        }
+        poll.changed.retain(|c| !fetched.iter().any(|f| f.url == c.url));
+        poll.changed.extend(fetched);
+        poll.deleted.extend(listing.deleted);
+        poll.deleted.extend(gone);
+        poll.sync_token = listing.token.clone();
+        token = listing.token;
+        if !listing.truncated {
+            break;
+        }
+    }
+    // An authoritative listing: what the cache has and the listing did not name is gone
+    // (deletions made while our token was invalid are found so).
+    if let Some(seen) = full_listing_seen {
+        let mut missing: Vec<String> = cached
+            .keys()
+            .filter(|url| !seen.contains(*url) && !poll.changed.iter().any(|c| &c.url == *url))
+            .cloned()
+            .collect();
+        missing.sort();
+        poll.deleted.extend(missing);
+    }
+    poll.deleted.sort();
+    poll.deleted.dedup();
+    poll.changed.retain(|c| !poll.deleted.contains(&c.url));
+    Ok(poll)
+}
+
+/// What a poll of a source did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollOutcome {
+    /// Whether anything was stored (a change the planner must see).
+    pub changed: bool,
+    pub cards_changed: u64,
+    pub cards_deleted: u64,
+    pub traffic: Traffic,
+}
+
+/// Asks the server what changed since the last poll and stores it: discovery when the
+/// configuration changed or nothing is known, then per address book sync-collection from
+/// the stored token (or a PROPFIND listing), the changed cards by multiget, the token last,
+/// all in one transaction. A poll that finds nothing new writes nothing. A failure is
+/// recorded (the source counts as unknown) and returned.
+pub async fn poll(
+    source: &SourceConfig,
+    store: &mut Store,
+    now: store::Timestamp,
+) -> Result<PollOutcome, CardDavError> {
+    let Some(config) = &source.carddav else {
+        return Ok(PollOutcome::default());
+    };
+    let result = poll_inner(source, config, store).await;
+    let record = match &result {
+        Ok(_) => Ok(()),
+        Err(err) => store.record_carddav_failure(&source.name, &err.to_string(), now),
+    };
+    if let Err(err) = record {
+        return Err(CardDavError::Setup {
+            name: source.name.clone(),
+            reason: format!("state database: {err}"),
+        });
+    }
+    result
+}
+
+async fn poll_inner(
+    source: &SourceConfig,
+    config: &CardDavConfig,
+    store: &mut Store,
+) -> Result<PollOutcome, CardDavError> {
+    let state_error = |err: store::StoreError| CardDavError::Setup {
+        name: source.name.clone(),
+        reason: format!("state database: {err}"),
+    };
+    let mut client = Client::new(source, config)?;
+    let key = discovery_key(config);
+    let known = store.carddav_source(&source.name).map_err(state_error)?;
+    let mut books = store.carddav_books(&source.name).map_err(state_error)?;
+    let mut discovered = None;
+    if known.as_ref().is_none_or(|(k, _)| *k != key) || books.is_empty() {
+        let start = Url::parse(&config.url).map_err(|_| CardDavError::Setup {
+            name: source.name.clone(),
+            reason: "the carddav URL does not parse".into(),
+        })?;
+        let found = choose_books(&source.name, config, discover(&mut client, &start).await?)?;
+        books = found
+            .into_iter()
+            .map(|f| {
+                let before = books.iter().find(|b| b.url == f.url);
+                CardDavBook {
+                    sync_token: before.and_then(|b| b.sync_token.clone()),
+                    url: f.url,
+                    name: f.name,
+                    supports_sync: f.supports_sync,
+                }
+            })
+            .collect();
+        discovered = Some(books.clone());
+    }
+    let mut outcome = PollOutcome::default();
+    let mut book_polls = Vec::with_capacity(books.len());
+    for book in &books {
+        let cached = store
+            .carddav_etags(&source.name, &book.url)
+            .map_err(state_error)?;
+        let polled = poll_book(&mut client, &source.name, book, cached).await?;
+        outcome.cards_changed += polled.changed.len() as u64;
+        outcome.cards_deleted += polled.deleted.len() as u64;
+        book_polls.push(polled);
+    }
+    let poll = CardDavPoll {
+        source: source.name.clone(),
+        discovered_for: key,
+        books: discovered,
+        book_polls,
+    };
+    outcome.changed = store.apply_carddav_poll(&poll).map_err(state_error)?;
+    outcome.traffic = client.traffic;
+    Ok(outcome)
+}
+
+/// `check-source`: what discovery finds, with each chosen book's card count. Stores nothing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceCheck {
+    pub books: Vec<CheckedBook>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckedBook {
+    pub url: String,
+    pub name: String,
+    pub supports_sync: bool,
+    pub cards: usize,
+    /// Whether `address_books` selects it (every book when the key is not set).
+    pub read: bool,
+}
+
+pub async fn check(source: &SourceConfig) -> Result<SourceCheck, CardDavError> {
+    let Some(config) = &source.carddav else {
+        return Ok(SourceCheck { books: Vec::new() });
+    };
+    let mut client = Client::new(source, config)?;
+    let start = Url::parse(&config.url).map_err(|_| CardDavError::Setup {
+        name: source.name.clone(),
+        reason: "the carddav URL does not parse".into(),
+    })?;
+    let found = discover(&mut client, &start).await?;
+    let chosen = choose_books(&source.name, config, found.clone())?;
+    let mut books = Vec::new();
+    for book in found {
+        let url = Url::parse(&book.url).map_err(|_| client.garbage("discovery", "a bad book URL".into()))?;
+        let cards = list_members(&mut client, &url).await?.members.len();
+        books.push(CheckedBook {
+            read: chosen.iter().any(|c| c.url == book.url),
+            url: book.url,
+            name: book.name,
+            supports_sync: book.supports_sync,
+            cards,
+        });
+    }
+    Ok(SourceCheck { books })
+}
+
+// ---------------------------------------------------------------------------------------
+// The scan side: the cache, examined like files.
+
+/// Why a CardDAV source is unknown now, from the state alone: never polled, or the last
+/// poll failed. `None`: the cache holds what the server last gave completely.
+pub fn unknown_reason(store: &Store, source: &SourceConfig) -> Result<Option<String>, store::StoreError> {
+    let Some(config) = &source.carddav else {
+        return Ok(None);
+    };
+    Ok(match store.carddav_source(&source.name)? {
+        None => Some("not read from the server yet: `contactsyncd sync --once` (or the running daemon) polls it".into()),
+        Some((_, Some(error))) => Some(format!("{error}; the cards it last gave are kept")),
+        Some((key, None)) if key != discovery_key(config) => Some(
+            "its carddav URL, username or address_books changed since the last poll: the next poll reads it anew".into(),
+        ),
+        Some((_, None)) => None,
+    })
+}
+
+/// A card's fingerprint in its `source_file` row: a card has no mtime or inode, so its
+/// (size, 0, content hash) stands for them; the content hash decides.
+fn fingerprint(card: &CachedCard) -> (u64, i64, u64) {
+    (card.size, 0, card.content_hash)
+}
+
+/// The cached cards of a source, sorted by URL (the "files" of the source).
+pub fn cards(store: &Store, source: &SourceConfig) -> Result<Vec<CachedCard>, store::StoreError> {
+    store.carddav_cards(&source.name)
+}
+
+/// Whether every cached card has its stored record (same source, fingerprint and
+/// derivation): the CardDAV half of `source::unchanged`.
+pub fn unchanged_cards(
+    cards: &[CachedCard],
+    source: &SourceConfig,
+    key: u64,
+    stored: &HashMap<String, store::StoredFingerprint>,
+) -> bool {
+    cards.iter().all(|card| {
+        card.error.is_none()
+            && stored.get(&card.url).is_some_and(|(owner, settled)| {
+                *owner == source.name && *settled == Some((fingerprint(card), key))
+            })
+    })
+}
+
+/// `examine_file` for a cached card: unchanged when its record has the same fingerprint and
+/// derivation; else its bytes are read from the cache and parsed.
+pub(super) fn examine_card(
+    store: &Store,
+    card: &CachedCard,
+    previous: Option<&FileRecord>,
+    derivation: Derivation<'_>,
+    scan: &mut Scan,
+) -> Result<Examined, store::StoreError> {
+    let Derivation {
+        source,
+        region,
+        key,
+    } = derivation;
+    let path = PathBuf::from(&card.url);
+    let mut defer = |state: FileState, error: String| {
+        scan.files_deferred += 1;
+        Examined::Deferred(FileChange::Deferred {
+            path: path.clone(),
+            source: source.name.clone(),
+            state,
+            error,
+        })
+    };
+    if let Some(error) = &card.error {
+        return Ok(defer(FileState::Unreadable, error.clone()));
+    }
+    let stat = fingerprint(card);
+    if let Some(previous) = previous.filter(|p| {
+        p.state == FileState::Ok && p.stat == Some(stat) && p.derived_with == Some(key)
+    }) {
+        if previous.source == source.name {
+            return Ok(Examined::Unchanged);
+        }
+    }
+    scan.files_read += 1;
+    let Some(bytes) = store.carddav_card_body(&source.name, &card.url)? else {
+        return Ok(defer(FileState::Unreadable, "the card's bytes are missing from the cache".into()));
+    };
+    scan.files_parsed += 1;
+    Ok(match super::understand_file(&bytes, source, region) {
+        Ok(contribution) => Examined::Parsed(
+            FileChange::Updated {
+                record: FileRecord {
+                    path: path.clone(),
+                    source: source.name.clone(),
+                    stat: Some(stat),
+                    content_hash: Some(card.content_hash),
+                    state: FileState::Ok,
+                    last_error: None,
+                    cards: u32::try_from(contribution.cards).unwrap_or(u32::MAX),
+                    card_errors: u32::try_from(contribution.card_errors).unwrap_or(u32::MAX),
+                    derived_with: Some(key),
+                    racy: false,
+                },
+                phones: Some(contribution.phones.clone()),
+            },
+            contribution,
+        ),
+        // The server's answer is complete: a card that ends early will not be finished by
+        // waiting, so it is bad, not incomplete.
+        Err((FileState::Incomplete, error)) => defer(FileState::Unreadable, error),
+        Err((state, error)) => defer(state, error),
+    })
+}
