@@ -249,9 +249,7 @@ async fn a_500_card_book_syncs_completely_and_server_changes_follow() {
         Some(("Person".into(), "499".into()))
     );
 
-    server
-        .put_card("contacts", "p500.vcf", &person(500))
-        .await;
+    server.put_card("contacts", "p500.vcf", &person(500)).await;
     server
         .put_card(
             "contacts",
@@ -338,8 +336,14 @@ async fn a_stopped_server_deletes_nothing_and_status_says_unknown() {
     let sync = setup.run(&["sync", "--once"]).await;
     assert_eq!(setup.telegram_phones(), phones(0..12), "nothing deleted");
     assert!(
-        setup.telegram.calls_to("contacts.deleteByPhones").is_empty()
-            && setup.telegram.calls_to("contacts.deleteContacts").is_empty(),
+        setup
+            .telegram
+            .calls_to("contacts.deleteByPhones")
+            .is_empty()
+            && setup
+                .telegram
+                .calls_to("contacts.deleteContacts")
+                .is_empty(),
         "no delete was sent"
     );
     let said = format!("{}\n{}", stdout(&sync), stderr(&sync));
@@ -501,9 +505,7 @@ async fn a_no_op_poll_is_one_request_and_no_state_write() {
     );
 
     // A change on the server reaches Telegram at the next poll.
-    server
-        .put_card("contacts", "p5.vcf", &person(5))
-        .await;
+    server.put_card("contacts", "p5.vcf", &person(5)).await;
     let changed = Instant::now();
     while setup.telegram_phones() != phones(0..6) {
         assert!(
@@ -522,7 +524,10 @@ async fn a_no_op_poll_is_one_request_and_no_state_write() {
         .unwrap();
     assert!(status.success(), "{status:?}: {}", daemon_log());
     let log = daemon_log();
-    assert!(!log.contains(dav::PASSWORD), "the password is logged: {log}");
+    assert!(
+        !log.contains(dav::PASSWORD),
+        "the password is logged: {log}"
+    );
 }
 
 /// The state database and its WAL (name, bytes): equal before and after means no write.
