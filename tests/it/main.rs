@@ -1,10 +1,13 @@
 //! The one integration-test binary: the library on real files, and the real binary.
 
+mod carddav;
 mod cli;
 mod cli_state;
 mod config_files;
 mod corpus;
 mod daemon;
+#[path = "../support/dav.rs"]
+mod dav;
 mod dialects;
 mod fake_backend;
 mod first_hour;
