@@ -2290,7 +2290,10 @@ mod carddav_tests {
                 poll_interval: 300,
             })
         );
-        assert_eq!(source.path, Path::new("https://cloud.example.org/remote.php/dav"));
+        assert_eq!(
+            source.path,
+            Path::new("https://cloud.example.org/remote.php/dav")
+        );
         assert!(source.filter.skip_phone_types.contains(&"fax".to_owned()));
     }
 
@@ -2302,7 +2305,10 @@ mod carddav_tests {
         )
         .unwrap();
         let carddav = config.sources[0].carddav.as_ref().unwrap();
-        assert_eq!(carddav.password, PasswordSource::Credential("carddav-cloud".into()));
+        assert_eq!(
+            carddav.password,
+            PasswordSource::Credential("carddav-cloud".into())
+        );
         assert_eq!(carddav.poll_interval, 60);
     }
 
@@ -2376,8 +2382,14 @@ mod carddav_tests {
     /// check-config's output: where the password comes from, never a password; and it
     /// loads back to the same configuration.
     #[rstest]
-    #[case::file("password_file = \"/etc/contactsyncd/dav-password\"\n", "password_file = \"/etc/contactsyncd/dav-password\"")]
-    #[case::command("password_command = [\"pass\", \"show\", \"dav\"]\n", "password_command = [\"pass\", \"show\", \"dav\"]")]
+    #[case::file(
+        "password_file = \"/etc/contactsyncd/dav-password\"\n",
+        "password_file = \"/etc/contactsyncd/dav-password\""
+    )]
+    #[case::command(
+        "password_command = [\"pass\", \"show\", \"dav\"]\n",
+        "password_command = [\"pass\", \"show\", \"dav\"]"
+    )]
     #[case::credential("", "# the password comes from the systemd credential carddav-cloud")]
     fn rendering_says_where_the_password_comes_from(#[case] key: &str, #[case] shown: &str) {
         let text = format!(
@@ -2386,7 +2398,10 @@ mod carddav_tests {
         let config = parse(&text, Path::new(FILE)).unwrap();
         let rendered = render(&config).unwrap();
         assert!(rendered.contains(shown), "{rendered}");
-        assert!(rendered.contains("carddav = \"https://dav.example.org/\""), "{rendered}");
+        assert!(
+            rendered.contains("carddav = \"https://dav.example.org/\""),
+            "{rendered}"
+        );
         assert!(!rendered.contains("path = \"https"), "{rendered}");
         let again = parse(&rendered, Path::new(FILE)).unwrap();
         assert_eq!(again.sources, config.sources);

@@ -1333,6 +1333,10 @@ mod tests {
         /// Answer at most this many rows per sync report, then a 507 row.
         page: Option<usize>,
         sync_support: bool,
+        /// Serve discovery as a server root: `/` is no DAV resource, `/.well-known/carddav`
+        /// redirects to the principal `/principal/`, whose home set `/home/` holds `/book/`
+        /// and an empty `/other/`.
+        discovery: bool,
         script: VecDeque<Scripted>,
         /// (method, path, body) of every request.
         requests: Vec<(String, String, String)>,
@@ -1368,6 +1372,65 @@ mod tests {
                 headers: Vec::new(),
                 body,
             };
+            if self.discovery && method == "PROPFIND" {
+                let response = |href: &str, props: &str| {
+                    format!(
+                        "<D:response><D:href>{href}</D:href><D:propstat><D:prop>{props}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+                    )
+                };
+                let multistatus = |responses: String| {
+                    ok(format!(
+                        r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">{responses}</D:multistatus>"#
+                    ))
+                };
+                match path {
+                    "/" => {
+                        return Scripted {
+                            status: 405,
+                            headers: Vec::new(),
+                            body: String::new(),
+                        };
+                    }
+                    "/.well-known/carddav" => {
+                        return Scripted {
+                            status: 301,
+                            headers: vec![("Location", "/principal/".into())],
+                            body: String::new(),
+                        };
+                    }
+                    "/principal/" => {
+                        return multistatus(response(
+                            "/principal/",
+                            "<D:resourcetype><D:collection/><D:principal/></D:resourcetype><D:current-user-principal><D:href>/principal/</D:href></D:current-user-principal><C:addressbook-home-set><D:href>/home/</D:href></C:addressbook-home-set>",
+                        ));
+                    }
+                    "/home/" => {
+                        let book =
+                            "<D:resourcetype><D:collection/><C:addressbook/></D:resourcetype>";
+                        return multistatus(format!(
+                            "{}{}{}",
+                            response("/home/", "<D:resourcetype><D:collection/></D:resourcetype>"),
+                            response(
+                                "/book/",
+                                &format!(
+                                    "{book}<D:displayname>Book</D:displayname><D:supported-report-set><D:supported-report><D:report><D:sync-collection/></D:report></D:supported-report></D:supported-report-set>"
+                                )
+                            ),
+                            response(
+                                "/other/",
+                                &format!("{book}<D:displayname>Other</D:displayname>")
+                            ),
+                        ));
+                    }
+                    "/other/" => {
+                        return multistatus(response(
+                            "/other/",
+                            "<D:resourcetype><D:collection/></D:resourcetype>",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
             match (method, body) {
                 ("PROPFIND", body) if body.contains("current-user-principal") => {
                     let report = if self.sync_support {
@@ -1885,6 +1948,67 @@ mod tests {
         let again = super::super::scan(&config, &store, 3, false).unwrap();
         assert_eq!((again.files_seen, again.files_parsed), (2, 0));
         assert_eq!(super::super::unchanged(&config, &store).unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn discovery_follows_the_well_known_redirect_to_the_principal_and_its_home_set() {
+        let book = book_with(2);
+        book.lock().unwrap().discovery = true;
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "state_dir = \"{}\"\n[[source]]\nname = \"dav\"\ncarddav = \"http://127.0.0.1:{port}/\"\naddress_books = [\"Book\"]\n",
+            dir.path().display()
+        );
+        let config = crate::config::parse(&text, &dir.path().join("config.toml")).unwrap();
+        let checked = check(&config.sources[0]).await.unwrap();
+        let books: Vec<(&str, bool, usize, bool)> = checked
+            .books
+            .iter()
+            .map(|b| (b.name.as_str(), b.supports_sync, b.cards, b.read))
+            .collect();
+        assert_eq!(books, [("Book", true, 2, true), ("Other", false, 0, false)]);
+        let paths: Vec<String> = requests(&book)
+            .into_iter()
+            .map(|(m, p, _)| format!("{m} {p}"))
+            .collect();
+        assert_eq!(
+            &paths[..4],
+            [
+                "PROPFIND /",
+                "PROPFIND /.well-known/carddav",
+                "PROPFIND /principal/",
+                "PROPFIND /home/"
+            ],
+            "a redirected PROPFIND stays a PROPFIND"
+        );
+
+        let mut store = Store::open_in_memory().unwrap();
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        assert_eq!(cached(&store), ["/book/c0000.vcf", "/book/c0001.vcf"]);
+        // Discovered once: the next poll goes straight to the book.
+        requests(&book);
+        poll(&config.sources[0], &mut store, 2).await.unwrap();
+        let paths: Vec<String> = requests(&book)
+            .into_iter()
+            .map(|(m, p, _)| format!("{m} {p}"))
+            .collect();
+        assert_eq!(paths, ["REPORT /book/"]);
+
+        // An address book that is not there is named, with those that are.
+        let text = text.replace("[\"Book\"]", "[\"Work\"]");
+        let config = crate::config::parse(&text, &dir.path().join("config.toml")).unwrap();
+        let err = poll(&config.sources[0], &mut store, 3).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(r#"no address book "Work" on the server; it has "Book", "Other""#),
+            "{err}"
+        );
+        assert_eq!(
+            cached(&store).len(),
+            2,
+            "the cards stay while the configuration is wrong"
+        );
     }
 
     #[test]
