@@ -974,6 +974,10 @@ async fn poll_book(
     };
     let mut token = book.sync_token.clone().filter(|_| book.supports_sync);
     let mut full_listing_seen: Option<HashSet<String>> = None;
+    // URL → the card as last fetched, or None: deleted. Sorted, so the store's writes come
+    // in URL order.
+    let mut outcome: std::collections::BTreeMap<String, Option<FetchedCard>> =
+        std::collections::BTreeMap::new();
     let mut retried_token = false;
     for _ in 0..MAX_ROUNDS {
         let listing = if book.supports_sync {
@@ -1006,21 +1010,21 @@ async fn poll_book(
         let mut fetched = Vec::new();
         let mut gone = Vec::new();
         multiget(client, &url, &to_fetch, &mut fetched, &mut gone).await?;
-        if listing.complete {
+        // The rounds after a truncated full listing continue it: their members belong to it.
+        if listing.complete || full_listing_seen.is_some() {
             let seen = full_listing_seen.get_or_insert_with(HashSet::new);
             seen.extend(listing.members.iter().map(|(m, _)| m.clone()));
         }
-        for card in &fetched {
+        // A later round's word on a card replaces an earlier one's (deleted, then created
+        // again while the answers were truncated).
+        for url in listing.deleted.into_iter().chain(gone) {
+            cached.remove(&url);
+            outcome.insert(url, None);
+        }
+        for card in fetched {
             cached.insert(card.url.clone(), card.etag.clone());
+            outcome.insert(card.url.clone(), Some(card));
         }
-        for url in listing.deleted.iter().chain(&gone) {
-            cached.remove(url);
-        }
-        poll.changed
-            .retain(|c| !fetched.iter().any(|f| f.url == c.url));
-        poll.changed.extend(fetched);
-        poll.deleted.extend(listing.deleted);
-        poll.deleted.extend(gone);
         poll.sync_token = listing.token.clone();
         token = listing.token;
         if !listing.truncated {
@@ -1030,17 +1034,21 @@ async fn poll_book(
     // An authoritative listing: what the cache has and the listing did not name is gone
     // (deletions made while our token was invalid are found so).
     if let Some(seen) = full_listing_seen {
-        let mut missing: Vec<String> = cached
+        let missing: Vec<String> = cached
             .keys()
-            .filter(|url| !seen.contains(*url) && !poll.changed.iter().any(|c| &c.url == *url))
+            .filter(|url| !seen.contains(*url))
             .cloned()
             .collect();
-        missing.sort();
-        poll.deleted.extend(missing);
+        for url in missing {
+            outcome.insert(url, None);
+        }
     }
-    poll.deleted.sort();
-    poll.deleted.dedup();
-    poll.changed.retain(|c| !poll.deleted.contains(&c.url));
+    for (url, card) in outcome {
+        match card {
+            Some(card) => poll.changed.push(card),
+            None => poll.deleted.push(url),
+        }
+    }
     Ok(poll)
 }
 
