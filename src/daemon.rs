@@ -512,12 +512,13 @@ async fn poll_carddav(
     cancel: CancellationToken,
 ) {
     let interval = Duration::from_secs(source.carddav.as_ref().map_or(300, |c| c.poll_interval));
+    let mut poller = source::carddav::Poller::new(source.clone());
     let mut last_failure: Option<String> = None;
     loop {
         let now = sync::Clock::now(&SystemClock);
         let polled = tokio::select! {
             () = cancel.cancelled() => return,
-            polled = source::carddav::poll(&source, &mut store, now) => polled,
+            polled = poller.poll(&mut store, now) => polled,
         };
         let mut wait = interval;
         match polled {

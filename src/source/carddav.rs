@@ -291,11 +291,26 @@ impl From<CardDavError> for Failure {
 
 impl Client {
     fn new(source: &SourceConfig, config: &CardDavConfig) -> Result<Self, CardDavError> {
+        let password =
+            read_password(&config.password, config.username.is_some()).map_err(|reason| {
+                CardDavError::Setup {
+                    name: source.name.clone(),
+                    reason,
+                }
+            })?;
+        Self::with_password(source, config, password)
+    }
+
+    /// `password`: as `read_password` gave it (the daemon's poller keeps it between polls).
+    fn with_password(
+        source: &SourceConfig,
+        config: &CardDavConfig,
+        password: Option<String>,
+    ) -> Result<Self, CardDavError> {
         let setup = |reason: String| CardDavError::Setup {
             name: source.name.clone(),
             reason,
         };
-        let password = read_password(&config.password, config.username.is_some()).map_err(setup)?;
         let auth = match (&config.username, password) {
             (Some(user), password) => Some((user.clone(), password)),
             (None, Some(password)) => Some((String::new(), Some(password))),
@@ -1072,10 +1087,67 @@ pub async fn poll(
     store: &mut Store,
     now: store::Timestamp,
 ) -> Result<PollOutcome, CardDavError> {
-    let Some(config) = &source.carddav else {
-        return Ok(PollOutcome::default());
-    };
-    let result = poll_inner(source, config, store).await;
+    Poller::new(source.clone()).poll(store, now).await
+}
+
+/// Polls one source again and again (the daemon), reading its password once rather than
+/// running a `password_command` (which may ask a password manager) every poll; read again
+/// after the server refused it.
+pub struct Poller {
+    source: SourceConfig,
+    password: Option<Option<String>>,
+}
+
+impl Poller {
+    pub fn new(source: SourceConfig) -> Self {
+        Self {
+            source,
+            password: None,
+        }
+    }
+
+    /// [`poll`] with the password kept.
+    pub async fn poll(
+        &mut self,
+        store: &mut Store,
+        now: store::Timestamp,
+    ) -> Result<PollOutcome, CardDavError> {
+        let source = &self.source;
+        let Some(config) = &source.carddav else {
+            return Ok(PollOutcome::default());
+        };
+        let password = match &self.password {
+            Some(password) => password.clone(),
+            None => match read_password(&config.password, config.username.is_some()) {
+                Ok(password) => password,
+                Err(reason) => {
+                    let err = CardDavError::Setup {
+                        name: source.name.clone(),
+                        reason,
+                    };
+                    return finish(source, store, now, Err(err));
+                }
+            },
+        };
+        let result = match Client::with_password(source, config, password.clone()) {
+            Ok(mut client) => poll_inner(&mut client, source, config, store).await,
+            Err(err) => Err(err),
+        };
+        self.password = match &result {
+            Err(CardDavError::Unauthorized { .. }) => None,
+            _ => Some(password),
+        };
+        finish(source, store, now, result)
+    }
+}
+
+/// Records a failure with the source (it counts as unknown until a poll completes).
+fn finish(
+    source: &SourceConfig,
+    store: &mut Store,
+    now: store::Timestamp,
+    result: Result<PollOutcome, CardDavError>,
+) -> Result<PollOutcome, CardDavError> {
     let record = match &result {
         Ok(_) => Ok(()),
         Err(err) => store.record_carddav_failure(&source.name, &err.to_string(), now),
@@ -1090,6 +1162,7 @@ pub async fn poll(
 }
 
 async fn poll_inner(
+    client: &mut Client,
     source: &SourceConfig,
     config: &CardDavConfig,
     store: &mut Store,
@@ -1098,7 +1171,6 @@ async fn poll_inner(
         name: source.name.clone(),
         reason: format!("state database: {err}"),
     };
-    let mut client = Client::new(source, config)?;
     let key = discovery_key(config);
     let known = store.carddav_source(&source.name).map_err(state_error)?;
     let mut books = store.carddav_books(&source.name).map_err(state_error)?;
@@ -1108,7 +1180,7 @@ async fn poll_inner(
             name: source.name.clone(),
             reason: "the carddav URL does not parse".into(),
         })?;
-        let found = choose_books(&source.name, config, discover(&mut client, &start).await?)?;
+        let found = choose_books(&source.name, config, discover(client, &start).await?)?;
         books = found
             .into_iter()
             .map(|f| {
@@ -1129,7 +1201,7 @@ async fn poll_inner(
         let cached = store
             .carddav_etags(&source.name, &book.url)
             .map_err(state_error)?;
-        let polled = poll_book(&mut client, &source.name, book, cached).await?;
+        let polled = poll_book(client, &source.name, book, cached).await?;
         outcome.cards_changed += polled.changed.len() as u64;
         outcome.cards_deleted += polled.deleted.len() as u64;
         book_polls.push(polled);
@@ -2017,6 +2089,39 @@ mod tests {
             2,
             "the cards stay while the configuration is wrong"
         );
+    }
+
+    #[tokio::test]
+    async fn the_daemons_poller_runs_the_password_command_once_and_again_after_a_401() {
+        let book = book_with(1);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let text = format!(
+            "state_dir = \"{}\"\n[[source]]\nname = \"dav\"\ncarddav = \"http://127.0.0.1:{port}/book/\"\nusername = \"me\"\npassword_command = [\"sh\", \"-c\", \"echo run >> {}; echo secret\"]\n",
+            dir.path().display(),
+            runs.display()
+        );
+        let config = crate::config::parse(&text, &dir.path().join("config.toml")).unwrap();
+        let count = || {
+            std::fs::read_to_string(&runs)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let mut store = Store::open_in_memory().unwrap();
+        let mut poller = Poller::new(config.sources[0].clone());
+        poller.poll(&mut store, 1).await.unwrap();
+        poller.poll(&mut store, 2).await.unwrap();
+        assert_eq!(count(), 1, "read once for both polls");
+        book.lock().unwrap().script.push_back(Scripted {
+            status: 401,
+            headers: Vec::new(),
+            body: String::new(),
+        });
+        poller.poll(&mut store, 3).await.unwrap_err();
+        poller.poll(&mut store, 4).await.unwrap();
+        assert_eq!(count(), 2, "read again after the server refused it");
     }
 
     #[test]
