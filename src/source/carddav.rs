@@ -2124,6 +2124,27 @@ mod tests {
         assert_eq!(count(), 2, "read again after the server refused it");
     }
 
+    #[tokio::test]
+    async fn the_cache_of_a_source_taken_out_of_the_configuration_is_dropped() {
+        let book = book_with(2);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        let mut store = Store::open_in_memory().unwrap();
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        let writes = store.conn().total_changes();
+        assert_eq!(store.forget_carddav_sources_except(&["dav"]).unwrap(), 0);
+        assert_eq!(
+            store.conn().total_changes(),
+            writes,
+            "nothing to drop: no write"
+        );
+        assert_eq!(store.forget_carddav_sources_except(&[]).unwrap(), 1);
+        assert!(store.carddav_cards("dav").unwrap().is_empty());
+        assert!(store.carddav_books("dav").unwrap().is_empty());
+        assert_eq!(store.carddav_source("dav").unwrap(), None);
+    }
+
     #[test]
     fn xml_with_prefixes_entities_and_cdata_is_understood() {
         let root = parse_xml(

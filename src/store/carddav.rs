@@ -262,6 +262,31 @@ impl Store {
         Ok(true)
     }
 
+    /// Drops the cache of CardDAV sources no longer configured (their cards are contact
+    /// data the user took out of the sync). Writes only when there is something to drop.
+    pub fn forget_carddav_sources_except(&mut self, configured: &[&str]) -> Result<usize> {
+        let known: Vec<String> = {
+            let mut statement = self.conn().prepare("SELECT source FROM carddav_source")?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let gone: Vec<&String> = known
+            .iter()
+            .filter(|name| !configured.contains(&name.as_str()))
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.conn_mut().transaction()?;
+        for name in &gone {
+            tx.execute("DELETE FROM carddav_card WHERE source = ?1", [name])?;
+            tx.execute("DELETE FROM carddav_book WHERE source = ?1", [name])?;
+            tx.execute("DELETE FROM carddav_source WHERE source = ?1", [name])?;
+        }
+        tx.commit()?;
+        Ok(gone.len())
+    }
+
     /// Records why a poll failed: the source counts as unknown until a poll completes.
     /// Written only when the reason changed.
     pub fn record_carddav_failure(
