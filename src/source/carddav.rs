@@ -374,6 +374,9 @@ impl Client {
                     .get(reqwest::header::LOCATION)
                     .and_then(|l| l.to_str().ok())
                     .and_then(|l| url.join(l).ok());
+                // The password goes with every request: never to a plain-http downgrade.
+                let location =
+                    location.filter(|next| !(url.scheme() == "https" && next.scheme() != "https"));
                 match location {
                     Some(next) if redirects < MAX_REDIRECTS => {
                         redirects += 1;
