@@ -1423,6 +1423,8 @@ mod tests {
         script: VecDeque<Scripted>,
         /// (method, path, body) of every request.
         requests: Vec<(String, String, String)>,
+        /// The head (request line and headers, lower case) of the last request.
+        last_head: String,
     }
 
     impl FakeBook {
@@ -1681,7 +1683,11 @@ mod tests {
                     let mut first = head.lines().next().unwrap_or_default().split(' ');
                     let method = first.next().unwrap_or_default().to_owned();
                     let path = first.next().unwrap_or_default().to_owned();
-                    let answer = book.lock().unwrap().answer(&method, &path, &body);
+                    let answer = {
+                        let mut book = book.lock().unwrap();
+                        book.last_head = head.to_lowercase();
+                        book.answer(&method, &path, &body)
+                    };
                     let mut response = format!(
                         "HTTP/1.1 {} X\r\nContent-Length: {}\r\nContent-Type: application/xml\r\nConnection: close\r\n",
                         answer.status,
@@ -1758,6 +1764,11 @@ mod tests {
             .map(|(_, _, body)| between_all(body, "<D:href>", "</D:href>").len())
             .collect();
         assert_eq!(multigets, [100, 100, 50], "batches of at most 100");
+        let head = book.lock().unwrap().last_head.clone();
+        assert!(
+            head.contains("accept-encoding: gzip"),
+            "servers compress when asked: {head}"
+        );
 
         let writes_before = store.conn().total_changes();
         let outcome = poll(&config.sources[0], &mut store, 2).await.unwrap();
