@@ -138,6 +138,11 @@ pub enum RemoteCommand {
         /// Do not ask (without a terminal to ask on, it refuses unless given)
         #[arg(long)]
         yes: bool,
+        /// Telegram: afterwards also call contacts.resetSaved, which empties the account's
+        /// list of imported numbers without a Telegram account, including those the official
+        /// apps imported from your phone's address book (asked on a terminal when not given)
+        #[arg(long)]
+        reset_saved: bool,
     },
     /// Sync the account again after `remote forget-all`
     Resume {
@@ -270,9 +275,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Remote(RemoteCommand::Export { dir, account }) => {
             state::remote_export(cli.config.as_deref(), &dir, account.as_deref())
         }
-        Command::Remote(RemoteCommand::ForgetAll { account, yes }) => {
-            state::remote_forget_all(cli.config.as_deref(), account.as_deref(), yes)
-        }
+        Command::Remote(RemoteCommand::ForgetAll {
+            account,
+            yes,
+            reset_saved,
+        }) => state::remote_forget_all(cli.config.as_deref(), account.as_deref(), yes, reset_saved),
         Command::Remote(RemoteCommand::Resume { account }) => {
             state::remote_resume(cli.config.as_deref(), account.as_deref())
         }

@@ -16,6 +16,8 @@ pub mod cli;
 pub mod config;
 /// Card → messenger contact (names, phones, filters); all cards → the desired set.
 pub mod contact;
+/// A contact's key: `+E164` or `@username`.
+pub mod contact_key;
 /// `contactsyncd run`: watcher, signals, systemd notifications around sync passes.
 pub mod daemon;
 /// Desired set × mirror → sorted plan; the deletion guard.

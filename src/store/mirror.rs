@@ -375,6 +375,31 @@ impl Store {
         Ok(users)
     }
 
+    /// The user behind one of ours (user id, access hash), as the last confirmed result
+    /// gave it: a username contact is added again (renamed) by it without resolving the
+    /// username once more.
+    pub fn known_user(&self, backend: &str, key: &str) -> Result<Option<(i64, i64)>> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT user_id, access_hash FROM mirror WHERE backend = ?1 AND contact_key = ?2
+                   AND user_id IS NOT NULL AND access_hash IS NOT NULL",
+            )?
+            .query_row(params![backend, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// The key each known user is in the mirror under: a contact the remote lists by its
+    /// number (or none) is matched to ours by user, as one added by username has no number
+    /// in its key and one who changed number no longer has the imported one.
+    pub fn keys_by_user(&self, backend: &str) -> Result<BTreeMap<i64, String>> {
+        let mut statement = self.conn().prepare(
+            "SELECT user_id, contact_key FROM mirror WHERE backend = ?1 AND user_id IS NOT NULL",
+        )?;
+        let rows = statement.query_map([backend], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Ours that the remote now shows under another number: (imported, shown now).
     pub fn number_changes(&self, backend: &str) -> Result<Vec<(String, String)>> {
         let mut statement = self.conn().prepare(
@@ -1056,6 +1081,8 @@ impl Store {
         let mut moved = Vec::new();
         for (e164, user_id) in ours {
             match user_id.and_then(|id| by_user.get(&id)) {
+                // Added by username: whatever number the remote shows is no change of ours.
+                Some(_) if crate::contact_key::is_username(&e164) => moved.push((e164, None)),
                 // Shown under another number: changed on Telegram. Hidden (empty): present.
                 Some(now_shown) if !now_shown.is_empty() && *now_shown != e164 => {
                     moved.push((e164, Some((*now_shown).to_owned())));

@@ -381,6 +381,7 @@ impl World {
                                     e164: i.e164.clone(),
                                     names: i.names.clone(),
                                     rename: false,
+                                    user: None,
                                 })
                                 .collect();
                             backend.import(&items).await.map(|_| ())
