@@ -425,6 +425,8 @@ struct Report<W: Write> {
     phones: usize,
     rejected_phones: usize,
     no_region_phones: usize,
+    telegram_usernames: usize,
+    ignored_telegram_usernames: usize,
     empty_sources: usize,
     /// The region national numbers are read with.
     region: Option<DefaultRegion>,
@@ -444,6 +446,8 @@ impl<W: Write> Report<W> {
             phones: 0,
             rejected_phones: 0,
             no_region_phones: 0,
+            telegram_usernames: 0,
+            ignored_telegram_usernames: 0,
             empty_sources: 0,
             region: None,
         }
@@ -534,6 +538,14 @@ impl<W: Write> Report<W> {
             self.cards_left_out += 1;
         }
         let card = outcome.result.as_ref().ok();
+        let usernames = card
+            .map(|c| c.telegram_usernames.as_slice())
+            .unwrap_or_default();
+        let ignored_usernames = card
+            .map(|c| c.ignored_telegram_usernames.as_slice())
+            .unwrap_or_default();
+        self.telegram_usernames += usernames.len();
+        self.ignored_telegram_usernames += ignored_usernames.len();
         let name = contact.and_then(|c| c.name.as_ref());
         let phones = contact.map(|c| c.phones.as_slice()).unwrap_or_default();
         self.phones += phones.len();
@@ -557,6 +569,14 @@ impl<W: Write> Report<W> {
                 name_source: name.map(|n| n.source),
                 pushed: contact.is_some_and(CardContact::is_pushed),
                 phones: phones.iter().map(PhoneLine::of).collect(),
+                telegram_usernames: usernames,
+                ignored_telegram_usernames: ignored_usernames
+                    .iter()
+                    .map(|i| IgnoredUsernameLine {
+                        value: &i.value,
+                        reason: i.problem.to_string(),
+                    })
+                    .collect(),
                 errors,
                 left_out,
             };
@@ -607,6 +627,17 @@ impl<W: Write> Report<W> {
             };
             writeln!(out, "    TEL {:<24} {verdict}", p.raw)?;
         }
+        // Issue 15: whether a username is used (or the card's number wins) goes on this line.
+        for username in usernames {
+            writeln!(out, "    TELEGRAM @{username}")?;
+        }
+        for ignored in ignored_usernames {
+            writeln!(
+                out,
+                "    TELEGRAM {:<19} ignored: {}",
+                ignored.value, ignored.problem
+            )?;
+        }
         for error in &errors {
             writeln!(out, "    error: {error}")?;
         }
@@ -637,6 +668,8 @@ impl<W: Write> Report<W> {
                 "cards_left_out": self.cards_left_out,
                 "phones": self.phones,
                 "rejected_phones": self.rejected_phones,
+                "telegram_usernames": self.telegram_usernames,
+                "ignored_telegram_usernames": self.ignored_telegram_usernames,
                 "contacts": pushed_phones,
                 "duplicates": set.duplicates,
                 "name_conflicts": set.conflicts.len(),
@@ -680,6 +713,13 @@ impl<W: Write> Report<W> {
                 set.duplicates,
                 set.conflicts.len(),
             )?;
+            if self.telegram_usernames + self.ignored_telegram_usernames > 0 {
+                writeln!(
+                    out,
+                    "{} Telegram usernames, {} Telegram values ignored (no username in them, or against Telegram's rules: see the cards)",
+                    self.telegram_usernames, self.ignored_telegram_usernames
+                )?;
+            }
             if self.files == 0 && self.empty_sources > 0 {
                 writeln!(
                     out,
@@ -731,10 +771,20 @@ struct CardLine<'a> {
     name_source: Option<NameSource>,
     pushed: bool,
     phones: Vec<PhoneLine<'a>>,
+    /// Telegram usernames the card names, as written, without `@`.
+    telegram_usernames: &'a [String],
+    /// Telegram values that name no usable username, and why (not errors of the card).
+    ignored_telegram_usernames: Vec<IgnoredUsernameLine<'a>>,
     errors: Vec<String>,
     /// Why the source's category filter leaves the card out (not an error).
     #[serde(skip_serializing_if = "Option::is_none")]
     left_out: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct IgnoredUsernameLine<'a> {
+    value: &'a str,
+    reason: String,
 }
 
 #[derive(Serialize)]

@@ -1,6 +1,6 @@
 //! contactsyncd keeps a messenger contact list equal to a vCard address book.
 //!
-//! Pure modules (no I/O): [`vcard`], [`phone`], [`contact`], [`diff`], [`batch`]. Modules
+//! Pure modules (no I/O): [`vcard`], [`username`], [`phone`], [`contact`], [`diff`], [`batch`]. Modules
 //! that touch the outside world: [`config`] (reads its file), [`source`] (walks and reads the
 //! file system), [`store`] (SQLite), [`backend`] (the network), [`sync`] (one pass over all
 //! of them), [`cli`] (prints).
@@ -34,5 +34,7 @@ pub mod source;
 pub mod store;
 /// One full pass: scan, plan, outbox, send, apply.
 pub mod sync;
+/// Telegram usernames in cards: the forms exporters write them in, Telegram's rules.
+pub mod username;
 /// Bytes → cards: the pre-pass and calcard, one card at a time.
 pub mod vcard;
