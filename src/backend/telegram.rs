@@ -287,9 +287,14 @@ impl TelegramBackend {
 
 /// A refusal that says the user we kept is not valid any more (not the contact).
 fn is_stale_user(reason: &str) -> bool {
-    ["ACCESS_HASH_INVALID", "USER_ID_INVALID", "PEER_ID_INVALID"]
-        .iter()
-        .any(|code| reason.contains(code))
+    [
+        "CONTACT_ID_INVALID",
+        "ACCESS_HASH_INVALID",
+        "USER_ID_INVALID",
+        "PEER_ID_INVALID",
+    ]
+    .iter()
+    .any(|code| reason.contains(code))
 }
 
 /// A refused export or import says nothing about the contacts being sent (they must not be

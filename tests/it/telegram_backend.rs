@@ -14,20 +14,20 @@ use crate::sync::{ManualClock, card, phone, write_vdir};
 use crate::telegram::account::Registration;
 use crate::telegram::{Fault, ServerOptions, TestServer};
 
-struct Setup {
+pub(crate) struct Setup {
     _dir: tempfile::TempDir,
-    config: Config,
-    server: TestServer,
+    pub(crate) config: Config,
+    pub(crate) server: TestServer,
 }
 
 impl Setup {
-    async fn new(batch_size: usize, timeout: u64) -> Self {
+    pub(crate) async fn new(batch_size: usize, timeout: u64) -> Self {
         Self::with(batch_size, timeout, "reimport", ServerOptions::default()).await
     }
 
     /// A config with `[telegram]`, a server, and the state seeded with a session for it
     /// (logged in unless `options.login` says otherwise).
-    async fn with(
+    pub(crate) async fn with(
         batch_size: usize,
         timeout: u64,
         on_remote_delete: &str,
@@ -62,13 +62,13 @@ impl Setup {
         }
     }
 
-    fn book(&self) -> std::path::PathBuf {
+    pub(crate) fn book(&self) -> std::path::PathBuf {
         self.config.sources[0].path.clone()
     }
 
     /// One pass as `sync --once` runs it: a fresh store, session and connection each time,
     /// as after a restart of the process.
-    async fn sync(&self, clock: &ManualClock) -> PassReport {
+    pub(crate) async fn sync(&self, clock: &ManualClock) -> PassReport {
         let mut store = Store::open_for_writing(&self.config.state_dir).unwrap();
         let session = Arc::new(TelegramSession::open(&self.config.state_dir).unwrap());
         let telegram = self.config.telegram.as_ref().unwrap();
@@ -675,7 +675,7 @@ async fn login_follows_phone_migrate_to_the_accounts_dc_without_copying_a_login(
 
 /// Runs the real binary on the setup's configuration (on a blocking thread: the test server
 /// lives on this runtime).
-async fn binary(setup: &Setup, args: &[&str]) -> std::process::Output {
+pub(crate) async fn binary(setup: &Setup, args: &[&str]) -> std::process::Output {
     let mut all = vec![
         "--config".to_owned(),
         setup.config.file.to_str().unwrap().to_owned(),
@@ -691,7 +691,7 @@ async fn binary(setup: &Setup, args: &[&str]) -> std::process::Output {
 
 impl Setup {
     /// Adds lines to `[telegram]` (the last table of the configuration).
-    fn with_telegram_lines(mut self, lines: &str) -> Self {
+    pub(crate) fn with_telegram_lines(mut self, lines: &str) -> Self {
         let mut text = std::fs::read_to_string(&self.config.file).unwrap();
         text.push_str(lines);
         std::fs::write(&self.config.file, &text).unwrap();
@@ -699,7 +699,7 @@ impl Setup {
         self
     }
 
-    fn calls_since(&self, from: usize) -> Vec<crate::telegram::Call> {
+    pub(crate) fn calls_since(&self, from: usize) -> Vec<crate::telegram::Call> {
         self.server.calls().split_off(from)
     }
 }
