@@ -2,9 +2,10 @@
 //! life — cards added, renamed, moved between files and sources, removed; the region or a
 //! filter changed; syncs online and offline; the daemon's quick pass; FLOOD_WAIT; a lost
 //! reply; a crash after planning or after a request reached the server; a contact deleted
-//! in the app; cards known by a Telegram username instead of (or beside) a number — run against the real files, the real store on disk and the real sync code,
-//! with the fake backend checking every call the moment it arrives against an oracle that
-//! knows only the address book.
+//! in the app; cards known by a Telegram username instead of (or beside) a number — run
+//! against the real files, the real store on disk and the real sync code, with the fake
+//! backend checking every call the moment it arrives against an oracle that knows only the
+//! address book.
 //!
 //! Checked: (1) nothing sent contradicts the address book at the moment of sending, except a
 //! call sent before exactly as it was (a resend after a lost reply or a crash); (2) after a
