@@ -938,7 +938,16 @@ pub async fn reconcile_if_due(
         }
         Ok(Some(remote)) => {
             let hash = backend.remote_hash();
-            let gone = store.apply_reconcile_with_hash(&name, &remote, reimport, hash, now)?;
+            let policy = crate::store::ListingPolicy {
+                reimport,
+                adopt_existing: false,
+                limits: options.limits,
+                force: options.force_delete,
+            };
+            let gone = store.apply_reconcile_with_hash(&name, &remote, policy, hash, now)?;
+            if let Some(held) = store.reconcile_hold(&name)? {
+                tracing::warn!(backend = %name, missing = held.deletes, "reconcile held: {}", held.reason);
+            }
             if gone > 0 {
                 tracing::info!(backend = %name, contacts = gone, reimport, "contacts deleted in the app");
             }

@@ -1048,7 +1048,14 @@ impl Store {
                 username: None,
             })
             .collect();
-        self.apply_reconcile_with_hash(backend, &remote, reimport, None, now)
+        // Applied as given (no safety limits): the caller states what the remote lacks.
+        let policy = crate::store::ListingPolicy {
+            reimport,
+            adopt_existing: false,
+            limits: crate::diff::DeleteLimits::default(),
+            force: true,
+        };
+        self.apply_reconcile_with_hash(backend, &remote, policy, None, now)
     }
 
     /// `apply_reconcile` on the remote's contacts, matched by user id where the mirror and
@@ -1057,14 +1064,21 @@ impl Store {
     /// with that number in `remote_phone` for `status`. `hash` (the list's getContacts hash)
     /// is kept for the next time: while no batch is sent, an unchanged list then costs one
     /// "not modified".
+    ///
+    /// A list that lacks more of ours than the safety limits allow (a glitch that lists
+    /// nothing, an account emptied by mistake) is not applied: the reconcile is held, as
+    /// deletions are, until `--force-delete` (which also applies it) or a list that is
+    /// within the limits. Under `keep` such a list would otherwise mark every contact as
+    /// deleted in the app for good.
     pub fn apply_reconcile_with_hash(
         &mut self,
         backend: &str,
         remote: &[RemoteContact],
-        reimport: bool,
+        policy: crate::store::ListingPolicy,
         hash: Option<i64>,
         now: Timestamp,
     ) -> Result<usize> {
+        let reimport = policy.reimport;
         let by_user: BTreeMap<i64, &str> = remote
             .iter()
             .filter_map(|c| c.user_id.map(|id| (id, c.e164.as_str())))
@@ -1091,6 +1105,25 @@ impl Store {
                 None if phones.contains(e164.as_str()) => moved.push((e164, None)),
                 None => gone.push(e164),
             }
+        }
+        let ours = moved.len() + gone.len();
+        let gone_plan = crate::diff::Plan {
+            deletes: gone.clone(),
+            ..crate::diff::Plan::default()
+        };
+        if let Some(held) = crate::diff::guard(&gone_plan, ours, policy.limits, policy.force) {
+            let reason = format!(
+                "Telegram's contact list lacks {} of our {ours} contacts, so nothing of it was applied: {}",
+                held.deletes,
+                held.reason.replace("deletions", "missing contacts")
+            );
+            // No hash kept: the next reconcile reads the whole list again.
+            self.conn().execute(
+                "UPDATE account SET last_reconcile = ?2, remote_hash = NULL, reconcile_held = ?3,
+                   reconcile_held_reason = ?4 WHERE backend = ?1",
+                params![backend, now, held.deletes, reason],
+            )?;
+            return Ok(0);
         }
         let tx = self.conn_mut().transaction()?;
         {
@@ -1119,7 +1152,8 @@ impl Store {
             }
         }
         tx.execute(
-            "UPDATE account SET last_reconcile = ?2, remote_hash = ?3 WHERE backend = ?1",
+            "UPDATE account SET last_reconcile = ?2, remote_hash = ?3, reconcile_held = NULL,
+               reconcile_held_reason = NULL WHERE backend = ?1",
             params![backend, now, hash],
         )?;
         tx.commit()?;
