@@ -1177,6 +1177,15 @@ async fn the_example_registers_usernames_from_its_register_file() {
     child.kill().unwrap();
     let _ = child.wait();
 
+    let help = std::process::Command::new(example_path())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for form in ["`+491701234567`", "`+491701234567 @alice`", "`@bob`"] {
+        assert!(help.contains(form), "--help documents {form}: {help}");
+    }
+
     for (line, complaint) in [
         ("+4915100000002 @1bad", "`@1bad` is no Telegram username"),
         ("alice", "`alice` is neither a phone number"),
