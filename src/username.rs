@@ -3,8 +3,9 @@
 //!
 //! Exporters write a username as `@alice`, `alice`, `t.me/alice`, `https://t.me/alice`,
 //! `alice.t.me`, `tg://resolve?domain=alice`, behind a scheme of their own (`telegram:alice`,
-//! Apple's `x-apple:alice`) — see `../shared/notes/telegram-contacts.md`. A Telegram link that
-//! names something else (an invite, a message, a bot's start parameter) is no username.
+//! Apple's `x-apple:alice`): Nextcloud, DAVx5, Apple and Google each use one of these. A
+//! Telegram link that names something else (an invite, a message, a bot's start parameter) is
+//! no username.
 //!
 //! The rule is tdlib's `is_valid_username` (what a username can be): a letter first, then
 //! ASCII letters, digits and `_`, no `__`, no `_` at the end, at most 32 characters; and at

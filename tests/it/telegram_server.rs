@@ -682,7 +682,7 @@ async fn resolve_username_finds_users_case_insensitively_and_names_its_errors() 
         method_rate_limits: [(
             "contacts.resolveUsername".to_owned(),
             crate::telegram::RateLimit {
-                calls: 9,
+                calls: 11,
                 window: Duration::from_secs(60),
                 wait_seconds: 38,
             },
@@ -745,13 +745,27 @@ async fn resolve_username_finds_users_case_insensitively_and_names_its_errors() 
         );
     }
 
-    // The tenth call in the window is over the method's own limit; other methods are not.
-    let limited = within(client.invoke(&resolve("bobby"))).await;
+    // Bob takes another username: the old one is free, the new one finds the same user.
+    server
+        .state()
+        .account
+        .change_username(bob, Some("robert_b"));
+    let old = within(client.invoke(&resolve("bobby"))).await;
+    assert_eq!(
+        rpc_error(old),
+        (400, "USERNAME_NOT_OCCUPIED".to_owned(), None)
+    );
+    let tl::enums::contacts::ResolvedPeer::Peer(peer) =
+        within(client.invoke(&resolve("robert_b"))).await.unwrap();
+    assert_eq!(only_user(&peer.users).id, bob);
+
+    // The twelfth call in the window is over the method's own limit; other methods are not.
+    let limited = within(client.invoke(&resolve("robert_b"))).await;
     assert_eq!(rpc_error(limited), (420, "FLOOD_WAIT".to_owned(), Some(38)));
     within(client.invoke(&tl::functions::contacts::GetContacts { hash: 0 }))
         .await
         .expect("other methods keep their own (here: no) limit");
-    assert_eq!(server.calls_to("contacts.resolveUsername").len(), 10);
+    assert_eq!(server.calls_to("contacts.resolveUsername").len(), 12);
 }
 
 #[tokio::test]
@@ -1176,6 +1190,15 @@ async fn the_example_registers_usernames_from_its_register_file() {
     );
     child.kill().unwrap();
     let _ = child.wait();
+
+    let help = std::process::Command::new(example_path())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for form in ["`+491701234567`", "`+491701234567 @alice`", "`@bob`"] {
+        assert!(help.contains(form), "--help documents {form}: {help}");
+    }
 
     for (line, complaint) in [
         ("+4915100000002 @1bad", "`@1bad` is no Telegram username"),

@@ -127,6 +127,21 @@ impl Account {
         Ok(user_id)
     }
 
+    /// A user changes or drops their username (their user id stays): the old one no longer
+    /// resolves. Panics when another user holds the new one.
+    pub fn change_username(&mut self, user_id: i64, username: Option<&str>) {
+        if let Some(name) = username {
+            let holder = self.person_by_username(name).map(|p| p.user_id);
+            assert!(
+                holder.is_none_or(|h| h == user_id),
+                "@{name} is taken by another test user"
+            );
+        }
+        if let Some(person) = self.people.get_mut(&user_id) {
+            person.username = username.map(str::to_owned);
+        }
+    }
+
     fn new_person(&mut self, phone: Option<String>, hidden: bool) -> i64 {
         self.next_user_id += 1;
         let user_id = self.next_user_id;
