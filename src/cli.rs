@@ -570,6 +570,9 @@ impl<W: Write> Report<W> {
                 pushed: contact.is_some_and(CardContact::is_pushed),
                 phones: phones.iter().map(PhoneLine::of).collect(),
                 telegram_usernames: usernames,
+                added_by_username: contact
+                    .and_then(CardContact::pushed_username)
+                    .map(crate::contact_key::of_username),
                 ignored_telegram_usernames: ignored_usernames
                     .iter()
                     .map(|i| IgnoredUsernameLine {
@@ -627,9 +630,19 @@ impl<W: Write> Report<W> {
             };
             writeln!(out, "    TEL {:<24} {verdict}", p.raw)?;
         }
-        // Issue 15: whether a username is used (or the card's number wins) goes on this line.
+        let used = contact.and_then(CardContact::pushed_username);
+        let numbers = contact.is_some_and(|c| c.pushed_numbers().next().is_some());
         for username in usernames {
-            writeln!(out, "    TELEGRAM @{username}")?;
+            let verdict = if used == Some(username.as_str()) {
+                "→ added by username on Telegram"
+            } else if numbers {
+                "not used: Telegram gets the card's number instead"
+            } else if used.is_some() {
+                "not used: the card's first username is used"
+            } else {
+                "not used: the card is not pushed"
+            };
+            writeln!(out, "    TELEGRAM @{username:<18} {verdict}")?;
         }
         for ignored in ignored_usernames {
             writeln!(
@@ -773,6 +786,10 @@ struct CardLine<'a> {
     phones: Vec<PhoneLine<'a>>,
     /// Telegram usernames the card names, as written, without `@`.
     telegram_usernames: &'a [String],
+    /// The one the card is added by (its key, `@name`): set only for a pushed card that has
+    /// no number we push (the number wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    added_by_username: Option<String>,
     /// Telegram values that name no usable username, and why (not errors of the card).
     ignored_telegram_usernames: Vec<IgnoredUsernameLine<'a>>,
     errors: Vec<String>,
