@@ -1587,3 +1587,66 @@ async fn saved_numbers_are_explained_where_they_are_counted() {
         "{history}"
     );
 }
+
+/// A getContacts list that lacks more of ours than the safety limits allow (a glitch, an
+/// account emptied by mistake) is not applied: under `keep` it would mark every contact as
+/// deleted in the app for good. Held, said by `status`, applied by `--force-delete`.
+#[tokio::test]
+async fn a_list_lacking_most_of_ours_holds_the_reconcile() {
+    let setup = Setup::with(100, 30, "keep", ServerOptions::default())
+        .await
+        .with_telegram_lines("reconcile_interval = 60\n");
+    write_vdir(&setup.book(), 0..20);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    assert_eq!(setup.server.state().account.contacts.len(), 20);
+
+    // Nineteen of twenty gone at once: over max_delete_fraction (20 %).
+    setup
+        .server
+        .state()
+        .account
+        .contacts
+        .retain(|_, c| c.phone == phone(0)[1..]);
+    clock.advance(61);
+    let report = setup.sync(&clock).await;
+    let held = report.accounts[0].held.as_ref().expect("held");
+    assert!(
+        held.reason.contains("lacks 19 of our 20 contacts"),
+        "{held:?}"
+    );
+    let store = Store::open_for_writing(&setup.config.state_dir).unwrap();
+    let mirror = store.mirror("telegram").unwrap();
+    assert!(
+        mirror.values().all(|e| e.hold.is_none()),
+        "nothing marked as deleted in the app: {mirror:?}"
+    );
+    drop(store);
+    let status = crate::support::stdout(&binary(&setup, &["status"]).await);
+    assert!(status.contains("lacks 19 of our 20"), "{status}");
+
+    // `--force-delete` retries the held reconcile at once and applies the list (under
+    // `keep`: every contact it lacks stays deleted).
+    setup.server.state().account.contacts.clear();
+    let mut store = Store::open_for_writing(&setup.config.state_dir).unwrap();
+    let options = SyncOptions {
+        force_delete: true,
+        ..SyncOptions::default()
+    };
+    let session = Arc::new(TelegramSession::open(&setup.config.state_dir).unwrap());
+    let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(TelegramBackend::connect(
+        setup.config.telegram.as_ref().unwrap(),
+        session,
+    ))];
+    let forced = sync::sync_once(&setup.config, &mut store, &mut backends, &clock, &options)
+        .await
+        .unwrap();
+    assert!(forced.accounts[0].held.is_none(), "{forced:?}");
+    let kept_deleted = store
+        .mirror("telegram")
+        .unwrap()
+        .values()
+        .filter(|e| e.hold.is_some())
+        .count();
+    assert_eq!(kept_deleted, 20, "--force-delete applies the list");
+}
