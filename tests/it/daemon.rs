@@ -673,9 +673,10 @@ async fn a_contact_deleted_in_the_app_after_the_daemons_own_imports_is_noticed()
         .state()
         .account
         .add_by_hand("+4930123456", "Added By Hand");
+    // Two of ours: one deleted in the app is a change, not an emptied list (that is held).
     let daemon = Daemon::prepare(
         &server,
-        0..1,
+        0..2,
         "",
         "[watch]\ndebounce = \"100ms\"\n",
         // Long enough that no reconcile falls between our import and the deletion below on
