@@ -557,11 +557,13 @@ pub fn remote_list(
         for c in &contacts {
             // Not in the mirror: added by hand, the user's.
             let (owner, key) = owners.of(c);
-            let phone = if show_phones {
-                c.e164.clone()
-            } else {
-                redact(&c.e164)
+            // A contact without a visible number (added by username, or hiding it) is shown by
+            // its username, redacted like numbers.
+            let shown = match c.username.as_deref() {
+                Some(username) if c.e164.is_empty() => format!("@{username}"),
+                _ => c.e164.clone(),
             };
+            let phone = if show_phones { shown } else { redact(&shown) };
             let in_book = ours.contains(&c.e164) || ours.contains(key);
             if json {
                 serde_json::to_writer(

@@ -136,6 +136,14 @@ async fn username_cards_are_added_renamed_and_removed_by_user() {
         !out.contains("nobody_here"),
         "usernames are redacted: {out}"
     );
+    // Alice has no number Telegram shows: `remote list` names her by username, redacted.
+    let list = crate::support::stdout(&binary(&setup, &["remote", "list"]).await);
+    assert!(
+        list.lines()
+            .any(|l| l.contains("@A…_W") && l.contains("Alice W") && !l.contains("not in")),
+        "{list}"
+    );
+    assert!(!list.to_lowercase().contains("alice_w"), "{list}");
 
     // Nothing changed: nothing asked, the unknown username included.
     let calls = setup.server.call_count();
