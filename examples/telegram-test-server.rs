@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use telegram::account::Registration;
 use telegram::{RateLimit, ServerOptions, TestServer};
@@ -26,7 +27,10 @@ struct Args {
     /// Rewrite this JSON file (contacts, saved phones, call log) after every call
     #[arg(long, value_name = "FILE")]
     dump: Option<PathBuf>,
-    /// A file of phone numbers (one per line) that have a Telegram account
+    /// A file of people who have a Telegram account, one per line: a phone number
+    /// (`+491701234567`), a number and a username (`+491701234567 @alice`), or a username
+    /// alone (`@bob`: a user nobody finds by number, only by `contacts.resolveUsername`).
+    /// Usernames are compared case-insensitively; empty lines and `#` comments are skipped
     #[arg(long, value_name = "FILE")]
     register_file: Option<PathBuf>,
     /// Every number whose last digit is even has an account
@@ -80,9 +84,27 @@ async fn main() -> anyhow::Result<()> {
             Registration::Explicit
         };
         if let Some(file) = &args.register_file {
-            for line in std::fs::read_to_string(file)?.lines() {
-                if !line.trim().is_empty() {
-                    state.account.register(line.trim(), false);
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading --register-file {}", file.display()))?;
+            for (number, line) in text.lines().enumerate() {
+                let registration = parse_registration(line).with_context(|| {
+                    format!("--register-file {} line {}", file.display(), number + 1)
+                })?;
+                match registration {
+                    None => {}
+                    Some((Some(phone), None)) => {
+                        state.account.register(&phone, false);
+                    }
+                    Some((phone, Some(username))) => {
+                        state
+                            .account
+                            .try_register_username(phone.as_deref(), &username)
+                            .map_err(anyhow::Error::msg)
+                            .with_context(|| {
+                                format!("--register-file {} line {}", file.display(), number + 1)
+                            })?;
+                    }
+                    Some((None, None)) => unreachable!("a registration names someone"),
                 }
             }
         }
@@ -118,6 +140,40 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One `--register-file` line: `None` for an empty or comment line, else the phone and/or
+/// the username (without `@`) it names.
+fn parse_registration(line: &str) -> anyhow::Result<Option<(Option<String>, Option<String>)>> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let mut username = None;
+    let mut phone = String::new();
+    for word in line.split_whitespace() {
+        if let Some(name) = word.strip_prefix('@') {
+            anyhow::ensure!(
+                telegram::account::could_be_username(name),
+                "`{word}` is no Telegram username (a letter first, then letters, digits and single `_`, at most 32)"
+            );
+            anyhow::ensure!(username.is_none(), "two usernames on one line");
+            username = Some(name.to_owned());
+        } else {
+            // A number may be written with spaces: `+49 151 00000004`.
+            phone.push_str(word);
+        }
+    }
+    anyhow::ensure!(
+        phone.is_empty()
+            || (phone.chars().any(|c| c.is_ascii_digit())
+                && phone
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || "+-()".contains(c))),
+        "`{phone}` is neither a phone number (`+491701234567`) nor a username (`@alice`)"
+    );
+    let phone = Some(phone).filter(|p| !p.is_empty());
+    Ok(Some((phone, username)))
 }
 
 /// Points the daemon's own session store at this server, logged in as the test account.

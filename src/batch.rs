@@ -1,5 +1,6 @@
 //! Plan → requests of at most `batch_size`, each import item with its own client_id.
 
+use crate::contact_key;
 use crate::diff::{ImportReason, Names, PlannedImport};
 
 /// One contact of an import request.
@@ -13,6 +14,12 @@ pub struct ImportItem {
     /// The mirror records the number as ours on the remote: this import renames our contact
     /// (a backend that adds and renames with different calls needs to know; WhatsApp).
     pub rename: bool,
+    /// A username contact's user as resolved before (kept in the mirror): added again (a
+    /// rename) without resolving the username once more.
+    pub user: Option<(i64, i64)>,
+    /// A number's card also names a Telegram username: asked for when the number has no
+    /// account (`ImportResult::Saved`), so the person still becomes a contact.
+    pub fallback_username: Option<String>,
 }
 
 /// Splits imports into batches of at most `batch_size` and numbers them from
@@ -24,19 +31,19 @@ pub fn numbered_batches<'a, I: IntoIterator<Item = &'a PlannedImport>>(
     next_client_id: i64,
 ) -> NumberedBatches<I::IntoIter> {
     NumberedBatches {
-        imports: imports.into_iter(),
+        imports: imports.into_iter().peekable(),
         batch_size: batch_size.max(1),
         next_client_id,
     }
 }
 
-pub struct NumberedBatches<I> {
-    imports: I,
+pub struct NumberedBatches<I: Iterator> {
+    imports: std::iter::Peekable<I>,
     batch_size: usize,
     next_client_id: i64,
 }
 
-impl<I> NumberedBatches<I> {
+impl<I: Iterator> NumberedBatches<I> {
     /// The counter's value after the batches taken so far.
     pub fn next_client_id(&self) -> i64 {
         self.next_client_id
@@ -48,21 +55,26 @@ impl<'a, I: Iterator<Item = &'a PlannedImport>> Iterator for NumberedBatches<I> 
 
     fn next(&mut self) -> Option<Vec<ImportItem>> {
         let mut client_id = self.next_client_id;
-        let batch: Vec<ImportItem> = self
-            .imports
-            .by_ref()
-            .take(self.batch_size)
-            .map(|import| {
-                let item = ImportItem {
-                    client_id,
-                    e164: import.e164.clone(),
-                    names: import.names.clone(),
-                    rename: import.reason == ImportReason::Rename,
-                };
-                client_id += 1;
-                item
-            })
-            .collect();
+        let mut batch: Vec<ImportItem> = Vec::new();
+        // A username is added with calls of its own (resolve, then add), one contact each:
+        // it goes out alone, so that a wait or a refusal is about that one contact and every
+        // contact added before it is applied. Numbers share importContacts batches.
+        while let Some(import) = self.imports.next_if(|next| {
+            batch.len() < self.batch_size
+                && batch.first().is_none_or(|first| {
+                    !contact_key::is_username(&first.e164) && !contact_key::is_username(&next.e164)
+                })
+        }) {
+            batch.push(ImportItem {
+                client_id,
+                e164: import.e164.clone(),
+                names: import.names.clone(),
+                rename: import.reason == ImportReason::Rename,
+                user: None,
+                fallback_username: None,
+            });
+            client_id += 1;
+        }
         self.next_client_id = client_id;
         (!batch.is_empty()).then_some(batch)
     }
@@ -116,5 +128,31 @@ mod tests {
             .map(|i| i.client_id)
             .collect();
         assert_eq!(ids, (1000..1250).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn usernames_go_out_one_per_batch_after_the_numbers() {
+        let mut planned = imports(3);
+        for name in ["alice", "bobby"] {
+            planned.push(PlannedImport {
+                e164: contact_key::of_username(name),
+                names: Names {
+                    first: name.into(),
+                    last: String::new(),
+                },
+                reason: ImportReason::New,
+            });
+        }
+        let sizes: Vec<Vec<String>> = numbered_batches(&planned, 100, 1)
+            .map(|b| b.into_iter().map(|i| i.e164).collect())
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                vec!["+4930000000", "+4930000001", "+4930000002"],
+                vec!["@alice"],
+                vec!["@bobby"]
+            ]
+        );
     }
 }

@@ -151,6 +151,11 @@ pub enum RemoteCommand {
         /// Do not ask (without a terminal to ask on, it refuses unless given)
         #[arg(long)]
         yes: bool,
+        /// Telegram: afterwards also call contacts.resetSaved, which empties the account's
+        /// list of imported numbers without a Telegram account, including those the official
+        /// apps imported from your phone's address book (asked on a terminal when not given)
+        #[arg(long)]
+        reset_saved: bool,
     },
     /// Sync the account again after `remote forget-all`
     Resume {
@@ -284,9 +289,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Remote(RemoteCommand::Export { dir, account }) => {
             state::remote_export(cli.config.as_deref(), &dir, account.as_deref())
         }
-        Command::Remote(RemoteCommand::ForgetAll { account, yes }) => {
-            state::remote_forget_all(cli.config.as_deref(), account.as_deref(), yes)
-        }
+        Command::Remote(RemoteCommand::ForgetAll {
+            account,
+            yes,
+            reset_saved,
+        }) => state::remote_forget_all(cli.config.as_deref(), account.as_deref(), yes, reset_saved),
         Command::Remote(RemoteCommand::Resume { account }) => {
             state::remote_resume(cli.config.as_deref(), account.as_deref())
         }
@@ -606,6 +613,8 @@ struct Report<W: Write> {
     phones: usize,
     rejected_phones: usize,
     no_region_phones: usize,
+    telegram_usernames: usize,
+    ignored_telegram_usernames: usize,
     empty_sources: usize,
     /// The region national numbers are read with.
     region: Option<DefaultRegion>,
@@ -625,6 +634,8 @@ impl<W: Write> Report<W> {
             phones: 0,
             rejected_phones: 0,
             no_region_phones: 0,
+            telegram_usernames: 0,
+            ignored_telegram_usernames: 0,
             empty_sources: 0,
             region: None,
         }
@@ -715,6 +726,14 @@ impl<W: Write> Report<W> {
             self.cards_left_out += 1;
         }
         let card = outcome.result.as_ref().ok();
+        let usernames = card
+            .map(|c| c.telegram_usernames.as_slice())
+            .unwrap_or_default();
+        let ignored_usernames = card
+            .map(|c| c.ignored_telegram_usernames.as_slice())
+            .unwrap_or_default();
+        self.telegram_usernames += usernames.len();
+        self.ignored_telegram_usernames += ignored_usernames.len();
         let name = contact.and_then(|c| c.name.as_ref());
         let phones = contact.map(|c| c.phones.as_slice()).unwrap_or_default();
         self.phones += phones.len();
@@ -738,6 +757,17 @@ impl<W: Write> Report<W> {
                 name_source: name.map(|n| n.source),
                 pushed: contact.is_some_and(CardContact::is_pushed),
                 phones: phones.iter().map(PhoneLine::of).collect(),
+                telegram_usernames: usernames,
+                added_by_username: contact
+                    .and_then(CardContact::pushed_username)
+                    .map(crate::contact_key::of_username),
+                ignored_telegram_usernames: ignored_usernames
+                    .iter()
+                    .map(|i| IgnoredUsernameLine {
+                        value: &i.value,
+                        reason: i.problem.to_string(),
+                    })
+                    .collect(),
                 errors,
                 left_out,
             };
@@ -788,6 +818,27 @@ impl<W: Write> Report<W> {
             };
             writeln!(out, "    TEL {:<24} {verdict}", p.raw)?;
         }
+        let used = contact.and_then(CardContact::pushed_username);
+        let numbers = contact.is_some_and(|c| c.pushed_numbers().next().is_some());
+        for username in usernames {
+            let verdict = if used == Some(username.as_str()) {
+                "→ added by username on Telegram"
+            } else if numbers {
+                "not used: Telegram gets the card's number instead"
+            } else if used.is_some() {
+                "not used: the card's first username is used"
+            } else {
+                "not used: the card is not pushed"
+            };
+            writeln!(out, "    TELEGRAM @{username:<18} {verdict}")?;
+        }
+        for ignored in ignored_usernames {
+            writeln!(
+                out,
+                "    TELEGRAM {:<19} ignored: {}",
+                ignored.value, ignored.problem
+            )?;
+        }
         for error in &errors {
             writeln!(out, "    error: {error}")?;
         }
@@ -818,6 +869,8 @@ impl<W: Write> Report<W> {
                 "cards_left_out": self.cards_left_out,
                 "phones": self.phones,
                 "rejected_phones": self.rejected_phones,
+                "telegram_usernames": self.telegram_usernames,
+                "ignored_telegram_usernames": self.ignored_telegram_usernames,
                 "contacts": pushed_phones,
                 "duplicates": set.duplicates,
                 "name_conflicts": set.conflicts.len(),
@@ -861,6 +914,13 @@ impl<W: Write> Report<W> {
                 set.duplicates,
                 set.conflicts.len(),
             )?;
+            if self.telegram_usernames + self.ignored_telegram_usernames > 0 {
+                writeln!(
+                    out,
+                    "{} Telegram usernames, {} Telegram values ignored (no username in them, or against Telegram's rules: see the cards)",
+                    self.telegram_usernames, self.ignored_telegram_usernames
+                )?;
+            }
             if self.files == 0 && self.empty_sources > 0 {
                 writeln!(
                     out,
@@ -912,10 +972,24 @@ struct CardLine<'a> {
     name_source: Option<NameSource>,
     pushed: bool,
     phones: Vec<PhoneLine<'a>>,
+    /// Telegram usernames the card names, as written, without `@`.
+    telegram_usernames: &'a [String],
+    /// The one the card is added by (its key, `@name`): set only for a pushed card that has
+    /// no number we push (the number wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    added_by_username: Option<String>,
+    /// Telegram values that name no usable username, and why (not errors of the card).
+    ignored_telegram_usernames: Vec<IgnoredUsernameLine<'a>>,
     errors: Vec<String>,
     /// Why the source's category filter leaves the card out (not an error).
     #[serde(skip_serializing_if = "Option::is_none")]
     left_out: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct IgnoredUsernameLine<'a> {
+    value: &'a str,
+    reason: String,
 }
 
 #[derive(Serialize)]

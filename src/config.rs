@@ -382,6 +382,10 @@ pub struct TelegramConfig {
     #[serde(serialize_with = "as_seconds")]
     pub reconcile_interval: u64,
     pub on_remote_delete: OnRemoteDelete,
+    /// `contacts.addContact`'s flag for a contact added by username: let that person see
+    /// the account's phone number despite its privacy settings. Default false, as in
+    /// Telegram's own apps, where it is an explicit choice ("Share my phone number").
+    pub add_phone_privacy_exception: bool,
 }
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SourceConfig {
@@ -548,6 +552,7 @@ struct RawTelegram {
     request_timeout: Option<Spanned<RawDuration>>,
     reconcile_interval: Option<Spanned<RawDuration>>,
     on_remote_delete: Option<OnRemoteDelete>,
+    add_phone_privacy_exception: Option<bool>,
 }
 
 /// `30` (seconds) or `"30s"`, `"5m"`, `"6h"`, `"1d"`.
@@ -1687,6 +1692,7 @@ fn telegram_config(
             invalid,
         )?,
         on_remote_delete: raw.on_remote_delete.unwrap_or(OnRemoteDelete::Reimport),
+        add_phone_privacy_exception: raw.add_phone_privacy_exception.unwrap_or(false),
     })
 }
 

@@ -109,6 +109,8 @@ pub enum CardProblem {
 pub struct CardContact {
     pub name: Option<PersonName>,
     pub phones: Vec<PhoneEntry>,
+    /// The card's Telegram usernames (valid ones, as written).
+    pub usernames: Vec<String>,
     pub problems: Vec<CardProblem>,
     /// Left out by the source's `include_categories` / `exclude_categories`: a decision of
     /// the configuration, not a problem of the card.
@@ -130,6 +132,34 @@ impl CardContact {
             _ => None,
         })
     }
+
+    /// The username this card is added by: its first one, and only when it pushes no
+    /// number. The number path wins: Telegram finds the person by number, and adding the
+    /// same person by username too would make two requests for one contact.
+    pub fn pushed_username(&self) -> Option<&str> {
+        if !self.is_pushed() || self.pushed_numbers().next().is_some() {
+            return None;
+        }
+        self.usernames.first().map(String::as_str)
+    }
+
+    /// For a card pushed by number: its first username, which Telegram is asked for when a
+    /// number turns out to have no account (the person is still found, by username).
+    pub fn fallback_username(&self) -> Option<&str> {
+        if !self.is_pushed() || self.pushed_numbers().next().is_none() {
+            return None;
+        }
+        self.usernames.first().map(String::as_str)
+    }
+
+    /// The keys this card contributes to the desired set (`contact_key`): its numbers, or
+    /// its username when it has none.
+    pub fn contact_keys(&self) -> Vec<String> {
+        match self.pushed_username() {
+            Some(username) => vec![crate::contact_key::of_username(username)],
+            None => self.pushed_numbers().map(str::to_owned).collect(),
+        }
+    }
 }
 
 /// Understands one card.
@@ -142,8 +172,9 @@ pub fn understand(
     let mut problems = Vec::new();
     if card.is_group {
         problems.push(CardProblem::Group);
-    } else if name.is_none() && !card.phones.is_empty() {
-        // A nameless card without phones has nothing to push: no error worth reporting.
+    } else if name.is_none() && !(card.phones.is_empty() && card.telegram_usernames.is_empty()) {
+        // A nameless card without phones or usernames has nothing to push: no error worth
+        // reporting.
         problems.push(CardProblem::Nameless);
     }
     let left_out = category_exclusion(card, filter);
@@ -175,6 +206,7 @@ pub fn understand(
     CardContact {
         name,
         phones,
+        usernames: card.telegram_usernames.clone(),
         problems,
         left_out,
     }
@@ -384,8 +416,8 @@ impl DesiredSetBuilder {
             return;
         };
         let name = Arc::new(name.clone());
-        for e164 in card.pushed_numbers() {
-            self.add_number(origin.clone(), e164.to_owned(), Arc::clone(&name));
+        for key in card.contact_keys() {
+            self.add_number(origin.clone(), key, Arc::clone(&name));
         }
     }
 

@@ -21,10 +21,15 @@ pub struct ExportedCard {
     pub text: String,
 }
 
-/// The card of one remote contact. `ours`: contactsyncd created it (otherwise it is
-/// marked with [`NOT_OURS_CATEGORY`]). `None` for a contact with neither a number nor a
-/// user id (nothing stable to name it by).
-pub fn card(account: &str, contact: &RemoteContact, ours: bool) -> Option<ExportedCard> {
+/// The card of one remote contact. `ours`: the key contactsyncd created it under (`None`:
+/// not ours, marked with [`NOT_OURS_CATEGORY`]). `None` for a contact with neither a number
+/// nor a user id (nothing stable to name it by).
+///
+/// A contact of ours added by username is written without its number, as the address book
+/// had it: a source pointed at the export then knows it by the same key (a number would take
+/// the number path, and the contact would be planned anew).
+pub fn card(account: &str, contact: &RemoteContact, ours: Option<&str>) -> Option<ExportedCard> {
+    let by_username = ours.is_some_and(crate::contact_key::is_username);
     // A UID from the user id where there is one (it survives a number change), else the
     // number: the same contact gets the same UID and file on every export.
     let key = match (contact.user_id, contact.e164.trim_start_matches('+')) {
@@ -57,7 +62,7 @@ pub fn card(account: &str, contact: &RemoteContact, ours: bool) -> Option<Export
         "N",
         &format!("{};{};;;", escape(last), escape(first)),
     );
-    if !contact.e164.is_empty() {
+    if !contact.e164.is_empty() && !by_username {
         push(
             &mut text,
             "TEL;VALUE=uri;TYPE=cell",
@@ -71,7 +76,7 @@ pub fn card(account: &str, contact: &RemoteContact, ours: bool) -> Option<Export
             &format!("telegram:{username}"),
         );
     }
-    if !ours {
+    if ours.is_none() {
         push(&mut text, "CATEGORIES", &escape(NOT_OURS_CATEGORY));
     }
     text.push_str("END:VCARD\r\n");
@@ -144,7 +149,7 @@ mod tests {
     fn an_exported_card_reads_back_as_the_same_contact() {
         let mut contact = remote("+4915123456789", "María, José", "García; Jr.", Some(77));
         contact.username = Some("maria_g".into());
-        let card = card("telegram", &contact, true).unwrap();
+        let card = card("telegram", &contact, Some("+4915123456789")).unwrap();
         assert_eq!(card.file_name, "contactsyncd-telegram-user-77.vcf");
         let parsed = vcard::parse_bytes(card.text.as_bytes()).unwrap();
         assert_eq!(parsed.cards.len(), 1);
@@ -166,22 +171,41 @@ mod tests {
         assert!(!card.text.contains("CATEGORIES"));
     }
 
+    /// Issue 15: one of ours added by username comes back as the same key (the username,
+    /// no number), so a source pointed at the export plans nothing for it.
+    #[test]
+    fn a_contact_added_by_username_is_exported_by_username() {
+        let mut contact = remote("+4915123456789", "Maria", "", Some(78));
+        contact.username = Some("Maria_G".into());
+        let card = card("telegram", &contact, Some("@maria_g")).unwrap();
+        assert!(!card.text.contains("TEL"), "{}", card.text);
+        let parsed = vcard::parse_bytes(card.text.as_bytes()).unwrap();
+        let raw = parsed.cards[0].result.as_ref().unwrap();
+        let understood = contact::understand(raw, None, &CardFilter::default());
+        assert_eq!(understood.contact_keys(), ["@maria_g"]);
+    }
+
     #[test]
     fn contacts_not_ours_are_marked_and_keyed_by_number_without_a_user() {
-        let card = card("whatsapp", &remote("+4930123456", "Mum", "", None), false).unwrap();
+        let card = card("whatsapp", &remote("+4930123456", "Mum", "", None), None).unwrap();
         assert_eq!(card.file_name, "contactsyncd-whatsapp-tel-4930123456.vcf");
         assert!(card.text.contains("CATEGORIES:Added in the app\r\n"));
         assert!(
             card.text
                 .contains("UID:urn:contactsyncd:whatsapp:tel-4930123456\r\n")
         );
-        assert!(super::card("telegram", &remote("", "Ghost", "", None), true).is_none());
+        assert!(super::card("telegram", &remote("", "Ghost", "", None), Some("+1")).is_none());
     }
 
     #[test]
     fn long_lines_are_folded_on_character_boundaries() {
         let long = "Ä".repeat(60);
-        let card = card("telegram", &remote("+4930123456", &long, "", Some(1)), true).unwrap();
+        let card = card(
+            "telegram",
+            &remote("+4930123456", &long, "", Some(1)),
+            Some("+4930123456"),
+        )
+        .unwrap();
         for line in card.text.split("\r\n") {
             assert!(line.len() <= 75, "{line:?}");
         }

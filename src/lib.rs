@@ -1,6 +1,6 @@
 //! contactsyncd keeps a messenger contact list equal to a vCard address book.
 //!
-//! Pure modules (no I/O): [`vcard`], [`phone`], [`contact`], [`diff`], [`batch`]. Modules
+//! Pure modules (no I/O): [`vcard`], [`username`], [`phone`], [`contact`], [`diff`], [`batch`]. Modules
 //! that touch the outside world: [`config`] (reads its file), [`source`] (walks and reads the
 //! file system), [`store`] (SQLite), [`backend`] (the network), [`sync`] (one pass over all
 //! of them), [`cli`] (prints).
@@ -16,6 +16,8 @@ pub mod cli;
 pub mod config;
 /// Card → messenger contact (names, phones, filters); all cards → the desired set.
 pub mod contact;
+/// A contact's key: `+E164` or `@username`.
+pub mod contact_key;
 /// `contactsyncd run`: watcher, signals, systemd notifications around sync passes.
 pub mod daemon;
 /// Desired set × mirror → sorted plan; the deletion guard.
@@ -32,5 +34,7 @@ pub mod source;
 pub mod store;
 /// One full pass: scan, plan, outbox, send, apply.
 pub mod sync;
+/// Telegram usernames in cards: the forms exporters write them in, Telegram's rules.
+pub mod username;
 /// Bytes → cards: the pre-pass and calcard, one card at a time.
 pub mod vcard;

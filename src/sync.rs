@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use crate::backend::{ALL_RETRY_PAUSE, Backend, BackendError, BoxFuture, retry_delay};
 use crate::config::Config;
+use crate::contact_key;
 use crate::diff::{self, DeleteLimits, Held, ImportReason, Names, Plan};
 use crate::source;
 use crate::store::{
@@ -279,7 +280,25 @@ fn plan_at_epoch(
     // `remote forget-all`: the account is to hold nothing of ours, every deletion confirmed
     // by the user (no guard).
     let nothing = BTreeMap::new();
-    let desired = if forgetting { &nothing } else { desired };
+    let numbers_only;
+    let desired = if forgetting {
+        &nothing
+    } else if !crate::backend::adds_by_username(backend)
+        && desired
+            .keys()
+            .next_back()
+            .is_some_and(|k| contact_key::is_username(k))
+    {
+        // Usernames sort last: only a book that has some pays for this copy.
+        numbers_only = desired
+            .iter()
+            .filter(|(key, _)| !contact_key::is_username(key))
+            .map(|(key, names)| (key.clone(), names.clone()))
+            .collect();
+        &numbers_only
+    } else {
+        desired
+    };
     let plan = diff::diff(desired, &mirror, &in_flight, now);
     let remote = remote.unwrap_or_else(|| mirror.values().filter(|e| e.state.is_remote()).count());
     let held = diff::guard(
@@ -958,7 +977,16 @@ pub async fn reconcile_if_due(
         }
         Ok(Some(remote)) => {
             let hash = backend.remote_hash();
-            let gone = store.apply_reconcile_with_hash(&name, &remote, reimport, hash, now)?;
+            let policy = crate::store::ListingPolicy {
+                reimport,
+                adopt_existing: false,
+                limits: options.limits,
+                force: options.force_delete,
+            };
+            let gone = store.apply_reconcile_with_hash(&name, &remote, policy, hash, now)?;
+            if let Some(held) = store.reconcile_hold(&name)? {
+                tracing::warn!(backend = %name, missing = held.deletes, "reconcile held: {}", held.reason);
+            }
             if gone > 0 {
                 tracing::info!(backend = %name, contacts = gone, reimport, "contacts deleted in the app");
             }
@@ -1063,15 +1091,31 @@ async fn send_queue(
                 let items: Vec<_> = batch
                     .items
                     .iter()
-                    .map(|item| crate::batch::ImportItem {
-                        client_id: item.client_id.unwrap_or_default(),
-                        e164: item.e164.clone(),
-                        names: item.names.clone(),
-                        rename: mirrored
-                            .get(&item.e164)
-                            .is_some_and(|m| m.state.is_remote()),
+                    .map(|item| {
+                        let by_username = contact_key::is_username(&item.e164);
+                        let user = if by_username {
+                            store.known_user(&name, &item.e164)?
+                        } else {
+                            None
+                        };
+                        let fallback_username =
+                            if !by_username && crate::backend::adds_by_username(&name) {
+                                store.fallback_username(&item.e164)?
+                            } else {
+                                None
+                            };
+                        Ok(crate::batch::ImportItem {
+                            client_id: item.client_id.unwrap_or_default(),
+                            e164: item.e164.clone(),
+                            names: item.names.clone(),
+                            rename: mirrored
+                                .get(&item.e164)
+                                .is_some_and(|m| m.state.is_remote()),
+                            user,
+                            fallback_username,
+                        })
                     })
-                    .collect();
+                    .collect::<Result<_, StoreError>>()?;
                 match backend.import(&items).instrument(span.clone()).await {
                     Ok(results) => {
                         let tally =
@@ -1095,11 +1139,20 @@ async fn send_queue(
                 }
             }
             BatchKind::Delete => {
-                let phones: Vec<String> = batch.items.iter().map(|i| i.e164.clone()).collect();
+                let keys: Vec<String> = batch.items.iter().map(|i| i.e164.clone()).collect();
                 // A contact who changed their number is not removed by the old string: ours
-                // with a known user go by user too.
-                let users = store.users_of(&name, &phones)?;
-                let mut deleted = backend.delete(&phones).instrument(span.clone()).await;
+                // with a known user go by user too, and a username contact only by user.
+                let users = store.users_of(&name, &keys)?;
+                let phones: Vec<String> = keys
+                    .iter()
+                    .filter(|key| !contact_key::is_username(key))
+                    .cloned()
+                    .collect();
+                let mut deleted = if phones.is_empty() {
+                    Ok(())
+                } else {
+                    backend.delete(&phones).instrument(span.clone()).await
+                };
                 if deleted.is_ok() && !users.is_empty() {
                     deleted = match backend.delete_users(&users).instrument(span.clone()).await {
                         // The numbers are gone; a user refused (a stale access hash) is
@@ -1114,7 +1167,7 @@ async fn send_queue(
                 match deleted {
                     Ok(()) => {
                         store.apply_delete(&batch, clock.now())?;
-                        report.deleted += phones.len();
+                        report.deleted += keys.len();
                         Ok(())
                     }
                     Err(err) => Err(err),

@@ -40,6 +40,9 @@ const KEPT_PROPERTIES: &[&str] = &[
     "KIND",
     "X-ADDRESSBOOKSERVER-KIND",
     "X-ABLABEL",
+    // Telegram usernames (see `username`).
+    "IMPP",
+    "URL",
 ];
 
 /// Errors that make a whole file unusable.
@@ -91,6 +94,17 @@ pub struct RawCard {
     /// Telegram usernames the card names (IMPP, URL t.me/…), valid by Telegram's rules,
     /// without the `@`, as written; one per username compared case-insensitively.
     pub telegram_usernames: Vec<String>,
+    /// Values that point at Telegram but name no usable username, with the reason. Not an
+    /// error of the card (its phones still sync); `inspect` shows them.
+    pub ignored_telegram_usernames: Vec<IgnoredUsername>,
+}
+
+/// A Telegram IMPP or t.me URL that names no usable username.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredUsername {
+    /// The property's value as written, e.g. `https://t.me/+AbCd` or `telegram:1alice`.
+    pub value: String,
+    pub problem: crate::username::UsernameProblem,
 }
 
 /// The N property, components in vCard order.
@@ -762,6 +776,18 @@ fn extract(vcard: VCard, index: usize, line: usize) -> RawCard {
                     phone_groups.push(entry.group.clone());
                 }
             }
+            VCardProperty::Impp => {
+                if let Some(value) = first_text(&entry) {
+                    let found = crate::username::from_impp(&value, names_telegram(&entry));
+                    add_username(&mut card, value, found);
+                }
+            }
+            VCardProperty::Url => {
+                if let Some(value) = first_text(&entry) {
+                    let found = crate::username::from_url(&value);
+                    add_username(&mut card, value, found);
+                }
+            }
             VCardProperty::Other(name) if name.eq_ignore_ascii_case("X-ABLABEL") => {
                 if let (Some(group), Some(label)) = (&entry.group, first_text(&entry)) {
                     labels.push((group.to_ascii_lowercase(), label));
@@ -782,6 +808,46 @@ fn extract(vcard: VCard, index: usize, line: usize) -> RawCard {
         }
     }
     card
+}
+
+/// Whether an IMPP's parameters say it is Telegram's: Nextcloud's `TYPE=TELEGRAM`, Apple's
+/// and Google's `X-SERVICE-TYPE=Telegram`, RFC 9554's `SERVICE-TYPE=Telegram`.
+fn names_telegram(entry: &VCardEntry) -> bool {
+    entry.params.iter().any(|param| {
+        let service = match &param.name {
+            VCardParameterName::Type | VCardParameterName::ServiceType => true,
+            VCardParameterName::Other(name) => name.eq_ignore_ascii_case("X-SERVICE-TYPE"),
+            _ => false,
+        };
+        service
+            && matches!(&param.value, VCardParameterValue::Text(t)
+                if t.split(',').any(|t| t.trim().eq_ignore_ascii_case("telegram")))
+    })
+}
+
+/// Records what a Telegram value named: a username once (compared case-insensitively, the
+/// first spelling kept), or why it was ignored; values not about Telegram are not recorded.
+fn add_username(
+    card: &mut RawCard,
+    value: String,
+    found: Option<Result<String, crate::username::UsernameProblem>>,
+) {
+    match found {
+        None => {}
+        Some(Ok(username))
+            if !card
+                .telegram_usernames
+                .iter()
+                .any(|known| crate::username::same(known, &username)) =>
+        {
+            card.telegram_usernames.push(username);
+        }
+        // The same username again, perhaps in another spelling: the first one stands.
+        Some(Ok(_)) => {}
+        Some(Err(problem)) => card
+            .ignored_telegram_usernames
+            .push(IgnoredUsername { value, problem }),
+    }
 }
 
 /// `KIND:group` (calcard parses it) or Apple's `X-ADDRESSBOOKSERVER-KIND:group` (text).

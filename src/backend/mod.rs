@@ -80,6 +80,13 @@ pub trait Backend: Send {
         Box::pin(async { Ok(()) })
     }
 
+    /// Empties the account's list of imported numbers that have no account behind them
+    /// (Telegram: `contacts.resetSaved`; also those the official apps imported). Only on
+    /// the user's request (`remote forget-all --reset-saved`). Backends without one: nothing.
+    fn reset_saved(&mut self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// How often to reconcile with the remote list (seconds), and whether contacts deleted
     /// in the app are imported again (`on_remote_delete`); `None`: this backend does not.
     fn reconcile_policy(&self) -> Option<(u64, bool)> {
@@ -172,6 +179,13 @@ impl Backend for LoggedOut {
     fn login_required(&self) -> Option<String> {
         Some(Self::REASON.into())
     }
+}
+
+/// Whether an account adds contacts known only by a Telegram username (`@name` keys):
+/// Telegram does (`contacts.resolveUsername` + `contacts.addContact`); WhatsApp knows
+/// people only by number, so its plans leave those keys out.
+pub fn adds_by_username(account: &str) -> bool {
+    account == "telegram"
 }
 
 /// A contact as the remote lists it.

@@ -14,6 +14,7 @@ use grammers_tl_types as tl;
 use super::{Backend, BackendError, BoxFuture, ImportResult, RemoteContact};
 use crate::batch::ImportItem;
 use crate::config::TelegramConfig;
+use crate::contact_key;
 use crate::store::telegram_session::TelegramSession;
 
 /// grammers may sleep on FLOOD_WAIT by itself only this long; longer waits pause the
@@ -30,6 +31,7 @@ pub struct TelegramBackend {
     timeout: Duration,
     contacts_hash: i64,
     reconcile: (u64, bool),
+    add_phone_privacy_exception: bool,
 }
 
 impl Drop for TelegramBackend {
@@ -63,6 +65,7 @@ impl TelegramBackend {
                 config.reconcile_interval,
                 config.on_remote_delete == crate::config::OnRemoteDelete::Reimport,
             ),
+            add_phone_privacy_exception: config.add_phone_privacy_exception,
         }
     }
 
@@ -168,6 +171,137 @@ impl TelegramBackend {
     }
 }
 
+impl TelegramBackend {
+    /// `contacts.importContacts` for numbers, one call for the batch.
+    async fn import_numbers(
+        &self,
+        items: &[&ImportItem],
+    ) -> Result<Vec<(i64, ImportResult)>, BackendError> {
+        let request = tl::functions::contacts::ImportContacts {
+            contacts: items
+                .iter()
+                .map(|item| {
+                    tl::enums::InputContact::InputPhoneContact(tl::types::InputPhoneContact {
+                        client_id: item.client_id,
+                        phone: item.e164.clone(),
+                        first_name: item.names.first.clone(),
+                        last_name: item.names.last.clone(),
+                        note: None,
+                    })
+                })
+                .collect(),
+        };
+        let tl::enums::contacts::ImportedContacts::Contacts(answer) = self.call(&request).await?;
+        Ok(map_import(items.iter().copied(), &answer))
+    }
+
+    /// A contact known by username (`key`, `@name`): the user from an earlier add (`known`,
+    /// kept in the mirror), or `contacts.resolveUsername`; then `contacts.addContact` with
+    /// the item's names, which adds the contact or renames it. A username nobody has, or one of a channel or group,
+    /// is refused for this contact alone (tried again in a day or when the card changes).
+    async fn add_by_username(
+        &self,
+        key: &str,
+        item: &ImportItem,
+        known: Option<(i64, i64)>,
+    ) -> Result<ImportResult, BackendError> {
+        let Some(username) = contact_key::username(key) else {
+            return Ok(ImportResult::Rejected("not a Telegram username".into()));
+        };
+        if let Some(user) = known {
+            match self.add_user(item, user).await {
+                // The user kept from an earlier add is no longer valid (an access hash may
+                // change): resolve the username again, once.
+                Err(BackendError::Permanent(reason)) if is_stale_user(&reason) => {}
+                other => return other,
+            }
+        }
+        match self.resolve_username(username).await? {
+            Ok(user) => match self.add_user(item, user).await {
+                Err(BackendError::Permanent(reason)) => Ok(ImportResult::Rejected(reason)),
+                other => other,
+            },
+            Err(refusal) => Ok(ImportResult::Rejected(refusal)),
+        }
+    }
+
+    /// `contacts.addContact` for a resolved user.
+    async fn add_user(
+        &self,
+        item: &ImportItem,
+        (user_id, access_hash): (i64, i64),
+    ) -> Result<ImportResult, BackendError> {
+        self.call(&tl::functions::contacts::AddContact {
+            add_phone_privacy_exception: self.add_phone_privacy_exception,
+            id: tl::enums::InputUser::User(tl::types::InputUser {
+                user_id,
+                access_hash,
+            }),
+            first_name: item.names.first.clone(),
+            last_name: item.names.last.clone(),
+            // Empty: the contact is added as Telegram shows them, by their account.
+            phone: String::new(),
+            note: None,
+        })
+        .await?;
+        Ok(ImportResult::Imported {
+            user_id: Some(user_id),
+            access_hash: Some(access_hash),
+        })
+    }
+
+    /// The user behind a username; `Ok(Err(reason))` when it names no person (unknown,
+    /// malformed, or a channel or group): a refusal of this contact, not of the call.
+    async fn resolve_username(
+        &self,
+        username: &str,
+    ) -> Result<Result<(i64, i64), String>, BackendError> {
+        let answer = self
+            .call(&tl::functions::contacts::ResolveUsername {
+                username: username.to_owned(),
+                referer: None,
+            })
+            .await;
+        let tl::enums::contacts::ResolvedPeer::Peer(resolved) = match answer {
+            Ok(resolved) => resolved,
+            Err(BackendError::Permanent(reason)) if reason.contains("USERNAME_NOT_OCCUPIED") => {
+                return Ok(Err(format!(
+                    "no Telegram user has this username ({reason})"
+                )));
+            }
+            Err(BackendError::Permanent(reason)) => return Ok(Err(reason)),
+            Err(other) => return Err(other),
+        };
+        let tl::enums::Peer::User(peer) = resolved.peer else {
+            return Ok(Err(
+                "the username belongs to a channel or a group, not a person".into(),
+            ));
+        };
+        Ok(resolved
+            .users
+            .iter()
+            .find_map(|user| match user {
+                tl::enums::User::User(u) if u.id == peer.user_id => {
+                    u.access_hash.map(|hash| (u.id, hash))
+                }
+                _ => None,
+            })
+            .ok_or_else(|| "the server named a user it did not send".to_owned()))
+    }
+}
+
+/// A refusal that says the user we kept is not valid any more (not the contact).
+fn is_stale_user(reason: &str) -> bool {
+    [
+        "CONTACT_ID_INVALID",
+        "ACCESS_HASH_INVALID",
+        "USER_ID_INVALID",
+        "PEER_ID_INVALID",
+    ]
+    .iter()
+    .any(|code| reason.contains(code))
+}
+
 /// A refused export or import says nothing about the contacts being sent (they must not be
 /// rejected): the account cannot be used on the new DC until it logs in again there.
 fn migration_failed(to: i32, err: BackendError) -> BackendError {
@@ -240,23 +374,32 @@ impl Backend for TelegramBackend {
         items: &'a [ImportItem],
     ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, BackendError>> {
         Box::pin(async move {
-            let request = tl::functions::contacts::ImportContacts {
-                contacts: items
-                    .iter()
-                    .map(|item| {
-                        tl::enums::InputContact::InputPhoneContact(tl::types::InputPhoneContact {
-                            client_id: item.client_id,
-                            phone: item.e164.clone(),
-                            first_name: item.names.first.clone(),
-                            last_name: item.names.last.clone(),
-                            note: None,
-                        })
-                    })
-                    .collect(),
-            };
-            let tl::enums::contacts::ImportedContacts::Contacts(answer) =
-                self.call(&request).await?;
-            Ok(map_import(items, &answer))
+            let (by_username, by_number): (Vec<&ImportItem>, Vec<&ImportItem>) = items
+                .iter()
+                .partition(|item| contact_key::is_username(&item.e164));
+            let mut results = Vec::with_capacity(items.len());
+            if !by_number.is_empty() {
+                results.extend(self.import_numbers(&by_number).await?);
+                // A number without an account whose card names a username: the person is
+                // found by the username instead, and the number's contact is that user.
+                for (item, (_, result)) in by_number.iter().zip(results.iter_mut()) {
+                    let Some(username) = item.fallback_username.as_deref() else {
+                        continue;
+                    };
+                    if matches!(result, ImportResult::Saved { .. })
+                        && let added @ ImportResult::Imported { .. } = self
+                            .add_by_username(&contact_key::of_username(username), item, None)
+                            .await?
+                    {
+                        *result = added;
+                    }
+                }
+            }
+            for item in by_username {
+                let added = self.add_by_username(&item.e164, item, item.user).await?;
+                results.push((item.client_id, added));
+            }
+            Ok(results)
         })
     }
 
@@ -287,6 +430,13 @@ impl Backend for TelegramBackend {
                     .collect(),
             })
             .await?;
+            Ok(())
+        })
+    }
+
+    fn reset_saved(&mut self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            self.call(&tl::functions::contacts::ResetSaved {}).await?;
             Ok(())
         })
     }
@@ -350,8 +500,8 @@ impl Backend for TelegramBackend {
 
 /// `imported` (user_id ↔ client_id, access hash from `users`) → imported; `retry_contacts` →
 /// retry; neither → saved without an account (or hidden by privacy), not an error.
-pub fn map_import(
-    items: &[ImportItem],
+pub fn map_import<'a>(
+    items: impl IntoIterator<Item = &'a ImportItem>,
     answer: &tl::types::contacts::ImportedContacts,
 ) -> Vec<(i64, ImportResult)> {
     let access_hash = |user_id: i64| {
@@ -361,7 +511,7 @@ pub fn map_import(
         })
     };
     items
-        .iter()
+        .into_iter()
         .map(|item| {
             let imported =
                 answer

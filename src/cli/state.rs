@@ -411,7 +411,27 @@ pub fn logout(config_path: Option<&Path>) -> Result<(), Failure> {
 }
 
 /// An account's whole contact list, and who owns each number (absent: the user's).
-type Listing = (Vec<RemoteContact>, BTreeMap<String, Owner>);
+type Listing = (Vec<RemoteContact>, Owners);
+
+/// Who made each contact an account lists: the mirror's owner of its key, found by the
+/// contact's user where the state knows it (a contact added by username, or one whose
+/// number changed), else by its number; not in the mirror: the user's.
+#[derive(Default)]
+struct Owners {
+    by_key: BTreeMap<String, Owner>,
+    keys_by_user: BTreeMap<i64, String>,
+}
+
+impl Owners {
+    /// The owner, and the key the contact is ours under.
+    fn of<'a>(&'a self, contact: &'a RemoteContact) -> (Owner, &'a str) {
+        let key = contact
+            .user_id
+            .and_then(|id| self.keys_by_user.get(&id))
+            .map_or(contact.e164.as_str(), String::as_str);
+        (self.by_key.get(key).copied().unwrap_or(Owner::User), key)
+    }
+}
 
 /// What the `remote` commands share: the configured accounts, connected, with the state
 /// (who owns which contact) and the accounts' pauses.
@@ -493,8 +513,11 @@ impl Remote {
             })?
             .unwrap_or_default();
         let owners = match &self.state {
-            Some(store) => store.owners(&name).map_err(store_failure)?,
-            None => Default::default(),
+            Some(store) => Owners {
+                by_key: store.owners(&name).map_err(store_failure)?,
+                keys_by_user: store.keys_by_user(&name).map_err(store_failure)?,
+            },
+            None => Owners::default(),
         };
         Ok(Ok((contacts, owners)))
     }
@@ -533,13 +556,15 @@ pub fn remote_list(
         };
         for c in &contacts {
             // Not in the mirror: added by hand, the user's.
-            let owner = owners.get(&c.e164).copied().unwrap_or(Owner::User);
-            let phone = if show_phones {
-                c.e164.clone()
-            } else {
-                redact(&c.e164)
+            let (owner, key) = owners.of(c);
+            // A contact without a visible number (added by username, or hiding it) is shown by
+            // its username, redacted like numbers.
+            let shown = match c.username.as_deref() {
+                Some(username) if c.e164.is_empty() => format!("@{username}"),
+                _ => c.e164.clone(),
             };
-            let in_book = ours.contains(&c.e164);
+            let phone = if show_phones { shown } else { redact(&shown) };
+            let in_book = ours.contains(&c.e164) || ours.contains(key);
             if json {
                 serde_json::to_writer(
                     &mut w,
@@ -630,7 +655,8 @@ pub fn remote_export(
         let cards: Vec<crate::export::ExportedCard> = contacts
             .iter()
             .filter_map(|c| {
-                let ours = owners.get(&c.e164) == Some(&Owner::Contactsyncd);
+                let (owner, key) = owners.of(c);
+                let ours = (owner == Owner::Contactsyncd).then_some(key);
                 crate::export::card(&name, c, ours)
             })
             .collect();
@@ -676,7 +702,7 @@ pub fn remote_export(
         }
         let not_ours = contacts
             .iter()
-            .filter(|c| owners.get(&c.e164) != Some(&Owner::Contactsyncd))
+            .filter(|c| owners.of(c).0 != Owner::Contactsyncd)
             .count();
         writeln!(
             w,
@@ -713,6 +739,7 @@ pub fn remote_forget_all(
     config_path: Option<&Path>,
     account: Option<&str>,
     yes: bool,
+    reset_saved: bool,
 ) -> Result<(), Failure> {
     use std::io::IsTerminal;
     let config = config::load(config_path)?;
@@ -747,14 +774,21 @@ pub fn remote_forget_all(
                 ),
             });
         }
-        eprint!("Delete them? [y/N] ");
-        let mut answer = String::new();
-        io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if !ask("Delete them? [y/N] ")? {
             writeln!(w, "nothing changed")?;
             return Ok(w.flush()?);
         }
     }
+    // contacts.resetSaved is offered, never implied: it also empties what Telegram's own
+    // apps imported from the phone, which is not ours to remove.
+    let reset_saved = reset_saved
+        || (!yes
+            && names.iter().any(|n| n == "telegram")
+            && ask(
+                "Telegram keeps the numbers imported without an account in a saved list (it tells you when they join). \
+                 Also empty that list with contacts.resetSaved? It removes the numbers the official apps imported \
+                 from your phone too. [y/N] ",
+            )?);
     for name in &names {
         store.set_forgetting(name, true).map_err(store_failure)?;
     }
@@ -806,7 +840,29 @@ pub fn remote_forget_all(
             _ => writeln!(w, "; nothing of contactsyncd's is left on the account")?,
         }
     }
+    if reset_saved {
+        for backend in backends.iter_mut().filter(|b| b.name() == "telegram") {
+            match runtime.block_on(backend.reset_saved()) {
+                Ok(()) => writeln!(
+                    w,
+                    "telegram: the saved list of imported numbers without an account is empty (contacts.resetSaved)"
+                )?,
+                Err(err) => writeln!(
+                    w,
+                    "telegram: contacts.resetSaved failed ({err}); run `contactsyncd remote forget-all --yes --reset-saved` again"
+                )?,
+            }
+        }
+    }
     Ok(w.flush()?)
+}
+
+/// Asks a yes/no question on the terminal; anything but yes is no.
+fn ask(question: &str) -> io::Result<bool> {
+    eprint!("{question}");
+    let mut answer = String::new();
+    io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
 /// `remote resume`: the accounts sync again after `remote forget-all`.

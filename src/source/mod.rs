@@ -542,7 +542,7 @@ fn add_to_desired(
 /// Bumped whenever parsing, normalizing or the name rules change what a file yields, so
 /// that results stored by an older build are derived again (the package version alone
 /// would miss a fix between releases).
-const DERIVATION_VERSION: u32 = 2;
+const DERIVATION_VERSION: u32 = 3;
 
 /// The key of everything besides a file's bytes that its phones depend on: the program and
 /// parser version, the default region, and the source's filters. Stored with every file; a
@@ -616,12 +616,14 @@ fn understand_file(
                 });
             }
         }
-        for e164 in understood.pushed_numbers() {
+        let fallback = understood.fallback_username().map(str::to_owned);
+        for key in understood.contact_keys() {
             contribution.phones.push(StoredPhone {
                 card: u32::try_from(outcome.index).unwrap_or(u32::MAX),
-                e164: e164.to_owned(),
+                e164: key,
                 first_name: name.first.clone(),
                 last_name: name.last.clone(),
+                telegram_username: fallback.clone(),
             });
         }
     }

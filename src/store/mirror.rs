@@ -375,6 +375,31 @@ impl Store {
         Ok(users)
     }
 
+    /// The user behind one of ours (user id, access hash), as the last confirmed result
+    /// gave it: a username contact is added again (renamed) by it without resolving the
+    /// username once more.
+    pub fn known_user(&self, backend: &str, key: &str) -> Result<Option<(i64, i64)>> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT user_id, access_hash FROM mirror WHERE backend = ?1 AND contact_key = ?2
+                   AND user_id IS NOT NULL AND access_hash IS NOT NULL",
+            )?
+            .query_row(params![backend, key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// The key each known user is in the mirror under: a contact the remote lists by its
+    /// number (or none) is matched to ours by user, as one added by username has no number
+    /// in its key and one who changed number no longer has the imported one.
+    pub fn keys_by_user(&self, backend: &str) -> Result<BTreeMap<i64, String>> {
+        let mut statement = self.conn().prepare(
+            "SELECT user_id, contact_key FROM mirror WHERE backend = ?1 AND user_id IS NOT NULL",
+        )?;
+        let rows = statement.query_map([backend], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Ours that the remote now shows under another number: (imported, shown now).
     pub fn number_changes(&self, backend: &str) -> Result<Vec<(String, String)>> {
         let mut statement = self.conn().prepare(
@@ -1023,7 +1048,14 @@ impl Store {
                 username: None,
             })
             .collect();
-        self.apply_reconcile_with_hash(backend, &remote, reimport, None, now)
+        // Applied as given (no safety limits): the caller states what the remote lacks.
+        let policy = crate::store::ListingPolicy {
+            reimport,
+            adopt_existing: false,
+            limits: crate::diff::DeleteLimits::default(),
+            force: true,
+        };
+        self.apply_reconcile_with_hash(backend, &remote, policy, None, now)
     }
 
     /// `apply_reconcile` on the remote's contacts, matched by user id where the mirror and
@@ -1032,17 +1064,28 @@ impl Store {
     /// with that number in `remote_phone` for `status`. `hash` (the list's getContacts hash)
     /// is kept for the next time: while no batch is sent, an unchanged list then costs one
     /// "not modified".
+    ///
+    /// A list that lacks more of ours than the safety limits allow (a glitch that lists
+    /// nothing, an account emptied by mistake) is not applied: the reconcile is held, as
+    /// deletions are, until `--force-delete` (which also applies it) or a list that is
+    /// within the limits. Under `keep` such a list would otherwise mark every contact as
+    /// deleted in the app for good.
     pub fn apply_reconcile_with_hash(
         &mut self,
         backend: &str,
         remote: &[RemoteContact],
-        reimport: bool,
+        policy: crate::store::ListingPolicy,
         hash: Option<i64>,
         now: Timestamp,
     ) -> Result<usize> {
+        let reimport = policy.reimport;
         let by_user: BTreeMap<i64, &str> = remote
             .iter()
             .filter_map(|c| c.user_id.map(|id| (id, c.e164.as_str())))
+            .collect();
+        let username_of: BTreeMap<i64, &str> = remote
+            .iter()
+            .filter_map(|c| Some((c.user_id?, c.username.as_deref()?)))
             .collect();
         let phones: BTreeSet<&str> = remote.iter().map(|c| c.e164.as_str()).collect();
         let ours: Vec<(String, Option<i64>)> = {
@@ -1055,7 +1098,18 @@ impl Store {
         let mut gone = Vec::new();
         let mut moved = Vec::new();
         for (e164, user_id) in ours {
+            let found_by_username = match user_id.and_then(|id| username_of.get(&id)) {
+                Some(shown) => self
+                    .fallback_username(&e164)?
+                    .is_some_and(|fallback| fallback.eq_ignore_ascii_case(shown)),
+                None => false,
+            };
             match user_id.and_then(|id| by_user.get(&id)) {
+                // Added by username: whatever number the remote shows is no change of ours.
+                Some(_) if crate::contact_key::is_username(&e164) => moved.push((e164, None)),
+                // A number without an account, added by its card's username instead: the
+                // user's own number is no change either.
+                Some(_) if found_by_username => moved.push((e164, None)),
                 // Shown under another number: changed on Telegram. Hidden (empty): present.
                 Some(now_shown) if !now_shown.is_empty() && *now_shown != e164 => {
                     moved.push((e164, Some((*now_shown).to_owned())));
@@ -1064,6 +1118,25 @@ impl Store {
                 None if phones.contains(e164.as_str()) => moved.push((e164, None)),
                 None => gone.push(e164),
             }
+        }
+        let ours = moved.len() + gone.len();
+        let gone_plan = crate::diff::Plan {
+            deletes: gone.clone(),
+            ..crate::diff::Plan::default()
+        };
+        if let Some(held) = crate::diff::guard(&gone_plan, ours, policy.limits, policy.force) {
+            let reason = format!(
+                "Telegram's contact list lacks {} of our {ours} contacts, so nothing of it was applied: {}",
+                held.deletes,
+                held.reason.replace("deletions", "missing contacts")
+            );
+            // No hash kept: the next reconcile reads the whole list again.
+            self.conn().execute(
+                "UPDATE account SET last_reconcile = ?2, remote_hash = NULL, reconcile_held = ?3,
+                   reconcile_held_reason = ?4 WHERE backend = ?1",
+                params![backend, now, held.deletes, reason],
+            )?;
+            return Ok(0);
         }
         let tx = self.conn_mut().transaction()?;
         {
@@ -1092,7 +1165,8 @@ impl Store {
             }
         }
         tx.execute(
-            "UPDATE account SET last_reconcile = ?2, remote_hash = ?3 WHERE backend = ?1",
+            "UPDATE account SET last_reconcile = ?2, remote_hash = ?3, reconcile_held = NULL,
+               reconcile_held_reason = NULL WHERE backend = ?1",
             params![backend, now, hash],
         )?;
         tx.commit()?;

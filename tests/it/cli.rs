@@ -590,3 +590,52 @@ fn plan_verbose_without_an_account_shows_a_first_sync() {
         "{json}"
     );
 }
+
+/// `inspect --json` carries each card's Telegram usernames and the ignored values with why;
+/// an ignored one is no error of the card.
+#[test]
+fn inspect_json_shows_telegram_usernames() {
+    let output = contactsyncd(
+        &[
+            "inspect",
+            "--json",
+            "--region",
+            "DE",
+            fixture("telegram_nextcloud.vcf").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&stdout(&output));
+    let cards: Vec<_> = lines.iter().filter(|l| l.get("card").is_some()).collect();
+    assert_eq!(
+        cards[0]["telegram_usernames"],
+        serde_json::json!(["Alice_Adams"])
+    );
+    assert_eq!(
+        cards[1]["telegram_usernames"],
+        serde_json::json!(["bobbybrown"])
+    );
+    assert_eq!(cards[2]["telegram_usernames"], serde_json::json!([]));
+    assert_eq!(
+        cards[2]["ignored_telegram_usernames"],
+        serde_json::json!([{
+            "value": "@1carol",
+            "reason": "starts with '1'; a Telegram username starts with a letter",
+        }])
+    );
+    assert_eq!(cards[2]["errors"], serde_json::json!([]));
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(
+        (
+            &summary["telegram_usernames"],
+            &summary["ignored_telegram_usernames"],
+            &summary["cards_with_errors"]
+        ),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        )
+    );
+}

@@ -634,9 +634,15 @@ async fn a_source_under_a_missing_mount_point_is_picked_up_on_the_rescan_tick() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The log is written by the daemon's own thread: on a loaded machine its lines may
+    // follow the sync they are about.
+    while !(daemon.log_text().contains("watching it again")
+        && daemon.log_text().contains("cannot watch the source"))
+    {
+        assert!(Instant::now() < deadline, "{}", daemon.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log = daemon.log_text();
-    assert!(log.contains("watching it again"), "{log}");
-    assert!(log.contains("cannot watch the source"), "{log}");
     let dir = daemon.dir.path().to_str().unwrap();
     assert!(!log.contains(dir), "no raw path in the log: {log}");
     signal(child.0.id(), "TERM");
@@ -673,9 +679,10 @@ async fn a_contact_deleted_in_the_app_after_the_daemons_own_imports_is_noticed()
         .state()
         .account
         .add_by_hand("+4930123456", "Added By Hand");
+    // Two of ours: one deleted in the app is a change, not an emptied list (that is held).
     let daemon = Daemon::prepare(
         &server,
-        0..1,
+        0..2,
         "",
         "[watch]\ndebounce = \"100ms\"\n",
         // Long enough that no reconcile falls between our import and the deletion below on

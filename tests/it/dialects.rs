@@ -177,3 +177,129 @@ fn folded_quoted_printable_and_escaped_commas() {
     );
     assert_eq!(second.categories, ["Familia, Madrid", "Work"]);
 }
+
+/// One card's Telegram usernames, and the values it ignored with why.
+type CardUsernames = (Vec<String>, Vec<(String, String)>);
+
+/// Per card of a fixture: the Telegram usernames read, and the values ignored with why.
+fn usernames_of(file: &str) -> Vec<CardUsernames> {
+    parse(&fixture(file))
+        .good_cards()
+        .map(|card| {
+            (
+                card.telegram_usernames.clone(),
+                card.ignored_telegram_usernames
+                    .iter()
+                    .map(|i| (i.value.clone(), i.problem.to_string()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn telegram_usernames_nextcloud_impp_type_telegram() {
+    let cards = usernames_of("telegram_nextcloud.vcf");
+    assert_eq!(
+        cards[0],
+        (names(&["Alice_Adams"]), vec![]),
+        "@name, case kept"
+    );
+    // name.t.me and the t.me link are one username; Skype is no concern of ours.
+    assert_eq!(cards[1], (names(&["bobbybrown"]), vec![]));
+    assert_eq!(
+        cards[2],
+        (
+            vec![],
+            vec![(
+                "@1carol".to_owned(),
+                "starts with '1'; a Telegram username starts with a letter".to_owned()
+            )]
+        )
+    );
+    // An ignored username is no error of the card: Carol's number still syncs.
+    let understood = understand(&fixture("telegram_nextcloud.vcf"), "DE");
+    assert_eq!(pushed(&understood[2]), ["+491707654321"]);
+    assert!(
+        understood[2].problems.is_empty(),
+        "{:?}",
+        understood[2].problems
+    );
+}
+
+#[test]
+fn telegram_usernames_davx5_telegram_scheme() {
+    let cards = usernames_of("telegram_davx5.vcf");
+    assert_eq!(cards[0], (names(&["dora_diaz"]), vec![]), "xmpp is ignored");
+    assert_eq!(
+        cards[1],
+        (
+            vec![],
+            vec![(
+                "telegram:+46701234567".to_owned(),
+                "a phone number, not a username (numbers are read from TEL)".to_owned()
+            )]
+        )
+    );
+}
+
+#[test]
+fn telegram_usernames_apple_and_google_x_service_type() {
+    let apple = usernames_of("telegram_apple.vcf");
+    assert_eq!(
+        apple,
+        [(names(&["frida_f"]), vec![])],
+        "x-apple: stripped, Skype ignored"
+    );
+    let card = parse(&fixture("telegram_apple.vcf"));
+    let card = card.good_cards().next().unwrap();
+    assert_eq!(card.phones[0].label.as_deref(), Some("_$!<Mobile>!$_"));
+    // Google: the same username twice in two spellings is one, the first spelling kept.
+    let google = usernames_of("telegram_google.vcf");
+    assert_eq!(google, [(names(&["gus_gomez"]), vec![])]);
+}
+
+#[test]
+fn telegram_usernames_from_urls_and_the_links_that_are_none() {
+    let cards = usernames_of("telegram_url.vcf");
+    let (found, ignored) = &cards[0];
+    assert_eq!(found, &names(&["hana_hoff", "HanaHoff2"]));
+    let ignored: Vec<(&str, &str)> = ignored
+        .iter()
+        .map(|(value, why)| (value.as_str(), why.as_str()))
+        .collect();
+    assert_eq!(
+        ignored,
+        [
+            (
+                "https://t.me/+AbCdEfGh123",
+                "an invite link, not a username"
+            ),
+            (
+                "https://t.me/joinchat/AbCdEf",
+                "an invite link, not a username"
+            ),
+            (
+                "https://t.me/c/1234567/89",
+                "a link to a message in a private group or channel, not to a user"
+            ),
+            (
+                "https://t.me/s/hanachannel",
+                "a link to a channel's preview, not to a user"
+            ),
+            (
+                "https://t.me/hanabot?start=ref42",
+                "a bot link with a start parameter (?start=…), not a person's username"
+            ),
+            (
+                "https://t.me/hana__hoff",
+                "contains __, which a Telegram username cannot"
+            ),
+        ],
+        "example.org is no Telegram link and not reported"
+    );
+}

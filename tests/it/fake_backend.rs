@@ -256,6 +256,36 @@ impl Backend for FakeBackend {
         })
     }
 
+    /// By user: the contacts whose key (a number or a username) belongs to one of them. The
+    /// sender deletes numbers by phone first and then by user too: a contact already gone
+    /// by phone makes no second call here.
+    fn delete_users<'a>(
+        &'a mut self,
+        users: &'a [(i64, i64)],
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let mut account = self.account.lock().unwrap();
+            let keys: Vec<String> = account
+                .users
+                .iter()
+                .filter(|(key, id)| {
+                    users.iter().any(|(user, _)| user == *id) && account.contacts.contains_key(*key)
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let call = Call::Delete(keys.clone());
+            account.check(&call);
+            account.calls.push(call);
+            for key in &keys {
+                account.contacts.remove(key);
+            }
+            Ok(())
+        })
+    }
+
     fn reconcile_policy(&self) -> Option<(u64, bool)> {
         self.account.lock().unwrap().reconcile
     }
@@ -269,11 +299,17 @@ impl Backend for FakeBackend {
                 account
                     .contacts
                     .iter()
-                    .map(|(e164, (first, last))| RemoteContact {
-                        e164: e164.clone(),
+                    .map(|(key, (first, last))| RemoteContact {
+                        // A contact added by username is listed as Telegram lists a user
+                        // who hides their number: by user only.
+                        e164: if key.starts_with('@') {
+                            String::new()
+                        } else {
+                            key.clone()
+                        },
                         first_name: first.clone(),
                         last_name: last.clone(),
-                        user_id: account.users.get(e164).copied(),
+                        user_id: account.users.get(key).copied(),
                         username: None,
                     })
                     .collect(),

@@ -21,6 +21,7 @@ mod sync;
 mod telegram;
 mod telegram_backend;
 mod telegram_server;
+mod telegram_usernames;
 mod under_change;
 #[path = "../support/whapi.rs"]
 mod whapi;

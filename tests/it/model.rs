@@ -2,9 +2,10 @@
 //! life — cards added, renamed, moved between files and sources, removed; the region or a
 //! filter changed; syncs online and offline; the daemon's quick pass; FLOOD_WAIT; a lost
 //! reply; a crash after planning or after a request reached the server; a contact deleted
-//! in the app — run against the real files, the real store on disk and the real sync code,
-//! with the fake backend checking every call the moment it arrives against an oracle that
-//! knows only the address book.
+//! in the app; cards known by a Telegram username instead of (or beside) a number — run
+//! against the real files, the real store on disk and the real sync code, with the fake
+//! backend checking every call the moment it arrives against an oracle that knows only the
+//! address book.
 //!
 //! Checked: (1) nothing sent contradicts the address book at the moment of sending, except a
 //! call sent before exactly as it was (a resend after a lost reply or a crash); (2) after a
@@ -33,6 +34,8 @@ const ANCHORS: [(&str, &str); 2] = [
     ("Anchor B", "+4917000000002"),
 ];
 const HAND_ADDED: &str = "+493099999999";
+/// The account's name: Telegram's, as the account that adds contacts by username.
+const ACCOUNT: &str = "telegram";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct CardModel {
@@ -42,6 +45,9 @@ struct CardModel {
     /// Written as `0151 …`: its E.164 form depends on the default region.
     national: bool,
     work: bool,
+    /// 0: a number; 1: a Telegram username (`friendN`, N = `number`) and no number;
+    /// 2: both, and the number wins.
+    username: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -78,14 +84,18 @@ fn op() -> impl Strategy<Value = Op> {
         0..5u8,
         any::<bool>(),
         prop::bool::weighted(0.2),
+        prop_oneof![6 => Just(0u8), 2 => Just(1u8), 1 => Just(2u8)],
     )
-        .prop_map(|(source, name, number, national, work)| CardModel {
-            source,
-            name,
-            number,
-            national,
-            work,
-        });
+        .prop_map(
+            |(source, name, number, national, work, username)| CardModel {
+                source,
+                name,
+                number,
+                national,
+                work,
+                username,
+            },
+        );
     prop_oneof![
         6 => (0..SLOTS, card).prop_map(|(slot, card)| Op::Write { slot, card }),
         2 => (0..SLOTS).prop_map(|slot| Op::Remove { slot }),
@@ -100,6 +110,15 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::CrashAfterSend),
         1 => (0..5u8).prop_map(|number| Op::DeleteInApp { number }),
     ]
+}
+
+/// The key the card is known by: its number, or its username when it has no number.
+fn key(card: &CardModel, austria: bool) -> String {
+    if card.username == 1 {
+        format!("@friend{}", card.number)
+    } else {
+        e164(card, austria)
+    }
 }
 
 fn e164(card: &CardModel, austria: bool) -> String {
@@ -132,8 +151,11 @@ impl World {
             .flat_map(|n| [format!("+491512345678{n}"), format!("+431512345678{n}")])
             .filter(|phone| !phone.ends_with('4')) // number 4 has no account: saved
             .chain(ANCHORS.iter().map(|(_, n)| (*n).to_owned()))
+            .chain((0..5u8).map(|n| format!("@friend{n}")))
             .collect::<Vec<_>>();
-        let backend = FakeBackend::new(3).with_users(users.iter().map(String::as_str));
+        // Named as the account that adds contacts by username.
+        let mut backend = FakeBackend::new(3).with_users(users.iter().map(String::as_str));
+        backend.name = ACCOUNT.into();
         {
             let mut account = backend.state();
             account.reconcile = Some((0, true));
@@ -180,7 +202,7 @@ impl World {
                     continue;
                 }
                 desired
-                    .entry(e164(card, self.austria))
+                    .entry(key(card, self.austria))
                     .or_insert_with(|| (NAMES[card.name as usize].to_owned(), String::new()));
             }
         }
@@ -221,7 +243,7 @@ impl World {
 
     fn accounts(&self) -> Vec<AccountSpec> {
         vec![AccountSpec {
-            name: "fake".into(),
+            name: ACCOUNT.into(),
             batch_size: 3,
         }]
     }
@@ -274,7 +296,18 @@ impl World {
                     std::fs::remove_file(self.slot_path(slot, old.source)).unwrap();
                     self.touched(self.slot_path(slot, old.source));
                 }
-                let text = card_text(NAMES[card.name as usize], &number_text(&card), card.work);
+                let text = match card.username {
+                    0 => card_text(NAMES[card.name as usize], &number_text(&card), card.work),
+                    1 => {
+                        card_with_username(NAMES[card.name as usize], None, card.number, card.work)
+                    }
+                    _ => card_with_username(
+                        NAMES[card.name as usize],
+                        Some(&number_text(&card)),
+                        card.number,
+                        card.work,
+                    ),
+                };
                 std::fs::write(self.slot_path(slot, card.source), text).unwrap();
                 self.touched(self.slot_path(slot, card.source));
                 self.slots[slot as usize] = Some(card);
@@ -362,12 +395,13 @@ impl World {
                 .unwrap();
                 let desired_of = sync::desired_of(&self.config);
                 let paused = store
-                    .account("fake")
+                    .account(ACCOUNT)
                     .unwrap()
                     .and_then(|a| a.paused_until)
                     .is_some_and(|until| until > now);
                 if !paused
-                    && let Some(claimed) = store.claim_next_batch("fake", now, &desired_of).unwrap()
+                    && let Some(claimed) =
+                        store.claim_next_batch(ACCOUNT, now, &desired_of).unwrap()
                     && let Some(batch) = claimed.batch
                 {
                     let mut backend = self.backend.boxed();
@@ -381,14 +415,29 @@ impl World {
                                     e164: i.e164.clone(),
                                     names: i.names.clone(),
                                     rename: false,
+                                    user: None,
+                                    fallback_username: None,
                                 })
                                 .collect();
                             backend.import(&items).await.map(|_| ())
                         }
+                        // As the sender does: numbers by phone, ours with a known user (every
+                        // username contact) by user.
                         contactsyncd::store::BatchKind::Delete => {
-                            let phones: Vec<String> =
+                            let keys: Vec<String> =
                                 batch.items.iter().map(|i| i.e164.clone()).collect();
-                            backend.delete(&phones).await
+                            let users = store.users_of(ACCOUNT, &keys).unwrap();
+                            let phones: Vec<String> =
+                                keys.into_iter().filter(|k| !k.starts_with('@')).collect();
+                            let by_phone = if phones.is_empty() {
+                                Ok(())
+                            } else {
+                                backend.delete(&phones).await
+                            };
+                            match by_phone {
+                                Ok(()) if !users.is_empty() => backend.delete_users(&users).await,
+                                other => other,
+                            }
                         }
                     };
                 }
@@ -396,8 +445,9 @@ impl World {
             }
             Op::DeleteInApp { number } => {
                 let mut account = self.backend.state();
-                account.contacts.retain(|e164, _| {
-                    !(e164.starts_with("+4") && e164.ends_with(&format!("1512345678{number}")))
+                account.contacts.retain(|key, _| {
+                    !(key.starts_with("+4") && key.ends_with(&format!("1512345678{number}"))
+                        || *key == format!("@friend{number}"))
                 });
             }
         }
@@ -458,6 +508,16 @@ fn number_text(card: &CardModel) -> String {
     } else {
         format!("+49 151 2345678{}", card.number)
     }
+}
+
+/// A card with the Telegram username `friendN` (as Telegram Desktop's export writes it),
+/// with or without a number.
+fn card_with_username(name: &str, tel: Option<&str>, n: u8, work: bool) -> String {
+    let categories = if work { "CATEGORIES:Work\r\n" } else { "" };
+    let tel = tel.map_or(String::new(), |tel| format!("TEL;TYPE=CELL:{tel}\r\n"));
+    format!(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:{name}\r\n{tel}IMPP;TYPE=TELEGRAM:telegram:friend{n}\r\n{categories}END:VCARD\r\n"
+    )
 }
 
 fn card_text(name: &str, tel: &str, work: bool) -> String {

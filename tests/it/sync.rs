@@ -644,3 +644,30 @@ async fn a_quick_pass_queues_what_the_full_pass_would() {
     let deferred = sync::quick_pass(&setup.config, &mut store, &accounts, &paths, now, &options);
     assert!(deferred.unwrap().is_none());
 }
+
+/// Issue 15: a contact known only by username is planned for Telegram, which adds by
+/// username, and left out of WhatsApp's plan (WhatsApp knows people by number only).
+#[test]
+fn username_contacts_are_planned_for_telegram_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_for_writing(dir.path()).unwrap();
+    let names = |first: &str| contactsyncd::diff::Names {
+        first: first.into(),
+        last: String::new(),
+    };
+    let desired: std::collections::BTreeMap<String, contactsyncd::diff::Names> = [
+        ("+4915100000001".to_owned(), names("Number")),
+        (
+            contactsyncd::contact_key::of_username("Alice_W"),
+            names("Alice"),
+        ),
+    ]
+    .into();
+    let keys = |account: &str| -> Vec<String> {
+        let (plan, _) =
+            sync::plan_for(&store, account, &desired, &SyncOptions::default(), 0).unwrap();
+        plan.imports.into_iter().map(|i| i.e164).collect()
+    };
+    assert_eq!(keys("telegram"), ["+4915100000001", "@alice_w"]);
+    assert_eq!(keys("whatsapp"), ["+4915100000001"]);
+}

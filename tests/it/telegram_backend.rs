@@ -14,20 +14,20 @@ use crate::sync::{ManualClock, card, phone, write_vdir};
 use crate::telegram::account::Registration;
 use crate::telegram::{Fault, ServerOptions, TestServer};
 
-struct Setup {
+pub(crate) struct Setup {
     _dir: tempfile::TempDir,
-    config: Config,
-    server: TestServer,
+    pub(crate) config: Config,
+    pub(crate) server: TestServer,
 }
 
 impl Setup {
-    async fn new(batch_size: usize, timeout: u64) -> Self {
+    pub(crate) async fn new(batch_size: usize, timeout: u64) -> Self {
         Self::with(batch_size, timeout, "reimport", ServerOptions::default()).await
     }
 
     /// A config with `[telegram]`, a server, and the state seeded with a session for it
     /// (logged in unless `options.login` says otherwise).
-    async fn with(
+    pub(crate) async fn with(
         batch_size: usize,
         timeout: u64,
         on_remote_delete: &str,
@@ -62,13 +62,13 @@ impl Setup {
         }
     }
 
-    fn book(&self) -> std::path::PathBuf {
+    pub(crate) fn book(&self) -> std::path::PathBuf {
         self.config.sources[0].path.clone()
     }
 
     /// One pass as `sync --once` runs it: a fresh store, session and connection each time,
     /// as after a restart of the process.
-    async fn sync(&self, clock: &ManualClock) -> PassReport {
+    pub(crate) async fn sync(&self, clock: &ManualClock) -> PassReport {
         let mut store = Store::open_for_writing(&self.config.state_dir).unwrap();
         let session = Arc::new(TelegramSession::open(&self.config.state_dir).unwrap());
         let telegram = self.config.telegram.as_ref().unwrap();
@@ -675,7 +675,7 @@ async fn login_follows_phone_migrate_to_the_accounts_dc_without_copying_a_login(
 
 /// Runs the real binary on the setup's configuration (on a blocking thread: the test server
 /// lives on this runtime).
-async fn binary(setup: &Setup, args: &[&str]) -> std::process::Output {
+pub(crate) async fn binary(setup: &Setup, args: &[&str]) -> std::process::Output {
     let mut all = vec![
         "--config".to_owned(),
         setup.config.file.to_str().unwrap().to_owned(),
@@ -691,7 +691,7 @@ async fn binary(setup: &Setup, args: &[&str]) -> std::process::Output {
 
 impl Setup {
     /// Adds lines to `[telegram]` (the last table of the configuration).
-    fn with_telegram_lines(mut self, lines: &str) -> Self {
+    pub(crate) fn with_telegram_lines(mut self, lines: &str) -> Self {
         let mut text = std::fs::read_to_string(&self.config.file).unwrap();
         text.push_str(lines);
         std::fs::write(&self.config.file, &text).unwrap();
@@ -699,7 +699,7 @@ impl Setup {
         self
     }
 
-    fn calls_since(&self, from: usize) -> Vec<crate::telegram::Call> {
+    pub(crate) fn calls_since(&self, from: usize) -> Vec<crate::telegram::Call> {
         self.server.calls().split_off(from)
     }
 }
@@ -720,7 +720,8 @@ async fn sync_once_keeps_the_list_hash_and_our_own_imports_drop_it() {
         .state()
         .account
         .add_by_hand("+4930123456", "Added By Hand");
-    write_vdir(&setup.book(), 0..1);
+    // Two of ours: one deleted in the app is a change, not an emptied list (that is held).
+    write_vdir(&setup.book(), 0..2);
     let hash_of = |call: &crate::telegram::Call| {
         call.decode::<grammers_tl_types::functions::contacts::GetContacts>()
             .hash
@@ -1586,4 +1587,67 @@ async fn saved_numbers_are_explained_where_they_are_counted() {
         history.contains("1 saved (without a Telegram account)"),
         "{history}"
     );
+}
+
+/// A getContacts list that lacks more of ours than the safety limits allow (a glitch, an
+/// account emptied by mistake) is not applied: under `keep` it would mark every contact as
+/// deleted in the app for good. Held, said by `status`, applied by `--force-delete`.
+#[tokio::test]
+async fn a_list_lacking_most_of_ours_holds_the_reconcile() {
+    let setup = Setup::with(100, 30, "keep", ServerOptions::default())
+        .await
+        .with_telegram_lines("reconcile_interval = 60\n");
+    write_vdir(&setup.book(), 0..20);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    assert_eq!(setup.server.state().account.contacts.len(), 20);
+
+    // Nineteen of twenty gone at once: over max_delete_fraction (20 %).
+    setup
+        .server
+        .state()
+        .account
+        .contacts
+        .retain(|_, c| c.phone == phone(0)[1..]);
+    clock.advance(61);
+    let report = setup.sync(&clock).await;
+    let held = report.accounts[0].held.as_ref().expect("held");
+    assert!(
+        held.reason.contains("lacks 19 of our 20 contacts"),
+        "{held:?}"
+    );
+    let store = Store::open_for_writing(&setup.config.state_dir).unwrap();
+    let mirror = store.mirror("telegram").unwrap();
+    assert!(
+        mirror.values().all(|e| e.hold.is_none()),
+        "nothing marked as deleted in the app: {mirror:?}"
+    );
+    drop(store);
+    let status = crate::support::stdout(&binary(&setup, &["status"]).await);
+    assert!(status.contains("lacks 19 of our 20"), "{status}");
+
+    // `--force-delete` retries the held reconcile at once and applies the list (under
+    // `keep`: every contact it lacks stays deleted).
+    setup.server.state().account.contacts.clear();
+    let mut store = Store::open_for_writing(&setup.config.state_dir).unwrap();
+    let options = SyncOptions {
+        force_delete: true,
+        ..SyncOptions::default()
+    };
+    let session = Arc::new(TelegramSession::open(&setup.config.state_dir).unwrap());
+    let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(TelegramBackend::connect(
+        setup.config.telegram.as_ref().unwrap(),
+        session,
+    ))];
+    let forced = sync::sync_once(&setup.config, &mut store, &mut backends, &clock, &options)
+        .await
+        .unwrap();
+    assert!(forced.accounts[0].held.is_none(), "{forced:?}");
+    let kept_deleted = store
+        .mirror("telegram")
+        .unwrap()
+        .values()
+        .filter(|e| e.hold.is_some())
+        .count();
+    assert_eq!(kept_deleted, 20, "--force-delete applies the list");
 }

@@ -547,7 +547,12 @@ async fn contact_list_methods_round_trip() {
     .await
     .unwrap();
     let hash_before = server.state().account.contacts_hash();
-    let access_hash = server.state().account.people["4915100000002"].access_hash;
+    let access_hash = server
+        .state()
+        .account
+        .person_by_phone("+4915100000002")
+        .unwrap()
+        .access_hash;
     within(client.invoke(&tl::functions::contacts::AddContact {
         add_phone_privacy_exception: false,
         id: tl::enums::InputUser::User(tl::types::InputUser {
@@ -591,6 +596,429 @@ async fn contact_list_methods_round_trip() {
     assert_eq!(state.account.contact_ids(), [b]);
     assert!(state.account.saved.is_empty());
     assert_eq!(state.account.contacts[&b].first_name, "Bee");
+}
+
+/// `contacts.getContacts(hash)`: `None` when the server says "not modified".
+async fn contacts_since(client: &Client, hash: i64) -> Option<tl::types::contacts::Contacts> {
+    match within(client.invoke(&tl::functions::contacts::GetContacts { hash }))
+        .await
+        .expect("getContacts")
+    {
+        tl::enums::contacts::Contacts::Contacts(list) => Some(list),
+        tl::enums::contacts::Contacts::NotModified => None,
+    }
+}
+
+/// The `getContacts` hash a client computes from the full list (Telegram's list hash over
+/// saved_count and the sorted user ids), so the tests check the server's answers, not its
+/// own idea of its hash.
+fn hash_of(list: &tl::types::contacts::Contacts) -> i64 {
+    let mut ids: Vec<i64> = list
+        .contacts
+        .iter()
+        .map(|tl::enums::Contact::Contact(c)| c.user_id)
+        .collect();
+    ids.sort_unstable();
+    let mut values = vec![i64::from(list.saved_count)];
+    values.extend(ids);
+    crate::telegram::account::list_hash(&values)
+}
+
+/// The current list and its hash.
+async fn current(client: &Client) -> (tl::types::contacts::Contacts, i64) {
+    let list = contacts_since(client, 0)
+        .await
+        .expect("a full list for hash 0");
+    let hash = hash_of(&list);
+    (list, hash)
+}
+
+fn only_user(users: &[tl::enums::User]) -> &tl::types::User {
+    match users {
+        [tl::enums::User::User(user)] => user,
+        other => panic!("expected one user, got {other:?}"),
+    }
+}
+
+fn updates_users(updates: tl::enums::Updates) -> Vec<tl::enums::User> {
+    match updates {
+        tl::enums::Updates::Updates(u) => u.users,
+        other => panic!("expected updates, got {other:?}"),
+    }
+}
+
+fn input_user(user_id: i64, access_hash: i64) -> tl::enums::InputUser {
+    tl::enums::InputUser::User(tl::types::InputUser {
+        user_id,
+        access_hash,
+    })
+}
+
+fn add_contact(
+    id: tl::enums::InputUser,
+    first: &str,
+    last: &str,
+) -> tl::functions::contacts::AddContact {
+    tl::functions::contacts::AddContact {
+        add_phone_privacy_exception: false,
+        id,
+        first_name: first.into(),
+        last_name: last.into(),
+        phone: String::new(),
+        note: None,
+    }
+}
+
+fn resolve(username: &str) -> tl::functions::contacts::ResolveUsername {
+    tl::functions::contacts::ResolveUsername {
+        username: username.into(),
+        referer: None,
+    }
+}
+
+#[tokio::test]
+async fn resolve_username_finds_users_case_insensitively_and_names_its_errors() {
+    let server = TestServer::start(ServerOptions {
+        method_rate_limits: [(
+            "contacts.resolveUsername".to_owned(),
+            crate::telegram::RateLimit {
+                calls: 11,
+                window: Duration::from_secs(60),
+                wait_seconds: 38,
+            },
+        )]
+        .into(),
+        ..ServerOptions::default()
+    })
+    .await;
+    let (alice, bob) = {
+        let mut state = server.state();
+        (
+            state
+                .account
+                .register_username(Some("+4915100000001"), "Alice_1"),
+            state.account.register_username(None, "bobby"),
+        )
+    };
+    let connected = connect(&server);
+    let client = &connected.client;
+
+    for (asked, user_id, username) in [
+        ("alice_1", alice, "Alice_1"),
+        ("ALICE_1", alice, "Alice_1"),
+        ("bobby", bob, "bobby"),
+    ] {
+        let tl::enums::contacts::ResolvedPeer::Peer(peer) = within(client.invoke(&resolve(asked)))
+            .await
+            .expect("resolveUsername");
+        assert_eq!(
+            peer.peer,
+            tl::enums::Peer::User(tl::types::PeerUser { user_id }),
+            "{asked}"
+        );
+        let user = only_user(&peer.users);
+        let person = server.state().account.people[&user_id].clone();
+        assert_eq!(user.id, user_id);
+        assert_eq!(user.access_hash, Some(person.access_hash), "{asked}");
+        assert_eq!(
+            user.username.as_deref(),
+            Some(username),
+            "as the user wrote it"
+        );
+        assert!(!user.contact, "not a contact yet");
+        assert_eq!(user.phone, None, "a stranger's number is not shown");
+    }
+
+    for (asked, error) in [
+        ("@bobby", "USERNAME_INVALID"),
+        ("", "USERNAME_INVALID"),
+        ("1bobby", "USERNAME_INVALID"),
+        ("bob by", "USERNAME_INVALID"),
+        ("bobby_", "USERNAME_INVALID"),
+        ("nobody_here", "USERNAME_NOT_OCCUPIED"),
+    ] {
+        let result = within(client.invoke(&resolve(asked))).await;
+        assert_eq!(
+            rpc_error(result),
+            (400, error.to_owned(), None),
+            "{asked:?}"
+        );
+    }
+
+    // Bob takes another username: the old one is free, the new one finds the same user.
+    server
+        .state()
+        .account
+        .change_username(bob, Some("robert_b"));
+    let old = within(client.invoke(&resolve("bobby"))).await;
+    assert_eq!(
+        rpc_error(old),
+        (400, "USERNAME_NOT_OCCUPIED".to_owned(), None)
+    );
+    let tl::enums::contacts::ResolvedPeer::Peer(peer) =
+        within(client.invoke(&resolve("robert_b"))).await.unwrap();
+    assert_eq!(only_user(&peer.users).id, bob);
+
+    // The twelfth call in the window is over the method's own limit; other methods are not.
+    let limited = within(client.invoke(&resolve("robert_b"))).await;
+    assert_eq!(rpc_error(limited), (420, "FLOOD_WAIT".to_owned(), Some(38)));
+    within(client.invoke(&tl::functions::contacts::GetContacts { hash: 0 }))
+        .await
+        .expect("other methods keep their own (here: no) limit");
+    assert_eq!(server.calls_to("contacts.resolveUsername").len(), 12);
+}
+
+#[tokio::test]
+async fn add_contact_adds_renames_and_refuses_as_telegram_documents() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let (bob, carol) = {
+        let mut state = server.state();
+        (
+            state.account.register_username(None, "bobby"),
+            state
+                .account
+                .register_username(Some("+4915100000003"), "carol_c"),
+        )
+    };
+    let connected = connect(&server);
+    let client = &connected.client;
+    let (_, empty_hash) = current(client).await;
+
+    let tl::enums::contacts::ResolvedPeer::Peer(peer) =
+        within(client.invoke(&resolve("Bobby"))).await.unwrap();
+    let access_hash = only_user(&peer.users).access_hash.unwrap();
+    let users = updates_users(
+        within(client.invoke(&add_contact(input_user(bob, access_hash), "Bob", "Builder")))
+            .await
+            .expect("addContact"),
+    );
+    let user = only_user(&users);
+    assert_eq!(
+        (user.id, user.contact, user.username.as_deref()),
+        (bob, true, Some("bobby"))
+    );
+    assert_eq!(user.first_name.as_deref(), Some("Bob"));
+    assert_eq!(user.phone, None, "bob has no number we know");
+
+    // A new contact changes the hash; the list shows bob with his username, no number.
+    assert!(contacts_since(client, empty_hash).await.is_some());
+    let (list, added_hash) = current(client).await;
+    let listed = only_user(&list.users);
+    assert_eq!(
+        (
+            listed.id,
+            listed.username.as_deref(),
+            listed.phone.as_deref()
+        ),
+        (bob, Some("bobby"), None)
+    );
+    assert_eq!(listed.access_hash, Some(access_hash));
+
+    // A rename: the names change, the hash (ids and saved count) does not, as on Telegram.
+    within(client.invoke(&add_contact(input_user(bob, access_hash), "Robert", "")))
+        .await
+        .expect("rename");
+    assert!(contacts_since(client, added_hash).await.is_none());
+    assert_eq!(server.state().account.contacts[&bob].first_name, "Robert");
+    assert_eq!(server.state().account.contacts[&bob].last_name, "");
+
+    // Refusals change nothing.
+    let carol_hash = server.state().account.people[&carol].access_hash;
+    for (request, error) in [
+        (
+            add_contact(input_user(carol, carol_hash ^ 1), "Carol", ""),
+            "CONTACT_ID_INVALID",
+        ),
+        (
+            add_contact(input_user(987_654, 1), "Nobody", ""),
+            "CONTACT_ID_INVALID",
+        ),
+        (
+            add_contact(tl::enums::InputUser::UserSelf, "Me", ""),
+            "CONTACT_ID_INVALID",
+        ),
+        (
+            add_contact(input_user(carol, carol_hash), "", "Last only"),
+            "CONTACT_NAME_EMPTY",
+        ),
+        (
+            add_contact(input_user(carol, carol_hash), "  ", ""),
+            "CONTACT_NAME_EMPTY",
+        ),
+        (
+            add_contact(input_user(bob, access_hash), "", ""),
+            "CONTACT_NAME_EMPTY",
+        ),
+    ] {
+        let result = within(client.invoke(&request)).await;
+        assert_eq!(
+            rpc_error(result),
+            (400, error.to_owned(), None),
+            "{request:?}"
+        );
+    }
+    assert!(contacts_since(client, added_hash).await.is_none());
+    assert_eq!(server.state().account.contacts[&bob].first_name, "Robert");
+
+    // Carol has a number: added by id, the contact carries it; the privacy exception is kept
+    // and shown in the dump.
+    let mut with_exception = add_contact(input_user(carol, carol_hash), "Carol", "C");
+    with_exception.add_phone_privacy_exception = true;
+    let users = updates_users(within(client.invoke(&with_exception)).await.unwrap());
+    assert_eq!(only_user(&users).phone.as_deref(), Some("4915100000003"));
+    assert!(contacts_since(client, added_hash).await.is_some());
+    let dump = server.dump();
+    let dumped: Vec<_> = dump["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["username"].as_str().unwrap().to_owned(),
+                c["phone"].as_str().map(str::to_owned),
+                c["phone_privacy_exception"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dumped,
+        [
+            ("bobby".to_owned(), None, false),
+            ("carol_c".to_owned(), Some("4915100000003".to_owned()), true),
+        ],
+        "{dump}"
+    );
+    assert_eq!(server.calls_to("contacts.addContact").len(), 9);
+}
+
+#[tokio::test]
+async fn delete_contacts_removes_username_contacts_and_answers_with_the_users() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let (anna, bob, stranger, by_hand) = {
+        let mut state = server.state();
+        (
+            state.account.register("+4915100000001", false),
+            state.account.register_username(None, "bobby"),
+            state.account.register_username(None, "stranger"),
+            state.account.add_by_hand("+4915100000005", "Friend"),
+        )
+    };
+    let hash = |id: i64| server.state().account.people[&id].access_hash;
+    let connected = connect(&server);
+    let client = &connected.client;
+    within(client.invoke(&tl::functions::contacts::ImportContacts {
+        contacts: vec![contact(1, "+4915100000001", "Anna")],
+    }))
+    .await
+    .unwrap();
+    within(client.invoke(&add_contact(input_user(bob, hash(bob)), "Bob", "")))
+        .await
+        .unwrap();
+    let (_, before) = current(client).await;
+
+    // deleteByPhones names numbers: a contact known without one is not among them.
+    within(client.invoke(&tl::functions::contacts::DeleteByPhones {
+        phones: vec!["+".into(), String::new()],
+    }))
+    .await
+    .unwrap();
+    assert!(contacts_since(client, before).await.is_none());
+    assert!(server.state().account.contacts.contains_key(&bob));
+
+    let users = updates_users(
+        within(client.invoke(&tl::functions::contacts::DeleteContacts {
+            id: vec![
+                input_user(bob, hash(bob)),
+                input_user(stranger, hash(stranger)),
+            ],
+        }))
+        .await
+        .expect("deleteContacts"),
+    );
+    let user = only_user(&users);
+    assert_eq!(
+        (user.id, user.contact, user.username.as_deref()),
+        (bob, false, Some("bobby")),
+        "the deleted user, no longer a contact; the stranger was none"
+    );
+    let (list, after) = current(client).await;
+    assert_ne!(after, before);
+    assert!(contacts_since(client, before).await.is_some());
+    let mut ids: Vec<i64> = list
+        .users
+        .iter()
+        .map(|u| match u {
+            tl::enums::User::User(u) => u.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [anna, by_hand],
+        "the imported and the hand-added contact stay"
+    );
+
+    // Deleting what is not there answers no users and leaves the hash alone.
+    let users = updates_users(
+        within(client.invoke(&tl::functions::contacts::DeleteContacts {
+            id: vec![input_user(bob, hash(bob))],
+        }))
+        .await
+        .unwrap(),
+    );
+    assert!(users.is_empty(), "{users:?}");
+    assert!(contacts_since(client, after).await.is_none());
+}
+
+#[tokio::test]
+async fn reset_saved_forgets_numbers_without_an_account_and_keeps_contacts() {
+    let server = TestServer::start(ServerOptions::default()).await;
+    let (anna, bob) = {
+        let mut state = server.state();
+        (
+            state.account.register("+4915100000001", false),
+            state.account.register_username(None, "bobby"),
+        )
+    };
+    let bob_hash = server.state().account.people[&bob].access_hash;
+    let connected = connect(&server);
+    let client = &connected.client;
+    within(client.invoke(&tl::functions::contacts::ImportContacts {
+        contacts: vec![
+            contact(1, "+4915100000001", "Anna"),
+            contact(2, "+4915100000002", "No Account"),
+            contact(3, "+4915100000004", "Nor Here"),
+        ],
+    }))
+    .await
+    .unwrap();
+    within(client.invoke(&add_contact(input_user(bob, bob_hash), "Bob", "")))
+        .await
+        .unwrap();
+    let (list, before) = current(client).await;
+    assert_eq!((list.contacts.len(), list.saved_count), (2, 2));
+
+    assert!(
+        within(client.invoke(&tl::functions::contacts::ResetSaved {}))
+            .await
+            .expect("resetSaved")
+    );
+    assert!(
+        contacts_since(client, before).await.is_some(),
+        "saved_count changed"
+    );
+    let (list, after) = current(client).await;
+    assert_eq!(list.saved_count, 0);
+    assert_eq!(server.state().account.contact_ids(), [anna, bob]);
+
+    // Nothing left to forget: the same hash.
+    assert!(
+        within(client.invoke(&tl::functions::contacts::ResetSaved {}))
+            .await
+            .unwrap()
+    );
+    assert!(contacts_since(client, after).await.is_none());
 }
 
 fn login_server(password: Option<(&str, &str)>) -> ServerOptions {
@@ -675,17 +1103,7 @@ async fn the_example_server_runs_as_documented() {
         "--key-file".as_ref(),
         key_file.as_os_str(),
     ]);
-    let hex = std::fs::read_to_string(&key_file).unwrap();
-    let mut key = [0u8; 256];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap();
-    }
-    let session = Arc::new(grammers_session::storages::MemorySession::from(
-        crate::telegram::session_data_for(addr, key),
-    ));
-    let SenderPool { runner, handle, .. } = SenderPool::new(session, 12345);
-    let client = Client::new(handle);
-    let _pool = tokio::spawn(async move { runner.run().await });
+    let (client, _pool) = example_client(addr, &key_file);
     within(client.invoke(&tl::functions::contacts::ImportContacts {
         contacts: vec![
             contact(1, "+4915100000002", "Even"),
@@ -713,6 +1131,112 @@ async fn the_example_server_runs_as_documented() {
     assert_eq!(dumped["contacts"][0]["first_name"], "Even", "{dumped}");
     assert_eq!(dumped["saved"][0]["phone"], "4915100000003");
     assert_eq!(dumped["calls_per_method"]["contacts.importContacts"], 1);
+}
+
+/// `--register-file` lines name numbers, numbers with usernames, and usernames alone; a
+/// line that is neither stops the server with its line number.
+#[tokio::test]
+async fn the_example_registers_usernames_from_its_register_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (register, key_file) = (dir.path().join("people"), dir.path().join("key"));
+    std::fs::write(
+        &register,
+        "# who has an account\n+4915100000002\n\n+49 151 00000004 @Alice_A\n@bobby\n",
+    )
+    .unwrap();
+    let (mut child, addr) = spawn_example(&[
+        "--register-file".as_ref(),
+        register.as_os_str(),
+        "--key-file".as_ref(),
+        key_file.as_os_str(),
+    ]);
+    let (client, _pool) = example_client(addr, &key_file);
+    let tl::enums::contacts::ImportedContacts::Contacts(imported) =
+        within(client.invoke(&tl::functions::contacts::ImportContacts {
+            contacts: vec![
+                contact(1, "+4915100000002", "Plain"),
+                contact(2, "+4915100000004", "Alice"),
+                contact(3, "+4915100000006", "Nobody"),
+            ],
+        }))
+        .await
+        .expect("import");
+    let mut usernames: Vec<(i64, Option<String>)> = imported
+        .users
+        .iter()
+        .map(|u| match u {
+            tl::enums::User::User(u) => (u.id, u.username.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    usernames.sort();
+    assert_eq!(
+        usernames
+            .iter()
+            .map(|(_, u)| u.as_deref())
+            .collect::<Vec<_>>(),
+        [None, Some("Alice_A")],
+        "two of three numbers are registered, one with a username"
+    );
+    let resolved = within(client.invoke(&resolve("BOBBY"))).await;
+    let tl::enums::contacts::ResolvedPeer::Peer(peer) = resolved.expect("@bobby is registered");
+    assert_eq!(only_user(&peer.users).username.as_deref(), Some("bobby"));
+    let alice = within(client.invoke(&resolve("alice_a"))).await.unwrap();
+    let tl::enums::contacts::ResolvedPeer::Peer(alice) = alice;
+    assert_eq!(
+        only_user(&alice.users).id,
+        usernames[1].0,
+        "the number and the username are one user"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    let help = std::process::Command::new(example_path())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for form in ["`+491701234567`", "`+491701234567 @alice`", "`@bob`"] {
+        assert!(help.contains(form), "--help documents {form}: {help}");
+    }
+
+    for (line, complaint) in [
+        ("+4915100000002 @1bad", "`@1bad` is no Telegram username"),
+        ("alice", "`alice` is neither a phone number"),
+        ("@bobby\n@Bobby", "@Bobby is taken"),
+    ] {
+        std::fs::write(&register, format!("+4915100000008\n{line}\n")).unwrap();
+        let output = std::process::Command::new(example_path())
+            .args(["--listen", "127.0.0.1:0", "--register-file"])
+            .arg(&register)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{line}: {stderr}");
+        assert!(
+            stderr.contains("line 2") || stderr.contains("line 3"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(complaint), "{line}: {stderr}");
+    }
+}
+
+/// A grammers client for the example server at `addr`, with the key it wrote.
+fn example_client(
+    addr: std::net::SocketAddr,
+    key_file: &std::path::Path,
+) -> (Client, tokio::task::JoinHandle<()>) {
+    let hex = std::fs::read_to_string(key_file).unwrap();
+    let mut key = [0u8; 256];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap();
+    }
+    let session = Arc::new(grammers_session::storages::MemorySession::from(
+        crate::telegram::session_data_for(addr, key),
+    ));
+    let SenderPool { runner, handle, .. } = SenderPool::new(session, 12345);
+    let pool = tokio::spawn(async move { runner.run().await });
+    (Client::new(handle), pool)
 }
 
 /// `--state-dir` seeds the daemon's own state: `contactsyncd sync --once` then syncs into
@@ -764,18 +1288,7 @@ async fn the_example_seeds_the_daemon_state_and_the_daemon_syncs_to_it() {
 /// address it printed.
 fn spawn_example(args: &[&std::ffi::OsStr]) -> (std::process::Child, std::net::SocketAddr) {
     use std::io::BufRead;
-    let example = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("examples/telegram-test-server");
-    assert!(
-        example.exists(),
-        "cargo test builds the example: {}",
-        example.display()
-    );
-    let mut child = std::process::Command::new(&example)
+    let mut child = std::process::Command::new(example_path())
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .stdout(std::process::Stdio::piped())
@@ -788,6 +1301,22 @@ fn spawn_example(args: &[&std::ffi::OsStr]) -> (std::process::Child, std::net::S
     assert!(line.contains("listening on"), "{line}");
     let addr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
     (child, addr)
+}
+
+/// The example server's binary, built by `cargo test`.
+fn example_path() -> std::path::PathBuf {
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples/telegram-test-server");
+    assert!(
+        example.exists(),
+        "cargo test builds the example: {}",
+        example.display()
+    );
+    example
 }
 
 /// Reads the example's dump file until `method` was called `times` (or 5 s pass).

@@ -1,8 +1,9 @@
 //! The fake account behind the server, following Telegram's documentation of the contacts
-//! API: registered users (some hiding their number from importers), the account's contacts,
-//! the phones saved without an account, an optional import quota.
+//! API: registered users (some hiding their number from importers, some with a public
+//! username, some findable by username only), the account's contacts, the phones saved
+//! without an account, an optional import quota.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use grammers_tl_types as tl;
 use grammers_tl_types::Serializable;
@@ -14,6 +15,10 @@ pub struct Person {
     pub access_hash: i64,
     /// Hides the number from people who import it (privacy setting).
     pub hidden: bool,
+    /// Their number (digits); `None`: nobody can find them by number (known by username only).
+    pub phone: Option<String>,
+    /// Their public username as they chose it (Telegram compares it case-insensitively).
+    pub username: Option<String>,
 }
 
 /// An entry of the account's contact list.
@@ -27,8 +32,10 @@ pub struct ContactEntry {
 
 #[derive(Debug, Default)]
 pub struct Account {
-    /// Registered users by phone (digits only, as Telegram compares them).
-    pub people: BTreeMap<String, Person>,
+    /// Registered users by user id (change them through the methods: `by_phone` follows).
+    pub people: BTreeMap<i64, Person>,
+    /// User ids by phone (digits only, as Telegram compares them).
+    by_phone: BTreeMap<String, i64>,
     /// The contact list by user id.
     pub contacts: BTreeMap<i64, ContactEntry>,
     /// Imported phones without a visible account: phone → names.
@@ -44,7 +51,10 @@ pub struct Account {
     /// 400 error, naming no item (importContacts and deleteByPhones).
     pub refuse: BTreeMap<String, String>,
     /// Users who hide their number: getContacts lists them without a phone.
-    pub phone_hidden: std::collections::BTreeSet<i64>,
+    pub phone_hidden: BTreeSet<i64>,
+    /// Users allowed to see the account's own number: `addContact` with
+    /// `add_phone_privacy_exception` grants it (a privacy rule: deleting the contact keeps it).
+    pub phone_privacy_exceptions: BTreeSet<i64>,
     next_user_id: i64,
 }
 
@@ -76,20 +86,92 @@ impl Account {
     /// Registers an account for `phone`; returns its user id.
     pub fn register(&mut self, phone: &str, hidden: bool) -> i64 {
         let key = digits(phone);
-        if let Some(person) = self.people.get(&key) {
-            return person.user_id;
+        if let Some(&user_id) = self.by_phone.get(&key) {
+            return user_id;
         }
+        let user_id = self.new_person(Some(key.clone()), hidden);
+        self.by_phone.insert(key, user_id);
+        user_id
+    }
+
+    /// Registers a user with a public `username` (without `@`); returns their user id.
+    /// `phone`: the number they registered with, found by imports as usual (a number already
+    /// registered gets the username); `None`: a user nobody can find by number.
+    ///
+    /// Panics when another user holds the username: usernames are unique on Telegram.
+    pub fn register_username(&mut self, phone: Option<&str>, username: &str) -> i64 {
+        self.try_register_username(phone, username)
+            .unwrap_or_else(|taken| panic!("{taken}"))
+    }
+
+    /// [`Self::register_username`], refusing a username another user holds.
+    pub fn try_register_username(
+        &mut self,
+        phone: Option<&str>,
+        username: &str,
+    ) -> Result<i64, String> {
+        let holder = self.person_by_username(username).map(|p| p.user_id);
+        let registered = phone
+            .and_then(|p| self.person_by_phone(p))
+            .map(|p| p.user_id);
+        if holder.is_some() && holder != registered {
+            return Err(format!("@{username} is taken by another user"));
+        }
+        let user_id = match phone {
+            Some(phone) => self.register(phone, false),
+            None => self.new_person(None, false),
+        };
+        if let Some(person) = self.people.get_mut(&user_id) {
+            person.username = Some(username.to_owned());
+        }
+        Ok(user_id)
+    }
+
+    /// A user changes or drops their username (their user id stays): the old one no longer
+    /// resolves. Panics when another user holds the new one.
+    pub fn change_username(&mut self, user_id: i64, username: Option<&str>) {
+        if let Some(name) = username {
+            let holder = self.person_by_username(name).map(|p| p.user_id);
+            assert!(
+                holder.is_none_or(|h| h == user_id),
+                "@{name} is taken by another test user"
+            );
+        }
+        if let Some(person) = self.people.get_mut(&user_id) {
+            person.username = username.map(str::to_owned);
+        }
+    }
+
+    fn new_person(&mut self, phone: Option<String>, hidden: bool) -> i64 {
         self.next_user_id += 1;
         let user_id = self.next_user_id;
         self.people.insert(
-            key,
+            user_id,
             Person {
                 user_id,
                 access_hash: user_id.wrapping_mul(0x5DEECE66D),
                 hidden,
+                phone,
+                username: None,
             },
         );
         user_id
+    }
+
+    /// The user registered with this number (any format: compared by digits).
+    pub fn person_by_phone(&self, phone: &str) -> Option<&Person> {
+        self.by_phone
+            .get(&digits(phone))
+            .and_then(|id| self.people.get(id))
+    }
+
+    /// The user holding `username`, compared case-insensitively as Telegram does.
+    pub fn person_by_username(&self, username: &str) -> Option<&Person> {
+        self.people.values().find(|p| {
+            p.username
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(username))
+        })
     }
 
     /// A contact the user added in the app (not through contactsyncd): registered, and in
@@ -106,10 +188,6 @@ impl Account {
             },
         );
         user_id
-    }
-
-    fn person_by_id(&self, user_id: i64) -> Option<(&String, &Person)> {
-        self.people.iter().find(|(_, p)| p.user_id == user_id)
     }
 
     /// `contacts.importContacts`: imported / retry_contacts / users. Phones without a visible
@@ -150,7 +228,7 @@ impl Account {
             if ruled_in {
                 self.register(&key, false);
             }
-            match self.people.get(&key).cloned() {
+            match self.person_by_phone(&key).cloned() {
                 Some(person) if !person.hidden => {
                     let entry = ContactEntry {
                         user_id: person.user_id,
@@ -158,8 +236,8 @@ impl Account {
                         first_name: contact.first_name.clone(),
                         last_name: contact.last_name.clone(),
                     };
-                    users.push(user(&entry, person.access_hash, false));
                     self.contacts.insert(person.user_id, entry);
+                    users.extend(self.user_of(person.user_id));
                     imported.push(tl::enums::ImportedContact::Contact(
                         tl::types::ImportedContact {
                             user_id: person.user_id,
@@ -192,8 +270,11 @@ impl Account {
     /// A user changes their number (their user id stays): `old` no longer finds them.
     pub fn change_phone(&mut self, old: &str, new: &str) {
         let (old, new) = (digits(old), digits(new));
-        if let Some(person) = self.people.remove(&old) {
-            self.people.insert(new.clone(), person);
+        if let Some(user_id) = self.by_phone.remove(&old) {
+            self.by_phone.insert(new.clone(), user_id);
+            if let Some(person) = self.people.get_mut(&user_id) {
+                person.phone = Some(new.clone());
+            }
         }
         for contact in self.contacts.values_mut() {
             if contact.phone == old {
@@ -217,38 +298,119 @@ impl Account {
     pub fn delete_by_phones(&mut self, phones: &[String]) {
         for phone in phones {
             let key = digits(phone);
+            // A contact known without a number has an empty phone: no phone names it.
+            if key.is_empty() {
+                continue;
+            }
             self.contacts.retain(|_, c| c.phone != key);
             self.saved.remove(&key);
         }
     }
 
-    /// `contacts.deleteContacts`
-    pub fn delete_contacts(&mut self, ids: &[tl::enums::InputUser]) {
+    /// `contacts.deleteContacts`: removes the users that are contacts (by id, whatever they
+    /// were added by: import, `addContact`, by hand); returns them as they are now, no longer
+    /// contacts, for the `Updates` Telegram answers with. Others in `ids` are ignored.
+    pub fn delete_contacts(&mut self, ids: &[tl::enums::InputUser]) -> Vec<tl::enums::User> {
+        let mut removed = Vec::new();
         for id in ids {
-            if let tl::enums::InputUser::User(u) = id {
-                self.contacts.remove(&u.user_id);
+            if let tl::enums::InputUser::User(u) = id
+                && self.contacts.remove(&u.user_id).is_some()
+            {
+                removed.extend(self.user_of(u.user_id));
             }
         }
+        removed
     }
 
-    /// `contacts.addContact`: by user id, as an app does from a chat.
+    /// `contacts.addContact`: adds the user (by id and access hash, e.g. from
+    /// `contacts.resolveUsername`) under these names, or renames the contact; records
+    /// `add_phone_privacy_exception`. Errors as Telegram documents them: an unknown user or a
+    /// wrong access hash `CONTACT_ID_INVALID`, an empty first name `CONTACT_NAME_EMPTY`.
     pub fn add_contact(
         &mut self,
         request: &tl::functions::contacts::AddContact,
-    ) -> Option<tl::enums::User> {
+    ) -> Result<tl::enums::User, (i32, String)> {
+        let invalid = || (400, "CONTACT_ID_INVALID".to_owned());
         let tl::enums::InputUser::User(input) = &request.id else {
-            return None;
+            return Err(invalid());
         };
-        let (phone, person) = self.person_by_id(input.user_id)?;
+        let person = self
+            .people
+            .get(&input.user_id)
+            .filter(|p| p.access_hash == input.access_hash)
+            .ok_or_else(invalid)?;
+        if request.first_name.trim().is_empty() {
+            return Err((400, "CONTACT_NAME_EMPTY".into()));
+        }
         let entry = ContactEntry {
             user_id: person.user_id,
-            phone: phone.clone(),
+            phone: person.phone.clone().unwrap_or_default(),
             first_name: request.first_name.clone(),
             last_name: request.last_name.clone(),
         };
-        let hash = person.access_hash;
-        let user = user(&entry, hash, false);
-        self.contacts.insert(entry.user_id, entry);
+        if request.add_phone_privacy_exception {
+            self.phone_privacy_exceptions.insert(entry.user_id);
+        }
+        let user_id = entry.user_id;
+        self.contacts.insert(user_id, entry);
+        self.user_of(user_id).ok_or_else(invalid)
+    }
+
+    /// `contacts.resolveUsername`: the user holding `username` (case-insensitive), with their
+    /// access hash. A name that cannot be a username (tdlib's rule: a letter first, then
+    /// letters, digits and single `_`, not ending in `_`, at most 32; `@` is no part of it)
+    /// answers `USERNAME_INVALID`, a free one `USERNAME_NOT_OCCUPIED`.
+    pub fn resolve_username(
+        &self,
+        username: &str,
+    ) -> Result<tl::enums::contacts::ResolvedPeer, (i32, String)> {
+        if !could_be_username(username) {
+            return Err((400, "USERNAME_INVALID".into()));
+        }
+        let person = self
+            .person_by_username(username)
+            .ok_or((400, "USERNAME_NOT_OCCUPIED".to_owned()))?;
+        Ok(tl::enums::contacts::ResolvedPeer::Peer(
+            tl::types::contacts::ResolvedPeer {
+                peer: tl::enums::Peer::User(tl::types::PeerUser {
+                    user_id: person.user_id,
+                }),
+                chats: Vec::new(),
+                users: self.user_of(person.user_id).into_iter().collect(),
+            },
+        ))
+    }
+
+    /// `contacts.resetSaved`: forgets the imported numbers without an account; contacts stay.
+    pub fn reset_saved(&mut self) {
+        self.saved.clear();
+    }
+
+    /// A user as the methods return them: a contact under the names the account gave them
+    /// (`contact` set), anyone else under their username as profile name and without a
+    /// number; with username and access hash.
+    pub fn user_of(&self, user_id: i64) -> Option<tl::enums::User> {
+        let person = self.people.get(&user_id);
+        let entry = match self.contacts.get(&user_id) {
+            Some(entry) => entry.clone(),
+            None => {
+                let person = person?;
+                ContactEntry {
+                    user_id,
+                    phone: String::new(),
+                    first_name: person.username.clone().unwrap_or_else(|| "User".into()),
+                    last_name: String::new(),
+                }
+            }
+        };
+        let mut user = user(&entry, person.map_or(0, |p| p.access_hash), false);
+        if let tl::enums::User::User(u) = &mut user {
+            u.contact = self.contacts.contains_key(&user_id);
+            u.username = person.and_then(|p| p.username.clone());
+            if entry.phone.is_empty() || self.phone_hidden.contains(&user_id) {
+                u.phone = None;
+            }
+        }
         Some(user)
     }
 
@@ -284,20 +446,24 @@ impl Account {
             saved_count: self.saved.len() as i32,
             users: self
                 .contacts
-                .values()
-                .map(|c| {
-                    let hash = self.people.get(&c.phone).map_or(0, |p| p.access_hash);
-                    let mut user = user(c, hash, false);
-                    if let tl::enums::User::User(u) = &mut user
-                        && self.phone_hidden.contains(&c.user_id)
-                    {
-                        u.phone = None;
-                    }
-                    user
-                })
+                .keys()
+                .filter_map(|&id| self.user_of(id))
                 .collect(),
         })
     }
+}
+
+/// Whether `name` could be a username at all (tdlib's `is_valid_username`): 1–32 of a–z,
+/// A–Z, 0–9 and `_`, a letter first, no `_` last, no `__`.
+pub fn could_be_username(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=32).contains(&bytes.len())
+        && bytes[0].is_ascii_alphabetic()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && !name.ends_with('_')
+        && !name.contains("__")
 }
 
 /// Telegram's hash for "not modified" checks: for each id,

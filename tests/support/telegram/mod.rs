@@ -88,7 +88,11 @@ pub struct RateLimit {
 pub struct ServerOptions {
     /// Refuse messages under another salt with `bad_server_salt`.
     pub enforce_salt: bool,
+    /// Every method's rate limit, unless `method_rate_limits` names the method.
     pub rate_limit: Option<RateLimit>,
+    /// Rate limits of single methods, e.g. `contacts.resolveUsername` (users report waits of
+    /// 38–190 s on it), overriding `rate_limit` for them.
+    pub method_rate_limits: HashMap<String, RateLimit>,
     /// Start logged out, with this way to log in; `None`: logged in from the start.
     pub login: Option<login::LoginSetup>,
 }
@@ -289,9 +293,28 @@ impl TestServer {
             t.duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64())
         };
+        let account = &state.account;
+        let username = |user_id: i64| {
+            account
+                .people
+                .get(&user_id)
+                .and_then(|p| p.username.clone())
+        };
         serde_json::json!({
             "logged_in": state.authorized,
-            "contacts": state.account.contacts.values().collect::<Vec<_>>(),
+            "contacts": account.contacts.values().map(|c| serde_json::json!({
+                "user_id": c.user_id,
+                "phone": Some(&c.phone).filter(|p| !p.is_empty()),
+                "username": username(c.user_id),
+                "first_name": c.first_name,
+                "last_name": c.last_name,
+                "phone_privacy_exception": account.phone_privacy_exceptions.contains(&c.user_id),
+            })).collect::<Vec<_>>(),
+            "people_with_usernames": account.people.values().filter(|p| p.username.is_some()).map(|p| serde_json::json!({
+                "user_id": p.user_id,
+                "username": p.username,
+                "phone": p.phone,
+            })).collect::<Vec<_>>(),
             "saved": state.account.saved.iter().map(|(phone, (first, last))| serde_json::json!({
                 "phone": phone, "first_name": first, "last_name": last,
             })).collect::<Vec<_>>(),
@@ -589,7 +612,10 @@ impl Connection {
 
 /// FLOOD_WAIT when a method's calls in the window exceed the rate limit.
 fn flood_wait(shared: &Shared, method: &str) -> Option<i32> {
-    let limit = shared.options.rate_limit?;
+    let limit = match shared.options.method_rate_limits.get(method) {
+        Some(limit) => *limit,
+        None => shared.options.rate_limit?,
+    };
     let since = SystemTime::now() - limit.window;
     let recent = shared
         .calls
@@ -644,6 +670,10 @@ const METHODS: &[(u32, &str)] = &[
     (
         tl::functions::contacts::ResetSaved::CONSTRUCTOR_ID,
         "contacts.resetSaved",
+    ),
+    (
+        tl::functions::contacts::ResolveUsername::CONSTRUCTOR_ID,
+        "contacts.resolveUsername",
     ),
     (
         tl::functions::auth::SendCode::CONSTRUCTOR_ID,
@@ -755,18 +785,23 @@ fn dispatch(
         }
         "contacts.deleteContacts" => {
             let request: tl::functions::contacts::DeleteContacts = decode(body)?;
-            shared.account.delete_contacts(&request.id);
-            account::empty_updates(Vec::new(), date)
+            let removed = shared.account.delete_contacts(&request.id);
+            account::empty_updates(removed, date)
         }
         "contacts.addContact" => {
             let request: tl::functions::contacts::AddContact = decode(body)?;
-            match shared.account.add_contact(&request) {
-                Some(user) => account::empty_updates(vec![user], date),
-                None => return Err((400, "CONTACT_ID_INVALID".into())),
-            }
+            let user = shared.account.add_contact(&request)?;
+            account::empty_updates(vec![user], date)
+        }
+        "contacts.resolveUsername" => {
+            let request: tl::functions::contacts::ResolveUsername = decode(body)?;
+            shared
+                .account
+                .resolve_username(&request.username)?
+                .to_bytes()
         }
         "contacts.resetSaved" => {
-            shared.account.saved.clear();
+            shared.account.reset_saved();
             true.to_bytes()
         }
         _ => return Err((400, "INPUT_METHOD_INVALID".into())),
