@@ -412,7 +412,11 @@ async fn a_number_without_an_account_falls_back_to_the_cards_username() {
     let report = setup.sync(&clock).await;
     assert_eq!(report.accounts[0].imported, 2, "{report:?}");
     assert_eq!(contact_name(&setup, gina).as_deref(), Some("Gina"));
-    assert_eq!(resolved(&setup), ["gina_g"], "only for the number without account");
+    assert_eq!(
+        resolved(&setup),
+        ["gina_g"],
+        "only for the number without account"
+    );
 
     clock.advance(61);
     setup.sync(&clock).await;
