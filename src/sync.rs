@@ -497,6 +497,17 @@ pub fn plan_pass(
         } else {
             scan.redacted_reason(&status.name)
         };
+        let first_poll_pending = status
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(source::carddav::NOT_POLLED_YET));
+        if first_poll_pending {
+            tracing::info!(
+                source = %status.name,
+                "CardDAV source not read from the server yet: it counts as unknown (nothing of it is deleted) until its first poll"
+            );
+            continue;
+        }
         tracing::warn!(
             source = %status.name,
             reason = reason.unwrap_or_default(),

@@ -1293,6 +1293,10 @@ pub async fn check(source: &SourceConfig) -> Result<SourceCheck, CardDavError> {
 // ---------------------------------------------------------------------------------------
 // The scan side: the cache, examined like files.
 
+/// The start of the reason of a CardDAV source that was never polled: not a problem at a
+/// daemon's first start (its poll follows at once), so logs say it at info, not as a warning.
+pub const NOT_POLLED_YET: &str = "not read from the server yet";
+
 /// Why a CardDAV source is unknown now, from the state alone: never polled, or the last
 /// poll failed. `None`: the cache holds what the server last gave completely.
 pub fn unknown_reason(
@@ -1303,7 +1307,7 @@ pub fn unknown_reason(
         return Ok(None);
     };
     Ok(match store.carddav_source(&source.name)? {
-        None => Some("not read from the server yet: `contactsyncd sync --once` (or the running daemon) polls it".into()),
+        None => Some(format!("{NOT_POLLED_YET}: `contactsyncd sync --once` (or the running daemon) polls it")),
         Some((_, Some(error))) => Some(error),
         Some((key, None)) if key != discovery_key(config) => Some(
             "its carddav URL, username or address_books changed since the last poll: the next poll reads it anew".into(),
