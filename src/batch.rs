@@ -17,6 +17,9 @@ pub struct ImportItem {
     /// A username contact's user as resolved before (kept in the mirror): added again (a
     /// rename) without resolving the username once more.
     pub user: Option<(i64, i64)>,
+    /// A number's card also names a Telegram username: asked for when the number has no
+    /// account (`ImportResult::Saved`), so the person still becomes a contact.
+    pub fallback_username: Option<String>,
 }
 
 /// Splits imports into batches of at most `batch_size` and numbers them from
@@ -68,6 +71,7 @@ impl<'a, I: Iterator<Item = &'a PlannedImport>> Iterator for NumberedBatches<I> 
                 names: import.names.clone(),
                 rename: import.reason == ImportReason::Rename,
                 user: None,
+                fallback_username: None,
             });
             client_id += 1;
         }

@@ -143,6 +143,15 @@ impl CardContact {
         self.usernames.first().map(String::as_str)
     }
 
+    /// For a card pushed by number: its first username, which Telegram is asked for when a
+    /// number turns out to have no account (the person is still found, by username).
+    pub fn fallback_username(&self) -> Option<&str> {
+        if !self.is_pushed() || self.pushed_numbers().next().is_none() {
+            return None;
+        }
+        self.usernames.first().map(String::as_str)
+    }
+
     /// The keys this card contributes to the desired set (`contact_key`): its numbers, or
     /// its username when it has none.
     pub fn contact_keys(&self) -> Vec<String> {

@@ -904,12 +904,14 @@ fn understand_file(
                 });
             }
         }
+        let fallback = understood.fallback_username().map(str::to_owned);
         for key in understood.contact_keys() {
             contribution.phones.push(StoredPhone {
                 card: u32::try_from(outcome.index).unwrap_or(u32::MAX),
                 e164: key,
                 first_name: name.first.clone(),
                 last_name: name.last.clone(),
+                telegram_username: fallback.clone(),
             });
         }
     }

@@ -1053,11 +1053,18 @@ async fn send_queue(
                     .items
                     .iter()
                     .map(|item| {
-                        let user = if contact_key::is_username(&item.e164) {
+                        let by_username = contact_key::is_username(&item.e164);
+                        let user = if by_username {
                             store.known_user(&name, &item.e164)?
                         } else {
                             None
                         };
+                        let fallback_username =
+                            if !by_username && crate::backend::adds_by_username(&name) {
+                                store.fallback_username(&item.e164)?
+                            } else {
+                                None
+                            };
                         Ok(crate::batch::ImportItem {
                             client_id: item.client_id.unwrap_or_default(),
                             e164: item.e164.clone(),
@@ -1066,6 +1073,7 @@ async fn send_queue(
                                 .get(&item.e164)
                                 .is_some_and(|m| m.state.is_remote()),
                             user,
+                            fallback_username,
                         })
                     })
                     .collect::<Result<_, StoreError>>()?;

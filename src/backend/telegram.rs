@@ -195,15 +195,20 @@ impl TelegramBackend {
         Ok(map_import(items.iter().copied(), &answer))
     }
 
-    /// A contact known by username: the user from an earlier add (the mirror keeps it), or
-    /// `contacts.resolveUsername`; then `contacts.addContact` with the card's names, which
-    /// adds the contact or renames it. A username nobody has, or one of a channel or group,
+    /// A contact known by username (`key`, `@name`): the user from an earlier add (`known`,
+    /// kept in the mirror), or `contacts.resolveUsername`; then `contacts.addContact` with
+    /// the item's names, which adds the contact or renames it. A username nobody has, or one of a channel or group,
     /// is refused for this contact alone (tried again in a day or when the card changes).
-    async fn add_by_username(&self, item: &ImportItem) -> Result<ImportResult, BackendError> {
-        let Some(username) = contact_key::username(&item.e164) else {
+    async fn add_by_username(
+        &self,
+        key: &str,
+        item: &ImportItem,
+        known: Option<(i64, i64)>,
+    ) -> Result<ImportResult, BackendError> {
+        let Some(username) = contact_key::username(key) else {
             return Ok(ImportResult::Rejected("not a Telegram username".into()));
         };
-        if let Some(user) = item.user {
+        if let Some(user) = known {
             match self.add_user(item, user).await {
                 // The user kept from an earlier add is no longer valid (an access hash may
                 // change): resolve the username again, once.
@@ -375,9 +380,24 @@ impl Backend for TelegramBackend {
             let mut results = Vec::with_capacity(items.len());
             if !by_number.is_empty() {
                 results.extend(self.import_numbers(&by_number).await?);
+                // A number without an account whose card names a username: the person is
+                // found by the username instead, and the number's contact is that user.
+                for (item, (_, result)) in by_number.iter().zip(results.iter_mut()) {
+                    let Some(username) = item.fallback_username.as_deref() else {
+                        continue;
+                    };
+                    if matches!(result, ImportResult::Saved { .. })
+                        && let added @ ImportResult::Imported { .. } = self
+                            .add_by_username(&contact_key::of_username(username), item, None)
+                            .await?
+                    {
+                        *result = added;
+                    }
+                }
             }
             for item in by_username {
-                results.push((item.client_id, self.add_by_username(item).await?));
+                let added = self.add_by_username(&item.e164, item, item.user).await?;
+                results.push((item.client_id, added));
             }
             Ok(results)
         })

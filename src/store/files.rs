@@ -70,9 +70,13 @@ pub type StoredFingerprint = (String, Option<(Fingerprint, u64)>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPhone {
     pub card: u32,
+    /// The contact key (`contact_key`): a number in E.164, or `@username`.
     pub e164: String,
     pub first_name: String,
     pub last_name: String,
+    /// On a number's row: the card's Telegram username, tried when the number turns out to
+    /// have no Telegram account (the number wins; the username is the way to the person).
+    pub telegram_username: Option<String>,
 }
 
 const FILE_COLUMNS: &str = "path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors, derived_with, racy";
@@ -139,10 +143,24 @@ impl Store {
             .optional()?)
     }
 
+    /// The Telegram username to try for a number without an account: the one on the first
+    /// card (by path, then card) that carries the number and a username.
+    pub fn fallback_username(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT telegram_username FROM card_phone
+                 WHERE contact_key = ?1 AND telegram_username IS NOT NULL
+                 ORDER BY path, card LIMIT 1",
+            )?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
     /// The phones one file's cards yielded, in card order.
     pub fn phones_of(&self, path: &Path) -> Result<Vec<StoredPhone>> {
         let mut statement = self.conn().prepare_cached(
-            "SELECT card, contact_key, first_name, last_name FROM card_phone WHERE path = ?1 ORDER BY card, contact_key",
+            "SELECT card, contact_key, first_name, last_name, telegram_username FROM card_phone WHERE path = ?1 ORDER BY card, contact_key",
         )?;
         let rows = statement.query_map([path_text(path)], |row| {
             Ok(StoredPhone {
@@ -150,6 +168,7 @@ impl Store {
                 e164: row.get(1)?,
                 first_name: row.get(2)?,
                 last_name: row.get(3)?,
+                telegram_username: row.get(4)?,
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
@@ -162,7 +181,7 @@ impl Store {
         numbers: &BTreeSet<String>,
     ) -> Result<Vec<(PathBuf, String, StoredPhone)>> {
         let mut statement = self.conn().prepare_cached(
-            "SELECT p.path, f.source, p.card, p.contact_key, p.first_name, p.last_name
+            "SELECT p.path, f.source, p.card, p.contact_key, p.first_name, p.last_name, p.telegram_username
              FROM card_phone p JOIN source_file f ON f.path = p.path WHERE p.contact_key = ?1",
         )?;
         let mut found = Vec::new();
@@ -176,6 +195,7 @@ impl Store {
                         e164: row.get(3)?,
                         first_name: row.get(4)?,
                         last_name: row.get(5)?,
+                        telegram_username: row.get(6)?,
                     },
                 ))
             })?;
@@ -190,7 +210,7 @@ impl Store {
     /// Every stored phone, grouped by file, each file's in (card, e164) order.
     pub fn stored_phones(&self) -> Result<HashMap<OsString, Vec<StoredPhone>>> {
         let mut statement = self.conn().prepare(
-            "SELECT path, card, contact_key, first_name, last_name FROM card_phone ORDER BY path, card, contact_key",
+            "SELECT path, card, contact_key, first_name, last_name, telegram_username FROM card_phone ORDER BY path, card, contact_key",
         )?;
         let mut rows = statement.query([])?;
         let mut by_file: HashMap<OsString, Vec<StoredPhone>> = HashMap::new();
@@ -201,6 +221,7 @@ impl Store {
                 e164: row.get(2)?,
                 first_name: row.get(3)?,
                 last_name: row.get(4)?,
+                telegram_username: row.get(5)?,
             };
             // Rows come ordered by path: one allocation per file, not per phone.
             let path = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
@@ -278,7 +299,7 @@ impl Store {
             )?;
             let mut clear_phones = tx.prepare("DELETE FROM card_phone WHERE path = ?1")?;
             let mut insert_phone = tx.prepare(
-                "INSERT OR IGNORE INTO card_phone (path, card, contact_key, first_name, last_name) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO card_phone (path, card, contact_key, first_name, last_name, telegram_username) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let mut defer_existing = tx.prepare(
                 "UPDATE source_file SET state = ?2, last_error = ?3, scanned_at = ?4 WHERE path = ?1",
@@ -312,7 +333,8 @@ impl Store {
                                     phone.card,
                                     phone.e164,
                                     phone.first_name,
-                                    phone.last_name
+                                    phone.last_name,
+                                    phone.telegram_username
                                 ])?;
                             }
                         }

@@ -1083,6 +1083,10 @@ impl Store {
             .iter()
             .filter_map(|c| c.user_id.map(|id| (id, c.e164.as_str())))
             .collect();
+        let username_of: BTreeMap<i64, &str> = remote
+            .iter()
+            .filter_map(|c| Some((c.user_id?, c.username.as_deref()?)))
+            .collect();
         let phones: BTreeSet<&str> = remote.iter().map(|c| c.e164.as_str()).collect();
         let ours: Vec<(String, Option<i64>)> = {
             let mut statement = self.conn().prepare(
@@ -1094,9 +1098,18 @@ impl Store {
         let mut gone = Vec::new();
         let mut moved = Vec::new();
         for (e164, user_id) in ours {
+            let found_by_username = match user_id.and_then(|id| username_of.get(&id)) {
+                Some(shown) => self
+                    .fallback_username(&e164)?
+                    .is_some_and(|fallback| fallback.eq_ignore_ascii_case(shown)),
+                None => false,
+            };
             match user_id.and_then(|id| by_user.get(&id)) {
                 // Added by username: whatever number the remote shows is no change of ours.
                 Some(_) if crate::contact_key::is_username(&e164) => moved.push((e164, None)),
+                // A number without an account, added by its card's username instead: the
+                // user's own number is no change either.
+                Some(_) if found_by_username => moved.push((e164, None)),
                 // Shown under another number: changed on Telegram. Hidden (empty): present.
                 Some(now_shown) if !now_shown.is_empty() && *now_shown != e164 => {
                     moved.push((e164, Some((*now_shown).to_owned())));

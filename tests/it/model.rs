@@ -416,6 +416,7 @@ impl World {
                                     names: i.names.clone(),
                                     rename: false,
                                     user: None,
+                                    fallback_username: None,
                                 })
                                 .collect();
                             backend.import(&items).await.map(|_| ())

@@ -380,3 +380,59 @@ async fn export_round_trip_and_forget_all_cover_username_contacts() {
         .unwrap();
     assert!(mirror.values().all(|e| !e.state.is_remote()), "{mirror:?}");
 }
+
+/// The number wins, but a number without a Telegram account does not stop the card's
+/// username from finding the person: the number is saved, the user added by username under
+/// the card's names, renamed with the card, deleted by user with the card; the list showing
+/// them under their own number is no "number changed".
+#[tokio::test]
+async fn a_number_without_an_account_falls_back_to_the_cards_username() {
+    let setup = Setup::new(100, 30)
+        .await
+        .with_telegram_lines("reconcile_interval = 60\n");
+    let gina = {
+        let mut state = setup.server.state();
+        state.account.rule = crate::telegram::account::Registration::Explicit;
+        state.account.register("+4930999100", false);
+        state
+            .account
+            .register_username(Some("+4930999200"), "gina_g")
+    };
+    write(
+        &setup,
+        "gina.vcf",
+        &card_with("Gina", &["TEL:+49 30 999004", "IMPP:telegram:gina_g"]),
+    );
+    write(
+        &setup,
+        "other.vcf",
+        &card_with("Has Account", &["TEL:+49 30 999100"]),
+    );
+    let clock = ManualClock::new();
+    let report = setup.sync(&clock).await;
+    assert_eq!(report.accounts[0].imported, 2, "{report:?}");
+    assert_eq!(contact_name(&setup, gina).as_deref(), Some("Gina"));
+    assert_eq!(
+        resolved(&setup),
+        ["gina_g"],
+        "only for the number without account"
+    );
+
+    clock.advance(61);
+    setup.sync(&clock).await;
+    let status = crate::support::stdout(&binary(&setup, &["status"]).await);
+    assert!(!status.contains("number changed"), "{status}");
+
+    write(
+        &setup,
+        "gina.vcf",
+        &card_with("Gina G", &["TEL:+49 30 999004", "IMPP:telegram:gina_g"]),
+    );
+    setup.sync(&clock).await;
+    assert_eq!(contact_name(&setup, gina).as_deref(), Some("Gina G"));
+
+    std::fs::remove_file(setup.book().join("gina.vcf")).unwrap();
+    setup.sync(&clock).await;
+    assert_eq!(contact_name(&setup, gina), None);
+    assert_eq!(setup.server.state().account.contacts.len(), 1);
+}

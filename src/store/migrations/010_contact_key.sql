@@ -7,3 +7,6 @@ ALTER TABLE mirror RENAME COLUMN e164 TO contact_key;
 ALTER TABLE outbox_item RENAME COLUMN e164 TO contact_key;
 DROP INDEX card_phone_e164;
 CREATE INDEX card_phone_contact_key ON card_phone (contact_key);
+-- A number's row also names the card's Telegram username, if any: the number wins, and the
+-- username is tried when the number turns out to have no Telegram account.
+ALTER TABLE card_phone ADD COLUMN telegram_username TEXT;
