@@ -819,13 +819,13 @@ impl<W: Write> Report<W> {
             writeln!(out, "    TEL {:<24} {verdict}", p.raw)?;
         }
         let used = contact.and_then(CardContact::pushed_username);
-        let numbers = contact.is_some_and(|c| c.pushed_numbers().next().is_some());
+        let fallback = contact.and_then(CardContact::fallback_username);
         for username in usernames {
             let verdict = if used == Some(username.as_str()) {
                 "→ added by username on Telegram"
-            } else if numbers {
-                "not used: Telegram gets the card's number instead"
-            } else if used.is_some() {
+            } else if fallback == Some(username.as_str()) {
+                "→ Telegram gets the number; the username if the number has no account"
+            } else if used.is_some() || fallback.is_some() {
                 "not used: the card's first username is used"
             } else {
                 "not used: the card is not pushed"
