@@ -458,14 +458,16 @@ async fn a_no_op_poll_is_one_request_and_no_state_write() {
     )
     .await;
     let log = std::fs::File::create(setup.dir.path().join("daemon.log")).unwrap();
-    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
-        .args(["--config", setup.config.to_str().unwrap(), "run"])
-        .env_clear()
-        .env("HOME", setup.dir.path())
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut daemon = KillOnDrop(Some(
+        std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"))
+            .args(["--config", setup.config.to_str().unwrap(), "run"])
+            .env_clear()
+            .env("HOME", setup.dir.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
     let daemon_log = || std::fs::read_to_string(setup.dir.path().join("daemon.log")).unwrap();
 
     let started = Instant::now();
@@ -518,7 +520,8 @@ async fn a_no_op_poll_is_one_request_and_no_state_write() {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status();
-    let status = tokio::task::spawn_blocking(move || daemon.wait())
+    let mut stopping = daemon.0.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || stopping.wait())
         .await
         .unwrap()
         .unwrap();
@@ -528,6 +531,25 @@ async fn a_no_op_poll_is_one_request_and_no_state_write() {
         !log.contains(dav::PASSWORD),
         "the password is logged: {log}"
     );
+}
+
+/// A child process killed when the test ends early (a failed assertion), so that no daemon
+/// outlives its test and holds the test binary's output pipe open.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn id(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// The state database and its WAL (name, bytes): equal before and after means no write.
