@@ -346,7 +346,10 @@ fn check_source(path: Option<&Path>, args: &CheckSourceArgs) -> Result<(), Failu
     };
     let mut out = io::stdout().lock();
     if sources.is_empty() {
-        writeln!(out, "no CardDAV source is configured (a [[source]] with carddav = \"https://…\")")?;
+        writeln!(
+            out,
+            "no CardDAV source is configured (a [[source]] with carddav = \"https://…\")"
+        )?;
         return Ok(());
     }
     let runtime = state::runtime()?;
@@ -472,9 +475,15 @@ fn inspect(config_path: Option<&Path>, args: InspectArgs) -> Result<(), Failure>
             report.empty_source(&target.path)?;
         }
         for file in &listing.files {
-            inspect_file(&mut report, &mut desired, order, target, region, file, |on_card| {
-                vcard::parse_path_with(file, on_card)
-            })?;
+            inspect_file(
+                &mut report,
+                &mut desired,
+                order,
+                target,
+                region,
+                file,
+                |on_card| vcard::parse_path_with(file, on_card),
+            )?;
         }
     }
     report.finish(&desired.finish(), region)?;
@@ -489,7 +498,9 @@ fn inspect_file<W: Write>(
     target: &InspectTarget,
     region: Option<DefaultRegion>,
     file: &Path,
-    parse: impl FnOnce(&mut dyn FnMut(vcard::CardOutcome)) -> Result<vcard::FileSummary, vcard::FileError>,
+    parse: impl FnOnce(
+        &mut dyn FnMut(vcard::CardOutcome),
+    ) -> Result<vcard::FileSummary, vcard::FileError>,
 ) -> io::Result<()> {
     report.files += 1;
     let shared_file: Arc<Path> = file.into();

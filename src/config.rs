@@ -404,6 +404,7 @@ impl SourceConfig {
 
     /// A CardDAV source's `path` is its URL, written as `carddav`; a folder's path is always
     /// absolute, so it never starts so.
+    #[allow(clippy::ptr_arg)] // serde's skip_serializing_if passes the field's type
     fn is_carddav_path(path: &PathBuf) -> bool {
         let text = path.to_string_lossy();
         text.starts_with("http://") || text.starts_with("https://")
@@ -936,7 +937,10 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
                     Some(url.span()),
                     key("carddav"),
                     "a source has either path or carddav, not both".into(),
-                    Some("make two [[source]] sections, one for the folder and one for the server".into()),
+                    Some(
+                        "make two [[source]] sections, one for the folder and one for the server"
+                            .into(),
+                    ),
                 ));
             }
             (None, None) => {
@@ -1345,9 +1349,9 @@ fn carddav_config(
     invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
 ) -> Result<CardDavConfig, ConfigError> {
     let text = url.get_ref().trim();
-    let parsed = reqwest::Url::parse(text).ok().filter(|u| {
-        matches!(u.scheme(), "http" | "https") && u.host_str().is_some()
-    });
+    let parsed = reqwest::Url::parse(text)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
     let Some(parsed) = parsed else {
         return Err(invalid(
             Some(url.span()),
@@ -1397,7 +1401,11 @@ fn carddav_config(
             PasswordSource::File(resolve_path(file.get_ref(), base))
         }
         (None, Some(command)) => {
-            if command.get_ref().first().is_none_or(|p| p.trim().is_empty()) {
+            if command
+                .get_ref()
+                .first()
+                .is_none_or(|p| p.trim().is_empty())
+            {
                 return Err(invalid(
                     Some(command.span()),
                     key("password_command"),
@@ -2247,5 +2255,155 @@ mod tests {
             p = dir.path().display().to_string()
         );
         assert_eq!(invalid(&text).key, "source[2].name");
+    }
+}
+
+#[cfg(test)]
+mod carddav_tests {
+    use super::*;
+    use rstest::rstest;
+
+    const FILE: &str = "/etc/contactsyncd/config.toml";
+
+    fn invalid(text: &str) -> Invalid {
+        match parse(text, Path::new(FILE)) {
+            Err(ConfigError::Invalid(invalid)) => *invalid,
+            other => panic!("expected an invalid config, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_carddav_source_takes_its_keys_and_defaults() {
+        let config = parse(
+            "[[source]]\nname = \"cloud\"\ncarddav = \"https://cloud.example.org/remote.php/dav\"\nusername = \"me\"\npassword_command = [\"pass\", \"show\", \"dav\"]\naddress_books = [\"contacts\"]\n",
+            Path::new(FILE),
+        )
+        .unwrap();
+        let source = &config.sources[0];
+        assert_eq!(
+            source.carddav,
+            Some(CardDavConfig {
+                url: "https://cloud.example.org/remote.php/dav".into(),
+                username: Some("me".into()),
+                password: PasswordSource::Command(vec!["pass".into(), "show".into(), "dav".into()]),
+                address_books: vec!["contacts".into()],
+                poll_interval: 300,
+            })
+        );
+        assert_eq!(
+            source.path,
+            Path::new("https://cloud.example.org/remote.php/dav")
+        );
+        assert!(source.filter.skip_phone_types.contains(&"fax".to_owned()));
+    }
+
+    #[test]
+    fn without_a_password_key_the_systemd_credential_carddav_name_is_used() {
+        let config = parse(
+            "[[source]]\nname = \"cloud\"\ncarddav = \"https://dav.example.org/\"\nusername = \"me\"\npoll_interval = \"1m\"\n",
+            Path::new(FILE),
+        )
+        .unwrap();
+        let carddav = config.sources[0].carddav.as_ref().unwrap();
+        assert_eq!(
+            carddav.password,
+            PasswordSource::Credential("carddav-cloud".into())
+        );
+        assert_eq!(carddav.poll_interval, 60);
+    }
+
+    #[rstest]
+    #[case::both_path_and_carddav(
+        "[[source]]\nname = \"x\"\npath = \"/b\"\ncarddav = \"https://d.example.org/\"\n",
+        "source[1].carddav",
+        "either path or carddav"
+    )]
+    #[case::neither(
+        "[[source]]\nname = \"x\"\n",
+        "source[1].path",
+        "needs path (a folder or .vcf file) or carddav"
+    )]
+    #[case::no_name(
+        "[[source]]\ncarddav = \"https://d.example.org/\"\n",
+        "source[1].name",
+        "a CardDAV source needs a name"
+    )]
+    #[case::not_a_url(
+        "[[source]]\nname = \"x\"\ncarddav = \"cloud.example.org\"\n",
+        "source[1].carddav",
+        "is not an http or https URL"
+    )]
+    #[case::credentials_in_the_url(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://me:pw@d.example.org/\"\n",
+        "source[1].carddav",
+        "holds a user name or password"
+    )]
+    #[case::two_passwords(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\nusername = \"me\"\npassword_file = \"/p\"\npassword_command = [\"pass\"]\n",
+        "source[1].password_command",
+        "not both"
+    )]
+    #[case::empty_command(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\nusername = \"me\"\npassword_command = []\n",
+        "source[1].password_command",
+        "must name a program"
+    )]
+    #[case::password_without_user(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\npassword_file = \"/p\"\n",
+        "source[1].username",
+        "no username"
+    )]
+    #[case::carddav_key_on_a_folder(
+        "[[source]]\npath = \"/b\"\nusername = \"me\"\n",
+        "source[1].username",
+        "key of a CardDAV source"
+    )]
+    #[case::poll_too_often(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\npoll_interval = \"1s\"\n",
+        "source[1].poll_interval",
+        "must be a duration from 10s to 1d"
+    )]
+    #[case::empty_book_name(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\naddress_books = [\" \"]\n",
+        "source[1].address_books",
+        "must not be empty"
+    )]
+    fn carddav_mistakes_name_the_key_and_the_fix(
+        #[case] text: &str,
+        #[case] key: &str,
+        #[case] message: &str,
+    ) {
+        let e = invalid(text);
+        assert_eq!(e.key, key, "{e:?}");
+        assert!(e.message.contains(message), "{e:?}");
+        assert!(e.line >= 1);
+    }
+
+    /// check-config's output: where the password comes from, never a password; and it
+    /// loads back to the same configuration.
+    #[rstest]
+    #[case::file(
+        "password_file = \"/etc/contactsyncd/dav-password\"\n",
+        "password_file = \"/etc/contactsyncd/dav-password\""
+    )]
+    #[case::command(
+        "password_command = [\"pass\", \"show\", \"dav\"]\n",
+        "password_command = [\"pass\", \"show\", \"dav\"]"
+    )]
+    #[case::credential("", "# the password comes from the systemd credential carddav-cloud")]
+    fn rendering_says_where_the_password_comes_from(#[case] key: &str, #[case] shown: &str) {
+        let text = format!(
+            "state_dir = \"/tmp/s\"\n[[source]]\nname = \"cloud\"\ncarddav = \"https://dav.example.org/\"\nusername = \"me\"\n{key}"
+        );
+        let config = parse(&text, Path::new(FILE)).unwrap();
+        let rendered = render(&config).unwrap();
+        assert!(rendered.contains(shown), "{rendered}");
+        assert!(
+            rendered.contains("carddav = \"https://dav.example.org/\""),
+            "{rendered}"
+        );
+        assert!(!rendered.contains("path = \"https"), "{rendered}");
+        let again = parse(&rendered, Path::new(FILE)).unwrap();
+        assert_eq!(again.sources, config.sources);
     }
 }

@@ -196,6 +196,18 @@ impl Generation {
             first_plan_done,
         };
         handles.push(tracker.spawn(planner.run(changes, replan, cancel.clone())));
+        let carddav: Vec<&str> = config
+            .sources
+            .iter()
+            .filter(|s| s.is_carddav())
+            .map(|s| s.name.as_str())
+            .collect();
+        let mut store = Store::open_connection(&config.state_dir)
+            .context("opening the state for the CardDAV cache")?;
+        if let Err(err) = store.forget_carddav_sources_except(&carddav) {
+            tracing::warn!("cannot drop the cache of CardDAV sources no longer configured: {err}");
+        }
+        drop(store);
         for source in config.sources.iter().filter(|s| s.is_carddav()) {
             let store = Store::open_connection(&config.state_dir)
                 .context("opening the state for a CardDAV poller")?;
@@ -512,12 +524,13 @@ async fn poll_carddav(
     cancel: CancellationToken,
 ) {
     let interval = Duration::from_secs(source.carddav.as_ref().map_or(300, |c| c.poll_interval));
+    let mut poller = source::carddav::Poller::new(source.clone());
     let mut last_failure: Option<String> = None;
     loop {
         let now = sync::Clock::now(&SystemClock);
         let polled = tokio::select! {
             () = cancel.cancelled() => return,
-            polled = source::carddav::poll(&source, &mut store, now) => polled,
+            polled = poller.poll(&mut store, now) => polled,
         };
         let mut wait = interval;
         match polled {

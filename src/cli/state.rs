@@ -1189,11 +1189,24 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         writeln!(w, "  (not scanned yet)")?;
     }
     for s in &sources {
-        write!(
-            w,
-            "  {}: {} files, {} cards, {} phones, {} cards with problems, {} deferred files",
-            s.name, s.files, s.cards, s.phones, s.card_errors, s.deferred
-        )?;
+        let carddav = config
+            .sources
+            .iter()
+            .any(|c| c.name == s.name && c.is_carddav());
+        if carddav {
+            // Each of its "files" is one card resource on the server, named by its URL.
+            write!(
+                w,
+                "  {}: CardDAV {}: {} cards as the server last gave them, {} phones, {} cards with problems, {} deferred",
+                s.name, s.path, s.files, s.phones, s.card_errors, s.deferred
+            )?;
+        } else {
+            write!(
+                w,
+                "  {}: {} files, {} cards, {} phones, {} cards with problems, {} deferred files",
+                s.name, s.files, s.cards, s.phones, s.card_errors, s.deferred
+            )?;
+        }
         if s.state == source::SOURCE_UNKNOWN {
             write!(
                 w,
@@ -1201,7 +1214,9 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 s.reason.as_deref().unwrap_or_default()
             )?;
         }
-        if s.state == source::SOURCE_EMPTY {
+        if s.state == source::SOURCE_EMPTY && carddav {
+            write!(w, "\n    EMPTY: its address books hold no card")?;
+        } else if s.state == source::SOURCE_EMPTY {
             write!(w, "\n    EMPTY: {}", no_vcard_files(&s.path))?;
         }
         writeln!(w)?;

@@ -15,8 +15,7 @@ use reqwest::{Method, StatusCode, Url};
 
 use crate::config::{CardDavConfig, PasswordSource, SourceConfig};
 use crate::store::{
-    self, BookPoll, CachedCard, CardDavBook, CardDavPoll, FetchedCard, FileRecord, FileState,
-    Store,
+    self, BookPoll, CachedCard, CardDavBook, CardDavPoll, FetchedCard, FileRecord, FileState, Store,
 };
 
 use super::{Derivation, Examined, FileChange, Scan};
@@ -52,7 +51,9 @@ pub enum CardDavError {
         status: StatusCode,
         what: &'static str,
     },
-    #[error("the server of source {name} asks to wait {seconds} s ({status}); polled again after that")]
+    #[error(
+        "the server of source {name} asks to wait {seconds} s ({status}); polled again after that"
+    )]
     Wait {
         name: String,
         status: StatusCode,
@@ -104,9 +105,13 @@ impl Node {
 
     /// The first descendant so named, depth first.
     fn find(&self, ns: &str, name: &str) -> Option<&Node> {
-        self.children
-            .iter()
-            .find_map(|c| if c.is(ns, name) { Some(c) } else { c.find(ns, name) })
+        self.children.iter().find_map(|c| {
+            if c.is(ns, name) {
+                Some(c)
+            } else {
+                c.find(ns, name)
+            }
+        })
     }
 
     fn trimmed(&self) -> &str {
@@ -286,12 +291,26 @@ impl From<CardDavError> for Failure {
 
 impl Client {
     fn new(source: &SourceConfig, config: &CardDavConfig) -> Result<Self, CardDavError> {
+        let password =
+            read_password(&config.password, config.username.is_some()).map_err(|reason| {
+                CardDavError::Setup {
+                    name: source.name.clone(),
+                    reason,
+                }
+            })?;
+        Self::with_password(source, config, password)
+    }
+
+    /// `password`: as `read_password` gave it (the daemon's poller keeps it between polls).
+    fn with_password(
+        source: &SourceConfig,
+        config: &CardDavConfig,
+        password: Option<String>,
+    ) -> Result<Self, CardDavError> {
         let setup = |reason: String| CardDavError::Setup {
             name: source.name.clone(),
             reason,
         };
-        let password = read_password(&config.password, config.username.is_some())
-            .map_err(setup)?;
         let auth = match (&config.username, password) {
             (Some(user), password) => Some((user.clone(), password)),
             (None, Some(password)) => Some((String::new(), Some(password))),
@@ -341,12 +360,13 @@ impl Client {
                     .body(body.to_owned());
             }
             self.traffic.requests += 1;
-            let mut response = request.send().await.map_err(|err| {
-                CardDavError::Unreachable {
+            let mut response = request
+                .send()
+                .await
+                .map_err(|err| CardDavError::Unreachable {
                     name: self.source.clone(),
                     reason: describe_reqwest(&err),
-                }
-            })?;
+                })?;
             let status = response.status();
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 let location = response
@@ -354,6 +374,9 @@ impl Client {
                     .get(reqwest::header::LOCATION)
                     .and_then(|l| l.to_str().ok())
                     .and_then(|l| url.join(l).ok());
+                // The password goes with every request: never to a plain-http downgrade.
+                let location =
+                    location.filter(|next| !(url.scheme() == "https" && next.scheme() != "https"));
                 match location {
                     Some(next) if redirects < MAX_REDIRECTS => {
                         redirects += 1;
@@ -521,8 +544,8 @@ fn read_password(source: &PasswordSource, has_user: bool) -> Result<Option<Strin
             Ok(Some(text.lines().next().unwrap_or_default().to_owned()))
         }
         PasswordSource::Credential(name) => {
-            let path = std::env::var_os("CREDENTIALS_DIRECTORY")
-                .map(|dir| PathBuf::from(dir).join(name));
+            let path =
+                std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| PathBuf::from(dir).join(name));
             match path.map(std::fs::read_to_string) {
                 Some(Ok(text)) => Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned())),
                 _ if has_user => Err(format!(
@@ -573,7 +596,7 @@ fn book_of(response: &DavResponse<'_>, base: &Url) -> Option<FoundBook> {
 
 fn last_segment(url: &Url) -> String {
     url.path_segments()
-        .and_then(|segments| segments.filter(|s| !s.is_empty()).next_back())
+        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
         .unwrap_or_default()
         .to_owned()
 }
@@ -669,8 +692,7 @@ fn choose_books(
         return Ok(found);
     }
     let matches = |book: &FoundBook, wanted: &str| {
-        book.name == wanted
-            || Url::parse(&book.url).is_ok_and(|u| last_segment(&u) == wanted)
+        book.name == wanted || Url::parse(&book.url).is_ok_and(|u| last_segment(&u) == wanted)
     };
     for wanted in &config.address_books {
         if !found.iter().any(|b| matches(b, wanted)) {
@@ -735,15 +757,22 @@ async fn sync_collection(
     const WHAT: &str = "REPORT sync-collection";
     let report = Method::from_bytes(b"REPORT").unwrap_or(Method::GET);
     let answer = client
-        .send(&report, book, None, Some(&sync_body(token)), WHAT, MAX_ANSWER_BYTES)
+        .send(
+            &report,
+            book,
+            None,
+            Some(&sync_body(token)),
+            WHAT,
+            MAX_ANSWER_BYTES,
+        )
         .await
         .map_err(|f| too_large(f, client, WHAT))?;
     // RFC 6578 §3.2: an invalid or expired token is 403 with DAV:valid-sync-token; Xandikos
     // answers 412 (Precondition Failed).
     let names_valid_token = || {
-        parse_xml(&answer.body)
-            .ok()
-            .is_some_and(|root| root.is(DAV, "valid-sync-token") || root.find(DAV, "valid-sync-token").is_some())
+        parse_xml(&answer.body).ok().is_some_and(|root| {
+            root.is(DAV, "valid-sync-token") || root.find(DAV, "valid-sync-token").is_some()
+        })
     };
     if answer.status == StatusCode::PRECONDITION_FAILED
         || (answer.status == StatusCode::FORBIDDEN && names_valid_token())
@@ -768,7 +797,8 @@ async fn sync_collection(
             .url
             .join(&response.href)
             .map_err(|_| client.garbage(WHAT, "an href that is no URL".into()))?;
-        let is_collection = url.as_str().trim_end_matches('/') == book.as_str().trim_end_matches('/');
+        let is_collection =
+            url.as_str().trim_end_matches('/') == book.as_str().trim_end_matches('/');
         match response.status {
             // RFC 6578 §3.6: the collection itself with 507: more changes than one answer.
             Some(507) if is_collection => listing.truncated = true,
@@ -778,7 +808,9 @@ async fn sync_collection(
                 return Err(client.garbage(WHAT, format!("a member answered with status {status}")));
             }
             _ => {
-                let etag = response.prop(DAV, "getetag").map(|e| e.trimmed().to_owned());
+                let etag = response
+                    .prop(DAV, "getetag")
+                    .map(|e| e.trimmed().to_owned());
                 listing.members.push((url.to_string(), etag));
             }
         }
@@ -819,7 +851,9 @@ async fn list_members(client: &mut Client, book: &Url) -> Result<Listing, CardDa
         if is_collection {
             continue;
         }
-        let etag = response.prop(DAV, "getetag").map(|e| e.trimmed().to_owned());
+        let etag = response
+            .prop(DAV, "getetag")
+            .map(|e| e.trimmed().to_owned());
         listing.members.push((url.to_string(), etag));
     }
     Ok(listing)
@@ -853,7 +887,10 @@ async fn multiget(
         } else {
             MAX_ANSWER_BYTES
         };
-        let answer = match client.send(&report, book, Some("1"), Some(&body), WHAT, limit).await {
+        let answer = match client
+            .send(&report, book, Some("1"), Some(&body), WHAT, limit)
+            .await
+        {
             Ok(answer) => answer,
             Err(Failure::TooLarge) if batch.len() > 1 => {
                 let (first, second) = batch.split_at(batch.len() / 2);
@@ -896,12 +933,17 @@ async fn multiget(
                 if response.status.is_some_and(|s| s != 200) {
                     return Err(client.garbage(
                         WHAT,
-                        format!("a card answered with status {}", response.status.unwrap_or(0)),
+                        format!(
+                            "a card answered with status {}",
+                            response.status.unwrap_or(0)
+                        ),
                     ));
                 }
                 return Err(client.garbage(WHAT, "a card without address-data".into()));
             };
-            let etag = response.prop(DAV, "getetag").map(|e| e.trimmed().to_owned());
+            let etag = response
+                .prop(DAV, "getetag")
+                .map(|e| e.trimmed().to_owned());
             let size = data.text.len();
             fetched.push(FetchedCard {
                 url,
@@ -942,13 +984,18 @@ async fn poll_book(
     book: &CardDavBook,
     mut cached: HashMap<String, Option<String>>,
 ) -> Result<BookPoll, CardDavError> {
-    let url = Url::parse(&book.url).map_err(|_| client.garbage("discovery", "a bad book URL".into()))?;
+    let url =
+        Url::parse(&book.url).map_err(|_| client.garbage("discovery", "a bad book URL".into()))?;
     let mut poll = BookPoll {
         book: book.url.clone(),
         ..BookPoll::default()
     };
     let mut token = book.sync_token.clone().filter(|_| book.supports_sync);
     let mut full_listing_seen: Option<HashSet<String>> = None;
+    // URL → the card as last fetched, or None: deleted. Sorted, so the store's writes come
+    // in URL order.
+    let mut outcome: std::collections::BTreeMap<String, Option<FetchedCard>> =
+        std::collections::BTreeMap::new();
     let mut retried_token = false;
     for _ in 0..MAX_ROUNDS {
         let listing = if book.supports_sync {
@@ -956,7 +1003,10 @@ async fn poll_book(
                 SyncAnswer::Listing(listing) => listing,
                 SyncAnswer::InvalidToken if token.is_some() && !retried_token => {
                     // Expired or invalid: a full listing, which is authoritative.
-                    tracing::info!(source, "the server no longer knows our sync-token: reading the address book's full listing");
+                    tracing::info!(
+                        source,
+                        "the server no longer knows our sync-token: reading the address book's full listing"
+                    );
                     retried_token = true;
                     token = None;
                     continue;
@@ -978,20 +1028,21 @@ async fn poll_book(
         let mut fetched = Vec::new();
         let mut gone = Vec::new();
         multiget(client, &url, &to_fetch, &mut fetched, &mut gone).await?;
-        if listing.complete {
+        // The rounds after a truncated full listing continue it: their members belong to it.
+        if listing.complete || full_listing_seen.is_some() {
             let seen = full_listing_seen.get_or_insert_with(HashSet::new);
             seen.extend(listing.members.iter().map(|(m, _)| m.clone()));
         }
-        for card in &fetched {
+        // A later round's word on a card replaces an earlier one's (deleted, then created
+        // again while the answers were truncated).
+        for url in listing.deleted.into_iter().chain(gone) {
+            cached.remove(&url);
+            outcome.insert(url, None);
+        }
+        for card in fetched {
             cached.insert(card.url.clone(), card.etag.clone());
+            outcome.insert(card.url.clone(), Some(card));
         }
-        for url in listing.deleted.iter().chain(&gone) {
-            cached.remove(url);
-        }
-        poll.changed.retain(|c| !fetched.iter().any(|f| f.url == c.url));
-        poll.changed.extend(fetched);
-        poll.deleted.extend(listing.deleted);
-        poll.deleted.extend(gone);
         poll.sync_token = listing.token.clone();
         token = listing.token;
         if !listing.truncated {
@@ -1001,17 +1052,21 @@ async fn poll_book(
     // An authoritative listing: what the cache has and the listing did not name is gone
     // (deletions made while our token was invalid are found so).
     if let Some(seen) = full_listing_seen {
-        let mut missing: Vec<String> = cached
+        let missing: Vec<String> = cached
             .keys()
-            .filter(|url| !seen.contains(*url) && !poll.changed.iter().any(|c| &c.url == *url))
+            .filter(|url| !seen.contains(*url))
             .cloned()
             .collect();
-        missing.sort();
-        poll.deleted.extend(missing);
+        for url in missing {
+            outcome.insert(url, None);
+        }
     }
-    poll.deleted.sort();
-    poll.deleted.dedup();
-    poll.changed.retain(|c| !poll.deleted.contains(&c.url));
+    for (url, card) in outcome {
+        match card {
+            Some(card) => poll.changed.push(card),
+            None => poll.deleted.push(url),
+        }
+    }
     Ok(poll)
 }
 
@@ -1035,10 +1090,67 @@ pub async fn poll(
     store: &mut Store,
     now: store::Timestamp,
 ) -> Result<PollOutcome, CardDavError> {
-    let Some(config) = &source.carddav else {
-        return Ok(PollOutcome::default());
-    };
-    let result = poll_inner(source, config, store).await;
+    Poller::new(source.clone()).poll(store, now).await
+}
+
+/// Polls one source again and again (the daemon), reading its password once rather than
+/// running a `password_command` (which may ask a password manager) every poll; read again
+/// after the server refused it.
+pub struct Poller {
+    source: SourceConfig,
+    password: Option<Option<String>>,
+}
+
+impl Poller {
+    pub fn new(source: SourceConfig) -> Self {
+        Self {
+            source,
+            password: None,
+        }
+    }
+
+    /// [`poll`] with the password kept.
+    pub async fn poll(
+        &mut self,
+        store: &mut Store,
+        now: store::Timestamp,
+    ) -> Result<PollOutcome, CardDavError> {
+        let source = &self.source;
+        let Some(config) = &source.carddav else {
+            return Ok(PollOutcome::default());
+        };
+        let password = match &self.password {
+            Some(password) => password.clone(),
+            None => match read_password(&config.password, config.username.is_some()) {
+                Ok(password) => password,
+                Err(reason) => {
+                    let err = CardDavError::Setup {
+                        name: source.name.clone(),
+                        reason,
+                    };
+                    return finish(source, store, now, Err(err));
+                }
+            },
+        };
+        let result = match Client::with_password(source, config, password.clone()) {
+            Ok(mut client) => poll_inner(&mut client, source, config, store).await,
+            Err(err) => Err(err),
+        };
+        self.password = match &result {
+            Err(CardDavError::Unauthorized { .. }) => None,
+            _ => Some(password),
+        };
+        finish(source, store, now, result)
+    }
+}
+
+/// Records a failure with the source (it counts as unknown until a poll completes).
+fn finish(
+    source: &SourceConfig,
+    store: &mut Store,
+    now: store::Timestamp,
+    result: Result<PollOutcome, CardDavError>,
+) -> Result<PollOutcome, CardDavError> {
     let record = match &result {
         Ok(_) => Ok(()),
         Err(err) => store.record_carddav_failure(&source.name, &err.to_string(), now),
@@ -1053,6 +1165,7 @@ pub async fn poll(
 }
 
 async fn poll_inner(
+    client: &mut Client,
     source: &SourceConfig,
     config: &CardDavConfig,
     store: &mut Store,
@@ -1061,7 +1174,6 @@ async fn poll_inner(
         name: source.name.clone(),
         reason: format!("state database: {err}"),
     };
-    let mut client = Client::new(source, config)?;
     let key = discovery_key(config);
     let known = store.carddav_source(&source.name).map_err(state_error)?;
     let mut books = store.carddav_books(&source.name).map_err(state_error)?;
@@ -1071,7 +1183,7 @@ async fn poll_inner(
             name: source.name.clone(),
             reason: "the carddav URL does not parse".into(),
         })?;
-        let found = choose_books(&source.name, config, discover(&mut client, &start).await?)?;
+        let found = choose_books(&source.name, config, discover(client, &start).await?)?;
         books = found
             .into_iter()
             .map(|f| {
@@ -1092,7 +1204,7 @@ async fn poll_inner(
         let cached = store
             .carddav_etags(&source.name, &book.url)
             .map_err(state_error)?;
-        let polled = poll_book(&mut client, &source.name, book, cached).await?;
+        let polled = poll_book(client, &source.name, book, cached).await?;
         outcome.cards_changed += polled.changed.len() as u64;
         outcome.cards_deleted += polled.deleted.len() as u64;
         book_polls.push(polled);
@@ -1137,7 +1249,8 @@ pub async fn check(source: &SourceConfig) -> Result<SourceCheck, CardDavError> {
     let chosen = choose_books(&source.name, config, found.clone())?;
     let mut books = Vec::new();
     for book in found {
-        let url = Url::parse(&book.url).map_err(|_| client.garbage("discovery", "a bad book URL".into()))?;
+        let url = Url::parse(&book.url)
+            .map_err(|_| client.garbage("discovery", "a bad book URL".into()))?;
         let cards = list_members(&mut client, &url).await?.members.len();
         books.push(CheckedBook {
             read: chosen.iter().any(|c| c.url == book.url),
@@ -1155,13 +1268,16 @@ pub async fn check(source: &SourceConfig) -> Result<SourceCheck, CardDavError> {
 
 /// Why a CardDAV source is unknown now, from the state alone: never polled, or the last
 /// poll failed. `None`: the cache holds what the server last gave completely.
-pub fn unknown_reason(store: &Store, source: &SourceConfig) -> Result<Option<String>, store::StoreError> {
+pub fn unknown_reason(
+    store: &Store,
+    source: &SourceConfig,
+) -> Result<Option<String>, store::StoreError> {
     let Some(config) = &source.carddav else {
         return Ok(None);
     };
     Ok(match store.carddav_source(&source.name)? {
         None => Some("not read from the server yet: `contactsyncd sync --once` (or the running daemon) polls it".into()),
-        Some((_, Some(error))) => Some(format!("{error}; the cards it last gave are kept")),
+        Some((_, Some(error))) => Some(error),
         Some((key, None)) if key != discovery_key(config) => Some(
             "its carddav URL, username or address_books changed since the last poll: the next poll reads it anew".into(),
         ),
@@ -1224,16 +1340,22 @@ pub(super) fn examine_card(
         return Ok(defer(FileState::Unreadable, error.clone()));
     }
     let stat = fingerprint(card);
-    if let Some(previous) = previous.filter(|p| {
-        p.state == FileState::Ok && p.stat == Some(stat) && p.derived_with == Some(key)
-    }) {
-        if previous.source == source.name {
-            return Ok(Examined::Unchanged);
-        }
+    // A card recorded under another source (one renamed) is parsed again under this one.
+    let settled = previous.is_some_and(|p| {
+        p.state == FileState::Ok
+            && p.stat == Some(stat)
+            && p.derived_with == Some(key)
+            && p.source == source.name
+    });
+    if settled {
+        return Ok(Examined::Unchanged);
     }
     scan.files_read += 1;
     let Some(bytes) = store.carddav_card_body(&source.name, &card.url)? else {
-        return Ok(defer(FileState::Unreadable, "the card's bytes are missing from the cache".into()));
+        return Ok(defer(
+            FileState::Unreadable,
+            "the card's bytes are missing from the cache".into(),
+        ));
     };
     scan.files_parsed += 1;
     Ok(match super::understand_file(&bytes, source, region) {
@@ -1260,4 +1382,786 @@ pub(super) fn examine_card(
         Err((FileState::Incomplete, error)) => defer(FileState::Unreadable, error),
         Err((state, error)) => defer(state, error),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client against a small in-process CardDAV server whose answers can be scripted:
+    //! what real servers cannot be made to answer on demand (403/412 for a token, 507, 401,
+    //! 503 with Retry-After, garbage). Radicale and Xandikos themselves are in tests/it.
+
+    use std::collections::{BTreeMap, VecDeque};
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// One scripted answer, used before the server's own behaviour.
+    #[derive(Clone)]
+    struct Scripted {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    }
+
+    #[derive(Default)]
+    struct FakeBook {
+        /// href → (etag, body)
+        cards: BTreeMap<String, (String, String)>,
+        /// (version, href) of every change; the token is `t{version}`.
+        history: Vec<(u64, String)>,
+        version: u64,
+        /// Answer at most this many rows per sync report, then a 507 row.
+        page: Option<usize>,
+        sync_support: bool,
+        /// Serve discovery as a server root: `/` is no DAV resource, `/.well-known/carddav`
+        /// redirects to the principal `/principal/`, whose home set `/home/` holds `/book/`
+        /// and an empty `/other/`.
+        discovery: bool,
+        script: VecDeque<Scripted>,
+        /// (method, path, body) of every request.
+        requests: Vec<(String, String, String)>,
+    }
+
+    impl FakeBook {
+        fn put(&mut self, href: &str, body: &str) {
+            self.version += 1;
+            let etag = format!("\"e{}\"", self.version);
+            self.cards.insert(href.to_owned(), (etag, body.to_owned()));
+            self.history.push((self.version, href.to_owned()));
+        }
+
+        fn delete(&mut self, href: &str) {
+            self.version += 1;
+            self.cards.remove(href);
+            self.history.push((self.version, href.to_owned()));
+        }
+
+        /// Deletes without a trace in the history: only a full listing can tell.
+        fn forget(&mut self, href: &str) {
+            self.cards.remove(href);
+        }
+
+        fn answer(&mut self, method: &str, path: &str, body: &str) -> Scripted {
+            self.requests
+                .push((method.to_owned(), path.to_owned(), body.to_owned()));
+            if let Some(scripted) = self.script.pop_front() {
+                return scripted;
+            }
+            let ok = |body: String| Scripted {
+                status: 207,
+                headers: Vec::new(),
+                body,
+            };
+            if self.discovery && method == "PROPFIND" {
+                let response = |href: &str, props: &str| {
+                    format!(
+                        "<D:response><D:href>{href}</D:href><D:propstat><D:prop>{props}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+                    )
+                };
+                let multistatus = |responses: String| {
+                    ok(format!(
+                        r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">{responses}</D:multistatus>"#
+                    ))
+                };
+                match path {
+                    "/" => {
+                        return Scripted {
+                            status: 405,
+                            headers: Vec::new(),
+                            body: String::new(),
+                        };
+                    }
+                    "/.well-known/carddav" => {
+                        return Scripted {
+                            status: 301,
+                            headers: vec![("Location", "/principal/".into())],
+                            body: String::new(),
+                        };
+                    }
+                    "/principal/" => {
+                        return multistatus(response(
+                            "/principal/",
+                            "<D:resourcetype><D:collection/><D:principal/></D:resourcetype><D:current-user-principal><D:href>/principal/</D:href></D:current-user-principal><C:addressbook-home-set><D:href>/home/</D:href></C:addressbook-home-set>",
+                        ));
+                    }
+                    "/home/" => {
+                        let book =
+                            "<D:resourcetype><D:collection/><C:addressbook/></D:resourcetype>";
+                        return multistatus(format!(
+                            "{}{}{}",
+                            response("/home/", "<D:resourcetype><D:collection/></D:resourcetype>"),
+                            response(
+                                "/book/",
+                                &format!(
+                                    "{book}<D:displayname>Book</D:displayname><D:supported-report-set><D:supported-report><D:report><D:sync-collection/></D:report></D:supported-report></D:supported-report-set>"
+                                )
+                            ),
+                            response(
+                                "/other/",
+                                &format!("{book}<D:displayname>Other</D:displayname>")
+                            ),
+                        ));
+                    }
+                    "/other/" => {
+                        return multistatus(response(
+                            "/other/",
+                            "<D:resourcetype><D:collection/></D:resourcetype>",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            match (method, body) {
+                ("PROPFIND", body) if body.contains("current-user-principal") => {
+                    let report = if self.sync_support {
+                        "<D:supported-report><D:report><D:sync-collection/></D:report></D:supported-report>"
+                    } else {
+                        ""
+                    };
+                    ok(format!(
+                        r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:response><D:href>/book/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/><C:addressbook/></D:resourcetype><D:displayname>Book</D:displayname><D:supported-report-set>{report}</D:supported-report-set></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#
+                    ))
+                }
+                ("PROPFIND", _) => {
+                    let mut xml = String::from(
+                        r#"<D:multistatus xmlns:D="DAV:"><D:response><D:href>/book/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#,
+                    );
+                    for (href, (etag, _)) in &self.cards {
+                        xml.push_str(&format!(
+                            "<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype/><D:getetag>{etag}</D:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+                        ));
+                    }
+                    xml.push_str("</D:multistatus>");
+                    ok(xml)
+                }
+                ("REPORT", body) if body.contains("sync-collection") => self.sync(body),
+                ("REPORT", body) if body.contains("addressbook-multiget") => {
+                    let mut xml = String::from(
+                        r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">"#,
+                    );
+                    for href in between_all(body, "<D:href>", "</D:href>") {
+                        match self.cards.get(&href) {
+                            Some((etag, card)) => xml.push_str(&format!(
+                                "<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:getetag>{etag}</D:getetag><C:address-data>{}</C:address-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>",
+                                xml_escape(card)
+                            )),
+                            None => xml.push_str(&format!(
+                                "<D:response><D:href>{href}</D:href><D:status>HTTP/1.1 404 Not Found</D:status></D:response>"
+                            )),
+                        }
+                    }
+                    xml.push_str("</D:multistatus>");
+                    ok(xml)
+                }
+                _ => Scripted {
+                    status: 405,
+                    headers: Vec::new(),
+                    body: String::new(),
+                },
+            }
+        }
+
+        /// Tokens are `t{version}` or, inside a truncated answer, `t{version}:{rows sent}`.
+        fn sync(&mut self, body: &str) -> Scripted {
+            let token = between_all(body, "<D:sync-token>", "</D:sync-token>")
+                .pop()
+                .unwrap_or_default();
+            let parsed = if token.is_empty() {
+                Some((0, 0))
+            } else {
+                token.strip_prefix('t').and_then(|t| {
+                    let (version, skip) = t.split_once(':').unwrap_or((t, "0"));
+                    Some((version.parse::<u64>().ok()?, skip.parse::<usize>().ok()?))
+                })
+            };
+            let Some((since, skip)) = parsed.filter(|(v, _)| *v <= self.version) else {
+                return Scripted {
+                    status: 403,
+                    headers: Vec::new(),
+                    body: r#"<D:error xmlns:D="DAV:"><D:valid-sync-token/></D:error>"#.into(),
+                };
+            };
+            let mut changed: Vec<String> = self
+                .history
+                .iter()
+                .filter(|(v, _)| *v > since)
+                .map(|(_, h)| h.clone())
+                .collect();
+            if token.is_empty() {
+                changed = self.cards.keys().cloned().collect();
+            }
+            changed.sort();
+            changed.dedup();
+            let rest = &changed[skip.min(changed.len())..];
+            let (rows, truncated) = match self.page {
+                Some(page) if rest.len() > page => (&rest[..page], true),
+                _ => (rest, false),
+            };
+            let mut xml = String::from(r#"<D:multistatus xmlns:D="DAV:">"#);
+            for href in rows {
+                match self.cards.get(href) {
+                    Some((etag, _)) => xml.push_str(&format!(
+                        "<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:getetag>{etag}</D:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+                    )),
+                    None => xml.push_str(&format!(
+                        "<D:response><D:href>{href}</D:href><D:status>HTTP/1.1 404 Not Found</D:status></D:response>"
+                    )),
+                }
+            }
+            let next = if truncated {
+                xml.push_str("<D:response><D:href>/book/</D:href><D:status>HTTP/1.1 507 Insufficient Storage</D:status></D:response>");
+                format!("t{since}:{}", skip + rows.len())
+            } else {
+                format!("t{}", self.version)
+            };
+            xml.push_str(&format!(
+                "<D:sync-token>{next}</D:sync-token></D:multistatus>"
+            ));
+            Scripted {
+                status: 207,
+                headers: Vec::new(),
+                body: xml,
+            }
+        }
+    }
+
+    fn between_all(text: &str, open: &str, close: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find(open) {
+            let after = &rest[start + open.len()..];
+            let Some(end) = after.find(close) else { break };
+            found.push(after[..end].to_owned());
+            rest = &after[end + close.len()..];
+        }
+        found
+    }
+
+    /// Serves `book` on a loopback port until the test ends; returns the port.
+    async fn serve(book: Arc<Mutex<FakeBook>>) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let book = Arc::clone(&book);
+                tokio::spawn(async move {
+                    let mut data = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    let (head_end, length) = loop {
+                        let n = socket.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        data.extend_from_slice(&buf[..n]);
+                        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (end + 4, length);
+                        }
+                    };
+                    while data.len() < head_end + length {
+                        let n = socket.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        data.extend_from_slice(&buf[..n]);
+                    }
+                    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+                    let body = String::from_utf8_lossy(&data[head_end..]).into_owned();
+                    let mut first = head.lines().next().unwrap_or_default().split(' ');
+                    let method = first.next().unwrap_or_default().to_owned();
+                    let path = first.next().unwrap_or_default().to_owned();
+                    let answer = book.lock().unwrap().answer(&method, &path, &body);
+                    let mut response = format!(
+                        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nContent-Type: application/xml\r\nConnection: close\r\n",
+                        answer.status,
+                        answer.body.len()
+                    );
+                    for (name, value) in &answer.headers {
+                        response.push_str(&format!("{name}: {value}\r\n"));
+                    }
+                    response.push_str("\r\n");
+                    response.push_str(&answer.body);
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        port
+    }
+
+    fn card(n: usize) -> String {
+        format!(
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Person;P{n};;;\r\nFN:P{n} Person\r\nTEL;TYPE=CELL:+49170{n:07}\r\nEND:VCARD\r\n"
+        )
+    }
+
+    fn book_with(cards: usize) -> Arc<Mutex<FakeBook>> {
+        let mut book = FakeBook {
+            sync_support: true,
+            ..FakeBook::default()
+        };
+        for n in 0..cards {
+            book.put(&format!("/book/c{n:04}.vcf"), &card(n));
+        }
+        Arc::new(Mutex::new(book))
+    }
+
+    fn config_for(port: u16, dir: &std::path::Path) -> Config {
+        let text = format!(
+            "state_dir = \"{}\"\ndefault_region = \"DE\"\n[[source]]\nname = \"dav\"\ncarddav = \"http://127.0.0.1:{port}/book/\"\n",
+            dir.display()
+        );
+        crate::config::parse(&text, &dir.join("config.toml")).unwrap()
+    }
+
+    /// The cached card URLs, by their path.
+    fn cached(store: &Store) -> Vec<String> {
+        store
+            .carddav_cards("dav")
+            .unwrap()
+            .into_iter()
+            .map(|c| Url::parse(&c.url).unwrap().path().to_owned())
+            .collect()
+    }
+
+    fn requests(book: &Arc<Mutex<FakeBook>>) -> Vec<(String, String, String)> {
+        std::mem::take(&mut book.lock().unwrap().requests)
+    }
+
+    #[tokio::test]
+    async fn a_first_poll_reads_in_batches_of_100_and_a_poll_with_nothing_new_is_one_request_and_no_write()
+     {
+        let book = book_with(250);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        let mut store = Store::open_in_memory().unwrap();
+        let outcome = poll(&config.sources[0], &mut store, 1).await.unwrap();
+        assert!(outcome.changed);
+        assert_eq!(outcome.cards_changed, 250);
+        assert_eq!(cached(&store).len(), 250);
+        let seen = requests(&book);
+        let multigets: Vec<usize> = seen
+            .iter()
+            .filter(|(_, _, body)| body.contains("addressbook-multiget"))
+            .map(|(_, _, body)| between_all(body, "<D:href>", "</D:href>").len())
+            .collect();
+        assert_eq!(multigets, [100, 100, 50], "batches of at most 100");
+
+        let writes_before = store.conn().total_changes();
+        let outcome = poll(&config.sources[0], &mut store, 2).await.unwrap();
+        assert!(!outcome.changed);
+        assert_eq!(
+            outcome.traffic.requests, 1,
+            "one sync-collection with the token"
+        );
+        assert_eq!(requests(&book).len(), 1);
+        assert_eq!(
+            store.conn().total_changes(),
+            writes_before,
+            "a poll with nothing new writes nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn changes_and_deletions_arrive_with_the_token_and_only_changed_cards_are_fetched() {
+        let book = book_with(5);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        let mut store = Store::open_in_memory().unwrap();
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        requests(&book);
+        {
+            let mut book = book.lock().unwrap();
+            book.put("/book/c0001.vcf", &card(101));
+            book.delete("/book/c0002.vcf");
+            book.put("/book/new.vcf", &card(7));
+        }
+        let outcome = poll(&config.sources[0], &mut store, 2).await.unwrap();
+        assert_eq!((outcome.cards_changed, outcome.cards_deleted), (2, 1));
+        assert_eq!(
+            cached(&store),
+            [
+                "/book/c0000.vcf",
+                "/book/c0001.vcf",
+                "/book/c0003.vcf",
+                "/book/c0004.vcf",
+                "/book/new.vcf"
+            ]
+        );
+        let seen = requests(&book);
+        let fetched: Vec<String> = seen
+            .iter()
+            .flat_map(|(_, _, body)| between_all(body, "<D:href>", "</D:href>"))
+            .collect();
+        assert_eq!(fetched, ["/book/c0001.vcf", "/book/new.vcf"]);
+        let body = store
+            .carddav_card_body("dav", &format!("http://127.0.0.1:{port}/book/c0001.vcf"))
+            .unwrap()
+            .unwrap();
+        // XML turns a literal CR LF into LF (servers that keep CR send `&#13;`).
+        assert_eq!(body, card(101).replace("\r\n", "\n").as_bytes());
+    }
+
+    #[rstest::rstest]
+    #[case::forbidden_with_valid_sync_token(
+        403,
+        r#"<D:error xmlns:D="DAV:"><D:valid-sync-token/></D:error>"#
+    )]
+    #[case::precondition_failed_as_xandikos(412, "")]
+    #[tokio::test]
+    async fn an_invalid_token_leads_to_a_full_listing_that_finds_deletions(
+        #[case] status: u16,
+        #[case] body: &str,
+    ) {
+        let book = book_with(4);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        let mut store = Store::open_in_memory().unwrap();
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        {
+            let mut book = book.lock().unwrap();
+            // Gone while our token was lost: no change row says so, only the listing.
+            book.forget("/book/c0001.vcf");
+            book.script.push_back(Scripted {
+                status,
+                headers: Vec::new(),
+                body: body.to_owned(),
+            });
+        }
+        let outcome = poll(&config.sources[0], &mut store, 2).await.unwrap();
+        assert_eq!(outcome.cards_deleted, 1);
+        assert_eq!(
+            cached(&store),
+            ["/book/c0000.vcf", "/book/c0002.vcf", "/book/c0003.vcf"]
+        );
+        let token = store.carddav_books("dav").unwrap()[0].sync_token.clone();
+        assert_eq!(token.as_deref(), Some("t4"), "the new token is stored");
+    }
+
+    #[tokio::test]
+    async fn a_truncated_answer_is_polled_again_until_complete() {
+        let book = book_with(7);
+        book.lock().unwrap().page = Some(3);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        let mut store = Store::open_in_memory().unwrap();
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        assert_eq!(cached(&store).len(), 7);
+        let syncs = requests(&book)
+            .iter()
+            .filter(|(_, _, b)| b.contains("sync-collection"))
+            .count();
+        assert_eq!(syncs, 3, "3 + 3 + 1 rows");
+        let token = store.carddav_books("dav").unwrap()[0].sync_token.clone();
+        assert_eq!(token.as_deref(), Some("t7"));
+    }
+
+    #[rstest::rstest]
+    #[case::unauthorized(401, "", "wrong user name or password for source dav")]
+    #[case::server_error(
+        500,
+        "",
+        "answered 500 Internal Server Error to REPORT sync-collection"
+    )]
+    #[case::garbage(207, "<html>oops", "not CardDAV")]
+    #[case::not_multistatus(200, "<p>hello</p>", "answered 200 OK to REPORT sync-collection")]
+    #[case::no_token(
+        207,
+        r#"<D:multistatus xmlns:D="DAV:"></D:multistatus>"#,
+        "no sync-token"
+    )]
+    #[tokio::test]
+    async fn a_failed_poll_keeps_the_cache_and_makes_the_source_unknown(
+        #[case] status: u16,
+        #[case] body: &str,
+        #[case] expected: &str,
+    ) {
+        let book = book_with(3);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        let mut store = Store::open_in_memory().unwrap();
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        {
+            let mut book = book.lock().unwrap();
+            book.delete("/book/c0000.vcf");
+            book.script.push_back(Scripted {
+                status,
+                headers: Vec::new(),
+                body: body.to_owned(),
+            });
+        }
+        let err = poll(&config.sources[0], &mut store, 2).await.unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+        assert_eq!(cached(&store).len(), 3, "nothing of it is deleted");
+        let reason = unknown_reason(&store, &config.sources[0]).unwrap();
+        assert_eq!(reason, Some(err.to_string()));
+        // The next poll that works ends it, and brings the change.
+        poll(&config.sources[0], &mut store, 3).await.unwrap();
+        assert_eq!(unknown_reason(&store, &config.sources[0]).unwrap(), None);
+        assert_eq!(cached(&store).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_waited_out_when_short_and_reported_when_long() {
+        let book = book_with(1);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        let mut store = Store::open_in_memory().unwrap();
+        book.lock().unwrap().script.push_back(Scripted {
+            status: 503,
+            headers: vec![("Retry-After", "1".into())],
+            body: String::new(),
+        });
+        let started = std::time::Instant::now();
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert_eq!(cached(&store).len(), 1);
+
+        book.lock().unwrap().script.push_back(Scripted {
+            status: 429,
+            headers: vec![("Retry-After", "600".into())],
+            body: String::new(),
+        });
+        let err = poll(&config.sources[0], &mut store, 2).await.unwrap_err();
+        assert_eq!(err.retry_after(), Some(600), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_card_is_refused_alone_and_reported_with_its_url() {
+        let book = book_with(3);
+        let photo = format!(
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Big\r\nTEL:+491701111111\r\nPHOTO;ENCODING=b:{}\r\nEND:VCARD\r\n",
+            "A".repeat(MAX_CARD_BYTES + 10)
+        );
+        book.lock().unwrap().put("/book/big.vcf", &photo);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        let mut store = Store::open_in_memory().unwrap();
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        let cards = store.carddav_cards("dav").unwrap();
+        let big = cards.iter().find(|c| c.url.ends_with("/big.vcf")).unwrap();
+        assert!(
+            big.error
+                .as_deref()
+                .unwrap()
+                .contains("more than the 1 MiB"),
+            "{big:?}"
+        );
+        assert_eq!(store.carddav_card_body("dav", &big.url).unwrap(), None);
+
+        let scan = super::super::scan(&config, &store, 2, false).unwrap();
+        assert_eq!(scan.desired.contacts.len(), 3, "the neighbours sync");
+        let deferred: Vec<&FileChange> = scan
+            .changes
+            .iter()
+            .filter(|c| matches!(c, FileChange::Deferred { .. }))
+            .collect();
+        assert!(
+            matches!(deferred.as_slice(), [FileChange::Deferred { path, .. }] if path.to_string_lossy() == big.url),
+            "{deferred:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_sync_collection_each_poll_lists_etags_and_fetches_only_changes() {
+        let book = book_with(3);
+        book.lock().unwrap().sync_support = false;
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        let mut store = Store::open_in_memory().unwrap();
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        requests(&book);
+        {
+            let mut book = book.lock().unwrap();
+            book.put("/book/c0002.vcf", &card(9));
+            book.forget("/book/c0000.vcf");
+        }
+        let outcome = poll(&config.sources[0], &mut store, 2).await.unwrap();
+        assert_eq!((outcome.cards_changed, outcome.cards_deleted), (1, 1));
+        let seen = requests(&book);
+        assert_eq!(seen.len(), 2, "a PROPFIND and one multiget: {seen:?}");
+        assert!(!seen.iter().any(|(_, _, b)| b.contains("sync-collection")));
+        assert_eq!(cached(&store), ["/book/c0001.vcf", "/book/c0002.vcf"]);
+    }
+
+    #[tokio::test]
+    async fn the_cards_become_per_card_records_under_their_url() {
+        let book = book_with(2);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        let mut store = Store::open_in_memory().unwrap();
+        // Before any poll: unknown, and nothing of it counts as deleted.
+        let scan = super::super::scan(&config, &store, 1, false).unwrap();
+        assert_eq!(scan.unknown_sources().count(), 1);
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        let scan = super::super::scan(&config, &store, 2, false).unwrap();
+        assert_eq!(scan.unknown_sources().count(), 0);
+        store.apply_scan(&scan.changes, 2).unwrap();
+        let url = format!("http://127.0.0.1:{port}/book/c0001.vcf");
+        let record = store
+            .file_record(std::path::Path::new(&url))
+            .unwrap()
+            .unwrap();
+        assert_eq!((record.source.as_str(), record.cards), ("dav", 1));
+        assert_eq!(
+            store.phones_of(std::path::Path::new(&url)).unwrap()[0].e164,
+            "+491700000001"
+        );
+        // Unchanged cards are neither read nor parsed again, and the pass may be skipped.
+        let again = super::super::scan(&config, &store, 3, false).unwrap();
+        assert_eq!((again.files_seen, again.files_parsed), (2, 0));
+        assert_eq!(super::super::unchanged(&config, &store).unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn discovery_follows_the_well_known_redirect_to_the_principal_and_its_home_set() {
+        let book = book_with(2);
+        book.lock().unwrap().discovery = true;
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "state_dir = \"{}\"\n[[source]]\nname = \"dav\"\ncarddav = \"http://127.0.0.1:{port}/\"\naddress_books = [\"Book\"]\n",
+            dir.path().display()
+        );
+        let config = crate::config::parse(&text, &dir.path().join("config.toml")).unwrap();
+        let checked = check(&config.sources[0]).await.unwrap();
+        let books: Vec<(&str, bool, usize, bool)> = checked
+            .books
+            .iter()
+            .map(|b| (b.name.as_str(), b.supports_sync, b.cards, b.read))
+            .collect();
+        assert_eq!(books, [("Book", true, 2, true), ("Other", false, 0, false)]);
+        let paths: Vec<String> = requests(&book)
+            .into_iter()
+            .map(|(m, p, _)| format!("{m} {p}"))
+            .collect();
+        assert_eq!(
+            &paths[..4],
+            [
+                "PROPFIND /",
+                "PROPFIND /.well-known/carddav",
+                "PROPFIND /principal/",
+                "PROPFIND /home/"
+            ],
+            "a redirected PROPFIND stays a PROPFIND"
+        );
+
+        let mut store = Store::open_in_memory().unwrap();
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        assert_eq!(cached(&store), ["/book/c0000.vcf", "/book/c0001.vcf"]);
+        // Discovered once: the next poll goes straight to the book.
+        requests(&book);
+        poll(&config.sources[0], &mut store, 2).await.unwrap();
+        let paths: Vec<String> = requests(&book)
+            .into_iter()
+            .map(|(m, p, _)| format!("{m} {p}"))
+            .collect();
+        assert_eq!(paths, ["REPORT /book/"]);
+
+        // An address book that is not there is named, with those that are.
+        let text = text.replace("[\"Book\"]", "[\"Work\"]");
+        let config = crate::config::parse(&text, &dir.path().join("config.toml")).unwrap();
+        let err = poll(&config.sources[0], &mut store, 3).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(r#"no address book "Work" on the server; it has "Book", "Other""#),
+            "{err}"
+        );
+        assert_eq!(
+            cached(&store).len(),
+            2,
+            "the cards stay while the configuration is wrong"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_daemons_poller_runs_the_password_command_once_and_again_after_a_401() {
+        let book = book_with(1);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let text = format!(
+            "state_dir = \"{}\"\n[[source]]\nname = \"dav\"\ncarddav = \"http://127.0.0.1:{port}/book/\"\nusername = \"me\"\npassword_command = [\"sh\", \"-c\", \"echo run >> {}; echo secret\"]\n",
+            dir.path().display(),
+            runs.display()
+        );
+        let config = crate::config::parse(&text, &dir.path().join("config.toml")).unwrap();
+        let count = || {
+            std::fs::read_to_string(&runs)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        let mut store = Store::open_in_memory().unwrap();
+        let mut poller = Poller::new(config.sources[0].clone());
+        poller.poll(&mut store, 1).await.unwrap();
+        poller.poll(&mut store, 2).await.unwrap();
+        assert_eq!(count(), 1, "read once for both polls");
+        book.lock().unwrap().script.push_back(Scripted {
+            status: 401,
+            headers: Vec::new(),
+            body: String::new(),
+        });
+        poller.poll(&mut store, 3).await.unwrap_err();
+        poller.poll(&mut store, 4).await.unwrap();
+        assert_eq!(count(), 2, "read again after the server refused it");
+    }
+
+    #[tokio::test]
+    async fn the_cache_of_a_source_taken_out_of_the_configuration_is_dropped() {
+        let book = book_with(2);
+        let port = serve(Arc::clone(&book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        let mut store = Store::open_in_memory().unwrap();
+        poll(&config.sources[0], &mut store, 1).await.unwrap();
+        let writes = store.conn().total_changes();
+        assert_eq!(store.forget_carddav_sources_except(&["dav"]).unwrap(), 0);
+        assert_eq!(
+            store.conn().total_changes(),
+            writes,
+            "nothing to drop: no write"
+        );
+        assert_eq!(store.forget_carddav_sources_except(&[]).unwrap(), 1);
+        assert!(store.carddav_cards("dav").unwrap().is_empty());
+        assert!(store.carddav_books("dav").unwrap().is_empty());
+        assert_eq!(store.carddav_source("dav").unwrap(), None);
+    }
+
+    #[test]
+    fn xml_with_prefixes_entities_and_cdata_is_understood() {
+        let root = parse_xml(
+            br#"<?xml version="1.0"?><m:multistatus xmlns:m="DAV:" xmlns:c="urn:ietf:params:xml:ns:carddav"><m:response><m:href>/b/a%20b.vcf</m:href><m:propstat><m:prop><m:getetag>"1"</m:getetag><c:address-data>BEGIN:VCARD&#13;
+FN:A &amp; B<![CDATA[<x>]]>&#13;
+</c:address-data></m:prop><m:status>HTTP/1.1 200 OK</m:status></m:propstat></m:response></m:multistatus>"#,
+        )
+        .unwrap();
+        let responses = multistatus(&root).unwrap();
+        assert_eq!(responses.len(), 1);
+        assert_eq!(responses[0].href, "/b/a%20b.vcf");
+        let data = responses[0].prop(CARDDAV, "address-data").unwrap();
+        assert_eq!(data.text, "BEGIN:VCARD\r\nFN:A & B<x>\r\n");
+        assert!(parse_xml(b"<a><b></a>").is_err());
+        assert!(parse_xml(b"<a>&bogus;</a>").is_err());
+    }
 }

@@ -411,4 +411,3 @@ mod tests {
         assert_eq!(redact_path(Path::new("/b"), Path::new(path)), expected);
     }
 }
-

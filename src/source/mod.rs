@@ -199,7 +199,9 @@ fn scan_source(
         let mut examined = Vec::with_capacity(cards.len());
         for card in &cards {
             let previous = known.get(std::ffi::OsStr::new(&card.url));
-            examined.push(carddav::examine_card(store, card, previous, derivation, scan)?);
+            examined.push(carddav::examine_card(
+                store, card, previous, derivation, scan,
+            )?);
         }
         // Its reasons name no card and no user: fit for logs as they are.
         let reason = carddav::unknown_reason(store, source)?;

@@ -51,7 +51,9 @@ pub struct BookPoll {
 impl BookPoll {
     /// Whether storing it would change nothing (`token_before` is the stored token).
     pub fn is_noop(&self, token_before: Option<&str>) -> bool {
-        self.changed.is_empty() && self.deleted.is_empty() && self.sync_token.as_deref() == token_before
+        self.changed.is_empty()
+            && self.deleted.is_empty()
+            && self.sync_token.as_deref() == token_before
     }
 }
 
@@ -104,7 +106,11 @@ impl Store {
     }
 
     /// A book's cached cards: URL → etag.
-    pub fn carddav_etags(&self, source: &str, book: &str) -> Result<HashMap<String, Option<String>>> {
+    pub fn carddav_etags(
+        &self,
+        source: &str,
+        book: &str,
+    ) -> Result<HashMap<String, Option<String>>> {
         let mut statement = self
             .conn()
             .prepare_cached("SELECT url, etag FROM carddav_card WHERE source = ?1 AND book = ?2")?;
@@ -219,14 +225,19 @@ impl Store {
                    content_hash = excluded.content_hash, size = excluded.size, body = excluded.body,
                    error = excluded.error",
             )?;
-            let mut delete = tx.prepare("DELETE FROM carddav_card WHERE source = ?1 AND url = ?2")?;
+            let mut delete =
+                tx.prepare("DELETE FROM carddav_card WHERE source = ?1 AND url = ?2")?;
             let mut token = tx.prepare(
                 "UPDATE carddav_book SET sync_token = ?3 WHERE source = ?1 AND url = ?2",
             )?;
             for book in &poll.book_polls {
                 for card in &book.changed {
                     let (hash, body, error) = match &card.body {
-                        Ok(body) => (xxhash_rust::xxh3::xxh3_64(body), Some(body.as_slice()), None),
+                        Ok(body) => (
+                            xxhash_rust::xxh3::xxh3_64(body),
+                            Some(body.as_slice()),
+                            None,
+                        ),
                         Err(error) => (0, None, Some(error.as_str())),
                     };
                     upsert.execute(params![
@@ -249,6 +260,31 @@ impl Store {
         }
         tx.commit()?;
         Ok(true)
+    }
+
+    /// Drops the cache of CardDAV sources no longer configured (their cards are contact
+    /// data the user took out of the sync). Writes only when there is something to drop.
+    pub fn forget_carddav_sources_except(&mut self, configured: &[&str]) -> Result<usize> {
+        let known: Vec<String> = {
+            let mut statement = self.conn().prepare("SELECT source FROM carddav_source")?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let gone: Vec<&String> = known
+            .iter()
+            .filter(|name| !configured.contains(&name.as_str()))
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let tx = self.conn_mut().transaction()?;
+        for name in &gone {
+            tx.execute("DELETE FROM carddav_card WHERE source = ?1", [name])?;
+            tx.execute("DELETE FROM carddav_book WHERE source = ?1", [name])?;
+            tx.execute("DELETE FROM carddav_source WHERE source = ?1", [name])?;
+        }
+        tx.commit()?;
+        Ok(gone.len())
     }
 
     /// Records why a poll failed: the source counts as unknown until a poll completes.

@@ -192,3 +192,36 @@ fn the_commented_log_section_of_the_example_is_valid() {
         .unwrap_or_else(|e| panic!("{section}\n{e}"));
     assert_eq!(config.log, config::LogConfig::default());
 }
+
+/// The example's commented CardDAV source, uncommented (with password_file), is valid.
+#[test]
+fn the_commented_carddav_source_of_the_example_is_valid() {
+    let path = repo_file("config/contactsyncd.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text
+        .find("# [[source]]\n# name = \"nextcloud\"")
+        .expect("the example documents a CardDAV source");
+    let block = &text[start..text[start..].find("\n\n").map_or(text.len(), |e| start + e)];
+    let source: String = block
+        .lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter(|line| {
+            line.starts_with('[')
+                || line
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.contains(' '))
+        })
+        .filter(|line| !line.starts_with("password_command"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let config = config::parse(&format!("{}\n{source}", &text[..start]), &path)
+        .unwrap_or_else(|e| panic!("{source}\n{e}"));
+    let carddav = config
+        .sources
+        .iter()
+        .find_map(|s| s.carddav.as_ref())
+        .expect("a CardDAV source");
+    assert_eq!(carddav.url, "https://cloud.example.org/remote.php/dav");
+    assert_eq!(carddav.address_books, ["contacts"]);
+    assert_eq!(carddav.poll_interval, 300);
+}

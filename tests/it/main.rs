@@ -1,6 +1,7 @@
 //! The one integration-test binary: the library on real files, and the real binary.
 
 mod carddav;
+mod carddav_offline;
 mod cli;
 mod cli_state;
 mod config_files;
