@@ -242,8 +242,16 @@ async fn a_500_card_book_syncs_completely_and_server_changes_follow() {
         .await;
     let setup = Setup::new(&server, &server.url("/"), "").await;
 
+    let uploaded = server.requests().len();
     setup.sync().await;
     assert_eq!(setup.telegram_phones(), phones(0..500));
+    // Discovery (PROPFINDs), then on the book one sync-collection and the 500 cards in
+    // multigets of at most 100: five.
+    let book_reports = server.requests()[uploaded..]
+        .iter()
+        .filter(|r| *r == "REPORT /alice/contacts/")
+        .count();
+    assert_eq!(book_reports, 1 + 5, "{:?}", &server.requests()[uploaded..]);
     assert_eq!(
         setup.telegram_name(499),
         Some(("Person".into(), "499".into()))
@@ -267,15 +275,11 @@ async fn a_500_card_book_syncs_completely_and_server_changes_follow() {
         setup.telegram_name(3),
         Some(("Renamed".into(), "Three".into()))
     );
-    // Incremental: the second poll asked what changed, not for the whole book again.
-    let second: Vec<String> = server.requests()[before..].to_vec();
-    assert!(
-        second.iter().any(|r| r.starts_with("REPORT ")),
-        "{second:?}"
-    );
-    assert!(
-        second.len() <= 4,
-        "a poll after 3 changes is a sync report and a multiget, not a re-read: {second:?}"
+    // Incremental, with discovery remembered: what changed since the token (sync-collection)
+    // and the two changed cards (one multiget); no listing of the book, no discovery.
+    assert_eq!(
+        server.requests()[before..],
+        ["REPORT /alice/contacts/", "REPORT /alice/contacts/"]
     );
 }
 
@@ -487,9 +491,8 @@ async fn a_no_op_poll_is_one_request_and_no_state_write() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Let the first pass finish its writes (history, checkpoint) before the snapshot.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let state = state_files(&setup.state_dir());
+    // The first pass's last writes (history, a checkpoint) come after the contacts arrive.
+    let state = settled_state_files(&setup.state_dir()).await;
     let requests = server.requests().len();
 
     let waited = Instant::now();
@@ -557,6 +560,20 @@ impl Drop for KillOnDrop {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The state files once they stopped changing (equal over 500 ms; at most 10 s).
+async fn settled_state_files(state_dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = state_files(state_dir);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = state_files(state_dir);
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
     }
 }
 
