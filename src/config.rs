@@ -985,7 +985,7 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
                 (path, None)
             }
             (None, Some(url)) => {
-                let carddav = carddav_config(source, url, &base, &key, &invalid)?;
+                let carddav = carddav_config(source, url, &base, source_paths, &key, &invalid)?;
                 (PathBuf::from(&carddav.url), Some(carddav))
             }
         };
@@ -1345,6 +1345,7 @@ fn carddav_config(
     source: &RawSource,
     url: &Spanned<String>,
     base: &Path,
+    source_paths: SourcePaths,
     key: &impl Fn(&str) -> String,
     invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
 ) -> Result<CardDavConfig, ConfigError> {
@@ -1398,7 +1399,19 @@ fn carddav_config(
                     Some("a file that holds the password (mode 0600)".into()),
                 ));
             }
-            PasswordSource::File(resolve_path(file.get_ref(), base))
+            let path = resolve_path(file.get_ref(), base);
+            // check-config: the file must be readable now (its content is not looked at).
+            if source_paths == SourcePaths::MustBeReadable
+                && let Err(err) = std::fs::File::open(&path)
+            {
+                return Err(invalid(
+                    Some(file.span()),
+                    key("password_file"),
+                    format!("cannot read {}: {err}", path.display()),
+                    Some("a file holding the password, readable by the user contactsyncd runs as (mode 0600)".into()),
+                ));
+            }
+            PasswordSource::File(path)
         }
         (None, Some(command)) => {
             if command
@@ -2377,6 +2390,23 @@ mod carddav_tests {
         assert_eq!(e.key, key, "{e:?}");
         assert!(e.message.contains(message), "{e:?}");
         assert!(e.line >= 1);
+    }
+
+    #[test]
+    fn check_config_requires_the_password_file_to_be_readable_and_the_others_do_not() {
+        let text = "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\nusername = \"me\"\npassword_file = \"/nonexistent/contactsyncd-password\"\n";
+        parse(text, Path::new(FILE)).unwrap();
+        match parse_for_check(text, Path::new(FILE)) {
+            Err(ConfigError::Invalid(e)) => {
+                assert_eq!(e.key, "source[1].password_file");
+                assert!(
+                    e.message
+                        .contains("cannot read /nonexistent/contactsyncd-password"),
+                    "{e:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// check-config's output: where the password comes from, never a password; and it

@@ -248,6 +248,36 @@ impl DavResponse<'_> {
     }
 }
 
+/// An href as a URL in one spelling: servers write the same card as `a%40b.vcf` in one
+/// answer and `a@b.vcf` in another, or `%3a` and `%3A`. Percent-encoded unreserved
+/// characters and `@` are decoded, other escapes upper-cased (RFC 3986 §6.2.2).
+fn card_url(base: &Url, href: &str) -> Option<Url> {
+    let mut url = base.join(href).ok()?;
+    let path = url.path().as_bytes();
+    let mut canonical = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if path[i] == b'%'
+            && i + 2 < path.len()
+            && let (Some(high), Some(low)) = (hex(path[i + 1]), hex(path[i + 2]))
+        {
+            let byte = u8::try_from(high * 16 + low).unwrap_or(b'%');
+            if byte.is_ascii_alphanumeric() || b"-._~@".contains(&byte) {
+                canonical.push(char::from(byte));
+            } else {
+                canonical.push_str(&format!("%{byte:02X}"));
+            }
+            i += 3;
+        } else {
+            canonical.push(char::from(path[i]));
+            i += 1;
+        }
+    }
+    url.set_path(&canonical);
+    Some(url)
+}
+
 fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -578,7 +608,7 @@ fn book_of(response: &DavResponse<'_>, base: &Url) -> Option<FoundBook> {
     if !is_book {
         return None;
     }
-    let url = base.join(&response.href).ok()?;
+    let url = card_url(base, &response.href)?;
     let supports_sync = response
         .prop(DAV, "supported-report-set")
         .is_some_and(|set| set.find(DAV, "sync-collection").is_some());
@@ -793,10 +823,9 @@ async fn sync_collection(
         ..Listing::default()
     };
     for response in &responses {
-        let url = answer
-            .url
-            .join(&response.href)
-            .map_err(|_| client.garbage(WHAT, "an href that is no URL".into()))?;
+        let url = card_url(&answer.url, &response.href)
+            .ok_or_else(|| client.garbage(WHAT, "an href that is no URL".into()))?;
+        let book = card_url(book, book.as_str()).unwrap_or_else(|| book.clone());
         let is_collection =
             url.as_str().trim_end_matches('/') == book.as_str().trim_end_matches('/');
         match response.status {
@@ -841,9 +870,8 @@ async fn list_members(client: &mut Client, book: &Url) -> Result<Listing, CardDa
         ..Listing::default()
     };
     for response in &responses {
-        let url = answered
-            .join(&response.href)
-            .map_err(|_| client.garbage(WHAT, "an href that is no URL".into()))?;
+        let url = card_url(&answered, &response.href)
+            .ok_or_else(|| client.garbage(WHAT, "an href that is no URL".into()))?;
         let is_collection = response
             .prop(DAV, "resourcetype")
             .is_some_and(|t| t.child(DAV, "collection").is_some())
@@ -920,7 +948,7 @@ async fn multiget(
         let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
         let mut answered: HashSet<String> = HashSet::new();
         for response in &responses {
-            let Ok(url) = answer.url.join(&response.href) else {
+            let Some(url) = card_url(&answer.url, &response.href) else {
                 return Err(client.garbage(WHAT, "an href that is no URL".into()));
             };
             let url = url.to_string();
@@ -956,8 +984,7 @@ async fn multiget(
                 size: size as u64,
             });
         }
-        if let Some(missing) = batch.iter().find(|u| !answered.contains(*u)) {
-            let _ = missing;
+        if batch.iter().any(|u| !answered.contains(u)) {
             return Err(client.garbage(
                 WHAT,
                 "the answer leaves out a card that was asked for".into(),
@@ -1423,6 +1450,8 @@ mod tests {
         script: VecDeque<Scripted>,
         /// (method, path, body) of every request.
         requests: Vec<(String, String, String)>,
+        /// The head (request line and headers, lower case) of the last request.
+        last_head: String,
     }
 
     impl FakeBook {
@@ -1681,7 +1710,11 @@ mod tests {
                     let mut first = head.lines().next().unwrap_or_default().split(' ');
                     let method = first.next().unwrap_or_default().to_owned();
                     let path = first.next().unwrap_or_default().to_owned();
-                    let answer = book.lock().unwrap().answer(&method, &path, &body);
+                    let answer = {
+                        let mut book = book.lock().unwrap();
+                        book.last_head = head.to_lowercase();
+                        book.answer(&method, &path, &body)
+                    };
                     let mut response = format!(
                         "HTTP/1.1 {} X\r\nContent-Length: {}\r\nContent-Type: application/xml\r\nConnection: close\r\n",
                         answer.status,
@@ -1758,6 +1791,11 @@ mod tests {
             .map(|(_, _, body)| between_all(body, "<D:href>", "</D:href>").len())
             .collect();
         assert_eq!(multigets, [100, 100, 50], "batches of at most 100");
+        let head = book.lock().unwrap().last_head.clone();
+        assert!(
+            head.contains("accept-encoding: gzip"),
+            "servers compress when asked: {head}"
+        );
 
         let writes_before = store.conn().total_changes();
         let outcome = poll(&config.sources[0], &mut store, 2).await.unwrap();
@@ -2146,6 +2184,17 @@ mod tests {
         assert!(store.carddav_cards("dav").unwrap().is_empty());
         assert!(store.carddav_books("dav").unwrap().is_empty());
         assert_eq!(store.carddav_source("dav").unwrap(), None);
+    }
+
+    #[rstest::rstest]
+    #[case::encoded_at("/u/me%40example.org/c/a%2db.vcf", "/u/me@example.org/c/a-b.vcf")]
+    #[case::lower_hex("/c/x%3ay%2F.vcf", "/c/x%3Ay%2F.vcf")]
+    #[case::space_stays_encoded("/c/a%20b.vcf", "/c/a%20b.vcf")]
+    #[case::plain("/c/abc.vcf", "/c/abc.vcf")]
+    #[case::truncated_escape("/c/a%4", "/c/a%4")]
+    fn hrefs_get_one_spelling(#[case] href: &str, #[case] path: &str) {
+        let base = Url::parse("https://dav.example.org/c/").unwrap();
+        assert_eq!(card_url(&base, href).unwrap().path(), path);
     }
 
     #[test]
