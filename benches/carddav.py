@@ -17,8 +17,9 @@ usage: python3 benches/carddav.py [--cards N] [--bin PATH] [--python PATH] [--wo
   --work DIR     server storage, states and the vdir (default: a temporary directory)
 
 Steps, each through its own count of the proxy (requests, bytes client -> server, bytes
-server -> client, time from the first request to the last answer byte, and wall time of the
-whole command, which for contactsyncd includes planning from the stored cards):
+server -> client, time from the first request to the last answer byte and how much of it
+Radicale spent answering by its own log, and wall time of the whole command, which for
+contactsyncd includes planning from the stored cards):
   1. contactsyncd `sync --once`, fresh state, no messenger account: the first read
      (discovery, sync-collection, multigets of at most 100 cards), then planning.
   2. the same again, nothing changed on the server: the no-op poll, then planning.
@@ -184,7 +185,8 @@ def start_radicale(python, work):
             f"[server]\nhosts = 127.0.0.1:{port}\n"
             f"[auth]\ntype = htpasswd\nhtpasswd_filename = {users}\nhtpasswd_encryption = plain\n"
             f"[storage]\nfilesystem_folder = {os.path.join(work, 'radicale')}\n"
-            "[logging]\nlevel = warning\n"
+            # info: Radicale logs each answer's own time, which step() adds up.
+            "[logging]\nlevel = info\n"
         )
     server = subprocess.Popen(
         [python, "-c", RADICALE_LAUNCHER, config],
@@ -250,15 +252,25 @@ def timed(argv, **kwargs):
     return wall, done
 
 
-def step(proxy, name, argv, **kwargs):
+def server_seconds(radicale_log, offset):
+    """The time Radicale spent answering, by its own log, after byte `offset` of it."""
+    with open(radicale_log, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    return sum(float(t) for t in re.findall(r" response status for .* in ([0-9.]+) seconds", text))
+
+
+def step(proxy, radicale_log, name, argv, **kwargs):
     proxy.reset()
+    offset = os.path.getsize(radicale_log)
     wall, done = timed(argv, **kwargs)
-    time.sleep(0.2)  # the last bytes through the proxy's threads
+    time.sleep(0.2)  # the last bytes through the proxy's threads, the last log line
     requests, sent, received, wire = proxy.snapshot()
+    server = server_seconds(radicale_log, offset)
     log(f"{name}: {len(requests)} requests, {sent:,} B sent, {received:,} B received, "
-        f"{wire:.2f} s on the wire, {wall:.2f} s in all")
+        f"{wire:.2f} s on the wire ({server:.2f} s of it in Radicale), {wall:.2f} s in all")
     return {"name": name, "requests": requests, "sent": sent, "received": received, "wire": wire,
-            "wall": wall, "output": done.stdout + done.stderr}
+            "server": server, "wall": wall, "output": done.stdout + done.stderr}
 
 
 def default_binary():
@@ -309,6 +321,7 @@ def main():
         size = upload(port, cards)
         log(f"uploaded {len(cards):,} cards ({size:,} B) in {time.monotonic() - start:.1f} s")
         proxy = CountingProxy(port)
+        radicale_log = os.path.join(work, "radicale.log")
         url = f"http://127.0.0.1:{proxy.port}{BOOK}"
 
         password = os.path.join(work, "password")
@@ -323,8 +336,8 @@ def main():
             )
         env = dict(os.environ, CONTACTSYNCD_LOG="debug")
         ours = [
-            step(proxy, "contactsyncd first read (sync --once)", [binary, "--config", config, "sync", "--once"], env=env),
-            step(proxy, "contactsyncd no-op poll (sync --once)", [binary, "--config", config, "sync", "--once"], env=env),
+            step(proxy, radicale_log, "contactsyncd first read (sync --once)", [binary, "--config", config, "sync", "--once"], env=env),
+            step(proxy, radicale_log, "contactsyncd no-op poll (sync --once)", [binary, "--config", config, "sync", "--once"], env=env),
         ]
 
         local = os.path.join(work, "vdir")
@@ -341,8 +354,8 @@ def main():
             )
         timed([vdirsyncer, "-c", vconfig, "discover", "bench"], input="y\n" * 4)
         theirs = [
-            step(proxy, "vdirsyncer first sync", [vdirsyncer, "-c", vconfig, "sync"]),
-            step(proxy, "vdirsyncer no-op sync", [vdirsyncer, "-c", vconfig, "sync"]),
+            step(proxy, radicale_log, "vdirsyncer first sync", [vdirsyncer, "-c", vconfig, "sync"]),
+            step(proxy, radicale_log, "vdirsyncer no-op sync", [vdirsyncer, "-c", vconfig, "sync"]),
         ]
         synced = len(os.listdir(local))
     finally:
@@ -350,11 +363,11 @@ def main():
         server.wait()
 
     print(f"\n{args.cards:,} cards ({size / 1e6:.1f} MB) on Radicale 3.9.0; {version}; {vdir_version}\n")
-    print("| run | requests | bytes sent | bytes received | on the wire | whole command |")
+    print("| run | requests | bytes sent | bytes received | on the wire (in Radicale) | whole command |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in ours + theirs:
         print(f"| {r['name']} | {len(r['requests']):,} ({summary(r['requests'])}) | {r['sent']:,} | "
-              f"{r['received']:,} | {r['wire']:.2f} s | {r['wall']:.2f} s |")
+              f"{r['received']:,} | {r['wire']:.2f} s ({r['server']:.2f} s) | {r['wall']:.2f} s |")
     noop, their_noop = ours[1], theirs[1]
     ratio = (their_noop["sent"] + their_noop["received"]) / max(1, noop["sent"] + noop["received"])
     print(f"\nno-op: contactsyncd {len(noop['requests'])} request(s), "
