@@ -289,6 +289,42 @@ async fn a_500_card_book_syncs_completely_and_server_changes_follow() {
     );
 }
 
+/// The same on Xandikos, whose sync tokens are bare git tree ids rather than URIs: a card
+/// edited and one deleted between two polls reach Telegram, and the stored token is taken
+/// (no fall-back to a full listing).
+#[tokio::test]
+async fn xandikos_changes_follow_incrementally() {
+    let Some(server) = DavServer::xandikos().await else {
+        return;
+    };
+    let book = "addressbook";
+    server.create_address_book_with(book, &people(0..4)).await;
+    let setup = Setup::new(&server, &server.book_url(book), "").await;
+    setup.sync().await;
+    assert_eq!(setup.telegram_phones(), phones(0..4));
+
+    server
+        .put_card(
+            book,
+            "p1.vcf",
+            &dav::card("p1", "Edited", "One", "+49 151 00000001"),
+        )
+        .await;
+    server.delete_card(book, "p2.vcf").await;
+    let sync = setup.run_logging(&["sync", "--once"], "info").await;
+    assert!(sync.status.success(), "{}", stderr(&sync));
+    assert!(
+        !stderr(&sync).contains("no longer knows our sync-token"),
+        "the stored token was taken: {}",
+        stderr(&sync)
+    );
+    assert_eq!(setup.telegram_phones(), phones([0, 1, 3]));
+    assert_eq!(
+        setup.telegram_name(1),
+        Some(("Edited".into(), "One".into()))
+    );
+}
+
 /// Issue 14: a token the server no longer knows (Radicale: its token state removed, 403;
 /// Xandikos: its tree gone, 412) is answered with a full listing, and that listing is
 /// authoritative: cards deleted meanwhile leave Telegram, a card added meanwhile arrives.
