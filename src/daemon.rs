@@ -535,14 +535,7 @@ async fn poll_carddav(
         let mut wait = interval;
         match polled {
             Ok(outcome) => {
-                tracing::debug!(
-                    source = %source.name,
-                    changed = outcome.cards_changed,
-                    deleted = outcome.cards_deleted,
-                    requests = outcome.traffic.requests,
-                    bytes = outcome.traffic.bytes_received,
-                    "polled the CardDAV server"
-                );
+                outcome.log(&source.name);
                 if last_failure.take().is_some() {
                     tracing::info!(source = %source.name, "the CardDAV server answers again");
                 }

@@ -358,14 +358,7 @@ pub async fn poll_carddav_sources(config: &Config, store: &mut Store, now: Times
     for source in config.sources.iter().filter(|s| s.is_carddav()) {
         match source::carddav::poll(source, store, now).await {
             Ok(outcome) => {
-                tracing::debug!(
-                    source = %source.name,
-                    changed = outcome.cards_changed,
-                    deleted = outcome.cards_deleted,
-                    requests = outcome.traffic.requests,
-                    bytes = outcome.traffic.bytes_received,
-                    "polled the CardDAV server"
-                );
+                outcome.log(&source.name);
                 changed |= outcome.changed;
             }
             // Recorded with the source; the pass's scan reports it as unknown.

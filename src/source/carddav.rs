@@ -1107,6 +1107,20 @@ pub struct PollOutcome {
     pub traffic: Traffic,
 }
 
+impl PollOutcome {
+    /// The debug line of a poll, the same from `sync --once` and the daemon.
+    pub fn log(&self, source: &str) {
+        tracing::debug!(
+            source,
+            changed = self.cards_changed,
+            deleted = self.cards_deleted,
+            requests = self.traffic.requests,
+            bytes = self.traffic.bytes_received,
+            "polled the CardDAV server"
+        );
+    }
+}
+
 /// Asks the server what changed since the last poll and stores it: discovery when the
 /// configuration changed or nothing is known, then per address book sync-collection from
 /// the stored token (or a PROPFIND listing), the changed cards by multiget, the token last,
