@@ -1,5 +1,6 @@
 //! Subcommands and their output: human text, or JSON (Lines) with `--json`.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -438,11 +439,12 @@ fn inspect(config_path: Option<&Path>, args: InspectArgs) -> Result<(), Failure>
             error: anyhow::anyhow!("{}: no such file or directory", missing.display()),
         });
     }
-    let (targets, region) = if args.paths.is_empty() {
+    let (targets, region, refused) = if args.paths.is_empty() {
         let config = config::load(config_path)?;
         (
             targets_of(&config),
             explicit_region.or(config.default_region),
+            refused_usernames(&config),
         )
     } else {
         // Paths need no configuration; a valid one still lends its region.
@@ -461,12 +463,17 @@ fn inspect(config_path: Option<&Path>, args: InspectArgs) -> Result<(), Failure>
                 carddav_state: None,
             })
             .collect();
-        (targets, explicit_region.or(config_region.flatten()))
+        (
+            targets,
+            explicit_region.or(config_region.flatten()),
+            BTreeMap::new(),
+        )
     };
 
     let stdout = io::stdout().lock();
     let mut report = Report::new(io::BufWriter::with_capacity(1 << 16, stdout), args.json);
     report.region = region;
+    report.refused_usernames = refused;
     let mut desired = DesiredSetBuilder::default();
     for (order, target) in targets.iter().enumerate() {
         let order = u32::try_from(order).unwrap_or(u32::MAX);
@@ -587,6 +594,26 @@ fn inspect_cached_cards<W: Write>(
     Ok(())
 }
 
+/// The usernames Telegram refused, as the state has them (none without a state yet).
+fn refused_usernames(config: &Config) -> BTreeMap<String, String> {
+    let Ok(store) = crate::store::Store::open_read_only(&config.state_dir) else {
+        return BTreeMap::new();
+    };
+    store
+        .rejections("telegram")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.action == "import" && crate::contact_key::is_username(&r.e164))
+        .map(|r| {
+            let again = match r.retry_at {
+                Some(at) => format!("asked again {}", crate::sync::format_time(at)),
+                None => "asked again when the card changes".to_owned(),
+            };
+            (r.e164, format!("{} ({again})", r.reason))
+        })
+        .collect()
+}
+
 fn targets_of(config: &Config) -> Vec<InspectTarget> {
     config
         .sources
@@ -618,6 +645,9 @@ struct Report<W: Write> {
     empty_sources: usize,
     /// The region national numbers are read with.
     region: Option<DefaultRegion>,
+    /// Usernames Telegram refused (`@name` key → what happened and when it is asked
+    /// again), from the state when inspecting the configured sources.
+    refused_usernames: BTreeMap<String, String>,
 }
 
 impl<W: Write> Report<W> {
@@ -638,6 +668,7 @@ impl<W: Write> Report<W> {
             ignored_telegram_usernames: 0,
             empty_sources: 0,
             region: None,
+            refused_usernames: BTreeMap::new(),
         }
     }
 
@@ -761,6 +792,13 @@ impl<W: Write> Report<W> {
                 added_by_username: contact
                     .and_then(CardContact::pushed_username)
                     .map(crate::contact_key::of_username),
+                username_refused: contact
+                    .and_then(CardContact::pushed_username)
+                    .and_then(|u| {
+                        self.refused_usernames
+                            .get(&crate::contact_key::of_username(u))
+                    })
+                    .map(String::as_str),
                 ignored_telegram_usernames: ignored_usernames
                     .iter()
                     .map(|i| IgnoredUsernameLine {
@@ -821,7 +859,12 @@ impl<W: Write> Report<W> {
         let used = contact.and_then(CardContact::pushed_username);
         let fallback = contact.and_then(CardContact::fallback_username);
         for username in usernames {
-            let verdict = if used == Some(username.as_str()) {
+            let refused = self
+                .refused_usernames
+                .get(&crate::contact_key::of_username(username));
+            let verdict = if let Some(refused) = refused.filter(|_| used == Some(username)) {
+                &format!("✗ refused by Telegram: {refused}")
+            } else if used == Some(username.as_str()) {
                 "→ added by username on Telegram"
             } else if fallback == Some(username.as_str()) {
                 "→ Telegram gets the number; the username if the number has no account"
@@ -978,6 +1021,9 @@ struct CardLine<'a> {
     /// no number we push (the number wins).
     #[serde(skip_serializing_if = "Option::is_none")]
     added_by_username: Option<String>,
+    /// Telegram refused it (no such user, …), and when it is asked again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username_refused: Option<&'a str>,
     /// Telegram values that name no usable username, and why (not errors of the card).
     ignored_telegram_usernames: Vec<IgnoredUsernameLine<'a>>,
     errors: Vec<String>,

@@ -136,6 +136,19 @@ async fn username_cards_are_added_renamed_and_removed_by_user() {
         !out.contains("nobody_here"),
         "usernames are redacted: {out}"
     );
+    // inspect, on the configured sources, says so at the card (it is the user's own view
+    // of their address book: the username is shown as written).
+    let inspect = crate::support::stdout(&binary(&setup, &["inspect"]).await);
+    assert!(
+        inspect.lines().any(|l| l.contains("@nobody_here")
+            && l.contains("refused by Telegram: no Telegram user has this username")),
+        "{inspect}"
+    );
+    let json = crate::support::stdout(&binary(&setup, &["inspect", "--json"]).await);
+    assert!(
+        json.contains("\"username_refused\":\"no Telegram user"),
+        "{json}"
+    );
     // Alice has no number Telegram shows: `remote list` names her by username, redacted.
     let list = crate::support::stdout(&binary(&setup, &["remote", "list"]).await);
     assert!(
