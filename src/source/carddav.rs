@@ -435,7 +435,7 @@ impl Client {
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
+                    .and_then(|v| retry_after_seconds(v, std::time::SystemTime::now()));
                 match seconds {
                     Some(s) if Duration::from_secs(s) <= MAX_INLINE_WAIT && waits < 3 => {
                         waits += 1;
@@ -1095,6 +1095,16 @@ async fn poll_book(
         }
     }
     Ok(poll)
+}
+
+/// A `Retry-After` value in seconds: delay-seconds, or an HTTP date (RFC 9110 §10.2.3), a
+/// date already past meaning at once.
+fn retry_after_seconds(value: &str, now: std::time::SystemTime) -> Option<u64> {
+    let value = value.trim();
+    value.parse::<u64>().ok().or_else(|| {
+        let at = httpdate::parse_http_date(value).ok()?;
+        Some(at.duration_since(now).map_or(0, |wait| wait.as_secs()))
+    })
 }
 
 /// What a poll of a source did.
@@ -1971,6 +1981,22 @@ mod tests {
         poll(&config.sources[0], &mut store, 3).await.unwrap();
         assert_eq!(unknown_reason(&store, &config.sources[0]).unwrap(), None);
         assert_eq!(cached(&store).len(), 2);
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(retry_after_seconds(" 120 ", now), Some(120));
+        // Wed, 21 Oct 2015 07:28:00 GMT is 1_445_412_480.
+        assert_eq!(
+            retry_after_seconds("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(120)
+        );
+        assert_eq!(
+            retry_after_seconds("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(0)
+        );
+        assert_eq!(retry_after_seconds("soon", now), None);
     }
 
     #[tokio::test]
