@@ -196,17 +196,9 @@ impl Generation {
             first_plan_done,
         };
         handles.push(tracker.spawn(planner.run(changes, replan, cancel.clone())));
-        let carddav: Vec<&str> = config
-            .sources
-            .iter()
-            .filter(|s| s.is_carddav())
-            .map(|s| s.name.as_str())
-            .collect();
         let mut store = Store::open_connection(&config.state_dir)
             .context("opening the state for the CardDAV cache")?;
-        if let Err(err) = store.forget_carddav_sources_except(&carddav) {
-            tracing::warn!("cannot drop the cache of CardDAV sources no longer configured: {err}");
-        }
+        source::carddav::forget_unconfigured(&config, &mut store);
         drop(store);
         for source in config.sources.iter().filter(|s| s.is_carddav()) {
             let store = Store::open_connection(&config.state_dir)

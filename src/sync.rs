@@ -345,16 +345,7 @@ impl AccountSpec {
 /// pass says why): it is not an error of the pass. Returns whether any source changed.
 pub async fn poll_carddav_sources(config: &Config, store: &mut Store, now: Timestamp) -> bool {
     let mut changed = false;
-    let configured: Vec<&str> = config
-        .sources
-        .iter()
-        .filter(|s| s.is_carddav())
-        .map(|s| s.name.as_str())
-        .collect();
-    if let Err(err) = store.forget_carddav_sources_except(&configured) {
-        // The next sync tries again; nothing depends on it.
-        tracing::warn!("cannot drop the cache of CardDAV sources no longer configured: {err}");
-    }
+    source::carddav::forget_unconfigured(config, store);
     for source in config.sources.iter().filter(|s| s.is_carddav()) {
         match source::carddav::poll(source, store, now).await {
             Ok(outcome) => {

@@ -1097,6 +1097,21 @@ async fn poll_book(
     Ok(poll)
 }
 
+/// Drops the cached cards of CardDAV sources the configuration no longer has (what
+/// `sync --once` and the daemon do before they poll). A failure only delays it: the next
+/// pass tries again, and nothing depends on it.
+pub fn forget_unconfigured(config: &crate::config::Config, store: &mut Store) {
+    let configured: Vec<&str> = config
+        .sources
+        .iter()
+        .filter(|s| s.is_carddav())
+        .map(|s| s.name.as_str())
+        .collect();
+    if let Err(err) = store.forget_carddav_sources_except(&configured) {
+        tracing::warn!("cannot drop the cache of CardDAV sources no longer configured: {err}");
+    }
+}
+
 /// A `Retry-After` value in seconds: delay-seconds, or an HTTP date (RFC 9110 §10.2.3), a
 /// date already past meaning at once.
 fn retry_after_seconds(value: &str, now: std::time::SystemTime) -> Option<u64> {
