@@ -157,6 +157,19 @@ impl Store {
             .optional()?)
     }
 
+    /// Every number that has a fallback username, with it (as `fallback_username` picks it),
+    /// in one read: for the reconcile, which asks about every contact of ours.
+    pub fn fallback_usernames(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        let mut statement = self.conn().prepare(
+            "SELECT contact_key, telegram_username FROM card_phone
+             WHERE telegram_username IS NOT NULL ORDER BY contact_key, path DESC, card DESC",
+        )?;
+        // Ordered so that, per key, the row `fallback_username` would pick comes last and
+        // stays in the map.
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The phones one file's cards yielded, in card order.
     pub fn phones_of(&self, path: &Path) -> Result<Vec<StoredPhone>> {
         let mut statement = self.conn().prepare_cached(

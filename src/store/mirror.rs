@@ -1097,10 +1097,15 @@ impl Store {
         };
         let mut gone = Vec::new();
         let mut moved = Vec::new();
+        let fallbacks = if username_of.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.fallback_usernames()?
+        };
         for (e164, user_id) in ours {
             let found_by_username = match user_id.and_then(|id| username_of.get(&id)) {
-                Some(shown) => self
-                    .fallback_username(&e164)?
+                Some(shown) => fallbacks
+                    .get(&e164)
                     .is_some_and(|fallback| fallback.eq_ignore_ascii_case(shown)),
                 None => false,
             };
