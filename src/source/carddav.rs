@@ -1793,6 +1793,21 @@ mod tests {
         Arc::new(Mutex::new(book))
     }
 
+    /// The book served on a port of its own, a configuration with one CardDAV source for
+    /// it (its state directory lives as long as the returned guard), and an empty store.
+    async fn served(book: &Arc<Mutex<FakeBook>>) -> (Config, Store, tempfile::TempDir) {
+        let port = serve(Arc::clone(book)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_for(port, dir.path());
+        (config, Store::open_in_memory().unwrap(), dir)
+    }
+
+    /// The URL of a card of the served book.
+    fn served_card_url(config: &Config, name: &str) -> String {
+        let book = &config.sources[0].carddav.as_ref().unwrap().url;
+        format!("{book}{name}")
+    }
+
     fn config_for(port: u16, dir: &std::path::Path) -> Config {
         let text = format!(
             "state_dir = \"{}\"\ndefault_region = \"DE\"\n[[source]]\nname = \"dav\"\ncarddav = \"http://127.0.0.1:{port}/book/\"\n",
@@ -1819,10 +1834,7 @@ mod tests {
     async fn a_first_poll_reads_in_batches_of_100_and_a_poll_with_nothing_new_is_one_request_and_no_write()
      {
         let book = book_with(250);
-        let port = serve(Arc::clone(&book)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = config_for(port, dir.path());
-        let mut store = Store::open_in_memory().unwrap();
+        let (config, mut store, _dir) = served(&book).await;
         let outcome = poll(&config.sources[0], &mut store, 1).await.unwrap();
         assert!(outcome.changed);
         assert_eq!(outcome.cards_changed, 250);
@@ -1858,10 +1870,7 @@ mod tests {
     #[tokio::test]
     async fn changes_and_deletions_arrive_with_the_token_and_only_changed_cards_are_fetched() {
         let book = book_with(5);
-        let port = serve(Arc::clone(&book)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = config_for(port, dir.path());
-        let mut store = Store::open_in_memory().unwrap();
+        let (config, mut store, _dir) = served(&book).await;
         poll(&config.sources[0], &mut store, 1).await.unwrap();
         requests(&book);
         {
@@ -1889,7 +1898,7 @@ mod tests {
             .collect();
         assert_eq!(fetched, ["/book/c0001.vcf", "/book/new.vcf"]);
         let body = store
-            .carddav_card_body("dav", &format!("http://127.0.0.1:{port}/book/c0001.vcf"))
+            .carddav_card_body("dav", &served_card_url(&config, "c0001.vcf"))
             .unwrap()
             .unwrap();
         // XML turns a literal CR LF into LF (servers that keep CR send `&#13;`).
@@ -1908,10 +1917,7 @@ mod tests {
         #[case] body: &str,
     ) {
         let book = book_with(4);
-        let port = serve(Arc::clone(&book)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = config_for(port, dir.path());
-        let mut store = Store::open_in_memory().unwrap();
+        let (config, mut store, _dir) = served(&book).await;
         poll(&config.sources[0], &mut store, 1).await.unwrap();
         {
             let mut book = book.lock().unwrap();
@@ -1937,10 +1943,7 @@ mod tests {
     async fn a_truncated_answer_is_polled_again_until_complete() {
         let book = book_with(7);
         book.lock().unwrap().page = Some(3);
-        let port = serve(Arc::clone(&book)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = config_for(port, dir.path());
-        let mut store = Store::open_in_memory().unwrap();
+        let (config, mut store, _dir) = served(&book).await;
         poll(&config.sources[0], &mut store, 1).await.unwrap();
         assert_eq!(cached(&store).len(), 7);
         let syncs = requests(&book)
@@ -1973,10 +1976,7 @@ mod tests {
         #[case] expected: &str,
     ) {
         let book = book_with(3);
-        let port = serve(Arc::clone(&book)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = config_for(port, dir.path());
-        let mut store = Store::open_in_memory().unwrap();
+        let (config, mut store, _dir) = served(&book).await;
         poll(&config.sources[0], &mut store, 1).await.unwrap();
         {
             let mut book = book.lock().unwrap();
@@ -2017,10 +2017,7 @@ mod tests {
     #[tokio::test]
     async fn retry_after_is_waited_out_when_short_and_reported_when_long() {
         let book = book_with(1);
-        let port = serve(Arc::clone(&book)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = config_for(port, dir.path());
-        let mut store = Store::open_in_memory().unwrap();
+        let (config, mut store, _dir) = served(&book).await;
         book.lock().unwrap().script.push_back(Scripted {
             status: 503,
             headers: vec![("Retry-After", "1".into())],
@@ -2048,10 +2045,7 @@ mod tests {
             "A".repeat(MAX_CARD_BYTES + 10)
         );
         book.lock().unwrap().put("/book/big.vcf", &photo);
-        let port = serve(Arc::clone(&book)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = config_for(port, dir.path());
-        let mut store = Store::open_in_memory().unwrap();
+        let (config, mut store, _dir) = served(&book).await;
         poll(&config.sources[0], &mut store, 1).await.unwrap();
         let cards = store.carddav_cards("dav").unwrap();
         let big = cards.iter().find(|c| c.url.ends_with("/big.vcf")).unwrap();
@@ -2081,10 +2075,7 @@ mod tests {
     async fn without_sync_collection_each_poll_lists_etags_and_fetches_only_changes() {
         let book = book_with(3);
         book.lock().unwrap().sync_support = false;
-        let port = serve(Arc::clone(&book)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = config_for(port, dir.path());
-        let mut store = Store::open_in_memory().unwrap();
+        let (config, mut store, _dir) = served(&book).await;
         poll(&config.sources[0], &mut store, 1).await.unwrap();
         requests(&book);
         {
@@ -2103,10 +2094,7 @@ mod tests {
     #[tokio::test]
     async fn the_cards_become_per_card_records_under_their_url() {
         let book = book_with(2);
-        let port = serve(Arc::clone(&book)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = config_for(port, dir.path());
-        let mut store = Store::open_in_memory().unwrap();
+        let (config, mut store, _dir) = served(&book).await;
         // Before any poll: unknown, and nothing of it counts as deleted.
         let scan = super::super::scan(&config, &store, 1, false).unwrap();
         assert_eq!(scan.unknown_sources().count(), 1);
@@ -2114,7 +2102,7 @@ mod tests {
         let scan = super::super::scan(&config, &store, 2, false).unwrap();
         assert_eq!(scan.unknown_sources().count(), 0);
         store.apply_scan(&scan.changes, 2).unwrap();
-        let url = format!("http://127.0.0.1:{port}/book/c0001.vcf");
+        let url = served_card_url(&config, "c0001.vcf");
         let record = store
             .file_record(std::path::Path::new(&url))
             .unwrap()
@@ -2227,10 +2215,7 @@ mod tests {
     #[tokio::test]
     async fn the_cache_of_a_source_taken_out_of_the_configuration_is_dropped() {
         let book = book_with(2);
-        let port = serve(Arc::clone(&book)).await;
-        let dir = tempfile::tempdir().unwrap();
-        let config = config_for(port, dir.path());
-        let mut store = Store::open_in_memory().unwrap();
+        let (config, mut store, _dir) = served(&book).await;
         poll(&config.sources[0], &mut store, 1).await.unwrap();
         let writes = store.conn().total_changes();
         assert_eq!(store.forget_carddav_sources_except(&["dav"]).unwrap(), 0);
