@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use contactsyncd::backend::{Backend, BackendError, BoxFuture, ImportResult, RemoteContact};
+use contactsyncd::backend::{
+    Backend, BackendError, BoxFuture, Cut, DeleteCut, ImportCut, ImportResult, RemoteContact,
+};
 use contactsyncd::batch::ImportItem;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +167,7 @@ impl Backend for FakeBackend {
     fn import<'a>(
         &'a mut self,
         items: &'a [ImportItem],
-    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, ImportCut>> {
         Box::pin(async move {
             let mut account = self.account.lock().unwrap();
             let call = Call::Import(
@@ -186,13 +188,15 @@ impl Backend for FakeBackend {
             let fault = account.faults.pop_front();
             match fault {
                 Some(Fault::FloodWait(seconds)) => {
-                    return Err(BackendError::Wait {
+                    return Err(Cut::nothing_done(BackendError::Wait {
                         seconds,
                         reason: format!("FLOOD_WAIT_{seconds}"),
-                    });
+                    }));
                 }
                 Some(Fault::AuthKeyUnregistered) => {
-                    return Err(BackendError::Auth("AUTH_KEY_UNREGISTERED".into()));
+                    return Err(Cut::nothing_done(BackendError::Auth(
+                        "AUTH_KEY_UNREGISTERED".into(),
+                    )));
                 }
                 _ => {}
             }
@@ -222,15 +226,17 @@ impl Backend for FakeBackend {
                 results.push((item.client_id, result));
             }
             if matches!(fault, Some(Fault::ApplyThenDropReply)) {
-                return Err(BackendError::Temporary(
-                    "connection reset before the reply".into(),
+                return Err(Cut::at(
+                    Vec::new(),
+                    items.iter().map(|i| i.client_id),
+                    BackendError::Temporary("connection reset before the reply".into()),
                 ));
             }
             Ok(results)
         })
     }
 
-    fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), DeleteCut>> {
         Box::pin(async move {
             let mut account = self.account.lock().unwrap();
             let call = Call::Delete(phones.to_vec());
@@ -238,18 +244,20 @@ impl Backend for FakeBackend {
             account.calls.push(call);
             let fault = account.faults.pop_front();
             if let Some(Fault::FloodWait(seconds)) = fault {
-                return Err(BackendError::Wait {
+                return Err(Cut::nothing_done(BackendError::Wait {
                     seconds,
                     reason: format!("FLOOD_WAIT_{seconds}"),
-                });
+                }));
             }
             for phone in phones {
                 account.contacts.remove(phone);
                 account.saved.remove(phone);
             }
             if matches!(fault, Some(Fault::ApplyThenDropReply)) {
-                return Err(BackendError::Temporary(
-                    "connection reset before the reply".into(),
+                return Err(Cut::at(
+                    Vec::new(),
+                    phones.iter().cloned(),
+                    BackendError::Temporary("connection reset before the reply".into()),
                 ));
             }
             Ok(())
