@@ -6,6 +6,7 @@ mod cli;
 mod cli_state;
 mod config_files;
 mod corpus;
+mod cut_batches;
 mod daemon;
 #[path = "../support/dav.rs"]
 mod dav;
