@@ -1205,13 +1205,20 @@ async fn send_queue(
                                 None
                             }
                             // deleteByPhones was applied: the numbers without a user are
-                            // done, and the wait answers the deletion by user alone.
+                            // done. Those with one are half done (gone by number, maybe not
+                            // by user, whose number may have changed): they go out again as
+                            // they were, unchecked, like a call without an answer. A
+                            // username contact goes only by user: refused by a wait, or
+                            // unknown without an answer.
                             Err(error) => {
-                                let unknown = if matches!(error, BackendError::Temporary(_)) {
-                                    users.keys().cloned().collect()
-                                } else {
-                                    BTreeSet::new()
-                                };
+                                let mut unknown: BTreeSet<String> = phones
+                                    .iter()
+                                    .filter(|key| users.contains_key(*key))
+                                    .cloned()
+                                    .collect();
+                                if matches!(error, BackendError::Temporary(_)) {
+                                    unknown.extend(users.keys().cloned());
+                                }
                                 Some((done_by_phone(&phones), unknown, error))
                             }
                         }

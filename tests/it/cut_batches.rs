@@ -172,6 +172,38 @@ async fn a_delete_refused_twice_is_still_checked_against_the_address_book() {
     assert!(status.contains("5 in sync"), "{status}");
 }
 
+/// A delete batch cut after deleteByPhones applied, at deleteContacts: the contact is gone
+/// by its number, so the batch is not "never sent" — it goes out again as it was, and the
+/// card restored during the pause brings the contact back. (The old sender treated the
+/// batch as never sent and dropped it: the mirror kept a contact Telegram no longer had.)
+#[tokio::test]
+async fn a_delete_cut_after_delete_by_phones_is_not_taken_back() {
+    let setup = Setup::new(100, 30)
+        .await
+        .with_telegram_lines("reconcile_interval = 3600\n");
+    write_vdir(&setup.book(), 0..5);
+    telegram_pass(&setup).await;
+    let file = setup.book().join("00002.vcf");
+    let text = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    setup
+        .server
+        .fail_next("contacts.deleteContacts", Fault::rpc(420, "FLOOD_WAIT_6"));
+    telegram_pass(&setup).await;
+    assert_eq!(setup.server.calls_to("contacts.deleteContacts").len(), 1);
+    assert!(!on_telegram(&setup, 2), "deleteByPhones was applied");
+
+    write_file(&file, text).unwrap();
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    telegram_pass(&setup).await;
+    assert!(
+        on_telegram(&setup, 2),
+        "the restored card's contact is missing"
+    );
+    let status = stdout(&binary(&setup, &["status"]).await);
+    assert!(status.contains("5 in sync"), "{status}");
+}
+
 const TOKEN: &str = "test-token-123";
 
 fn digits(i: usize) -> String {
