@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::backend::{ALL_RETRY_PAUSE, Backend, BackendError, BoxFuture, retry_delay};
+use crate::backend::{
+    ALL_RETRY_PAUSE, Backend, BackendError, BoxFuture, ImportResult, retry_delay,
+};
 use crate::config::Config;
 use crate::contact_key;
 use crate::diff::{self, DeleteLimits, Held, ImportReason, Names, Plan};
@@ -1156,6 +1158,34 @@ async fn send_queue(
                         )?;
                         report.count(&tally);
                         left = rest;
+                        // A number saved by importContacts whose fallback username was not
+                        // added (the wait refused its addContact, or came before it): asked
+                        // again once the pause is over.
+                        let username_left: Vec<String> = items
+                            .iter()
+                            .filter(|item| {
+                                item.fallback_username.is_some()
+                                    && cut.done.iter().any(|(id, result)| {
+                                        *id == item.client_id
+                                            && matches!(result, ImportResult::Saved { .. })
+                                    })
+                            })
+                            .map(|item| item.e164.clone())
+                            .collect();
+                        if !username_left.is_empty() {
+                            let seconds = match &cut.error {
+                                BackendError::Wait { seconds, .. } => *seconds,
+                                _ => 0,
+                            };
+                            store.hold_for_retry(
+                                &name,
+                                &username_left,
+                                clock
+                                    .now()
+                                    .saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX / 2)),
+                                "the username is asked again after the pause",
+                            )?;
+                        }
                         Err(cut.error)
                     }
                 }
