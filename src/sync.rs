@@ -1111,7 +1111,9 @@ async fn send_queue(
                         })
                     })
                     .collect::<Result<_, StoreError>>()?;
-                match backend.import(&items).instrument(span.clone()).await {
+                let answer = backend.import(&items).instrument(span.clone()).await;
+                crate::failpoint::hit(crate::failpoint::AFTER_SEND);
+                match answer {
                     Ok(results) => {
                         let tally =
                             store.apply_import(&batch, &results, clock.now(), &retry_delay)?;
@@ -1159,6 +1161,7 @@ async fn send_queue(
                         other => other,
                     };
                 }
+                crate::failpoint::hit(crate::failpoint::AFTER_SEND);
                 match deleted {
                     Ok(()) => {
                         store.apply_delete(&batch, clock.now())?;

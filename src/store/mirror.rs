@@ -572,6 +572,7 @@ impl Store {
             "UPDATE account SET next_client_id = ?2 WHERE backend = ?1",
             params![backend, import_batches.next_client_id()],
         )?;
+        crate::failpoint::hit(crate::failpoint::QUEUE_PLAN);
         tx.commit()?;
         change.in_flight = flying.len();
         Ok(change)
@@ -663,6 +664,7 @@ impl Store {
                 "UPDATE account SET remote_hash = NULL WHERE backend = ?1",
                 [backend],
             )?;
+            crate::failpoint::hit(crate::failpoint::CLAIM);
             tx.commit()?;
             batch.state = BatchState::Sent;
             batch.sent_at = Some(now);
@@ -909,6 +911,7 @@ impl Store {
             outcome.push_str(&format!(", already saved by the user {}", tally.by_user));
         }
         finish_batch(&tx, batch, &outcome, now)?;
+        crate::failpoint::hit(crate::failpoint::APPLY_IMPORT);
         tx.commit()?;
         Ok(tally)
     }
@@ -924,6 +927,7 @@ impl Store {
             }
         }
         finish_batch(&tx, batch, &format!("deleted {}", batch.items.len()), now)?;
+        crate::failpoint::hit(crate::failpoint::APPLY_DELETE);
         tx.commit()?;
         Ok(())
     }
