@@ -23,6 +23,8 @@ pub const AFTER_SEND: &str = "after_send";
 pub const APPLY_IMPORT: &str = "apply_import";
 /// Inside `apply_delete`'s transaction, before it commits.
 pub const APPLY_DELETE: &str = "apply_delete";
+/// Inside `apply_cut`'s transaction (a batch stopped part-way), before it commits.
+pub const APPLY_CUT: &str = "apply_cut";
 
 /// Every fail point, for tests that pick one at random.
 pub const ALL: &[&str] = &[
@@ -32,6 +34,7 @@ pub const ALL: &[&str] = &[
     AFTER_SEND,
     APPLY_IMPORT,
     APPLY_DELETE,
+    APPLY_CUT,
 ];
 
 /// The process dies here if a test armed this point for this hit.

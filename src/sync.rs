@@ -15,7 +15,8 @@ use crate::contact_key;
 use crate::diff::{self, DeleteLimits, Held, ImportReason, Names, Plan};
 use crate::source;
 use crate::store::{
-    BatchKind, DesiredOf, PlanRecord, RunRecord, SourceStatus, Store, StoreError, Timestamp,
+    BatchKind, CutDone, DesiredOf, PlanRecord, RunRecord, SourceStatus, Store, StoreError,
+    Timestamp,
 };
 
 /// Wall-clock time as the state records it; tests substitute their own.
@@ -163,6 +164,17 @@ pub struct PassReport {
     /// Files that have ended inside a card for longer than the grace period.
     pub stalled_files: Vec<source::StalledFile>,
     pub accounts: Vec<AccountReport>,
+}
+
+impl AccountReport {
+    /// Adds what applying an import batch (or the applied part of a cut one) did.
+    fn count(&mut self, tally: &crate::store::ImportTally) {
+        self.imported += tally.imported;
+        self.saved += tally.saved;
+        self.retrying += tally.retrying;
+        self.rejected += tally.rejected;
+        self.by_user += tally.by_user;
+    }
 }
 
 impl PassReport {
@@ -1079,6 +1091,8 @@ async fn send_queue(
             )
         });
         let started = std::time::Instant::now();
+        // What is left of a batch the other side stopped part-way (`Store::apply_cut`).
+        let mut left = None;
         let result = match batch.kind {
             BatchKind::Import => {
                 let numbers = batch.items.iter().map(|i| i.e164.clone()).collect();
@@ -1117,11 +1131,7 @@ async fn send_queue(
                     Ok(results) => {
                         let tally =
                             store.apply_import(&batch, &results, clock.now(), &retry_delay)?;
-                        report.imported += tally.imported;
-                        report.saved += tally.saved;
-                        report.retrying += tally.retrying;
-                        report.rejected += tally.rejected;
-                        report.by_user += tally.by_user;
+                        report.count(&tally);
                         if tally.retrying > 0 && tally.retrying == batch.items.len() {
                             // Every contact came back for retry: the account hit its limit.
                             store.set_pause(
@@ -1132,43 +1142,102 @@ async fn send_queue(
                         }
                         Ok(())
                     }
-                    Err(err) => Err(err),
+                    Err(cut) => {
+                        let unknown = batch
+                            .items
+                            .iter()
+                            .filter(|i| cut.unknown.contains(&i.client_id.unwrap_or_default()))
+                            .map(|i| i.e164.clone())
+                            .collect();
+                        let (tally, rest) = store.apply_cut(
+                            &batch,
+                            &CutDone::Imported(&cut.done),
+                            &unknown,
+                            clock.now(),
+                            &retry_delay,
+                        )?;
+                        report.count(&tally);
+                        left = rest;
+                        Err(cut.error)
+                    }
                 }
             }
             BatchKind::Delete => {
                 let keys: Vec<String> = batch.items.iter().map(|i| i.e164.clone()).collect();
                 // A contact who changed their number is not removed by the old string: ours
                 // with a known user go by user too, and a username contact only by user.
-                let users = store.users_of(&name, &keys)?;
+                let users = store.users_by_key(&name, &keys)?;
                 let phones: Vec<String> = keys
                     .iter()
                     .filter(|key| !contact_key::is_username(key))
                     .cloned()
                     .collect();
-                let mut deleted = if phones.is_empty() {
+                // A number deleted by phone is done only when it has no user left to delete.
+                let done_by_phone = |deleted: &[String]| -> BTreeSet<String> {
+                    deleted
+                        .iter()
+                        .filter(|key| !users.contains_key(*key))
+                        .cloned()
+                        .collect()
+                };
+                let by_phone = if phones.is_empty() {
                     Ok(())
                 } else {
                     backend.delete(&phones).instrument(span.clone()).await
                 };
-                if deleted.is_ok() && !users.is_empty() {
-                    deleted = match backend.delete_users(&users).instrument(span.clone()).await {
-                        // The numbers are gone; a user refused (a stale access hash) is
-                        // not worth holding them for.
-                        Err(BackendError::Permanent(reason)) => {
-                            tracing::warn!(backend = %name, users = users.len(), "delete by user refused: {reason}");
-                            Ok(())
-                        }
-                        other => other,
-                    };
-                }
-                crate::failpoint::hit(crate::failpoint::AFTER_SEND);
-                match deleted {
+                let cut = match by_phone {
+                    Err(cut) => Some((
+                        done_by_phone(&cut.done),
+                        cut.unknown.into_iter().collect(),
+                        cut.error,
+                    )),
+                    Ok(()) if users.is_empty() => None,
                     Ok(()) => {
+                        let by_user: Vec<(i64, i64)> = users.values().copied().collect();
+                        match backend
+                            .delete_users(&by_user)
+                            .instrument(span.clone())
+                            .await
+                        {
+                            Ok(()) => None,
+                            // The numbers are gone; a user refused (a stale access hash) is
+                            // not worth holding them for.
+                            Err(BackendError::Permanent(reason)) => {
+                                tracing::warn!(backend = %name, users = by_user.len(), "delete by user refused: {reason}");
+                                None
+                            }
+                            // deleteByPhones was applied: the numbers without a user are
+                            // done, and the wait answers the deletion by user alone.
+                            Err(error) => {
+                                let unknown = if matches!(error, BackendError::Temporary(_)) {
+                                    users.keys().cloned().collect()
+                                } else {
+                                    BTreeSet::new()
+                                };
+                                Some((done_by_phone(&phones), unknown, error))
+                            }
+                        }
+                    }
+                };
+                crate::failpoint::hit(crate::failpoint::AFTER_SEND);
+                match cut {
+                    None => {
                         store.apply_delete(&batch, clock.now())?;
                         report.deleted += keys.len();
                         Ok(())
                     }
-                    Err(err) => Err(err),
+                    Some((done, unknown, error)) => {
+                        let (_, rest) = store.apply_cut(
+                            &batch,
+                            &CutDone::Deleted(&done),
+                            &unknown,
+                            clock.now(),
+                            &retry_delay,
+                        )?;
+                        report.deleted += done.len();
+                        left = rest;
+                        Err(error)
+                    }
                 }
             }
         };
@@ -1188,14 +1257,12 @@ async fn send_queue(
         );
         match result {
             Ok(()) => store.note_success(&name, clock.now())?,
+            // What was applied before the refusal is recorded (`apply_cut`), the rest is
+            // back in the outbox: only then is the pause recorded.
             Err(BackendError::Wait { seconds, reason }) => {
-                // Refused before any work (FLOOD_WAIT, 429): never delivered, so it is
-                // checked against the address book again when it goes out.
-                store.unsend(batch.id)?;
                 pause_account(store, &name, clock.now(), seconds, &reason)?;
             }
             Err(BackendError::Auth(reason)) => {
-                store.unsend(batch.id)?;
                 store.set_auth_required(&name, &reason)?;
                 tracing::error!(backend = %name, "login required: {reason}; run `contactsyncd login`");
             }
@@ -1212,19 +1279,21 @@ async fn send_queue(
             // until its card changes). A bigger batch is split until the refused item is
             // alone; the others go through. Safer than holding the whole batch (one bad
             // number would stop every other) or sending it again as it is (refused again).
-            Err(BackendError::Permanent(reason)) if batch.items.len() > 1 => {
-                store.split_batch(&batch, &reason, clock.now())?;
-                tracing::info!(backend = %name, items = batch.items.len(), "batch refused as a whole, split to find the item: {reason}");
-            }
             Err(BackendError::Permanent(reason)) => {
-                let tally = store.reject_batch(&batch, &reason, clock.now())?;
-                report.rejected += tally.rejected;
-                let phone = batch
-                    .items
-                    .first()
-                    .map(|i| crate::phone::redact(&i.e164))
-                    .unwrap_or_default();
-                tracing::warn!(backend = %name, kind = batch.kind.as_str(), %phone, "refused, tried again in a day or when the card changes: {reason}");
+                let Some(refused) = left else { continue };
+                if refused.items.len() > 1 {
+                    store.split_batch(&refused, &reason, clock.now())?;
+                    tracing::info!(backend = %name, items = refused.items.len(), "batch refused as a whole, split to find the item: {reason}");
+                } else {
+                    let tally = store.reject_batch(&refused, &reason, clock.now())?;
+                    report.rejected += tally.rejected;
+                    let phone = refused
+                        .items
+                        .first()
+                        .map(|i| crate::phone::redact(&i.e164))
+                        .unwrap_or_default();
+                    tracing::warn!(backend = %name, kind = refused.kind.as_str(), %phone, "refused, tried again in a day or when the card changes: {reason}");
+                }
             }
         }
     }

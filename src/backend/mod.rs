@@ -54,6 +54,59 @@ pub enum BackendError {
     Setup(String),
 }
 
+/// A batch the other side stopped part-way: a wait, a refusal, a lost connection or a login
+/// error answered one call, while earlier calls of the same batch were applied. The refusal
+/// covers the call it answers, never what came before it: `done` is what the other side
+/// applied (results, or the keys deleted), so that the state records it before it records
+/// the wait. Items in neither `done` nor `unknown` were not applied (refused before any
+/// work, or never tried).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut<Done, Key> {
+    pub done: Done,
+    /// Items of the call that ended without an answer (`Temporary`: the request may have
+    /// arrived and been applied): sent again as they were, unchecked.
+    pub unknown: Vec<Key>,
+    pub error: BackendError,
+}
+
+/// An import batch cut part-way: the results of the items applied before the cut, and the
+/// client ids of the items whose call has no known outcome.
+pub type ImportCut = Cut<Vec<(i64, ImportResult)>, i64>;
+
+/// A delete batch cut part-way: the phone strings deleted before the cut, and those whose
+/// call has no known outcome.
+pub type DeleteCut = Cut<Vec<String>, String>;
+
+impl<Done: Default, Key> Cut<Done, Key> {
+    /// Nothing applied, nothing unknown: the first call was refused (or never answered:
+    /// then `unknown` names its items, see `unanswered`).
+    pub fn nothing_done(error: BackendError) -> Self {
+        Self {
+            done: Done::default(),
+            unknown: Vec::new(),
+            error,
+        }
+    }
+}
+
+impl<Done, Key> Cut<Done, Key> {
+    /// `error` answered the call carrying `call`: for a temporary failure (no answer),
+    /// those items have an unknown outcome; any other error refused the call before it
+    /// did anything.
+    pub fn at(done: Done, call: impl IntoIterator<Item = Key>, error: BackendError) -> Self {
+        let unknown = if matches!(error, BackendError::Temporary(_)) {
+            call.into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            done,
+            unknown,
+            error,
+        }
+    }
+}
+
 /// A messenger account the sync pushes to.
 pub trait Backend: Send {
     /// The account's name in the state and in `status`, e.g. `telegram`.
@@ -62,14 +115,16 @@ pub trait Backend: Send {
     /// Most items one call may carry.
     fn batch_size(&self) -> usize;
 
-    /// Imports a batch; answers with an outcome per client_id.
+    /// Imports a batch; answers with an outcome per client_id, or, when a call of the batch
+    /// fails, with what the calls before it applied (`ImportCut`).
     fn import<'a>(
         &'a mut self,
         items: &'a [ImportItem],
-    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, BackendError>>;
+    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, ImportCut>>;
 
-    /// Deletes contacts by the exact phone strings that were imported.
-    fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// Deletes contacts by the exact phone strings that were imported; a failing call
+    /// answers with the phones deleted before it (`DeleteCut`).
+    fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), DeleteCut>>;
 
     /// Deletes contacts by user (id, access hash), for ours whose phone may no longer
     /// identify them (Telegram: `contacts.deleteContacts`). Backends without users: nothing.
@@ -162,12 +217,12 @@ impl Backend for LoggedOut {
     fn import<'a>(
         &'a mut self,
         _items: &'a [ImportItem],
-    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, BackendError>> {
-        Box::pin(async { Err(BackendError::Auth(Self::REASON.into())) })
+    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, ImportCut>> {
+        Box::pin(async { Err(Cut::nothing_done(BackendError::Auth(Self::REASON.into()))) })
     }
 
-    fn delete<'a>(&'a mut self, _phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
-        Box::pin(async { Err(BackendError::Auth(Self::REASON.into())) })
+    fn delete<'a>(&'a mut self, _phones: &'a [String]) -> BoxFuture<'a, Result<(), DeleteCut>> {
+        Box::pin(async { Err(Cut::nothing_done(BackendError::Auth(Self::REASON.into()))) })
     }
 
     fn remote_contacts(

@@ -11,7 +11,9 @@ use grammers_mtsender::{
 };
 use grammers_tl_types as tl;
 
-use super::{Backend, BackendError, BoxFuture, ImportResult, RemoteContact};
+use super::{
+    Backend, BackendError, BoxFuture, Cut, DeleteCut, ImportCut, ImportResult, RemoteContact,
+};
 use crate::batch::ImportItem;
 use crate::config::TelegramConfig;
 use crate::contact_key;
@@ -372,43 +374,62 @@ impl Backend for TelegramBackend {
     fn import<'a>(
         &'a mut self,
         items: &'a [ImportItem],
-    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, ImportCut>> {
         Box::pin(async move {
             let (by_username, by_number): (Vec<&ImportItem>, Vec<&ImportItem>) = items
                 .iter()
                 .partition(|item| contact_key::is_username(&item.e164));
             let mut results = Vec::with_capacity(items.len());
             if !by_number.is_empty() {
-                results.extend(self.import_numbers(&by_number).await?);
+                let imported = self.import_numbers(&by_number).await.map_err(|error| {
+                    Cut::at(Vec::new(), by_number.iter().map(|i| i.client_id), error)
+                })?;
+                results.extend(imported);
                 // A number without an account whose card names a username: the person is
                 // found by the username instead, and the number's contact is that user.
-                for (item, (_, result)) in by_number.iter().zip(results.iter_mut()) {
+                for (index, item) in by_number.iter().enumerate() {
                     let Some(username) = item.fallback_username.as_deref() else {
                         continue;
                     };
-                    if matches!(result, ImportResult::Saved { .. })
-                        && let added @ ImportResult::Imported { .. } = self
-                            .add_by_username(&contact_key::of_username(username), item, None)
-                            .await?
+                    if !matches!(results[index].1, ImportResult::Saved { .. }) {
+                        continue;
+                    }
+                    match self
+                        .add_by_username(&contact_key::of_username(username), item, None)
+                        .await
                     {
-                        *result = added;
+                        Ok(added @ ImportResult::Imported { .. }) => results[index].1 = added,
+                        Ok(_) => {}
+                        // importContacts applied every number of the call: the cut refuses
+                        // the username's call only, so those results are handed back (a
+                        // wait leaves this number saved). Without an answer the user may
+                        // have been added: this number's outcome is unknown.
+                        Err(error @ BackendError::Temporary(_)) => {
+                            results.remove(index);
+                            return Err(Cut::at(results, [item.client_id], error));
+                        }
+                        Err(error) => return Err(Cut::at(results, [], error)),
                     }
                 }
             }
             for item in by_username {
-                let added = self.add_by_username(&item.e164, item, item.user).await?;
-                results.push((item.client_id, added));
+                match self.add_by_username(&item.e164, item, item.user).await {
+                    Ok(added) => results.push((item.client_id, added)),
+                    Err(error) => return Err(Cut::at(results, [item.client_id], error)),
+                }
             }
             Ok(results)
         })
     }
 
-    fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), DeleteCut>> {
         Box::pin(async move {
+            // One call: all of it or none of it.
             self.call(&tl::functions::contacts::DeleteByPhones {
                 phones: phones.to_vec(),
             })
-            .await?;
+            .await
+            .map_err(|error| Cut::at(Vec::new(), phones.iter().cloned(), error))?;
             Ok(())
         })
     }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Backend, BackendError, BoxFuture, ImportResult, RemoteContact};
+use super::{
+    Backend, BackendError, BoxFuture, Cut, DeleteCut, ImportCut, ImportResult, RemoteContact,
+};
 use crate::batch::ImportItem;
 use crate::config::{OnRemoteDelete, WhatsAppConfig};
 use crate::diff::Names;
@@ -305,16 +307,18 @@ impl Backend for WhapiBackend {
     fn import<'a>(
         &'a mut self,
         items: &'a [ImportItem],
-    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, ImportCut>> {
         Box::pin(async move {
-            self.confirm_gateway().await?;
+            self.confirm_gateway().await.map_err(Cut::nothing_done)?;
             let mut results = Vec::with_capacity(items.len());
             for item in items {
                 let result = match self.upsert(item).await {
                     Ok(result) => result,
                     // One refused number is that number's problem, not its neighbours'.
                     Err(BackendError::Permanent(reason)) => ImportResult::Rejected(reason),
-                    Err(err) => return Err(err),
+                    // Each item is its own request: those before this one are applied, and
+                    // the error answers this one alone (a 429 refuses it before any work).
+                    Err(error) => return Err(Cut::at(results, [item.client_id], error)),
                 };
                 results.push((item.client_id, result));
             }
@@ -322,20 +326,27 @@ impl Backend for WhapiBackend {
         })
     }
 
-    fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), DeleteCut>> {
         Box::pin(async move {
             // Only a confirmed gateway's 404 says "no such contact".
-            self.confirm_gateway().await?;
+            self.confirm_gateway().await.map_err(Cut::nothing_done)?;
+            let mut deleted = Vec::with_capacity(phones.len());
             for phone in phones {
                 let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
                 let response = self
                     .send(self.http.delete(self.url(&format!("/contacts/{digits}"))))
-                    .await?;
+                    .await
+                    .map_err(|error| Cut::at(deleted.clone(), [phone.clone()], error))?;
                 let status = response.status();
                 // 404: one of ours already gone (deleted on the phone), as wanted.
                 if !(status.is_success() || status == reqwest::StatusCode::NOT_FOUND) {
-                    return Err(BackendError::Permanent(format!("delete answered {status}")));
+                    return Err(Cut::at(
+                        deleted,
+                        [],
+                        BackendError::Permanent(format!("delete answered {status}")),
+                    ));
                 }
+                deleted.push(phone.clone());
             }
             Ok(())
         })

@@ -132,6 +132,15 @@ pub struct QueueChange {
 pub type DesiredOf<'a> =
     dyn Fn(&Store, &BTreeSet<String>) -> Result<BTreeMap<String, Names>> + Send + Sync + 'a;
 
+/// What a cut batch applied before the cut (`Store::apply_cut`).
+#[derive(Debug, Clone, Copy)]
+pub enum CutDone<'a> {
+    /// An import batch: the results of the items applied.
+    Imported(&'a [(i64, ImportResult)]),
+    /// A delete batch: the contact keys deleted for good.
+    Deleted(&'a BTreeSet<String>),
+}
+
 /// A batch taken for sending, and how many never-sent items were dropped on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
@@ -356,6 +365,16 @@ impl Store {
     /// (user id, access hash) of ours among `phones` whose user is known: a delete goes by
     /// user too, as the number may no longer identify them.
     pub fn users_of(&self, backend: &str, phones: &[String]) -> Result<Vec<(i64, i64)>> {
+        Ok(self.users_by_key(backend, phones)?.into_values().collect())
+    }
+
+    /// `users_of`, by contact key: a delete batch cut after its numbers went is done only
+    /// for the keys without a user.
+    pub fn users_by_key(
+        &self,
+        backend: &str,
+        phones: &[String],
+    ) -> Result<BTreeMap<String, (i64, i64)>> {
         let mut statement = self.conn().prepare_cached(
             "SELECT user_id, access_hash FROM mirror WHERE backend = ?1 AND contact_key = ?2
                AND state = 'imported' AND user_id IS NOT NULL AND access_hash IS NOT NULL
@@ -363,13 +382,13 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM mirror other WHERE other.backend = mirror.backend
                  AND other.user_id = mirror.user_id AND other.contact_key != mirror.contact_key)",
         )?;
-        let mut users = Vec::new();
+        let mut users = BTreeMap::new();
         for e164 in phones {
             if let Some(user) = statement
                 .query_row(params![backend, e164], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?
             {
-                users.push(user);
+                users.insert(e164.clone(), user);
             }
         }
         Ok(users)
@@ -652,8 +671,12 @@ impl Store {
                     continue;
                 }
             }
+            // Claimed while still 'sent': its last send has no known outcome (no answer, or
+            // the process died before applying it), so this send is a resend.
             self.conn().execute(
-                "UPDATE outbox_batch SET state = 'sent', sent_at = ?2, send_count = send_count + 1 WHERE id = ?1",
+                "UPDATE outbox_batch SET state = 'sent', sent_at = ?2, send_count = send_count + 1,
+                   resend = resend OR state = 'sent'
+                 WHERE id = ?1",
                 params![id, now],
             )?;
             // The remote list may change with this batch: the getContacts hash of the list
@@ -759,19 +782,6 @@ impl Store {
         Ok(())
     }
 
-    /// A batch the server refused before doing any of it (a wait or login error) counts
-    /// as never sent, so the check before sending applies to it again — unless an earlier
-    /// send of it has no known outcome (a lost reply, a crash): that one may have been
-    /// applied, so the batch stays in flight and goes out again as it was.
-    pub fn unsend(&self, id: i64) -> Result<()> {
-        self.conn().execute(
-            "UPDATE outbox_batch SET state = 'planned'
-             WHERE id = ?1 AND state = 'sent' AND send_count = 1",
-            [id],
-        )?;
-        Ok(())
-    }
-
     /// Applies an import batch's results in one transaction. `retry_delay(attempt)` gives
     /// the back-off in seconds for a number's n-th failed attempt.
     pub fn apply_import(
@@ -781,128 +791,8 @@ impl Store {
         now: Timestamp,
         retry_delay: &dyn Fn(u32) -> i64,
     ) -> Result<ImportTally> {
-        let mut tally = ImportTally::default();
         let tx = self.conn_mut().transaction()?;
-        {
-            let mut attempts_of =
-                tx.prepare("SELECT attempts FROM mirror WHERE backend = ?1 AND contact_key = ?2")?;
-            let mut confirm = tx.prepare(
-                "INSERT INTO mirror (backend, contact_key, first_name, last_name, state, user_id, access_hash, client_id, attempts, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)
-                 ON CONFLICT(backend, contact_key) DO UPDATE SET first_name = excluded.first_name,
-                   last_name = excluded.last_name, state = excluded.state,
-                   user_id = coalesce(excluded.user_id, mirror.user_id),
-                   access_hash = coalesce(excluded.access_hash, mirror.access_hash),
-                   client_id = excluded.client_id, hold_first_name = NULL, hold_last_name = NULL,
-                   hold_until = NULL, hold_reason = NULL, hold_rejected = 0,
-                   delete_hold_until = NULL, delete_hold_reason = NULL,
-                   attempts = 0, updated_at = excluded.updated_at",
-            )?;
-            let mut set_importers = tx.prepare(
-                "UPDATE mirror SET importers = ?3 WHERE backend = ?1 AND contact_key = ?2",
-            )?;
-            let mut hold = tx.prepare(
-                "INSERT INTO mirror (backend, contact_key, first_name, last_name, state, client_id, hold_first_name, hold_last_name, hold_until, hold_reason, attempts, updated_at, hold_rejected)
-                 VALUES (?1, ?2, '', '', 'not_imported', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT(backend, contact_key) DO UPDATE SET client_id = excluded.client_id,
-                   hold_first_name = excluded.hold_first_name, hold_last_name = excluded.hold_last_name,
-                   hold_until = excluded.hold_until, hold_reason = excluded.hold_reason,
-                   hold_rejected = excluded.hold_rejected,
-                   attempts = excluded.attempts, updated_at = excluded.updated_at",
-            )?;
-            for item in &batch.items {
-                let client_id = item.client_id.unwrap_or_default();
-                let result = results
-                    .iter()
-                    .find(|(id, _)| *id == client_id)
-                    .map(|(_, r)| r.clone())
-                    // No word on an item is no proof it arrived: try again later.
-                    .unwrap_or(ImportResult::Retry);
-                match result {
-                    ImportResult::Imported {
-                        user_id,
-                        access_hash,
-                    } => {
-                        tally.imported += 1;
-                        confirm.execute(params![
-                            batch.backend,
-                            item.e164,
-                            item.names.first,
-                            item.names.last,
-                            "imported",
-                            user_id,
-                            access_hash,
-                            client_id,
-                            now
-                        ])?;
-                    }
-                    ImportResult::Saved { importers } => {
-                        tally.saved += 1;
-                        if importers.is_some() {
-                            tally.popular += 1;
-                        }
-                        confirm.execute(params![
-                            batch.backend,
-                            item.e164,
-                            item.names.first,
-                            item.names.last,
-                            "saved",
-                            None::<i64>,
-                            None::<i64>,
-                            client_id,
-                            now
-                        ])?;
-                        set_importers.execute(params![batch.backend, item.e164, importers])?;
-                    }
-                    ImportResult::SavedByUser => {
-                        tally.by_user += 1;
-                        super::ownership::record_saved_by_user(
-                            &tx,
-                            &batch.backend,
-                            &item.e164,
-                            &item.names,
-                            client_id,
-                            batch.id,
-                            now,
-                        )?;
-                    }
-                    ImportResult::Retry | ImportResult::Rejected(_) => {
-                        let attempts: u32 = attempts_of
-                            .query_row(params![batch.backend, item.e164], |r| r.get(0))
-                            .optional()?
-                            .unwrap_or(0)
-                            + 1;
-                        let (until, reason, rejected) = match &result {
-                            // Tried again when the card changes, or after a day.
-                            ImportResult::Rejected(reason) => {
-                                tally.rejected += 1;
-                                (now + REJECTED_RETRY, reason.clone(), true)
-                            }
-                            _ => {
-                                tally.retrying += 1;
-                                (
-                                    now + retry_delay(attempts),
-                                    "retry later (server limit)".to_owned(),
-                                    false,
-                                )
-                            }
-                        };
-                        hold.execute(params![
-                            batch.backend,
-                            item.e164,
-                            client_id,
-                            item.names.first,
-                            item.names.last,
-                            until,
-                            reason,
-                            attempts,
-                            now,
-                            rejected
-                        ])?;
-                    }
-                }
-            }
-        }
+        let tally = record_import_results(&tx, batch, &batch.items, results, now, retry_delay)?;
         let mut outcome = format!(
             "imported {}, saved {}, retrying {}, rejected {}",
             tally.imported, tally.saved, tally.retrying, tally.rejected
@@ -930,6 +820,98 @@ impl Store {
         crate::failpoint::hit(crate::failpoint::APPLY_DELETE);
         tx.commit()?;
         Ok(())
+    }
+
+    /// A batch the other side stopped part-way (a wait, a 429, a login error, a refusal, no
+    /// answer), in one transaction, before the caller records the pause: what `done` says
+    /// was applied is applied (import results, or the contact keys deleted) and leaves the
+    /// batch; the rest is what the other side refused before doing anything, or never saw,
+    /// or (`unknown`, contact keys) a call without an answer. Refused or never tried, the
+    /// items go back to the outbox as never sent, so that the check before sending applies
+    /// to them again; unknown ones stay in flight and go out again as they were. A batch
+    /// whose last send already had no known outcome (`resend`) stays in flight as a whole:
+    /// any of its items may have been applied by that send. Returns the tally of what was
+    /// applied and the batch as it is left (`None`: nothing left of it).
+    pub fn apply_cut(
+        &mut self,
+        batch: &Batch,
+        done: &CutDone<'_>,
+        unknown: &BTreeSet<String>,
+        now: Timestamp,
+        retry_delay: &dyn Fn(u32) -> i64,
+    ) -> Result<(ImportTally, Option<Batch>)> {
+        let tx = self.conn_mut().transaction()?;
+        let (applied, rest): (Vec<OutboxItem>, Vec<OutboxItem>) =
+            batch.items.iter().cloned().partition(|item| match done {
+                CutDone::Imported(results) => {
+                    let client_id = item.client_id.unwrap_or_default();
+                    results.iter().any(|(id, _)| *id == client_id)
+                }
+                CutDone::Deleted(keys) => keys.contains(&item.e164),
+            });
+        let tally = match done {
+            CutDone::Imported(results) => {
+                record_import_results(&tx, batch, &applied, results, now, retry_delay)?
+            }
+            CutDone::Deleted(_) => {
+                let mut remove =
+                    tx.prepare("DELETE FROM mirror WHERE backend = ?1 AND contact_key = ?2")?;
+                for item in &applied {
+                    remove.execute(params![batch.backend, item.e164])?;
+                }
+                ImportTally::default()
+            }
+        };
+        {
+            let mut leave =
+                tx.prepare("DELETE FROM outbox_item WHERE batch_id = ?1 AND contact_key = ?2")?;
+            for item in &applied {
+                leave.execute(params![batch.id, item.e164])?;
+            }
+        }
+        if rest.is_empty() {
+            finish_batch(
+                &tx,
+                batch,
+                &format!(
+                    "applied {} before the server stopped the batch",
+                    applied.len()
+                ),
+                now,
+            )?;
+            crate::failpoint::hit(crate::failpoint::APPLY_CUT);
+            tx.commit()?;
+            return Ok((tally, None));
+        }
+        let resend: bool = tx.query_row(
+            "SELECT resend FROM outbox_batch WHERE id = ?1",
+            [batch.id],
+            |r| r.get(0),
+        )?;
+        let (in_flight, refused): (Vec<OutboxItem>, Vec<OutboxItem>) = rest
+            .into_iter()
+            .partition(|item| resend || unknown.contains(&item.e164));
+        if in_flight.is_empty() {
+            tx.execute(
+                "UPDATE outbox_batch SET state = 'planned' WHERE id = ?1",
+                [batch.id],
+            )?;
+        } else if !refused.is_empty() {
+            // The refused ones become a batch of their own, never sent; the unknown ones
+            // stay in this one.
+            let mut leave =
+                tx.prepare("DELETE FROM outbox_item WHERE batch_id = ?1 AND contact_key = ?2")?;
+            for item in &refused {
+                leave.execute(params![batch.id, item.e164])?;
+            }
+            let rows = refused
+                .iter()
+                .map(|i| (i.e164.as_str(), &i.names, i.client_id));
+            insert_batch(&tx, &batch.backend, batch.kind, now, rows)?;
+        }
+        crate::failpoint::hit(crate::failpoint::APPLY_CUT);
+        tx.commit()?;
+        Ok((tally, Some(self.batch(batch.id)?)))
     }
 
     /// The server refused a batch by naming its items (a batch of one names its only item):
@@ -1376,6 +1358,139 @@ fn insert_batch<'a>(
         new_item.execute(params![id, e164, names.first, names.last, client_id])?;
     }
     Ok(())
+}
+
+/// Records the results of some items of an import batch (all of them, or those a cut
+/// batch applied) in the caller's transaction.
+fn record_import_results(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &Batch,
+    items: &[OutboxItem],
+    results: &[(i64, ImportResult)],
+    now: Timestamp,
+    retry_delay: &dyn Fn(u32) -> i64,
+) -> Result<ImportTally> {
+    let mut tally = ImportTally::default();
+    {
+        let mut attempts_of =
+            tx.prepare("SELECT attempts FROM mirror WHERE backend = ?1 AND contact_key = ?2")?;
+        let mut confirm = tx.prepare(
+            "INSERT INTO mirror (backend, contact_key, first_name, last_name, state, user_id, access_hash, client_id, attempts, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9)
+             ON CONFLICT(backend, contact_key) DO UPDATE SET first_name = excluded.first_name,
+               last_name = excluded.last_name, state = excluded.state,
+               user_id = coalesce(excluded.user_id, mirror.user_id),
+               access_hash = coalesce(excluded.access_hash, mirror.access_hash),
+               client_id = excluded.client_id, hold_first_name = NULL, hold_last_name = NULL,
+               hold_until = NULL, hold_reason = NULL, hold_rejected = 0,
+               delete_hold_until = NULL, delete_hold_reason = NULL,
+               attempts = 0, updated_at = excluded.updated_at",
+        )?;
+        let mut set_importers =
+            tx.prepare("UPDATE mirror SET importers = ?3 WHERE backend = ?1 AND contact_key = ?2")?;
+        let mut hold = tx.prepare(
+            "INSERT INTO mirror (backend, contact_key, first_name, last_name, state, client_id, hold_first_name, hold_last_name, hold_until, hold_reason, attempts, updated_at, hold_rejected)
+             VALUES (?1, ?2, '', '', 'not_imported', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT(backend, contact_key) DO UPDATE SET client_id = excluded.client_id,
+               hold_first_name = excluded.hold_first_name, hold_last_name = excluded.hold_last_name,
+               hold_until = excluded.hold_until, hold_reason = excluded.hold_reason,
+               hold_rejected = excluded.hold_rejected,
+               attempts = excluded.attempts, updated_at = excluded.updated_at",
+        )?;
+        for item in items {
+            let client_id = item.client_id.unwrap_or_default();
+            let result = results
+                .iter()
+                .find(|(id, _)| *id == client_id)
+                .map(|(_, r)| r.clone())
+                // No word on an item is no proof it arrived: try again later.
+                .unwrap_or(ImportResult::Retry);
+            match result {
+                ImportResult::Imported {
+                    user_id,
+                    access_hash,
+                } => {
+                    tally.imported += 1;
+                    confirm.execute(params![
+                        batch.backend,
+                        item.e164,
+                        item.names.first,
+                        item.names.last,
+                        "imported",
+                        user_id,
+                        access_hash,
+                        client_id,
+                        now
+                    ])?;
+                }
+                ImportResult::Saved { importers } => {
+                    tally.saved += 1;
+                    if importers.is_some() {
+                        tally.popular += 1;
+                    }
+                    confirm.execute(params![
+                        batch.backend,
+                        item.e164,
+                        item.names.first,
+                        item.names.last,
+                        "saved",
+                        None::<i64>,
+                        None::<i64>,
+                        client_id,
+                        now
+                    ])?;
+                    set_importers.execute(params![batch.backend, item.e164, importers])?;
+                }
+                ImportResult::SavedByUser => {
+                    tally.by_user += 1;
+                    super::ownership::record_saved_by_user(
+                        &tx,
+                        &batch.backend,
+                        &item.e164,
+                        &item.names,
+                        client_id,
+                        batch.id,
+                        now,
+                    )?;
+                }
+                ImportResult::Retry | ImportResult::Rejected(_) => {
+                    let attempts: u32 = attempts_of
+                        .query_row(params![batch.backend, item.e164], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or(0)
+                        + 1;
+                    let (until, reason, rejected) = match &result {
+                        // Tried again when the card changes, or after a day.
+                        ImportResult::Rejected(reason) => {
+                            tally.rejected += 1;
+                            (now + REJECTED_RETRY, reason.clone(), true)
+                        }
+                        _ => {
+                            tally.retrying += 1;
+                            (
+                                now + retry_delay(attempts),
+                                "retry later (server limit)".to_owned(),
+                                false,
+                            )
+                        }
+                    };
+                    hold.execute(params![
+                        batch.backend,
+                        item.e164,
+                        client_id,
+                        item.names.first,
+                        item.names.last,
+                        until,
+                        reason,
+                        attempts,
+                        now,
+                        rejected
+                    ])?;
+                }
+            }
+        }
+    }
+    Ok(tally)
 }
 
 fn finish_batch(

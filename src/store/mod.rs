@@ -23,8 +23,8 @@ pub use carddav::{BookPoll, CachedCard, CardDavBook, CardDavPoll, FetchedCard};
 pub use files::{FileRecord, FileState, Fingerprint, StoredFingerprint, StoredPhone};
 pub use history::{RunRecord, SourceStatus};
 pub use mirror::{
-    AccountState, Batch, BatchKind, BatchState, Claimed, DesiredOf, OutboxItem, PlanRecord,
-    QueueChange, Rejection, SetAside,
+    AccountState, Batch, BatchKind, BatchState, Claimed, CutDone, DesiredOf, ImportTally,
+    OutboxItem, PlanRecord, QueueChange, Rejection, SetAside,
 };
 pub use ownership::{ListingOutcome, ListingPolicy, Owner, OwnershipCounts};
 
@@ -44,6 +44,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/009_forget_all.sql")),
     M::up(include_str!("migrations/010_contact_key.sql")),
     M::up(include_str!("migrations/011_carddav.sql")),
+    M::up(include_str!("migrations/012_batch_resend.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 

@@ -329,8 +329,10 @@ impl Store {
 }
 
 /// The import result `SavedByUser` (in apply_import's transaction): the number is the
-/// user's, unless this batch went out before (its reply lost): then the "already saved" may
-/// be our own earlier add, and the next reconcile, made due at once, decides by the name.
+/// user's, unless this batch is a resend of a send without a known outcome (its reply lost,
+/// the process died): then the "already saved" may be our own earlier add, and the next
+/// reconcile, made due at once, decides by the name. A batch refused before (a wait, a 429)
+/// is no resend: nothing of it was applied, so a 409 is the user's own contact.
 pub(super) fn record_saved_by_user(
     tx: &rusqlite::Connection,
     backend: &str,
@@ -340,13 +342,13 @@ pub(super) fn record_saved_by_user(
     batch_id: i64,
     now: Timestamp,
 ) -> Result<()> {
-    // Read here, not from the caller's copy: marked sent before the request went out.
-    let send_count: u32 = tx.query_row(
-        "SELECT send_count FROM outbox_batch WHERE id = ?1",
+    // Read here, not from the caller's copy: set when the batch was claimed again.
+    let resend: bool = tx.query_row(
+        "SELECT resend FROM outbox_batch WHERE id = ?1",
         [batch_id],
         |r| r.get(0),
     )?;
-    let (state, names) = if send_count > 1 {
+    let (state, names) = if resend {
         ("unverified", sent.clone())
     } else {
         (

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use contactsyncd::backend::{Backend, BackendError, BoxFuture, ImportResult, RemoteContact};
+use contactsyncd::backend::{
+    Backend, BackendError, BoxFuture, Cut, DeleteCut, ImportCut, ImportResult, RemoteContact,
+};
 use contactsyncd::batch::ImportItem;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,8 +149,12 @@ pub struct Account {
 
 impl Account {
     /// One import call: checked, recorded, then applied item by item up to the scripted
-    /// fault. Returns the results of the items applied and the fault's answer, if any.
-    fn import(&mut self, items: &[ImportItem]) -> (Vec<(i64, ImportResult)>, Option<BackendError>) {
+    /// fault. Returns the results the client gets, the client ids of items whose answer was
+    /// lost, and the fault's answer, if any.
+    fn import(
+        &mut self,
+        items: &[ImportItem],
+    ) -> (Vec<(i64, ImportResult)>, Vec<i64>, Option<BackendError>) {
         let call = Call::Import(
             items
                 .iter()
@@ -166,7 +172,11 @@ impl Account {
         self.calls.push(call);
         if let Some(bad) = items.iter().find(|i| self.refused.contains(&i.e164)) {
             let reason = format!("PHONE_NUMBER_INVALID ({})", bad.e164);
-            return (Vec::new(), Some(BackendError::Permanent(reason)));
+            return (
+                Vec::new(),
+                Vec::new(),
+                Some(BackendError::Permanent(reason)),
+            );
         }
         let fault = self.faults.pop_front();
         let cut = Fault::cut(fault.as_ref(), items.len());
@@ -204,12 +214,17 @@ impl Account {
             results.push((item.client_id, result));
         }
         results.truncate(cut.answered);
-        (results, cut.error)
+        let unknown = items[cut.answered..cut.delivered]
+            .iter()
+            .map(|i| i.client_id)
+            .collect();
+        (results, unknown, cut.error)
     }
 
     /// One delete-by-phone call: checked, recorded, applied number by number up to the
-    /// scripted fault; returns the fault's answer, if any.
-    fn delete(&mut self, phones: &[String]) -> Option<BackendError> {
+    /// scripted fault; with a fault: the numbers the client knows deleted, those whose answer
+    /// was lost, and the fault's answer.
+    fn delete(&mut self, phones: &[String]) -> Option<(Vec<String>, Vec<String>, BackendError)> {
         let call = Call::Delete(phones.to_vec());
         self.check(&call);
         self.calls.push(call);
@@ -220,7 +235,13 @@ impl Account {
             self.contacts.remove(phone);
             self.saved.remove(phone);
         }
-        cut.error
+        cut.error.map(|error| {
+            (
+                phones[..cut.answered].to_vec(),
+                phones[cut.answered..cut.delivered].to_vec(),
+                error,
+            )
+        })
     }
 
     pub fn import_calls(&self) -> Vec<&Vec<(i64, String, String, String)>> {
@@ -411,20 +432,29 @@ impl Backend for FakeBackend {
     fn import<'a>(
         &'a mut self,
         items: &'a [ImportItem],
-    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, BackendError>> {
+    ) -> BoxFuture<'a, Result<Vec<(i64, ImportResult)>, ImportCut>> {
         Box::pin(async move {
-            let (results, error) = self.account.lock().unwrap().import(items);
+            let (results, unknown, error) = self.account.lock().unwrap().import(items);
             match error {
-                Some(error) => Err(error),
+                // What the client knows was applied, the items whose answer was lost.
+                Some(error) => Err(Cut {
+                    done: results,
+                    unknown,
+                    error,
+                }),
                 None => Ok(results),
             }
         })
     }
 
-    fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), BackendError>> {
+    fn delete<'a>(&'a mut self, phones: &'a [String]) -> BoxFuture<'a, Result<(), DeleteCut>> {
         Box::pin(async move {
             match self.account.lock().unwrap().delete(phones) {
-                Some(error) => Err(error),
+                Some((done, unknown, error)) => Err(Cut {
+                    done,
+                    unknown,
+                    error,
+                }),
                 None => Ok(()),
             }
         })

@@ -545,7 +545,11 @@ impl World {
                                     fallback_username: None,
                                 })
                                 .collect();
-                            backend.import(&items).await.map(|_| ())
+                            backend
+                                .import(&items)
+                                .await
+                                .map(|_| ())
+                                .map_err(|cut| cut.error)
                         }
                         // As the sender does: numbers by phone, ours with a known user (every
                         // username contact) by user.
@@ -558,7 +562,7 @@ impl World {
                             let by_phone = if phones.is_empty() {
                                 Ok(())
                             } else {
-                                backend.delete(&phones).await
+                                backend.delete(&phones).await.map_err(|cut| cut.error)
                             };
                             match by_phone {
                                 Ok(()) if !users.is_empty() => backend.delete_users(&users).await,

@@ -28,7 +28,7 @@ fn write_config(dir: &Path, base_url: &str) -> PathBuf {
 }
 
 /// Runs the binary off the runtime's thread (the stand-in gateway runs on it).
-async fn run(config: &Path, args: &[&str]) -> Output {
+pub(crate) async fn run(config: &Path, args: &[&str]) -> Output {
     let mut all = vec!["--config".to_owned(), config.to_str().unwrap().to_owned()];
     all.extend(args.iter().map(|a| (*a).to_owned()));
     tokio::task::spawn_blocking(move || {

@@ -73,6 +73,9 @@ pub struct WhapiState {
     pub token: String,
     pub contacts: BTreeMap<String, Entry>,
     pub faults: VecDeque<WhapiFault>,
+    /// Faults for the n-th next request of a method (`fail_nth`): method, requests of it
+    /// still to let through, fault.
+    pub scheduled: Vec<(String, usize, WhapiFault)>,
     pub requests: Vec<Request>,
     /// Every path answers 404 (what a base_url that is not the gateway gets).
     pub all_not_found: bool,
@@ -139,6 +142,14 @@ impl WhapiServer {
         );
     }
 
+    /// The `n`-th next request of `method` (1: the next one) gets `fault`.
+    pub fn fail_nth(&self, method: &str, n: usize, fault: WhapiFault) {
+        assert!(n >= 1, "the first request is n = 1");
+        self.state()
+            .scheduled
+            .push((method.to_owned(), n - 1, fault));
+    }
+
     pub fn requests(&self, method: &str) -> Vec<Request> {
         self.state()
             .requests
@@ -200,9 +211,24 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<WhapiState>>) {
                 body: body.clone(),
                 at: Instant::now(),
             });
-            let fault = state.faults.pop_front();
+            let mut fault = state.faults.pop_front();
+            for (of, before, planned) in &mut state.scheduled {
+                if *of == method {
+                    if *before == 0 && fault.is_none() {
+                        fault = Some(planned.clone());
+                    }
+                    *before = before.wrapping_sub(1);
+                }
+            }
+            state
+                .scheduled
+                .retain(|(_, before, _)| *before != usize::MAX);
             let reply = if state.all_not_found {
                 (404, r#"{"error":"not found"}"#.to_owned(), None)
+            } else if matches!(fault, Some(WhapiFault::TooManyRequests { .. })) {
+                // A rate limit refuses the request before any work, as gateways do: the
+                // answer below is the 429, and nothing changed.
+                (429, String::new(), None)
             } else if authorization != format!("Bearer {}", state.token) {
                 (
                     401,
