@@ -945,10 +945,12 @@ pub async fn reconcile_if_due(
     let now = clock.now();
     // A held reconcile is tried again at once when forced (like held deletions).
     let forced = options.force_delete && store.reconcile_hold(&name)?.is_some();
+    // A last reconcile later than now means the clock was set back (a wrong RTC at boot,
+    // corrected by NTP): due now, not once the clock has caught up (maybe years).
     let due = forced
-        || store
-            .last_reconcile(&name)?
-            .is_none_or(|last| now - last >= i64::try_from(interval).unwrap_or(i64::MAX));
+        || store.last_reconcile(&name)?.is_none_or(|last| {
+            now < last || now - last >= i64::try_from(interval).unwrap_or(i64::MAX)
+        });
     let account = store.account(&name)?;
     let blocked = store.setup_error(&name)?.is_some()
         || account
