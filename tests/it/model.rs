@@ -704,7 +704,7 @@ fn cases() -> u32 {
     std::env::var("CONTACTSYNCD_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
+        .unwrap_or(64)
 }
 
 proptest! {
