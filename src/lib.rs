@@ -24,6 +24,8 @@ pub mod daemon;
 pub mod diff;
 /// The remote's contacts as vCard 4.0 files (`remote export`).
 pub mod export;
+/// Named crash points for the crash tests (empty without the `failpoints` feature).
+pub mod failpoint;
 /// Raw TEL value → E.164, and redaction for logs.
 pub mod phone;
 /// Progress of a long `sync --once` on a terminal.

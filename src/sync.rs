@@ -947,10 +947,12 @@ pub async fn reconcile_if_due(
     let now = clock.now();
     // A held reconcile is tried again at once when forced (like held deletions).
     let forced = options.force_delete && store.reconcile_hold(&name)?.is_some();
+    // A last reconcile later than now means the clock was set back (a wrong RTC at boot,
+    // corrected by NTP): due now, not once the clock has caught up (maybe years).
     let due = forced
-        || store
-            .last_reconcile(&name)?
-            .is_none_or(|last| now - last >= i64::try_from(interval).unwrap_or(i64::MAX));
+        || store.last_reconcile(&name)?.is_none_or(|last| {
+            now < last || now - last >= i64::try_from(interval).unwrap_or(i64::MAX)
+        });
     let account = store.account(&name)?;
     let blocked = store.setup_error(&name)?.is_some()
         || account
@@ -1127,7 +1129,9 @@ async fn send_queue(
                         })
                     })
                     .collect::<Result<_, StoreError>>()?;
-                match backend.import(&items).instrument(span.clone()).await {
+                let answer = backend.import(&items).instrument(span.clone()).await;
+                crate::failpoint::hit(crate::failpoint::AFTER_SEND);
+                match answer {
                     Ok(results) => {
                         let tally =
                             store.apply_import(&batch, &results, clock.now(), &retry_delay)?;
@@ -1254,6 +1258,7 @@ async fn send_queue(
                         }
                     }
                 };
+                crate::failpoint::hit(crate::failpoint::AFTER_SEND);
                 match cut {
                     None => {
                         store.apply_delete(&batch, clock.now())?;

@@ -385,6 +385,7 @@ impl Store {
                 }
             }
         }
+        crate::failpoint::hit(crate::failpoint::APPLY_SCAN);
         tx.commit()?;
         Ok(())
     }

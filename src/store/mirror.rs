@@ -591,6 +591,7 @@ impl Store {
             "UPDATE account SET next_client_id = ?2 WHERE backend = ?1",
             params![backend, import_batches.next_client_id()],
         )?;
+        crate::failpoint::hit(crate::failpoint::QUEUE_PLAN);
         tx.commit()?;
         change.in_flight = flying.len();
         Ok(change)
@@ -686,6 +687,7 @@ impl Store {
                 "UPDATE account SET remote_hash = NULL WHERE backend = ?1",
                 [backend],
             )?;
+            crate::failpoint::hit(crate::failpoint::CLAIM);
             tx.commit()?;
             batch.state = BatchState::Sent;
             batch.sent_at = Some(now);
@@ -799,6 +801,7 @@ impl Store {
             outcome.push_str(&format!(", already saved by the user {}", tally.by_user));
         }
         finish_batch(&tx, batch, &outcome, now)?;
+        crate::failpoint::hit(crate::failpoint::APPLY_IMPORT);
         tx.commit()?;
         Ok(tally)
     }
@@ -814,6 +817,7 @@ impl Store {
             }
         }
         finish_batch(&tx, batch, &format!("deleted {}", batch.items.len()), now)?;
+        crate::failpoint::hit(crate::failpoint::APPLY_DELETE);
         tx.commit()?;
         Ok(())
     }
@@ -875,6 +879,7 @@ impl Store {
                 ),
                 now,
             )?;
+            crate::failpoint::hit(crate::failpoint::APPLY_CUT);
             tx.commit()?;
             return Ok((tally, None));
         }
@@ -904,6 +909,7 @@ impl Store {
                 .map(|i| (i.e164.as_str(), &i.names, i.client_id));
             insert_batch(&tx, &batch.backend, batch.kind, now, rows)?;
         }
+        crate::failpoint::hit(crate::failpoint::APPLY_CUT);
         tx.commit()?;
         Ok((tally, Some(self.batch(batch.id)?)))
     }

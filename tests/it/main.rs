@@ -6,6 +6,7 @@ mod cli;
 mod cli_state;
 mod config_files;
 mod corpus;
+mod crash_points;
 mod cut_batches;
 mod daemon;
 #[path = "../support/dav.rs"]

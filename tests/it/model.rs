@@ -1,26 +1,33 @@
 //! The model-based test of DESIGN.md's invariants: random sequences of what happens in real
 //! life — cards added, renamed, moved between files and sources, removed; the region or a
-//! filter changed; syncs online and offline; the daemon's quick pass; FLOOD_WAIT; a lost
-//! reply; a crash after planning or after a request reached the server; a contact deleted
+//! filter changed; syncs online and offline, forced past the deletion guard or not; the
+//! daemon's quick pass; its planner storing a scan and a sender claiming before the plan
+//! follows; FLOOD_WAIT and lost replies after part of a batch went through; the clock set
+//! back; a crash after planning or after a request reached the server; a contact deleted
 //! in the app; cards known by a Telegram username instead of (or beside) a number — run
 //! against the real files, the real store on disk and the real sync code, with the fake
 //! backend checking every call the moment it arrives against an oracle that knows only the
 //! address book.
 //!
-//! Checked: (1) nothing sent contradicts the address book at the moment of sending, except a
-//! call sent before exactly as it was (a resend after a lost reply or a crash); (2) after a
-//! pass with no pause or error, the remote holds exactly the address book; (3) contacts
-//! added by hand are never touched; (6) a client_id always means one item.
+//! Checked: (1) nothing sent contradicts the address book as last scanned, except an item
+//! delivered before in the same batch (a resend after a lost reply or a crash; a call
+//! refused with a wait delivered nothing); (2) after a pass with no pause, error or held
+//! deletion, the remote holds exactly the address book; (3) contacts added by hand are
+//! never touched; (4) a pass not forced deletes at most `safety.max_deletes` per plan;
+//! (6) a client_id always means one item.
 //!
 //! `CONTACTSYNCD_MODEL_CASES=5000 cargo test model::` runs more cases.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use contactsyncd::config::{self, Config};
+use contactsyncd::failpoint::{self, Crash};
 use contactsyncd::store::Store;
 use contactsyncd::sync::{self, AccountReport, AccountSpec, Clock, PassReport, SyncOptions};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 use crate::fake_backend::{Call, FakeBackend, Fault};
 use crate::sync::ManualClock;
@@ -64,14 +71,36 @@ enum Op {
     },
     ExcludeWork(bool),
     Sync,
+    /// `sync --once --force-delete`: deletions are not held.
+    ForceSync,
     SyncOffline,
+    /// The daemon's planner stored a scan of every file (`apply_scan`) and has not planned
+    /// yet: a sender may claim in between, against the stored cards.
+    Scan,
+    /// A sender's turn between two plans: claim and send what is queued.
+    Send,
     /// The daemon: a quick pass over the files written since the last scan, sending, the
     /// full pass, sending.
     QuickPass,
-    FloodWait,
-    LoseReply,
+    /// The next call is answered FLOOD_WAIT after its first `after` items went through.
+    FloodWait {
+        after: u8,
+    },
+    /// The next call's connection drops after its first `after` items went through.
+    LoseReply {
+        after: u8,
+    },
+    /// The system clock is set back (NTP, a wrong RTC at boot).
+    ClockBack,
     CrashAfterPlan,
     CrashAfterSend,
+    /// A full pass that dies (the process, as by SIGKILL) the `nth` time it passes the fail
+    /// point `failpoint::ALL[point]`: inside a store transaction, or between a request and
+    /// the recording of its answer.
+    Crash {
+        point: u8,
+        nth: u8,
+    },
     DeleteInApp {
         number: u8,
     },
@@ -102,12 +131,18 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|austria| Op::Region { austria }),
         1 => any::<bool>().prop_map(Op::ExcludeWork),
         4 => Just(Op::Sync),
+        1 => Just(Op::ForceSync),
         2 => Just(Op::SyncOffline),
         2 => Just(Op::QuickPass),
-        1 => Just(Op::FloodWait),
-        1 => Just(Op::LoseReply),
+        2 => Just(Op::Scan),
+        2 => Just(Op::Send),
+        // Half refused before anything, half after part of the batch went through.
+        3 => prop_oneof![Just(0u8), 1..4u8].prop_map(|after| Op::FloodWait { after }),
+        1 => (0..4u8).prop_map(|after| Op::LoseReply { after }),
+        1 => Just(Op::ClockBack),
         1 => Just(Op::CrashAfterPlan),
         1 => Just(Op::CrashAfterSend),
+        3 => (0..failpoint::ALL.len() as u8, 1..4u8).prop_map(|(point, nth)| Op::Crash { point, nth }),
         1 => (0..5u8).prop_map(|number| Op::DeleteInApp { number }),
     ]
 }
@@ -134,13 +169,17 @@ struct World {
     config: Config,
     backend: FakeBackend,
     clock: ManualClock,
+    /// The number the server refuses in this case, if any: never on the remote.
+    refused: Option<String>,
+    /// `safety.max_deletes` of the case (the guard is on; the fraction does not hold).
+    max_deletes: usize,
     /// Files written or removed since the last scan; `None`: the configuration changed, so
     /// only a full pass knows the address book (the daemon reloads).
     unscanned: Option<BTreeSet<PathBuf>>,
 }
 
 impl World {
-    fn new() -> Self {
+    fn new(max_deletes: usize, refused: Option<u8>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         for (source, (name, number)) in ANCHORS.iter().enumerate() {
             let book = dir.path().join(format!("book{source}"));
@@ -164,8 +203,14 @@ impl World {
                 .contacts
                 .insert(HAND_ADDED.to_owned(), ("Mum".into(), String::new()));
         }
+        let config = make_config(dir.path(), false, false, max_deletes);
+        backend.state().outbox = Some(contactsyncd::store::Store::path(&config.state_dir));
+        let refused = refused.map(|n| format!("+491512345678{n}"));
+        backend.state().refused.extend(refused.clone());
         let world = Self {
-            config: make_config(dir.path(), false, false),
+            config,
+            max_deletes,
+            refused,
             dir,
             slots: [None; SLOTS as usize],
             austria: false,
@@ -179,7 +224,12 @@ impl World {
     }
 
     fn reconfigure(&mut self) {
-        self.config = make_config(self.dir.path(), self.austria, self.exclude_work);
+        self.config = make_config(
+            self.dir.path(),
+            self.austria,
+            self.exclude_work,
+            self.max_deletes,
+        );
         self.unscanned = None;
     }
 
@@ -209,6 +259,16 @@ impl World {
         desired
     }
 
+    /// What the remote holds once everything went through: the address book without the
+    /// number the server refuses.
+    fn reachable(&self) -> BTreeMap<String, (String, String)> {
+        let mut desired = self.desired();
+        if let Some(refused) = &self.refused {
+            desired.remove(refused);
+        }
+        desired
+    }
+
     /// What the backend checks calls against: the address book as of the last scan. A
     /// change no scan has seen yet cannot be known (the daemon hears of it after the
     /// debounce); a send before that is no violation.
@@ -229,8 +289,13 @@ impl World {
     }
 
     fn options(&self, offline: bool) -> SyncOptions {
+        self.options_with(offline, false)
+    }
+
+    fn options_with(&self, offline: bool, force_delete: bool) -> SyncOptions {
         SyncOptions {
             offline,
+            force_delete,
             max_wait: 0,
             limits: self.config.safety,
             ..SyncOptions::default()
@@ -257,6 +322,10 @@ impl World {
 
     /// `sync --once` (with `--offline`): its own store, as a new process would open it.
     async fn sync_once(&self, offline: bool) -> PassReport {
+        self.sync_once_with(offline, false).await
+    }
+
+    async fn sync_once_with(&self, offline: bool, force_delete: bool) -> PassReport {
         let mut store = self.store();
         let mut backends = vec![self.backend.boxed()];
         sync::sync_once(
@@ -264,7 +333,7 @@ impl World {
             &mut store,
             &mut backends,
             &self.clock,
-            &self.options(offline),
+            &self.options_with(offline, force_delete),
         )
         .await
         .unwrap()
@@ -326,14 +395,31 @@ impl World {
                 self.exclude_work = exclude;
                 self.reconfigure();
             }
-            Op::Sync => {
+            Op::Sync | Op::ForceSync => {
+                let force = matches!(op, Op::ForceSync);
                 self.scanning_everything();
-                let report = self.sync_once(false).await;
+                self.backend.state().fresh_deletes = 0;
+                let report = self.sync_once_with(false, force).await;
                 let account = &report.accounts[0];
+                // The guard: a pass deletes at most max_deletes at each plan (a second plan
+                // runs when items were in flight or superseded), unless forced.
+                let plans = if account.in_flight > 0 || account.superseded > 0 {
+                    2
+                } else {
+                    1
+                };
+                let deleted = self.backend.state().fresh_deletes;
+                prop_assert!(
+                    force || deleted <= self.max_deletes * plans,
+                    "a pass deleted {} contacts past safety.max_deletes = {}: {:?}",
+                    deleted,
+                    self.max_deletes,
+                    account
+                );
                 if account.stop.is_none() && account.held.is_none() {
                     prop_assert_eq!(
                         self.remote(),
-                        self.desired(),
+                        self.reachable(),
                         "a quiet pass left the remote unequal to the address book: {:?}",
                         account
                     );
@@ -363,12 +449,52 @@ impl World {
                 sync::plan_pass(&self.config, &mut store, &accounts, now, &options).unwrap();
                 self.send(&mut store).await;
             }
-            Op::FloodWait => self.backend.state().faults.push_back(Fault::FloodWait(100)),
-            Op::LoseReply => self
-                .backend
-                .state()
-                .faults
-                .push_back(Fault::ApplyThenDropReply),
+            Op::Scan => {
+                self.scanning_everything();
+                let mut store = self.store();
+                let scan =
+                    contactsyncd::source::scan(&self.config, &store, self.clock.now(), false)
+                        .unwrap();
+                store.apply_scan(&scan.changes, self.clock.now()).unwrap();
+            }
+            Op::Send => {
+                let mut store = self.store();
+                // After a restart (a crash, a reload) the daemon plans before it sends.
+                if self.unscanned.is_none() {
+                    self.scanning_everything();
+                    sync::plan_pass(
+                        &self.config,
+                        &mut store,
+                        &self.accounts(),
+                        self.clock.now(),
+                        &self.options(false),
+                    )
+                    .unwrap();
+                }
+                self.send(&mut store).await;
+            }
+            Op::Crash { point, nth } => {
+                self.scanning_everything();
+                // Whatever the pass does before it dies is checked by the backend as it
+                // happens; the crash itself unwinds out of `apply` (see `run`).
+                self.unscanned = None;
+                failpoint::arm(failpoint::ALL[usize::from(point)], nth.into());
+                self.sync_once(false).await;
+                failpoint::disarm();
+            }
+            Op::FloodWait { after } => {
+                self.backend
+                    .state()
+                    .faults
+                    .push_back(Fault::FloodWaitAfter {
+                        applied: after.into(),
+                        seconds: 100,
+                    })
+            }
+            Op::LoseReply { after } => self.backend.state().faults.push_back(Fault::DropAfter {
+                applied: after.into(),
+            }),
+            Op::ClockBack => self.clock.advance(-700),
             Op::CrashAfterPlan => {
                 self.scanning_everything();
                 let mut store = self.store();
@@ -446,6 +572,7 @@ impl World {
                     };
                 }
                 // The process dies here: the reply is never applied.
+                self.backend.state().crashed();
             }
             Op::DeleteInApp { number } => {
                 let mut account = self.backend.state();
@@ -461,18 +588,46 @@ impl World {
         Ok(())
     }
 
+    /// Runs one operation on a runtime of its own; a crash at a fail point ends the
+    /// "process" (its store and the transaction in progress are dropped) and the world goes
+    /// on as after a restart.
+    fn run(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let calls = self.backend.state().calls.len();
+        self.backend.state().process_start = calls;
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(self.apply(op))));
+        match outcome {
+            Ok(result) => result,
+            Err(payload) if payload.is::<Crash>() => {
+                failpoint::disarm();
+                self.backend.state().crashed();
+                // A restart reads every file again before it sends.
+                self.unscanned = None;
+                self.clock.advance(200);
+                let violations = std::mem::take(&mut self.backend.state().violations);
+                prop_assert!(violations.is_empty(), "after {:?}: {:?}", op, violations);
+                Ok(())
+            }
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
+    }
+
     /// The end of every case: faults gone, pauses over, one more pass must settle it all.
     async fn settle(&mut self) -> Result<(), TestCaseError> {
         self.backend.state().faults.clear();
         self.clock.advance(4000);
-        self.apply(&Op::Sync).await?;
-        let report = self.sync_once(false).await;
+        self.apply(&Op::ForceSync).await?;
+        let report = self.sync_once_with(false, true).await;
         prop_assert_eq!(
             report.accounts[0].batches_sent,
             0,
             "a settled pass sends nothing"
         );
-        prop_assert_eq!(self.remote(), self.desired());
+        prop_assert_eq!(self.remote(), self.reachable());
         let account = self.backend.state();
         prop_assert_eq!(
             account.contacts.get(HAND_ADDED),
@@ -492,8 +647,9 @@ impl World {
     }
 }
 
-/// Two sources; deletions never held (the guard has tests of its own).
-fn make_config(dir: &Path, austria: bool, exclude_work: bool) -> Config {
+/// Two sources; deletions held past `max_deletes` (the fraction never holds: one limit the
+/// oracle can count against).
+fn make_config(dir: &Path, austria: bool, exclude_work: bool, max_deletes: usize) -> Config {
     let exclude = if exclude_work {
         "exclude_categories = [\"Work\"]\n"
     } else {
@@ -501,7 +657,7 @@ fn make_config(dir: &Path, austria: bool, exclude_work: bool) -> Config {
     };
     let region = if austria { "AT" } else { "DE" };
     let text = format!(
-        "state_dir = \"state\"\ndefault_region = \"{region}\"\n[safety]\nmax_deletes = 1000\nmax_delete_fraction = 1.0\n[[source]]\npath = \"book0\"\nname = \"a\"\n{exclude}[[source]]\npath = \"book1\"\nname = \"b\"\n{exclude}"
+        "state_dir = \"state\"\ndefault_region = \"{region}\"\n[safety]\nmax_deletes = {max_deletes}\nmax_delete_fraction = 1.0\n[[source]]\npath = \"book0\"\nname = \"a\"\n{exclude}[[source]]\npath = \"book1\"\nname = \"b\"\n{exclude}"
     );
     config::parse(&text, &dir.join("config.toml")).unwrap()
 }
@@ -531,30 +687,49 @@ fn card_text(name: &str, tel: &str, work: bool) -> String {
     )
 }
 
+/// A fail point's crash is no test failure: not printed as a panic (others still are).
+fn quiet_crashes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<Crash>() {
+                previous(info);
+            }
+        }));
+    });
+}
+
 fn cases() -> u32 {
     std::env::var("CONTACTSYNCD_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
+        .unwrap_or(64)
 }
 
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(),
         max_shrink_iters: 200,
-        failure_persistence: None,
+        // A failing case is written down (commit it) and replayed first from then on.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/proptest-regressions/model.txt"
+        ))),
         ..ProptestConfig::default()
     })]
 
     #[test]
-    fn the_messenger_follows_the_address_book_whatever_happens(ops in prop::collection::vec(op(), 1..30)) {
+    fn the_messenger_follows_the_address_book_whatever_happens(
+        max_deletes in prop_oneof![Just(1usize), Just(2), Just(3), Just(1000)],
+        refused in prop::option::weighted(0.3, 0..5u8),
+        ops in prop::collection::vec(op(), 1..30),
+    ) {
+        quiet_crashes();
+        let mut world = World::new(max_deletes, refused);
+        for op in &ops {
+            world.run(op)?;
+        }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let mut world = World::new();
-            for op in &ops {
-                world.apply(op).await?;
-            }
-            world.settle().await
-        })?;
+        runtime.block_on(world.settle())?;
     }
 }

@@ -671,3 +671,25 @@ fn username_contacts_are_planned_for_telegram_only() {
     assert_eq!(keys("telegram"), ["+4915100000001", "@alice_w"]);
     assert_eq!(keys("whatsapp"), ["+4915100000001"]);
 }
+
+/// The clock set back (a wrong RTC at boot that NTP corrects, a VM restored) leaves the
+/// last reconcile "in the future": it is due at once, not when the clock catches up with
+/// it (found by the model test: a contact deleted in the app stayed deleted).
+#[tokio::test]
+async fn a_reconcile_from_the_future_is_due_at_once() {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..2);
+    let backend = FakeBackend::new(100).with_users(users(2).iter().map(String::as_str));
+    // Once a day; deleted in the app: imported again.
+    backend.state().reconcile = Some((86_400, true));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(backend.state().contacts.len(), 2);
+    backend.state().contacts.remove(&phone(1));
+    clock.advance(-3600);
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert!(
+        backend.state().contacts.contains_key(&phone(1)),
+        "the reconcile waited for the clock to catch up"
+    );
+}
