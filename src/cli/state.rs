@@ -1146,6 +1146,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         .map_err(store_failure)?
         .into_iter()
         .next();
+    let started_over = store.started_over().map_err(store_failure)?;
     let mut accounts = Vec::new();
     for account in store.accounts().map_err(store_failure)? {
         let counts = store
@@ -1239,12 +1240,20 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "last_error": a.last_error,
             })).collect::<Vec<_>>(),
             "last_run": last_run,
+            "started_over_at": started_over,
         });
         serde_json::to_writer(&mut w, &value)?;
         writeln!(w)?;
         return Ok(w.flush()?);
     }
     writeln!(w, "state: {}", config.state_dir.display())?;
+    if let Some(at) = started_over {
+        writeln!(
+            w,
+            "warning: the state database was found empty (0 bytes) on {} and started over: log in again; every contact is imported again, which changes nothing on the messenger",
+            crate::sync::format_time(at)
+        )?;
+    }
     match &writer {
         Some((pid, Some(command))) if command == "run" => writeln!(
             w,

@@ -44,6 +44,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/009_forget_all.sql")),
     M::up(include_str!("migrations/010_contact_key.sql")),
     M::up(include_str!("migrations/011_carddav.sql")),
+    M::up(include_str!("migrations/015_started_over.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 
@@ -119,11 +120,23 @@ impl Store {
         create_private_dir(state_dir)?;
         let lock = acquire_lock(state_dir)?;
         let path = state_dir.join(DATABASE_FILE);
+        // Not refused: a first start that crashed leaves such a file. But what it held (the
+        // session, the fingerprints, the mirror) is gone: said in the log and in `status`.
+        let empty_before = std::fs::metadata(&path).is_ok_and(|meta| meta.len() == 0);
         create_private_file(&path)?;
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         migrate(&mut conn, &path)?;
         restrict_sidecar_files(&path);
+        if empty_before {
+            tracing::warn!(
+                "the state database was empty (0 bytes: truncated, or left by a first start that crashed): the state started over. Log in again; every contact is imported again, which changes nothing on the messenger"
+            );
+            conn.execute(
+                "INSERT OR REPLACE INTO started_over (id, at) VALUES (1, ?1)",
+                [crate::sync::Clock::now(&crate::sync::SystemClock)],
+            )?;
+        }
         Ok(Self {
             conn,
             _lock: Some(lock),
@@ -242,6 +255,17 @@ impl Store {
         configure(&conn)?;
         migrate(&mut conn, Path::new(":memory:"))?;
         Ok(Self { conn, _lock: None })
+    }
+
+    /// When the state was last found empty and started over (`open_for_writing`), if ever.
+    pub fn started_over(&self) -> Result<Option<Timestamp>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row("SELECT at FROM started_over WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .optional()?)
     }
 
     /// The database file, for a second connection (the Telegram session keeps its own).

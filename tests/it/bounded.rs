@@ -405,16 +405,30 @@ fn tel_lines_cost_linear_time() {
         text.push_str("END:VCARD\r\n");
         text
     }
+    /// CPU time of this thread: what other processes on a busy machine do costs nothing.
+    fn thread_seconds() -> f64 {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid timespec to write to.
+        assert_eq!(
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) },
+            0
+        );
+        now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
+    }
     fn seconds(text: &str) -> f64 {
         let region = DefaultRegion::parse("DE").ok();
-        (0..2)
+        // The best of three: a page fault or a migrated thread costs CPU time too.
+        (0..3)
             .map(|_| {
-                let started = Instant::now();
+                let started = thread_seconds();
                 let parsed = vcard::parse_bytes(text.as_bytes()).unwrap();
                 let card = parsed.good_cards().next().unwrap();
                 let understood = contact::understand(card, region, &CardFilter::default());
                 assert!(understood.pushed_numbers().count() > 1000);
-                started.elapsed().as_secs_f64()
+                thread_seconds() - started
             })
             .fold(f64::MAX, f64::min)
     }
@@ -422,6 +436,7 @@ fn tel_lines_cost_linear_time() {
         let small = seconds(&book(tels, labels));
         let large = seconds(&book(2 * tels, labels));
         let ratio = large / small;
+        eprintln!("labels {labels}: {tels} TELs {small:.2} s, twice as many {large:.2} s");
         assert!(
             ratio <= 2.5,
             "labels {labels}: {tels} TELs {small:.2} s, twice as many {large:.2} s: ratio {ratio:.2}"
@@ -580,7 +595,7 @@ fn mutate(rng: &mut fastrand::Rng, bytes: &mut Vec<u8>) {
             .map_or(bytes.len(), |i| start + i + 1);
         (start, end)
     };
-    match rng.u8(..40) {
+    match rng.u8(..100) {
         0..=5 => {
             for _ in 0..rng.usize(1..8) {
                 let at = rng.usize(..bytes.len());
@@ -622,7 +637,7 @@ fn mutate(rng: &mut fastrand::Rng, bytes: &mut Vec<u8>) {
                 bytes.splice(start + colon..start + colon, param.iter().copied());
             }
         }
-        36 => {
+        99 => {
             // A huge repeat of one line (just past the card cap): the caps' business.
             let (start, end) = line(rng);
             let copy = bytes[start..end].to_vec();
@@ -630,11 +645,50 @@ fn mutate(rng: &mut fastrand::Rng, bytes: &mut Vec<u8>) {
             let repeated = copy.repeat(times);
             bytes.splice(end..end, repeated);
         }
-        _ => {
+        36..=45 => {
             // A moderate repeat (a card with hundreds of one property).
             let (start, end) = line(rng);
             let copy = bytes[start..end].to_vec();
             bytes.splice(end..end, copy.repeat(rng.usize(2..200)));
         }
+        _ => {
+            // Two mutations' worth of bit flips in one line.
+            let (start, end) = line(rng);
+            if end > start {
+                let at = rng.usize(start..end);
+                bytes[at] = rng.u8(..);
+            }
+        }
     }
+}
+
+/// A state database truncated to 0 bytes (or left so by a first start that crashed) starts
+/// over, and says so in the log and in `status`.
+#[test]
+fn an_emptied_state_database_is_said_to_start_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (book, config) = book_and_config(dir.path());
+    std::fs::write(book.join("a.vcf"), card("Anna", "+49 151 90000001")).unwrap();
+    let first = run_bounded(&["--config", &config, "sync", "--once"], LIMIT);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let status = stdout(&run_bounded(&["--config", &config, "status"], LIMIT));
+    assert!(!status.contains("started over"), "{status}");
+
+    let database = dir.path().join("state/state.db");
+    for sidecar in ["state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join("state").join(sidecar));
+    }
+    std::fs::File::create(&database).unwrap();
+    let again = run_bounded(&["--config", &config, "sync", "--once"], LIMIT);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("the state database was empty (0 bytes"),
+        "{}",
+        stderr(&again)
+    );
+    let status = stdout(&run_bounded(&["--config", &config, "status"], LIMIT));
+    assert!(
+        status.contains("warning: the state database was found empty (0 bytes) on "),
+        "{status}"
+    );
 }
