@@ -16,7 +16,7 @@ use crate::contact::{
 };
 use crate::phone::{DefaultRegion, Validity};
 use crate::source;
-use crate::vcard::{self, CardOutcome, FileSummary};
+use crate::vcard::{self, CardError, CardOutcome, FileSummary};
 
 mod generate;
 mod state;
@@ -321,7 +321,32 @@ fn check_config(path: Option<&Path>) -> Result<(), Failure> {
             "# note: without default_region only numbers written with + (or tel:+) can be synced"
         )?;
     }
+    for (source, path, reason) in unreadable_source_files(&config) {
+        writeln!(
+            out,
+            "# warning: source {source}: cannot read {}: {reason}; its cards are not synced until it can be read",
+            path.display()
+        )?;
+    }
     Ok(())
+}
+
+/// The files (and folders) of the folder sources that cannot be opened for reading, each with
+/// the reason: `check-config` lists them, so that none is left out without a word.
+fn unreadable_source_files(config: &Config) -> Vec<(String, PathBuf, String)> {
+    let mut unreadable = Vec::new();
+    for source in config.sources.iter().filter(|s| !s.is_carddav()) {
+        let listing = source::list_files(&source.path);
+        for (path, err) in listing.errors {
+            unreadable.push((source.name.clone(), path, err.to_string()));
+        }
+        for path in listing.files {
+            if let Err(err) = crate::regular_file::open(&path) {
+                unreadable.push((source.name.clone(), path, err.to_string()));
+            }
+        }
+    }
+    unreadable
 }
 
 /// `check-source`: asks each CardDAV server what `sync` would read. Exit 3 when a source
@@ -637,6 +662,7 @@ struct Report<W: Write> {
     cards: usize,
     cards_with_errors: usize,
     cards_left_out: usize,
+    groups_skipped: usize,
     phones: usize,
     rejected_phones: usize,
     no_region_phones: usize,
@@ -661,6 +687,7 @@ impl<W: Write> Report<W> {
             cards: 0,
             cards_with_errors: 0,
             cards_left_out: 0,
+            groups_skipped: 0,
             phones: 0,
             rejected_phones: 0,
             no_region_phones: 0,
@@ -749,8 +776,24 @@ impl<W: Write> Report<W> {
         if let Some(contact) = contact {
             errors.extend(contact.problems.iter().map(ToString::to_string));
         }
+        if let Ok(card) = &outcome.result {
+            errors.extend(card.unreadable_lines.iter().map(|unreadable| {
+                format!(
+                    "line {} skipped, the rest of the card is used: {}",
+                    unreadable.line, unreadable.reason
+                )
+            }));
+            let unlisted = card.unreadable_line_count - card.unreadable_lines.len();
+            if unlisted > 0 {
+                errors.push(format!("{unlisted} more unreadable lines skipped"));
+            }
+        }
         if !errors.is_empty() {
             self.cards_with_errors += 1;
+        }
+        let group = contact.and_then(|c| c.group);
+        if group.is_some() {
+            self.groups_skipped += 1;
         }
         let left_out = contact.and_then(|c| c.left_out.as_deref());
         if left_out.is_some() {
@@ -808,6 +851,7 @@ impl<W: Write> Report<W> {
                     .collect(),
                 errors,
                 left_out,
+                group,
             };
             serde_json::to_writer(&mut self.out, &value)?;
             return self.out.write_all(b"\n");
@@ -819,11 +863,19 @@ impl<W: Write> Report<W> {
         if let Some(uid) = card.and_then(|c| c.uid.as_deref()) {
             write!(out, " uid {uid}")?;
         }
-        match name {
-            Some(n) if n.last.is_empty() => writeln!(out, ": {}", n.first),
-            Some(n) => writeln!(out, ": {} | {}", n.first, n.last),
-            None => writeln!(out, ": (no name)"),
+        let refused_name = outcome.result.as_ref().err().and_then(CardError::card_name);
+        match (name, refused_name) {
+            (Some(n), _) if n.last.is_empty() => writeln!(out, ": {}", n.first),
+            (Some(n), _) => writeln!(out, ": {} | {}", n.first, n.last),
+            (None, Some(written)) => writeln!(out, ": {written} (as written)"),
+            (None, None) => writeln!(out, ": (no name)"),
         }?;
+        if let Some(property) = group {
+            writeln!(
+                out,
+                "    skipped: a contact group ({property}), not a person"
+            )?;
+        }
         for p in phones {
             let verdict = match &p.outcome {
                 PhoneOutcome::Accepted {
@@ -910,6 +962,7 @@ impl<W: Write> Report<W> {
                 "cards": self.cards,
                 "cards_with_errors": self.cards_with_errors,
                 "cards_left_out": self.cards_left_out,
+                "groups_skipped": self.groups_skipped,
                 "phones": self.phones,
                 "rejected_phones": self.rejected_phones,
                 "telegram_usernames": self.telegram_usernames,
@@ -957,6 +1010,14 @@ impl<W: Write> Report<W> {
                 set.duplicates,
                 set.conflicts.len(),
             )?;
+            if self.groups_skipped > 0 {
+                writeln!(
+                    out,
+                    "{} contact group{} skipped (KIND:group or X-ADDRESSBOOKSERVER-KIND:group: lists, not persons)",
+                    self.groups_skipped,
+                    if self.groups_skipped == 1 { "" } else { "s" }
+                )?;
+            }
             if self.telegram_usernames + self.ignored_telegram_usernames > 0 {
                 writeln!(
                     out,
@@ -1030,6 +1091,9 @@ struct CardLine<'a> {
     /// Why the source's category filter leaves the card out (not an error).
     #[serde(skip_serializing_if = "Option::is_none")]
     left_out: Option<&'a str>,
+    /// The property that makes the card a contact group, skipped (not an error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'static str>,
 }
 
 #[derive(Serialize)]

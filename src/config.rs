@@ -1490,7 +1490,7 @@ fn secret(
     }
     if let Some(file) = file {
         let path = resolve_path(file.get_ref(), base);
-        return std::fs::read_to_string(&path)
+        return read_secret_file(&path)
             .map(|s| Secret {
                 value: s.trim().to_owned(),
                 origin: SecretOrigin::File(path.clone()),
@@ -1507,7 +1507,7 @@ fn secret(
     // systemd's LoadCredential=NAME:… puts it in $CREDENTIALS_DIRECTORY.
     std::env::var_os("CREDENTIALS_DIRECTORY")
         .map(|dir| PathBuf::from(dir).join(credential))
-        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|path| read_secret_file(&path).ok())
         .map(|s| Secret {
             value: s.trim().to_owned(),
             origin: SecretOrigin::Credential(credential),
@@ -1614,7 +1614,7 @@ fn telegram_config(
         (Some(hash), _) => (hash.trim().to_owned(), SecretOrigin::Inline),
         (None, Some(file)) => {
             let path = resolve_path(file.get_ref(), base);
-            let hash = std::fs::read_to_string(&path)
+            let hash = read_secret_file(&path)
                 .map_err(|err| {
                     invalid(
                         Some(file.span()),
@@ -1631,7 +1631,7 @@ fn telegram_config(
             // systemd's LoadCredential=telegram-api-hash:… puts it here.
             let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
                 .map(|dir| PathBuf::from(dir).join("telegram-api-hash"));
-            match credential.and_then(|path| std::fs::read_to_string(path).ok()) {
+            match credential.and_then(|path| read_secret_file(&path).ok()) {
                 Some(hash) => (
                     hash.trim().to_owned(),
                     SecretOrigin::Credential("telegram-api-hash"),
@@ -1756,6 +1756,13 @@ pub fn system_state_dir(config_file: &Path) -> Option<PathBuf> {
     }
     let name = file.file_stem()?;
     (file.extension()? == "toml").then(|| state.join(name))
+}
+
+/// A secret file (or systemd credential): a regular file, read up to
+/// `MAX_SECRET_FILE_BYTES`; a FIFO or `/dev/zero` given by mistake is refused, never read
+/// from or waited on.
+fn read_secret_file(path: &Path) -> std::io::Result<String> {
+    crate::regular_file::read_to_string_capped(path, crate::regular_file::MAX_SECRET_FILE_BYTES)
 }
 
 fn resolve_path(text: &str, base: &Path) -> PathBuf {

@@ -2,7 +2,7 @@
 //! all sources → one desired set keyed by E.164.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -100,8 +100,6 @@ impl PhoneEntry {
 pub enum CardProblem {
     #[error("no name: N, FN and ORG are all empty (Telegram refuses contacts without a name)")]
     Nameless,
-    #[error("a contact group (KIND:group), not a person")]
-    Group,
 }
 
 /// A card, understood: name, phones, and whether it is pushed at all.
@@ -115,13 +113,19 @@ pub struct CardContact {
     /// Left out by the source's `include_categories` / `exclude_categories`: a decision of
     /// the configuration, not a problem of the card.
     pub left_out: Option<String>,
+    /// A contact group, not a person (the property that says so, e.g. `KIND:group`):
+    /// skipped, as the README says; not a problem of the card.
+    pub group: Option<&'static str>,
 }
 
 impl CardContact {
-    /// The card is pushed only with a name, without a blocking problem, and not left out
-    /// by a category filter.
+    /// The card is pushed only with a name, without a blocking problem, not a group and
+    /// not left out by a category filter.
     pub fn is_pushed(&self) -> bool {
-        self.name.is_some() && self.problems.is_empty() && self.left_out.is_none()
+        self.name.is_some()
+            && self.problems.is_empty()
+            && self.group.is_none()
+            && self.left_out.is_none()
     }
 
     /// Numbers this card contributes to the desired set.
@@ -170,9 +174,10 @@ pub fn understand(
 ) -> CardContact {
     let name = messenger_name(card);
     let mut problems = Vec::new();
-    if card.is_group {
-        problems.push(CardProblem::Group);
-    } else if name.is_none() && !(card.phones.is_empty() && card.telegram_usernames.is_empty()) {
+    if card.group.is_none()
+        && name.is_none()
+        && !(card.phones.is_empty() && card.telegram_usernames.is_empty())
+    {
         // A nameless card without phones or usernames has nothing to push: no error worth
         // reporting.
         problems.push(CardProblem::Nameless);
@@ -180,15 +185,15 @@ pub fn understand(
     let left_out = category_exclusion(card, filter);
 
     let mut phones: Vec<PhoneEntry> = Vec::with_capacity(card.phones.len());
+    // The numbers taken so far: a set, as a card may carry tens of thousands of TELs.
+    let mut seen: HashSet<String> = HashSet::with_capacity(card.phones.len());
     for raw in &card.phones {
         let types = effective_types(&raw.types, raw.label.as_deref());
         let outcome = if let Some(reason) = type_exclusion(&types, filter) {
             PhoneOutcome::Filtered { reason }
         } else {
             match phone::normalize(&raw.value, region) {
-                Ok(n) if phones.iter().any(|p| p.e164() == Some(n.e164.as_str())) => {
-                    PhoneOutcome::Repeated { e164: n.e164 }
-                }
+                Ok(n) if !seen.insert(n.e164.clone()) => PhoneOutcome::Repeated { e164: n.e164 },
                 Ok(n) => PhoneOutcome::Accepted {
                     e164: n.e164,
                     validity: n.validity,
@@ -209,6 +214,7 @@ pub fn understand(
         usernames: card.telegram_usernames.clone(),
         problems,
         left_out,
+        group: card.group,
     }
 }
 

@@ -30,6 +30,8 @@ pub mod failpoint;
 pub mod phone;
 /// Progress of a long `sync --once` on a terminal.
 pub mod progress;
+/// Opening only regular files, never blocking: cards and secret files.
+pub mod regular_file;
 /// Finding the vCard files of a source; the incremental scan.
 pub mod source;
 /// The state database: fingerprints, mirror, outbox, history.

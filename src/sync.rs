@@ -165,6 +165,8 @@ pub struct PassReport {
     pub empty_sources: Vec<SourceStatus>,
     /// Files that have ended inside a card for longer than the grace period.
     pub stalled_files: Vec<source::StalledFile>,
+    /// Files that could not be read (permissions, not a regular file, no card in it).
+    pub unreadable_files: Vec<source::UnreadableFile>,
     pub accounts: Vec<AccountReport>,
 }
 
@@ -527,6 +529,7 @@ pub fn plan_pass(
         unknown_sources: scan.unknown_sources().cloned().collect(),
         empty_sources: scan.empty_sources().cloned().collect(),
         stalled_files: scan.stalled.clone(),
+        unreadable_files: scan.unreadable.clone(),
         accounts: Vec::new(),
     };
     let mut epochs = BTreeSet::new();

@@ -45,6 +45,27 @@ const KEPT_PROPERTIES: &[&str] = &[
     "URL",
 ];
 
+/// The most a card may keep of what contactsyncd uses (names, numbers, usernames,
+/// categories: the properties in `KEPT_PROPERTIES`, as written). 1 MiB, the size CardDAV
+/// servers cap a card at (Radicale's and Nextcloud's defaults are larger; iCloud's is 256 KiB
+/// for the whole card). A card over it is refused alone; what is dropped (a PHOTO, NOTEs)
+/// does not count and is never held in memory.
+pub const MAX_CARD_KEPT_BYTES: usize = 1 << 20;
+
+/// The most cards open at once (a `BEGIN:VCARD` read, its `END:VCARD` not yet): vCard 2.1
+/// nests a card in an AGENT property, never more than a level or two deep. Deeper, the open
+/// cards lack their END and are refused, so that a file of `BEGIN:VCARD` lines costs a small
+/// constant, not a card each.
+pub const MAX_OPEN_CARDS: usize = 4;
+
+/// Unreadable lines listed per card; more are counted.
+const MAX_UNREADABLE_LINES_LISTED: usize = 10;
+
+/// A line read from a stream is kept up to this length; the rest of a longer line is read
+/// past. Longer than a kept card may be, so that a kept property on such a line still makes
+/// its card too large; a dropped property's line (a PHOTO on one line) costs no more.
+const MAX_LINE_KEPT_BYTES: usize = MAX_CARD_KEPT_BYTES + 1;
+
 /// Errors that make a whole file unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -71,7 +92,49 @@ pub enum CardError {
     #[error(
         "no END:VCARD: the next BEGIN:VCARD (line {next_begin}) starts before this card ends; the card is skipped (add its END:VCARD line to use it)"
     )]
-    Unterminated { next_begin: usize },
+    Unterminated {
+        next_begin: usize,
+        /// The card's FN or N as far as it was read, to tell which card lacks its END.
+        name: Option<String>,
+    },
+    /// The card keeps more than [`MAX_CARD_KEPT_BYTES`]: refused, its neighbours are read.
+    #[error(
+        "the card is too large: {kept_bytes} bytes of names, numbers, usernames and categories, over the limit of {} bytes (MAX_CARD_KEPT_BYTES); the card is refused (a PHOTO or NOTE does not count: the card repeats a property?)",
+        MAX_CARD_KEPT_BYTES
+    )]
+    TooLarge {
+        kept_bytes: usize,
+        name: Option<String>,
+    },
+}
+
+impl CardError {
+    /// The name of a card refused before it was parsed (FN, else N, as written).
+    pub fn card_name(&self) -> Option<&str> {
+        match self {
+            CardError::Unterminated { name, .. } | CardError::TooLarge { name, .. } => {
+                name.as_deref()
+            }
+            CardError::Unparsable(_) | CardError::ParserPanic => None,
+        }
+    }
+}
+
+/// A line of a card that could not be read as a property: skipped, the rest of the card is
+/// used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnreadableLine {
+    /// 1-based line in the file.
+    pub line: usize,
+    pub reason: UnreadableReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UnreadableReason {
+    #[error("no colon: a property is NAME:value (or NAME;PARAMS:value)")]
+    NoColon,
+    #[error("a quoted parameter value is not closed (no second \")")]
+    UnclosedQuote,
 }
 
 /// A card as far as the messenger is concerned: names, phones, categories.
@@ -89,7 +152,8 @@ pub struct RawCard {
     pub nickname: Option<String>,
     pub categories: Vec<String>,
     /// `KIND:group` (4.0) or `X-ADDRESSBOOKSERVER-KIND:group` (Apple): a list, not a person.
-    pub is_group: bool,
+    /// The property that says so, as the user would look for it.
+    pub group: Option<&'static str>,
     pub phones: Vec<RawPhone>,
     /// Telegram usernames the card names (IMPP, URL t.me/…), valid by Telegram's rules,
     /// without the `@`, as written; one per username compared case-insensitively.
@@ -97,6 +161,10 @@ pub struct RawCard {
     /// Values that point at Telegram but name no usable username, with the reason. Not an
     /// error of the card (its phones still sync); `inspect` shows them.
     pub ignored_telegram_usernames: Vec<IgnoredUsername>,
+    /// Lines that are no property (the first `MAX_UNREADABLE_LINES_LISTED`): skipped.
+    pub unreadable_lines: Vec<UnreadableLine>,
+    /// How many unreadable lines the card had in all.
+    pub unreadable_line_count: usize,
 }
 
 /// A Telegram IMPP or t.me URL that names no usable username.
@@ -205,7 +273,7 @@ pub fn parse_path_with(
         },
         other => other,
     };
-    let file = std::fs::File::open(path).map_err(|source| FileError::Read {
+    let file = crate::regular_file::open(path).map_err(|source| FileError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -299,7 +367,8 @@ pub fn parse_reader_with(
     let mut line = Vec::with_capacity(256);
     loop {
         line.clear();
-        let read = reader.read_until(b'\n', &mut line).map_err(read_error)?;
+        let read =
+            read_line_capped(&mut reader, &mut line, MAX_LINE_KEPT_BYTES).map_err(read_error)?;
         if read == 0 {
             break;
         }
@@ -307,6 +376,39 @@ pub fn parse_reader_with(
         splitter.push_physical_line(content, &mut on_card);
     }
     splitter.finish(&mut on_card)
+}
+
+/// Reads one line (up to and with its LF) into `line`, keeping at most `cap` bytes of it:
+/// the rest of a longer line is read past, never buffered. Returns the bytes read, 0 at the
+/// end of the input.
+fn read_line_capped(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if available.is_empty() {
+            return Ok(read);
+        }
+        let (chunk, line_ends) = match available.iter().position(|&b| b == b'\n') {
+            Some(lf) => (&available[..=lf], true),
+            None => (available, false),
+        };
+        let room = cap.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let taken = chunk.len();
+        reader.consume(taken);
+        read += taken;
+        if line_ends {
+            return Ok(read);
+        }
+    }
 }
 
 fn looks_like_utf16(head: &[u8]) -> bool {
@@ -335,13 +437,14 @@ enum Current {
     /// Outside any property (between cards, or after a dropped line).
     #[default]
     None,
-    /// A property we skip; its continuation lines are skipped too.
-    Skipped { quoted_printable: bool },
-    /// A property we keep, with the charset its 8-bit bytes are in.
-    Kept {
+    /// A property we skip; its continuation lines are skipped too. `base64`: a 2.1 writer
+    /// may continue such a value on lines without leading white space (until a blank line).
+    Skipped {
         quoted_printable: bool,
-        charset: Option<&'static encoding_rs::Encoding>,
+        base64: bool,
     },
+    /// A property we keep (its bytes are in `CardSplitter::pending`).
+    Kept { quoted_printable: bool },
 }
 
 struct OpenCard {
@@ -354,6 +457,91 @@ struct OpenCard {
     /// Line of the first BEGIN:VCARD inside this card (a nested 2.1 card, or the next card
     /// of a file where this one lacks its END: which of the two is decided at the end).
     nested_begin: Option<usize>,
+    /// Property lines read so far, kept or dropped: a card without any that meets another
+    /// BEGIN:VCARD was a stray BEGIN line, not a card.
+    property_lines: usize,
+    /// Bytes of the kept properties as written, counted on once over the cap.
+    kept_bytes: usize,
+    /// Over [`MAX_CARD_KEPT_BYTES`]: `text` is let go, the card will be refused.
+    too_large: bool,
+    /// The card's name from `text`, taken when `text` is let go.
+    name_when_too_large: Option<String>,
+    unreadable_lines: Vec<UnreadableLine>,
+    unreadable_line_count: usize,
+}
+
+impl OpenCard {
+    fn new(index: usize, line: usize) -> Self {
+        Self {
+            index,
+            line,
+            nesting_impossible: false,
+            nested_begin: None,
+            property_lines: 0,
+            kept_bytes: 0,
+            too_large: false,
+            name_when_too_large: None,
+            unreadable_lines: Vec::new(),
+            unreadable_line_count: 0,
+            text: {
+                // Room for a typical card's kept properties: no regrowth per line.
+                let mut text = String::with_capacity(512);
+                text.push_str("BEGIN:VCARD\r\n");
+                text
+            },
+        }
+    }
+
+    /// The card's name as read so far (FN, else N), for a card refused before parsing.
+    fn name(&self) -> Option<String> {
+        if self.too_large {
+            return self.name_when_too_large.clone();
+        }
+        name_in(&self.text)
+    }
+
+    fn unreadable(&mut self, line: usize, reason: UnreadableReason) {
+        self.unreadable_line_count += 1;
+        if self.unreadable_lines.len() < MAX_UNREADABLE_LINES_LISTED {
+            self.unreadable_lines.push(UnreadableLine { line, reason });
+        }
+    }
+}
+
+/// FN's value, else N's parts, from a card's pre-passed text; cut to a few dozen characters.
+fn name_in(text: &str) -> Option<String> {
+    let value_of = |wanted: &str| {
+        text.lines().find_map(|line| {
+            let header_end = line.find(':')?;
+            let name = property_name(line[..header_end].as_bytes());
+            name.eq_ignore_ascii_case(wanted.as_bytes())
+                .then(|| line[header_end + 1..].trim())
+        })
+    };
+    let name = match value_of("FN").filter(|v| !v.is_empty()) {
+        Some(formatted) => formatted.to_owned(),
+        None => value_of("N")?
+            .split(';')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let name: String = name.chars().take(64).collect();
+    (!name.is_empty()).then_some(name)
+}
+
+/// The kept property being read: its lines are unfolded here, raw, and decoded once the
+/// property is complete, so that a fold inside a UTF-8 character (RFC 6350 §3.2) or a
+/// quoted-printable escape costs nothing.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    /// Where `NAME;PARAMS` ends in `bytes` (at the `:`).
+    header_end: usize,
+    charset: Option<&'static encoding_rs::Encoding>,
+    /// 2.1's bare `QUOTED-PRINTABLE` parameter, to be written `ENCODING=QUOTED-PRINTABLE`.
+    rewrite_quoted_printable: bool,
 }
 
 #[derive(Default)]
@@ -361,16 +549,23 @@ struct CardSplitter {
     /// Cards being read; more than one while inside nested (2.1 AGENT) cards.
     open: Vec<OpenCard>,
     current: Current,
+    pending: Pending,
     previous_ended_with_soft_break: bool,
     line_number: usize,
     next_index: usize,
     /// Finished cards held back while an enclosing card is still open, so that cards are
     /// handed out in file order even when nested cards finish before their parent.
     finished: Vec<CardOutcome>,
+    /// Every finished card comes before every open one (the open ones were refused or
+    /// closed): `finished` may be handed out although a card is open.
+    finished_before_open: bool,
     emitted: usize,
     notices: Vec<FileNotice>,
     stray_lines: usize,
     first_stray_line: Option<usize>,
+    /// BEGIN:VCARD lines with no property before the next BEGIN:VCARD: not cards.
+    empty_begins: usize,
+    first_empty_begin: Option<usize>,
     /// The last BEGIN/END line was an END:VCARD, and no property followed it. A file that
     /// ends so with cards still open ends *between* cards: the open ones lack their END.
     clean_after_end: bool,
@@ -387,14 +582,66 @@ impl CardSplitter {
         for part in line.split(|&b| b == b'\r') {
             self.line_number += 1;
             self.push_line(self.line_number, part);
-            if self.open.is_empty() && !self.finished.is_empty() {
+            if (self.open.is_empty() || self.finished_before_open) && !self.finished.is_empty() {
                 self.finished.sort_by_key(|c| c.index);
                 for card in self.finished.drain(..) {
                     self.emitted += 1;
                     on_card(card);
                 }
             }
+            self.finished_before_open = false;
         }
+    }
+
+    /// Adds raw bytes of the kept property being read, counting them against the card's cap.
+    fn keep(&mut self, bytes: &[u8]) {
+        let Some(card) = self.open.last_mut() else {
+            return;
+        };
+        card.kept_bytes = card.kept_bytes.saturating_add(bytes.len());
+        if card.kept_bytes <= MAX_CARD_KEPT_BYTES {
+            self.pending.bytes.extend_from_slice(bytes);
+            return;
+        }
+        if !card.too_large {
+            card.too_large = true;
+            card.name_when_too_large = name_in(&card.text);
+            // What is over the cap is never held: the card is refused at its END.
+            card.text = String::new();
+        }
+        self.pending.bytes = Vec::new();
+    }
+
+    /// The kept property read so far, decoded into its card's text.
+    fn flush_pending(&mut self) {
+        if self.pending.bytes.is_empty() {
+            return;
+        }
+        let Pending {
+            bytes,
+            header_end,
+            charset,
+            rewrite_quoted_printable,
+        } = &self.pending;
+        if let Some(card) = self.open.last_mut().filter(|card| !card.too_large) {
+            let header_end = (*header_end).min(bytes.len());
+            match std::str::from_utf8(bytes) {
+                Ok(text) if !rewrite_quoted_printable => card.text.push_str(text),
+                _ => {
+                    let header_text = decode_line(&bytes[..header_end], None);
+                    if *rewrite_quoted_printable {
+                        card.text
+                            .push_str(&rewrite_bare_quoted_printable(&header_text));
+                    } else {
+                        card.text.push_str(&header_text);
+                    }
+                    card.text
+                        .push_str(&decode_line(&bytes[header_end..], *charset));
+                }
+            }
+            card.text.push_str("\r\n");
+        }
+        self.pending.bytes.clear();
     }
 
     fn push_line(&mut self, number: usize, line: &[u8]) {
@@ -404,35 +651,30 @@ impl CardSplitter {
             || (self.previous_ended_with_soft_break && !is_end_vcard(line.trim_ascii()));
         if is_continuation {
             let quoted_printable = match self.current {
-                Current::Kept {
-                    quoted_printable,
-                    charset,
-                } => {
-                    if let Some(card) = self.open.last_mut() {
-                        match line {
-                            // A folded line: unfolded here, before calcard decodes anything,
-                            // as vobject does. Left to calcard, a quoted-printable value
-                            // folded inside an escape (`Jos=` + ` C3=A9`) lost its text.
-                            [b' ' | b'\t', rest @ ..] => {
-                                if card.text.ends_with("\r\n") {
-                                    card.text.truncate(card.text.len() - 2);
-                                }
-                                card.text.push_str(&decode_line(rest, charset));
-                            }
-                            // A quoted-printable soft line break: calcard joins those.
-                            _ => card.text.push_str(&decode_line(line, charset)),
+                Current::Kept { quoted_printable } => {
+                    match line {
+                        // A folded line: unfolded here, before anything is decoded, as
+                        // vobject does. Left to calcard, a quoted-printable value folded
+                        // inside an escape (`Jos=` + ` C3=A9`) lost its text.
+                        [b' ' | b'\t', rest @ ..] => self.keep(rest),
+                        // A quoted-printable soft line break: calcard joins those.
+                        _ => {
+                            self.keep(b"\r\n");
+                            self.keep(line);
                         }
-                        card.text.push_str("\r\n");
                     }
                     quoted_printable
                 }
-                Current::Skipped { quoted_printable } => quoted_printable,
+                Current::Skipped {
+                    quoted_printable, ..
+                } => quoted_printable,
                 Current::None => false,
             };
             self.previous_ended_with_soft_break = quoted_printable && line.ends_with(b"=");
             return;
         }
         self.previous_ended_with_soft_break = false;
+        self.flush_pending();
 
         let trimmed = line.trim_ascii();
         if trimmed.is_empty() {
@@ -441,37 +683,23 @@ impl CardSplitter {
         }
         let may_be_begin_or_end = matches!(trimmed.first(), Some(b'B' | b'b' | b'E' | b'e'));
         if may_be_begin_or_end && is_begin_vcard(trimmed) {
-            self.clean_after_end = false;
-            match self.open.last_mut() {
-                // A 3.0/4.0 card cannot nest: it lacks its END. Reported, skipped.
-                Some(card) if card.nesting_impossible => {
-                    if let Some(card) = self.open.pop() {
-                        self.finished.push(unterminated(&card, number));
-                    }
-                }
-                Some(card) => {
-                    card.nested_begin.get_or_insert(number);
-                }
-                None => {}
-            }
-            self.next_index += 1;
-            self.open.push(OpenCard {
-                index: self.next_index,
-                line: number,
-                nesting_impossible: false,
-                nested_begin: None,
-                text: {
-                    // Room for a typical card's kept properties: no regrowth per line.
-                    let mut text = String::with_capacity(512);
-                    text.push_str("BEGIN:VCARD\r\n");
-                    text
-                },
-            });
-            self.current = Current::None;
+            self.begin_card(number);
             return;
         }
         if may_be_begin_or_end && is_end_vcard(trimmed) {
             match self.open.pop() {
+                Some(card) if card.too_large => {
+                    let name = card.name();
+                    self.finished.push(CardOutcome {
+                        index: card.index,
+                        line: card.line,
+                        result: Err(CardError::TooLarge {
+                            kept_bytes: card.kept_bytes,
+                            name,
+                        }),
+                    });
+                    self.clean_after_end = true;
+                }
                 Some(mut card) => {
                     card.text.push_str("END:VCARD\r\n");
                     self.finished.push(parse_card(card));
@@ -485,6 +713,7 @@ impl CardSplitter {
             self.current = Current::None;
             return;
         }
+        let current = self.current;
         let Some(card) = self.open.last_mut() else {
             self.stray_lines += 1;
             self.first_stray_line.get_or_insert(number);
@@ -498,47 +727,91 @@ impl CardSplitter {
         self.clean_after_end = false;
 
         let header_end = property_header_end(line);
+        if header_end == line.len() {
+            // 2.1 base64 (a PHOTO) may go on without indentation: part of what is dropped.
+            if matches!(current, Current::Skipped { base64: true, .. }) {
+                return;
+            }
+            card.property_lines += 1;
+            let reason = if line.contains(&b':') {
+                UnreadableReason::UnclosedQuote
+            } else {
+                UnreadableReason::NoColon
+            };
+            card.unreadable(number, reason);
+            self.current = Current::None;
+            return;
+        }
+        card.property_lines += 1;
         let header = &line[..header_end];
         let has_params = header.contains(&b';');
         let quoted_printable = has_params && header_has_quoted_printable(header);
         self.previous_ended_with_soft_break = quoted_printable && line.ends_with(b"=");
         let name = property_name(header);
         if !is_kept_property(name) {
-            self.current = Current::Skipped { quoted_printable };
+            self.current = Current::Skipped {
+                quoted_printable,
+                base64: has_params && header_has_base64(header),
+            };
             return;
         }
         if name.eq_ignore_ascii_case(b"VERSION") {
             let value = line[(header_end + 1).min(line.len())..].trim_ascii();
             card.nesting_impossible = value == b"3.0" || value == b"4.0";
         }
-        let charset = if has_params {
+        self.current = Current::Kept { quoted_printable };
+        self.pending.header_end = header_end;
+        self.pending.charset = if has_params {
             header_charset(header)
         } else {
             None
         };
-        self.current = Current::Kept {
-            quoted_printable,
-            charset,
-        };
-        let needs_rewrite = quoted_printable && !contains_ignore_ascii_case(header, b"ENCODING=");
-        match std::str::from_utf8(line) {
-            Ok(text) if !needs_rewrite => card.text.push_str(text),
-            _ => {
-                let header_text = decode_line(header, None);
-                if needs_rewrite {
-                    card.text
-                        .push_str(&rewrite_bare_quoted_printable(&header_text));
-                } else {
-                    card.text.push_str(&header_text);
+        self.pending.rewrite_quoted_printable =
+            quoted_printable && !contains_ignore_ascii_case(header, b"ENCODING=");
+        self.keep(line);
+    }
+
+    fn begin_card(&mut self, number: usize) {
+        self.clean_after_end = false;
+        self.current = Current::None;
+        // A BEGIN:VCARD with no property before this one: a stray line, not a card. Counted
+        // in a notice; the new card takes its place (and number).
+        if self
+            .open
+            .last()
+            .is_some_and(|card| card.property_lines == 0)
+            && let Some(empty) = self.open.pop()
+        {
+            self.empty_begins += 1;
+            self.first_empty_begin.get_or_insert(empty.line);
+            self.next_index -= 1;
+        }
+        match self.open.last_mut() {
+            // A 3.0/4.0 card cannot nest: it lacks its END. Reported, skipped.
+            Some(card) if card.nesting_impossible => {
+                if let Some(card) = self.open.pop() {
+                    self.finished.push(unterminated(&card, number));
                 }
-                card.text
-                    .push_str(&decode_line(&line[header_end..], charset));
+            }
+            Some(card) => {
+                card.nested_begin.get_or_insert(number);
+            }
+            None => {}
+        }
+        if self.open.len() >= MAX_OPEN_CARDS {
+            // Deeper than any 2.1 AGENT nesting: the open cards lack their END.
+            for card in std::mem::take(&mut self.open) {
+                let next_begin = card.nested_begin.unwrap_or(number);
+                self.finished.push(unterminated(&card, next_begin));
             }
         }
-        card.text.push_str("\r\n");
+        self.finished_before_open = self.open.is_empty();
+        self.next_index += 1;
+        self.open.push(OpenCard::new(self.next_index, number));
     }
 
     fn finish(mut self, on_card: &mut impl FnMut(CardOutcome)) -> Result<FileSummary, FileError> {
+        self.flush_pending();
         // Cards still open after a last END:VCARD with nothing after it are not a file cut
         // short: each lacks its END (its next BEGIN:VCARD was read as a nested 2.1 card, which
         // then closed). They are broken cards, and the file is complete.
@@ -566,8 +839,17 @@ impl CardSplitter {
                     self.stray_lines
                 ),
             });
-            self.notices.sort_by_key(|n| n.line);
         }
+        if let Some(line) = self.first_empty_begin {
+            self.notices.push(FileNotice {
+                line,
+                message: format!(
+                    "{} BEGIN:VCARD line(s) with no property and no END:VCARD before the next BEGIN:VCARD ignored",
+                    self.empty_begins
+                ),
+            });
+        }
+        self.notices.sort_by_key(|n| n.line);
         // Nested cards that finished inside an unfinished parent still count.
         self.finished.sort_by_key(|c| c.index);
         for card in self.finished.drain(..) {
@@ -645,6 +927,17 @@ fn header_has_quoted_printable(header: &[u8]) -> bool {
     })
 }
 
+fn header_has_base64(header: &[u8]) -> bool {
+    params(header).any(|param| {
+        let value = match param.iter().position(|&b| b == b'=') {
+            Some(eq) if param[..eq].eq_ignore_ascii_case(b"ENCODING") => &param[eq + 1..],
+            Some(_) => return false,
+            None => param,
+        };
+        value.eq_ignore_ascii_case(b"BASE64") || value.eq_ignore_ascii_case(b"B")
+    })
+}
+
 fn header_charset(header: &[u8]) -> Option<&'static encoding_rs::Encoding> {
     params(header).find_map(|param| {
         let eq = param.iter().position(|&b| b == b'=')?;
@@ -705,19 +998,31 @@ fn unterminated(card: &OpenCard, next_begin: usize) -> CardOutcome {
     CardOutcome {
         index: card.index,
         line: card.line,
-        result: Err(CardError::Unterminated { next_begin }),
+        result: Err(CardError::Unterminated {
+            next_begin,
+            name: card.name(),
+        }),
     }
 }
 
 fn parse_card(card: OpenCard) -> CardOutcome {
     let OpenCard {
-        index, line, text, ..
+        index,
+        line,
+        text,
+        unreadable_lines,
+        unreadable_line_count,
+        ..
     } = card;
     // calcard forbids unsafe code but may still hit an index bug on hostile input; one card's
     // bad luck must not take the whole file (or the daemon) down with it.
     let parsed = catch_unwind(AssertUnwindSafe(|| VCard::parse(&text)));
     let result = match parsed {
-        Ok(Ok(vcard)) => Ok(extract(vcard, index, line)),
+        Ok(Ok(vcard)) => Ok(RawCard {
+            unreadable_lines,
+            unreadable_line_count,
+            ..extract(vcard, index, line)
+        }),
         Ok(Err(entry)) => Err(CardError::Unparsable(describe_entry(&entry))),
         Err(_) => Err(CardError::ParserPanic),
     };
@@ -743,13 +1048,17 @@ fn extract(vcard: VCard, index: usize, line: usize) -> RawCard {
         line,
         ..RawCard::default()
     };
-    let mut labels: Vec<(String, String)> = Vec::new();
+    // iCloud's `itemN.X-ABLabel` by group, the first one of a group standing: a map, as a
+    // card may have tens of thousands of TELs.
+    let mut labels: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let mut phone_groups: Vec<Option<String>> = Vec::new();
+    let mut structured: Option<VCardEntry> = None;
     for entry in vcard.entries {
         match &entry.name {
             VCardProperty::Version => card.version = first_text(&entry),
             VCardProperty::Uid => card.uid = card.uid.take().or_else(|| first_text(&entry)),
-            VCardProperty::N if card.name.is_none() => card.name = Some(structured_name(&entry)),
+            // Read once VERSION is known: 2.1 has no lists in N.
+            VCardProperty::N if structured.is_none() => structured = Some(entry),
             VCardProperty::Fn if card.formatted_name.is_none() => {
                 card.formatted_name = joined_text(&entry, " ")
             }
@@ -765,7 +1074,7 @@ fn extract(vcard: VCard, index: usize, line: usize) -> RawCard {
                     .map(|t| t.trim().to_owned())
                     .filter(|t| !t.is_empty()),
             ),
-            VCardProperty::Kind => card.is_group |= says_group(&entry),
+            VCardProperty::Kind if says_group(&entry) => card.group = Some("KIND:group"),
             VCardProperty::Tel => {
                 if let Some(value) = joined_text(&entry, ",") {
                     card.phones.push(RawPhone {
@@ -790,23 +1099,24 @@ fn extract(vcard: VCard, index: usize, line: usize) -> RawCard {
             }
             VCardProperty::Other(name) if name.eq_ignore_ascii_case("X-ABLABEL") => {
                 if let (Some(group), Some(label)) = (&entry.group, first_text(&entry)) {
-                    labels.push((group.to_ascii_lowercase(), label));
+                    labels.entry(group.to_ascii_lowercase()).or_insert(label);
                 }
             }
-            VCardProperty::Other(name) if name.eq_ignore_ascii_case("X-ADDRESSBOOKSERVER-KIND") => {
-                card.is_group |= says_group(&entry)
+            VCardProperty::Other(name)
+                if name.eq_ignore_ascii_case("X-ADDRESSBOOKSERVER-KIND") && says_group(&entry) =>
+            {
+                card.group.get_or_insert("X-ADDRESSBOOKSERVER-KIND:group");
             }
             _ => {}
         }
     }
     for (phone, group) in card.phones.iter_mut().zip(phone_groups) {
         if let Some(group) = group.map(|g| g.to_ascii_lowercase()) {
-            phone.label = labels
-                .iter()
-                .find(|(g, _)| *g == group)
-                .map(|(_, label)| label.clone());
+            phone.label = labels.get(&group).cloned();
         }
     }
+    let lists_in_n = !matches!(card.version.as_deref(), Some("2.1" | "2.0"));
+    card.name = structured.map(|entry| structured_name(&entry, lists_in_n));
     card
 }
 
@@ -889,9 +1199,11 @@ fn joined_text(entry: &VCardEntry, separator: &str) -> Option<String> {
 
 /// N's five parts. A part that is a list (`Jean,Paul`: calcard's `Component`) is joined with
 /// spaces; a comma inside a part's text was escaped (`García\, Jr.`) and stays a comma.
-fn structured_name(entry: &VCardEntry) -> StructuredName {
+/// vCard 2.1 has no lists (`lists: false`): there every comma is text (`García, Jr.`).
+fn structured_name(entry: &VCardEntry, lists: bool) -> StructuredName {
     let component = |i: usize| -> String {
         match entry.values.get(i) {
+            Some(VCardValue::Component(items)) if !lists => items.join(",").trim().to_owned(),
             Some(VCardValue::Component(items)) => items
                 .iter()
                 .map(|item| item.trim())
@@ -1145,7 +1457,10 @@ mod tests {
         assert_eq!(fifth.line, 21);
         assert_eq!(
             fifth.result,
-            Err(CardError::Unterminated { next_begin: 25 })
+            Err(CardError::Unterminated {
+                next_begin: 25,
+                name: Some("Card 5".into())
+            })
         );
         assert!(
             fifth
@@ -1169,7 +1484,10 @@ mod tests {
         // A 3.0 card never nests: card 5 is known broken at card 6's BEGIN already.
         assert_eq!(
             parsed.cards[4].result,
-            Err(CardError::Unterminated { next_begin: 25 })
+            Err(CardError::Unterminated {
+                next_begin: 25,
+                name: Some("Card 5".into())
+            })
         );
     }
 

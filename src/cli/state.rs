@@ -907,6 +907,16 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
         )?;
     }
     print_source_notes(&mut w, &report.empty_sources, &report.stalled_files)?;
+    for file in &report.unreadable_files {
+        writeln!(
+            w,
+            "source {}: cannot read {}: {}; {}",
+            file.source,
+            file.path.display(),
+            file.reason,
+            in_effect(file.cards_in_effect)
+        )?;
+    }
     if report.accounts.is_empty() {
         writeln!(
             w,
@@ -953,6 +963,18 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(w.flush()?)
+}
+
+/// What stands of a deferred file: the cards of its last complete read, or nothing.
+fn in_effect(cards: u64) -> String {
+    if cards == 0 {
+        "nothing was read from it yet: it is read again on the next pass".to_owned()
+    } else {
+        format!(
+            "its last complete read ({}) stays in effect",
+            plural(cards, "card", "cards")
+        )
+    }
 }
 
 /// Sources with no vCard file, and files that stay incomplete: said after a pass.
@@ -1116,7 +1138,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         deferred_files
             .iter()
             .filter(|(source, ..)| source == name)
-            .map(|(_, path, state, reason)| (path, *state, reason))
+            .map(|(_, path, state, reason, cards)| (path, *state, reason, *cards))
             .collect()
     };
     let last_run = store
@@ -1124,6 +1146,7 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         .map_err(store_failure)?
         .into_iter()
         .next();
+    let started_over = store.started_over().map_err(store_failure)?;
     let mut accounts = Vec::new();
     for account in store.accounts().map_err(store_failure)? {
         let counts = store
@@ -1178,8 +1201,9 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 value["state"] = json!(source_state(s));
                 value["deferred_files"] = deferred_of(&s.name)
                     .into_iter()
-                    .map(|(path, state, reason)| json!({
+                    .map(|(path, state, reason, cards)| json!({
                         "path": path, "state": state.as_str(), "reason": reason,
+                        "cards_in_effect": cards,
                     }))
                     .collect();
                 value
@@ -1216,12 +1240,20 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "last_error": a.last_error,
             })).collect::<Vec<_>>(),
             "last_run": last_run,
+            "started_over_at": started_over,
         });
         serde_json::to_writer(&mut w, &value)?;
         writeln!(w)?;
         return Ok(w.flush()?);
     }
     writeln!(w, "state: {}", config.state_dir.display())?;
+    if let Some(at) = started_over {
+        writeln!(
+            w,
+            "warning: the state database was found empty (0 bytes) on {} and started over: log in again; every contact is imported again, which changes nothing on the messenger",
+            crate::sync::format_time(at)
+        )?;
+    }
     match &writer {
         Some((pid, Some(command))) if command == "run" => writeln!(
             w,
@@ -1276,15 +1308,16 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             write!(w, "\n    EMPTY: {}", no_vcard_files(&s.path))?;
         }
         writeln!(w)?;
-        for (path, state, reason) in deferred_of(&s.name) {
+        for (path, state, reason, cards) in deferred_of(&s.name) {
             let label = match state {
                 crate::store::FileState::Stalled => "STALLED",
                 _ => "deferred",
             };
             writeln!(
                 w,
-                "    {label}: {}: {reason}; its previous cards stay in effect",
-                path.display()
+                "    {label}: {}: {reason}; {}",
+                path.display(),
+                in_effect(u64::from(cards))
             )?;
         }
     }

@@ -4,13 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
+use std::io::{Read, Seek};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::SourceConfig;
 use crate::store::{FileRecord, FileState};
 
-use super::{Derivation, Examined, FileChange, INCOMPLETE_GRACE_SECS, Scan, understand_file};
+use super::{Derivation, Examined, FileChange, INCOMPLETE_GRACE_SECS, Scan, understand_reader};
 
 /// The files a source consists of, and what could not be looked at.
 #[derive(Debug, Default)]
@@ -243,18 +244,20 @@ pub(super) fn examine_file(
     }
     scan.files_read += 1;
     let read_at = std::time::SystemTime::now();
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
+    // Read twice if it changed, never held whole: hashed, then parsed a card at a time.
+    // Only a regular file is opened (a FIFO or a device is refused, never waited on).
+    let (mut file, hash) = match hash_file(path) {
+        Ok(read) => read,
         Err(err) => return defer(FileState::Unreadable, err.to_string()),
     };
     // A writer still at work: the file moved under us while we read it.
-    if std::fs::metadata(path).map(|m| fingerprint(&m)).ok() != Some(stat) {
+    let moved = || std::fs::metadata(path).map(|m| fingerprint(&m)).ok() != Some(stat);
+    if moved() {
         return defer(
             FileState::Incomplete,
             "changed while being read; will read again".into(),
         );
     }
-    let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
     let record = |cards: u64, card_errors: u64| FileRecord {
         path: path.to_owned(),
         source: source.name.clone(),
@@ -277,7 +280,17 @@ pub(super) fn examine_file(
         });
     }
     scan.files_parsed += 1;
-    match understand_file(&bytes, source, region) {
+    if let Err(err) = file.rewind() {
+        return defer(FileState::Unreadable, err.to_string());
+    }
+    let understood = understand_reader(std::io::BufReader::new(file), source, region);
+    if moved() {
+        return defer(
+            FileState::Incomplete,
+            "changed while being read; will read again".into(),
+        );
+    }
+    match understood {
         Ok(contribution) => Examined::Parsed(
             FileChange::Updated {
                 record: record(contribution.cards, contribution.card_errors),
@@ -307,6 +320,22 @@ pub(super) fn examine_file(
         }
         Err((state, error)) => defer(state, error),
     }
+}
+
+/// Opens a regular file and hashes its content (xxh3, as stored), reading it in blocks.
+fn hash_file(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    let mut file = crate::regular_file::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut block = vec![0; 1 << 16];
+    loop {
+        match file.read(&mut block) {
+            Ok(0) => break,
+            Ok(read) => hasher.update(&block[..read]),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok((file, hasher.digest()))
 }
 
 /// Whether `list_files(source)` would list `path` (if it exists).

@@ -57,6 +57,8 @@ pub struct Scan {
     /// Files that end inside a card and have not changed for longer than
     /// `INCOMPLETE_GRACE_SECS`: exports that stopped half-way.
     pub stalled: Vec<StalledFile>,
+    /// Files that could not be read: named after a pass, not only counted.
+    pub unreadable: Vec<UnreadableFile>,
     /// Pushed numbers with a doubt about them (`unknown_range`, `other_region`), from the
     /// files this scan parsed: `plan` shows them, `inspect` shows every file's.
     pub flagged: Vec<FlaggedNumber>,
@@ -81,6 +83,16 @@ pub struct StalledFile {
     /// The path as logs may show it (`redact_path`).
     #[serde(skip)]
     pub redacted: String,
+}
+
+/// A file of a source that could not be read; its previous cards (if any) stay in effect.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnreadableFile {
+    pub source: String,
+    pub path: PathBuf,
+    pub reason: String,
+    /// Cards of its last complete read, kept (0: it was never read).
+    pub cards_in_effect: u64,
 }
 
 /// How long a file may end inside a card before it counts as an export that stopped
@@ -308,8 +320,21 @@ fn scan_source(
         add_to_desired(desired, order, path, contribution.phones);
     }
     for change in &changes {
-        if let FileChange::Deferred { path, state, .. } = change {
+        if let FileChange::Deferred {
+            path, state, error, ..
+        } = change
+        {
             status.deferred += 1;
+            if *state == FileState::Unreadable {
+                scan.unreadable.push(UnreadableFile {
+                    source: source.name.clone(),
+                    path: path.clone(),
+                    reason: error.clone(),
+                    cards_in_effect: known
+                        .get(path.as_os_str())
+                        .map_or(0, |r| u64::from(r.cards)),
+                });
+            }
             if *state == FileState::Stalled {
                 scan.stalled.push(StalledFile {
                     source: source.name.clone(),
@@ -565,11 +590,31 @@ fn understand_file(
     source: &SourceConfig,
     region: Option<DefaultRegion>,
 ) -> Result<FileContribution, (FileState, String)> {
-    let parsed = vcard::parse_bytes(bytes).map_err(|err| match err {
+    understand_reader(bytes, source, region)
+}
+
+/// [`understand_file`] from a stream: a card at a time, so that memory follows what the
+/// cards keep, not the file's size.
+fn understand_reader(
+    reader: impl std::io::Read,
+    source: &SourceConfig,
+    region: Option<DefaultRegion>,
+) -> Result<FileContribution, (FileState, String)> {
+    let mut contribution = FileContribution {
+        phones: Vec::new(),
+        cards: 0,
+        card_errors: 0,
+        flagged: Vec::new(),
+    };
+    let summary = vcard::parse_reader_with(reader, |outcome| {
+        contribution.cards += 1;
+        add_card(&mut contribution, &outcome, source, region);
+    })
+    .map_err(|err| match err {
         FileError::NoCards => (FileState::Unreadable, err.to_string()),
         other => (FileState::Unreadable, other.to_string()),
     })?;
-    if let Some(incomplete) = parsed.incomplete {
+    if let Some(incomplete) = summary.incomplete {
         return Err((
             FileState::Incomplete,
             format!(
@@ -578,54 +623,56 @@ fn understand_file(
             ),
         ));
     }
-    let mut contribution = FileContribution {
-        phones: Vec::new(),
-        cards: parsed.cards.len() as u64,
-        card_errors: 0,
-        flagged: Vec::new(),
+    Ok(contribution)
+}
+
+/// One card's phones (or username) into its file's contribution.
+fn add_card(
+    contribution: &mut FileContribution,
+    outcome: &vcard::CardOutcome,
+    source: &SourceConfig,
+    region: Option<DefaultRegion>,
+) {
+    let Ok(card) = &outcome.result else {
+        contribution.card_errors += 1;
+        return;
     };
-    for outcome in &parsed.cards {
-        let Ok(card) = &outcome.result else {
-            contribution.card_errors += 1;
-            continue;
-        };
-        let understood = contact::understand(card, region, &source.filter);
-        if !understood.problems.is_empty() {
-            contribution.card_errors += 1;
-        }
-        let Some(name) = understood.name.as_ref().filter(|_| understood.is_pushed()) else {
-            continue;
-        };
-        let card_index = u32::try_from(outcome.index).unwrap_or(u32::MAX);
-        for phone in &understood.phones {
-            if let contact::PhoneOutcome::Accepted {
-                e164,
-                validity,
-                other_regions,
-                ..
-            } = &phone.outcome
-                && (*validity != crate::phone::Validity::Valid || !other_regions.is_empty())
-            {
-                contribution.flagged.push(FlaggedNumber {
-                    path: PathBuf::new(),
-                    card: card_index,
-                    raw: phone.raw.clone(),
-                    e164: e164.clone(),
-                    flags: phone.flags(),
-                    other_regions: other_regions.clone(),
-                });
-            }
-        }
-        let fallback = understood.fallback_username().map(str::to_owned);
-        for key in understood.contact_keys() {
-            contribution.phones.push(StoredPhone {
-                card: u32::try_from(outcome.index).unwrap_or(u32::MAX),
-                e164: key,
-                first_name: name.first.clone(),
-                last_name: name.last.clone(),
-                telegram_username: fallback.clone(),
+    let understood = contact::understand(card, region, &source.filter);
+    // A card with an unreadable line is still used, and counted as one with problems.
+    if !understood.problems.is_empty() || card.unreadable_line_count > 0 {
+        contribution.card_errors += 1;
+    }
+    let Some(name) = understood.name.as_ref().filter(|_| understood.is_pushed()) else {
+        return;
+    };
+    let card_index = u32::try_from(outcome.index).unwrap_or(u32::MAX);
+    for phone in &understood.phones {
+        if let contact::PhoneOutcome::Accepted {
+            e164,
+            validity,
+            other_regions,
+            ..
+        } = &phone.outcome
+            && (*validity != crate::phone::Validity::Valid || !other_regions.is_empty())
+        {
+            contribution.flagged.push(FlaggedNumber {
+                path: PathBuf::new(),
+                card: card_index,
+                raw: phone.raw.clone(),
+                e164: e164.clone(),
+                flags: phone.flags(),
+                other_regions: other_regions.clone(),
             });
         }
     }
-    Ok(contribution)
+    let fallback = understood.fallback_username().map(str::to_owned);
+    for key in understood.contact_keys() {
+        contribution.phones.push(StoredPhone {
+            card: card_index,
+            e164: key,
+            first_name: name.first.clone(),
+            last_name: name.last.clone(),
+            telegram_username: fallback.clone(),
+        });
+    }
 }

@@ -255,9 +255,11 @@ impl Store {
 
     /// The files whose last read was deferred, with their source, state and why, by source
     /// and path: what `status` names.
-    pub fn deferred_files(&self) -> Result<Vec<(String, PathBuf, FileState, String)>> {
+    /// Files not usable now: (source, path, state, reason, cards of its last complete read,
+    /// which stay in effect; 0 for a file never read).
+    pub fn deferred_files(&self) -> Result<Vec<(String, PathBuf, FileState, String, u32)>> {
         let mut statement = self.conn().prepare(
-            "SELECT source, path, state, last_error FROM source_file WHERE state != 'ok' ORDER BY source, path",
+            "SELECT source, path, state, last_error, cards FROM source_file WHERE state != 'ok' ORDER BY source, path",
         )?;
         let rows = statement.query_map([], |row| {
             Ok((
@@ -265,6 +267,7 @@ impl Store {
                 PathBuf::from(row.get::<_, String>(1)?),
                 FileState::parse(&row.get::<_, String>(2)?),
                 row.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                row.get::<_, u32>(4)?,
             ))
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()

@@ -45,6 +45,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/010_contact_key.sql")),
     M::up(include_str!("migrations/011_carddav.sql")),
     M::up(include_str!("migrations/012_batch_resend.sql")),
+    M::up(include_str!("migrations/015_started_over.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 
@@ -55,6 +56,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to write the state into {}: {why}. contactsyncd leaves a directory it did not create as it is; point state_dir at a directory of your own that only you may write to (or one that does not exist yet: it is created with mode 0700)",
+        .dir.display()
+    )]
+    UnsafeDir { dir: PathBuf, why: String },
     #[error("{}: {source}", .path.display())]
     Io {
         path: PathBuf,
@@ -115,11 +121,23 @@ impl Store {
         create_private_dir(state_dir)?;
         let lock = acquire_lock(state_dir)?;
         let path = state_dir.join(DATABASE_FILE);
+        // Not refused: a first start that crashed leaves such a file. But what it held (the
+        // session, the fingerprints, the mirror) is gone: said in the log and in `status`.
+        let empty_before = std::fs::metadata(&path).is_ok_and(|meta| meta.len() == 0);
         create_private_file(&path)?;
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         migrate(&mut conn, &path)?;
         restrict_sidecar_files(&path);
+        if empty_before {
+            tracing::warn!(
+                "the state database was empty (0 bytes: truncated, or left by a first start that crashed): the state started over. Log in again; every contact is imported again, which changes nothing on the messenger"
+            );
+            conn.execute(
+                "INSERT OR REPLACE INTO started_over (id, at) VALUES (1, ?1)",
+                [crate::sync::Clock::now(&crate::sync::SystemClock)],
+            )?;
+        }
         Ok(Self {
             conn,
             _lock: Some(lock),
@@ -163,12 +181,21 @@ impl Store {
                 },
             });
         }
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        check_version(&conn, &path)?;
+        let conn = match open_reader(&path, false) {
+            // A WAL database is read through its `-shm` file, which a reader creates when
+            // it is missing: impossible on a read-only file system (or in a directory the
+            // reader may not write). Nothing can write there either, so the file is read
+            // as it is, without the shared memory or locks.
+            Err(StoreError::Sqlite(err))
+                if matches!(
+                    err.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+                ) =>
+            {
+                open_reader(&path, true)?
+            }
+            other => other?,
+        };
         if let SchemaVersion::Inside(found) = MIGRATIONS.current_version(&conn)?
             && found.get() < MIGRATION_LIST.len()
         {
@@ -231,6 +258,17 @@ impl Store {
         Ok(Self { conn, _lock: None })
     }
 
+    /// When the state was last found empty and started over (`open_for_writing`), if ever.
+    pub fn started_over(&self) -> Result<Option<Timestamp>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row("SELECT at FROM started_over WHERE id = 1", [], |row| {
+                row.get(0)
+            })
+            .optional()?)
+    }
+
     /// The database file, for a second connection (the Telegram session keeps its own).
     pub fn path(state_dir: &Path) -> PathBuf {
         state_dir.join(DATABASE_FILE)
@@ -243,6 +281,39 @@ impl Store {
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
+}
+
+/// A read-only connection to the database at `path`, its schema version checked; `immutable`:
+/// without locks or the WAL's shared memory (SQLite's `immutable=1`), for a file nothing
+/// can change.
+fn open_reader(path: &Path, immutable: bool) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if immutable {
+        let uri = format!("file:{}?immutable=1", uri_escape(path));
+        Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?
+    } else {
+        Connection::open_with_flags(path, flags)?
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // The first read opens the file (and the WAL's shared memory): its error is SQLite's.
+    conn.pragma_query_value(None, "schema_version", |row| row.get::<_, i64>(0))?;
+    check_version(&conn, path)?;
+    Ok(conn)
+}
+
+/// A path as the path of a `file:` URI (RFC 3986): `%`, `?` and `#` and anything not
+/// printable ASCII percent-encoded.
+fn uri_escape(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::new();
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_graphic() && !matches!(byte, b'%' | b'?' | b'#') {
+            uri.push(char::from(byte));
+        } else {
+            uri.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    uri
 }
 
 /// PRAGMAs stay outside migrations: they are per connection, not per schema.
@@ -271,18 +342,51 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates the state directory 0700 when it does not exist. An existing directory is never
+/// chmod-ed: `state_dir` pointed at `/`, `/tmp` or `$HOME` by a typo must not change who can
+/// use them. Instead, as OpenSSH's StrictModes does, state is not written into a directory
+/// others may write to (they could swap the database or the lock) or that belongs to
+/// another user (root's files there would lock the service's user out of its own state).
 fn create_private_dir(dir: &Path) -> Result<()> {
     let io = |source| StoreError::CreateDir {
         path: dir.to_owned(),
         source,
     };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io)?;
-    // An existing directory keeps its mode under DirBuilder: tighten it.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
+    match std::fs::metadata(dir) {
+        Ok(meta) => check_private_dir(dir, &meta),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io),
+        Err(err) => Err(io(err)),
+    }
+}
+
+fn check_private_dir(dir: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_dir = |why: String| StoreError::UnsafeDir {
+        dir: dir.to_owned(),
+        why,
+    };
+    if !meta.is_dir() {
+        return Err(unsafe_dir("it is not a directory".into()));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(unsafe_dir(format!(
+            "it belongs to another user (uid {}, this process runs as uid {me})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "others may write into it (mode {mode:04o})"
+        )));
+    }
+    Ok(())
 }
 
 fn create_private_file(path: &Path) -> Result<()> {

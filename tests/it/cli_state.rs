@@ -349,7 +349,7 @@ fn a_card_without_end_costs_only_itself() {
 
         let inspect = stdout(&run(&config, &["inspect"]));
         assert!(
-            inspect.contains("card 5 (line 21): (no name)\n    error: no END:VCARD: the next BEGIN:VCARD (line 25)"),
+            inspect.contains("card 5 (line 21): Person 5 (as written)\n    error: no END:VCARD: the next BEGIN:VCARD (line 25)"),
             "{version}: {inspect}"
         );
         assert!(!inspect.contains("incomplete"), "{version}: {inspect}");

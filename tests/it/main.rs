@@ -1,5 +1,6 @@
 //! The one integration-test binary: the library on real files, and the real binary.
 
+mod bounded;
 mod carddav;
 mod carddav_offline;
 mod cli;
