@@ -44,6 +44,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/009_forget_all.sql")),
     M::up(include_str!("migrations/010_contact_key.sql")),
     M::up(include_str!("migrations/011_carddav.sql")),
+    M::up(include_str!("migrations/013_carddav_full_check.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 

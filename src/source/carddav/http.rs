@@ -1,6 +1,7 @@
 //! The HTTP client: redirects followed by hand, statuses judged, answers bounded, a short
 //! Retry-After waited out.
 
+use super::auth::{Auth, Refused, Secret};
 #[allow(unused_imports)]
 use super::*;
 
@@ -20,7 +21,7 @@ pub struct Traffic {
 pub(super) struct Client {
     pub(super) http: reqwest::Client,
     pub(super) source: String,
-    pub(super) auth: Option<(String, Option<String>)>,
+    pub(super) auth: Auth,
     pub(super) traffic: Traffic,
 }
 
@@ -38,37 +39,31 @@ impl From<CardDavError> for Failure {
 
 impl Client {
     pub(super) fn new(source: &SourceConfig, config: &CardDavConfig) -> Result<Self, CardDavError> {
-        let password =
-            read_password(&config.password, config.username.is_some()).map_err(|reason| {
-                CardDavError::Setup {
-                    name: source.name.clone(),
-                    reason,
-                }
-            })?;
-        Self::with_password(source, config, password)
+        let auth = new_auth(source, config)?;
+        Self::with_auth(source, auth)
     }
 
-    /// `password`: as `read_password` gave it (the daemon's poller keeps it between polls).
-    pub(super) fn with_password(
-        source: &SourceConfig,
-        config: &CardDavConfig,
-        password: Option<String>,
-    ) -> Result<Self, CardDavError> {
+    /// `auth`: what [`new_auth`] made (the daemon's poller keeps it between polls, with
+    /// what the server asked for).
+    pub(super) fn with_auth(source: &SourceConfig, auth: Auth) -> Result<Self, CardDavError> {
         let setup = |reason: String| CardDavError::Setup {
             name: source.name.clone(),
             reason,
         };
-        let auth = match (&config.username, password) {
-            (Some(user), password) => Some((user.clone(), password)),
-            (None, Some(password)) => Some((String::new(), Some(password))),
-            (None, None) => None,
-        };
         // Redirects are followed by hand: reqwest turns a redirected PROPFIND into a GET.
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(15))
-            .user_agent(concat!("contactsyncd/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("contactsyncd/", env!("CARGO_PKG_VERSION")));
+        let config = source.carddav.as_ref();
+        let builder = super::tls::configure(
+            builder,
+            config.and_then(|c| c.ca_file.as_deref()),
+            config.and_then(|c| c.verify_fingerprint.as_deref()),
+        )
+        .map_err(setup)?;
+        let http = builder
             .build()
             .map_err(|err| setup(format!("cannot set up HTTP: {err}")))?;
         Ok(Self {
@@ -93,10 +88,13 @@ impl Client {
         let mut url = url.clone();
         let mut redirects = 0;
         let mut waits = 0;
+        let mut challenge_answers = 0;
         loop {
             let mut request = self.http.request(method.clone(), url.clone());
-            if let Some((user, password)) = &self.auth {
-                request = request.basic_auth(user, password.as_ref());
+            let authorization = self.auth.header(method.as_str(), &url, &self.source);
+            let sent_credentials = authorization.is_some();
+            if let Some(authorization) = authorization {
+                request = request.header(reqwest::header::AUTHORIZATION, authorization);
             }
             if let Some(depth) = depth {
                 request = request.header("Depth", depth);
@@ -141,10 +139,42 @@ impl Client {
                 }
             }
             if status == StatusCode::UNAUTHORIZED {
-                return Err(CardDavError::Unauthorized {
-                    name: self.source.clone(),
+                let challenges: Vec<String> = response
+                    .headers()
+                    .get_all(reqwest::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                    .collect();
+                match self.auth.challenged(&url, sent_credentials, &challenges) {
+                    // Answered the challenge: the same request once more (at most twice,
+                    // for a Digest nonce gone stale).
+                    Ok(()) if challenge_answers < 2 => {
+                        challenge_answers += 1;
+                        continue;
+                    }
+                    Err(Refused::NoScheme(schemes)) => {
+                        return Err(CardDavError::Setup {
+                            name: self.source.clone(),
+                            reason: format!(
+                                "the server asks for authentication contactsyncd does not speak ({schemes}; it speaks Basic and Digest)"
+                            ),
+                        }
+                        .into());
+                    }
+                    Err(Refused::NotHere) => {
+                        return Err(CardDavError::Setup {
+                            name: self.source.clone(),
+                            reason: "a redirect or link of the server leads to another server that asks for the password; it goes only to the configured server (over https also to another host of the same site): configure the URL it leads to".into(),
+                        }
+                        .into());
+                    }
+                    _ => {
+                        return Err(CardDavError::Unauthorized {
+                            name: self.source.clone(),
+                        }
+                        .into());
+                    }
                 }
-                .into());
             }
             if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
             {
@@ -261,15 +291,46 @@ pub(super) fn describe_reqwest(err: &reqwest::Error) -> String {
         text.push_str(&inner.to_string());
         source = inner.source();
     }
+    if text.contains("UnknownIssuer") || text.contains("NotValidForName") {
+        text.push_str(" (a private CA or a self-signed certificate: set ca_file to its PEM file, or pin the certificate with verify_fingerprint)");
+    }
     text
 }
 
 /// A `Retry-After` value in seconds: delay-seconds, or an HTTP date (RFC 9110 §10.2.3), a
-/// date already past meaning at once.
+/// date already past meaning at once; at most [`MAX_RETRY_AFTER`] (a server asking for ten
+/// years would otherwise stall the source until a restart).
 pub(super) fn retry_after_seconds(value: &str, now: std::time::SystemTime) -> Option<u64> {
     let value = value.trim();
-    value.parse::<u64>().ok().or_else(|| {
+    let seconds = value.parse::<u64>().ok().or_else(|| {
         let at = httpdate::parse_http_date(value).ok()?;
         Some(at.duration_since(now).map_or(0, |wait| wait.as_secs()))
-    })
+    })?;
+    Some(seconds.min(MAX_RETRY_AFTER.as_secs()))
+}
+
+/// The credentials of a source as its configuration gives them, read now.
+pub(super) fn new_auth(
+    source: &SourceConfig,
+    config: &CardDavConfig,
+) -> Result<Auth, CardDavError> {
+    let setup = |reason: String| CardDavError::Setup {
+        name: source.name.clone(),
+        reason,
+    };
+    let password = read_password(&config.password, config.username.is_some()).map_err(setup)?;
+    let url =
+        Url::parse(&config.url).map_err(|_| setup("the carddav URL does not parse".into()))?;
+    let secret = match (&config.username, password) {
+        (Some(user), password) => Some(Secret::Password {
+            user: user.clone(),
+            password: password.unwrap_or_default(),
+        }),
+        (None, Some(password)) => Some(Secret::Password {
+            user: String::new(),
+            password,
+        }),
+        (None, None) => None,
+    };
+    Ok(Auth::new(&url, secret))
 }

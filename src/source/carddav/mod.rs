@@ -20,6 +20,7 @@ use crate::store::{
 
 use super::{Derivation, Examined, FileChange, Scan};
 
+mod auth;
 mod cache;
 mod discovery;
 mod http;
@@ -28,8 +29,10 @@ mod requests;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod xml;
 
+use auth::Auth;
 pub use cache::*;
 pub use discovery::FoundBook;
 use discovery::*;
@@ -51,6 +54,15 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 const MAX_ROUNDS: usize = 1000;
 /// A 429/503 whose Retry-After is at most this long is waited out within the poll.
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(30);
+/// A longer `Retry-After` is taken as this: the source is polled again after an hour.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// One poll of a source ends by then, whatever the server does (slow answers, many rounds,
+/// waits): it then fails, storing nothing, and the next poll starts afresh.
+const POLL_DEADLINE: Duration = if cfg!(test) {
+    Duration::from_secs(5)
+} else {
+    Duration::from_secs(15 * 60)
+};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_REDIRECTS: usize = 5;
 
@@ -153,18 +165,16 @@ pub async fn poll(
 
 /// Polls one source again and again (the daemon), reading its password once rather than
 /// running a `password_command` (which may ask a password manager) every poll; read again
-/// after the server refused it.
+/// after the server refused it. What the server asked for (Basic or Digest) is kept too, so
+/// that a poll is not a 401 and a second request each time.
 pub struct Poller {
     source: SourceConfig,
-    password: Option<Option<String>>,
+    auth: Option<Auth>,
 }
 
 impl Poller {
     pub fn new(source: SourceConfig) -> Self {
-        Self {
-            source,
-            password: None,
-        }
+        Self { source, auth: None }
     }
 
     /// [`poll`] with the password kept.
@@ -177,27 +187,35 @@ impl Poller {
         let Some(config) = &source.carddav else {
             return Ok(PollOutcome::default());
         };
-        let password = match &self.password {
-            Some(password) => password.clone(),
-            None => match read_password(&config.password, config.username.is_some()) {
-                Ok(password) => password,
-                Err(reason) => {
-                    let err = CardDavError::Setup {
-                        name: source.name.clone(),
-                        reason,
-                    };
-                    return finish(source, store, now, Err(err));
-                }
+        let auth = match self.auth.take() {
+            Some(auth) => auth,
+            None => match new_auth(source, config) {
+                Ok(auth) => auth,
+                Err(err) => return finish(source, store, now, Err(err)),
             },
         };
-        let result = match Client::with_password(source, config, password.clone()) {
-            Ok(mut client) => poll_inner(&mut client, source, config, store).await,
-            Err(err) => Err(err),
+        let mut client = match Client::with_auth(source, auth) {
+            Ok(client) => client,
+            Err(err) => return finish(source, store, now, Err(err)),
         };
-        self.password = match &result {
-            Err(CardDavError::Unauthorized { .. }) => None,
-            _ => Some(password),
+        let result = match tokio::time::timeout(
+            POLL_DEADLINE,
+            poll_inner(&mut client, source, config, store, now),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(CardDavError::Unreachable {
+                name: source.name.clone(),
+                reason: format!(
+                    "the poll took longer than {} s and was stopped; nothing of it is stored",
+                    POLL_DEADLINE.as_secs()
+                ),
+            }),
         };
+        if !matches!(result, Err(CardDavError::Unauthorized { .. })) {
+            self.auth = Some(client.auth);
+        }
         finish(source, store, now, result)
     }
 }
@@ -227,6 +245,7 @@ async fn poll_inner(
     source: &SourceConfig,
     config: &CardDavConfig,
     store: &mut Store,
+    now: store::Timestamp,
 ) -> Result<PollOutcome, CardDavError> {
     let state_error = |err: store::StoreError| CardDavError::Setup {
         name: source.name.clone(),
@@ -248,6 +267,7 @@ async fn poll_inner(
                 let before = books.iter().find(|b| b.url == f.url);
                 CardDavBook {
                     sync_token: before.and_then(|b| b.sync_token.clone()),
+                    full_listed_at: before.and_then(|b| b.full_listed_at),
                     url: f.url,
                     name: f.name,
                     supports_sync: f.supports_sync,
@@ -262,7 +282,12 @@ async fn poll_inner(
         let cached = store
             .carddav_etags(&source.name, &book.url)
             .map_err(state_error)?;
-        let polled = poll_book(client, &source.name, book, cached).await?;
+        let rounds = Rounds {
+            now,
+            full_check_interval: config.full_check_interval,
+            max_rounds: MAX_ROUNDS,
+        };
+        let polled = poll_book(client, &source.name, book, cached, rounds).await?;
         outcome.cards_changed += polled.changed.len() as u64;
         outcome.cards_deleted += polled.deleted.len() as u64;
         book_polls.push(polled);

@@ -154,7 +154,14 @@ pub(super) async fn multiget(
 <C:addressbook-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:prop><D:getetag/><C:address-data/></D:prop>"#,
         );
         for url in batch {
-            let path = Url::parse(url).map_or_else(|_| url.clone(), |u| u.path().to_owned());
+            // The path, and a query when the server's href had one (a raw `?` in a name).
+            let path = Url::parse(url).map_or_else(
+                |_| url.clone(),
+                |u| match u.query() {
+                    Some(query) => format!("{}?{query}", u.path()),
+                    None => u.path().to_owned(),
+                },
+            );
             body.push_str(&format!("<D:href>{}</D:href>", xml_escape(&path)));
         }
         body.push_str("</C:addressbook-multiget>");

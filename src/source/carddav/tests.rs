@@ -37,6 +37,17 @@ struct FakeBook {
     requests: Vec<(String, String, String)>,
     /// The head (request line and headers, lower case) of the last request.
     last_head: String,
+    /// Answer a request without `Authorization` with 401 and this `WWW-Authenticate`.
+    challenge: Option<String>,
+    /// Every request's `Authorization` header (None: it had none).
+    authorizations: Vec<Option<String>>,
+    /// Answer a token it does not know as DAViCal does: 207 with a full listing and a new
+    /// token, rather than 403.
+    davical: bool,
+    /// Tokens of versions below this are forgotten (DAViCal drops old ones by itself).
+    forgotten_before: u64,
+    /// Extra rows of the PROPFIND listing: (href, etag), as Calypso lists an href twice.
+    extra_rows: Vec<(String, String)>,
 }
 
 impl FakeBook {
@@ -142,7 +153,9 @@ impl FakeBook {
                 let mut xml = String::from(
                     r#"<D:multistatus xmlns:D="DAV:"><D:response><D:href>/book/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#,
                 );
-                for (href, (etag, _)) in &self.cards {
+                let extra = self.extra_rows.iter().map(|(h, e)| (h, e));
+                let rows = self.cards.iter().map(|(h, (e, _))| (h, e)).chain(extra);
+                for (href, etag) in rows {
                     xml.push_str(&format!(
                         "<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype/><D:getetag>{etag}</D:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
                     ));
@@ -190,7 +203,15 @@ impl FakeBook {
                 Some((version.parse::<u64>().ok()?, skip.parse::<usize>().ok()?))
             })
         };
-        let Some((since, skip)) = parsed.filter(|(v, _)| *v <= self.version) else {
+        let forgotten = |v: u64| !token.is_empty() && v < self.forgotten_before;
+        let parsed = match parsed {
+            Some((v, _)) if self.davical && (v > self.version || forgotten(v)) => Some((0, 0)),
+            other => other,
+        };
+        let full = token.is_empty() || parsed == Some((0, 0));
+        let Some((since, skip)) =
+            parsed.filter(|(v, _)| *v <= self.version && !forgotten(*v) || full)
+        else {
             return Scripted {
                 status: 403,
                 headers: Vec::new(),
@@ -203,7 +224,7 @@ impl FakeBook {
             .filter(|(v, _)| *v > since)
             .map(|(_, h)| h.clone())
             .collect();
-        if token.is_empty() {
+        if full {
             changed = self.cards.keys().cloned().collect();
         }
         changed.sort();
@@ -297,7 +318,20 @@ async fn serve(book: Arc<Mutex<FakeBook>>) -> u16 {
                 let answer = {
                     let mut book = book.lock().unwrap();
                     book.last_head = head.to_lowercase();
-                    book.answer(&method, &path, &body)
+                    let authorization = head.lines().find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("authorization")
+                            .then(|| value.trim().to_owned())
+                    });
+                    book.authorizations.push(authorization.clone());
+                    match &book.challenge {
+                        Some(challenge) if authorization.is_none() => Scripted {
+                            status: 401,
+                            headers: vec![("WWW-Authenticate", challenge.clone())],
+                            body: String::new(),
+                        },
+                        _ => book.answer(&method, &path, &body),
+                    }
                 };
                 let mut response = format!(
                     "HTTP/1.1 {} X\r\nContent-Length: {}\r\nContent-Type: application/xml\r\nConnection: close\r\n",
@@ -553,6 +587,12 @@ fn retry_after_is_seconds_or_an_http_date() {
         Some(0)
     );
     assert_eq!(retry_after_seconds("soon", now), None);
+    // Issue 22, point 9: ten years is an hour.
+    assert_eq!(retry_after_seconds("315360000", now), Some(3600));
+    assert_eq!(
+        retry_after_seconds("Sun, 21 Oct 2035 07:28:00 GMT", now),
+        Some(3600)
+    );
 }
 
 #[tokio::test]
@@ -797,4 +837,266 @@ FN:A &amp; B<![CDATA[<x>]]>&#13;
     assert_eq!(data.text, "BEGIN:VCARD\r\nFN:A & B<x>\r\n");
     assert!(parse_xml(b"<a><b></a>").is_err());
     assert!(parse_xml(b"<a>&bogus;</a>").is_err());
+}
+
+/// A configuration with user and password for a source at `url`.
+fn config_with_password(url: &str, dir: &std::path::Path) -> Config {
+    std::fs::write(dir.join("password"), "sesame\n").unwrap();
+    let text = format!(
+        "state_dir = \"{}\"\n[[source]]\nname = \"dav\"\ncarddav = \"{url}\"\nusername = \"me\"\npassword_file = \"{}\"\n",
+        dir.display(),
+        dir.join("password").display()
+    );
+    crate::config::parse(&text, &dir.join("config.toml")).unwrap()
+}
+
+/// Issue 22, point 1: the configured server gets the password after its challenge, over plain
+/// http never unasked; a redirect (or an href) to another origin, here `localhost` on another
+/// port, gets it never, not even when that server asks.
+#[rstest::rstest]
+#[case::redirect(true)]
+#[case::discovery_href(false)]
+#[tokio::test]
+async fn credentials_never_reach_a_second_server(#[case] redirect: bool) {
+    let second = book_with(2);
+    second.lock().unwrap().challenge = Some(r#"Basic realm="second""#.into());
+    let second_port = serve(Arc::clone(&second)).await;
+    let elsewhere = format!("http://localhost:{second_port}/book/");
+    let first = book_with(0);
+    {
+        let mut first = first.lock().unwrap();
+        first.challenge = Some(r#"Basic realm="first""#.into());
+        first.script.push_back(if redirect {
+            Scripted {
+                status: 307,
+                headers: vec![("Location", elsewhere.clone())],
+                body: String::new(),
+            }
+        } else {
+            // The configured URL is a principal whose home set is on the other server.
+            Scripted {
+                status: 207,
+                headers: Vec::new(),
+                body: format!(
+                    r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:response><D:href>/principal/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/><D:principal/></D:resourcetype><C:addressbook-home-set><D:href>{elsewhere}</D:href></C:addressbook-home-set></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#
+                ),
+            }
+        });
+    }
+    let first_port = serve(Arc::clone(&first)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_password(
+        &format!("http://127.0.0.1:{first_port}/principal/"),
+        dir.path(),
+    );
+    let mut store = Store::open_in_memory().unwrap();
+    let err = poll(&config.sources[0], &mut store, 1).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("leads to another server that asks for the password"),
+        "{err}"
+    );
+
+    let first_seen = std::mem::take(&mut first.lock().unwrap().authorizations);
+    assert_eq!(
+        first_seen[0], None,
+        "unasked over plain http: {first_seen:?}"
+    );
+    assert!(
+        first_seen[1]
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Basic ")),
+        "the challenge is answered: {first_seen:?}"
+    );
+    let second_seen = std::mem::take(&mut second.lock().unwrap().authorizations);
+    assert!(!second_seen.is_empty(), "the second server was asked");
+    assert!(
+        second_seen.iter().all(Option::is_none),
+        "the second server saw credentials: {second_seen:?}"
+    );
+}
+
+/// Issue 22, point 3: DAViCal answers a token it forgot with 207, a full listing and a new
+/// token, which reads like a delta: a card deleted meanwhile would stay cached for good. The
+/// etag listing at `full_check_interval` (default a day) finds it, whatever the token says.
+#[tokio::test]
+async fn a_forgotten_token_answered_with_a_full_listing_loses_no_deletion() {
+    let book = book_with(4);
+    book.lock().unwrap().davical = true;
+    let (config, mut store, _dir) = served(&book).await;
+    poll(&config.sources[0], &mut store, 1).await.unwrap();
+    {
+        let mut book = book.lock().unwrap();
+        book.forget("/book/c0001.vcf");
+        book.put("/book/c0004.vcf", &card(4));
+        book.forgotten_before = book.version + 1;
+    }
+    requests(&book);
+    let outcome = poll(&config.sources[0], &mut store, 2).await.unwrap();
+    assert_eq!(
+        (outcome.cards_changed, outcome.cards_deleted),
+        (1, 0),
+        "within the interval the answer reads like a delta"
+    );
+    let seen = requests(&book);
+    assert_eq!(seen.len(), 2, "a sync report and a multiget: {seen:?}");
+
+    let a_day_later = 1 + 86_400;
+    let outcome = poll(&config.sources[0], &mut store, a_day_later)
+        .await
+        .unwrap();
+    assert_eq!((outcome.cards_changed, outcome.cards_deleted), (0, 1));
+    assert_eq!(
+        cached(&store),
+        [
+            "/book/c0000.vcf",
+            "/book/c0002.vcf",
+            "/book/c0003.vcf",
+            "/book/c0004.vcf"
+        ]
+    );
+    let seen: Vec<String> = requests(&book)
+        .into_iter()
+        .map(|(m, p, _)| format!("{m} {p}"))
+        .collect();
+    assert_eq!(
+        seen,
+        ["REPORT /book/", "PROPFIND /book/"],
+        "the sync report, then the etag listing"
+    );
+    // Checked: the next poll within the interval is one request again.
+    poll(&config.sources[0], &mut store, a_day_later + 300)
+        .await
+        .unwrap();
+    assert_eq!(requests(&book).len(), 1);
+}
+
+/// Issue 22, point 4: Calypso lists one href twice with two etags; the poll after the first
+/// finds nothing changed instead of "changed=1" every time.
+#[tokio::test]
+async fn an_href_listed_twice_settles() {
+    let book = book_with(3);
+    {
+        let mut book = book.lock().unwrap();
+        book.sync_support = false;
+        book.extra_rows
+            .push(("/book/c0001.vcf".into(), "\"calypso\"".into()));
+    }
+    let (config, mut store, _dir) = served(&book).await;
+    let first = poll(&config.sources[0], &mut store, 1).await.unwrap();
+    assert_eq!(first.cards_changed, 3);
+    let second = poll(&config.sources[0], &mut store, 2).await.unwrap();
+    assert_eq!((second.cards_changed, second.changed), (0, false));
+}
+
+/// Issue 22, point 5: a full listing still truncated (507) when the rounds run out names only
+/// part of the book: it deletes nothing, and it is not taken for a full listing.
+#[tokio::test]
+async fn a_listing_still_truncated_after_the_last_round_deletes_nothing() {
+    let book = book_with(7);
+    let (config, mut store, _dir) = served(&book).await;
+    poll(&config.sources[0], &mut store, 1).await.unwrap();
+    book.lock().unwrap().page = Some(3);
+    let source = &config.sources[0];
+    let mut client = Client::new(source, source.carddav.as_ref().unwrap()).unwrap();
+    let mut stored = store.carddav_books("dav").unwrap().remove(0);
+    stored.sync_token = None;
+    let cached = store.carddav_etags("dav", &stored.url).unwrap();
+    let rounds = Rounds {
+        now: 2,
+        full_check_interval: 86_400,
+        max_rounds: 2,
+    };
+    let polled = poll_book(&mut client, "dav", &stored, cached, rounds)
+        .await
+        .unwrap();
+    assert_eq!(polled.deleted, Vec::<String>::new());
+    assert_eq!(polled.full_listed_at, None);
+}
+
+/// Issue 22, point 9: a poll has a deadline (5 s in tests, 15 min otherwise); a server that
+/// keeps it waiting fails the poll instead of holding the source, and nothing is stored.
+#[tokio::test]
+async fn a_poll_that_overruns_its_deadline_fails_and_stores_nothing() {
+    let book = book_with(2);
+    let (config, mut store, _dir) = served(&book).await;
+    for _ in 0..3 {
+        book.lock().unwrap().script.push_back(Scripted {
+            status: 503,
+            headers: vec![("Retry-After", "2".into())],
+            body: String::new(),
+        });
+    }
+    let started = std::time::Instant::now();
+    let err = poll(&config.sources[0], &mut store, 1).await.unwrap_err();
+    assert!(
+        err.to_string().contains("the poll took longer than 5 s"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert!(cached(&store).is_empty());
+}
+
+/// Issue 22, point 13: hostile answers are refused with a reason, quickly, without
+/// expanding anything or recursing.
+#[rstest::rstest]
+#[case::deep_nesting(
+    format!("<D:multistatus xmlns:D=\"DAV:\">{}{}</D:multistatus>", "<D:x>".repeat(100_000), "</D:x>".repeat(100_000)).into_bytes(),
+    "nested deeper than 64"
+)]
+#[case::entity_declarations(
+    br#"<?xml version="1.0"?><!DOCTYPE m [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><D:multistatus xmlns:D="DAV:"><D:response><D:href>&b;</D:href></D:response></D:multistatus>"#.to_vec(),
+    "unknown XML entity &b;"
+)]
+#[case::external_entity(
+    br#"<?xml version="1.0"?><!DOCTYPE m [<!ENTITY x SYSTEM "file:///etc/passwd">]><D:multistatus xmlns:D="DAV:">&x;</D:multistatus>"#.to_vec(),
+    "unknown XML entity &x;"
+)]
+#[case::not_utf8(b"<D:multistatus xmlns:D=\"DAV:\">\xff\xfe</D:multistatus>".to_vec(), "not UTF-8")]
+#[case::unclosed(b"<D:multistatus xmlns:D=\"DAV:\"><D:response>".to_vec(), "ends inside an element")]
+#[case::empty(Vec::new(), "no XML element")]
+fn hostile_xml_is_refused(#[case] bytes: Vec<u8>, #[case] reason: &str) {
+    let started = std::time::Instant::now();
+    let err = parse_xml(&bytes).unwrap_err();
+    assert!(err.contains(reason), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// A huge flat document of empty elements parses without failing: it is the body cap (64 MiB)
+/// that bounds it, the depth cap does not refuse breadth.
+#[test]
+fn a_wide_document_is_not_taken_for_a_deep_one() {
+    let rows = "<D:response><D:href>/b/a.vcf</D:href><D:status>HTTP/1.1 404 Not Found</D:status></D:response>".repeat(10_000);
+    let xml = format!(r#"<D:multistatus xmlns:D="DAV:">{rows}</D:multistatus>"#);
+    let root = parse_xml(xml.as_bytes()).unwrap();
+    assert_eq!(multistatus(&root).unwrap().len(), 10_000);
+}
+
+#[rstest::rstest]
+#[case::lower_plus("/c/a%2bb.vcf", "/c/a%2Bb.vcf")]
+#[case::upper_plus("/c/a%2Bb.vcf", "/c/a%2Bb.vcf")]
+#[case::encoded_question_mark("/c/a%3fb.vcf", "/c/a%3Fb.vcf")]
+fn odd_hrefs_get_one_spelling(#[case] href: &str, #[case] path: &str) {
+    let base = Url::parse("https://dav.example.org/c/").unwrap();
+    assert_eq!(card_url(&base, href).unwrap().path(), path);
+}
+
+/// A raw `?` in an href is a query: kept, so that the multiget asks for the same resource
+/// and its answer matches.
+#[tokio::test]
+async fn a_card_whose_href_has_a_query_is_fetched() {
+    let book = book_with(1);
+    book.lock().unwrap().put("/book/odd?name.vcf", &card(7));
+    let (config, mut store, _dir) = served(&book).await;
+    poll(&config.sources[0], &mut store, 1).await.unwrap();
+    let urls: Vec<String> = store
+        .carddav_cards("dav")
+        .unwrap()
+        .into_iter()
+        .map(|c| c.url)
+        .collect();
+    assert!(
+        urls.iter().any(|u| u.ends_with("/book/odd?name.vcf")),
+        "{urls:?}"
+    );
 }

@@ -45,6 +45,9 @@ impl Node {
     }
 }
 
+/// How deep an answer's elements may nest (a multistatus with a vCard property needs 6).
+pub(super) const MAX_XML_DEPTH: usize = 64;
+
 pub(super) fn parse_xml(bytes: &[u8]) -> Result<Node, String> {
     use quick_xml::events::Event;
     use quick_xml::name::ResolveResult;
@@ -66,6 +69,13 @@ pub(super) fn parse_xml(bytes: &[u8]) -> Result<Node, String> {
                     name: start.local_name().as_ref().to_owned(),
                     ..Node::default()
                 };
+                // A multistatus is six levels deep; a document nested thousands deep is
+                // hostile (each level costs memory and, in a recursive reader, stack).
+                if stack.len() > MAX_XML_DEPTH {
+                    return Err(format!(
+                        "the XML is nested deeper than {MAX_XML_DEPTH} elements"
+                    ));
+                }
                 stack.push(node);
             }
             Event::Empty(start) => {
