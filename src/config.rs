@@ -432,6 +432,18 @@ pub struct CardDavConfig {
     pub address_books: Vec<String>,
     #[serde(serialize_with = "as_seconds")]
     pub poll_interval: u64,
+    /// A full etag listing at least this often, whatever the sync-token says: a server that
+    /// forgets tokens and answers with a full listing (DAViCal) cannot be told from a delta.
+    #[serde(serialize_with = "as_seconds")]
+    pub full_check_interval: u64,
+    /// PEM certificates trusted for this server beside the system's roots (a private CA
+    /// or a self-signed certificate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// The SHA-256 fingerprint of the server's certificate (vdirsyncer's
+    /// `verify_fingerprint`): that certificate is accepted, whoever signed it, and no other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_fingerprint: Option<String>,
 }
 
 /// Where a CardDAV password is read from, each time it is needed.
@@ -745,6 +757,9 @@ struct RawSource {
     password_command: Option<Spanned<Vec<String>>>,
     address_books: Option<Vec<Spanned<String>>>,
     poll_interval: Option<Spanned<RawDuration>>,
+    full_check_interval: Option<Spanned<RawDuration>>,
+    ca_file: Option<Spanned<String>>,
+    verify_fingerprint: Option<Spanned<String>>,
     name: Option<Spanned<String>>,
     #[serde(default)]
     include_categories: Vec<String>,
@@ -1331,6 +1346,9 @@ impl RawSource {
             ("password_command", self.password_command.is_some()),
             ("address_books", self.address_books.is_some()),
             ("poll_interval", self.poll_interval.is_some()),
+            ("full_check_interval", self.full_check_interval.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+            ("verify_fingerprint", self.verify_fingerprint.is_some()),
         ]
         .into_iter()
         .find_map(|(key, set)| set.then_some(key))
@@ -1343,6 +1361,28 @@ const POLL_INTERVAL: DurationRange = DurationRange {
     max: 86_400,
     example: "\"5m\"",
 };
+
+const FULL_CHECK_INTERVAL: DurationRange = DurationRange {
+    millis: false,
+    min: 60,
+    max: 30 * 86_400,
+    example: "\"1d\"",
+};
+
+/// `verify_fingerprint`: 32 bytes as hex, with or without colons, in either case; `None`
+/// when it is not that (SHA-1 and MD5 fingerprints, which vdirsyncer once took, are too weak
+/// a pin).
+pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(bytes)
+}
 
 /// The CardDAV keys of a `[[source]]`: the shape only, offline; the server is asked by
 /// `check-source` and the sync, and the password is read only then.
@@ -1464,12 +1504,67 @@ fn carddav_config(
         &POLL_INTERVAL,
         invalid,
     )?;
+    let full_check_interval = duration_key(
+        &source.full_check_interval,
+        &key("full_check_interval"),
+        86_400,
+        &FULL_CHECK_INTERVAL,
+        invalid,
+    )?;
+    let ca_file = match &source.ca_file {
+        Some(file) if file.get_ref().trim().is_empty() => {
+            return Err(invalid(
+                Some(file.span()),
+                key("ca_file"),
+                "must not be empty".into(),
+                Some("a PEM file with the certificate (or CA) the server's certificate is signed with".into()),
+            ));
+        }
+        Some(file) => {
+            let path = resolve_path(file.get_ref(), base);
+            if source_paths == SourcePaths::MustBeReadable
+                && let Err(err) = std::fs::File::open(&path)
+            {
+                return Err(invalid(
+                    Some(file.span()),
+                    key("ca_file"),
+                    format!("cannot read {}: {err}", path.display()),
+                    None,
+                ));
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    let verify_fingerprint = match &source.verify_fingerprint {
+        Some(pin) if parse_fingerprint(pin.get_ref()).is_none() => {
+            return Err(invalid(
+                Some(pin.span()),
+                key("verify_fingerprint"),
+                "must be a SHA-256 fingerprint: 64 hex digits, colons allowed".into(),
+                Some("`openssl s_client -connect HOST:443 </dev/null | openssl x509 -noout -fingerprint -sha256` prints it".into()),
+            ));
+        }
+        Some(pin) => Some(pin.get_ref().trim().to_owned()),
+        None => None,
+    };
+    if verify_fingerprint.is_some() && parsed.scheme() != "https" {
+        return Err(invalid(
+            Some(url.span()),
+            key("verify_fingerprint"),
+            "a certificate pin needs an https URL".into(),
+            None,
+        ));
+    }
     Ok(CardDavConfig {
         url: text.to_owned(),
         username,
         password,
         address_books,
         poll_interval,
+        full_check_interval,
+        ca_file,
+        verify_fingerprint,
     })
 }
 
@@ -2314,6 +2409,9 @@ mod carddav_tests {
                 password: PasswordSource::Command(vec!["pass".into(), "show".into(), "dav".into()]),
                 address_books: vec!["contacts".into()],
                 poll_interval: 300,
+                full_check_interval: 86_400,
+                ca_file: None,
+                verify_fingerprint: None,
             })
         );
         assert_eq!(

@@ -16,6 +16,8 @@ pub struct CardDavBook {
     pub name: String,
     pub supports_sync: bool,
     pub sync_token: Option<String>,
+    /// When it was last listed in full (authoritatively); `None`: never.
+    pub full_listed_at: Option<Timestamp>,
 }
 
 /// A cached card, without its bytes.
@@ -46,6 +48,8 @@ pub struct BookPoll {
     pub deleted: Vec<String>,
     /// The token to store: the server's new one, or `None` to clear it (no sync support).
     pub sync_token: Option<String>,
+    /// Set when this poll listed the book in full (at that time).
+    pub full_listed_at: Option<Timestamp>,
 }
 
 impl BookPoll {
@@ -53,6 +57,7 @@ impl BookPoll {
     pub fn is_noop(&self, token_before: Option<&str>) -> bool {
         self.changed.is_empty()
             && self.deleted.is_empty()
+            && self.full_listed_at.is_none()
             && self.sync_token.as_deref() == token_before
     }
 }
@@ -92,7 +97,7 @@ impl Store {
 
     pub fn carddav_books(&self, source: &str) -> Result<Vec<CardDavBook>> {
         let mut statement = self.conn().prepare_cached(
-            "SELECT url, name, supports_sync, sync_token FROM carddav_book WHERE source = ?1 ORDER BY url",
+            "SELECT url, name, supports_sync, sync_token, full_listed_at FROM carddav_book WHERE source = ?1 ORDER BY url",
         )?;
         let rows = statement.query_map([source], |row| {
             Ok(CardDavBook {
@@ -100,6 +105,7 @@ impl Store {
                 name: row.get(1)?,
                 supports_sync: row.get(2)?,
                 sync_token: row.get(3)?,
+                full_listed_at: row.get(4)?,
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
@@ -230,6 +236,9 @@ impl Store {
             let mut token = tx.prepare(
                 "UPDATE carddav_book SET sync_token = ?3 WHERE source = ?1 AND url = ?2",
             )?;
+            let mut listed = tx.prepare(
+                "UPDATE carddav_book SET full_listed_at = ?3 WHERE source = ?1 AND url = ?2",
+            )?;
             for book in &poll.book_polls {
                 for card in &book.changed {
                     let (hash, body, error) = match &card.body {
@@ -256,6 +265,9 @@ impl Store {
                 }
                 // Last: a token stands for every card before it.
                 token.execute(params![poll.source, book.book, book.sync_token])?;
+                if let Some(at) = book.full_listed_at {
+                    listed.execute(params![poll.source, book.book, at])?;
+                }
             }
         }
         tx.commit()?;

@@ -43,6 +43,11 @@ server.serve(configuration)
 pub enum Kind {
     Radicale,
     Xandikos,
+    /// SabreDAV 1.8 (Debian's `php-sabre-dav`) under `php -S`, with its stock PDO
+    /// authentication: HTTP Digest (MD5, `qop=auth`). No sync-collection: polls list etags.
+    SabreDigest,
+    /// The same with Basic authentication.
+    SabreBasic,
 }
 
 impl Kind {
@@ -50,6 +55,7 @@ impl Kind {
         match self {
             Kind::Radicale => "radicale",
             Kind::Xandikos => "xandikos",
+            Kind::SabreDigest | Kind::SabreBasic => "sabredav",
         }
     }
 }
@@ -61,6 +67,35 @@ pub struct DavServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     http: reqwest::Client,
+    /// Served over https with this certificate, made at start.
+    tls: Option<Tls>,
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost`, made at test time (rcgen).
+#[derive(Clone)]
+pub struct Tls {
+    pub cert_pem: String,
+    key_pem: String,
+    /// SHA-256 of the certificate, as `AB:CD:…`.
+    pub fingerprint: String,
+}
+
+impl Tls {
+    fn new() -> Self {
+        use sha2::Digest as _;
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+            .expect("a certificate");
+        let fingerprint = sha2::Sha256::digest(made.cert.der())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        Self {
+            cert_pem: made.cert.pem(),
+            key_pem: made.key_pair.serialize_pem(),
+            fingerprint,
+        }
+    }
 }
 
 impl DavServer {
@@ -74,20 +109,35 @@ impl DavServer {
         Self::start(Kind::Xandikos).await
     }
 
+    /// Radicale over https (`ssl = True`) with a self-signed certificate made now.
+    pub async fn radicale_tls() -> Option<Self> {
+        match Self::try_start(Kind::Radicale, Some(Tls::new())).await {
+            Ok(server) => Some(server),
+            Err(reason) => unavailable(Kind::Radicale, &reason),
+        }
+    }
+
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
     pub async fn start(kind: Kind) -> Option<Self> {
-        match Self::try_start(kind).await {
+        match Self::try_start(kind, None).await {
             Ok(server) => Some(server),
             Err(reason) => unavailable(kind, &reason),
         }
     }
 
-    async fn try_start(kind: Kind) -> Result<Self, String> {
+    async fn try_start(kind: Kind, tls: Option<Tls>) -> Result<Self, String> {
         let python = python();
+        if kind.is_sabre() {
+            check_sabre()?;
+        }
         let import = Command::new(&python)
             .args(["-c", &format!("import {}", kind.module())])
             .output()
             .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-        if !import.status.success() {
+        if !import.status.success() && !kind.is_sabre() {
             return Err(format!(
                 "{} cannot import {}: {}",
                 python.display(),
@@ -101,6 +151,20 @@ impl DavServer {
         let mut dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         std::fs::write(dir.path().join("users"), format!("{USER}:{PASSWORD}\n"))
             .map_err(|e| e.to_string())?;
+        if kind.is_sabre() {
+            create_sabre_database(dir.path())?;
+        }
+        let mut http = reqwest::Client::builder();
+        if let Some(tls) = &tls {
+            std::fs::write(dir.path().join("cert.pem"), &tls.cert_pem)
+                .map_err(|e| e.to_string())?;
+            std::fs::write(dir.path().join("key.pem"), &tls.key_pem).map_err(|e| e.to_string())?;
+            http = http.add_root_certificate(
+                reqwest::Certificate::from_pem(tls.cert_pem.as_bytes())
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let http = http.build().map_err(|e| e.to_string())?;
         // A port freed just before the server binds it can be taken in between: try again
         // with another one then.
         let mut last_error = String::new();
@@ -111,7 +175,8 @@ impl DavServer {
                 port: free_port(),
                 dir,
                 child: None,
-                http: reqwest::Client::new(),
+                http: http.clone(),
+                tls: tls.clone(),
             };
             match server.launch().await {
                 Ok(()) => return Ok(server),
@@ -146,10 +211,18 @@ impl DavServer {
                 std::fs::write(
                     &config,
                     format!(
-                        "[server]\nhosts = 127.0.0.1:{port}\n\
+                        "[server]\nhosts = 127.0.0.1:{port}\n{ssl}\
                          [auth]\ntype = htpasswd\nhtpasswd_filename = {users}\nhtpasswd_encryption = plain\n\
                          [storage]\nfilesystem_folder = {storage}\n\
                          [logging]\nlevel = info\n",
+                        ssl = match &self.tls {
+                            Some(_) => format!(
+                                "ssl = True\ncertificate = {}\nkey = {}\n",
+                                self.dir.path().join("cert.pem").display(),
+                                self.dir.path().join("key.pem").display()
+                            ),
+                            None => String::new(),
+                        },
                         port = self.port,
                         users = self.dir.path().join("users").display(),
                         storage = self.storage().display(),
@@ -157,6 +230,24 @@ impl DavServer {
                 )
                 .map_err(|e| e.to_string())?;
                 command.args(["-c", RADICALE_LAUNCHER]).arg(config);
+            }
+            Kind::SabreDigest | Kind::SabreBasic => {
+                std::fs::write(self.dir.path().join("server.php"), SABRE_SERVER)
+                    .map_err(|e| e.to_string())?;
+                command = Command::new("php");
+                command
+                    .current_dir(self.dir.path())
+                    .args(["-S", &format!("127.0.0.1:{}", self.port), "server.php"])
+                    .env("SABRE_DB", self.dir.path().join("sabre.sqlite"))
+                    .env(
+                        "SABRE_AUTH",
+                        if self.kind == Kind::SabreBasic {
+                            "basic"
+                        } else {
+                            "digest"
+                        },
+                    )
+                    .env("SABRE_PASSWORD", PASSWORD);
             }
             Kind::Xandikos => {
                 command
@@ -187,7 +278,12 @@ impl DavServer {
                     self.log()
                 ));
             }
-            if answers_http(self.port) {
+            // Over TLS a plain-text probe gets no HTTP answer: a listening port will do.
+            let ready = match self.tls {
+                Some(_) => TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok(),
+                None => answers_http(self.port),
+            };
+            if ready {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -210,9 +306,10 @@ impl DavServer {
         self.port
     }
 
-    /// `http://127.0.0.1:PORT` followed by `path`.
+    /// `http://127.0.0.1:PORT` (https with TLS) followed by `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
     /// The path of address book `name`: `/alice/NAME/` or `/user/contacts/NAME/`.
@@ -220,6 +317,7 @@ impl DavServer {
         match self.kind {
             Kind::Radicale => format!("/{USER}/{name}/"),
             Kind::Xandikos => format!("/user/contacts/{name}/"),
+            Kind::SabreDigest | Kind::SabreBasic => format!("/addressbooks/{USER}/{name}/"),
         }
     }
 
@@ -229,7 +327,7 @@ impl DavServer {
 
     /// Username and password the server wants, if any.
     pub fn credentials(&self) -> Option<(&'static str, &'static str)> {
-        (self.kind == Kind::Radicale).then_some((USER, PASSWORD))
+        (self.kind != Kind::Xandikos).then_some((USER, PASSWORD))
     }
 
     fn storage(&self) -> PathBuf {
@@ -287,10 +385,49 @@ impl DavServer {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> reqwest::Response {
-        let response = request
-            .send()
+        let mut request = request.build().unwrap_or_else(|e| panic!("{what}: {e}"));
+        if self.kind == Kind::SabreDigest {
+            request.headers_mut().remove(reqwest::header::AUTHORIZATION);
+        }
+        let again = request
+            .try_clone()
+            .expect("a request with a body in memory");
+        let mut response = self
+            .http
+            .execute(request)
             .await
             .unwrap_or_else(|e| panic!("{what}: {e}"));
+        // Digest: the server's challenge first, then the request again with the answer.
+        if self.kind == Kind::SabreDigest && response.status() == 401 {
+            let challenge = response
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let mut prompt = digest_auth::parse(&challenge).expect("a Digest challenge");
+            let mut again = again;
+            let context = digest_auth::AuthContext::new_with_method(
+                USER,
+                PASSWORD,
+                again.url().path().to_owned(),
+                Option::<&[u8]>::None,
+                digest_auth::HttpMethod::from(again.method().as_str().to_owned()),
+            );
+            let answer = prompt
+                .respond(&context)
+                .expect("a Digest answer")
+                .to_header_string();
+            again.headers_mut().insert(
+                reqwest::header::AUTHORIZATION,
+                answer.parse().expect("a header value"),
+            );
+            response = self
+                .http
+                .execute(again)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -329,8 +466,12 @@ impl DavServer {
                 )
                 .await;
             }
-            Kind::Xandikos => {
-                if name != "addressbook" {
+            Kind::Xandikos | Kind::SabreDigest | Kind::SabreBasic => {
+                let exists = match self.kind {
+                    Kind::Xandikos => "addressbook",
+                    _ => "contacts",
+                };
+                if name != exists {
                     self.create_address_book(name).await;
                 }
                 for card in cards {
@@ -398,6 +539,7 @@ impl DavServer {
     /// object removed, and the server started again on the same port.
     pub async fn invalidate_sync_token(&mut self, book: &str, token: &str) {
         match self.kind {
+            Kind::SabreDigest | Kind::SabreBasic => panic!("SabreDAV 1.8 has no sync tokens"),
             Kind::Radicale => {
                 let tokens = self
                     .storage()
@@ -466,6 +608,56 @@ fn unavailable(kind: Kind, reason: &str) -> Option<DavServer> {
          radicale==3.9.0 xandikos==0.4.10` (or set CONTACTSYNCD_DAV_PYTHON to a python that has them)\n"
     );
     None
+}
+
+/// The SabreDAV server script `php -S` runs (tests/support/sabredav.php).
+const SABRE_SERVER: &str = include_str!("sabredav.php");
+
+impl Kind {
+    fn is_sabre(self) -> bool {
+        matches!(self, Kind::SabreDigest | Kind::SabreBasic)
+    }
+}
+
+/// Whether PHP with SQLite and Debian's SabreDAV is installed.
+fn check_sabre() -> Result<(), String> {
+    let check = Command::new("php")
+        .args([
+            "-r",
+            "set_include_path('/usr/share/php'); require 'Sabre/autoload.php'; new PDO('sqlite::memory:'); echo Sabre\\DAV\\Version::VERSION;",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run php: {e} (apt-get install php-cli php-sqlite3 php-xml php-mbstring php-sabre-dav)"))?;
+    if !check.status.success() {
+        return Err(format!(
+            "php has no SabreDAV or SQLite (apt-get install php-cli php-sqlite3 php-xml php-mbstring php-sabre-dav): {}",
+            String::from_utf8_lossy(&check.stdout)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// SabreDAV's tables (its examples/sql/sqlite.*.sql) with user alice (Digest's A1 for realm
+/// SabreDAV) and her address book `contacts`.
+fn create_sabre_database(dir: &Path) -> Result<(), String> {
+    let a1 = digest_auth::Algorithm::new(digest_auth::AlgorithmType::MD5, false)
+        .hash(format!("{USER}:SabreDAV:{PASSWORD}").as_bytes());
+    let schema = format!(
+        "CREATE TABLE users (id integer primary key asc, username TEXT, digesta1 TEXT, UNIQUE(username));
+         INSERT INTO users (username, digesta1) VALUES ('{USER}', '{a1}');
+         CREATE TABLE principals (id INTEGER PRIMARY KEY ASC, uri TEXT, email TEXT, displayname TEXT, vcardurl TEXT, UNIQUE(uri));
+         CREATE TABLE groupmembers (id INTEGER PRIMARY KEY ASC, principal_id INTEGER, member_id INTEGER, UNIQUE(principal_id, member_id));
+         INSERT INTO principals (uri, email, displayname) VALUES ('principals/{USER}', NULL, 'Alice');
+         CREATE TABLE addressbooks (id integer primary key asc, principaluri text, displayname text, uri text, description text, ctag integer);
+         CREATE TABLE cards (id integer primary key asc, addressbookid integer, carddata blob, uri text, lastmodified integer);
+         INSERT INTO addressbooks (principaluri, displayname, uri, description, ctag) VALUES ('principals/{USER}', 'Contacts', 'contacts', '', 1);"
+    );
+    let connection =
+        rusqlite::Connection::open(dir.join("sabre.sqlite")).map_err(|e| e.to_string())?;
+    connection.execute_batch(&schema).map_err(|e| e.to_string())
 }
 
 /// A port the OS picked as free a moment ago.

@@ -1,0 +1,168 @@
+//! Discovery: from the configured URL to its address books.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// An address book as discovery found it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FoundBook {
+    pub url: String,
+    pub name: String,
+    pub supports_sync: bool,
+}
+
+pub(super) const PROPFIND_DISCOVERY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:prop><D:resourcetype/><D:displayname/><D:current-user-principal/><C:addressbook-home-set/><D:supported-report-set/></D:prop></D:propfind>"#;
+
+pub(super) fn book_of(response: &DavResponse<'_>, base: &Url) -> Option<FoundBook> {
+    let is_book = response
+        .prop(DAV, "resourcetype")
+        .is_some_and(|t| t.child(CARDDAV, "addressbook").is_some());
+    if !is_book {
+        return None;
+    }
+    let url = card_url(base, &response.href)?;
+    let supports_sync = response
+        .prop(DAV, "supported-report-set")
+        .is_some_and(|set| set.find(DAV, "sync-collection").is_some());
+    let name = response
+        .prop(DAV, "displayname")
+        .map(|n| n.trimmed().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| last_segment(&url));
+    Some(FoundBook {
+        url: url.to_string(),
+        name,
+        supports_sync,
+    })
+}
+
+pub(super) fn last_segment(url: &Url) -> String {
+    url.path_segments()
+        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub(super) fn href_in(response: &DavResponse<'_>, ns: &str, name: &str, base: &Url) -> Option<Url> {
+    let href = response.prop(ns, name)?.child(DAV, "href")?.trimmed();
+    base.join(href).ok()
+}
+
+/// Finds the address books: the URL itself when it is one; else its (or the well-known
+/// URL's) current-user-principal → addressbook-home-set → the address books in it.
+pub(super) async fn discover(
+    client: &mut Client,
+    start: &Url,
+) -> Result<Vec<FoundBook>, CardDavError> {
+    const WHAT: &str = "PROPFIND (discovery)";
+    let propfind = Method::from_bytes(b"PROPFIND").unwrap_or(Method::GET);
+    let mut home: Option<Url> = None;
+    let mut principal: Option<Url> = None;
+    let mut candidates = vec![start.clone()];
+    if let Ok(well_known) = start.join("/.well-known/carddav") {
+        candidates.push(well_known);
+    }
+    for url in candidates {
+        let (answered, root) = match client
+            .multistatus(&propfind, &url, Some("0"), PROPFIND_DISCOVERY, WHAT)
+            .await
+        {
+            Ok(found) => found,
+            // Not every URL is a DAV resource: a 404 or 405 here means try the next.
+            Err(Failure::Error(CardDavError::Status { status, .. }))
+                if status.is_client_error() =>
+            {
+                continue;
+            }
+            Err(failure) => return Err(too_large(failure, client, WHAT)),
+        };
+        let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+        for response in &responses {
+            if let Some(book) = book_of(response, &answered) {
+                return Ok(vec![book]);
+            }
+            home = home.or_else(|| href_in(response, CARDDAV, "addressbook-home-set", &answered));
+            principal =
+                principal.or_else(|| href_in(response, DAV, "current-user-principal", &answered));
+        }
+        if home.is_some() || principal.is_some() {
+            break;
+        }
+    }
+    if home.is_none()
+        && let Some(principal) = &principal
+    {
+        let (answered, root) = client
+            .multistatus(&propfind, principal, Some("0"), PROPFIND_DISCOVERY, WHAT)
+            .await
+            .map_err(|f| too_large(f, client, WHAT))?;
+        let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+        home = responses
+            .iter()
+            .find_map(|r| href_in(r, CARDDAV, "addressbook-home-set", &answered));
+    }
+    let Some(home) = home else {
+        return Err(CardDavError::Setup {
+            name: client.source.clone(),
+            reason: "no address book found at the configured URL (neither an address book, nor a principal or server that names an addressbook-home-set); give the address book's URL".into(),
+        });
+    };
+    let (answered, root) = client
+        .multistatus(&propfind, &home, Some("1"), PROPFIND_DISCOVERY, WHAT)
+        .await
+        .map_err(|f| too_large(f, client, WHAT))?;
+    let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+    let mut books: Vec<FoundBook> = responses
+        .iter()
+        .filter_map(|r| book_of(r, &answered))
+        .collect();
+    books.sort_by(|a, b| a.url.cmp(&b.url));
+    books.dedup_by(|a, b| a.url == b.url);
+    Ok(books)
+}
+
+/// The address books the configuration asks for, of those found.
+pub(super) fn choose_books(
+    source: &str,
+    config: &CardDavConfig,
+    found: Vec<FoundBook>,
+) -> Result<Vec<FoundBook>, CardDavError> {
+    if found.is_empty() {
+        return Err(CardDavError::Setup {
+            name: source.to_owned(),
+            reason: "the server lists no address book for this user".into(),
+        });
+    }
+    if config.address_books.is_empty() {
+        return Ok(found);
+    }
+    let matches = |book: &FoundBook, wanted: &str| {
+        book.name == wanted || Url::parse(&book.url).is_ok_and(|u| last_segment(&u) == wanted)
+    };
+    for wanted in &config.address_books {
+        if !found.iter().any(|b| matches(b, wanted)) {
+            let names: Vec<String> = found.iter().map(|b| format!("{:?}", b.name)).collect();
+            return Err(CardDavError::Setup {
+                name: source.to_owned(),
+                reason: format!(
+                    "no address book {wanted:?} on the server; it has {} (address_books takes display names or the last part of the URL; `contactsyncd check-source` lists them)",
+                    names.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(found
+        .into_iter()
+        .filter(|b| config.address_books.iter().any(|w| matches(b, w)))
+        .collect())
+}
+
+/// The key of what discovery depends on: another URL, user or choice of address books
+/// means discovering again.
+pub(super) fn discovery_key(config: &CardDavConfig) -> u64 {
+    let inputs = serde_json::to_vec(&(&config.url, &config.username, &config.address_books))
+        .unwrap_or_default();
+    // 0 is what a failure row stores before any discovery.
+    xxhash_rust::xxh3::xxh3_64(&inputs).max(1)
+}

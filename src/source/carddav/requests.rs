@@ -1,0 +1,259 @@
+//! The requests of a poll: sync-collection, the PROPFIND etag listing and the multiget.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// What a listing of a book found (sync-collection or PROPFIND).
+#[derive(Debug, Default)]
+pub(super) struct Listing {
+    /// URL → etag of members changed (or, for a full listing, all members).
+    pub(super) members: Vec<(String, Option<String>)>,
+    pub(super) deleted: Vec<String>,
+    /// A full listing: every member is named, so a cached card not named is gone.
+    pub(super) complete: bool,
+    pub(super) token: Option<String>,
+    pub(super) truncated: bool,
+}
+
+pub(super) enum SyncAnswer {
+    Listing(Listing),
+    InvalidToken,
+}
+
+pub(super) fn sync_body(token: Option<&str>) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<D:sync-collection xmlns:D="DAV:"><D:sync-token>{}</D:sync-token><D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>"#,
+        xml_escape(token.unwrap_or_default())
+    )
+}
+
+pub(super) async fn sync_collection(
+    client: &mut Client,
+    book: &Url,
+    token: Option<&str>,
+) -> Result<SyncAnswer, CardDavError> {
+    const WHAT: &str = "REPORT sync-collection";
+    let report = Method::from_bytes(b"REPORT").unwrap_or(Method::GET);
+    let answer = client
+        .send(
+            &report,
+            book,
+            None,
+            Some(&sync_body(token)),
+            WHAT,
+            MAX_ANSWER_BYTES,
+        )
+        .await
+        .map_err(|f| too_large(f, client, WHAT))?;
+    // RFC 6578 §3.2: an invalid or expired token is 403 with DAV:valid-sync-token; Xandikos
+    // answers 412 (Precondition Failed).
+    let names_valid_token = || {
+        parse_xml(&answer.body).ok().is_some_and(|root| {
+            root.is(DAV, "valid-sync-token") || root.find(DAV, "valid-sync-token").is_some()
+        })
+    };
+    if answer.status == StatusCode::PRECONDITION_FAILED
+        || (answer.status == StatusCode::FORBIDDEN && names_valid_token())
+    {
+        return Ok(SyncAnswer::InvalidToken);
+    }
+    if answer.status != StatusCode::MULTI_STATUS {
+        return Err(CardDavError::Status {
+            name: client.source.clone(),
+            status: answer.status,
+            what: WHAT,
+        });
+    }
+    let root = parse_xml(&answer.body).map_err(|r| client.garbage(WHAT, r))?;
+    let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+    let mut listing = Listing {
+        complete: token.is_none(),
+        ..Listing::default()
+    };
+    for response in &responses {
+        let url = card_url(&answer.url, &response.href)
+            .ok_or_else(|| client.garbage(WHAT, "an href that is no URL".into()))?;
+        let book = card_url(book, book.as_str()).unwrap_or_else(|| book.clone());
+        let is_collection =
+            url.as_str().trim_end_matches('/') == book.as_str().trim_end_matches('/');
+        match response.status {
+            // RFC 6578 §3.6: the collection itself with 507: more changes than one answer.
+            Some(507) if is_collection => listing.truncated = true,
+            Some(404) => listing.deleted.push(url.to_string()),
+            _ if is_collection || url.as_str().ends_with('/') => {}
+            Some(status) if status != 200 => {
+                return Err(client.garbage(WHAT, format!("a member answered with status {status}")));
+            }
+            _ => {
+                let etag = response
+                    .prop(DAV, "getetag")
+                    .map(|e| e.trimmed().to_owned());
+                listing.members.push((url.to_string(), etag));
+            }
+        }
+    }
+    listing.token = root
+        .child(DAV, "sync-token")
+        .map(|t| t.trimmed().to_owned())
+        .filter(|t| !t.is_empty());
+    if listing.token.is_none() {
+        return Err(client.garbage(WHAT, "no sync-token in the answer".into()));
+    }
+    Ok(SyncAnswer::Listing(listing))
+}
+
+/// PROPFIND depth 1 with getetag: every member, for servers without sync-collection.
+pub(super) async fn list_members(client: &mut Client, book: &Url) -> Result<Listing, CardDavError> {
+    const WHAT: &str = "PROPFIND (listing)";
+    const BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getetag/></D:prop></D:propfind>"#;
+    let propfind = Method::from_bytes(b"PROPFIND").unwrap_or(Method::GET);
+    let (answered, root) = client
+        .multistatus(&propfind, book, Some("1"), BODY, WHAT)
+        .await
+        .map_err(|f| too_large(f, client, WHAT))?;
+    let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+    let mut listing = Listing {
+        complete: true,
+        ..Listing::default()
+    };
+    for response in &responses {
+        let url = card_url(&answered, &response.href)
+            .ok_or_else(|| client.garbage(WHAT, "an href that is no URL".into()))?;
+        let is_collection = response
+            .prop(DAV, "resourcetype")
+            .is_some_and(|t| t.child(DAV, "collection").is_some())
+            || url.as_str().ends_with('/');
+        if is_collection {
+            continue;
+        }
+        let etag = response
+            .prop(DAV, "getetag")
+            .map(|e| e.trimmed().to_owned());
+        listing.members.push((url.to_string(), etag));
+    }
+    Ok(listing)
+}
+
+/// addressbook-multiget of `urls` (at most `MULTIGET_BATCH`); a batch whose answer is too
+/// large is split, and a single card too large is refused with its own error.
+pub(super) async fn multiget(
+    client: &mut Client,
+    book: &Url,
+    urls: &[String],
+    fetched: &mut Vec<FetchedCard>,
+    gone: &mut Vec<String>,
+) -> Result<(), CardDavError> {
+    const WHAT: &str = "REPORT addressbook-multiget";
+    let report = Method::from_bytes(b"REPORT").unwrap_or(Method::GET);
+    let mut pending: Vec<&[String]> = urls.chunks(MULTIGET_BATCH).rev().collect();
+    while let Some(batch) = pending.pop() {
+        let mut body = String::from(
+            r#"<?xml version="1.0" encoding="utf-8"?>
+<C:addressbook-multiget xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:prop><D:getetag/><C:address-data/></D:prop>"#,
+        );
+        for url in batch {
+            // The path, and a query when the server's href had one (a raw `?` in a name).
+            let path = Url::parse(url).map_or_else(
+                |_| url.clone(),
+                |u| match u.query() {
+                    Some(query) => format!("{}?{query}", u.path()),
+                    None => u.path().to_owned(),
+                },
+            );
+            body.push_str(&format!("<D:href>{}</D:href>", xml_escape(&path)));
+        }
+        body.push_str("</C:addressbook-multiget>");
+        let limit = if batch.len() == 1 {
+            // One card: its limit plus room for the XML around it and escaping.
+            MAX_CARD_BYTES * 2 + 64 * 1024
+        } else {
+            MAX_ANSWER_BYTES
+        };
+        let answer = match client
+            .send(&report, book, Some("1"), Some(&body), WHAT, limit)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(Failure::TooLarge) if batch.len() > 1 => {
+                let (first, second) = batch.split_at(batch.len() / 2);
+                pending.push(second);
+                pending.push(first);
+                continue;
+            }
+            Err(Failure::TooLarge) => {
+                fetched.push(FetchedCard {
+                    url: batch[0].clone(),
+                    etag: None,
+                    body: Err(too_big_card(limit)),
+                    size: limit as u64,
+                });
+                continue;
+            }
+            Err(Failure::Error(err)) => return Err(err),
+        };
+        if answer.status != StatusCode::MULTI_STATUS {
+            return Err(CardDavError::Status {
+                name: client.source.clone(),
+                status: answer.status,
+                what: WHAT,
+            });
+        }
+        let root = parse_xml(&answer.body).map_err(|r| client.garbage(WHAT, r))?;
+        let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+        let mut answered: HashSet<String> = HashSet::new();
+        for response in &responses {
+            let Some(url) = card_url(&answer.url, &response.href) else {
+                return Err(client.garbage(WHAT, "an href that is no URL".into()));
+            };
+            let url = url.to_string();
+            answered.insert(url.clone());
+            if response.status == Some(404) {
+                gone.push(url);
+                continue;
+            }
+            let Some(data) = response.prop(CARDDAV, "address-data") else {
+                if response.status.is_some_and(|s| s != 200) {
+                    return Err(client.garbage(
+                        WHAT,
+                        format!(
+                            "a card answered with status {}",
+                            response.status.unwrap_or(0)
+                        ),
+                    ));
+                }
+                return Err(client.garbage(WHAT, "a card without address-data".into()));
+            };
+            let etag = response
+                .prop(DAV, "getetag")
+                .map(|e| e.trimmed().to_owned());
+            let size = data.text.len();
+            fetched.push(FetchedCard {
+                url,
+                etag,
+                body: if size > MAX_CARD_BYTES {
+                    Err(too_big_card(size))
+                } else {
+                    Ok(data.text.clone().into_bytes())
+                },
+                size: size as u64,
+            });
+        }
+        if batch.iter().any(|u| !answered.contains(u)) {
+            return Err(client.garbage(
+                WHAT,
+                "the answer leaves out a card that was asked for".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn too_big_card(size: usize) -> String {
+    format!(
+        "the card is {:.1} MiB, more than the {} MiB one card may have (a large photo?); it is skipped",
+        size as f64 / (1024.0 * 1024.0),
+        MAX_CARD_BYTES >> 20
+    )
+}
