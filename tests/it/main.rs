@@ -2,6 +2,7 @@
 
 mod carddav;
 mod carddav_offline;
+mod change_pass;
 mod cli;
 mod cli_state;
 mod config_files;
