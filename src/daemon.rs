@@ -4,8 +4,11 @@
 //! Tasks, all on one `TaskTracker` under one `CancellationToken`:
 //! - watcher: owns the notify debouncer, forwards the paths of changes to the planner,
 //!   and sets its watches up again when a source appears or vanishes;
-//! - planner: scans, plans and queues (`sync::quick_pass` for a few written files, then
-//!   `sync::plan_pass`), on a blocking thread since it reads files and writes SQLite;
+//! - planner: scans, plans and queues, on a blocking thread since it reads files and writes
+//!   SQLite: a change pass (`sync::change_pass`) reads only the paths the watcher named;
+//!   the full pass (`sync::plan_pass`) looks at everything, at start, on the
+//!   `rescan_interval` timer, after a watcher overflow, a reload or a CardDAV change, and
+//!   when a change pass leaves the decision to it;
 //! - one sender per account: reconciles when due and sends the account's queue; a FLOOD_WAIT
 //!   or a dead network pauses only that account, never the planning;
 //! - one CardDAV poller per CardDAV source: asks the server what changed every
@@ -38,8 +41,8 @@ use crate::config::{self, Config};
 use crate::source;
 use crate::store::Store;
 use crate::sync::{
-    self, AccountReport, AccountSpec, PassReport, Stop, SyncOptions, SystemClock, describe_stop,
-    format_time,
+    self, AccountReport, AccountSpec, DeletionWindow, PassReport, Stop, SyncOptions, SystemClock,
+    describe_stop, format_time,
 };
 
 /// What the watcher tells the planner.
@@ -194,6 +197,9 @@ impl Generation {
             board: Arc::clone(board),
             planning: Arc::clone(planning),
             first_plan_done,
+            window: Arc::new(Mutex::new(DeletionWindow::new(
+                config.watch.rescan_interval_duration(),
+            ))),
         };
         handles.push(tracker.spawn(planner.run(changes, replan, cancel.clone())));
         let mut store = Store::open_connection(&config.state_dir)
@@ -242,6 +248,8 @@ struct Planner {
     planning: Arc<std::sync::Mutex<()>>,
     /// Set after the first pass of this configuration.
     first_plan_done: tokio::sync::watch::Sender<bool>,
+    /// The deletions queued since the window opened: change passes are judged together.
+    window: Arc<Mutex<DeletionWindow>>,
 }
 
 /// Which pass to run.
@@ -267,7 +275,8 @@ impl Planner {
         loop {
             if let Some(scope) = scope.take() {
                 match self.pass(scope).await {
-                    Ok(waits) => waiting = waits,
+                    // A change pass planned only its own numbers: what waited before waits.
+                    Ok((full, waits)) => waiting = waits || (waiting && !full),
                     Err(err) => {
                         tracing::error!("sync pass failed: {err:#}");
                         self.board.note_failure(&format!("{err:#}"));
@@ -305,10 +314,9 @@ impl Planner {
         }
     }
 
-    /// A quick pass over the named files first when that is enough to queue their batches,
-    /// then the full pass (statuses, removals, the safety checks over whole sources).
-    /// Returns whether some number waits for a retry time.
-    async fn pass(&mut self, scope: Scope) -> anyhow::Result<bool> {
+    /// A change pass over the named paths when that is enough, else the full pass.
+    /// Returns whether the full pass ran, and whether some number waits for a retry time.
+    async fn pass(&mut self, scope: Scope) -> anyhow::Result<(bool, bool)> {
         // A pass that panicked took its connection with it: open another.
         let mut store = match self.store.take() {
             Some(store) => store,
@@ -320,6 +328,7 @@ impl Planner {
         let wakes = self.wakes.clone();
         let board = Arc::clone(&self.board);
         let planning = Arc::clone(&self.planning);
+        let window = Arc::clone(&self.window);
         let (store, result) = tokio::task::spawn_blocking(move || {
             let _only_planner = match planning.try_lock() {
                 Ok(guard) => guard,
@@ -332,7 +341,16 @@ impl Planner {
                 // A pass that panicked poisoned the lock; the next pass is on its own.
                 Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             };
-            let result = planner_pass(&config, &mut store, &accounts, &wakes, &board, scope);
+            let mut window = window.lock().unwrap_or_else(|p| p.into_inner());
+            let result = planner_pass(
+                &config,
+                &mut store,
+                &accounts,
+                &wakes,
+                &board,
+                &mut window,
+                scope,
+            );
             (store, result)
         })
         .await
@@ -342,14 +360,17 @@ impl Planner {
     }
 }
 
+/// One pass of the planner. Returns whether it was the full pass, and whether some number
+/// waits for a retry time.
 fn planner_pass(
     config: &Config,
     store: &mut Store,
     accounts: &[AccountSpec],
     wakes: &[Arc<Notify>],
     board: &StatusBoard,
+    window: &mut DeletionWindow,
     scope: Scope,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<(bool, bool)> {
     let options = SyncOptions {
         limits: config.safety,
         ..SyncOptions::default()
@@ -362,26 +383,35 @@ fn planner_pass(
             }
         }
     };
+    let waits = |report: &PassReport| {
+        report
+            .accounts
+            .iter()
+            .any(|a| a.planned.next_retry.is_some())
+    };
     if let Scope::Paths(paths) = &scope {
         let started = sync::Clock::now(&clock);
         let timer = std::time::Instant::now();
-        let quick = sync::quick_pass(config, store, accounts, paths, started, &options)?;
-        if let Some(report) = quick {
+        let changed = sync::change_pass(config, store, accounts, paths, started, &options, window)?;
+        if let Some(report) = changed {
             wake_queued(&report);
             tracing::debug!(
                 files = paths.len(),
                 parsed = report.files_parsed,
+                removed = report.files_removed,
                 ms = timer.elapsed().as_secs_f64() * 1e3,
-                "quick pass queued"
+                "change pass queued"
             );
             if report.changed_anything() {
                 sync::record_pass(store, "change", &report, started, sync::Clock::now(&clock))?;
             }
+            board.changed(&report);
+            return Ok((false, waits(&report)));
         }
     }
     let started = sync::Clock::now(&clock);
     let timer = std::time::Instant::now();
-    let report = sync::plan_pass(config, store, accounts, started, &options)?;
+    let report = sync::plan_pass_in_window(config, store, accounts, started, &options, window)?;
     wake_queued(&report);
     tracing::debug!(
         files = report.files_seen,
@@ -393,10 +423,7 @@ fn planner_pass(
         sync::record_pass(store, "scan", &report, started, sync::Clock::now(&clock))?;
     }
     board.planned(&report);
-    Ok(report
-        .accounts
-        .iter()
-        .any(|a| a.planned.next_retry.is_some()))
+    Ok((true, waits(&report)))
 }
 
 /// Sends one account's queue; reconciles it with the remote list when due.
@@ -617,6 +644,28 @@ impl StatusBoard {
                     .find(|a| a.backend == planned.backend)
                 {
                     account.held = planned.held.clone();
+                    account.queued_batches = planned.queued_batches;
+                }
+            }
+            status_line(&state)
+        };
+        notify(&[NotifyState::Status(&line)]);
+    }
+
+    /// After a change pass: its accounts' queues, and deletions it held (the counts and
+    /// the sources' states are the full pass's).
+    fn changed(&self, report: &PassReport) {
+        let line = {
+            let mut state = self.lock();
+            for planned in &report.accounts {
+                if let Some(account) = state
+                    .accounts
+                    .iter_mut()
+                    .find(|a| a.backend == planned.backend)
+                {
+                    if planned.held.is_some() {
+                        account.held = planned.held.clone();
+                    }
                     account.queued_batches = planned.queued_batches;
                 }
             }

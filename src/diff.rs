@@ -213,7 +213,17 @@ pub fn guard(
     limits: DeleteLimits,
     force: bool,
 ) -> Option<Held> {
-    let deletes = plan.deletes.len();
+    guard_count(plan.deletes.len(), remote_contacts, limits, force)
+}
+
+/// `guard` for a number of deletions out of `remote_contacts`: the daemon judges a pass's
+/// deletions together with those of the passes before it in the same window.
+pub fn guard_count(
+    deletes: usize,
+    remote_contacts: usize,
+    limits: DeleteLimits,
+    force: bool,
+) -> Option<Held> {
     if force || deletes == 0 {
         return None;
     }

@@ -262,7 +262,8 @@ pub fn plan_for(
     options: &SyncOptions,
     now: Timestamp,
 ) -> Result<(Plan, Option<Held>), SyncError> {
-    plan_at_epoch(store, backend, desired, None, options, now).map(|(plan, held, _)| (plan, held))
+    plan_at_epoch(store, backend, desired, None, None, options, now)
+        .map(|(plan, held, _)| (plan, held))
 }
 
 /// `plan_for`, with the state epoch its reads belong to. With `only`, `desired` holds just
@@ -272,6 +273,7 @@ fn plan_at_epoch(
     backend: &str,
     desired: &BTreeMap<String, Names>,
     only: Option<&BTreeSet<String>>,
+    earlier_deletes: Option<&BTreeSet<String>>,
     options: &SyncOptions,
     now: Timestamp,
 ) -> Result<(Plan, Option<Held>, i64), SyncError> {
@@ -317,12 +319,35 @@ fn plan_at_epoch(
     };
     let plan = diff::diff(desired, &mirror, &in_flight, now);
     let remote = remote.unwrap_or_else(|| mirror.values().filter(|e| e.state.is_remote()).count());
-    let held = diff::guard(
-        &plan,
-        remote,
-        options.limits,
-        options.force_delete || forgetting,
-    );
+    // Deletions the passes before this one queued in the window count as this pass's own,
+    // and the contacts they removed as synced ones: as one pass over the same changes.
+    let earlier = earlier_deletes.map_or(0, |earlier| {
+        earlier
+            .iter()
+            .filter(|e164| plan.deletes.binary_search(e164).is_err())
+            .count()
+    });
+    let held = if plan.deletes.is_empty() {
+        None
+    } else {
+        diff::guard_count(
+            plan.deletes.len() + earlier,
+            remote + earlier,
+            options.limits,
+            options.force_delete || forgetting,
+        )
+    };
+    let held = held.map(|held| Held {
+        deletes: plan.deletes.len(),
+        reason: if earlier > 0 {
+            format!(
+                "counting the {earlier} deletions queued by the passes just before: {}",
+                held.reason
+            )
+        } else {
+            held.reason
+        },
+    });
     Ok((plan, held, epoch))
 }
 
@@ -469,6 +494,54 @@ impl Sending<'_> {
     }
 }
 
+/// The deletions the daemon's passes queued in the current window, per account. A change
+/// pass plans only the numbers of the files it read: without this, many small passes would
+/// each stay under a limit that one pass over the same changes trips. A pass is judged by
+/// its own deletions together with the window's. An account's window opens with the first
+/// deletion queued and closes at the first full pass that holds nothing once `span`
+/// (`watch.rescan_interval`) has passed: a deletion counts until the full scan after it.
+#[derive(Debug)]
+pub struct DeletionWindow {
+    span: Duration,
+    accounts: BTreeMap<String, (std::time::Instant, BTreeSet<String>)>,
+}
+
+impl DeletionWindow {
+    pub fn new(span: Duration) -> Self {
+        Self {
+            span,
+            accounts: BTreeMap::new(),
+        }
+    }
+
+    /// The numbers queued for deletion in the account's window so far.
+    pub fn queued(&self, account: &str) -> Option<&BTreeSet<String>> {
+        self.accounts.get(account).map(|(_, numbers)| numbers)
+    }
+
+    fn note_queued(&mut self, account: &str, deletes: &[String]) {
+        if deletes.is_empty() {
+            return;
+        }
+        let (_, numbers) = self
+            .accounts
+            .entry(account.to_owned())
+            .or_insert_with(|| (std::time::Instant::now(), BTreeSet::new()));
+        numbers.extend(deletes.iter().cloned());
+    }
+
+    fn full_pass_done(&mut self, account: &str, held: bool) {
+        if !held
+            && self
+                .accounts
+                .get(account)
+                .is_some_and(|(opened, _)| opened.elapsed() >= self.span)
+        {
+            self.accounts.remove(account);
+        }
+    }
+}
+
 /// Scan every source, store what changed, plan every account and queue its batches.
 /// Sends nothing: the report's accounts say what was planned and what is queued.
 pub fn plan_pass(
@@ -478,11 +551,35 @@ pub fn plan_pass(
     now: Timestamp,
     options: &SyncOptions,
 ) -> Result<PassReport, SyncError> {
+    plan_pass_in_window(
+        config,
+        store,
+        accounts,
+        now,
+        options,
+        &mut DeletionWindow::new(Duration::ZERO),
+    )
+}
+
+/// `plan_pass` judging deletions together with those queued earlier in `window` (the
+/// daemon's full pass).
+pub fn plan_pass_in_window(
+    config: &Config,
+    store: &mut Store,
+    accounts: &[AccountSpec],
+    now: Timestamp,
+    options: &SyncOptions,
+    window: &mut DeletionWindow,
+) -> Result<PassReport, SyncError> {
     let key = plan_key(config, accounts);
     if !options.force_delete
         && let Some(record) = store.current_plan_record(&key)?
         && let Some(files) = source::unchanged(config, store)?
     {
+        // Settled: nothing is held.
+        for account in accounts {
+            window.full_pass_done(&account.name, false);
+        }
         return skipped_pass(store, accounts, record, files, now);
     }
     let scan = source::scan(config, store, now, options.force_delete)?;
@@ -534,9 +631,21 @@ pub fn plan_pass(
     };
     let mut epochs = BTreeSet::new();
     for account in accounts {
-        let (plan, held, epoch) =
-            plan_at_epoch(store, &account.name, &desired, None, options, now)?;
+        let (plan, held, epoch) = plan_at_epoch(
+            store,
+            &account.name,
+            &desired,
+            None,
+            window.queued(&account.name),
+            options,
+            now,
+        )?;
         epochs.insert(epoch);
+        let held_now = held.is_some();
+        if !held_now {
+            window.note_queued(&account.name, &plan.deletes);
+        }
+        window.full_pass_done(&account.name, held_now);
         report
             .accounts
             .push(queue_plan(store, account, None, plan, held, now)?);
@@ -595,16 +704,19 @@ fn skipped_pass(
     Ok(report)
 }
 
-/// The daemon's answer to a few written files: read just them, plan just the numbers they
-/// had or have, queue. `None` when the events need the full pass (see
-/// `source::scan_changed`). The report counts only these files and their contacts.
-pub fn quick_pass(
+/// The daemon's change pass: reads just the paths the watcher named (written, added or
+/// removed files) against their stored records, plans just the numbers they had or have,
+/// and queues; deletions are judged with the others queued in `window`. `None` when the
+/// events need the full pass (see `source::scan_changed`). The report counts only these
+/// files and their contacts.
+pub fn change_pass(
     config: &Config,
     store: &mut Store,
     accounts: &[AccountSpec],
     paths: &BTreeSet<std::path::PathBuf>,
     now: Timestamp,
     options: &SyncOptions,
+    window: &mut DeletionWindow,
 ) -> Result<Option<PassReport>, SyncError> {
     let Some(changed) = source::scan_changed(config, store, paths)? else {
         return Ok(None);
@@ -614,6 +726,7 @@ pub fn quick_pass(
         files_seen: paths.len() as u64,
         files_read: changed.files_read,
         files_parsed: changed.files_parsed,
+        files_removed: changed.files_removed,
         ..PassReport::default()
     };
     if changed.numbers.is_empty() {
@@ -629,9 +742,13 @@ pub fn quick_pass(
             &account.name,
             &desired,
             Some(&changed.numbers),
+            window.queued(&account.name),
             options,
             now,
         )?;
+        if held.is_none() {
+            window.note_queued(&account.name, &plan.deletes);
+        }
         report.accounts.push(queue_plan(
             store,
             account,

@@ -437,12 +437,12 @@ pub fn unchanged(config: &Config, store: &Store) -> Result<Option<u64>, store::S
     Ok((matched == stored.len() as u64).then_some(matched))
 }
 
-/// Beyond these the quick pass would look up so many numbers one by one that the full pass
-/// is faster: a whole export rewritten (one big file), or a folder synced anew.
+/// Beyond these the change pass would look up so many numbers one by one that the full
+/// pass is faster: a whole export rewritten (one big file), or a folder synced anew.
 const QUICK_PASS_MAX_FILES: usize = 1_000;
 const QUICK_PASS_MAX_BYTES: u64 = 256 * 1024;
 
-/// What the daemon's quick pass found in the files that events named.
+/// What the daemon's change pass found in the paths that events named.
 #[derive(Debug, Default)]
 pub struct ChangedFiles {
     pub changes: Vec<FileChange>,
@@ -450,13 +450,16 @@ pub struct ChangedFiles {
     pub numbers: BTreeSet<String>,
     pub files_read: u64,
     pub files_parsed: u64,
+    pub files_removed: u64,
 }
 
-/// Reads just `paths` (files that events named) against their stored records. `None` when
-/// the events mean more than files written or added (a file or folder gone, a path in two
-/// sources, a file not usable yet) or more than a few small files: those are the full
-/// scan's to decide, with its checks for emptied and missing sources. Paths outside every
-/// source are ignored.
+/// Reads just `paths` (what events named: files written, added or removed) against their
+/// stored records. `None` when the events are the full scan's to decide, with its checks
+/// over whole sources: a directory added, moved or removed; a source's own path; a source
+/// missing, or not known to be complete at its last full scan (unknown, empty); a removal
+/// that would leave a source without a card (an emptied source counts as unknown); a path
+/// in two sources; a file not usable yet or read before as not usable; more than a few
+/// small files. Paths outside every source are ignored.
 pub fn scan_changed(
     config: &Config,
     store: &Store,
@@ -466,20 +469,81 @@ pub fn scan_changed(
     if paths.len() > QUICK_PASS_MAX_FILES {
         return Ok(None);
     }
+    // Per source, the paths this pass changed and whether one of them still holds a card.
+    let mut touched: HashMap<&str, (HashSet<&Path>, bool, bool)> = HashMap::new();
     for path in paths {
         let mut owners = config
             .sources
             .iter()
-            .filter(|s| !s.is_carddav() && source_lists(s, path));
+            .filter(|s| !s.is_carddav() && path.starts_with(&s.path));
         let Some(source) = owners.next() else {
             continue;
         };
-        let small_file = std::fs::metadata(path)
-            .is_ok_and(|meta| meta.is_file() && meta.len() <= QUICK_PASS_MAX_BYTES);
-        if owners.next().is_some() || !small_file {
+        if owners.next().is_some() || path == &source.path {
+            return Ok(None);
+        }
+        let hidden = path.strip_prefix(&source.path).is_ok_and(|inside| {
+            inside
+                .components()
+                .any(|c| is_hidden_or_temporary(c.as_os_str()))
+        });
+        if hidden {
+            continue;
+        }
+        let entry = touched.entry(source.name.as_str()).or_default();
+        if !entry.2 {
+            // Checked once per source and pass: whether the last full scan found it whole.
+            let state = store.source_state(&source.name)?;
+            let complete = matches!(state.as_deref(), Some(SOURCE_OK | SOURCE_DEFERRED));
+            if !complete || !std::fs::metadata(&source.path).is_ok_and(|m| m.is_dir()) {
+                return Ok(None);
+            }
+            entry.2 = true;
+        }
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => Some(meta),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(_) => return Ok(None),
+        };
+        let Some(meta) = meta else {
+            // Gone: a file of ours is removed; a folder of ours is the full scan's.
+            match store.file_record(path)? {
+                Some(previous) if previous.source == source.name => {
+                    if previous.state != FileState::Ok {
+                        return Ok(None);
+                    }
+                    changed
+                        .numbers
+                        .extend(store.phones_of(path)?.into_iter().map(|p| p.e164));
+                    changed
+                        .changes
+                        .push(FileChange::Removed { path: path.clone() });
+                    changed.files_removed += 1;
+                    entry.0.insert(path);
+                }
+                Some(_) => return Ok(None),
+                None if store.has_files_under(path)? => return Ok(None),
+                None => {}
+            }
+            continue;
+        };
+        if meta.is_dir() {
+            return Ok(None);
+        }
+        if !source_lists(source, path) {
+            continue;
+        }
+        if !meta.is_file() || meta.len() > QUICK_PASS_MAX_BYTES {
             return Ok(None);
         }
         let previous = store.file_record(path)?;
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.state != FileState::Ok || p.source != source.name)
+        {
+            return Ok(None);
+        }
+        entry.0.insert(path);
         let mut counts = Scan::default();
         match examine_file(
             path,
@@ -487,12 +551,18 @@ pub fn scan_changed(
             Derivation::of(source, config.default_region),
             &mut counts,
         ) {
-            Examined::Unchanged => {}
-            Examined::Touched(change) => changed.changes.push(change),
+            Examined::Unchanged => entry.1 |= previous.is_some_and(|p| p.cards > 0),
+            Examined::Touched(change) => {
+                entry.1 |= previous.is_some_and(|p| p.cards > 0);
+                changed.changes.push(change);
+            }
             Examined::Deferred(_) => return Ok(None),
             Examined::Parsed(change, contribution) => {
-                let before = store.phones_of(path)?;
-                changed.numbers.extend(before.into_iter().map(|p| p.e164));
+                entry.1 |= contribution.cards > 0;
+                if previous.is_some() {
+                    let before = store.phones_of(path)?;
+                    changed.numbers.extend(before.into_iter().map(|p| p.e164));
+                }
                 changed
                     .numbers
                     .extend(contribution.phones.into_iter().map(|p| p.e164));
@@ -501,6 +571,16 @@ pub fn scan_changed(
         }
         changed.files_read += counts.files_read;
         changed.files_parsed += counts.files_parsed;
+    }
+    // A source that removals would leave without a card counts as unknown: the full scan's.
+    for (source, (paths, holds_a_card, _)) in &touched {
+        if *holds_a_card || changed.files_removed == 0 {
+            continue;
+        }
+        let others = store.files_with_cards(source, paths.len() + 1)?;
+        if others.iter().all(|p| paths.contains(p.as_path())) {
+            return Ok(None);
+        }
     }
     Ok(Some(changed))
 }

@@ -143,6 +143,40 @@ impl Store {
             .optional()?)
     }
 
+    /// Whether some stored file lies inside the directory `dir` (one that was moved or
+    /// removed as a whole).
+    pub fn has_files_under(&self, dir: &Path) -> Result<bool> {
+        let mut prefix = path_text(dir);
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        // Every path that starts with "dir/" sorts between "dir/" and "dir0" ('0' follows
+        // '/'): a range of the primary key, not a scan.
+        let mut end = prefix.clone();
+        end.pop();
+        end.push('0');
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT 1 FROM source_file WHERE path > ?1 AND path < ?2 LIMIT 1")?
+            .query_row([&prefix, &end], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Up to `limit` stored files of `source` that hold a card: enough to tell whether any
+    /// other than the ones at hand does.
+    pub fn files_with_cards(&self, source: &str, limit: usize) -> Result<Vec<PathBuf>> {
+        let mut statement = self.conn().prepare_cached(
+            "SELECT path FROM source_file WHERE source = ?1 AND cards > 0 LIMIT ?2",
+        )?;
+        let rows = statement.query_map(
+            params![source, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |row| row.get::<_, String>(0),
+        )?;
+        rows.map(|r| r.map(PathBuf::from).map_err(Into::into))
+            .collect()
+    }
+
     /// The Telegram username to try for a number without an account: the one on the first
     /// card (by path, then card) that carries the number and a username.
     pub fn fallback_username(&self, key: &str) -> Result<Option<String>> {

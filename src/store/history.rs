@@ -1,6 +1,6 @@
 //! The run history and the per-source status of the last scan.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Result, Store, Timestamp};
@@ -107,6 +107,15 @@ impl Store {
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// The state the last full scan found a source in (`source::SOURCE_OK` …).
+    pub fn source_state(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT state FROM source_status WHERE name = ?1")?
+            .query_row([name], |row| row.get(0))
+            .optional()?)
     }
 
     pub fn set_source_statuses(&mut self, statuses: &[SourceStatus]) -> Result<()> {

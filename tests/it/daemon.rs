@@ -58,15 +58,15 @@ fn signal(pid: u32, name: &str) {
 /// A daemon's surroundings: a vdir `book` with cards `cards`, and a config whose
 /// `top` keys, `tables` and `[telegram]` lines (`telegram`) come on top of the common ones,
 /// for the local test server, whose session is seeded into the state.
-struct Daemon {
-    dir: tempfile::TempDir,
-    book: std::path::PathBuf,
-    config: std::path::PathBuf,
-    config_text: String,
+pub(crate) struct Daemon {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) book: std::path::PathBuf,
+    pub(crate) config: std::path::PathBuf,
+    pub(crate) config_text: String,
 }
 
 impl Daemon {
-    fn prepare(
+    pub(crate) fn prepare(
         server: &TestServer,
         cards: std::ops::Range<usize>,
         top: &str,
@@ -92,7 +92,7 @@ impl Daemon {
     }
 
     /// `contactsyncd run` in a clean environment, its stderr appended to `daemon.log`.
-    fn command(&self) -> std::process::Command {
+    pub(crate) fn command(&self) -> std::process::Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -112,13 +112,13 @@ impl Daemon {
         self.dir.path().join("daemon.log")
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap()
     }
 }
 
 /// A test server that registers every number it is asked about.
-async fn registering_server(options: ServerOptions) -> TestServer {
+pub(crate) async fn registering_server(options: ServerOptions) -> TestServer {
     let server = TestServer::start(options).await;
     server.state().account.rule = Registration::All;
     server

@@ -3,6 +3,7 @@
 mod bounded;
 mod carddav;
 mod carddav_offline;
+mod change_pass;
 mod cli;
 mod cli_state;
 mod config_files;

@@ -1,7 +1,7 @@
 //! The model-based test of DESIGN.md's invariants: random sequences of what happens in real
 //! life — cards added, renamed, moved between files and sources, removed; the region or a
 //! filter changed; syncs online and offline, forced past the deletion guard or not; the
-//! daemon's quick pass; its planner storing a scan and a sender claiming before the plan
+//! daemon's change pass; its planner storing a scan and a sender claiming before the plan
 //! follows; FLOOD_WAIT and lost replies after part of a batch went through; the clock set
 //! back; a crash after planning or after a request reached the server; a contact deleted
 //! in the app; cards known by a Telegram username instead of (or beside) a number — run
@@ -79,9 +79,9 @@ enum Op {
     Scan,
     /// A sender's turn between two plans: claim and send what is queued.
     Send,
-    /// The daemon: a quick pass over the files written since the last scan, sending, the
-    /// full pass, sending.
-    QuickPass,
+    /// The daemon: a change pass over the files written or removed since the last scan
+    /// (the full pass when it declines, or after a reload), sending.
+    ChangePass,
     /// The next call is answered FLOOD_WAIT after its first `after` items went through.
     FloodWait {
         after: u8,
@@ -133,7 +133,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => Just(Op::Sync),
         1 => Just(Op::ForceSync),
         2 => Just(Op::SyncOffline),
-        2 => Just(Op::QuickPass),
+        3 => Just(Op::ChangePass),
         2 => Just(Op::Scan),
         2 => Just(Op::Send),
         // Half refused before anything, half after part of the batch went through.
@@ -176,6 +176,8 @@ struct World {
     /// Files written or removed since the last scan; `None`: the configuration changed, so
     /// only a full pass knows the address book (the daemon reloads).
     unscanned: Option<BTreeSet<PathBuf>>,
+    /// The daemon's deletion window, across its passes.
+    window: sync::DeletionWindow,
 }
 
 impl World {
@@ -218,6 +220,7 @@ impl World {
             backend,
             clock: ManualClock::new(),
             unscanned: Some(BTreeSet::new()),
+            window: sync::DeletionWindow::new(std::time::Duration::from_secs(300)),
         };
         world.update_oracle();
         world
@@ -430,23 +433,39 @@ impl World {
                 self.scanning_everything();
                 self.sync_once(true).await;
             }
-            Op::QuickPass => {
+            Op::ChangePass => {
                 let mut store = self.store();
                 let now = self.clock.now();
                 let options = self.options(false);
                 let accounts = self.accounts();
-                // The events name every file written since the last scan; after a reload
-                // the daemon goes straight to the full pass.
-                if let Some(paths) = self.unscanned.clone()
-                    && sync::quick_pass(&self.config, &mut store, &accounts, &paths, now, &options)
-                        .unwrap()
-                        .is_some()
-                {
-                    self.scanning_everything();
-                    self.send(&mut store).await;
-                }
+                // The events name every file written or removed since the last scan; after
+                // a reload the daemon goes straight to the full pass.
+                let changed = match self.unscanned.clone() {
+                    Some(paths) => sync::change_pass(
+                        &self.config,
+                        &mut store,
+                        &accounts,
+                        &paths,
+                        now,
+                        &options,
+                        &mut self.window,
+                    )
+                    .unwrap()
+                    .is_some(),
+                    None => false,
+                };
                 self.scanning_everything();
-                sync::plan_pass(&self.config, &mut store, &accounts, now, &options).unwrap();
+                if !changed {
+                    sync::plan_pass_in_window(
+                        &self.config,
+                        &mut store,
+                        &accounts,
+                        now,
+                        &options,
+                        &mut self.window,
+                    )
+                    .unwrap();
+                }
                 self.send(&mut store).await;
             }
             Op::Scan => {

@@ -554,10 +554,10 @@ async fn unchanged_files_are_planned_again_when_the_state_or_the_source_order_mo
     assert_eq!(settled.accounts[0].batches_sent, 0);
 }
 
-/// The daemon's quick pass over the files an event named queues what the full pass would:
+/// The daemon's change pass over the files an event named queues what the full pass would:
 /// the full pass right after it finds nothing left to plan.
 #[tokio::test]
-async fn a_quick_pass_queues_what_the_full_pass_would() {
+async fn a_change_pass_queues_what_the_full_pass_would() {
     let setup = Setup::new(None);
     write_vdir(&setup.book(), 0..20);
     // Number 7 is on two cards; the file that sorts first (00007.vcf) names it.
@@ -586,9 +586,20 @@ async fn a_quick_pass_queues_what_the_full_pass_would() {
     write_file(&ignored, "not a card").unwrap();
     let paths = [renamed, seven, ignored].into_iter().collect();
     let now = clock.now();
-    let quick = sync::quick_pass(&setup.config, &mut store, &accounts, &paths, now, &options)
+    let mut window = sync::DeletionWindow::new(std::time::Duration::from_secs(300));
+    let mut change_pass = |store: &mut Store, paths: &std::collections::BTreeSet<PathBuf>| {
+        sync::change_pass(
+            &setup.config,
+            store,
+            &accounts,
+            paths,
+            now,
+            &options,
+            &mut window,
+        )
         .unwrap()
-        .expect("written files are the quick pass's");
+    };
+    let quick = change_pass(&mut store, &paths).expect("written files are the change pass's");
     let planned = &quick.accounts[0].planned;
     assert_eq!(
         (
@@ -619,18 +630,33 @@ async fn a_quick_pass_queues_what_the_full_pass_would() {
     }
 
     let after = sync::plan_pass(&setup.config, &mut store, &accounts, now, &options).unwrap();
-    assert_eq!(after.files_parsed, 0, "the quick pass stored what it read");
+    assert_eq!(after.files_parsed, 0, "the change pass stored what it read");
     assert_eq!(
         after.accounts[0].planned,
         Default::default(),
         "nothing left to plan"
     );
 
-    // A removed file is the full pass's to judge (the safety checks see whole sources).
+    // A removed file is the change pass's too: its numbers are deleted.
     std::fs::remove_file(setup.book().join("00004.vcf")).unwrap();
     let gone = [setup.book().join("00004.vcf")].into_iter().collect();
-    let deferred = sync::quick_pass(&setup.config, &mut store, &accounts, &gone, now, &options);
-    assert!(deferred.unwrap().is_none());
+    let removed = change_pass(&mut store, &gone).expect("a removed file is the change pass's");
+    assert_eq!(
+        (removed.files_removed, removed.accounts[0].planned.deletes),
+        (1, 1)
+    );
+    let after = sync::plan_pass(&setup.config, &mut store, &accounts, now, &options).unwrap();
+    assert_eq!(after.accounts[0].planned, Default::default());
+
+    // A folder moved away is the full pass's (its files were not named one by one).
+    let family = setup.book().join("family");
+    std::fs::create_dir(&family).unwrap();
+    write_file(family.join("f.vcf"), card("Family", 77)).unwrap();
+    let found = change_pass(&mut store, &[family.join("f.vcf")].into_iter().collect())
+        .expect("a new file in a subfolder");
+    assert_eq!(found.accounts[0].planned.new, 1);
+    std::fs::rename(&family, setup._dir.path().join("family.away")).unwrap();
+    assert!(change_pass(&mut store, &[family].into_iter().collect()).is_none());
 
     // So is a big file (an export rewritten whole): looking its numbers up one by one
     // would be slower than the full pass.
@@ -641,8 +667,7 @@ async fn a_quick_pass_queues_what_the_full_pass_would() {
     assert!(cards.len() > 256 * 1024);
     write_file(&big, cards).unwrap();
     let paths = [big].into_iter().collect();
-    let deferred = sync::quick_pass(&setup.config, &mut store, &accounts, &paths, now, &options);
-    assert!(deferred.unwrap().is_none());
+    assert!(change_pass(&mut store, &paths).is_none());
 }
 
 /// Issue 15: a contact known only by username is planned for Telegram, which adds by
