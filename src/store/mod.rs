@@ -44,6 +44,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/009_forget_all.sql")),
     M::up(include_str!("migrations/010_contact_key.sql")),
     M::up(include_str!("migrations/011_carddav.sql")),
+    M::up(include_str!("migrations/016_source_usernames.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 
