@@ -56,6 +56,24 @@ struct Args {
     /// `contactsyncd` with `state_dir` = DIR and a `[telegram]` section then syncs here
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// With --state-dir: write a contactsyncd configuration for this sandbox into FILE (its
+    /// state_dir, a [telegram] section, the address book of --source), so that
+    /// `contactsyncd --config FILE sync --once` syncs your own book here, nothing to write
+    /// by hand
+    #[arg(long, value_name = "FILE", requires = "state_dir")]
+    write_config: Option<PathBuf>,
+    /// The address book --write-config names: your vdir, folder of .vcf files or export
+    /// [default: the checkout's examples/addressbook]
+    #[arg(long, value_name = "PATH", requires = "write_config")]
+    source: Option<PathBuf>,
+    /// The default_region --write-config sets, for numbers written without a country code
+    #[arg(
+        long,
+        value_name = "CC",
+        default_value = "DE",
+        requires = "write_config"
+    )]
+    region: String,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -111,6 +129,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(dir) = &args.state_dir {
         seed_state(dir, &server)?;
+        if let Some(file) = &args.write_config {
+            write_config(file, dir, args.source.as_deref(), &args.region)?;
+        }
     }
     if let Some(file) = &args.key_file {
         let hex: String = server
@@ -174,6 +195,58 @@ fn parse_registration(line: &str) -> anyhow::Result<Option<(Option<String>, Opti
     );
     let phone = Some(phone).filter(|p| !p.is_empty());
     Ok(Some((phone, username)))
+}
+
+/// A configuration that syncs `source` into this sandbox: absolute paths, so it works
+/// from any directory; the api_hash is any 32 hex digits (the sandbox checks none).
+fn write_config(
+    file: &std::path::Path,
+    state_dir: &std::path::Path,
+    source: Option<&std::path::Path>,
+    region: &str,
+) -> anyhow::Result<()> {
+    let absolute = |path: &std::path::Path| -> anyhow::Result<PathBuf> {
+        Ok(if path.is_absolute() {
+            path.to_owned()
+        } else {
+            std::env::current_dir()?.join(path)
+        })
+    };
+    let source = match source {
+        Some(path) => absolute(path)?,
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/addressbook"),
+    };
+    // TOML basic strings: a path with a quote or backslash must be escaped.
+    let quoted = |path: &std::path::Path| {
+        format!(
+            "\"{}\"",
+            path.display()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+        )
+    };
+    let text = format!(
+        "# contactsyncd into the sandbox Telegram server (a local test server, not Telegram),\n\
+         # written by telegram-test-server --write-config while it runs. Try:\n\
+         #   contactsyncd --config {file} inspect\n\
+         #   contactsyncd --config {file} sync --once\n\
+         # and see what the server holds in its --dump file. Another book: --source PATH.\n\
+         state_dir = {state}\n\
+         default_region = \"{region}\"\n\n\
+         [[source]]\n\
+         path = {source}\n\n\
+         [telegram]\n\
+         api_id = 12345\n\
+         # Any 32 hex digits: the sandbox checks none (a real account needs yours).\n\
+         api_hash = \"0123456789abcdef0123456789abcdef\"\n",
+        file = file.display(),
+        state = quoted(&absolute(state_dir)?),
+        source = quoted(&source),
+    );
+    std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
+    eprintln!("wrote {}", file.display());
+    Ok(())
 }
 
 /// Points the daemon's own session store at this server, logged in as the test account.

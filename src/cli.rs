@@ -16,25 +16,12 @@ use crate::contact::{
 };
 use crate::phone::{DefaultRegion, Validity};
 use crate::source;
+use crate::sync::plural;
 use crate::vcard::{self, CardError, CardOutcome, FileSummary};
 
+pub mod exit;
 mod generate;
 mod state;
-
-/// Exit codes, documented in the README.
-pub mod exit {
-    pub const SUCCESS: u8 = 0;
-    /// Something failed at run time (I/O, state).
-    pub const FAILURE: u8 = 1;
-    /// Unusable command line (clap's own code).
-    pub const USAGE: u8 = 2;
-    /// The configuration file is missing or invalid.
-    pub const CONFIG: u8 = 3;
-    /// `sync`: the guard holds deletions (see `status`; `--force-delete` applies them).
-    pub const DELETES_HELD: u8 = 4;
-    /// `sync`: an account needs `contactsyncd login`.
-    pub const LOGIN_REQUIRED: u8 = 5;
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,11 +32,23 @@ pub mod exit {
 pub struct Cli {
     /// Configuration file [default: $CONTACTSYNCD_CONFIG, else
     /// $XDG_CONFIG_HOME/contactsyncd/config.toml, else /etc/contactsyncd/config.toml]
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        help_heading = "Global options (before or after the command)"
+    )]
     pub config: Option<PathBuf>,
 
-    /// Log lines as text or as JSON (for machines); journald gets structured fields anyway
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log lines on stderr as text or as JSON Lines (for machines); journald gets
+    /// structured fields anyway
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = LogFormat::Text,
+        help_heading = "Global options (before or after the command)"
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
@@ -79,7 +78,11 @@ pub enum Command {
     Status(JsonArg),
     /// Recent runs and batches
     History(HistoryArgs),
-    /// Run as a service: watch the sources and sync every change (Ctrl-C or SIGTERM stops)
+    /// Run as a service: watch the sources and sync every change (SIGHUP reloads the
+    /// configuration; SIGTERM or Ctrl-C stops)
+    #[command(
+        long_about = "Run as a service: watch the sources and sync every change after watch.debounce, rescan every watch.rescan_interval, poll CardDAV sources every poll_interval, and retry queued work every minute.\n\nSignals: SIGHUP reloads the configuration (a broken one is refused and logged; the old one stays). SIGTERM or SIGINT (Ctrl-C) stops after the request in flight, at most shutdown_timeout; a second one stops at once.\n\nUnder systemd (Type=notify) it reports READY, STATUS, WATCHDOG, RELOADING and STOPPING."
+    )]
     Run,
     /// Log in to Telegram (asks for the code, and the 2FA password if the account has one)
     Login,
@@ -88,7 +91,8 @@ pub enum Command {
     /// The account's contacts as the messenger has them
     #[command(subcommand)]
     Remote(RemoteCommand),
-    /// Man pages and shell completions, rendered from this command line (for packagers)
+    /// Man pages, shell completions and the example configuration (for packagers, and to
+    /// start a configuration from)
     #[command(subcommand)]
     Generate(GenerateCommand),
 }
@@ -110,6 +114,14 @@ pub enum GenerateCommand {
         /// The folder to write the pages into (created if missing)
         #[arg(value_name = "DIR")]
         dir: PathBuf,
+    },
+    /// Print the example configuration, every key documented, to start your own from:
+    /// `contactsyncd generate example-config > ~/.config/contactsyncd/config.toml`
+    ExampleConfig {
+        /// The system service's /etc/contactsyncd/config.toml instead (what the package
+        /// installs)
+        #[arg(long)]
+        system: bool,
     },
     /// Print the completion script for SHELL, e.g. `contactsyncd generate completions bash`
     Completions {
@@ -183,8 +195,8 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// Run one pass and exit (the long-running service is `contactsyncd run`)
-    #[arg(long)]
+    /// Run one pass and exit (required; the long-running service is `contactsyncd run`)
+    #[arg(long, required = true)]
     pub once: bool,
     /// Apply deletions the guard holds, and accept a source that became empty
     #[arg(long)]
@@ -210,7 +222,7 @@ pub struct JsonArg {
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// How many runs and batches to show
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, value_name = "N", default_value_t = 20)]
     pub limit: usize,
     /// JSON Lines: one {"run": …} object per run, then one {"batch": …} per batch
     #[arg(long)]
@@ -299,6 +311,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             state::remote_resume(cli.config.as_deref(), account.as_deref())
         }
         Command::Generate(GenerateCommand::Man { dir }) => generate::man(&dir),
+        Command::Generate(GenerateCommand::ExampleConfig { system }) => {
+            generate::example_config(system)
+        }
         Command::Generate(GenerateCommand::Completions { shell, dir }) => {
             generate::completions(shell, dir.as_deref())
         }
@@ -349,8 +364,8 @@ fn unreadable_source_files(config: &Config) -> Vec<(String, PathBuf, String)> {
     unreadable
 }
 
-/// `check-source`: asks each CardDAV server what `sync` would read. Exit 3 when a source
-/// does not work (as `check-config` for a folder that cannot be read), after all are shown.
+/// `check-source`: asks each CardDAV server what `sync` would read. After all are shown, a
+/// source that does not work exits by its reason (see `exit::of_carddav`).
 fn check_source(path: Option<&Path>, args: &CheckSourceArgs) -> Result<(), Failure> {
     let config = config::load(path)?;
     let sources: Vec<&config::SourceConfig> = match &args.name {
@@ -387,6 +402,7 @@ fn check_source(path: Option<&Path>, args: &CheckSourceArgs) -> Result<(), Failu
     }
     let runtime = state::runtime()?;
     let mut failed = 0;
+    let mut codes = Vec::new();
     for source in sources {
         let checked = runtime.block_on(source::carddav::check(source));
         let url = source.path.display().to_string();
@@ -425,16 +441,17 @@ fn check_source(path: Option<&Path>, args: &CheckSourceArgs) -> Result<(), Failu
             }
             (Err(err), false) => writeln!(out, "source {}: {url}\n  error: {err}", source.name)?,
         }
-        if checked.is_err() {
+        if let Err(err) = &checked {
             failed += 1;
+            codes.push(exit::of_carddav(err));
         }
     }
     if failed > 0 {
         return Err(Failure {
-            code: exit::CONFIG,
+            code: exit::most_urgent(codes),
             error: anyhow::anyhow!(
-                "{failed} CardDAV source{} cannot be read (see above)",
-                if failed == 1 { "" } else { "s" }
+                "{} cannot be read (see above)",
+                crate::sync::plural(failed, "CardDAV source", "CardDAV sources")
             ),
         });
     }
@@ -876,6 +893,9 @@ impl<W: Write> Report<W> {
                 "    skipped: a contact group ({property}), not a person"
             )?;
         }
+        if let Some(note) = name_disagreement(card, name) {
+            writeln!(out, "    {note}")?;
+        }
         for p in phones {
             let verdict = match &p.outcome {
                 PhoneOutcome::Accepted {
@@ -992,23 +1012,24 @@ impl<W: Write> Report<W> {
                     )?;
                 }
             }
+            // One vocabulary with `status` and the pass summary (crate::sync::plural).
             writeln!(
                 out,
-                "\n{} files ({} with errors), {} cards ({} with errors{}), {} phones ({} rejected), {} contacts to sync, {} duplicates, {} name conflicts",
-                self.files,
+                "\n{} ({} with errors), {} ({} with errors{}), {} ({} rejected), {} to sync, {}, {}",
+                plural(self.files, "file", "files"),
                 self.file_errors,
-                self.cards,
+                plural(self.cards, "card", "cards"),
                 self.cards_with_errors,
                 if self.cards_left_out > 0 {
                     format!(", {} left out by category filters", self.cards_left_out)
                 } else {
                     String::new()
                 },
-                self.phones,
+                plural(self.phones, "phone", "phones"),
                 self.rejected_phones,
-                pushed_phones,
-                set.duplicates,
-                set.conflicts.len(),
+                plural(pushed_phones, "contact", "contacts"),
+                plural(set.duplicates, "duplicate", "duplicates"),
+                plural(set.conflicts.len(), "name conflict", "name conflicts"),
             )?;
             if self.groups_skipped > 0 {
                 writeln!(
@@ -1021,8 +1042,17 @@ impl<W: Write> Report<W> {
             if self.telegram_usernames + self.ignored_telegram_usernames > 0 {
                 writeln!(
                     out,
-                    "{} Telegram usernames, {} Telegram values ignored (no username in them, or against Telegram's rules: see the cards)",
-                    self.telegram_usernames, self.ignored_telegram_usernames
+                    "{}, {} ignored (no username in them, or against Telegram's rules: see the cards)",
+                    plural(
+                        self.telegram_usernames,
+                        "Telegram username",
+                        "Telegram usernames"
+                    ),
+                    plural(
+                        self.ignored_telegram_usernames,
+                        "Telegram value",
+                        "Telegram values"
+                    )
                 )?;
             }
             if self.files == 0 && self.empty_sources > 0 {
@@ -1041,6 +1071,26 @@ impl<W: Write> Report<W> {
         }
         self.out.flush()
     }
+}
+
+/// When the names come from N and FN says something else, which one the messenger gets:
+/// an edit of FN alone renames nothing, and `plan` would say "0 renamed" without this.
+fn name_disagreement(
+    card: Option<&vcard::RawCard>,
+    name: Option<&contact::PersonName>,
+) -> Option<String> {
+    let name = name.filter(|n| n.source == NameSource::StructuredName)?;
+    let formatted = card?.formatted_name.as_deref()?.trim();
+    let lower = formatted.to_lowercase();
+    let agrees = [&name.first, &name.last]
+        .iter()
+        .all(|part| lower.contains(&part.to_lowercase()));
+    if formatted.is_empty() || agrees {
+        return None;
+    }
+    Some(format!(
+        "FN {formatted:?} differs from N: the messenger gets N's names; edit N to rename the contact"
+    ))
 }
 
 /// `as written, a valid number in US: +14155550199 (also BR +55…, MX +52…)`.

@@ -18,7 +18,7 @@ pub const DEFAULT_SKIP_PHONE_TYPES: &[&str] = &["fax", "pager"];
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "no configuration file found; looked in:\n{}\nhint: copy config/contactsyncd.toml to one of them, or pass --config PATH",
+        "no configuration file found; looked in:\n{}\nhint: write one there (`contactsyncd generate example-config > FILE` gives the example, every key documented), or pass --config PATH",
         .searched.iter().map(|p| format!("  {}", p.display())).collect::<Vec<_>>().join("\n")
     )]
     NotFound { searched: Vec<PathBuf> },
@@ -893,7 +893,7 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
         let key = span
             .clone()
             .map_or_else(|| "(file)".to_owned(), |s| key_at(text, s.start));
-        let message = err.message().trim().to_owned();
+        let message = plain_types(err.message().trim());
         let hint = syntax_hint(&key, &message);
         invalid(span, key, message, hint)
     })?;
@@ -1166,7 +1166,7 @@ fn read_hint(error: &std::io::Error) -> String {
     use std::io::ErrorKind;
     match error.kind() {
         ErrorKind::NotFound => format!(
-            "check the path given to --config (a relative path starts at the current directory); without --config, contactsyncd looks in {}. config/contactsyncd.toml in the source tree is an example to copy",
+            "check the path given to --config (a relative path starts at the current directory); without --config, contactsyncd looks in {}. `contactsyncd generate example-config` prints an example to start from",
             search_paths(None)
                 .iter()
                 .map(|p| p.display().to_string())
@@ -1232,6 +1232,178 @@ fn keys_of<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
     fields
 }
 
+/// serde's messages name Rust's types ("expected i64", "expected usize"): said in the
+/// user's words instead.
+fn plain_types(message: &str) -> String {
+    let mut text = message.to_owned();
+    for (rust, plain) in [
+        ("usize", "a whole number, 0 or more"),
+        ("u64", "a whole number, 0 or more"),
+        ("u32", "a whole number, 0 or more"),
+        ("u16", "a whole number, 0 or more"),
+        ("u8", "a whole number, 0 or more"),
+        ("isize", "a whole number"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("i16", "a whole number"),
+        ("i8", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ] {
+        text = text.replace(&format!("expected {rust}"), &format!("expected {plain}"));
+    }
+    text
+}
+
+/// Where the user finds the example configuration, every key documented: the package's
+/// copy when it is installed, else the command that prints it (a checkout path means
+/// nothing to a user of the package or of `cargo install`).
+pub fn example_config_hint() -> String {
+    if Path::new(INSTALLED_EXAMPLE).is_file() {
+        format!("the example configuration {INSTALLED_EXAMPLE} documents every key")
+    } else {
+        "`contactsyncd generate example-config` prints the example configuration, every key documented".to_owned()
+    }
+}
+
+/// Where the package installs the example configuration.
+pub const INSTALLED_EXAMPLE: &str = "/usr/share/doc/contactsyncd/examples/contactsyncd.toml";
+
+/// The example configuration of the checkout, every key documented: it reads the
+/// example address book and keeps its state in `target/` (README, Quick start).
+pub const EXAMPLE: &str = include_str!("../config/contactsyncd.toml");
+
+/// One key of the configuration as the example documents it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDoc {
+    /// `""` for the top level, else the table (`source`, `telegram`, …).
+    pub table: &'static str,
+    pub key: &'static str,
+    /// The example's comment lines above the key, without `# `.
+    pub doc: Vec<String>,
+    /// The key's line in the example, uncommented (`max_deletes = 50`).
+    pub example: String,
+}
+
+/// Every key the configuration accepts (the schema's own field names, as validation
+/// reads them), with the example configuration's text for it: what `man contactsyncd.toml`
+/// shows. A key the example does not document has an empty `doc` (a test forbids that).
+pub fn key_docs() -> Vec<KeyDoc> {
+    // The example's lines per (table, key): the table a line is in follows the last
+    // `[table]` / `[[table]]` header, commented out or not.
+    let mut found: Vec<(String, String, Vec<String>, String)> = Vec::new();
+    let mut table = String::new();
+    let mut comments: Vec<String> = Vec::new();
+    let mut intro: Vec<String> = Vec::new();
+    let example = example_for(ExampleFor::User).unwrap_or_else(|| EXAMPLE.to_owned());
+    for line in example.lines() {
+        let bare = line.trim_start_matches('#').trim();
+        let header = bare
+            .strip_prefix("[[")
+            .and_then(|r| r.strip_suffix("]]"))
+            .or_else(|| bare.strip_prefix('[').and_then(|r| r.strip_suffix(']')));
+        if let Some(name) = header.filter(|n| TABLES.contains(n)) {
+            table = name.to_owned();
+            // The text above a header introduces the table, and its first key.
+            intro = std::mem::take(&mut comments);
+            continue;
+        }
+        let key = bare
+            .split_once(" = ")
+            .map(|(k, _)| k.trim())
+            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        if let Some(key) = key
+            && keys_of_table(&table).contains(&key)
+        {
+            let example = bare.split(" # ").next().unwrap_or(bare).trim().to_owned();
+            let mut doc = std::mem::take(&mut comments);
+            // Keys written one under the other share the text above them
+            // (`api_hash` / `api_hash_file`).
+            if doc.is_empty() {
+                doc = match found.last() {
+                    Some((t, _, previous, _)) if *t == table => previous.clone(),
+                    _ => intro.clone(),
+                };
+            }
+            found.push((table.clone(), key.to_owned(), doc, example));
+            continue;
+        }
+        match line.strip_prefix('#') {
+            Some(text) if !text.trim().is_empty() => comments.push(text.trim().to_owned()),
+            _ => comments.clear(),
+        }
+    }
+    let mut docs = Vec::new();
+    for table in std::iter::once("").chain(TABLES.iter().copied()) {
+        for key in keys_of_table(table) {
+            if TABLES.contains(key) && table.is_empty() {
+                continue;
+            }
+            let (doc, example) = found
+                .iter()
+                .find(|(t, k, _, _)| t == table && k == key)
+                .map(|(_, _, doc, example)| (doc.clone(), example.clone()))
+                .unwrap_or_default();
+            docs.push(KeyDoc {
+                table,
+                key,
+                doc,
+                example,
+            });
+        }
+    }
+    docs
+}
+
+/// Who an example configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExampleFor {
+    /// `~/.config/contactsyncd/config.toml`: the state in the default place, the source a
+    /// vdir in the home directory.
+    User,
+    /// `/etc/contactsyncd/config.toml` of the package: the state where the system unit keeps
+    /// it, the source a path outside the home directories.
+    System,
+}
+
+/// The checkout's lines that make no sense outside it.
+const CHECKOUT_STATE_NOTE: &str = "# THIS EXAMPLE keeps its state inside the checkout";
+const CHECKOUT_STATE_DIR: &str = "state_dir = \"../target/example-state\"";
+const CHECKOUT_SOURCE: &str = "path = \"../examples/addressbook\"";
+/// The source path of the package's /etc configuration (packaging/deb checks for it).
+pub const SYSTEM_SOURCE_PLACEHOLDER: &str = "/path/to/your/addressbook";
+
+/// The example configuration without its checkout-only lines (the state kept in
+/// `target/`, the example address book), for a user or the package to start from.
+/// `None` if the example no longer has those lines (a test keeps them).
+pub fn example_for(target: ExampleFor) -> Option<String> {
+    let start = EXAMPLE.find(CHECKOUT_STATE_NOTE)?;
+    let end = EXAMPLE[start..].find(CHECKOUT_STATE_DIR)? + start + CHECKOUT_STATE_DIR.len();
+    let (state_dir, source, header) = match target {
+        ExampleFor::User => (
+            "# state_dir = \"~/.local/state/contactsyncd\"",
+            "path = \"~/.contacts/personal\"   # edit: your vdir, folder of .vcf files, or export",
+            "",
+        ),
+        ExampleFor::System => (
+            "# state_dir = \"/var/lib/contactsyncd\"",
+            "path = \"/path/to/your/addressbook\"   # edit: a vdir or an export the service can read",
+            "# Installed by the contactsyncd package as /etc/contactsyncd/config.toml (the system\n\
+             # unit's configuration; an upgrade keeps your edits). Set [[source]] path and\n\
+             # [telegram] (its api_hash in /etc/contactsyncd/telegram-api-hash, see\n\
+             # contactsyncd.service), then: contactsyncd check-config --config /etc/contactsyncd/config.toml\n\
+             #\n",
+        ),
+    };
+    let text = format!(
+        "{header}{}{state_dir}{}",
+        &EXAMPLE[..start],
+        &EXAMPLE[end..]
+    );
+    text.contains(CHECKOUT_SOURCE)
+        .then(|| text.replacen(CHECKOUT_SOURCE, source, 1))
+}
+
 /// A hint for an error the TOML reader reports at `key` (as [`key_at`] names it).
 fn syntax_hint(key: &str, message: &str) -> Option<String> {
     // `source[2].path` → table `source`; `batch_size` → the top level.
@@ -1243,8 +1415,10 @@ fn syntax_hint(key: &str, message: &str) -> Option<String> {
         .and_then(|rest| rest.split('`').next())
     {
         return Some(misplaced_key_hint(field, table).unwrap_or_else(|| {
-            "remove the key or fix its spelling; config/contactsyncd.toml documents every key"
-                .to_owned()
+            format!(
+                "remove the key or fix its spelling; {}",
+                example_config_hint()
+            )
         }));
     }
     // `[[watch]]`: serde reads the array as a struct written as a list, and complains about
@@ -1265,7 +1439,10 @@ fn syntax_hint(key: &str, message: &str) -> Option<String> {
             "write [[{key}]] with double brackets: one [[{key}]] block per entry, e.g. per address book"
         ));
     }
-    Some("see config/contactsyncd.toml for the expected type of each key".to_owned())
+    Some(format!(
+        "the key wants another type of value; {}",
+        example_config_hint()
+    ))
 }
 
 /// Where a key that `table` does not take belongs, when another table (or the top level)
@@ -1599,12 +1776,9 @@ fn secret(
                 )
             });
     }
-    // systemd's LoadCredential=NAME:… puts it in $CREDENTIALS_DIRECTORY.
-    std::env::var_os("CREDENTIALS_DIRECTORY")
-        .map(|dir| PathBuf::from(dir).join(credential))
-        .and_then(|path| read_secret_file(&path).ok())
-        .map(|s| Secret {
-            value: s.trim().to_owned(),
+    read_credential(credential)
+        .map(|value| Secret {
+            value,
             origin: SecretOrigin::Credential(credential),
         })
         .ok_or_else(|| {
@@ -1615,6 +1789,17 @@ fn secret(
                 None,
             )
         })
+}
+
+/// The systemd credential `name` (`LoadCredential=NAME:…` puts it in
+/// `$CREDENTIALS_DIRECTORY`), trimmed; a blank one is not set: the units give every
+/// credential a blank `SetCredential=` fallback, so that a file the configuration does not
+/// need may be missing.
+fn read_credential(name: &str) -> Option<String> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let value = read_secret_file(&PathBuf::from(dir).join(name)).ok()?;
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_owned())
 }
 
 fn whatsapp_config(
@@ -1722,25 +1907,17 @@ fn telegram_config(
                 .to_owned();
             (hash, SecretOrigin::File(path))
         }
-        (None, None) => {
-            // systemd's LoadCredential=telegram-api-hash:… puts it here.
-            let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
-                .map(|dir| PathBuf::from(dir).join("telegram-api-hash"));
-            match credential.and_then(|path| read_secret_file(&path).ok()) {
-                Some(hash) => (
-                    hash.trim().to_owned(),
-                    SecretOrigin::Credential("telegram-api-hash"),
-                ),
-                None => {
-                    return Err(invalid(
+        (None, None) => match read_credential("telegram-api-hash") {
+            Some(hash) => (hash, SecretOrigin::Credential("telegram-api-hash")),
+            None => {
+                return Err(invalid(
                         Some(span),
                         "telegram.api_hash".into(),
                         "no api_hash: set api_hash, api_hash_file, or the systemd credential telegram-api-hash".into(),
                         Some("the hash my.telegram.org shows next to api_id".into()),
                     ));
-                }
             }
-        }
+        },
     };
     if api_hash.len() != 32 || !api_hash.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(invalid(

@@ -20,8 +20,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Libraries whose own chatter is only interesting from warn up.
+/// Libraries whose own chatter is only interesting from warn up (the daemon's log).
 const QUIET: &str = "rusqlite_migration=warn,grammers_mtsender=warn,grammers_client=warn,grammers_mtproto=warn,grammers_session=warn";
+/// On a terminal the command says what happened in its own words (`login` without a
+/// network: "cannot reach Telegram"); the library's raw lines ("WARN grammers_mtsender:
+/// read 0 bytes") would only say it again, worse. `CONTACTSYNCD_LOG` still shows them.
+const QUIET_INTERACTIVE: &str = "rusqlite_migration=warn,grammers_mtsender=off,grammers_client=off,grammers_mtproto=off,grammers_session=off";
 
 /// journald when systemd connected stderr to the journal (or `log.target = "journald"`),
 /// else text (or JSON with `--log-format json`) on stderr. `CONTACTSYNCD_LOG` / `RUST_LOG`
@@ -41,8 +45,14 @@ fn init_logging(
     let level = std::env::var("CONTACTSYNCD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| {
-            let level = if interactive { "warn" } else { &log.level };
-            format!("{level},{QUIET}")
+            if interactive {
+                format!(
+                    "warn,{QUIET_INTERACTIVE},{}=off",
+                    contactsyncd::sync::REPORTED
+                )
+            } else {
+                format!("{},{QUIET}", log.level)
+            }
         });
     // Progress events are for the progress line only, never log lines.
     let progress_off = format!(",{}=off", contactsyncd::progress::TARGET);

@@ -118,7 +118,9 @@ const COMMON_REGIONS: &[Region] = &[
 pub enum PhoneError {
     #[error("empty")]
     Empty,
-    #[error("written without a country code and no default_region is configured")]
+    #[error(
+        "written without a country code, and no region to read it with: default_region in the configuration, or --region CC for `inspect FILE`"
+    )]
     NoRegion,
     #[error("unknown country calling code")]
     InvalidCountryCode,

@@ -167,6 +167,9 @@ pub struct PassReport {
     pub stalled_files: Vec<source::StalledFile>,
     /// Files that could not be read (permissions, not a regular file, no card in it).
     pub unreadable_files: Vec<source::UnreadableFile>,
+    /// CardDAV sources whose server refused the user name or password this pass (they are
+    /// among the unknown sources too): the user must fix them, a retry will not.
+    pub refused_credentials: Vec<String>,
     pub accounts: Vec<AccountReport>,
 }
 
@@ -381,26 +384,42 @@ impl AccountSpec {
     }
 }
 
+/// What the CardDAV polls before a pass found.
+#[derive(Debug, Default)]
+pub struct CardDavPolls {
+    /// Whether any source changed (or failed).
+    pub changed: bool,
+    /// Sources whose server refused the user name or password (401).
+    pub refused_credentials: Vec<String>,
+}
+
 /// Asks every CardDAV source's server what changed and stores it, before a pass plans from
 /// the state. A failure is recorded with the source (which then counts as unknown, and the
-/// pass says why): it is not an error of the pass. Returns whether any source changed.
-pub async fn poll_carddav_sources(config: &Config, store: &mut Store, now: Timestamp) -> bool {
-    let mut changed = false;
+/// pass says why): it is not an error of the pass.
+pub async fn poll_carddav_sources(
+    config: &Config,
+    store: &mut Store,
+    now: Timestamp,
+) -> CardDavPolls {
+    let mut polls = CardDavPolls::default();
     source::carddav::forget_unconfigured(config, store);
     for source in config.sources.iter().filter(|s| s.is_carddav()) {
         match source::carddav::poll(source, store, now).await {
             Ok(outcome) => {
                 outcome.log(&source.name);
-                changed |= outcome.changed;
+                polls.changed |= outcome.changed;
             }
             // Recorded with the source; the pass's scan reports it as unknown.
             Err(err) => {
                 tracing::debug!(source = %source.name, "CardDAV poll failed: {err}");
-                changed = true;
+                if matches!(err, source::carddav::CardDavError::Unauthorized { .. }) {
+                    polls.refused_credentials.push(source.name.clone());
+                }
+                polls.changed = true;
             }
         }
     }
-    changed
+    polls
 }
 
 /// One full pass: sync --once's reconcile, plan (`plan_pass`) and send, then the history.
@@ -412,8 +431,11 @@ pub async fn sync_once(
     options: &SyncOptions,
 ) -> Result<PassReport, SyncError> {
     let started = clock.now();
+    let mut refused_credentials = Vec::new();
     if !options.offline {
-        poll_carddav_sources(config, store, clock.now()).await;
+        refused_credentials = poll_carddav_sources(config, store, clock.now())
+            .await
+            .refused_credentials;
         for backend in backends.iter_mut() {
             prepare_account(store, backend.as_ref())?;
             reconcile_if_due(store, backend.as_mut(), clock, options).await?;
@@ -424,6 +446,7 @@ pub async fn sync_once(
         .map(|b| AccountSpec::of(b.as_ref()))
         .collect();
     let mut report = plan_pass(config, store, &accounts, clock.now(), options)?;
+    report.refused_credentials = refused_credentials;
     let mut wait_budget = options.max_wait;
     let mut send = Sending {
         config,
@@ -606,6 +629,7 @@ pub fn plan_pass_in_window(
             continue;
         }
         tracing::warn!(
+            target: REPORTED,
             source = %status.name,
             reason = reason.unwrap_or_default(),
             "source counts as unknown: its contacts are kept and nothing of it is deleted (`contactsyncd status` has the full reason)"
@@ -627,6 +651,7 @@ pub fn plan_pass_in_window(
         empty_sources: scan.empty_sources().cloned().collect(),
         stalled_files: scan.stalled.clone(),
         unreadable_files: scan.unreadable.clone(),
+        refused_credentials: Vec::new(),
         accounts: Vec::new(),
     };
     let mut epochs = BTreeSet::new();
@@ -775,7 +800,7 @@ fn queue_plan(
     let name = &account.name;
     store.ensure_account(name)?;
     if let Some(held) = &held {
-        tracing::warn!(backend = %name, deletes = held.deletes, "deletions held: {}", held.reason);
+        tracing::warn!(target: REPORTED, backend = %name, deletes = held.deletes, "deletions held: {}", held.reason);
     }
     let deletes: &[String] = if held.is_some() { &[] } else { &plan.deletes };
     let change = store.queue_plan(
@@ -922,6 +947,11 @@ pub fn record_pass(
     );
     Ok(())
 }
+
+/// The log target of warnings a pass's report says too (deletions held, a source unknown,
+/// the queue kept): the daemon's log has them; a command on a terminal, whose report is
+/// printed, leaves them out, so each is said once.
+pub const REPORTED: &str = "contactsyncd::reported";
 
 /// `1 batch`, `2 batches`.
 pub fn plural(n: impl TryInto<u64>, one: &str, many: &str) -> String {
@@ -1092,7 +1122,7 @@ pub async fn reconcile_if_due(
             };
             let outcome = store.apply_listing(&name, &remote, policy, now)?;
             if let Some(held) = &outcome.held {
-                tracing::warn!(backend = %name, missing = held.deletes, "reconcile held: {}", held.reason);
+                tracing::warn!(target: REPORTED, backend = %name, missing = held.deletes, "reconcile held: {}", held.reason);
             } else if outcome.gone + outcome.confirmed + outcome.users + outcome.dropped > 0 {
                 tracing::info!(
                     backend = %name,
@@ -1116,7 +1146,7 @@ pub async fn reconcile_if_due(
             };
             let gone = store.apply_reconcile_with_hash(&name, &remote, policy, hash, now)?;
             if let Some(held) = store.reconcile_hold(&name)? {
-                tracing::warn!(backend = %name, missing = held.deletes, "reconcile held: {}", held.reason);
+                tracing::warn!(target: REPORTED, backend = %name, missing = held.deletes, "reconcile held: {}", held.reason);
             }
             if gone > 0 {
                 tracing::info!(backend = %name, contacts = gone, reimport, "contacts deleted in the app");
@@ -1431,7 +1461,7 @@ async fn send_queue(
             }
             Err(BackendError::Temporary(error)) => {
                 store.note_error(&name, &error)?;
-                tracing::warn!(backend = %name, "temporary failure, the queue is kept: {error}");
+                tracing::warn!(target: REPORTED, backend = %name, "temporary failure, the queue is kept: {error}");
                 return Ok(Some(Stop::Network { error }));
             }
             // A refusal names an item only when the batch has one: held alone (a day, or

@@ -62,7 +62,9 @@ impl Prompt for TerminalPrompt {
 pub enum LoginError {
     #[error("login needs a terminal to ask for the code; run `contactsyncd login` interactively")]
     NoTerminal,
-    #[error("[telegram] is not configured: add api_id and api_hash (see config/contactsyncd.toml)")]
+    #[error(
+        "[telegram] is not configured: add api_id and api_hash (`contactsyncd generate example-config` shows them)"
+    )]
     NotConfigured,
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -70,6 +72,11 @@ pub enum LoginError {
     Io(#[from] io::Error),
     #[error("Telegram refused: {0}")]
     Telegram(String),
+    /// No answer from Telegram at all: the network, not the account.
+    #[error(
+        "cannot reach Telegram ({0}); check the network connection, then run `contactsyncd login` again"
+    )]
+    Unreachable(String),
     #[error("no account for this number: create one with an official Telegram app first")]
     SignUpRequired,
     #[error("too many wrong {0}; run `contactsyncd login` again")]
@@ -95,6 +102,8 @@ pub struct LoginOutcome {
 pub struct Kept {
     pub contacts: u64,
     pub batches: usize,
+    /// Whether there was a session to end (not after a logout, or before any login).
+    pub had_session: bool,
 }
 
 /// Logs in and keeps the session in the state database. Landing on another Telegram user
@@ -140,12 +149,19 @@ pub async fn login(
     let client = backend.client().clone();
     let api_hash = config.api_hash.expose().to_owned();
     let request_phone = phone.clone();
+    let timeout = std::time::Duration::from_secs(config.request_timeout);
     // grammers panics on the sentCodeSuccess / sentCodePaymentRequired answers: contain it.
-    let token =
-        tokio::spawn(async move { client.request_login_code(&request_phone, &api_hash).await })
-            .await
-            .map_err(|_| LoginError::Telegram("unexpected answer to auth.sendCode".into()))?
-            .map_err(|e| LoginError::Telegram(e.to_string()))?;
+    let token = tokio::spawn(async move {
+        tokio::time::timeout(
+            timeout,
+            client.request_login_code(&request_phone, &api_hash),
+        )
+        .await
+    })
+    .await
+    .map_err(|_| LoginError::Telegram("unexpected answer to auth.sendCode".into()))?
+    .map_err(|_| LoginError::Unreachable(format!("no answer within {} s", timeout.as_secs())))?
+    .map_err(refused_or_unreachable)?;
     prompt.tell(&format!(
         "Telegram sent a login code to the app of {}.",
         redact(&phone)
@@ -215,6 +231,19 @@ pub async fn login(
     Ok(LoginOutcome { account, set_aside })
 }
 
+/// Telegram's answer is a refusal; anything else (no connection, a dropped one, no key
+/// exchange) means Telegram was not reached.
+fn refused_or_unreachable(err: grammers_mtsender::InvocationError) -> LoginError {
+    use grammers_mtsender::InvocationError;
+    match err {
+        InvocationError::Io(_)
+        | InvocationError::Transport(_)
+        | InvocationError::Dropped(_)
+        | InvocationError::Authentication(_) => LoginError::Unreachable(err.to_string()),
+        other => LoginError::Telegram(other.to_string()),
+    }
+}
+
 /// The account's phone number; an empty answer is asked again, never sent to Telegram.
 fn ask_phone(prompt: &mut dyn Prompt) -> Result<String, LoginError> {
     for _ in 0..ATTEMPTS {
@@ -233,7 +262,9 @@ fn ask_phone(prompt: &mut dyn Prompt) -> Result<String, LoginError> {
 /// another user sets them aside.
 pub async fn logout(config: &TelegramConfig, state_dir: &Path) -> Result<Kept, LoginError> {
     let store = Store::open_for_writing(state_dir)?;
-    if let Some(account) = TelegramSession::logged_in(state_dir)? {
+    let logged_in = TelegramSession::logged_in(state_dir)?;
+    let had_session = logged_in.is_some();
+    if let Some(account) = logged_in {
         store.note_remote_user("telegram", account.user_id)?;
         let session = Arc::new(TelegramSession::open(state_dir)?);
         let backend = TelegramBackend::connect(config, session);
@@ -245,10 +276,13 @@ pub async fn logout(config: &TelegramConfig, state_dir: &Path) -> Result<Kept, L
         }
     }
     TelegramSession::forget(state_dir)?;
-    store.set_auth_required("telegram", "logged out")?;
+    if had_session {
+        store.set_auth_required("telegram", "logged out")?;
+    }
     let counts = store.mirror_counts("telegram")?;
     Ok(Kept {
         contacts: counts.imported + counts.saved,
         batches: store.open_batch_count("telegram")?,
+        had_session,
     })
 }

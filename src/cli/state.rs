@@ -117,11 +117,11 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
     }
     writeln!(
         w,
-        "{} files ({} to parse, {} deferred): {} contacts in the address book",
-        scan.files_seen,
+        "{} ({} to parse, {}): {} in the address book",
+        plural(scan.files_seen, "file", "files"),
         scan.files_parsed,
-        scan.files_deferred,
-        desired.len()
+        plural(scan.files_deferred, "deferred file", "deferred files"),
+        plural(desired.len(), "contact", "contacts")
     )?;
     for status in scan.unknown_sources() {
         writeln!(
@@ -181,11 +181,10 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
             w,
             "no backend account yet: nothing would be sent ([telegram] or [whatsapp] in the configuration adds one)"
         )?;
-        let n = plan.imports.len();
         writeln!(
             w,
-            "a first sync to an account would import {n} {}",
-            if n == 1 { "contact" } else { "contacts" }
+            "a first sync to an account would import {}",
+            plural(plan.imports.len(), "contact", "contacts")
         )?;
         if args.verbose {
             write_plan_items(&mut w, plan, &phone)?;
@@ -195,8 +194,12 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
         let counts = sync::PlanCounts::of(plan);
         writeln!(
             w,
-            "{account}: {} new, {} renamed, {} retries, {} deletes; {} waiting for a retry time or rejected",
-            counts.new, counts.renames, counts.retries, counts.deletes, counts.waiting
+            "{account}: {} new, {} renamed, {}, {}; {} waiting for a retry time or rejected",
+            counts.new,
+            counts.renames,
+            plural(counts.retries, "retry", "retries"),
+            plural(counts.deletes, "delete", "deletes"),
+            counts.waiting
         )?;
         if let Some(held) = held {
             writeln!(w, "  deletions would be held: {}", held.reason)?;
@@ -256,14 +259,8 @@ fn write_plan_items(
 }
 
 pub fn sync(config_path: Option<&Path>, args: &SyncArgs) -> Result<(), Failure> {
-    if !args.once {
-        return Err(Failure {
-            code: exit::USAGE,
-            error: anyhow::anyhow!(
-                "`sync` runs one pass and needs --once; the long-running service is `contactsyncd run`"
-            ),
-        });
-    }
+    // clap requires --once: `sync` alone may one day mean more than one pass.
+    debug_assert!(args.once);
     let config = config::load(config_path)?;
     let mut store = Store::open_for_writing(&config.state_dir).map_err(store_failure)?;
     let runtime = runtime()?;
@@ -289,26 +286,10 @@ pub fn sync(config_path: Option<&Path>, args: &SyncArgs) -> Result<(), Failure> 
         })?;
     crate::progress::clear();
     print_pass(&report, args.json)?;
-    if report.login_required() {
+    if let Some((code, message)) = exit::of_pass(&report, args.offline) {
         return Err(Failure {
-            code: exit::LOGIN_REQUIRED,
-            error: anyhow::anyhow!("an account needs `contactsyncd login`"),
-        });
-    }
-    if let Some((account, reason)) = report.setup_stop() {
-        return Err(Failure {
-            code: exit::CONFIG,
-            error: anyhow::anyhow!(
-                "{account} is stopped: {reason}; nothing is sent to it until the configuration changes"
-            ),
-        });
-    }
-    if report.deletes_held() {
-        return Err(Failure {
-            code: exit::DELETES_HELD,
-            error: anyhow::anyhow!(
-                "deletions are held by the safety limits; review them with `contactsyncd plan --verbose`, then run `contactsyncd sync --once --force-delete`"
-            ),
+            code,
+            error: anyhow::anyhow!(message),
         });
     }
     Ok(())
@@ -366,7 +347,10 @@ pub fn login(config_path: Option<&Path>) -> Result<(), Failure> {
         }
         Err(e) => {
             return Err(Failure {
-                code: exit::FAILURE,
+                code: match e {
+                    backend::login::LoginError::Unreachable(_) => exit::TEMPFAIL,
+                    _ => exit::FAILURE,
+                },
                 error: e.into(),
             });
         }
@@ -403,9 +387,16 @@ pub fn logout(config_path: Option<&Path>) -> Result<(), Failure> {
             code: exit::FAILURE,
             error: e.into(),
         })?;
+    if !kept.had_session {
+        println!(
+            "there was no Telegram session (never logged in, or logged out already): nothing to log out"
+        );
+        return Ok(());
+    }
     println!(
-        "logged out; the Telegram session is forgotten. Kept: the address book state, and this account's mirror ({} contacts) and queue ({} batches) for the next login to it (a login to another account sets them aside)",
-        kept.contacts, kept.batches
+        "logged out; the Telegram session is forgotten. Kept: the address book state, and this account's mirror ({}) and queue ({}) for the next login to it (a login to another account sets them aside)",
+        plural(kept.contacts, "contact", "contacts"),
+        plural(kept.batches, "batch", "batches")
     );
     Ok(())
 }
@@ -504,11 +495,7 @@ impl Remote {
             .runtime
             .block_on(backend.remote_contacts())
             .map_err(|e| Failure {
-                code: match e {
-                    backend::BackendError::Auth(_) => exit::LOGIN_REQUIRED,
-                    backend::BackendError::Setup(_) => exit::CONFIG,
-                    _ => exit::FAILURE,
-                },
+                code: exit::of_backend(&e),
                 error: anyhow::anyhow!("{name}: {e}"),
             })?
             .unwrap_or_default();
@@ -822,6 +809,7 @@ pub fn remote_forget_all(
             code: exit::FAILURE,
             error: anyhow::Error::new(e).context("forgetting"),
         })?;
+    let mut unfinished = 0;
     for account in &report.accounts {
         let left = store
             .mirror(&account.backend)
@@ -829,6 +817,7 @@ pub fn remote_forget_all(
             .values()
             .filter(|e| e.state.is_remote())
             .count();
+        unfinished += left;
         write!(w, "{}: deleted {}", account.backend, account.deleted)?;
         match &account.stop {
             Some(stop) if left > 0 => writeln!(
@@ -854,7 +843,17 @@ pub fn remote_forget_all(
             }
         }
     }
-    Ok(w.flush()?)
+    w.flush()?;
+    if unfinished > 0 {
+        return Err(Failure {
+            code: exit::TEMPFAIL,
+            error: anyhow::anyhow!(
+                "{} still to delete (see above)",
+                plural(unfinished, "contact", "contacts")
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Asks a yes/no question on the terminal; anything but yes is no.
@@ -890,11 +889,11 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
     }
     writeln!(
         w,
-        "scanned {} ({} read, {} parsed, {} deferred): {}, {}",
+        "scanned {} ({} read, {} parsed, {}): {}, {}",
         plural(report.files_seen, "file", "files"),
         report.files_read,
         report.files_parsed,
-        report.files_deferred,
+        plural(report.files_deferred, "deferred file", "deferred files"),
         plural(report.contacts, "contact", "contacts"),
         plural(report.name_conflicts, "name conflict", "name conflicts"),
     )?;
@@ -934,12 +933,12 @@ fn print_pass(report: &PassReport, json: bool) -> anyhow::Result<()> {
         }
         writeln!(
             w,
-            "{}: planned {} new, {} renamed, {} retries, {} deletes; {sent}, {} retrying, {} rejected, {} deleted; {} queued",
+            "{}: planned {} new, {} renamed, {}, {}; {sent}, {} retrying, {} rejected, {} deleted; {} queued",
             a.backend,
             a.planned.new,
             a.planned.renames,
-            a.planned.retries,
-            a.planned.deletes,
+            plural(a.planned.retries, "retry", "retries"),
+            plural(a.planned.deletes, "delete", "deletes"),
             a.retrying,
             a.rejected,
             a.deleted,
@@ -1113,7 +1112,12 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 writeln!(
                     w,
                     "{}",
-                    json!({"state": null, "state_dir": config.state_dir})
+                    json!({
+                        "state": null,
+                        "state_dir": config.state_dir,
+                        // No state, so no session: a configured Telegram needs a login.
+                        "telegram_login_required": config.telegram.as_ref().map(|_| true),
+                    })
                 )?;
             } else if config::system_state_dir(&config.file).as_ref() == Some(&config.state_dir) {
                 writeln!(
@@ -1191,6 +1195,8 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
         let value = json!({
             "state_dir": config.state_dir,
             "writer": writer.as_ref().map(|(pid, command)| json!({"pid": pid, "command": command})),
+            // null: no [telegram]; true also before any sync made the account's row.
+            "telegram_login_required": login.as_ref().map(Option::is_none),
             "telegram_login": login.as_ref().map(|l| l.as_ref().map(|a| json!({
                 "user_id": a.user_id,
                 "phone": a.phone.as_deref().map(redact_account_phone),
@@ -1231,7 +1237,10 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "paused_until": a.paused_until.filter(|u| *u > now),
                 "forgetting": a.forgetting,
                 "pause_reason": a.pause_reason,
-                "login_required": a.auth_required,
+                // Never logged in (or logged out) is "login required" too, before any
+                // sync recorded it.
+                "login_required": a.auth_required
+                    || (a.backend == "telegram" && matches!(login, Some(None))),
                 "saved_by_user": owned.saved_by_user,
                 "unverified": owned.unverified,
                 "stopped": setup_error,
@@ -1281,20 +1290,35 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
             .sources
             .iter()
             .any(|c| c.name == s.name && c.is_carddav());
-        if carddav {
+        // One vocabulary with `inspect` and the pass summary: numbers and usernames apart.
+        let mut counts = if carddav {
             // Each of its "files" is one card resource on the server, named by its URL.
-            write!(
-                w,
-                "  {}: CardDAV {}: {} cards as the server last gave them, {} phones, {} cards with problems, {} deferred",
-                s.name, s.path, s.files, s.phones, s.card_errors, s.deferred
-            )?;
+            vec![format!(
+                "CardDAV {}: {} as the server last gave them",
+                s.path,
+                plural(s.files, "card", "cards")
+            )]
         } else {
-            write!(
-                w,
-                "  {}: {} files, {} cards, {} phones, {} cards with problems, {} deferred files",
-                s.name, s.files, s.cards, s.phones, s.card_errors, s.deferred
-            )?;
+            vec![
+                plural(s.files, "file", "files"),
+                plural(s.cards, "card", "cards"),
+            ]
+        };
+        counts.push(plural(s.phones, "phone", "phones"));
+        if s.usernames > 0 {
+            counts.push(plural(s.usernames, "username", "usernames"));
         }
+        counts.push(plural(
+            s.card_errors,
+            "card with problems",
+            "cards with problems",
+        ));
+        counts.push(if carddav {
+            plural(s.deferred, "deferred card", "deferred cards")
+        } else {
+            plural(s.deferred, "deferred file", "deferred files")
+        });
+        write!(w, "  {}: {}", s.name, counts.join(", "))?;
         if s.state == source::SOURCE_UNKNOWN {
             write!(
                 w,
@@ -1341,8 +1365,9 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     }
     for (a, c, batches, items, owned, setup_error, held, (rejections, changes)) in &accounts {
         let mut parts = vec![
+            // The arithmetic shown adds up: in sync = imported + saved - pending.
             format!(
-                "{} in sync ({} imported, {} saved{})",
+                "{} in sync ({} imported, {} saved{}{})",
                 (c.imported + c.saved).saturating_sub(c.pending),
                 c.imported,
                 c.saved,
@@ -1350,6 +1375,11 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                     ": numbers without a Telegram account, kept in the contact list"
                 } else {
                     ""
+                },
+                if c.pending > 0 {
+                    format!(", less {} pending", c.pending)
+                } else {
+                    String::new()
                 }
             ),
             format!("{items} queued in {}", plural(*batches, "batch", "batches")),

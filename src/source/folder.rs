@@ -25,7 +25,7 @@ pub struct Listing {
 /// cannot enter a 0700 or 0750 home directory); nothing for other errors.
 pub(super) fn access_hint(err: &std::io::Error) -> &'static str {
     if err.kind() == std::io::ErrorKind::PermissionDenied {
-        "; permission denied: the user contactsyncd runs as needs read access to it and search (x) access to every directory above it. The system service runs as its own user and cannot enter a home directory of mode 0700 or 0750: for an address book in your home use the user unit (README, \"Running as a service\")"
+        ": the user contactsyncd runs as needs read access to it and search (x) access to every directory above it. The system service runs as its own user and cannot enter a home directory of mode 0700 or 0750: for an address book in your home use the user unit (README, \"Running as a service\")"
     } else {
         ""
     }

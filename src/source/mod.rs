@@ -316,7 +316,13 @@ fn scan_source(
         status.files += 1;
         status.cards += contribution.cards;
         status.card_errors += contribution.card_errors;
-        status.phones += contribution.phones.len() as u64;
+        let usernames = contribution
+            .phones
+            .iter()
+            .filter(|p| crate::contact_key::is_username(&p.e164))
+            .count() as u64;
+        status.usernames += usernames;
+        status.phones += contribution.phones.len() as u64 - usernames;
         add_to_desired(desired, order, path, contribution.phones);
     }
     for change in &changes {

@@ -39,7 +39,10 @@ pub struct SourceStatus {
     pub reason: Option<String>,
     pub files: u64,
     pub cards: u64,
+    /// Phone numbers (contact keys in E.164).
     pub phones: u64,
+    /// Telegram usernames a card is known by (contact keys `@username`), counted apart.
+    pub usernames: u64,
     pub card_errors: u64,
     pub deferred: u64,
     pub scanned_at: Timestamp,
@@ -123,8 +126,8 @@ impl Store {
         tx.execute("DELETE FROM source_status", [])?;
         {
             let mut insert = tx.prepare(
-                "INSERT INTO source_status (name, path, state, reason, files, cards, phones, card_errors, deferred, scanned_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO source_status (name, path, state, reason, files, cards, phones, card_errors, deferred, scanned_at, usernames)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for s in statuses {
                 insert.execute(params![
@@ -137,7 +140,8 @@ impl Store {
                     s.phones,
                     s.card_errors,
                     s.deferred,
-                    s.scanned_at
+                    s.scanned_at,
+                    s.usernames
                 ])?;
             }
         }
@@ -154,7 +158,7 @@ impl Store {
 
     pub fn source_statuses(&self) -> Result<Vec<SourceStatus>> {
         let mut statement = self.conn().prepare(
-            "SELECT name, path, state, reason, files, cards, phones, card_errors, deferred, scanned_at
+            "SELECT name, path, state, reason, files, cards, phones, card_errors, deferred, scanned_at, usernames
              FROM source_status ORDER BY name",
         )?;
         let rows = statement.query_map([], |row| {
@@ -169,6 +173,7 @@ impl Store {
                 card_errors: row.get(7)?,
                 deferred: row.get(8)?,
                 scanned_at: row.get(9)?,
+                usernames: row.get(10)?,
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()

@@ -68,7 +68,13 @@ impl TelegramSession {
     }
 
     pub fn logged_in(state_dir: &Path) -> Result<Option<LoggedIn>> {
-        let conn = Connection::open(super::Store::path(state_dir))?;
+        let path = super::Store::path(state_dir);
+        // A fresh state (no sync, no login yet) has no database: nobody is logged in, which
+        // is no error (`remote list` said "ERROR … unable to open database file" first).
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open(path)?;
         Ok(conn
             .query_row(
                 "SELECT user_id, phone, first_name FROM telegram_session WHERE id = 1 AND user_id IS NOT NULL",

@@ -451,7 +451,8 @@ async fn a_wrong_password_is_a_clear_error_naming_the_source() {
     write_secret(&setup.password_file(), wrong);
     let check = setup.run(&["check-source", "dav"]).await;
     let said = format!("{}\n{}", stdout(&check), stderr(&check));
-    assert!(!check.status.success(), "check-source: {said}");
+    // A refused password needs the user: exit 5, as "login required" (not 75, not 3).
+    assert_eq!(check.status.code(), Some(5), "check-source: {said}");
     assert!(
         said.contains("wrong user name or password for source dav (the server answered 401)"),
         "names the source and says the credentials were refused: {said}"
@@ -461,6 +462,11 @@ async fn a_wrong_password_is_a_clear_error_naming_the_source() {
     let sync = setup.run(&["sync", "--once"]).await;
     let said = format!("{}\n{}", stdout(&sync), stderr(&sync));
     assert!(!said.contains(wrong), "prints the password: {said}");
+    assert_eq!(sync.status.code(), Some(5), "sync: {said}");
+    assert!(
+        said.contains("the server of source dav refused the user name or password"),
+        "{said}"
+    );
     assert_eq!(setup.telegram_phones(), phones(0..12), "nothing deleted");
     let status = setup.status().await;
     assert!(

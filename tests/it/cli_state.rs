@@ -39,7 +39,7 @@ fn sync_once_then_status_and_history() {
     assert!(sync.status.success(), "{}", stderr(&sync));
     let text = stdout(&sync);
     assert!(
-        text.contains("scanned 4 files (4 read, 4 parsed, 0 deferred): 4 contacts"),
+        text.contains("scanned 4 files (4 read, 4 parsed, 0 deferred files): 4 contacts"),
         "{text}"
     );
     assert!(text.contains("no backend configured"), "{text}");
@@ -176,7 +176,15 @@ fn a_missing_source_stops_only_check_config() {
         &["history"],
     ] {
         let output = run(&config, args);
-        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        // Issue 25.8: a source that cannot be read leaves work for a later pass: `sync`
+        // exits 75 (it exited 0, as if all was done); the readers report and exit 0.
+        let expected = if args[0] == "sync" { 75 } else { 0 };
+        assert_eq!(
+            output.status.code(),
+            Some(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
         assert!(!stderr(&output).contains("does not exist"), "{args:?}");
     }
     let status = stdout(&run(&config, &["status"]));
@@ -244,7 +252,12 @@ fn an_unreadable_source_is_reported_as_permission_denied() {
     assert!(plan.status.success(), "{}", stderr(&plan));
     let text = stdout(&plan);
     assert!(text.contains("is unknown"), "{text}");
-    assert!(text.contains("permission denied"), "{text}");
+    // Said once (issue 25.11: not "Permission denied (os error 13); permission denied: …").
+    assert_eq!(
+        text.to_lowercase().matches("permission denied").count(),
+        1,
+        "{text}"
+    );
     assert!(text.contains("use the user unit"), "{text}");
     let logs = stderr(&plan);
     assert!(!logs.contains("does not exist"), "{logs}");
@@ -252,8 +265,15 @@ fn an_unreadable_source_is_reported_as_permission_denied() {
 
 /// An unreadable file named after a person makes its source unknown; the warning names the
 /// source and the file redacted, unless `log.show_personal_data`. `status` has it in full.
+/// (The warning is the daemon's log line: `sync --once` on a terminal says it in its report
+/// instead, issue 25.11, so the log level is asked for here.)
 #[test]
 fn the_unknown_source_warning_redacts_the_file_name() {
+    let run = |config: &Path, args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        contactsyncd(&all, &[("CONTACTSYNCD_LOG", Path::new("warn"))])
+    };
     let (dir, config) = setup();
     let text = std::fs::read_to_string(&config).unwrap();
     // A dangling link: unreadable even for root.
@@ -335,7 +355,7 @@ fn a_card_without_end_costs_only_itself() {
         let sync = run(&config, &["sync", "--once"]);
         assert!(sync.status.success(), "{}", stderr(&sync));
         assert!(
-            stdout(&sync).contains("(1 read, 1 parsed, 0 deferred): 6 contacts"),
+            stdout(&sync).contains("(1 read, 1 parsed, 0 deferred files): 6 contacts"),
             "{version}: {}",
             stdout(&sync)
         );

@@ -14,9 +14,11 @@ mod daemon;
 #[path = "../support/dav.rs"]
 mod dav;
 mod dialects;
+mod exit_codes;
 mod fake_backend;
 mod first_hour;
 mod model;
+mod readme;
 mod robustness;
 mod service;
 mod support;

@@ -19,8 +19,8 @@ fn unit_values(unit: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// A restart does not fix a configuration: exit codes 2 and 3 stop the unit, not a loop
-/// every RestartSec.
+/// A restart does not fix what needs the user: those exit codes (the table's) stop the
+/// unit, not a loop every RestartSec; a temporary failure (75) is restarted.
 #[test]
 fn units_do_not_restart_on_usage_or_configuration_errors() {
     for unit in UNITS {
@@ -29,7 +29,8 @@ fn units_do_not_restart_on_usage_or_configuration_errors() {
             .iter()
             .flat_map(|v| v.split_whitespace().map(|c| c.parse::<u8>().unwrap()))
             .collect();
-        assert_eq!(prevented, [exit::USAGE, exit::CONFIG], "{unit}");
+        assert_eq!(prevented, exit::NO_RESTART, "{unit}");
+        assert!(!prevented.contains(&exit::TEMPFAIL), "{unit}");
     }
 }
 
@@ -116,4 +117,73 @@ fn login_takes_the_hash_from_the_units_credential() {
     let without = login(&dir.path().join("none"));
     assert_eq!(without.status.code(), Some(i32::from(exit::CONFIG)));
     assert!(stderr(&without).contains("telegram-api-hash"));
+    // The units' fallback for a credential file that is missing: a blank value, not a hash.
+    std::fs::write(credentials.join("telegram-api-hash"), "\n").unwrap();
+    let blank = login(&credentials);
+    assert_eq!(blank.status.code(), Some(i32::from(exit::CONFIG)));
+    assert!(
+        stderr(&blank).contains("not set") || stderr(&blank).contains("no api_hash"),
+        "{}",
+        stderr(&blank)
+    );
+}
+
+/// The system units start with only the credentials the configuration uses: every
+/// `LoadCredential=` has a `SetCredential=` fallback of the same name (systemd.exec(5),
+/// 252 and later: then a missing file is "not considered fatal"), and that fallback is
+/// blank, which contactsyncd takes for not set.
+#[test]
+fn a_credential_file_the_configuration_does_not_use_may_be_missing() {
+    for unit in &UNITS[..2] {
+        let loaded: Vec<String> = unit_values(unit, "LoadCredential")
+            .iter()
+            .map(|v| v.split_once(':').unwrap().0.to_owned())
+            .collect();
+        assert_eq!(loaded, ["telegram-api-hash", "whapi-token"], "{unit}");
+        let fallbacks = unit_values(unit, "SetCredential");
+        for name in &loaded {
+            assert!(
+                fallbacks.contains(&format!("{name}:\\n")),
+                "{unit}: {name} has a blank fallback: {fallbacks:?}"
+            );
+        }
+    }
+}
+
+/// A Telegram-only configuration under the unit: the whapi-token credential is the blank
+/// fallback, and nothing asks for it; a [whatsapp] section with only that blank fallback is
+/// told the token is not set.
+#[test]
+fn a_blank_credential_is_not_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(
+        credentials.join("telegram-api-hash"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    std::fs::write(credentials.join("whapi-token"), "\n").unwrap();
+    std::fs::create_dir(dir.path().join("book")).unwrap();
+    let config = dir.path().join("config.toml");
+    let check = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        crate::support::contactsyncd(
+            &["--config", config.to_str().unwrap(), "check-config"],
+            &[
+                ("CREDENTIALS_DIRECTORY", &credentials),
+                ("STATE_DIRECTORY", &dir.path().join("state")),
+            ],
+        )
+    };
+    let telegram = "[[source]]\npath = \"book\"\n[telegram]\napi_id = 12345\n";
+    let only_telegram = check(telegram);
+    assert!(only_telegram.status.success(), "{}", stderr(&only_telegram));
+    let whatsapp = check(&format!("{telegram}[whatsapp]\n"));
+    assert_eq!(whatsapp.status.code(), Some(i32::from(exit::CONFIG)));
+    assert!(
+        stderr(&whatsapp).contains("whapi-token"),
+        "{}",
+        stderr(&whatsapp)
+    );
 }

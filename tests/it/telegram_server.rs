@@ -1239,29 +1239,34 @@ fn example_client(
     (Client::new(handle), pool)
 }
 
-/// `--state-dir` seeds the daemon's own state: `contactsyncd sync --once` then syncs into
-/// the example server, logged in, with no further setup.
+/// `--state-dir` seeds the daemon's own state and `--write-config` writes the configuration
+/// for it (issue 25.15): from the demo to one's own book with nothing written by hand,
+/// `contactsyncd --config FILE sync --once` syncs into the example server, logged in.
 #[tokio::test]
 async fn the_example_seeds_the_daemon_state_and_the_daemon_syncs_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let book = dir.path().join("book");
     std::fs::create_dir(&book).unwrap();
     crate::sync::write_vdir(&book, 0..4);
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        "state_dir = \"state\"\ndefault_region = \"DE\"\n[[source]]\npath = \"book\"\n[telegram]\napi_id = 12345\napi_hash = \"0123456789abcdef0123456789abcdef\"\n",
-    )
-    .unwrap();
+    let config = dir.path().join("sandbox.toml");
     let dump = dir.path().join("tg.json");
     let state = dir.path().join("state");
     let (mut child, _) = spawn_example(&[
         "--register-even".as_ref(),
         "--state-dir".as_ref(),
         state.as_os_str(),
+        "--write-config".as_ref(),
+        config.as_os_str(),
+        "--source".as_ref(),
+        book.as_os_str(),
         "--dump".as_ref(),
         dump.as_os_str(),
     ]);
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        written.contains(&format!("path = \"{}\"", book.display())),
+        "{written}"
+    );
     let config_arg = config.to_str().unwrap().to_owned();
     let sync = tokio::task::spawn_blocking(move || {
         crate::support::contactsyncd(&["--config", &config_arg, "sync", "--once"], &[])
