@@ -857,12 +857,18 @@ fn load_with(explicit: Option<&Path>, sources: SourcePaths) -> Result<Config, Co
                 searched: searched.clone(),
             })?,
     };
-    let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read {
-        path: path.clone(),
-        error,
-    })?;
+    // A configuration is a few KiB; a FIFO or a device named by mistake is refused, not read.
+    let text = crate::regular_file::read_to_string_capped(&path, MAX_CONFIG_FILE_BYTES).map_err(
+        |error| ConfigError::Read {
+            path: path.clone(),
+            error,
+        },
+    )?;
     parse_with(&text, &path, sources)
 }
+
+/// The most a configuration file may hold.
+const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Parses and validates configuration text; `path` is used for messages and relative paths.
 /// Source paths need not exist (see [`parse_for_check`]).

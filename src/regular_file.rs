@@ -55,7 +55,7 @@ pub fn read_to_string_capped(path: &Path, cap: u64) -> io::Result<String> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "larger than {} KiB: not a secret file (wrong path?)",
+                "larger than {} KiB, more than such a file holds (wrong path?)",
                 cap / 1024
             ),
         ));

@@ -10,7 +10,7 @@ pub(super) fn read_password(
     has_user: bool,
 ) -> Result<Option<String>, String> {
     match source {
-        PasswordSource::File(path) => std::fs::read_to_string(path)
+        PasswordSource::File(path) => read_secret(path)
             .map(|text| Some(text.trim_end_matches(['\r', '\n']).to_owned()))
             .map_err(|err| format!("cannot read password_file {}: {err}", path.display())),
         PasswordSource::Command(argv) => {
@@ -35,7 +35,7 @@ pub(super) fn read_password(
         PasswordSource::Credential(name) => {
             let path =
                 std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| PathBuf::from(dir).join(name));
-            match path.map(std::fs::read_to_string) {
+            match path.as_deref().map(read_secret) {
                 Some(Ok(text)) => Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned())),
                 _ if has_user => Err(format!(
                     "no password: set password_file, password_command, or the systemd credential {name}"
@@ -44,4 +44,10 @@ pub(super) fn read_password(
             }
         }
     }
+}
+
+/// A password file is read like every secret file: only a regular file (a FIFO or
+/// `/dev/zero` named by mistake cannot block or flood the pass), up to a small cap.
+fn read_secret(path: &Path) -> std::io::Result<String> {
+    crate::regular_file::read_to_string_capped(path, crate::regular_file::MAX_SECRET_FILE_BYTES)
 }

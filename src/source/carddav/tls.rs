@@ -50,11 +50,8 @@ pub(super) fn configure(
 /// read up to its cap, holding at least one PEM certificate.
 fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
     let cannot = |err: String| format!("cannot read ca_file {}: {err}", path.display());
-    let file = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
-    let metadata = file.metadata().map_err(|e| cannot(e.to_string()))?;
-    if !metadata.is_file() {
-        return Err(cannot("not a regular file".into()));
-    }
+    // Never blocks on a FIFO; refuses anything but a regular file.
+    let file = crate::regular_file::open(path).map_err(|e| cannot(e.to_string()))?;
     let mut bytes = Vec::new();
     file.take(MAX_CA_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
