@@ -1003,6 +1003,13 @@ fn print_source_notes(
 }
 
 fn no_vcard_files(path: &str) -> String {
+    // A CardDAV source's path is its URL: say it in CardDAV words (issue 22, point 6: a
+    // user's collection such as Calypso's `/alice/` read as an empty book).
+    if path.starts_with("https://") || path.starts_with("http://") {
+        return format!(
+            "the address book at {path} holds no cards: if that URL is a user's or principal's collection rather than an address book, give the server's root or the address book's own URL (`contactsyncd check-source` lists the address books with their URLs and card counts)"
+        );
+    }
     format!(
         "{path} holds no vCard files (*.vcf, *.vcard): check the source's path, or export your address book there"
     )
@@ -1613,5 +1620,22 @@ mod tests {
             ),
             None => assert_eq!(step, None),
         }
+    }
+
+    /// Issue 22, point 6: an empty CardDAV source is explained in CardDAV words (a user's
+    /// collection given for an address book), a folder in file words.
+    #[test]
+    fn an_empty_source_is_explained_in_its_own_words() {
+        let dav = no_vcard_files("http://127.0.0.1:5233/alice/");
+        assert!(
+            dav.starts_with("the address book at http://127.0.0.1:5233/alice/ holds no cards")
+                && dav.contains("rather than an address book")
+                && dav.contains("check-source")
+                && !dav.contains("*.vcf"),
+            "{dav}"
+        );
+        assert!(
+            no_vcard_files("/home/me/contacts").contains("holds no vCard files (*.vcf, *.vcard)")
+        );
     }
 }

@@ -46,35 +46,60 @@ pub(super) async fn sync_collection(
         )
         .await
         .map_err(|f| too_large(f, client, WHAT))?;
+    parse_sync_answer(answer.status, &answer.body, &answer.url, book, token).map_err(|failure| {
+        match failure {
+            SyncFailure::Status(status) => CardDavError::Status {
+                name: client.source.clone(),
+                status,
+                what: WHAT,
+            },
+            SyncFailure::Garbage(reason) => client.garbage(WHAT, reason),
+        }
+    })
+}
+
+/// Why a sync-collection answer is not one.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum SyncFailure {
+    Status(StatusCode),
+    Garbage(String),
+}
+
+/// What a sync-collection answer says, from its status and body alone (pure: tested on byte
+/// strings). `answered`: the URL that answered (after redirects), `book` the one asked,
+/// `token` the token sent.
+pub(super) fn parse_sync_answer(
+    status: StatusCode,
+    body: &[u8],
+    answered: &Url,
+    book: &Url,
+    token: Option<&str>,
+) -> Result<SyncAnswer, SyncFailure> {
     // RFC 6578 §3.2: an invalid or expired token is 403 with DAV:valid-sync-token; Xandikos
     // answers 412 (Precondition Failed).
     let names_valid_token = || {
-        parse_xml(&answer.body).ok().is_some_and(|root| {
+        parse_xml(body).ok().is_some_and(|root| {
             root.is(DAV, "valid-sync-token") || root.find(DAV, "valid-sync-token").is_some()
         })
     };
-    if answer.status == StatusCode::PRECONDITION_FAILED
-        || (answer.status == StatusCode::FORBIDDEN && names_valid_token())
+    if status == StatusCode::PRECONDITION_FAILED
+        || (status == StatusCode::FORBIDDEN && names_valid_token())
     {
         return Ok(SyncAnswer::InvalidToken);
     }
-    if answer.status != StatusCode::MULTI_STATUS {
-        return Err(CardDavError::Status {
-            name: client.source.clone(),
-            status: answer.status,
-            what: WHAT,
-        });
+    if status != StatusCode::MULTI_STATUS {
+        return Err(SyncFailure::Status(status));
     }
-    let root = parse_xml(&answer.body).map_err(|r| client.garbage(WHAT, r))?;
-    let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+    let root = parse_xml(body).map_err(SyncFailure::Garbage)?;
+    let responses = multistatus(&root).map_err(SyncFailure::Garbage)?;
     let mut listing = Listing {
         complete: token.is_none(),
         ..Listing::default()
     };
+    let book = card_url(book, book.as_str()).unwrap_or_else(|| book.clone());
     for response in &responses {
-        let url = card_url(&answer.url, &response.href)
-            .ok_or_else(|| client.garbage(WHAT, "an href that is no URL".into()))?;
-        let book = card_url(book, book.as_str()).unwrap_or_else(|| book.clone());
+        let url = card_url(answered, &response.href)
+            .ok_or_else(|| SyncFailure::Garbage("an href that is no URL".into()))?;
         let is_collection =
             url.as_str().trim_end_matches('/') == book.as_str().trim_end_matches('/');
         match response.status {
@@ -83,7 +108,9 @@ pub(super) async fn sync_collection(
             Some(404) => listing.deleted.push(url.to_string()),
             _ if is_collection || url.as_str().ends_with('/') => {}
             Some(status) if status != 200 => {
-                return Err(client.garbage(WHAT, format!("a member answered with status {status}")));
+                return Err(SyncFailure::Garbage(format!(
+                    "a member answered with status {status}"
+                )));
             }
             _ => {
                 let etag = response
@@ -98,7 +125,7 @@ pub(super) async fn sync_collection(
         .map(|t| t.trimmed().to_owned())
         .filter(|t| !t.is_empty());
     if listing.token.is_none() {
-        return Err(client.garbage(WHAT, "no sync-token in the answer".into()));
+        return Err(SyncFailure::Garbage("no sync-token in the answer".into()));
     }
     Ok(SyncAnswer::Listing(listing))
 }
@@ -256,4 +283,92 @@ pub(super) fn too_big_card(size: usize) -> String {
         size as f64 / (1024.0 * 1024.0),
         MAX_CARD_BYTES >> 20
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(status: u16, body: &str, token: Option<&str>) -> Result<SyncAnswer, SyncFailure> {
+        let book = Url::parse("https://dav.example.org/b/").unwrap();
+        let status = StatusCode::from_u16(status).unwrap();
+        parse_sync_answer(status, body.as_bytes(), &book, &book, token)
+    }
+
+    fn listing(answer: Result<SyncAnswer, SyncFailure>) -> Listing {
+        match answer {
+            Ok(SyncAnswer::Listing(listing)) => listing,
+            Ok(SyncAnswer::InvalidToken) => panic!("taken as an invalid token"),
+            Err(failure) => panic!("{failure:?}"),
+        }
+    }
+
+    const ERROR: &str = r#"<D:error xmlns:D="DAV:"><D:valid-sync-token/></D:error>"#;
+
+    #[test]
+    fn an_invalid_token_is_403_with_valid_sync_token_or_412() {
+        assert!(matches!(
+            parse(403, ERROR, Some("t1")),
+            Ok(SyncAnswer::InvalidToken)
+        ));
+        assert!(matches!(
+            parse(412, "", Some("t1")),
+            Ok(SyncAnswer::InvalidToken)
+        ));
+        // A 403 for another reason is no token matter.
+        assert_eq!(
+            parse(403, "<p>forbidden</p>", Some("t1")).err(),
+            Some(SyncFailure::Status(StatusCode::FORBIDDEN))
+        );
+        assert_eq!(
+            parse(200, "<p>hi</p>", None).err(),
+            Some(SyncFailure::Status(StatusCode::OK))
+        );
+    }
+
+    #[test]
+    fn rows_become_members_deletions_and_a_truncation() {
+        let body = r#"<D:multistatus xmlns:D="DAV:">
+<D:response><D:href>/b/a.vcf</D:href><D:propstat><D:prop><D:getetag>"1"</D:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>
+<D:response><D:href>/b/gone.vcf</D:href><D:status>HTTP/1.1 404 Not Found</D:status></D:response>
+<D:response><D:href>/b/</D:href><D:status>HTTP/1.1 507 Insufficient Storage</D:status></D:response>
+<D:sync-token>t2</D:sync-token></D:multistatus>"#;
+        let listing = listing(parse(207, body, Some("t1")));
+        assert_eq!(
+            listing.members,
+            [(
+                "https://dav.example.org/b/a.vcf".to_owned(),
+                Some("\"1\"".to_owned())
+            )]
+        );
+        assert_eq!(listing.deleted, ["https://dav.example.org/b/gone.vcf"]);
+        assert!(listing.truncated);
+        assert!(!listing.complete, "an answer to a token is a delta");
+        assert_eq!(listing.token.as_deref(), Some("t2"));
+        assert!(listing_of_no_token_is_complete());
+    }
+
+    fn listing_of_no_token_is_complete() -> bool {
+        let body =
+            r#"<D:multistatus xmlns:D="DAV:"><D:sync-token>t1</D:sync-token></D:multistatus>"#;
+        listing(parse(207, body, None)).complete
+    }
+
+    #[rstest::rstest]
+    #[case::member_error(
+        r#"<D:multistatus xmlns:D="DAV:"><D:response><D:href>/b/a.vcf</D:href><D:status>HTTP/1.1 500 Oops</D:status></D:response><D:sync-token>t</D:sync-token></D:multistatus>"#,
+        "a member answered with status 500"
+    )]
+    #[case::no_token(r#"<D:multistatus xmlns:D="DAV:"></D:multistatus>"#, "no sync-token")]
+    #[case::no_href(
+        r#"<D:multistatus xmlns:D="DAV:"><D:response></D:response></D:multistatus>"#,
+        "a response without href"
+    )]
+    #[case::not_multistatus(r#"<D:error xmlns:D="DAV:"/>"#, "expected a DAV multistatus")]
+    fn a_bad_answer_says_why(#[case] body: &str, #[case] reason: &str) {
+        match parse(207, body, Some("t1")) {
+            Err(SyncFailure::Garbage(said)) => assert!(said.contains(reason), "{said}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
 }
