@@ -45,9 +45,9 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/010_contact_key.sql")),
     M::up(include_str!("migrations/011_carddav.sql")),
     M::up(include_str!("migrations/012_batch_resend.sql")),
-    M::up(include_str!("migrations/015_started_over.sql")),
     M::up(include_str!("migrations/013_carddav_full_check.sql")),
-    M::up(include_str!("migrations/016_source_usernames.sql")),
+    M::up(include_str!("migrations/014_started_over.sql")),
+    M::up(include_str!("migrations/015_source_usernames.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 

@@ -48,6 +48,6 @@ pub(super) fn read_password(
 
 /// A password file is read like every secret file: only a regular file (a FIFO or
 /// `/dev/zero` named by mistake cannot block or flood the pass), up to a small cap.
-fn read_secret(path: &Path) -> std::io::Result<String> {
+fn read_secret(path: &std::path::Path) -> std::io::Result<String> {
     crate::regular_file::read_to_string_capped(path, crate::regular_file::MAX_SECRET_FILE_BYTES)
 }
