@@ -102,3 +102,55 @@ fn the_help_says_what_the_commands_need() {
     let history = stdout(&contactsyncd(&["history", "--help"], &[]));
     assert!(history.contains("--limit <N>"), "{history}");
 }
+
+/// 25.17: the example a user or the package starts from has no checkout-only text (state
+/// in `../target`, the example address book), and the user's copy is a valid configuration
+/// once its address book is there.
+#[test]
+fn the_example_configuration_names_no_checkout() {
+    for args in [
+        &["generate", "example-config"][..],
+        &["generate", "example-config", "--system"],
+    ] {
+        let out = contactsyncd(args, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        for checkout in ["THIS EXAMPLE", "../target", "../examples", "checkout"] {
+            assert!(!text.contains(checkout), "{args:?}: {checkout}");
+        }
+    }
+    let system = stdout(&contactsyncd(
+        &["generate", "example-config", "--system"],
+        &[],
+    ));
+    assert!(
+        system.contains("\npath = \"/path/to/your/addressbook\""),
+        "{system}"
+    );
+    assert!(system.starts_with("# Installed by the contactsyncd package"));
+
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".contacts/personal")).unwrap();
+    let config = home.path().join("config.toml");
+    std::fs::write(
+        &config,
+        stdout(&contactsyncd(&["generate", "example-config"], &[])),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_contactsyncd"));
+    let check = command
+        .args(["--config", config.to_str().unwrap(), "check-config"])
+        .env_clear()
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(
+        stdout(&check).contains(&format!(
+            "state_dir = \"{}/.local/state/contactsyncd\"",
+            home.path().display()
+        )),
+        "{}",
+        stdout(&check)
+    );
+}
