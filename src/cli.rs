@@ -1064,8 +1064,8 @@ impl<W: Write> Report<W> {
             if self.no_region_phones > 0 {
                 writeln!(
                     out,
-                    "hint: {} numbers have no country code; pass --region CC or set default_region",
-                    self.no_region_phones
+                    "hint: {} no country code; pass --region CC or set default_region",
+                    plural(self.no_region_phones, "number has", "numbers have")
                 )?;
             }
         }
@@ -1081,10 +1081,17 @@ fn name_disagreement(
 ) -> Option<String> {
     let name = name.filter(|n| n.source == NameSource::StructuredName)?;
     let formatted = card?.formatted_name.as_deref()?.trim();
-    let lower = formatted.to_lowercase();
-    let agrees = [&name.first, &name.last]
+    // Word by word: "Anna" is not in "Annabel Schmidt-Berg", though its letters are.
+    let words = |text: &str| -> Vec<String> {
+        text.split(|c: char| c.is_whitespace() || c == '-' || c == ',')
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let in_formatted = words(formatted);
+    let agrees = words(&format!("{} {}", name.first, name.last))
         .iter()
-        .all(|part| lower.contains(&part.to_lowercase()));
+        .all(|word| in_formatted.contains(word));
     if formatted.is_empty() || agrees {
         return None;
     }

@@ -971,7 +971,12 @@ pub fn summarize_run(run: &RunRecord) -> String {
         let mut text = plural(run.files_seen, "file", "files");
         let mut details = vec![format!("{} parsed", run.files_parsed)];
         if run.files_deferred > 0 {
-            details.push(format!("{} deferred", run.files_deferred));
+            // The pass summary's and status's words (issue 25.6).
+            details.push(plural(
+                run.files_deferred,
+                "deferred file",
+                "deferred files",
+            ));
         }
         text.push_str(&format!(" ({})", details.join(", ")));
         text
@@ -1510,6 +1515,8 @@ mod tests {
         "sent 1 batch: 1 imported, 2 saved (without a Telegram account)")]
     #[case::sync(RunRecord { kind: "sync".into(), files_seen: 4, files_parsed: 4, contacts: 4, imports_planned: 4, batches_sent: 1, imported: 4, ..RunRecord::default() },
         "4 files (4 parsed), 4 contacts; planned 4 imports, 0 deletes; sent 1 batch: 4 imported")]
+    #[case::deferred(RunRecord { kind: "sync".into(), files_seen: 2, files_parsed: 1, files_deferred: 1, contacts: 1, ..RunRecord::default() },
+        "2 files (1 parsed, 1 deferred file), 1 contact; planned 0 imports, 0 deletes; sent 0 batches: 0 imported")]
     fn passes_are_summarized_by_kind(#[case] run: RunRecord, #[case] expected: &str) {
         assert_eq!(summarize_run(&run), expected);
     }

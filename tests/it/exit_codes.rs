@@ -281,3 +281,28 @@ fn login_without_a_network_says_it_cannot_reach_telegram() {
         "{terminal}"
     );
 }
+
+/// 25.11 and 25.8: deletions the guard holds exit 4, and the reason (with its remedy) is
+/// said once per command: in the report, not again as a WARN line and in the error.
+#[tokio::test]
+async fn held_deletions_exit_4_and_are_reported_once() {
+    let setup = crate::telegram_backend::Setup::new(100, 30).await;
+    let book = setup.book();
+    crate::sync::write_vdir(&book, 0..3);
+    let first = crate::telegram_backend::binary(&setup, &["sync", "--once"]).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    // Every card replaced: deleting every synced contact is held at any size.
+    for i in 0..3 {
+        std::fs::remove_file(book.join(format!("{i:05}.vcf"))).unwrap();
+    }
+    crate::sync::write_vdir(&book, 10..13);
+    let held = crate::telegram_backend::binary(&setup, &["sync", "--once"]).await;
+    let said = format!("{}{}", stdout(&held), stderr(&held));
+    assert_eq!(
+        held.status.code(),
+        Some(i32::from(exit::DELETES_HELD)),
+        "{said}"
+    );
+    assert_eq!(said.matches("--force-delete").count(), 1, "{said}");
+    assert!(!stderr(&held).contains("WARN"), "{said}");
+}

@@ -17,6 +17,7 @@ mod dialects;
 mod exit_codes;
 mod fake_backend;
 mod first_hour;
+mod first_words;
 mod model;
 mod readme;
 mod robustness;
