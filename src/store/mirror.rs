@@ -1465,7 +1465,7 @@ fn record_import_results(
                 ImportResult::SavedByUser => {
                     tally.by_user += 1;
                     super::ownership::record_saved_by_user(
-                        &tx,
+                        tx,
                         &batch.backend,
                         &item.e164,
                         &item.names,
