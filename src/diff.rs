@@ -111,7 +111,15 @@ pub fn diff(
         let reason = match mirror.get(e164) {
             None => ImportReason::New,
             Some(entry) if entry.state == MirrorState::NotOurs => continue,
-            Some(entry) if entry.state.is_remote() && entry.names == *names => continue,
+            // A hold for the very names the remote has: a step of the import is still to
+            // be done (Telegram: the fallback username a wait refused), tried when it ends.
+            Some(entry)
+                if entry.state.is_remote()
+                    && entry.names == *names
+                    && entry.hold.as_ref().is_none_or(|hold| hold.names != *names) =>
+            {
+                continue;
+            }
             Some(entry) => match &entry.hold {
                 Some(hold) if hold.names == *names => match hold.until {
                     Some(until) if until <= now => ImportReason::Retry,

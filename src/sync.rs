@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::backend::{ALL_RETRY_PAUSE, Backend, BackendError, BoxFuture, retry_delay};
+use crate::backend::{
+    ALL_RETRY_PAUSE, Backend, BackendError, BoxFuture, ImportResult, retry_delay,
+};
 use crate::config::Config;
 use crate::contact_key;
 use crate::diff::{self, DeleteLimits, Held, ImportReason, Names, Plan};
@@ -1160,6 +1162,34 @@ async fn send_queue(
                         )?;
                         report.count(&tally);
                         left = rest;
+                        // A number saved by importContacts whose fallback username was not
+                        // added (the wait refused its addContact, or came before it): asked
+                        // again once the pause is over.
+                        let username_left: Vec<String> = items
+                            .iter()
+                            .filter(|item| {
+                                item.fallback_username.is_some()
+                                    && cut.done.iter().any(|(id, result)| {
+                                        *id == item.client_id
+                                            && matches!(result, ImportResult::Saved { .. })
+                                    })
+                            })
+                            .map(|item| item.e164.clone())
+                            .collect();
+                        if !username_left.is_empty() {
+                            let seconds = match &cut.error {
+                                BackendError::Wait { seconds, .. } => *seconds,
+                                _ => 0,
+                            };
+                            store.hold_for_retry(
+                                &name,
+                                &username_left,
+                                clock
+                                    .now()
+                                    .saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX / 2)),
+                                "the username is asked again after the pause",
+                            )?;
+                        }
                         Err(cut.error)
                     }
                 }
@@ -1209,13 +1239,20 @@ async fn send_queue(
                                 None
                             }
                             // deleteByPhones was applied: the numbers without a user are
-                            // done, and the wait answers the deletion by user alone.
+                            // done. Those with one are half done (gone by number, maybe not
+                            // by user, whose number may have changed): they go out again as
+                            // they were, unchecked, like a call without an answer. A
+                            // username contact goes only by user: refused by a wait, or
+                            // unknown without an answer.
                             Err(error) => {
-                                let unknown = if matches!(error, BackendError::Temporary(_)) {
-                                    users.keys().cloned().collect()
-                                } else {
-                                    BTreeSet::new()
-                                };
+                                let mut unknown: BTreeSet<String> = phones
+                                    .iter()
+                                    .filter(|key| users.contains_key(*key))
+                                    .cloned()
+                                    .collect();
+                                if matches!(error, BackendError::Temporary(_)) {
+                                    unknown.extend(users.keys().cloned());
+                                }
                                 Some((done_by_phone(&phones), unknown, error))
                             }
                         }

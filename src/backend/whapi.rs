@@ -18,8 +18,8 @@ use crate::batch::ImportItem;
 use crate::config::{OnRemoteDelete, WhatsAppConfig};
 use crate::diff::Names;
 
-/// Adds per outbox batch: each is its own request, so a batch that must go again (the
-/// reply to one of them was lost, or a 429 stopped it) repeats little.
+/// Adds per outbox batch: each is its own request, and a batch cut by a 429 or a lost reply
+/// hands back the adds before it (`Cut`), so only the request without an answer goes again.
 const BATCH_SIZE: usize = 10;
 const PAGE: usize = 100;
 

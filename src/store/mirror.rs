@@ -984,6 +984,27 @@ impl Store {
         Ok(())
     }
 
+    /// Saved numbers whose import had a step left when the batch was cut (Telegram: the
+    /// `addContact` of the card's fallback username, refused by a wait): held under their
+    /// own names until `until`, when the planner imports them again.
+    pub fn hold_for_retry(
+        &self,
+        backend: &str,
+        keys: &[String],
+        until: Timestamp,
+        reason: &str,
+    ) -> Result<()> {
+        let mut hold = self.conn().prepare_cached(
+            "UPDATE mirror SET hold_first_name = first_name, hold_last_name = last_name,
+               hold_until = ?3, hold_reason = ?4, hold_rejected = 0
+             WHERE backend = ?1 AND contact_key = ?2 AND state = 'saved'",
+        )?;
+        for key in keys {
+            hold.execute(params![backend, key, until, reason])?;
+        }
+        Ok(())
+    }
+
     pub fn set_pause(&self, backend: &str, until: Timestamp, reason: &str) -> Result<()> {
         self.conn().execute(
             "UPDATE account SET paused_until = ?2, pause_reason = ?3 WHERE backend = ?1",
@@ -1444,7 +1465,7 @@ fn record_import_results(
                 ImportResult::SavedByUser => {
                     tally.by_user += 1;
                     super::ownership::record_saved_by_user(
-                        &tx,
+                        tx,
                         &batch.backend,
                         &item.e164,
                         &item.names,

@@ -67,25 +67,37 @@ fn username_card(name: &str, i: usize, username: &str) -> String {
 
 /// Defect 1: importContacts applied the whole batch, then a FLOOD_WAIT answered addContact
 /// for a number's fallback username. The imported contacts are recorded before the pause,
-/// so the two cards the user removes during it are deleted from Telegram afterwards. (The
-/// old sender treated the batch as never sent: those two stayed on Telegram for good.)
+/// so the two cards the user removes during it are deleted from Telegram afterwards, and the
+/// usernames are asked again. (The old sender treated the batch as never sent: those two
+/// stayed on Telegram for good.)
 #[tokio::test]
 async fn telegram_contacts_imported_before_a_flood_wait_are_deleted_with_their_cards() {
     let setup = Setup::new(100, 30).await;
-    {
+    let (dora, emil) = {
         let mut state = setup.server.state();
         state.account.rule = Registration::Explicit;
         for i in 0..3 {
             state.account.register(&phone(i), false);
         }
         // Numbers 3 and 4 have no account; their cards name users found by username.
-        state
+        (
+            state
+                .account
+                .register_username(Some("+4930999301"), "dora_d"),
+            state
+                .account
+                .register_username(Some("+4930999302"), "emil_e"),
+        )
+    };
+    let name_of = |user_id: i64| {
+        setup
+            .server
+            .state()
             .account
-            .register_username(Some("+4930999301"), "dora_d");
-        state
-            .account
-            .register_username(Some("+4930999302"), "emil_e");
-    }
+            .contacts
+            .get(&user_id)
+            .map(|c| c.first_name.clone())
+    };
     write_vdir(&setup.book(), 0..3);
     write_file(
         setup.book().join("00003.vcf"),
@@ -124,8 +136,19 @@ async fn telegram_contacts_imported_before_a_flood_wait_are_deleted_with_their_c
     assert!(on_telegram(&setup, 2));
     let deleted: Vec<String> = phones_sent(&setup, "contacts.deleteByPhones").concat();
     assert_eq!(deleted, [phone(0), phone(1)]);
-    // Nothing the pause refused was lost: the kept card was not imported twice.
-    assert_eq!(phones_sent(&setup, "contacts.importContacts").len(), 1);
+    // The usernames the wait refused are asked again once it is over; the numbers that
+    // were imported are not imported twice.
+    assert_eq!(name_of(dora).as_deref(), Some("Dora"));
+    assert_eq!(name_of(emil).as_deref(), Some("Emil"));
+    assert_eq!(
+        phones_sent(&setup, "contacts.importContacts"),
+        [
+            (0..5).map(phone).collect::<Vec<_>>(),
+            vec![phone(3), phone(4)]
+        ]
+    );
+    let status = stdout(&binary(&setup, &["status"]).await);
+    assert!(status.contains("3 in sync"), "{status}");
 }
 
 /// Defect 3: a delete batch refused twice by FLOOD_WAIT was never applied, so it goes back
@@ -168,6 +191,38 @@ async fn a_delete_refused_twice_is_still_checked_against_the_address_book() {
         "the restored person was imported again"
     );
     assert!(on_telegram(&setup, 2));
+    let status = stdout(&binary(&setup, &["status"]).await);
+    assert!(status.contains("5 in sync"), "{status}");
+}
+
+/// A delete batch cut after deleteByPhones applied, at deleteContacts: the contact is gone
+/// by its number, so the batch is not "never sent" — it goes out again as it was, and the
+/// card restored during the pause brings the contact back. (The old sender treated the
+/// batch as never sent and dropped it: the mirror kept a contact Telegram no longer had.)
+#[tokio::test]
+async fn a_delete_cut_after_delete_by_phones_is_not_taken_back() {
+    let setup = Setup::new(100, 30)
+        .await
+        .with_telegram_lines("reconcile_interval = 3600\n");
+    write_vdir(&setup.book(), 0..5);
+    telegram_pass(&setup).await;
+    let file = setup.book().join("00002.vcf");
+    let text = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    setup
+        .server
+        .fail_next("contacts.deleteContacts", Fault::rpc(420, "FLOOD_WAIT_6"));
+    telegram_pass(&setup).await;
+    assert_eq!(setup.server.calls_to("contacts.deleteContacts").len(), 1);
+    assert!(!on_telegram(&setup, 2), "deleteByPhones was applied");
+
+    write_file(&file, text).unwrap();
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    telegram_pass(&setup).await;
+    assert!(
+        on_telegram(&setup, 2),
+        "the restored card's contact is missing"
+    );
     let status = stdout(&binary(&setup, &["status"]).await);
     assert!(status.contains("5 in sync"), "{status}");
 }
