@@ -13,7 +13,8 @@
 //! delivered before in the same batch (a resend after a lost reply or a crash; a call
 //! refused with a wait delivered nothing); (2) after a pass with no pause, error or held
 //! deletion, the remote holds exactly the address book; (3) contacts added by hand are
-//! never touched; (4) a pass not forced deletes at most `safety.max_deletes` per plan;
+//! never touched; (4) a pass not forced deletes at most `safety.max_deletes` per plan, and
+//! a plan holds its deletions exactly when those the address book asks for exceed it;
 //! (6) a client_id always means one item.
 //!
 //! `CONTACTSYNCD_MODEL_CASES=5000 cargo test model::` runs more cases.
@@ -272,6 +273,30 @@ impl World {
         desired
     }
 
+    /// How many deletions the address book asks for now, read from the state on disk: our
+    /// contacts on the remote (mirror rows imported or saved) that no card wants and that
+    /// no batch in flight carries.
+    fn deletions_due(&self) -> usize {
+        let conn = rusqlite::Connection::open_with_flags(
+            contactsyncd::store::Store::path(&self.config.state_dir),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut ours = conn
+            .prepare(
+                "SELECT contact_key FROM mirror WHERE backend = ?1 AND state IN ('imported', 'saved')
+                 AND contact_key NOT IN (SELECT i.contact_key FROM outbox_item i
+                   JOIN outbox_batch b ON b.id = i.batch_id WHERE b.state = 'sent')",
+            )
+            .unwrap();
+        let desired = self.desired();
+        ours.query_map([ACCOUNT], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|key| !desired.contains_key(key))
+            .count()
+    }
+
     /// What the backend checks calls against: the address book as of the last scan. A
     /// change no scan has seen yet cannot be known (the daemon hears of it after the
     /// debounce); a send before that is no violation.
@@ -517,7 +542,7 @@ impl World {
             Op::CrashAfterPlan => {
                 self.scanning_everything();
                 let mut store = self.store();
-                sync::plan_pass(
+                let report = sync::plan_pass(
                     &self.config,
                     &mut store,
                     &self.accounts(),
@@ -525,6 +550,17 @@ impl World {
                     &self.options(false),
                 )
                 .unwrap();
+                // The guard counts exactly the deletions the address book asks for now:
+                // ours on the remote (as the state has it) that no card wants, without
+                // those in flight (their outcome is still to come).
+                let due = self.deletions_due();
+                let held = report.accounts[0].held.as_ref().map(|h| h.deletes);
+                prop_assert_eq!(
+                    held,
+                    (due > self.max_deletes).then_some(due),
+                    "the guard held the wrong deletions (max_deletes = {})",
+                    self.max_deletes
+                );
             }
             Op::CrashAfterSend => {
                 self.scanning_everything();
