@@ -513,7 +513,7 @@ fn name_in(text: &str) -> Option<String> {
     let value_of = |wanted: &str| {
         text.lines().find_map(|line| {
             let header_end = line.find(':')?;
-            let name = property_name(line[..header_end].as_bytes());
+            let name = property_name(&line.as_bytes()[..header_end]);
             name.eq_ignore_ascii_case(wanted.as_bytes())
                 .then(|| line[header_end + 1..].trim())
         })

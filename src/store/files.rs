@@ -118,6 +118,10 @@ fn from_sql(value: i64) -> u64 {
     u64::from_ne_bytes(value.to_ne_bytes())
 }
 
+/// A file not usable now: (source, path, state, reason, cards of its last complete read,
+/// which stay in effect; 0 for a file never read).
+pub type DeferredFile = (String, PathBuf, FileState, String, u32);
+
 impl Store {
     /// Keyed by the path's bytes (hashing `Path` walks its components: far slower).
     pub fn file_records(&self) -> Result<HashMap<OsString, FileRecord>> {
@@ -289,9 +293,8 @@ impl Store {
 
     /// The files whose last read was deferred, with their source, state and why, by source
     /// and path: what `status` names.
-    /// Files not usable now: (source, path, state, reason, cards of its last complete read,
-    /// which stay in effect; 0 for a file never read).
-    pub fn deferred_files(&self) -> Result<Vec<(String, PathBuf, FileState, String, u32)>> {
+    /// Files not usable now.
+    pub fn deferred_files(&self) -> Result<Vec<DeferredFile>> {
         let mut statement = self.conn().prepare(
             "SELECT source, path, state, last_error, cards FROM source_file WHERE state != 'ok' ORDER BY source, path",
         )?;
