@@ -35,8 +35,13 @@ pub(super) fn read_password(
         PasswordSource::Credential(name) => {
             let path =
                 std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| PathBuf::from(dir).join(name));
-            match path.as_deref().map(read_secret) {
-                Some(Ok(text)) => Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned())),
+            // The units give every credential a blank `SetCredential=` fallback so that one
+            // the configuration does not use may be missing: blank means not set.
+            let text = path.as_deref().map(read_secret);
+            match text {
+                Some(Ok(text)) if !text.trim().is_empty() => {
+                    Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+                }
                 _ if has_user => Err(format!(
                     "no password: set password_file, password_command, or the systemd credential {name}"
                 )),
