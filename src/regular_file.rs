@@ -24,8 +24,14 @@ pub fn open(path: &Path) -> io::Result<File> {
     if kind.is_file() {
         return Ok(file);
     }
+    // A directory keeps its own kind, so that callers can hint (`--config` takes the file).
+    let error_kind = if kind.is_dir() {
+        io::ErrorKind::IsADirectory
+    } else {
+        io::ErrorKind::InvalidInput
+    };
     Err(io::Error::new(
-        io::ErrorKind::InvalidInput,
+        error_kind,
         format!("{}, not a regular file: not read", describe(kind)),
     ))
 }

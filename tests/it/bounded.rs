@@ -216,7 +216,7 @@ fn an_existing_state_directory_keeps_its_mode_and_an_open_one_is_not_written() {
     assert_eq!(mode(&state), 0o1777);
     let status = run_bounded(&["--config", &config, "status"], LIMIT);
     assert!(status.status.success(), "{}", stderr(&status));
-    assert!(stdout(&status).contains("1 phones"), "{}", stdout(&status));
+    assert!(stdout(&status).contains("1 phone,"), "{}", stdout(&status));
 
     // Another user's: not written (the test runs as root only where chown works).
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -290,17 +290,14 @@ fn unreadable_lines_are_reported_and_the_rest_of_the_card_syncs() {
         "error: line 5 skipped, the rest of the card is used: no colon",
         "error: line 6 skipped, the rest of the card is used: a quoted parameter value is not closed",
         "→ +4915190000001",
-        "1 cards (1 with errors)",
+        "1 card (1 with errors)",
     ] {
         assert!(text.contains(expected), "{expected:?} in {text}");
     }
     let sync = run_bounded(&["--config", &config, "sync", "--once"], LIMIT);
     assert!(sync.status.success(), "{}", stderr(&sync));
     let status = stdout(&run_bounded(&["--config", &config, "status"], LIMIT));
-    assert!(
-        status.contains("1 phones, 1 cards with problems"),
-        "{status}"
-    );
+    assert!(status.contains("1 phone, 1 card with problems"), "{status}");
 }
 
 #[test]
@@ -437,8 +434,10 @@ fn tel_lines_cost_linear_time() {
         let large = seconds(&book(2 * tels, labels));
         let ratio = large / small;
         eprintln!("labels {labels}: {tels} TELs {small:.2} s, twice as many {large:.2} s");
+        // The budget is 2.5 (benches/bounded.py measures it on a quiet machine); the test
+        // allows 3.0 because a loaded CI machine adds noise, and quadratic work gives 4.
         assert!(
-            ratio <= 2.5,
+            ratio <= 3.0,
             "labels {labels}: {tels} TELs {small:.2} s, twice as many {large:.2} s: ratio {ratio:.2}"
         );
     }

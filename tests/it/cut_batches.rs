@@ -18,8 +18,9 @@ use crate::whapi_ownership::run;
 /// pauses the account and ends the pass instead of being waited out.
 async fn telegram_pass(setup: &Setup) -> String {
     let output = binary(setup, &["sync", "--once", "--max-wait", "0"]).await;
+    // 75 (EX_TEMPFAIL): a pause or a 429 left work queued, which these passes expect.
     assert!(
-        output.status.success(),
+        matches!(output.status.code(), Some(0 | 75)),
         "{:?}: {}",
         output.status,
         stderr(&output)
@@ -252,8 +253,9 @@ async fn whapi_setup(dir: &Path) -> (WhapiServer, PathBuf) {
 
 async fn whapi_pass(config: &Path) {
     let output = run(config, &["sync", "--once", "--max-wait", "0"]).await;
+    // 75 (EX_TEMPFAIL): a pause or a 429 left work queued, which these passes expect.
     assert!(
-        output.status.success(),
+        matches!(output.status.code(), Some(0 | 75)),
         "{:?}: {}",
         output.status,
         stderr(&output)
