@@ -139,7 +139,7 @@ pub fn scan(
     accept_empty: bool,
 ) -> Result<Scan, store::StoreError> {
     let known = store.file_records()?;
-    let mut stored = store.stored_phones()?;
+    let mut stored = StoredPhones::default();
     let mut scan = Scan::default();
     let mut desired = DesiredSetBuilder::default();
     let mut listings = Vec::with_capacity(config.sources.len());
@@ -190,7 +190,7 @@ fn scan_source(
     region: Option<DefaultRegion>,
     store: &Store,
     known: &HashMap<OsString, FileRecord>,
-    stored: &mut HashMap<OsString, Vec<StoredPhone>>,
+    stored: &mut StoredPhones,
     now: Timestamp,
     accept_empty: bool,
     scan: &mut Scan,
@@ -245,21 +245,31 @@ fn scan_source(
         known.values().filter(|r| r.source == source.name).collect();
     let previous_cards: u64 = previous_files.iter().map(|r| u64::from(r.cards)).sum();
 
+    let kept_files = examined
+        .iter()
+        .filter(|e| !matches!(e, Examined::Parsed(..)))
+        .count();
+    stored.prepare(
+        store,
+        kept_files + previous_files.len().saturating_sub(examined.len()),
+    )?;
     for (path, examined) in listing.files.iter().zip(examined) {
         scan.files_seen += 1;
         let previous = known.get(path.as_os_str());
         // Each file's stored phones are taken once: no copies for the common unchanged case.
-        let mut kept = || FileContribution {
-            phones: stored.remove(path.as_os_str()).unwrap_or_default(),
-            cards: previous.map_or(0, |r| u64::from(r.cards)),
-            card_errors: previous.map_or(0, |r| u64::from(r.card_errors)),
-            flagged: Vec::new(),
+        let mut kept = || -> Result<FileContribution, store::StoreError> {
+            Ok(FileContribution {
+                phones: stored.take(store, path)?,
+                cards: previous.map_or(0, |r| u64::from(r.cards)),
+                card_errors: previous.map_or(0, |r| u64::from(r.card_errors)),
+                flagged: Vec::new(),
+            })
         };
         match examined {
-            Examined::Unchanged => contributions.push((path, kept())),
+            Examined::Unchanged => contributions.push((path, kept()?)),
             Examined::Touched(change) | Examined::Deferred(change) => {
                 changes.push(change);
-                contributions.push((path, kept()));
+                contributions.push((path, kept()?));
             }
             Examined::Parsed(change, mut contribution) => {
                 changes.push(change);
@@ -299,7 +309,7 @@ fn scan_source(
                 contributions.push((
                     &record.path,
                     FileContribution {
-                        phones: stored.remove(record.path.as_os_str()).unwrap_or_default(),
+                        phones: stored.take(store, &record.path)?,
                         cards: u64::from(record.cards),
                         card_errors: u64::from(record.card_errors),
                         flagged: Vec::new(),
@@ -360,6 +370,35 @@ fn scan_source(
     scan.changes.extend(changes);
     scan.statuses.push(status);
     Ok(listing.files)
+}
+
+/// The stored phones of the files whose phones stand (unchanged, touched, deferred, or
+/// kept for an unknown source): read in one query when many files need them, file by file
+/// when few do. A pass that derives every file again (a new region or filter) parses nearly
+/// every file; holding every stored phone beside the new ones doubled its memory.
+#[derive(Default)]
+struct StoredPhones {
+    all: Option<HashMap<OsString, Vec<StoredPhone>>>,
+}
+
+/// From this many files on, one query over every stored phone is faster than a query each.
+const STORED_PHONES_BULK_FILES: usize = 512;
+
+impl StoredPhones {
+    fn prepare(&mut self, store: &Store, files: usize) -> Result<(), store::StoreError> {
+        if self.all.is_none() && files >= STORED_PHONES_BULK_FILES {
+            self.all = Some(store.stored_phones()?);
+        }
+        Ok(())
+    }
+
+    /// Each file's phones are taken once.
+    fn take(&mut self, store: &Store, path: &Path) -> Result<Vec<StoredPhone>, store::StoreError> {
+        match &mut self.all {
+            Some(all) => Ok(all.remove(path.as_os_str()).unwrap_or_default()),
+            None => store.phones_of(path),
+        }
+    }
 }
 
 /// `files` is a sorted listing.
