@@ -80,6 +80,10 @@ enum Op {
     Scan,
     /// A sender's turn between two plans: claim and send what is queued.
     Send,
+    /// Both, the daemon's usual interleaving: the planner stored a scan and a sender claims
+    /// before the plan follows, so only the claim-time check stands between a batch queued
+    /// earlier and the cards as they are now.
+    ScanThenSend,
     /// The daemon: a change pass over the files written or removed since the last scan
     /// (the full pass when it declines, or after a reload), sending.
     ChangePass,
@@ -137,6 +141,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::ChangePass),
         2 => Just(Op::Scan),
         2 => Just(Op::Send),
+        4 => Just(Op::ScanThenSend),
         // Half refused before anything, half after part of the batch went through.
         3 => prop_oneof![Just(0u8), 1..4u8].prop_map(|after| Op::FloodWait { after }),
         1 => (0..4u8).prop_map(|after| Op::LoseReply { after }),
@@ -326,7 +331,6 @@ impl World {
             force_delete,
             max_wait: 0,
             limits: self.config.safety,
-            ..SyncOptions::default()
         }
     }
 
@@ -500,6 +504,10 @@ impl World {
                     contactsyncd::source::scan(&self.config, &store, self.clock.now(), false)
                         .unwrap();
                 store.apply_scan(&scan.changes, self.clock.now()).unwrap();
+            }
+            Op::ScanThenSend => {
+                Box::pin(self.apply(&Op::Scan)).await?;
+                Box::pin(self.apply(&Op::Send)).await?;
             }
             Op::Send => {
                 let mut store = self.store();
