@@ -14,7 +14,7 @@ pub struct FoundBook {
 pub(super) const PROPFIND_DISCOVERY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 <D:propfind xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:prop><D:resourcetype/><D:displayname/><D:current-user-principal/><C:addressbook-home-set/><D:supported-report-set/></D:prop></D:propfind>"#;
 
-pub(super) fn book_of(response: &DavResponse<'_>, base: &Url) -> Option<FoundBook> {
+pub(super) fn book_of(response: &DavResponse, base: &Url) -> Option<FoundBook> {
     let is_book = response
         .prop(DAV, "resourcetype")
         .is_some_and(|t| t.child(CARDDAV, "addressbook").is_some());
@@ -44,7 +44,7 @@ pub(super) fn last_segment(url: &Url) -> String {
         .to_owned()
 }
 
-pub(super) fn href_in(response: &DavResponse<'_>, ns: &str, name: &str, base: &Url) -> Option<Url> {
+pub(super) fn href_in(response: &DavResponse, ns: &str, name: &str, base: &Url) -> Option<Url> {
     let href = response.prop(ns, name)?.child(DAV, "href")?.trimmed();
     base.join(href).ok()
 }
@@ -64,7 +64,7 @@ pub(super) async fn discover(
         candidates.push(well_known);
     }
     for url in candidates {
-        let (answered, root) = match client
+        let (answered, answer) = match client
             .multistatus(&propfind, &url, Some("0"), PROPFIND_DISCOVERY, WHAT)
             .await
         {
@@ -77,7 +77,7 @@ pub(super) async fn discover(
             }
             Err(failure) => return Err(too_large(failure, client, WHAT)),
         };
-        let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+        let responses = answer.responses;
         for response in &responses {
             if let Some(book) = book_of(response, &answered) {
                 return Ok(vec![book]);
@@ -93,11 +93,11 @@ pub(super) async fn discover(
     if home.is_none()
         && let Some(principal) = &principal
     {
-        let (answered, root) = client
+        let (answered, answer) = client
             .multistatus(&propfind, principal, Some("0"), PROPFIND_DISCOVERY, WHAT)
             .await
             .map_err(|f| too_large(f, client, WHAT))?;
-        let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+        let responses = answer.responses;
         home = responses
             .iter()
             .find_map(|r| href_in(r, CARDDAV, "addressbook-home-set", &answered));
@@ -108,11 +108,11 @@ pub(super) async fn discover(
             reason: "no address book found at the configured URL (neither an address book, nor a principal or server that names an addressbook-home-set); give the address book's URL".into(),
         });
     };
-    let (answered, root) = client
+    let (answered, answer) = client
         .multistatus(&propfind, &home, Some("1"), PROPFIND_DISCOVERY, WHAT)
         .await
         .map_err(|f| too_large(f, client, WHAT))?;
-    let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+    let responses = answer.responses;
     let mut books: Vec<FoundBook> = responses
         .iter()
         .filter_map(|r| book_of(r, &answered))

@@ -241,7 +241,7 @@ impl Client {
         depth: Option<&str>,
         body: &str,
         what: &'static str,
-    ) -> Result<(Url, Node), Failure> {
+    ) -> Result<(Url, Multistatus), Failure> {
         let answer = self
             .send(method, url, depth, Some(body), what, MAX_ANSWER_BYTES)
             .await?;
@@ -253,8 +253,9 @@ impl Client {
             }
             .into());
         }
-        let root = parse_xml(&answer.body).map_err(|reason| self.garbage(what, reason))?;
-        Ok((answer.url, root))
+        let answer_rows =
+            parse_multistatus(&answer.body).map_err(|reason| self.garbage(what, reason))?;
+        Ok((answer.url, answer_rows))
     }
 
     pub(super) fn garbage(&self, what: &'static str, reason: String) -> CardDavError {

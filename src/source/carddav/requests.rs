@@ -77,11 +77,7 @@ pub(super) fn parse_sync_answer(
 ) -> Result<SyncAnswer, SyncFailure> {
     // RFC 6578 §3.2: an invalid or expired token is 403 with DAV:valid-sync-token; Xandikos
     // answers 412 (Precondition Failed).
-    let names_valid_token = || {
-        parse_xml(body).ok().is_some_and(|root| {
-            root.is(DAV, "valid-sync-token") || root.find(DAV, "valid-sync-token").is_some()
-        })
-    };
+    let names_valid_token = || names_element(body, DAV, "valid-sync-token");
     if status == StatusCode::PRECONDITION_FAILED
         || (status == StatusCode::FORBIDDEN && names_valid_token())
     {
@@ -90,8 +86,8 @@ pub(super) fn parse_sync_answer(
     if status != StatusCode::MULTI_STATUS {
         return Err(SyncFailure::Status(status));
     }
-    let root = parse_xml(body).map_err(SyncFailure::Garbage)?;
-    let responses = multistatus(&root).map_err(SyncFailure::Garbage)?;
+    let answer = parse_multistatus(body).map_err(SyncFailure::Garbage)?;
+    let responses = answer.responses;
     let mut listing = Listing {
         complete: token.is_none(),
         ..Listing::default()
@@ -120,10 +116,7 @@ pub(super) fn parse_sync_answer(
             }
         }
     }
-    listing.token = root
-        .child(DAV, "sync-token")
-        .map(|t| t.trimmed().to_owned())
-        .filter(|t| !t.is_empty());
+    listing.token = answer.sync_token;
     if listing.token.is_none() {
         return Err(SyncFailure::Garbage("no sync-token in the answer".into()));
     }
@@ -136,11 +129,11 @@ pub(super) async fn list_members(client: &mut Client, book: &Url) -> Result<List
     const BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 <D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getetag/></D:prop></D:propfind>"#;
     let propfind = Method::from_bytes(b"PROPFIND").unwrap_or(Method::GET);
-    let (answered, root) = client
+    let (answered, answer) = client
         .multistatus(&propfind, book, Some("1"), BODY, WHAT)
         .await
         .map_err(|f| too_large(f, client, WHAT))?;
-    let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+    let responses = answer.responses;
     let mut listing = Listing {
         complete: true,
         ..Listing::default()
@@ -227,8 +220,9 @@ pub(super) async fn multiget(
                 what: WHAT,
             });
         }
-        let root = parse_xml(&answer.body).map_err(|r| client.garbage(WHAT, r))?;
-        let responses = multistatus(&root).map_err(|r| client.garbage(WHAT, r))?;
+        let responses = parse_multistatus(&answer.body)
+            .map_err(|r| client.garbage(WHAT, r))?
+            .responses;
         let mut answered: HashSet<String> = HashSet::new();
         for response in &responses {
             let Some(url) = card_url(&answer.url, &response.href) else {
@@ -255,7 +249,7 @@ pub(super) async fn multiget(
             let etag = response
                 .prop(DAV, "getetag")
                 .map(|e| e.trimmed().to_owned());
-            let size = data.text.len();
+            let size = data.text_len;
             fetched.push(FetchedCard {
                 url,
                 etag,

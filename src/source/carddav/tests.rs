@@ -824,19 +824,21 @@ fn hrefs_get_one_spelling(#[case] href: &str, #[case] path: &str) {
 
 #[test]
 fn xml_with_prefixes_entities_and_cdata_is_understood() {
-    let root = parse_xml(
+    let answer = parse_multistatus(
         br#"<?xml version="1.0"?><m:multistatus xmlns:m="DAV:" xmlns:c="urn:ietf:params:xml:ns:carddav"><m:response><m:href>/b/a%20b.vcf</m:href><m:propstat><m:prop><m:getetag>"1"</m:getetag><c:address-data>BEGIN:VCARD&#13;
 FN:A &amp; B<![CDATA[<x>]]>&#13;
 </c:address-data></m:prop><m:status>HTTP/1.1 200 OK</m:status></m:propstat></m:response></m:multistatus>"#,
     )
     .unwrap();
-    let responses = multistatus(&root).unwrap();
+    let responses = answer.responses;
     assert_eq!(responses.len(), 1);
     assert_eq!(responses[0].href, "/b/a%20b.vcf");
     let data = responses[0].prop(CARDDAV, "address-data").unwrap();
     assert_eq!(data.text, "BEGIN:VCARD\r\nFN:A & B<x>\r\n");
-    assert!(parse_xml(b"<a><b></a>").is_err());
-    assert!(parse_xml(b"<a>&bogus;</a>").is_err());
+    assert!(parse_multistatus(br#"<D:multistatus xmlns:D="DAV:"><b></D:multistatus>"#).is_err());
+    assert!(
+        parse_multistatus(br#"<D:multistatus xmlns:D="DAV:">&bogus;</D:multistatus>"#).is_err()
+    );
 }
 
 /// A configuration with user and password for a source at `url`.
@@ -1057,7 +1059,7 @@ async fn a_poll_that_overruns_its_deadline_fails_and_stores_nothing() {
 #[case::empty(Vec::new(), "no XML element")]
 fn hostile_xml_is_refused(#[case] bytes: Vec<u8>, #[case] reason: &str) {
     let started = std::time::Instant::now();
-    let err = parse_xml(&bytes).unwrap_err();
+    let err = parse_multistatus(&bytes).unwrap_err();
     assert!(err.contains(reason), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
@@ -1068,8 +1070,79 @@ fn hostile_xml_is_refused(#[case] bytes: Vec<u8>, #[case] reason: &str) {
 fn a_wide_document_is_not_taken_for_a_deep_one() {
     let rows = "<D:response><D:href>/b/a.vcf</D:href><D:status>HTTP/1.1 404 Not Found</D:status></D:response>".repeat(10_000);
     let xml = format!(r#"<D:multistatus xmlns:D="DAV:">{rows}</D:multistatus>"#);
-    let root = parse_xml(xml.as_bytes()).unwrap();
-    assert_eq!(multistatus(&root).unwrap().len(), 10_000);
+    assert_eq!(
+        parse_multistatus(xml.as_bytes()).unwrap().responses.len(),
+        10_000
+    );
+}
+
+/// Issue 22, point 8: a multistatus is read as a stream, so 60 MB of empty elements (a tree
+/// of them took 1.9 GB) costs almost nothing beyond the body itself: the body and the
+/// parse stay within 100 MB. Measured in a child process (this test binary, re-run on this
+/// test alone), where the peak RSS is the parse's and no other test's.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_60_mb_multistatus_of_empty_elements_is_read_in_bounded_memory() {
+    const CHILD: &str = "CONTACTSYNCD_TEST_MULTISTATUS_MEMORY";
+    const TEST: &str = "a_60_mb_multistatus_of_empty_elements_is_read_in_bounded_memory";
+    let status_kib = |field: &str| -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    if std::env::var_os(CHILD).is_some() {
+        let head = r#"<D:multistatus xmlns:D="DAV:"><D:response><D:href>/b/a.vcf</D:href><D:propstat><D:prop><D:getetag>"1"</D:getetag>"#;
+        let tail = "</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>";
+        let empty = "<D:x/>";
+        let count = 60_000_000 / empty.len();
+        // Exactly sized, so building the body leaves no higher peak than the body itself.
+        let mut body = String::with_capacity(head.len() + empty.len() * count + tail.len());
+        body.push_str(head);
+        for _ in 0..count {
+            body.push_str(empty);
+        }
+        body.push_str(tail);
+        // Resets the peak RSS to the current RSS (Linux ≥ 4.0).
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+        let before = status_kib("VmRSS:");
+        let answer = parse_multistatus(body.as_bytes()).unwrap();
+        let peak = status_kib("VmHWM:");
+        assert_eq!(answer.responses.len(), 1);
+        let etag = answer.responses[0].prop(DAV, "getetag").unwrap();
+        assert_eq!(etag.trimmed(), "\"1\"");
+        println!(
+            "body {} MiB, parse peak {} MiB",
+            body.len() >> 20,
+            (peak - before) >> 10
+        );
+        println!("peak RSS {} MiB", peak >> 10);
+        return;
+    }
+    let module = module_path!().split_once("::").unwrap().1;
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            &format!("{module}::{TEST}"),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let peak_mib: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak RSS "))
+        .and_then(|l| l.strip_suffix(" MiB"))
+        .unwrap_or_else(|| panic!("no measurement in {stdout}"))
+        .parse()
+        .unwrap();
+    assert!(peak_mib <= 100, "{stdout}");
 }
 
 #[rstest::rstest]
