@@ -824,3 +824,121 @@ proptest! {
         runtime.block_on(world.settle())?;
     }
 }
+
+/// One case of the model run as given: the sequences that expose the mutations in
+/// scripts/mutations (each fails there, shown by `scripts/mutation-check`), replayed on
+/// every run whatever the random cases reach.
+fn replay(max_deletes: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+    quiet_crashes();
+    let mut world = World::new(max_deletes, None);
+    for op in ops {
+        world.run(op)?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(world.settle())
+}
+
+/// A card of the first source with the number `+4915123456780` + `number`.
+fn plain(number: u8) -> CardModel {
+    CardModel {
+        source: 0,
+        name: 0,
+        number,
+        national: false,
+        work: false,
+        username: 0,
+    }
+}
+
+/// A delete refused with a wait stays queued; the card comes back and the planner stores
+/// the scan; the sender's claim must drop the delete before the next plan would.
+#[test]
+fn a_delete_queued_before_the_card_came_back_is_dropped_at_the_claim() {
+    replay(
+        1000,
+        &[
+            Op::Write {
+                slot: 0,
+                card: plain(0),
+            },
+            Op::Sync,
+            Op::Remove { slot: 0 },
+            Op::FloodWait { after: 0 },
+            Op::Sync,
+            Op::Restore { slot: 0 },
+            Op::ScanThenSend,
+        ],
+    )
+    .unwrap();
+}
+
+/// A delete in flight (sent, its reply never applied) is no deletion the next plan asks
+/// for: with one more card removed the plan holds nothing at `max_deletes = 1`.
+#[test]
+fn a_delete_in_flight_does_not_count_against_the_guard_again() {
+    replay(
+        1,
+        &[
+            Op::Write {
+                slot: 0,
+                card: plain(0),
+            },
+            Op::Write {
+                slot: 1,
+                card: plain(1),
+            },
+            Op::Sync,
+            Op::Remove { slot: 0 },
+            Op::CrashAfterSend,
+            Op::Remove { slot: 1 },
+            Op::CrashAfterPlan,
+        ],
+    )
+    .unwrap();
+}
+
+/// Two cards removed at `max_deletes = 1`: the plan holds both deletions.
+#[test]
+fn two_deletions_past_max_deletes_are_held() {
+    replay(
+        1,
+        &[
+            Op::Write {
+                slot: 0,
+                card: plain(0),
+            },
+            Op::Write {
+                slot: 1,
+                card: plain(1),
+            },
+            Op::Sync,
+            Op::Remove { slot: 0 },
+            Op::Remove { slot: 1 },
+            Op::CrashAfterPlan,
+        ],
+    )
+    .unwrap();
+}
+
+/// A contact deleted in the app, then the clock set back before the next pass: the
+/// reconcile recorded "in the future" is due now, and the pass restores the contact.
+#[test]
+fn a_reconcile_recorded_in_the_future_is_due_at_once() {
+    replay(
+        1000,
+        &[
+            Op::Write {
+                slot: 0,
+                card: plain(0),
+            },
+            Op::Sync,
+            Op::DeleteInApp { number: 0 },
+            Op::ClockBack { seconds: 700 },
+            Op::Sync,
+        ],
+    )
+    .unwrap();
+}
