@@ -67,6 +67,11 @@ enum Op {
     Remove {
         slot: u8,
     },
+    /// The card the slot held last is written back (an undo, a restore from backup): a
+    /// deletion queued for it meanwhile has become stale.
+    Restore {
+        slot: u8,
+    },
     Region {
         austria: bool,
     },
@@ -95,8 +100,10 @@ enum Op {
     LoseReply {
         after: u8,
     },
-    /// The system clock is set back (NTP, a wrong RTC at boot).
-    ClockBack,
+    /// The system clock is set back (NTP, a wrong RTC at boot) by `seconds`.
+    ClockBack {
+        seconds: u16,
+    },
     CrashAfterPlan,
     CrashAfterSend,
     /// A full pass that dies (the process, as by SIGKILL) the `nth` time it passes the fail
@@ -133,6 +140,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..SLOTS, card).prop_map(|(slot, card)| Op::Write { slot, card }),
         2 => (0..SLOTS).prop_map(|slot| Op::Remove { slot }),
+        2 => (0..SLOTS).prop_map(|slot| Op::Restore { slot }),
         1 => any::<bool>().prop_map(|austria| Op::Region { austria }),
         1 => any::<bool>().prop_map(Op::ExcludeWork),
         4 => Just(Op::Sync),
@@ -145,11 +153,13 @@ fn op() -> impl Strategy<Value = Op> {
         // Half refused before anything, half after part of the batch went through.
         3 => prop_oneof![Just(0u8), 1..4u8].prop_map(|after| Op::FloodWait { after }),
         1 => (0..4u8).prop_map(|after| Op::LoseReply { after }),
-        1 => Just(Op::ClockBack),
-        1 => Just(Op::CrashAfterPlan),
+        // Far enough back that several passes run before the clock catches up.
+        2 => prop_oneof![Just(700u16), Just(2500)].prop_map(|seconds| Op::ClockBack { seconds }),
+        // The plan's exact guard check (see its arm) runs here.
+        3 => Just(Op::CrashAfterPlan),
         1 => Just(Op::CrashAfterSend),
         3 => (0..failpoint::ALL.len() as u8, 1..4u8).prop_map(|(point, nth)| Op::Crash { point, nth }),
-        1 => (0..5u8).prop_map(|number| Op::DeleteInApp { number }),
+        2 => (0..5u8).prop_map(|number| Op::DeleteInApp { number }),
     ]
 }
 
@@ -170,6 +180,10 @@ fn e164(card: &CardModel, austria: bool) -> String {
 struct World {
     dir: tempfile::TempDir,
     slots: [Option<CardModel>; SLOTS as usize],
+    /// The card each slot held before it was last removed.
+    removed: [Option<CardModel>; SLOTS as usize],
+    /// How far the clock was set back in all, for the end to get past every pause.
+    clock_set_back: i64,
     austria: bool,
     exclude_work: bool,
     config: Config,
@@ -221,6 +235,8 @@ impl World {
             refused,
             dir,
             slots: [None; SLOTS as usize],
+            removed: [None; SLOTS as usize],
+            clock_set_back: 0,
             austria: false,
             exclude_work: false,
             backend,
@@ -390,33 +406,42 @@ impl World {
         report
     }
 
+    /// Writes `card` into the slot's file (moving it when the card changes source).
+    fn write_card(&mut self, slot: u8, card: CardModel) {
+        if let Some(old) = self.slots[slot as usize].filter(|c| c.source != card.source) {
+            std::fs::remove_file(self.slot_path(slot, old.source)).unwrap();
+            self.touched(self.slot_path(slot, old.source));
+        }
+        let text = match card.username {
+            0 => card_text(NAMES[card.name as usize], &number_text(&card), card.work),
+            1 => card_with_username(NAMES[card.name as usize], None, card.number, card.work),
+            _ => card_with_username(
+                NAMES[card.name as usize],
+                Some(&number_text(&card)),
+                card.number,
+                card.work,
+            ),
+        };
+        std::fs::write(self.slot_path(slot, card.source), text).unwrap();
+        self.touched(self.slot_path(slot, card.source));
+        self.slots[slot as usize] = Some(card);
+    }
+
     async fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match *op {
-            Op::Write { slot, card } => {
-                if let Some(old) = self.slots[slot as usize].filter(|c| c.source != card.source) {
-                    std::fs::remove_file(self.slot_path(slot, old.source)).unwrap();
-                    self.touched(self.slot_path(slot, old.source));
-                }
-                let text = match card.username {
-                    0 => card_text(NAMES[card.name as usize], &number_text(&card), card.work),
-                    1 => {
-                        card_with_username(NAMES[card.name as usize], None, card.number, card.work)
-                    }
-                    _ => card_with_username(
-                        NAMES[card.name as usize],
-                        Some(&number_text(&card)),
-                        card.number,
-                        card.work,
-                    ),
-                };
-                std::fs::write(self.slot_path(slot, card.source), text).unwrap();
-                self.touched(self.slot_path(slot, card.source));
-                self.slots[slot as usize] = Some(card);
-            }
+            Op::Write { slot, card } => self.write_card(slot, card),
             Op::Remove { slot } => {
                 if let Some(old) = self.slots[slot as usize].take() {
                     std::fs::remove_file(self.slot_path(slot, old.source)).unwrap();
                     self.touched(self.slot_path(slot, old.source));
+                    self.removed[slot as usize] = Some(old);
+                }
+            }
+            Op::Restore { slot } => {
+                if self.slots[slot as usize].is_none()
+                    && let Some(card) = self.removed[slot as usize]
+                {
+                    self.write_card(slot, card);
                 }
             }
             Op::Region { austria } => {
@@ -546,7 +571,10 @@ impl World {
             Op::LoseReply { after } => self.backend.state().faults.push_back(Fault::DropAfter {
                 applied: after.into(),
             }),
-            Op::ClockBack => self.clock.advance(-700),
+            Op::ClockBack { seconds } => {
+                self.clock.advance(-i64::from(seconds));
+                self.clock_set_back += i64::from(seconds);
+            }
             Op::CrashAfterPlan => {
                 self.scanning_everything();
                 let mut store = self.store();
@@ -682,7 +710,7 @@ impl World {
     /// The end of every case: faults gone, pauses over, one more pass must settle it all.
     async fn settle(&mut self) -> Result<(), TestCaseError> {
         self.backend.state().faults.clear();
-        self.clock.advance(4000);
+        self.clock.advance(4000 + self.clock_set_back);
         self.apply(&Op::ForceSync).await?;
         let report = self.sync_once_with(false, true).await;
         prop_assert_eq!(
@@ -795,4 +823,122 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(world.settle())?;
     }
+}
+
+/// One case of the model run as given: the sequences that expose the mutations in
+/// scripts/mutations (each fails there, shown by `scripts/mutation-check`), replayed on
+/// every run whatever the random cases reach.
+fn replay(max_deletes: usize, ops: &[Op]) -> Result<(), TestCaseError> {
+    quiet_crashes();
+    let mut world = World::new(max_deletes, None);
+    for op in ops {
+        world.run(op)?;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(world.settle())
+}
+
+/// A card of the first source with the number `+4915123456780` + `number`.
+fn plain(number: u8) -> CardModel {
+    CardModel {
+        source: 0,
+        name: 0,
+        number,
+        national: false,
+        work: false,
+        username: 0,
+    }
+}
+
+/// A delete refused with a wait stays queued; the card comes back and the planner stores
+/// the scan; the sender's claim must drop the delete before the next plan would.
+#[test]
+fn a_delete_queued_before_the_card_came_back_is_dropped_at_the_claim() {
+    replay(
+        1000,
+        &[
+            Op::Write {
+                slot: 0,
+                card: plain(0),
+            },
+            Op::Sync,
+            Op::Remove { slot: 0 },
+            Op::FloodWait { after: 0 },
+            Op::Sync,
+            Op::Restore { slot: 0 },
+            Op::ScanThenSend,
+        ],
+    )
+    .unwrap();
+}
+
+/// A delete in flight (sent, its reply never applied) is no deletion the next plan asks
+/// for: with one more card removed the plan holds nothing at `max_deletes = 1`.
+#[test]
+fn a_delete_in_flight_does_not_count_against_the_guard_again() {
+    replay(
+        1,
+        &[
+            Op::Write {
+                slot: 0,
+                card: plain(0),
+            },
+            Op::Write {
+                slot: 1,
+                card: plain(1),
+            },
+            Op::Sync,
+            Op::Remove { slot: 0 },
+            Op::CrashAfterSend,
+            Op::Remove { slot: 1 },
+            Op::CrashAfterPlan,
+        ],
+    )
+    .unwrap();
+}
+
+/// Two cards removed at `max_deletes = 1`: the plan holds both deletions.
+#[test]
+fn two_deletions_past_max_deletes_are_held() {
+    replay(
+        1,
+        &[
+            Op::Write {
+                slot: 0,
+                card: plain(0),
+            },
+            Op::Write {
+                slot: 1,
+                card: plain(1),
+            },
+            Op::Sync,
+            Op::Remove { slot: 0 },
+            Op::Remove { slot: 1 },
+            Op::CrashAfterPlan,
+        ],
+    )
+    .unwrap();
+}
+
+/// A contact deleted in the app, then the clock set back before the next pass: the
+/// reconcile recorded "in the future" is due now, and the pass restores the contact.
+#[test]
+fn a_reconcile_recorded_in_the_future_is_due_at_once() {
+    replay(
+        1000,
+        &[
+            Op::Write {
+                slot: 0,
+                card: plain(0),
+            },
+            Op::Sync,
+            Op::DeleteInApp { number: 0 },
+            Op::ClockBack { seconds: 700 },
+            Op::Sync,
+        ],
+    )
+    .unwrap();
 }
