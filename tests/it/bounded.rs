@@ -691,3 +691,122 @@ fn an_emptied_state_database_is_said_to_start_over() {
         "{status}"
     );
 }
+
+/// The hostile inputs of issue 23's table, through the binary under a data-segment limit
+/// (`RLIMIT_DATA`: the heap and every private writable mapping, so mimalloc's too): each is
+/// read to the end and answered while the process may hold at most 128 MiB. Before the
+/// caps, 1M stray `BEGIN:VCARD` lines took ~48 times the file (570 MB here), as many cards
+/// left open (no END) more, a card of
+/// 1M `FN` lines ~60 times (300 MB) and a 64 MB `NICKNAME` line ~4.4 times (280 MB).
+/// Smaller than the README's rows (benches/bounded.py) so that the debug binary reads them
+/// in seconds; the ratios are what grows.
+#[test]
+fn hostile_inputs_are_read_under_a_memory_limit() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+
+    const DATA_LIMIT: u64 = 128 << 20;
+    fn write_repeated(path: &Path, head: &[u8], line: &[u8], times: usize, tail: &[u8]) {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        file.write_all(head).unwrap();
+        for _ in 0..times {
+            file.write_all(line).unwrap();
+        }
+        file.write_all(tail).unwrap();
+        file.flush().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    /// A file of `head`, `line` repeated `times` times, then `tail`; `inspect` must say
+    /// `expected`.
+    struct Hostile {
+        name: &'static str,
+        head: &'static [u8],
+        line: &'static [u8],
+        times: usize,
+        tail: &'static [u8],
+        expected: &'static str,
+    }
+    let cases = [
+        Hostile {
+            name: "stray.vcf",
+            head: b"",
+            line: b"BEGIN:VCARD\n",
+            times: 1_000_000,
+            tail: b"",
+            expected: "0 phones",
+        },
+        Hostile {
+            name: "unterminated.vcf",
+            head: b"",
+            line: b"BEGIN:VCARD\nFN:x\n",
+            times: 1_000_000,
+            tail: b"",
+            expected: "0 phones",
+        },
+        Hostile {
+            name: "names.vcf",
+            head: b"BEGIN:VCARD\nVERSION:3.0\n",
+            line: b"FN:a\n",
+            times: 1_000_000,
+            tail: b"END:VCARD\n",
+            expected: "too large",
+        },
+        Hostile {
+            name: "nickname.vcf",
+            head: b"BEGIN:VCARD\nVERSION:3.0\nFN:A\nNICKNAME:",
+            line: b"nnnnnnnnnnnnnnnn",
+            times: 4 << 20,
+            tail: b"\nTEL:+4915190000001\nEND:VCARD\n",
+            expected: "too large",
+        },
+        Hostile {
+            name: "note.vcf",
+            head: b"BEGIN:VCARD\nVERSION:3.0\nFN:A\nNOTE:",
+            line: b"nnnnnnnnnnnnnnnn",
+            times: 4 << 20,
+            tail: b"\nTEL:+4915190000001\nEND:VCARD\n",
+            expected: "1 phone (0 rejected)",
+        },
+    ];
+    for Hostile {
+        name,
+        head,
+        line,
+        times,
+        tail,
+        expected,
+    } in cases
+    {
+        let path = dir.path().join(name);
+        write_repeated(&path, head, line, times, tail);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_contactsyncd"));
+        command
+            .args(["inspect", "--region", "DE"])
+            .arg(&path)
+            .env_clear()
+            .env("HOME", dir.path());
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: DATA_LIMIT,
+                    rlim_max: DATA_LIMIT,
+                };
+                if libc::setrlimit(libc::RLIMIT_DATA, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let output = command.output().unwrap();
+        let shown = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(
+            output.status.success() && shown.contains(expected),
+            "{name} under a {} MiB data limit: {:?}\n{}",
+            DATA_LIMIT >> 20,
+            output.status,
+            &shown[shown.len().saturating_sub(2000)..]
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
