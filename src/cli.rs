@@ -19,6 +19,7 @@ use crate::source;
 use crate::sync::plural;
 use crate::vcard::{self, CardError, CardOutcome, FileSummary};
 
+mod authorize;
 pub mod exit;
 mod generate;
 mod state;
@@ -88,6 +89,9 @@ pub enum Command {
     Login,
     /// Log out of Telegram and forget the session
     Logout,
+    /// Give a CardDAV source with OAuth 2.0 (Google Contacts) access: opens or prints the
+    /// consent URL and keeps the tokens in the state
+    Authorize(authorize::AuthorizeArgs),
     /// The account's contacts as the messenger has them
     #[command(subcommand)]
     Remote(RemoteCommand),
@@ -296,6 +300,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Run => state::run(cli.config.as_deref()),
         Command::Login => state::login(cli.config.as_deref()),
         Command::Logout => state::logout(cli.config.as_deref()),
+        Command::Authorize(args) => authorize::authorize(cli.config.as_deref(), &args),
         Command::Remote(RemoteCommand::List { show_phones, json }) => {
             state::remote_list(cli.config.as_deref(), show_phones, json)
         }

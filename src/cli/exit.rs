@@ -157,8 +157,16 @@ pub fn of_pass(report: &PassReport, offline: bool) -> Option<(u8, String)> {
             ),
         ));
     }
+    for name in &report.needs_authorization {
+        reasons.push((
+            LOGIN_REQUIRED,
+            format!("source {name} needs you: run `contactsyncd authorize {name}`"),
+        ));
+    }
     for status in &report.unknown_sources {
-        if !report.refused_credentials.contains(&status.name) {
+        if !report.refused_credentials.contains(&status.name)
+            && !report.needs_authorization.contains(&status.name)
+        {
             reasons.push((
                 TEMPFAIL,
                 format!(
@@ -177,7 +185,9 @@ pub fn of_pass(report: &PassReport, offline: bool) -> Option<(u8, String)> {
 /// CardDAV, a password file that cannot be read) the configuration.
 pub fn of_carddav(err: &CardDavError) -> u8 {
     match err {
-        CardDavError::Unauthorized { .. } => LOGIN_REQUIRED,
+        CardDavError::Unauthorized { .. }
+        | CardDavError::TokenRefused { .. }
+        | CardDavError::NeedsAuthorization { .. } => LOGIN_REQUIRED,
         CardDavError::Unreachable { .. } | CardDavError::Wait { .. } => TEMPFAIL,
         CardDavError::Status { status, .. }
             if status.is_server_error() || status.as_u16() == 429 =>
