@@ -173,6 +173,8 @@ pub struct PassReport {
     /// CardDAV sources with OAuth 2.0 that need `contactsyncd authorize` (none yet, or
     /// revoked or expired: `invalid_grant`); among the unknown sources too.
     pub needs_authorization: Vec<String>,
+    /// CardDAV sources whose server refused a fresh bearer token.
+    pub refused_tokens: Vec<String>,
     pub accounts: Vec<AccountReport>,
 }
 
@@ -396,6 +398,8 @@ pub struct CardDavPolls {
     pub refused_credentials: Vec<String>,
     /// Sources that need `contactsyncd authorize`.
     pub needs_authorization: Vec<String>,
+    /// Sources whose server refused a fresh bearer token.
+    pub refused_tokens: Vec<String>,
 }
 
 /// Asks every CardDAV source's server what changed and stores it, before a pass plans from
@@ -420,6 +424,9 @@ pub async fn poll_carddav_sources(
                 match err {
                     source::carddav::CardDavError::NeedsAuthorization { .. } => {
                         polls.needs_authorization.push(source.name.clone());
+                    }
+                    source::carddav::CardDavError::TokenRefused { .. } => {
+                        polls.refused_tokens.push(source.name.clone());
                     }
                     _ if err.needs_the_user() => {
                         polls.refused_credentials.push(source.name.clone())
@@ -457,6 +464,7 @@ pub async fn sync_once(
     let mut report = plan_pass(config, store, &accounts, clock.now(), options)?;
     report.refused_credentials = polls.refused_credentials;
     report.needs_authorization = polls.needs_authorization;
+    report.refused_tokens = polls.refused_tokens;
     let mut wait_budget = options.max_wait;
     let mut send = Sending {
         config,
@@ -668,6 +676,7 @@ pub fn plan_pass_in_window(
         unreadable_files: scan.unreadable.clone(),
         refused_credentials: Vec::new(),
         needs_authorization: Vec::new(),
+        refused_tokens: Vec::new(),
         accounts: Vec::new(),
     };
     let mut epochs = BTreeSet::new();

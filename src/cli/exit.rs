@@ -163,9 +163,18 @@ pub fn of_pass(report: &PassReport, offline: bool) -> Option<(u8, String)> {
             format!("source {name} needs you: run `contactsyncd authorize {name}`"),
         ));
     }
+    for name in &report.refused_tokens {
+        reasons.push((
+            LOGIN_REQUIRED,
+            format!(
+                "the server of source {name} refused a fresh access token: the account authorized may not read it (another account, or too narrow a scope); `contactsyncd authorize {name}` with the right one"
+            ),
+        ));
+    }
     for status in &report.unknown_sources {
         if !report.refused_credentials.contains(&status.name)
             && !report.needs_authorization.contains(&status.name)
+            && !report.refused_tokens.contains(&status.name)
         {
             reasons.push((
                 TEMPFAIL,

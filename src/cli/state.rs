@@ -1108,6 +1108,58 @@ fn writer_of(state_dir: &Path) -> Option<(String, Option<String>)> {
     Some((pid, command))
 }
 
+/// Warned this long before an authorization's known end.
+const OAUTH_WARNING_SECONDS: i64 = 2 * 86_400;
+/// Google ends the refresh tokens of an OAuth client in "Testing" status this long after
+/// the consent (developers.google.com/identity/protocols/oauth2, "Refresh token expiration").
+const GOOGLE_TESTING_SECONDS: i64 = 7 * 86_400;
+
+/// `status`'s line about an OAuth source's authorization: when it was given, when it ends
+/// if that is known (or, for Google, when it would end for a client in "Testing" status),
+/// and a warning shortly before.
+fn oauth_line(
+    source: &config::SourceConfig,
+    store: &Store,
+    now: crate::store::Timestamp,
+) -> Option<String> {
+    let Some(config::BearerSource::OAuth(oauth)) =
+        source.carddav.as_ref().and_then(|c| c.bearer.as_ref())
+    else {
+        return None;
+    };
+    let name = &source.name;
+    let Ok(Some(tokens)) = store.oauth_tokens(name) else {
+        return Some(format!(
+            "OAuth: not authorized: run `contactsyncd authorize {name}`"
+        ));
+    };
+    let date = |at: i64| crate::sync::format_time(at)[..10].to_owned();
+    let mut line = format!("OAuth: authorized {}", date(tokens.authorized_at));
+    let soon = |end: i64| end > now && end - now <= OAUTH_WARNING_SECONDS;
+    if let Some(end) = tokens.refresh_expires_at {
+        line.push_str(&format!("; the authorization ends {}", date(end)));
+        if soon(end) {
+            line.push_str(&format!(
+                "\n    WARNING: it ends soon: run `contactsyncd authorize {name}` before then"
+            ));
+        }
+    } else if oauth.google.is_some() {
+        let end = tokens.authorized_at + GOOGLE_TESTING_SECONDS;
+        if end > now {
+            line.push_str(&format!(
+                "; if its OAuth client is in Google's \"Testing\" status, Google ends it {} (publish the app \"In production\" to avoid that: README, \"Google Contacts\")",
+                date(end)
+            ));
+        }
+        if soon(end) {
+            line.push_str(&format!(
+                "\n    WARNING: if the OAuth client is in \"Testing\" status, run `contactsyncd authorize {name}` before then"
+            ));
+        }
+    }
+    Some(line)
+}
+
 pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     let config = config::load(config_path)?;
     let writer = writer_of(&config.state_dir);
@@ -1332,6 +1384,14 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "\n    UNKNOWN: {}; its contacts are kept and nothing of it is deleted",
                 s.reason.as_deref().unwrap_or_default()
             )?;
+        }
+        if let Some(line) = config
+            .sources
+            .iter()
+            .find(|c| c.name == s.name)
+            .and_then(|c| oauth_line(c, &store, now))
+        {
+            write!(w, "\n    {line}")?;
         }
         if s.state == source::SOURCE_EMPTY && carddav {
             write!(w, "\n    EMPTY: its address books hold no card")?;

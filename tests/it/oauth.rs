@@ -44,6 +44,8 @@ struct AuthState {
     grants: Vec<String>,
     /// DAV requests refused with 401 although they carried a token.
     refused_with_token: usize,
+    /// The DAV server refuses every token (an account without access to it).
+    refuse_all: bool,
     /// Authorization requests: (scope, access_type, login_hint).
     asked: Vec<HashMap<String, String>>,
 }
@@ -224,7 +226,8 @@ impl AuthServer {
             let live = token
                 .as_ref()
                 .and_then(|t| state.access.get(t))
-                .is_some_and(|until| Instant::now() < *until);
+                .is_some_and(|until| Instant::now() < *until)
+                && !state.refuse_all;
             if token.is_some() && !live {
                 state.refused_with_token += 1;
             }
@@ -532,6 +535,33 @@ async fn authorize_sync_refresh_and_revoke_through_the_binary() {
         );
         assert_eq!(state.refused_with_token, 1, "refreshed before it expired");
     }
+
+    let status = setup.run(&["status"]).await;
+    assert!(
+        stdout(&status).contains("OAuth: authorized 20")
+            && stdout(&status).contains(
+                "if its OAuth client is in Google's \"Testing\" status, Google ends it 20"
+            ),
+        "{}",
+        stdout(&status)
+    );
+
+    // A fresh token refused too: one refresh, then "wrong authorization", exit 5.
+    auth.state().refuse_all = true;
+    let refusals_before = auth.state().refused_with_token;
+    let refused = setup.run(&["sync", "--once"]).await;
+    assert_eq!(refused.status.code(), Some(5), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("the server of source google refused a fresh access token"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        auth.state().refused_with_token - refusals_before,
+        2,
+        "the token, one fresh one, no more"
+    );
+    auth.state().refuse_all = false;
 
     // Revoked: invalid_grant. The source is unknown, its contacts stay, the user is told.
     auth.revoke();
