@@ -409,7 +409,7 @@ fn check_source(path: Option<&Path>, args: &CheckSourceArgs) -> Result<(), Failu
     let mut failed = 0;
     let mut codes = Vec::new();
     for source in sources {
-        let checked = runtime.block_on(source::carddav::check(source));
+        let checked = runtime.block_on(source::carddav::check(source, &config.state_dir));
         let url = source.path.display().to_string();
         match (&checked, args.json) {
             (Ok(check), true) => writeln!(

@@ -71,6 +71,23 @@ impl Store {
         Ok(())
     }
 
+    /// Drops the tokens of sources the configuration no longer has: credentials are not
+    /// kept for nothing.
+    pub fn forget_oauth_tokens_except(&mut self, configured: &[&str]) -> Result<usize> {
+        let known: Vec<String> = {
+            let mut statement = self.conn().prepare("SELECT source FROM oauth_token")?;
+            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut forgotten = 0;
+        for name in known.iter().filter(|n| !configured.contains(&n.as_str())) {
+            forgotten += self
+                .conn()
+                .execute("DELETE FROM oauth_token WHERE source = ?1", [name])?;
+        }
+        Ok(forgotten)
+    }
+
     /// After a new authorization (perhaps of another account): the next poll discovers the
     /// address books again. The cards stay until that poll replaces them, so nothing is
     /// deleted meanwhile.
@@ -103,5 +120,8 @@ mod tests {
         assert_eq!(store.oauth_tokens("g").unwrap(), Some(tokens.clone()));
         let shown = format!("{tokens:?}");
         assert!(!shown.contains("secret"), "{shown}");
+        assert_eq!(store.forget_oauth_tokens_except(&["g"]).unwrap(), 0);
+        assert_eq!(store.forget_oauth_tokens_except(&["other"]).unwrap(), 1);
+        assert_eq!(store.oauth_tokens("g").unwrap(), None);
     }
 }

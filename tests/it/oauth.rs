@@ -491,6 +491,14 @@ async fn authorize_sync_refresh_and_revoke_through_the_binary() {
         stderr(&before)
     );
 
+    let check = setup.run(&["check-source", "google"]).await;
+    assert_eq!(check.status.code(), Some(5), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains("run `contactsyncd authorize google`"),
+        "{}",
+        stdout(&check)
+    );
+
     // Headless: the URL printed, the address the browser ended at pasted back.
     let authorized = setup.authorize(true).await;
     assert!(stdout(&authorized).contains("source google is authorized"));
@@ -505,6 +513,13 @@ async fn authorize_sync_refresh_and_revoke_through_the_binary() {
     let sync = setup.run(&["sync", "--once"]).await;
     assert!(sync.status.success(), "{}", stderr(&sync));
     assert_eq!(setup.telegram_phones(), phones(0..3));
+    let check = setup.run(&["check-source", "google"]).await;
+    assert!(check.status.success(), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains("/alice/contacts/\n    3 cards"),
+        "{}",
+        stdout(&check)
+    );
 
     // The access token stops working before its announced hour: a 401, one refresh, the
     // same poll again. The new token says its true lifetime.
@@ -604,6 +619,42 @@ async fn authorize_sync_refresh_and_revoke_through_the_binary() {
     assert!(
         holds(&database, last_refresh) || holds(&wal, last_refresh),
         "the refresh token is kept in the state"
+    );
+
+    // bearer_token_command: its first line is the token, sent by the same rules.
+    let token_file = setup.dir.path().join("token");
+    let minted = {
+        let mut state = auth.state();
+        state.real_lifetime = Duration::from_secs(600);
+        let answer = auth.token(&mut state);
+        answer["access_token"].as_str().unwrap().to_owned()
+    };
+    std::fs::write(&token_file, format!("{minted}\nsecond line\n")).unwrap();
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    let mut replaced = String::new();
+    for line in config.lines() {
+        if line.starts_with("google = ") {
+            replaced.push_str(&format!(
+                "bearer_token_command = [\"cat\", \"{}\"]\n",
+                token_file.display()
+            ));
+        } else if !line.starts_with("oauth_") {
+            replaced.push_str(line);
+            replaced.push('\n');
+        }
+    }
+    std::fs::write(&setup.config, replaced).unwrap();
+    radicale.put_card("contacts", "p5.vcf", &person(5)).await;
+    let sync = setup.run(&["sync", "--once"]).await;
+    assert!(sync.status.success(), "{}", stderr(&sync));
+    assert_eq!(setup.telegram_phones(), phones(0..6));
+    std::fs::write(&token_file, "a-token-nobody-issued\n").unwrap();
+    let refused = setup.run(&["sync", "--once"]).await;
+    assert_eq!(refused.status.code(), Some(5), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("the server of source google refused a fresh access token"),
+        "{}",
+        stderr(&refused)
     );
 
     // Never in any output, at any log level (all the runs above logged at trace).

@@ -140,6 +140,9 @@ pub fn forget_unconfigured(config: &crate::config::Config, store: &mut Store) {
     if let Err(err) = store.forget_carddav_sources_except(&configured) {
         tracing::warn!("cannot drop the cache of CardDAV sources no longer configured: {err}");
     }
+    if let Err(err) = store.forget_oauth_tokens_except(&configured) {
+        tracing::warn!("cannot drop the tokens of CardDAV sources no longer configured: {err}");
+    }
 }
 
 /// What a poll of a source did.
@@ -372,11 +375,19 @@ pub struct CheckedBook {
     pub read: bool,
 }
 
-pub async fn check(source: &SourceConfig) -> Result<SourceCheck, CardDavError> {
+/// `state_dir`: where an OAuth source's tokens are (a refreshed one is stored there).
+pub async fn check(
+    source: &SourceConfig,
+    state_dir: &std::path::Path,
+) -> Result<SourceCheck, CardDavError> {
     let Some(config) = &source.carddav else {
         return Ok(SourceCheck { books: Vec::new() });
     };
     let mut client = Client::new(source, config)?;
+    if let Some(bearer) = &config.bearer {
+        let token = oauth::check_token(source, bearer, state_dir).await?;
+        client.auth.set_bearer(token);
+    }
     let start = Url::parse(&config.url).map_err(|_| CardDavError::Setup {
         name: source.name.clone(),
         reason: "the carddav URL does not parse".into(),

@@ -449,6 +449,36 @@ pub(super) async fn access_token(
     Ok(tokens.access_token.unwrap_or_default())
 }
 
+/// `check-source`'s token: as a poll gets it, from the state (which it does not create).
+pub(super) async fn check_token(
+    source: &SourceConfig,
+    bearer: &BearerSource,
+    state_dir: &std::path::Path,
+) -> Result<String, CardDavError> {
+    let now = crate::sync::Clock::now(&crate::sync::SystemClock);
+    if let BearerSource::OAuth(_) = bearer
+        && !Store::path(state_dir).exists()
+    {
+        return Err(CardDavError::NeedsAuthorization {
+            name: source.name.clone(),
+            reason: "it is not authorized yet".into(),
+        });
+    }
+    let opened = match bearer {
+        BearerSource::Command(_) => Store::open_in_memory(),
+        // Beside a running daemon: it holds the lock, SQLite orders the writes.
+        BearerSource::OAuth(_) => match Store::open_for_writing(state_dir) {
+            Err(store::StoreError::Locked { .. }) => Store::open_connection(state_dir),
+            other => other,
+        },
+    };
+    let mut store = opened.map_err(|err| CardDavError::Setup {
+        name: source.name.clone(),
+        reason: format!("state database: {err}"),
+    })?;
+    access_token(source, bearer, &mut store, now, false).await
+}
+
 /// Runs `authorize`'s wait: the first redirect that reaches the listener, or (`paste`) the
 /// first line on stdin; `None` when stdin ended (the listener no longer matters then).
 pub fn wait_for_redirect(listener: TcpListener, paste: bool) -> Option<String> {
