@@ -667,3 +667,94 @@ async fn authorize_sync_refresh_and_revoke_through_the_binary() {
         assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
     }
 }
+
+/// A daemon that is killed when the test ends early.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The daemon with a revoked authorization keeps running and syncs its other source;
+/// `authorize` beside it (the daemon holds the state's lock) is taken up by its next poll.
+#[tokio::test]
+async fn the_daemon_keeps_running_past_a_revoked_authorization() {
+    let Some(radicale) = DavServer::radicale().await else {
+        return;
+    };
+    radicale
+        .create_address_book_with("contacts", &(0..3).map(person).collect::<Vec<_>>())
+        .await;
+    let auth = AuthServer::start(radicale.url("")).await;
+    let setup = Setup::new(&auth).await;
+    let folder = setup.dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("x.vcf"), person(100)).unwrap();
+    let mut config = std::fs::read_to_string(&setup.config).unwrap();
+    config = config.replace(
+        "oauth_client_id =",
+        "poll_interval = \"10s\"\noauth_client_id =",
+    );
+    config.push_str(&format!("[[source]]\npath = \"{}\"\n", folder.display()));
+    std::fs::write(&setup.config, config).unwrap();
+
+    setup.authorize(true).await;
+    auth.revoke();
+    let log_path = setup.dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut daemon = Daemon(
+        setup
+            .command(&["run"])
+            .env("CONTACTSYNCD_LOG", "debug")
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let daemon_log = || std::fs::read_to_string(&log_path).unwrap();
+    let mut folder_phone = BTreeSet::new();
+    folder_phone.insert(crate::sync::phone(100)[1..].to_owned());
+    let started = Instant::now();
+    while setup.telegram_phones() != folder_phone
+        || !daemon_log().contains("run `contactsyncd authorize google`")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}\n{}",
+            setup.telegram_phones(),
+            daemon_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon stopped");
+    let status = setup.run(&["status"]).await;
+    assert!(
+        stdout(&status).contains("run `contactsyncd authorize google`"),
+        "{}",
+        stdout(&status)
+    );
+
+    setup.authorize(true).await;
+    let mut all = phones(0..3);
+    all.extend(folder_phone);
+    let authorized = Instant::now();
+    while setup.telegram_phones() != all {
+        assert!(
+            authorized.elapsed() < Duration::from_secs(20),
+            "the next poll did not use the new authorization: {}",
+            daemon_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status();
+    let status = daemon.0.wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", daemon_log());
+    let log = daemon_log();
+    for secret in auth.state().issued.iter() {
+        assert!(!log.contains(secret.as_str()), "{secret} logged: {log}");
+    }
+}
