@@ -84,7 +84,9 @@ pub fn authorize(config_path: Option<&Path>, args: &AuthorizeArgs) -> Result<(),
     }
     out.flush()?;
     drop(out);
-    let Some(answer) = oauth::wait_for_redirect(listener, args.no_browser) else {
+    let Some(answer) = oauth::wait_for_redirect(listener, args.no_browser, |target| {
+        authorization.is_answer(target)
+    }) else {
         return Err(failure(
             exit::USAGE,
             "no answer came back (stdin ended, or 15 minutes passed); nothing was changed".into(),

@@ -56,7 +56,7 @@ pub const TABLE: &[Row] = &[
     },
     Row {
         code: LOGIN_REQUIRED,
-        meaning: "Needs you: an account needs `contactsyncd login`, or a server refused the configured password or token (CardDAV 401, a refused Whapi token).",
+        meaning: "Needs you: an account needs `contactsyncd login`, a CardDAV source with OAuth needs `contactsyncd authorize NAME` (not yet authorized, or revoked or expired), or a server refused the configured password or token (CardDAV 401, a refused Whapi token).",
     },
     Row {
         code: DELETES_HELD,

@@ -410,6 +410,13 @@ impl Setup {
             let mut stdin = child.stdin.take().unwrap();
             writeln!(stdin, "{back}").unwrap();
         } else {
+            // Another local program reaching the port first is not taken for the answer.
+            let listener = back.split('?').next().unwrap();
+            browser
+                .get(format!("{listener}?state=forged&code=stolen"))
+                .send()
+                .await
+                .unwrap();
             let page = browser.get(&back).send().await.unwrap();
             assert!(
                 page.text()

@@ -104,17 +104,7 @@ impl Authorization {
     /// The code from the URL the browser was sent back to (or its query alone), once its
     /// `state` is this authorization's.
     pub fn code_from(&self, redirected: &str) -> Result<String, String> {
-        let redirected = redirected.trim();
-        let query = match Url::parse(redirected) {
-            Ok(url) => url.query().unwrap_or_default().to_owned(),
-            Err(_) => redirected
-                .rsplit_once('?')
-                .map_or(redirected, |(_, q)| q)
-                .to_owned(),
-        };
-        let pairs: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
+        let pairs = query_of(redirected);
         if let Some(error) = pairs.get("error") {
             return Err(format!(
                 "the authorization was refused ({error}{})",
@@ -138,6 +128,29 @@ impl Authorization {
     }
 }
 
+impl Authorization {
+    /// Whether a request to the listener is this authorization's answer (its `state`):
+    /// anything else reaching the port (another local program) is ignored.
+    pub fn is_answer(&self, redirected: &str) -> bool {
+        query_of(redirected).get("state") == Some(&self.state)
+    }
+}
+
+/// The query of a URL, or of a path with a query, or a bare query, as pairs.
+fn query_of(redirected: &str) -> HashMap<String, String> {
+    let redirected = redirected.trim();
+    let query = match Url::parse(redirected) {
+        Ok(url) => url.query().unwrap_or_default().to_owned(),
+        Err(_) => redirected
+            .rsplit_once('?')
+            .map_or(redirected, |(_, q)| q)
+            .to_owned(),
+    };
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
 /// At most 200 characters of a server's text, on one line.
 fn brief(text: &str) -> String {
     text.chars()
@@ -156,7 +169,7 @@ pub fn loopback_listener() -> std::io::Result<(TcpListener, String)> {
 
 /// Serves the loopback redirect: each request's target is sent to `found` (the caller
 /// checks it); the browser is told to go back to the terminal. Runs until the process ends.
-pub fn serve_loopback(listener: TcpListener, found: mpsc::Sender<String>) {
+pub fn serve_loopback(listener: TcpListener, found: mpsc::Sender<(bool, String)>) {
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
@@ -186,7 +199,7 @@ pub fn serve_loopback(listener: TcpListener, found: mpsc::Sender<String>) {
             "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
-        if is_answer && found.send(target).is_err() {
+        if is_answer && found.send((true, target)).is_err() {
             return;
         }
     }
@@ -479,9 +492,13 @@ pub(super) async fn check_token(
     access_token(source, bearer, &mut store, now, false).await
 }
 
-/// Runs `authorize`'s wait: the first redirect that reaches the listener, or (`paste`) the
-/// first line on stdin; `None` when stdin ended (the listener no longer matters then).
-pub fn wait_for_redirect(listener: TcpListener, paste: bool) -> Option<String> {
+/// Runs `authorize`'s wait: the first redirect to the listener that `is_ours`, or
+/// (`paste`) the first line on stdin; `None` when stdin ended or 15 minutes passed.
+pub fn wait_for_redirect(
+    listener: TcpListener,
+    paste: bool,
+    is_ours: impl Fn(&str) -> bool,
+) -> Option<String> {
     let (found, answers) = mpsc::channel();
     let from_browser = found.clone();
     std::thread::spawn(move || serve_loopback(listener, from_browser));
@@ -491,20 +508,29 @@ pub fn wait_for_redirect(listener: TcpListener, paste: bool) -> Option<String> {
             let mut line = String::new();
             while stdin.lock().read_line(&mut line).is_ok_and(|n| n > 0) {
                 if !line.trim().is_empty() {
-                    let _ = found.send(line.trim().to_owned());
+                    let _ = found.send((false, line.trim().to_owned()));
                     return;
                 }
                 line.clear();
             }
-            let _ = found.send(String::new());
+            let _ = found.send((false, String::new()));
         });
     } else {
         drop(found);
     }
-    answers
-        .recv_timeout(Duration::from_secs(15 * 60))
-        .ok()
-        .filter(|a| !a.is_empty())
+    let deadline = std::time::Instant::now() + Duration::from_secs(15 * 60);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match answers.recv_timeout(left) {
+            Ok((true, target)) if !is_ours(&target) => {
+                eprintln!(
+                    "ignored a request to the listener that is not the answer to this authorization"
+                );
+            }
+            Ok((_, answer)) => return Some(answer).filter(|a| !a.is_empty()),
+            Err(_) => return None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -556,6 +582,8 @@ mod tests {
             auth.code_from(&format!("/?code=xyz&state={state}")),
             Ok("xyz".into())
         );
+        assert!(auth.is_answer(&format!("/?state={state}&code=x")));
+        assert!(!auth.is_answer("/?state=other&code=x"));
         assert!(
             auth.code_from("http://127.0.0.1:4711/?state=other&code=abc")
                 .unwrap_err()
