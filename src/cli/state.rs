@@ -1271,6 +1271,21 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                         "cards_in_effect": cards,
                     }))
                     .collect();
+                // An OAuth source: when it was authorized and when that ends, if known.
+                let oauth = config.sources.iter().find(|c| c.name == s.name).and_then(|c| {
+                    matches!(
+                        c.carddav.as_ref().and_then(|d| d.bearer.as_ref()),
+                        Some(config::BearerSource::OAuth(_))
+                    )
+                    .then(|| store.oauth_tokens(&s.name).ok().flatten())
+                });
+                if let Some(tokens) = oauth {
+                    value["oauth"] = json!({
+                        "authorized": tokens.is_some(),
+                        "authorized_at": tokens.as_ref().map(|t| t.authorized_at),
+                        "refresh_expires_at": tokens.as_ref().and_then(|t| t.refresh_expires_at),
+                    });
+                }
                 value
             }).collect::<Vec<_>>(),
             "accounts": accounts.iter().map(|(a, c, batches, items, owned, setup_error, held, (rejections, changes))| json!({

@@ -568,6 +568,15 @@ async fn authorize_sync_refresh_and_revoke_through_the_binary() {
         stdout(&status)
     );
 
+    let status = setup.run(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let oauth = &status["sources"][0]["oauth"];
+    assert_eq!(oauth["authorized"], true, "{status}");
+    assert!(
+        oauth["authorized_at"].as_i64().unwrap() > 1_700_000_000,
+        "{status}"
+    );
+
     // A fresh token refused too: one refresh, then "wrong authorization", exit 5.
     auth.state().refuse_all = true;
     let refusals_before = auth.state().refused_with_token;
