@@ -1660,6 +1660,57 @@ mod tests {
     use super::*;
     use rstest::rstest;
 
+    /// Issue 26: the OAuth line warns in the last two days before a known end (or, for
+    /// Google, before a "Testing" client's 7 days run out), and not before.
+    #[rstest]
+    #[case::google_fresh(true, 0, None, "Google ends it 2026-12-08", false)]
+    #[case::google_day_six(true, 6 * 86_400, None, "Google ends it 2026-12-02", true)]
+    #[case::google_past_seven_days(true, 8 * 86_400, None, "authorized 2026-11-23", false)]
+    #[case::known_end_far(false, 0, Some(30 * 86_400), "ends 2026-12-31", false)]
+    #[case::known_end_tomorrow(false, 0, Some(86_400), "ends 2026-12-02", true)]
+    #[case::generic_no_end(false, 0, None, "authorized 2026-12-01", false)]
+    fn the_oauth_line_warns_before_a_known_end(
+        #[case] google: bool,
+        #[case] age: i64,
+        #[case] ends_in: Option<i64>,
+        #[case] shown: &str,
+        #[case] warns: bool,
+    ) {
+        let now = 1_796_130_000; // 2026-12-01
+        let text = format!(
+            "[[source]]\nname = \"g\"\n{}oauth_client_id = \"c\"\noauth_client_secret_file = \"/s\"\noauth_auth_url = \"https://a.example.org/\"\noauth_token_url = \"https://a.example.org/t\"\n",
+            if google {
+                "google = \"me@gmail.com\"\n"
+            } else {
+                "carddav = \"https://d.example.org/\"\nauth = \"oauth2\"\n"
+            }
+        );
+        let config = config::parse(&text, Path::new("/c.toml")).unwrap();
+        let mut store = Store::open_in_memory().unwrap();
+        let source = &config.sources[0];
+        assert!(
+            oauth_line(source, &store, now)
+                .unwrap()
+                .contains("not authorized")
+        );
+        store
+            .set_oauth_tokens(
+                "g",
+                &crate::store::OAuthTokens {
+                    client_id: "c".into(),
+                    refresh_token: Some("r".into()),
+                    access_token: None,
+                    access_expires_at: None,
+                    authorized_at: now - age,
+                    refresh_expires_at: ends_in.map(|e| now + e),
+                },
+            )
+            .unwrap();
+        let line = oauth_line(source, &store, now).unwrap();
+        assert!(line.contains(shown), "{line}");
+        assert_eq!(line.contains("WARNING"), warns, "{line}");
+    }
+
     fn account(stop: Option<sync::Stop>, queued: usize, retrying: usize) -> sync::AccountReport {
         sync::AccountReport {
             backend: "telegram".into(),
