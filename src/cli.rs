@@ -19,6 +19,7 @@ use crate::source;
 use crate::sync::plural;
 use crate::vcard::{self, CardError, CardOutcome, FileSummary};
 
+mod authorize;
 pub mod exit;
 mod generate;
 mod state;
@@ -88,6 +89,9 @@ pub enum Command {
     Login,
     /// Log out of Telegram and forget the session
     Logout,
+    /// Give a CardDAV source with OAuth 2.0 (Google Contacts) access: opens or prints the
+    /// consent URL and keeps the tokens in the state
+    Authorize(authorize::AuthorizeArgs),
     /// The account's contacts as the messenger has them
     #[command(subcommand)]
     Remote(RemoteCommand),
@@ -296,6 +300,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Run => state::run(cli.config.as_deref()),
         Command::Login => state::login(cli.config.as_deref()),
         Command::Logout => state::logout(cli.config.as_deref()),
+        Command::Authorize(args) => authorize::authorize(cli.config.as_deref(), &args),
         Command::Remote(RemoteCommand::List { show_phones, json }) => {
             state::remote_list(cli.config.as_deref(), show_phones, json)
         }
@@ -404,7 +409,7 @@ fn check_source(path: Option<&Path>, args: &CheckSourceArgs) -> Result<(), Failu
     let mut failed = 0;
     let mut codes = Vec::new();
     for source in sources {
-        let checked = runtime.block_on(source::carddav::check(source));
+        let checked = runtime.block_on(source::carddav::check(source, &config.state_dir));
         let url = source.path.display().to_string();
         match (&checked, args.json) {
             (Ok(check), true) => writeln!(

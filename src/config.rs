@@ -341,7 +341,9 @@ pub fn render(config: &Config) -> Result<String, toml::ser::Error> {
         };
         let end = text[at..].find('\n').map_or(text.len(), |e| at + e + 1);
         from = end;
-        if let PasswordSource::Credential(credential) = &source.password {
+        if let PasswordSource::Credential(credential) = &source.password
+            && source.bearer.is_none()
+        {
             let note = format!(
                 "# the password comes from the systemd credential {credential} ($CREDENTIALS_DIRECTORY) when set\n"
             );
@@ -444,6 +446,69 @@ pub struct CardDavConfig {
     /// `verify_fingerprint`): that certificate is accepted, whoever signed it, and no other.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_fingerprint: Option<String>,
+    /// A bearer token (RFC 6750) instead of a user name and password: from OAuth 2.0
+    /// (`google = …` or `auth = "oauth2"`) or from a program.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<BearerSource>,
+}
+
+/// Google's CardDAV (developers.google.com/people/carddav): RFC 6764 bootstrap from this
+/// URL, OAuth 2.0 only, with this scope, at Google's endpoints for installed apps.
+pub const GOOGLE_CARDDAV: &str = "https://www.googleapis.com/.well-known/carddav";
+pub const GOOGLE_SCOPE: &str = "https://www.googleapis.com/auth/carddav";
+pub const GOOGLE_AUTH_URL: &str = "https://accounts.google.com/o/oauth2/v2/auth";
+pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+
+/// Where a CardDAV source's bearer token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BearerSource {
+    /// The authorization-code flow (`contactsyncd authorize`), the tokens kept in the state.
+    OAuth(OAuthConfig),
+    /// A program and its arguments; its first line of output is a fresh access token (oama,
+    /// mutt_oauth2.py).
+    Command(Vec<String>),
+}
+
+/// An OAuth 2.0 client (RFC 6749, PKCE by RFC 7636, loopback redirect by RFC 8252).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthConfig {
+    /// The Google account (`google = …`): the preset's source, and the login hint.
+    pub google: Option<String>,
+    pub client_id: String,
+    /// A file holding the client secret (Google's "Desktop app" clients have one, which
+    /// Google says is not kept secret; a public client has none).
+    pub client_secret_file: Option<PathBuf>,
+    pub auth_url: String,
+    pub token_url: String,
+    pub scope: Option<String>,
+}
+
+/// As the keys that set it; `auth = "oauth2"` is written for a Google source too, so that
+/// what `check-config` prints loads back to the same configuration.
+impl Serialize for BearerSource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        match self {
+            Self::OAuth(oauth) => {
+                if let Some(account) = &oauth.google {
+                    map.serialize_entry("google", account)?;
+                }
+                map.serialize_entry("auth", "oauth2")?;
+                map.serialize_entry("oauth_client_id", &oauth.client_id)?;
+                if let Some(file) = &oauth.client_secret_file {
+                    map.serialize_entry("oauth_client_secret_file", file)?;
+                }
+                map.serialize_entry("oauth_auth_url", &oauth.auth_url)?;
+                map.serialize_entry("oauth_token_url", &oauth.token_url)?;
+                if let Some(scope) = &oauth.scope {
+                    map.serialize_entry("oauth_scope", scope)?;
+                }
+            }
+            Self::Command(argv) => map.serialize_entry("bearer_token_command", argv)?,
+        }
+        map.end()
+    }
 }
 
 /// Where a CardDAV password is read from, each time it is needed.
@@ -760,6 +825,14 @@ struct RawSource {
     full_check_interval: Option<Spanned<RawDuration>>,
     ca_file: Option<Spanned<String>>,
     verify_fingerprint: Option<Spanned<String>>,
+    google: Option<Spanned<String>>,
+    auth: Option<Spanned<String>>,
+    oauth_client_id: Option<Spanned<String>>,
+    oauth_client_secret_file: Option<Spanned<String>>,
+    oauth_auth_url: Option<Spanned<String>>,
+    oauth_token_url: Option<Spanned<String>>,
+    oauth_scope: Option<Spanned<String>>,
+    bearer_token_command: Option<Spanned<Vec<String>>>,
     name: Option<Spanned<String>>,
     #[serde(default)]
     include_categories: Vec<String>,
@@ -957,12 +1030,26 @@ fn parse_with(text: &str, path: &Path, source_paths: SourcePaths) -> Result<Conf
         let key = |k: &str| format!("source[{number}].{k}");
         let source_span = source.span();
         let source = source.get_ref();
-        let (path, carddav) = match (&source.path, &source.carddav) {
+        // `google = …` alone reads Google's CardDAV; a `carddav` beside it says where instead.
+        let google_url = source
+            .google
+            .as_ref()
+            .filter(|_| source.carddav.is_none())
+            .map(|g| Spanned::new(g.span(), GOOGLE_CARDDAV.to_owned()));
+        let (path, carddav) = match (
+            &source.path,
+            source.carddav.as_ref().or(google_url.as_ref()),
+        ) {
             (Some(_), Some(url)) => {
+                let which = if source.carddav.is_some() {
+                    "carddav"
+                } else {
+                    "google"
+                };
                 return Err(invalid(
                     Some(url.span()),
-                    key("carddav"),
-                    "a source has either path or carddav, not both".into(),
+                    key(which),
+                    format!("a source has either path or {which}, not both"),
                     Some(
                         "make two [[source]] sections, one for the folder and one for the server"
                             .into(),
@@ -1532,6 +1619,17 @@ impl RawSource {
             ("full_check_interval", self.full_check_interval.is_some()),
             ("ca_file", self.ca_file.is_some()),
             ("verify_fingerprint", self.verify_fingerprint.is_some()),
+            ("google", self.google.is_some()),
+            ("auth", self.auth.is_some()),
+            ("oauth_client_id", self.oauth_client_id.is_some()),
+            (
+                "oauth_client_secret_file",
+                self.oauth_client_secret_file.is_some(),
+            ),
+            ("oauth_auth_url", self.oauth_auth_url.is_some()),
+            ("oauth_token_url", self.oauth_token_url.is_some()),
+            ("oauth_scope", self.oauth_scope.is_some()),
+            ("bearer_token_command", self.bearer_token_command.is_some()),
         ]
         .into_iter()
         .find_map(|(key, set)| set.then_some(key))
@@ -1739,6 +1837,7 @@ fn carddav_config(
             None,
         ));
     }
+    let bearer = bearer_config(source, url, &username, base, source_paths, key, invalid)?;
     Ok(CardDavConfig {
         url: text.to_owned(),
         username,
@@ -1748,7 +1847,212 @@ fn carddav_config(
         full_check_interval,
         ca_file,
         verify_fingerprint,
+        bearer,
     })
+}
+
+/// The bearer-token keys of a CardDAV source: `google`, `auth = "oauth2"` and its `oauth_*`
+/// keys, or `bearer_token_command`; none of them with a user name or password.
+fn bearer_config(
+    source: &RawSource,
+    url: &Spanned<String>,
+    username: &Option<String>,
+    base: &Path,
+    source_paths: SourcePaths,
+    key: &impl Fn(&str) -> String,
+    invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
+) -> Result<Option<BearerSource>, ConfigError> {
+    if let Some(auth) = &source.auth
+        && auth.get_ref().trim() != "oauth2"
+    {
+        return Err(invalid(
+            Some(auth.span()),
+            key("auth"),
+            format!("{:?} is not an authentication contactsyncd knows", auth.get_ref()),
+            Some("auth = \"oauth2\" for OAuth 2.0; remove it for a user name and password (Basic or Digest, as the server asks)".into()),
+        ));
+    }
+    let oauth = source.google.is_some() || source.auth.is_some();
+    let oauth_keys = [
+        (
+            "oauth_client_id",
+            source.oauth_client_id.as_ref().map(Spanned::span),
+        ),
+        (
+            "oauth_client_secret_file",
+            source.oauth_client_secret_file.as_ref().map(Spanned::span),
+        ),
+        (
+            "oauth_auth_url",
+            source.oauth_auth_url.as_ref().map(Spanned::span),
+        ),
+        (
+            "oauth_token_url",
+            source.oauth_token_url.as_ref().map(Spanned::span),
+        ),
+        (
+            "oauth_scope",
+            source.oauth_scope.as_ref().map(Spanned::span),
+        ),
+    ];
+    if !oauth && let Some((k, Some(span))) = oauth_keys.iter().find(|(_, s)| s.is_some()) {
+        return Err(invalid(
+            Some(span.clone()),
+            key(k),
+            format!("{k} is a key of OAuth 2.0, and this source does not use it"),
+            Some("add auth = \"oauth2\" (or google = \"you@gmail.com\" for Google Contacts), or remove it".into()),
+        ));
+    }
+    let command = source.bearer_token_command.as_ref();
+    if oauth && let Some(command) = command {
+        return Err(invalid(
+            Some(command.span()),
+            key("bearer_token_command"),
+            "give OAuth 2.0 (google or auth = \"oauth2\") or bearer_token_command, not both".into(),
+            Some("bearer_token_command is for a program that already hands out tokens (oama, mutt_oauth2.py); with OAuth 2.0 here, `contactsyncd authorize` gets them".into()),
+        ));
+    }
+    if !oauth && command.is_none() {
+        return Ok(None);
+    }
+    let password_key = [
+        ("username", username.is_some()),
+        ("password_file", source.password_file.is_some()),
+        ("password_command", source.password_command.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(k, set)| set.then_some(k));
+    if let Some(k) = password_key {
+        return Err(invalid(
+            Some(url.span()),
+            key(k),
+            "a source that logs in with a bearer token takes no user name or password".into(),
+            Some(format!("remove {k}")),
+        ));
+    }
+    if let Some(command) = command {
+        if command
+            .get_ref()
+            .first()
+            .is_none_or(|p| p.trim().is_empty())
+        {
+            return Err(invalid(
+                Some(command.span()),
+                key("bearer_token_command"),
+                "must name a program".into(),
+                Some("a list: the program and its arguments, e.g. [\"oama\", \"access\", \"me@example.org\"]; its first line of output is the token".into()),
+            ));
+        }
+        return Ok(Some(BearerSource::Command(command.get_ref().clone())));
+    }
+    let google = match &source.google {
+        Some(account) if !account.get_ref().contains('@') => {
+            return Err(invalid(
+                Some(account.span()),
+                key("google"),
+                format!("{:?} is not a Google account's address", account.get_ref()),
+                Some(
+                    "the address you log in to Google with, e.g. google = \"me@gmail.com\"".into(),
+                ),
+            ));
+        }
+        Some(account) => Some(account.get_ref().trim().to_owned()),
+        None => None,
+    };
+    let client_hint = if google.is_some() {
+        "the Client ID of the \"Desktop app\" OAuth client you created in the Google Cloud console (README, \"Google Contacts\")"
+    } else {
+        "the client id the authorization server gave your client"
+    };
+    let client_id = match &source.oauth_client_id {
+        Some(id) if !id.get_ref().trim().is_empty() => id.get_ref().trim().to_owned(),
+        other => {
+            return Err(invalid(
+                Some(other.as_ref().map_or(url.span(), Spanned::span)),
+                key("oauth_client_id"),
+                "missing: OAuth 2.0 needs the id of your OAuth client".into(),
+                Some(format!("oauth_client_id = \"…\": {client_hint}")),
+            ));
+        }
+    };
+    let client_secret_file = match &source.oauth_client_secret_file {
+        Some(file) if file.get_ref().trim().is_empty() => {
+            return Err(invalid(
+                Some(file.span()),
+                key("oauth_client_secret_file"),
+                "must not be empty".into(),
+                Some("a file that holds the client secret (mode 0600)".into()),
+            ));
+        }
+        Some(file) => {
+            let path = resolve_path(file.get_ref(), base);
+            if source_paths == SourcePaths::MustBeReadable
+                && let Err(err) = std::fs::File::open(&path)
+            {
+                return Err(invalid(
+                    Some(file.span()),
+                    key("oauth_client_secret_file"),
+                    format!("cannot read {}: {err}", path.display()),
+                    Some("a file holding the client secret, readable by the user contactsyncd runs as (mode 0600)".into()),
+                ));
+            }
+            Some(path)
+        }
+        // Google's token endpoint refuses a Desktop app client without its secret.
+        None if google.is_some() => {
+            return Err(invalid(
+                Some(url.span()),
+                key("oauth_client_secret_file"),
+                "missing: Google wants the client secret of your OAuth client".into(),
+                Some("oauth_client_secret_file = \"/etc/contactsyncd/google-client-secret\": a file holding the Client secret shown beside the Client ID".into()),
+            ));
+        }
+        None => None,
+    };
+    let endpoint = |k: &str, given: &Option<Spanned<String>>, preset: &str| {
+        let Some(given) = given else {
+            if google.is_some() {
+                return Ok(preset.to_owned());
+            }
+            return Err(invalid(
+                Some(url.span()),
+                key(k),
+                format!("missing: auth = \"oauth2\" needs {k}"),
+                Some("the endpoint's https URL, as the authorization server documents it".into()),
+            ));
+        };
+        let text = given.get_ref().trim();
+        let parsed = reqwest::Url::parse(text).ok();
+        // https, or plain http only to this machine (a local authorization server).
+        let acceptable = parsed.as_ref().is_some_and(|u| {
+            u.scheme() == "https"
+                || (u.scheme() == "http"
+                    && matches!(u.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback()))
+        });
+        if !acceptable {
+            return Err(invalid(
+                Some(given.span()),
+                key(k),
+                format!("{text:?} is not an https URL"),
+                Some("OAuth 2.0 endpoints are https (plain http only to 127.0.0.1)".into()),
+            ));
+        }
+        Ok(text.to_owned())
+    };
+    let auth_url = endpoint("oauth_auth_url", &source.oauth_auth_url, GOOGLE_AUTH_URL)?;
+    let token_url = endpoint("oauth_token_url", &source.oauth_token_url, GOOGLE_TOKEN_URL)?;
+    let scope = match &source.oauth_scope {
+        Some(scope) => Some(scope.get_ref().trim().to_owned()).filter(|s| !s.is_empty()),
+        None => google.as_ref().map(|_| GOOGLE_SCOPE.to_owned()),
+    };
+    Ok(Some(BearerSource::OAuth(OAuthConfig {
+        google,
+        client_id,
+        client_secret_file,
+        auth_url,
+        token_url,
+        scope,
+    })))
 }
 
 fn secret(
@@ -2595,6 +2899,7 @@ mod carddav_tests {
                 full_check_interval: 86_400,
                 ca_file: None,
                 verify_fingerprint: None,
+                bearer: None,
             })
         );
         assert_eq!(
@@ -2701,6 +3006,137 @@ mod carddav_tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn google_is_a_preset_of_google_carddav_and_its_oauth_endpoints() {
+        let config = parse(
+            "[[source]]\nname = \"google\"\ngoogle = \"me@gmail.com\"\noauth_client_id = \"123.apps.googleusercontent.com\"\noauth_client_secret_file = \"/etc/contactsyncd/google-secret\"\n",
+            Path::new(FILE),
+        )
+        .unwrap();
+        let carddav = config.sources[0].carddav.as_ref().unwrap();
+        assert_eq!(carddav.url, GOOGLE_CARDDAV);
+        assert_eq!(carddav.username, None);
+        assert_eq!(
+            carddav.bearer,
+            Some(BearerSource::OAuth(OAuthConfig {
+                google: Some("me@gmail.com".into()),
+                client_id: "123.apps.googleusercontent.com".into(),
+                client_secret_file: Some("/etc/contactsyncd/google-secret".into()),
+                auth_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
+                token_url: "https://oauth2.googleapis.com/token".into(),
+                scope: Some("https://www.googleapis.com/auth/carddav".into()),
+            }))
+        );
+        // What check-config prints loads back the same, and says no credential note.
+        let rendered = render(&config).unwrap();
+        assert!(rendered.contains("google = \"me@gmail.com\""), "{rendered}");
+        assert!(
+            !rendered.contains("systemd credential carddav-google"),
+            "{rendered}"
+        );
+        let again = parse(&rendered, Path::new(FILE)).unwrap();
+        assert_eq!(again.sources, config.sources);
+    }
+
+    #[test]
+    fn generic_oauth2_and_a_token_command_take_their_keys() {
+        let config = parse(
+            "[[source]]\nname = \"a\"\ncarddav = \"https://dav.example.org/\"\nauth = \"oauth2\"\noauth_client_id = \"c\"\noauth_auth_url = \"https://id.example.org/auth\"\noauth_token_url = \"http://127.0.0.1:9/token\"\n[[source]]\nname = \"b\"\ncarddav = \"https://dav.example.org/\"\nbearer_token_command = [\"oama\", \"access\", \"me@example.org\"]\n",
+            Path::new(FILE),
+        )
+        .unwrap();
+        let a = config.sources[0].carddav.as_ref().unwrap();
+        assert_eq!(
+            a.bearer,
+            Some(BearerSource::OAuth(OAuthConfig {
+                google: None,
+                client_id: "c".into(),
+                client_secret_file: None,
+                auth_url: "https://id.example.org/auth".into(),
+                token_url: "http://127.0.0.1:9/token".into(),
+                scope: None,
+            }))
+        );
+        let b = config.sources[1].carddav.as_ref().unwrap();
+        assert_eq!(
+            b.bearer,
+            Some(BearerSource::Command(vec![
+                "oama".into(),
+                "access".into(),
+                "me@example.org".into()
+            ]))
+        );
+        let again = parse(&render(&config).unwrap(), Path::new(FILE)).unwrap();
+        assert_eq!(again.sources, config.sources);
+    }
+
+    #[rstest]
+    #[case::unknown_auth(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\nauth = \"kerberos\"\n",
+        "source[1].auth",
+        "not an authentication contactsyncd knows"
+    )]
+    #[case::oauth_key_without_oauth(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\noauth_client_id = \"c\"\n",
+        "source[1].oauth_client_id",
+        "this source does not use it"
+    )]
+    #[case::google_without_client(
+        "[[source]]\nname = \"x\"\ngoogle = \"me@gmail.com\"\n",
+        "source[1].oauth_client_id",
+        "needs the id of your OAuth client"
+    )]
+    #[case::google_without_secret(
+        "[[source]]\nname = \"x\"\ngoogle = \"me@gmail.com\"\noauth_client_id = \"c\"\n",
+        "source[1].oauth_client_secret_file",
+        "Google wants the client secret"
+    )]
+    #[case::google_not_an_address(
+        "[[source]]\nname = \"x\"\ngoogle = \"me\"\noauth_client_id = \"c\"\n",
+        "source[1].google",
+        "not a Google account"
+    )]
+    #[case::generic_without_token_url(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\nauth = \"oauth2\"\noauth_client_id = \"c\"\noauth_auth_url = \"https://id.example.org/a\"\n",
+        "source[1].oauth_token_url",
+        "needs oauth_token_url"
+    )]
+    #[case::plain_http_endpoint(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\nauth = \"oauth2\"\noauth_client_id = \"c\"\noauth_auth_url = \"http://id.example.org/a\"\noauth_token_url = \"https://id.example.org/t\"\n",
+        "source[1].oauth_auth_url",
+        "not an https URL"
+    )]
+    #[case::oauth_and_command(
+        "[[source]]\nname = \"x\"\ngoogle = \"me@gmail.com\"\nbearer_token_command = [\"t\"]\n",
+        "source[1].bearer_token_command",
+        "not both"
+    )]
+    #[case::token_and_user(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\nusername = \"me\"\nbearer_token_command = [\"t\"]\n",
+        "source[1].username",
+        "takes no user name or password"
+    )]
+    #[case::empty_command(
+        "[[source]]\nname = \"x\"\ncarddav = \"https://d.example.org/\"\nbearer_token_command = []\n",
+        "source[1].bearer_token_command",
+        "must name a program"
+    )]
+    #[case::google_on_a_folder(
+        "[[source]]\nname = \"x\"\npath = \"/b\"\ngoogle = \"me@gmail.com\"\n",
+        "source[1].google",
+        "either path or google"
+    )]
+    fn oauth_mistakes_name_the_key_and_the_fix(
+        #[case] text: &str,
+        #[case] key: &str,
+        #[case] message: &str,
+    ) {
+        let e = invalid(text);
+        assert_eq!(e.key, key, "{e:?}");
+        assert!(e.message.contains(message), "{e:?}");
+        assert!(e.hint.is_some(), "{e:?}");
     }
 
     /// check-config's output: where the password comes from, never a password; and it

@@ -170,6 +170,11 @@ pub struct PassReport {
     /// CardDAV sources whose server refused the user name or password this pass (they are
     /// among the unknown sources too): the user must fix them, a retry will not.
     pub refused_credentials: Vec<String>,
+    /// CardDAV sources with OAuth 2.0 that need `contactsyncd authorize` (none yet, or
+    /// revoked or expired: `invalid_grant`); among the unknown sources too.
+    pub needs_authorization: Vec<String>,
+    /// CardDAV sources whose server refused a fresh bearer token.
+    pub refused_tokens: Vec<String>,
     pub accounts: Vec<AccountReport>,
 }
 
@@ -389,8 +394,12 @@ impl AccountSpec {
 pub struct CardDavPolls {
     /// Whether any source changed (or failed).
     pub changed: bool,
-    /// Sources whose server refused the user name or password (401).
+    /// Sources whose server refused the user name or password (401), or the token.
     pub refused_credentials: Vec<String>,
+    /// Sources that need `contactsyncd authorize`.
+    pub needs_authorization: Vec<String>,
+    /// Sources whose server refused a fresh bearer token.
+    pub refused_tokens: Vec<String>,
 }
 
 /// Asks every CardDAV source's server what changed and stores it, before a pass plans from
@@ -412,8 +421,17 @@ pub async fn poll_carddav_sources(
             // Recorded with the source; the pass's scan reports it as unknown.
             Err(err) => {
                 tracing::debug!(source = %source.name, "CardDAV poll failed: {err}");
-                if matches!(err, source::carddav::CardDavError::Unauthorized { .. }) {
-                    polls.refused_credentials.push(source.name.clone());
+                match err {
+                    source::carddav::CardDavError::NeedsAuthorization { .. } => {
+                        polls.needs_authorization.push(source.name.clone());
+                    }
+                    source::carddav::CardDavError::TokenRefused { .. } => {
+                        polls.refused_tokens.push(source.name.clone());
+                    }
+                    _ if err.needs_the_user() => {
+                        polls.refused_credentials.push(source.name.clone())
+                    }
+                    _ => {}
                 }
                 polls.changed = true;
             }
@@ -431,11 +449,9 @@ pub async fn sync_once(
     options: &SyncOptions,
 ) -> Result<PassReport, SyncError> {
     let started = clock.now();
-    let mut refused_credentials = Vec::new();
+    let mut polls = CardDavPolls::default();
     if !options.offline {
-        refused_credentials = poll_carddav_sources(config, store, clock.now())
-            .await
-            .refused_credentials;
+        polls = poll_carddav_sources(config, store, clock.now()).await;
         for backend in backends.iter_mut() {
             prepare_account(store, backend.as_ref())?;
             reconcile_if_due(store, backend.as_mut(), clock, options).await?;
@@ -446,7 +462,9 @@ pub async fn sync_once(
         .map(|b| AccountSpec::of(b.as_ref()))
         .collect();
     let mut report = plan_pass(config, store, &accounts, clock.now(), options)?;
-    report.refused_credentials = refused_credentials;
+    report.refused_credentials = polls.refused_credentials;
+    report.needs_authorization = polls.needs_authorization;
+    report.refused_tokens = polls.refused_tokens;
     let mut wait_budget = options.max_wait;
     let mut send = Sending {
         config,
@@ -657,6 +675,8 @@ pub fn plan_pass_in_window(
         stalled_files: scan.stalled.clone(),
         unreadable_files: scan.unreadable.clone(),
         refused_credentials: Vec::new(),
+        needs_authorization: Vec::new(),
+        refused_tokens: Vec::new(),
         accounts: Vec::new(),
     };
     let mut epochs = BTreeSet::new();

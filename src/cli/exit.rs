@@ -56,7 +56,7 @@ pub const TABLE: &[Row] = &[
     },
     Row {
         code: LOGIN_REQUIRED,
-        meaning: "Needs you: an account needs `contactsyncd login`, or a server refused the configured password or token (CardDAV 401, a refused Whapi token).",
+        meaning: "Needs you: an account needs `contactsyncd login`, a CardDAV source with OAuth needs `contactsyncd authorize NAME` (not yet authorized, or revoked or expired), or a server refused the configured password or token (CardDAV 401, a refused Whapi token).",
     },
     Row {
         code: DELETES_HELD,
@@ -157,8 +157,25 @@ pub fn of_pass(report: &PassReport, offline: bool) -> Option<(u8, String)> {
             ),
         ));
     }
+    for name in &report.needs_authorization {
+        reasons.push((
+            LOGIN_REQUIRED,
+            format!("source {name} needs you: run `contactsyncd authorize {name}`"),
+        ));
+    }
+    for name in &report.refused_tokens {
+        reasons.push((
+            LOGIN_REQUIRED,
+            format!(
+                "the server of source {name} refused a fresh access token: the account authorized may not read it (another account, or too narrow a scope); `contactsyncd authorize {name}` with the right one"
+            ),
+        ));
+    }
     for status in &report.unknown_sources {
-        if !report.refused_credentials.contains(&status.name) {
+        if !report.refused_credentials.contains(&status.name)
+            && !report.needs_authorization.contains(&status.name)
+            && !report.refused_tokens.contains(&status.name)
+        {
             reasons.push((
                 TEMPFAIL,
                 format!(
@@ -177,7 +194,9 @@ pub fn of_pass(report: &PassReport, offline: bool) -> Option<(u8, String)> {
 /// CardDAV, a password file that cannot be read) the configuration.
 pub fn of_carddav(err: &CardDavError) -> u8 {
     match err {
-        CardDavError::Unauthorized { .. } => LOGIN_REQUIRED,
+        CardDavError::Unauthorized { .. }
+        | CardDavError::TokenRefused { .. }
+        | CardDavError::NeedsAuthorization { .. } => LOGIN_REQUIRED,
         CardDavError::Unreachable { .. } | CardDavError::Wait { .. } => TEMPFAIL,
         CardDavError::Status { status, .. }
             if status.is_server_error() || status.as_u16() == 429 =>

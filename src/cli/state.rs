@@ -1108,6 +1108,58 @@ fn writer_of(state_dir: &Path) -> Option<(String, Option<String>)> {
     Some((pid, command))
 }
 
+/// Warned this long before an authorization's known end.
+const OAUTH_WARNING_SECONDS: i64 = 2 * 86_400;
+/// Google ends the refresh tokens of an OAuth client in "Testing" status this long after
+/// the consent (developers.google.com/identity/protocols/oauth2, "Refresh token expiration").
+const GOOGLE_TESTING_SECONDS: i64 = 7 * 86_400;
+
+/// `status`'s line about an OAuth source's authorization: when it was given, when it ends
+/// if that is known (or, for Google, when it would end for a client in "Testing" status),
+/// and a warning shortly before.
+fn oauth_line(
+    source: &config::SourceConfig,
+    store: &Store,
+    now: crate::store::Timestamp,
+) -> Option<String> {
+    let Some(config::BearerSource::OAuth(oauth)) =
+        source.carddav.as_ref().and_then(|c| c.bearer.as_ref())
+    else {
+        return None;
+    };
+    let name = &source.name;
+    let Ok(Some(tokens)) = store.oauth_tokens(name) else {
+        return Some(format!(
+            "OAuth: not authorized: run `contactsyncd authorize {name}`"
+        ));
+    };
+    let date = |at: i64| crate::sync::format_time(at)[..10].to_owned();
+    let mut line = format!("OAuth: authorized {}", date(tokens.authorized_at));
+    let soon = |end: i64| end > now && end - now <= OAUTH_WARNING_SECONDS;
+    if let Some(end) = tokens.refresh_expires_at {
+        line.push_str(&format!("; the authorization ends {}", date(end)));
+        if soon(end) {
+            line.push_str(&format!(
+                "\n    WARNING: it ends soon: run `contactsyncd authorize {name}` before then"
+            ));
+        }
+    } else if oauth.google.is_some() {
+        let end = tokens.authorized_at + GOOGLE_TESTING_SECONDS;
+        if end > now {
+            line.push_str(&format!(
+                "; if its OAuth client is in Google's \"Testing\" status, Google ends it {} (publish the app \"In production\" to avoid that: README, \"Google Contacts\")",
+                date(end)
+            ));
+        }
+        if soon(end) {
+            line.push_str(&format!(
+                "\n    WARNING: if the OAuth client is in \"Testing\" status, run `contactsyncd authorize {name}` before then"
+            ));
+        }
+    }
+    Some(line)
+}
+
 pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
     let config = config::load(config_path)?;
     let writer = writer_of(&config.state_dir);
@@ -1219,6 +1271,21 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                         "cards_in_effect": cards,
                     }))
                     .collect();
+                // An OAuth source: when it was authorized and when that ends, if known.
+                let oauth = config.sources.iter().find(|c| c.name == s.name).and_then(|c| {
+                    matches!(
+                        c.carddav.as_ref().and_then(|d| d.bearer.as_ref()),
+                        Some(config::BearerSource::OAuth(_))
+                    )
+                    .then(|| store.oauth_tokens(&s.name).ok().flatten())
+                });
+                if let Some(tokens) = oauth {
+                    value["oauth"] = json!({
+                        "authorized": tokens.is_some(),
+                        "authorized_at": tokens.as_ref().map(|t| t.authorized_at),
+                        "refresh_expires_at": tokens.as_ref().and_then(|t| t.refresh_expires_at),
+                    });
+                }
                 value
             }).collect::<Vec<_>>(),
             "accounts": accounts.iter().map(|(a, c, batches, items, owned, setup_error, held, (rejections, changes))| json!({
@@ -1332,6 +1399,14 @@ pub fn status(config_path: Option<&Path>, json: bool) -> Result<(), Failure> {
                 "\n    UNKNOWN: {}; its contacts are kept and nothing of it is deleted",
                 s.reason.as_deref().unwrap_or_default()
             )?;
+        }
+        if let Some(line) = config
+            .sources
+            .iter()
+            .find(|c| c.name == s.name)
+            .and_then(|c| oauth_line(c, &store, now))
+        {
+            write!(w, "\n    {line}")?;
         }
         if s.state == source::SOURCE_EMPTY && carddav {
             write!(w, "\n    EMPTY: its address books hold no card")?;
@@ -1584,6 +1659,57 @@ pub fn history(config_path: Option<&Path>, args: &HistoryArgs) -> Result<(), Fai
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    /// Issue 26: the OAuth line warns in the last two days before a known end (or, for
+    /// Google, before a "Testing" client's 7 days run out), and not before.
+    #[rstest]
+    #[case::google_fresh(true, 0, None, "Google ends it 2026-12-08", false)]
+    #[case::google_day_six(true, 6 * 86_400, None, "Google ends it 2026-12-02", true)]
+    #[case::google_past_seven_days(true, 8 * 86_400, None, "authorized 2026-11-23", false)]
+    #[case::known_end_far(false, 0, Some(30 * 86_400), "ends 2026-12-31", false)]
+    #[case::known_end_tomorrow(false, 0, Some(86_400), "ends 2026-12-02", true)]
+    #[case::generic_no_end(false, 0, None, "authorized 2026-12-01", false)]
+    fn the_oauth_line_warns_before_a_known_end(
+        #[case] google: bool,
+        #[case] age: i64,
+        #[case] ends_in: Option<i64>,
+        #[case] shown: &str,
+        #[case] warns: bool,
+    ) {
+        let now = 1_796_130_000; // 2026-12-01
+        let text = format!(
+            "[[source]]\nname = \"g\"\n{}oauth_client_id = \"c\"\noauth_client_secret_file = \"/s\"\noauth_auth_url = \"https://a.example.org/\"\noauth_token_url = \"https://a.example.org/t\"\n",
+            if google {
+                "google = \"me@gmail.com\"\n"
+            } else {
+                "carddav = \"https://d.example.org/\"\nauth = \"oauth2\"\n"
+            }
+        );
+        let config = config::parse(&text, Path::new("/c.toml")).unwrap();
+        let mut store = Store::open_in_memory().unwrap();
+        let source = &config.sources[0];
+        assert!(
+            oauth_line(source, &store, now)
+                .unwrap()
+                .contains("not authorized")
+        );
+        store
+            .set_oauth_tokens(
+                "g",
+                &crate::store::OAuthTokens {
+                    client_id: "c".into(),
+                    refresh_token: Some("r".into()),
+                    access_token: None,
+                    access_expires_at: None,
+                    authorized_at: now - age,
+                    refresh_expires_at: ends_in.map(|e| now + e),
+                },
+            )
+            .unwrap();
+        let line = oauth_line(source, &store, now).unwrap();
+        assert!(line.contains(shown), "{line}");
+        assert_eq!(line.contains("WARNING"), warns, "{line}");
+    }
 
     fn account(stop: Option<sync::Stop>, queued: usize, retrying: usize) -> sync::AccountReport {
         sync::AccountReport {

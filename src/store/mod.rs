@@ -8,6 +8,7 @@ mod carddav;
 mod files;
 mod history;
 mod mirror;
+mod oauth;
 mod ownership;
 pub mod telegram_session;
 
@@ -26,6 +27,7 @@ pub use mirror::{
     AccountState, Batch, BatchKind, BatchState, Claimed, CutDone, DesiredOf, ImportTally,
     OutboxItem, PlanRecord, QueueChange, Rejection, SetAside,
 };
+pub use oauth::OAuthTokens;
 pub use ownership::{ListingOutcome, ListingPolicy, Owner, OwnershipCounts};
 
 pub const DATABASE_FILE: &str = "state.db";
@@ -48,6 +50,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/013_carddav_full_check.sql")),
     M::up(include_str!("migrations/014_started_over.sql")),
     M::up(include_str!("migrations/015_source_usernames.sql")),
+    M::up(include_str!("migrations/016_oauth_token.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 

@@ -225,3 +225,40 @@ fn the_commented_carddav_source_of_the_example_is_valid() {
     assert_eq!(carddav.address_books, ["contacts"]);
     assert_eq!(carddav.poll_interval, 300);
 }
+
+/// Issue 26: the example's commented Google source, uncommented (all but the token command,
+/// which replaces the OAuth keys), is valid and is Google's CardDAV with OAuth.
+#[test]
+fn the_commented_google_source_of_the_example_is_valid() {
+    let path = repo_file("config/contactsyncd.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text
+        .find("# [[source]]\n# name = \"google\"")
+        .expect("the example documents a Google source");
+    let block = &text[start..text[start..].find("\n\n").map_or(text.len(), |e| start + e)];
+    let source: String = block
+        .lines()
+        .filter_map(|line| line.strip_prefix("# "))
+        .filter(|line| {
+            line.starts_with('[')
+                || line
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| !k.contains(' '))
+        })
+        .filter(|line| !line.starts_with("bearer_token_command"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(source.contains("oauth_scope = "), "{source}");
+    let config = config::parse(&format!("{}\n{source}", &text[..start]), &path)
+        .unwrap_or_else(|e| panic!("{source}\n{e}"));
+    let carddav = config
+        .sources
+        .iter()
+        .find_map(|s| s.carddav.as_ref())
+        .expect("a CardDAV source");
+    assert_eq!(carddav.url, config::GOOGLE_CARDDAV);
+    assert!(matches!(
+        &carddav.bearer,
+        Some(config::BearerSource::OAuth(oauth)) if oauth.google.as_deref() == Some("me@gmail.com")
+    ));
+}

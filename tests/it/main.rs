@@ -19,6 +19,7 @@ mod fake_backend;
 mod first_hour;
 mod first_words;
 mod model;
+mod oauth;
 mod readme;
 mod robustness;
 mod service;

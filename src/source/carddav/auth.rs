@@ -14,9 +14,8 @@ use reqwest::Url;
 pub(super) enum Secret {
     /// User name and password, for Basic or Digest.
     Password { user: String, password: String },
-    /// An OAuth 2.0 access token (RFC 6750). Nothing makes one yet: the slot that Google's
-    /// OAuth (issue 26) fills; it follows the same rules of who may receive it.
-    #[allow(dead_code)]
+    /// An OAuth 2.0 access token (RFC 6750), or one a program printed: it follows the same
+    /// rules of who may receive it.
     Bearer(String),
 }
 
@@ -74,6 +73,11 @@ impl Auth {
             asked: HashMap::new(),
             warned_plain_http: false,
         }
+    }
+
+    /// Sends this access token from now on (the first, or a fresh one after a refusal).
+    pub(super) fn set_bearer(&mut self, token: String) {
+        self.secret = Some(Secret::Bearer(token));
     }
 
     /// Whether `url` may receive the credentials at all: the configured origin, or an https

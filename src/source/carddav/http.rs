@@ -319,9 +319,13 @@ pub(super) fn new_auth(
         name: source.name.clone(),
         reason,
     };
-    let password = read_password(&config.password, config.username.is_some()).map_err(setup)?;
     let url =
         Url::parse(&config.url).map_err(|_| setup("the carddav URL does not parse".into()))?;
+    // A bearer token is set by the caller, which may need the state to get it.
+    if config.bearer.is_some() {
+        return Ok(Auth::new(&url, None));
+    }
+    let password = read_password(&config.password, config.username.is_some()).map_err(setup)?;
     let secret = match (&config.username, password) {
         (Some(user), password) => Some(Secret::Password {
             user: user.clone(),

@@ -24,6 +24,7 @@ mod auth;
 mod cache;
 mod discovery;
 mod http;
+pub mod oauth;
 mod password;
 mod requests;
 mod sync;
@@ -99,6 +100,12 @@ pub enum CardDavError {
     },
     #[error("source {name}: {reason}")]
     Setup { name: String, reason: String },
+    /// OAuth 2.0: no usable authorization (none yet, or `invalid_grant`: revoked, expired).
+    #[error("source {name} needs authorizing: {reason}; run `contactsyncd authorize {name}`")]
+    NeedsAuthorization { name: String, reason: String },
+    /// A bearer token refused again right after a fresh one was obtained.
+    #[error("wrong authorization for source {name}: the server refused a fresh access token (401)")]
+    TokenRefused { name: String },
 }
 
 impl CardDavError {
@@ -108,6 +115,15 @@ impl CardDavError {
             Self::Wait { seconds, .. } => Some(*seconds),
             _ => None,
         }
+    }
+
+    /// Whether only the user can mend it: a refused password or token, or an OAuth
+    /// authorization to give again.
+    pub fn needs_the_user(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized { .. } | Self::TokenRefused { .. } | Self::NeedsAuthorization { .. }
+        )
     }
 }
 
@@ -123,6 +139,9 @@ pub fn forget_unconfigured(config: &crate::config::Config, store: &mut Store) {
         .collect();
     if let Err(err) = store.forget_carddav_sources_except(&configured) {
         tracing::warn!("cannot drop the cache of CardDAV sources no longer configured: {err}");
+    }
+    if let Err(err) = store.forget_oauth_tokens_except(&configured) {
+        tracing::warn!("cannot drop the tokens of CardDAV sources no longer configured: {err}");
     }
 }
 
@@ -194,29 +213,66 @@ impl Poller {
                 Err(err) => return finish(source, store, now, Err(err)),
             },
         };
+        let bearer = config.bearer.as_ref();
+        let mut auth = auth;
+        if let Some(bearer) = bearer {
+            match oauth::access_token(source, bearer, store, now, false).await {
+                Ok(token) => auth.set_bearer(token),
+                Err(err) => return finish(source, store, now, Err(err)),
+            }
+        }
         let mut client = match Client::with_auth(source, auth) {
             Ok(client) => client,
             Err(err) => return finish(source, store, now, Err(err)),
         };
-        let result = match tokio::time::timeout(
-            POLL_DEADLINE,
-            poll_inner(&mut client, source, config, store, now),
-        )
-        .await
+        let mut result = poll_within_deadline(&mut client, source, config, store, now).await;
+        // A bearer token refused: it expired early or was revoked; one fresh token, one
+        // more try (a poll stores nothing until it completes, so trying again is safe).
+        if let Some(bearer) = bearer
+            && matches!(result, Err(CardDavError::Unauthorized { .. }))
         {
-            Ok(result) => result,
-            Err(_) => Err(CardDavError::Unreachable {
-                name: source.name.clone(),
-                reason: format!(
-                    "the poll took longer than {} s and was stopped; nothing of it is stored",
-                    POLL_DEADLINE.as_secs()
-                ),
-            }),
-        };
-        if !matches!(result, Err(CardDavError::Unauthorized { .. })) {
+            result = match oauth::access_token(source, bearer, store, now, true).await {
+                Ok(token) => {
+                    client.auth.set_bearer(token);
+                    match poll_within_deadline(&mut client, source, config, store, now).await {
+                        Err(CardDavError::Unauthorized { name }) => {
+                            Err(CardDavError::TokenRefused { name })
+                        }
+                        other => other,
+                    }
+                }
+                Err(err) => Err(err),
+            };
+        }
+        if !result.as_ref().is_err_and(CardDavError::needs_the_user) {
             self.auth = Some(client.auth);
         }
         finish(source, store, now, result)
+    }
+}
+
+/// One poll, stopped at [`POLL_DEADLINE`].
+async fn poll_within_deadline(
+    client: &mut Client,
+    source: &SourceConfig,
+    config: &CardDavConfig,
+    store: &mut Store,
+    now: store::Timestamp,
+) -> Result<PollOutcome, CardDavError> {
+    match tokio::time::timeout(
+        POLL_DEADLINE,
+        poll_inner(client, source, config, store, now),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(CardDavError::Unreachable {
+            name: source.name.clone(),
+            reason: format!(
+                "the poll took longer than {} s and was stopped; nothing of it is stored",
+                POLL_DEADLINE.as_secs()
+            ),
+        }),
     }
 }
 
@@ -319,11 +375,19 @@ pub struct CheckedBook {
     pub read: bool,
 }
 
-pub async fn check(source: &SourceConfig) -> Result<SourceCheck, CardDavError> {
+/// `state_dir`: where an OAuth source's tokens are (a refreshed one is stored there).
+pub async fn check(
+    source: &SourceConfig,
+    state_dir: &std::path::Path,
+) -> Result<SourceCheck, CardDavError> {
     let Some(config) = &source.carddav else {
         return Ok(SourceCheck { books: Vec::new() });
     };
     let mut client = Client::new(source, config)?;
+    if let Some(bearer) = &config.bearer {
+        let token = oauth::check_token(source, bearer, state_dir).await?;
+        client.auth.set_bearer(token);
+    }
     let start = Url::parse(&config.url).map_err(|_| CardDavError::Setup {
         name: source.name.clone(),
         reason: "the carddav URL does not parse".into(),

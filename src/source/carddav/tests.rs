@@ -710,7 +710,9 @@ async fn discovery_follows_the_well_known_redirect_to_the_principal_and_its_home
         dir.path().display()
     );
     let config = crate::config::parse(&text, &dir.path().join("config.toml")).unwrap();
-    let checked = check(&config.sources[0]).await.unwrap();
+    let checked = check(&config.sources[0], std::path::Path::new("/nonexistent"))
+        .await
+        .unwrap();
     let books: Vec<(&str, bool, usize, bool)> = checked
         .books
         .iter()
