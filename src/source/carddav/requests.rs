@@ -8,6 +8,9 @@ use super::*;
 pub(super) struct Listing {
     /// URL → etag of members changed (or, for a full listing, all members).
     pub(super) members: Vec<(String, Option<String>)>,
+    /// The members whose card came with the listing (sync-collection asks for
+    /// `address-data`), by URL: they need no multiget.
+    pub(super) cards: HashMap<String, FetchedCard>,
     pub(super) deleted: Vec<String>,
     /// A full listing: every member is named, so a cached card not named is gone.
     pub(super) complete: bool,
@@ -20,14 +23,23 @@ pub(super) enum SyncAnswer {
     InvalidToken,
 }
 
-pub(super) fn sync_body(token: Option<&str>) -> String {
+/// The sync-collection request; `with_cards`: ask for each changed member's card too
+/// (RFC 6578 §3.2 lets the client name any properties), so that a first read is one request
+/// rather than a listing and then multigets.
+pub(super) fn sync_body(token: Option<&str>, with_cards: bool) -> String {
     format!(
         r#"<?xml version="1.0" encoding="utf-8"?>
-<D:sync-collection xmlns:D="DAV:"><D:sync-token>{}</D:sync-token><D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>"#,
-        xml_escape(token.unwrap_or_default())
+<D:sync-collection xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:sync-token>{}</D:sync-token><D:sync-level>1</D:sync-level><D:prop><D:getetag/>{}</D:prop></D:sync-collection>"#,
+        xml_escape(token.unwrap_or_default()),
+        if with_cards { "<C:address-data/>" } else { "" }
     )
 }
 
+/// sync-collection from `token` (None: the initial listing of every member), asking for the
+/// cards with it. An answer larger than one answer may be (a book of more than
+/// `MAX_ANSWER_BYTES` of cards) is dropped unread and asked again without the cards: the
+/// etags alone are a few hundred bytes a member, and the cards then come by multigets. A cut
+/// answer is never read, so it never passes for a complete listing.
 pub(super) async fn sync_collection(
     client: &mut Client,
     book: &Url,
@@ -35,17 +47,29 @@ pub(super) async fn sync_collection(
 ) -> Result<SyncAnswer, CardDavError> {
     const WHAT: &str = "REPORT sync-collection";
     let report = Method::from_bytes(b"REPORT").unwrap_or(Method::GET);
-    let answer = client
-        .send(
-            &report,
-            book,
-            None,
-            Some(&sync_body(token)),
-            WHAT,
-            MAX_ANSWER_BYTES,
-        )
-        .await
-        .map_err(|f| too_large(f, client, WHAT))?;
+    let mut with_cards = true;
+    let answer = loop {
+        match client
+            .send(
+                &report,
+                book,
+                None,
+                Some(&sync_body(token, with_cards)),
+                WHAT,
+                MAX_ANSWER_BYTES,
+            )
+            .await
+        {
+            Err(Failure::TooLarge) if with_cards => {
+                tracing::debug!(
+                    source = %client.source,
+                    "the listing with the cards is too large for one answer: listing etags, then multigets"
+                );
+                with_cards = false;
+            }
+            answer => break answer.map_err(|f| too_large(f, client, WHAT))?,
+        }
+    };
     parse_sync_answer(answer.status, &answer.body, &answer.url, book, token).map_err(|failure| {
         match failure {
             SyncFailure::Status(status) => CardDavError::Status {
@@ -112,6 +136,12 @@ pub(super) fn parse_sync_answer(
                 let etag = response
                     .prop(DAV, "getetag")
                     .map(|e| e.trimmed().to_owned());
+                // A server may leave a property out (Xandikos names only what changed) or
+                // answer it 404: that member's card comes by multiget.
+                if let Some(data) = response.prop(CARDDAV, "address-data") {
+                    let card = fetched_card(url.to_string(), etag.clone(), data);
+                    listing.cards.insert(url.to_string(), card);
+                }
                 listing.members.push((url.to_string(), etag));
             }
         }
@@ -249,17 +279,7 @@ pub(super) async fn multiget(
             let etag = response
                 .prop(DAV, "getetag")
                 .map(|e| e.trimmed().to_owned());
-            let size = data.text_len;
-            fetched.push(FetchedCard {
-                url,
-                etag,
-                body: if size > MAX_CARD_BYTES {
-                    Err(too_big_card(size))
-                } else {
-                    Ok(data.text.clone().into_bytes())
-                },
-                size: size as u64,
-            });
+            fetched.push(fetched_card(url, etag, data));
         }
         if batch.iter().any(|u| !answered.contains(u)) {
             return Err(client.garbage(
@@ -269,6 +289,21 @@ pub(super) async fn multiget(
         }
     }
     Ok(())
+}
+
+/// A card as an answer's `address-data` gives it; refused when larger than one card may be.
+fn fetched_card(url: String, etag: Option<String>, data: &Node) -> FetchedCard {
+    let size = data.text_len;
+    FetchedCard {
+        url,
+        etag,
+        body: if size > MAX_CARD_BYTES {
+            Err(too_big_card(size))
+        } else {
+            Ok(data.text.clone().into_bytes())
+        },
+        size: size as u64,
+    }
 }
 
 pub(super) fn too_big_card(size: usize) -> String {

@@ -48,6 +48,9 @@ struct FakeBook {
     forgotten_before: u64,
     /// Extra rows of the PROPFIND listing: (href, etag), as Calypso lists an href twice.
     extra_rows: Vec<(String, String)>,
+    /// Leave `address-data` out of sync reports even when asked for it (a server may): the
+    /// cards then come by multiget.
+    sync_without_cards: bool,
 }
 
 impl FakeBook {
@@ -234,11 +237,19 @@ impl FakeBook {
             Some(page) if rest.len() > page => (&rest[..page], true),
             _ => (rest, false),
         };
-        let mut xml = String::from(r#"<D:multistatus xmlns:D="DAV:">"#);
+        let with_cards = body.contains("address-data") && !self.sync_without_cards;
+        let mut xml = String::from(
+            r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">"#,
+        );
         for href in rows {
             match self.cards.get(href) {
-                Some((etag, _)) => xml.push_str(&format!(
-                    "<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:getetag>{etag}</D:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+                Some((etag, card)) => xml.push_str(&format!(
+                    "<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:getetag>{etag}</D:getetag>{}</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>",
+                    if with_cards {
+                        format!("<C:address-data>{}</C:address-data>", xml_escape(card))
+                    } else {
+                        String::new()
+                    }
                 )),
                 None => xml.push_str(&format!(
                     "<D:response><D:href>{href}</D:href><D:status>HTTP/1.1 404 Not Found</D:status></D:response>"
@@ -405,8 +416,11 @@ fn requests(book: &Arc<Mutex<FakeBook>>) -> Vec<(String, String, String)> {
     std::mem::take(&mut book.lock().unwrap().requests)
 }
 
+/// The first poll is one sync-collection that brings the cards with it; a poll that finds
+/// nothing new is one request and writes nothing. Seen failing: without `address-data` in
+/// the sync report the first poll was 4 requests (the listing, then 3 multigets).
 #[tokio::test]
-async fn a_first_poll_reads_in_batches_of_100_and_a_poll_with_nothing_new_is_one_request_and_no_write()
+async fn a_first_poll_is_one_request_with_the_cards_and_a_poll_with_nothing_new_is_one_request_and_no_write()
  {
     let book = book_with(250);
     let (config, mut store, _dir) = served(&book).await;
@@ -415,17 +429,19 @@ async fn a_first_poll_reads_in_batches_of_100_and_a_poll_with_nothing_new_is_one
     assert_eq!(outcome.cards_changed, 250);
     assert_eq!(cached(&store).len(), 250);
     let seen = requests(&book);
-    let multigets: Vec<usize> = seen
-        .iter()
-        .filter(|(_, _, body)| body.contains("addressbook-multiget"))
-        .map(|(_, _, body)| between_all(body, "<D:href>", "</D:href>").len())
-        .collect();
-    assert_eq!(multigets, [100, 100, 50], "batches of at most 100");
+    let kinds: Vec<&str> = seen.iter().map(|(m, _, _)| m.as_str()).collect();
+    assert_eq!(kinds, ["PROPFIND", "REPORT"], "discovery, then the report");
+    assert!(seen[1].2.contains("<C:address-data/>"), "{seen:?}");
     let head = book.lock().unwrap().last_head.clone();
     assert!(
         head.contains("accept-encoding: gzip"),
         "servers compress when asked: {head}"
     );
+    let body = store
+        .carddav_card_body("dav", &served_card_url(&config, "c0249.vcf"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(body, card(249).replace("\r\n", "\n").as_bytes());
 
     let writes_before = store.conn().total_changes();
     let outcome = poll(&config.sources[0], &mut store, 2).await.unwrap();
@@ -442,9 +458,35 @@ async fn a_first_poll_reads_in_batches_of_100_and_a_poll_with_nothing_new_is_one
     );
 }
 
+/// A server that leaves the cards out of its sync report: they come by multigets of at most
+/// `MULTIGET_BATCH`.
 #[tokio::test]
-async fn changes_and_deletions_arrive_with_the_token_and_only_changed_cards_are_fetched() {
+async fn cards_left_out_of_the_sync_report_come_by_multigets_in_batches() {
+    let book = book_with(250);
+    book.lock().unwrap().sync_without_cards = true;
+    let (config, mut store, _dir) = served(&book).await;
+    let outcome = poll(&config.sources[0], &mut store, 1).await.unwrap();
+    assert_eq!(outcome.cards_changed, 250);
+    assert_eq!(cached(&store).len(), 250);
+    let multigets: Vec<usize> = requests(&book)
+        .iter()
+        .filter(|(_, _, body)| body.contains("addressbook-multiget"))
+        .map(|(_, _, body)| between_all(body, "<D:href>", "</D:href>").len())
+        .collect();
+    assert_eq!(multigets, [100, 100, 50], "batches of at most 100");
+}
+
+/// With the token: the changed cards come with the sync report (one request), or, from a
+/// server that leaves them out, by a multiget of only those.
+#[rstest::rstest]
+#[case::cards_in_the_report(false)]
+#[case::cards_left_out(true)]
+#[tokio::test]
+async fn changes_and_deletions_arrive_with_the_token_and_only_changed_cards_are_fetched(
+    #[case] sync_without_cards: bool,
+) {
     let book = book_with(5);
+    book.lock().unwrap().sync_without_cards = sync_without_cards;
     let (config, mut store, _dir) = served(&book).await;
     poll(&config.sources[0], &mut store, 1).await.unwrap();
     requests(&book);
@@ -471,7 +513,13 @@ async fn changes_and_deletions_arrive_with_the_token_and_only_changed_cards_are_
         .iter()
         .flat_map(|(_, _, body)| between_all(body, "<D:href>", "</D:href>"))
         .collect();
-    assert_eq!(fetched, ["/book/c0001.vcf", "/book/new.vcf"]);
+    if sync_without_cards {
+        assert_eq!(fetched, ["/book/c0001.vcf", "/book/new.vcf"]);
+        assert_eq!(seen.len(), 2, "the report, one multiget");
+    } else {
+        assert!(fetched.is_empty(), "{seen:?}");
+        assert_eq!(seen.len(), 1, "the report alone");
+    }
     let body = store
         .carddav_card_body("dav", &served_card_url(&config, "c0001.vcf"))
         .unwrap()
@@ -941,7 +989,7 @@ async fn a_forgotten_token_answered_with_a_full_listing_loses_no_deletion() {
         "within the interval the answer reads like a delta"
     );
     let seen = requests(&book);
-    assert_eq!(seen.len(), 2, "a sync report and a multiget: {seen:?}");
+    assert_eq!(seen.len(), 1, "a sync report with the card: {seen:?}");
 
     let a_day_later = 1 + 86_400;
     let outcome = poll(&config.sources[0], &mut store, a_day_later)
@@ -1173,4 +1221,69 @@ async fn a_card_whose_href_has_a_query_is_fetched() {
         urls.iter().any(|u| u.ends_with("/book/odd?name.vcf")),
         "{urls:?}"
     );
+}
+
+/// A book whose cards outgrow one answer (`MAX_ANSWER_BYTES`, 256 KiB in unit tests): the
+/// sync report with the cards is dropped unread, asked again with etags alone, and the cards
+/// come by multigets. Seen failing: without the second report the poll failed with "the
+/// answer is larger than 256 KiB".
+#[tokio::test]
+async fn a_book_larger_than_one_answer_is_listed_without_its_cards_then_multigot() {
+    let book = book_with(1000);
+    let (config, mut store, _dir) = served(&book).await;
+    let outcome = poll(&config.sources[0], &mut store, 1).await.unwrap();
+    assert_eq!(outcome.cards_changed, 1000);
+    assert_eq!(cached(&store).len(), 1000);
+    let seen = requests(&book);
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|(_, _, body)| {
+            if body.contains("propfind") {
+                "propfind"
+            } else if body.contains("addressbook-multiget") {
+                "multiget"
+            } else if body.contains("address-data") {
+                "sync with cards"
+            } else {
+                "sync"
+            }
+        })
+        .collect();
+    let mut expected = vec!["propfind", "sync with cards", "sync"];
+    expected.extend(["multiget"; 10]);
+    assert_eq!(kinds, expected);
+}
+
+/// A full listing larger than one answer is never read in part: the poll fails, the source
+/// counts as unknown, and no cached card is deleted, not even one the server deleted
+/// meanwhile. Seen failing: an answer cut at the cap taken as a complete (empty) listing
+/// deleted all 1,000 cached cards.
+#[tokio::test]
+async fn a_listing_cut_by_the_answer_cap_is_not_authoritative() {
+    let book = book_with(1000);
+    let (config, mut store, _dir) = served(&book).await;
+    poll(&config.sources[0], &mut store, 1).await.unwrap();
+    {
+        let mut book = book.lock().unwrap();
+        for n in 1000..2000 {
+            book.put(&format!("/book/c{n:04}.vcf"), &card(n));
+        }
+        // Gone without a change row: only a full listing can tell; and our token is lost.
+        book.forget("/book/c0001.vcf");
+        book.script.push_back(Scripted {
+            status: 403,
+            headers: Vec::new(),
+            body: r#"<D:error xmlns:D="DAV:"><D:valid-sync-token/></D:error>"#.into(),
+        });
+    }
+    let err = poll(&config.sources[0], &mut store, 2).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the answer is larger than 256 KiB"),
+        "{err}"
+    );
+    assert_eq!(cached(&store).len(), 1000, "nothing of it is deleted");
+    assert!(cached(&store).contains(&"/book/c0001.vcf".to_owned()));
+    let reason = unknown_reason(&store, &config.sources[0]).unwrap();
+    assert_eq!(reason, Some(err.to_string()));
 }
