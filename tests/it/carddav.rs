@@ -805,3 +805,90 @@ async fn sabredav_with_digest_or_basic_authentication_syncs(#[case] kind: Kind) 
     let status = setup.status().await;
     assert!(!status.contains("UNKNOWN"), "{status}");
 }
+
+/// Issue 22, point 6, on Radicale through the binary: a URL the server does not have
+/// (`/alice/nope/`, 404) is said so by `check-source` and by `sync --once`, and a source
+/// that synced before stays unknown with its contacts kept, rather than the books found
+/// from `/.well-known/carddav` being read in its place. Radicale's `/alice/` itself is a
+/// principal naming its address book home, a starting point the README documents, so it
+/// finds the books. Seen failing: the 404 was passed over and `/alice/contacts/` read.
+#[tokio::test]
+async fn a_url_the_server_does_not_have_is_said_so_and_deletes_nothing() {
+    let Some(server) = DavServer::radicale().await else {
+        return;
+    };
+    server
+        .create_address_book_with("contacts", &people(0..3))
+        .await;
+    let setup = Setup::new(&server, &server.book_url("contacts"), "").await;
+    setup.sync().await;
+    assert_eq!(setup.telegram_phones(), phones(0..3));
+
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    let wrong = config.replace(&server.book_url("contacts"), &server.url("/alice/nope/"));
+    std::fs::write(&setup.config, wrong).unwrap();
+    let check = setup.run(&["check-source"]).await;
+    assert_eq!(check.status.code(), Some(3), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains(
+            "error: source dav: the configured URL is not on the server (404 Not Found): check `carddav`"
+        ),
+        "{}",
+        stdout(&check)
+    );
+    let sync = setup.run(&["sync", "--once"]).await;
+    assert!(
+        stdout(&sync).contains("source dav is unknown, its contacts are kept: source dav: the configured URL is not on the server"),
+        "{}\n{}",
+        stdout(&sync),
+        stderr(&sync)
+    );
+    assert_eq!(setup.telegram_phones(), phones(0..3), "nothing deleted");
+    let status = setup.status().await;
+    assert!(status.contains("UNKNOWN"), "{status}");
+
+    let principal = config.replace(&server.book_url("contacts"), &server.url("/alice/"));
+    std::fs::write(&setup.config, principal).unwrap();
+    let check = setup.run(&["check-source"]).await;
+    assert!(check.status.success(), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains("/alice/contacts/\n    3 cards"),
+        "{}",
+        stdout(&check)
+    );
+}
+
+/// Issue 22, point 6, on Xandikos and SabreDAV through the binary: the user's address book
+/// home (`/user/contacts/`, `/addressbooks/alice/`), a collection that holds address books
+/// rather than one, is named with the books in it, by `check-source` and `sync --once`
+/// (the source unknown). Seen failing: every book in it was read without a word.
+#[rstest::rstest]
+#[case::xandikos(Kind::Xandikos, "/user/contacts/", "addressbook/")]
+#[case::sabredav(Kind::SabreBasic, "/addressbooks/alice/", "contacts/")]
+#[tokio::test]
+async fn an_address_book_home_is_named_with_its_books(
+    #[case] kind: Kind,
+    #[case] home: &str,
+    #[case] book: &str,
+) {
+    let Some(server) = DavServer::start(kind).await else {
+        return;
+    };
+    let name = book.trim_end_matches('/');
+    server.create_address_book_with(name, &people(0..2)).await;
+    let setup = Setup::new(&server, &server.url(home), "").await;
+    let said = format!(
+        "the configured URL is a collection that holds address books, not an address book; the address books in it: {book}"
+    );
+    let check = setup.run(&["check-source"]).await;
+    assert_eq!(check.status.code(), Some(3), "{}", stdout(&check));
+    assert!(stdout(&check).contains(&said), "{}", stdout(&check));
+    let sync = setup.run(&["sync", "--once"]).await;
+    assert!(
+        stdout(&sync).contains(&said) && stdout(&sync).contains("is unknown"),
+        "{}\n{}",
+        stdout(&sync),
+        stderr(&sync)
+    );
+    assert!(setup.telegram_phones().is_empty());
+}

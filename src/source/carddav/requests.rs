@@ -168,20 +168,32 @@ pub(super) async fn list_members(client: &mut Client, book: &Url) -> Result<List
         complete: true,
         ..Listing::default()
     };
+    let mut books_inside = Vec::new();
     for response in &responses {
         let url = card_url(&answered, &response.href)
             .ok_or_else(|| client.garbage(WHAT, "an href that is no URL".into()))?;
-        let is_collection = response
-            .prop(DAV, "resourcetype")
-            .is_some_and(|t| t.child(DAV, "collection").is_some())
+        let resourcetype = response.prop(DAV, "resourcetype");
+        let is_collection = resourcetype.is_some_and(|t| t.child(DAV, "collection").is_some())
             || url.as_str().ends_with('/');
         if is_collection {
+            let is_book = resourcetype.is_some_and(|t| t.child(CARDDAV, "addressbook").is_some());
+            let is_itself =
+                url.as_str().trim_end_matches('/') == answered.as_str().trim_end_matches('/');
+            if is_book && !is_itself {
+                books_inside.push((url.to_string(), None));
+            }
             continue;
         }
         let etag = response
             .prop(DAV, "getetag")
             .map(|e| e.trimmed().to_owned());
         listing.members.push((url.to_string(), etag));
+    }
+    // An address book holds no collections (RFC 6352 §5.2): one that holds address books is
+    // a user's collection that calls itself a book (Calypso's `/alice/`). Read as a book it
+    // would be empty, and its cards would seem deleted.
+    if !books_inside.is_empty() {
+        return Err(holds_books(&client.source, &answered, &books_inside));
     }
     Ok(listing)
 }

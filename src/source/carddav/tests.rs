@@ -51,6 +51,9 @@ struct FakeBook {
     /// Leave `address-data` out of sync reports even when asked for it (a server may): the
     /// cards then come by multiget.
     sync_without_cards: bool,
+    /// Collections inside the book that call themselves address books (Calypso's `/alice/`
+    /// calls itself one and holds the user's books).
+    nested_books: Vec<String>,
 }
 
 impl FakeBook {
@@ -115,6 +118,12 @@ impl FakeBook {
                         "<D:resourcetype><D:collection/><D:principal/></D:resourcetype><D:current-user-principal><D:href>/principal/</D:href></D:current-user-principal><C:addressbook-home-set><D:href>/home/</D:href></C:addressbook-home-set>",
                     ));
                 }
+                "/home/" if self.last_head.contains("depth: 0") => {
+                    return multistatus(response(
+                        "/home/",
+                        "<D:resourcetype><D:collection/></D:resourcetype><D:current-user-principal><D:href>/principal/</D:href></D:current-user-principal>",
+                    ));
+                }
                 "/home/" => {
                     let book = "<D:resourcetype><D:collection/><C:addressbook/></D:resourcetype>";
                     return multistatus(format!(
@@ -156,6 +165,11 @@ impl FakeBook {
                 let mut xml = String::from(
                     r#"<D:multistatus xmlns:D="DAV:"><D:response><D:href>/book/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#,
                 );
+                for href in &self.nested_books {
+                    xml.push_str(&format!(
+                        r#"<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype><D:collection/><C:addressbook xmlns:C="urn:ietf:params:xml:ns:carddav"/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#
+                    ));
+                }
                 let extra = self.extra_rows.iter().map(|(h, e)| (h, e));
                 let rows = self.cards.iter().map(|(h, (e, _))| (h, e)).chain(extra);
                 for (href, etag) in rows {
@@ -1286,4 +1300,97 @@ async fn a_listing_cut_by_the_answer_cap_is_not_authoritative() {
     assert!(cached(&store).contains(&"/book/c0001.vcf".to_owned()));
     let reason = unknown_reason(&store, &config.sources[0]).unwrap();
     assert_eq!(reason, Some(err.to_string()));
+}
+
+/// Issue 22, point 6: a configured URL below the server's root that the server does not
+/// have is an error that says so, not a reason to read what `/.well-known/carddav` leads to.
+/// Seen failing: the 404 was passed over and the user's books read instead.
+#[tokio::test]
+async fn a_configured_url_not_on_the_server_is_named_so() {
+    let book = book_with(2);
+    book.lock().unwrap().discovery = true;
+    let port = serve(Arc::clone(&book)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_url(&format!("http://127.0.0.1:{port}/gone/"), dir.path());
+    book.lock().unwrap().script.push_back(Scripted {
+        status: 404,
+        headers: Vec::new(),
+        body: String::new(),
+    });
+    let err = check(&config.sources[0]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the configured URL is not on the server (404 Not Found): check `carddav`"),
+        "{err}"
+    );
+    let paths: Vec<String> = requests(&book).into_iter().map(|(_, p, _)| p).collect();
+    assert_eq!(paths, ["/gone/"], "nothing else is asked");
+}
+
+/// Issue 22, point 6: a collection that is neither an address book nor a principal but
+/// holds address books (here the home set; Xandikos' `/user/contacts/`, SabreDAV's
+/// `/addressbooks/USER/`) is named with the books in it. Seen failing: the principal every
+/// resource names was followed and every book read.
+#[tokio::test]
+async fn a_collection_holding_address_books_is_named_with_them() {
+    let book = book_with(2);
+    book.lock().unwrap().discovery = true;
+    let port = serve(Arc::clone(&book)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_url(&format!("http://127.0.0.1:{port}/home/"), dir.path());
+    let err = check(&config.sources[0]).await.unwrap_err();
+    assert!(
+        err.to_string().contains(
+            r#"the configured URL is a collection that holds address books, not an address book; the address books in it: book/ ("Book"), other/ ("Other"): set `carddav` to the URL of one of them"#
+        ),
+        "{err}"
+    );
+    let mut store = Store::open_in_memory().unwrap();
+    let polled = poll(&config.sources[0], &mut store, 1).await.unwrap_err();
+    assert_eq!(polled.to_string(), err.to_string());
+    assert_eq!(
+        unknown_reason(&store, &config.sources[0]).unwrap(),
+        Some(err.to_string())
+    );
+}
+
+/// Issue 22, point 6: a collection that calls itself an address book but holds address
+/// books (Calypso's `/alice/`) is not read as an empty book: the poll fails with the books
+/// named, the source is unknown and no cached card goes. Seen failing: read as a book with
+/// no cards, every cached card was deleted.
+#[tokio::test]
+async fn a_book_that_holds_address_books_is_not_read_as_an_empty_book() {
+    let book = book_with(2);
+    book.lock().unwrap().sync_support = false;
+    let (config, mut store, _dir) = served(&book).await;
+    poll(&config.sources[0], &mut store, 1).await.unwrap();
+    assert_eq!(cached(&store).len(), 2);
+    {
+        let mut book = book.lock().unwrap();
+        book.forget("/book/c0000.vcf");
+        book.forget("/book/c0001.vcf");
+        book.nested_books = vec!["/book/contacts/".into(), "/book/work/".into()];
+    }
+    let err = poll(&config.sources[0], &mut store, 2).await.unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "holds address books, not an address book; the address books in it: contacts/, work/"
+        ),
+        "{err}"
+    );
+    assert_eq!(cached(&store).len(), 2, "nothing of it is deleted");
+    assert_eq!(
+        unknown_reason(&store, &config.sources[0]).unwrap(),
+        Some(err.to_string())
+    );
+    let checked = check(&config.sources[0]).await.unwrap_err();
+    assert_eq!(checked.to_string(), err.to_string());
+}
+
+fn config_with_url(url: &str, dir: &std::path::Path) -> Config {
+    let text = format!(
+        "state_dir = \"{}\"\n[[source]]\nname = \"dav\"\ncarddav = \"{url}\"\n",
+        dir.display()
+    );
+    crate::config::parse(&text, &dir.join("config.toml")).unwrap()
 }
