@@ -28,8 +28,8 @@ an uncounted `discover`), each through its own count of the proxy (requests, byt
 server, bytes server -> client, time from the first request to the last answer byte and how
 much of it Radicale spent answering by its own log, and wall time of the whole command,
 which for contactsyncd includes planning from the stored cards):
-  1. contactsyncd `sync --once`, no messenger account: the first read (discovery, one
-     sync-collection that brings the cards), then planning.
+  1. contactsyncd `sync --once`, no messenger account: the first read (discovery, the
+     book's sync token, one addressbook-query of every card), then planning.
   2. the same again, nothing changed on the server: the no-op poll, then planning.
   3. vdirsyncer `sync` of the same collection into the fresh vdir: its first sync.
   4. vdirsyncer `sync` again, nothing changed: its no-op sync (a PROPFIND of every item).

@@ -82,6 +82,120 @@ pub(super) async fn sync_collection(
     })
 }
 
+/// A book's first read where the server allows it, for books with sync-collection: the
+/// book's `DAV:sync-token` (PROPFIND depth 0, RFC 6578 §4), then every card by one
+/// `addressbook-query` without a filter. Measured on Radicale 3.9 with 10,000 cards, this
+/// costs the server about 0.6 s + 1.4-1.9 s, where a tokenless sync-collection with the
+/// cards costs 2.7-3.0 s (it checks each name against a list of the folder, quadratic) and
+/// vdirsyncer's PROPFIND and multiget 3.4-4.0 s. The token is taken before the cards, so a
+/// change made in between is reported again by the next sync-collection, never lost.
+///
+/// None when the server does not give it: no token, a refusal (RFC 6352 makes the filter
+/// mandatory; a server may answer 400), a truncated (507) or too large answer, a member
+/// without its card, or no member at all (a server that reads the missing filter as "match
+/// nothing" would list none): then the sync-collection listing is read instead.
+pub(super) async fn read_whole_book(
+    client: &mut Client,
+    book: &Url,
+) -> Result<Option<Listing>, CardDavError> {
+    const TOKEN: &str = "PROPFIND (sync-token)";
+    const TOKEN_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:propfind xmlns:D="DAV:"><D:prop><D:sync-token/></D:prop></D:propfind>"#;
+    const QUERY: &str = "REPORT addressbook-query";
+    const QUERY_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<C:addressbook-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:prop><D:getetag/><C:address-data/></D:prop></C:addressbook-query>"#;
+    let propfind = Method::from_bytes(b"PROPFIND").unwrap_or(Method::GET);
+    let token = match client
+        .multistatus(&propfind, book, Some("0"), TOKEN_BODY, TOKEN)
+        .await
+    {
+        Ok((_, answer)) => answer
+            .responses
+            .iter()
+            .find_map(|r| r.prop(DAV, "sync-token"))
+            .map(|t| t.trimmed().to_owned())
+            .filter(|t| !t.is_empty()),
+        Err(Failure::TooLarge)
+        | Err(Failure::Error(CardDavError::Status { .. }))
+        | Err(Failure::Error(CardDavError::Garbage { .. })) => None,
+        Err(Failure::Error(err)) => return Err(err),
+    };
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let report = Method::from_bytes(b"REPORT").unwrap_or(Method::GET);
+    let answer = match client
+        .send(
+            &report,
+            book,
+            Some("1"),
+            Some(QUERY_BODY),
+            QUERY,
+            MAX_ANSWER_BYTES,
+        )
+        .await
+    {
+        Ok(answer) => answer,
+        Err(Failure::TooLarge) | Err(Failure::Error(CardDavError::Status { .. })) => {
+            return Ok(None);
+        }
+        Err(Failure::Error(err)) => return Err(err),
+    };
+    let listing = query_listing(answer.status, &answer.body, &answer.url, book);
+    if listing.is_none() {
+        tracing::debug!(source = %client.source, "the address book query gave no full listing; reading the sync-collection listing");
+    }
+    Ok(listing.map(|listing| Listing {
+        token: Some(token),
+        ..listing
+    }))
+}
+
+/// Every member of a book and its card, from an `addressbook-query` answer (pure: tested on
+/// byte strings); None when the answer is not a complete listing with every card.
+pub(super) fn query_listing(
+    status: StatusCode,
+    body: &[u8],
+    answered: &Url,
+    book: &Url,
+) -> Option<Listing> {
+    if status != StatusCode::MULTI_STATUS {
+        return None;
+    }
+    let answer = parse_multistatus(body).ok()?;
+    let book = card_url(book, book.as_str()).unwrap_or_else(|| book.clone());
+    let mut listing = Listing {
+        complete: true,
+        ..Listing::default()
+    };
+    for response in &answer.responses {
+        let url = card_url(answered, &response.href)?;
+        let is_collection =
+            url.as_str().trim_end_matches('/') == book.as_str().trim_end_matches('/');
+        if is_collection || url.as_str().ends_with('/') {
+            // A 507 on the collection: the server cut the answer (RFC 6352 §8.6.1).
+            if response.status.is_some_and(|s| s != 200) {
+                return None;
+            }
+            continue;
+        }
+        if response.status.is_some_and(|s| s != 200) {
+            return None;
+        }
+        let etag = response
+            .prop(DAV, "getetag")
+            .map(|e| e.trimmed().to_owned());
+        let data = response.prop(CARDDAV, "address-data")?;
+        let card = fetched_card(url.to_string(), etag.clone(), data);
+        listing.cards.insert(url.to_string(), card);
+        listing.members.push((url.to_string(), etag));
+    }
+    if listing.members.is_empty() {
+        return None;
+    }
+    Some(listing)
+}
+
 /// Why a sync-collection answer is not one.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum SyncFailure {
@@ -393,6 +507,31 @@ mod tests {
         let body =
             r#"<D:multistatus xmlns:D="DAV:"><D:sync-token>t1</D:sync-token></D:multistatus>"#;
         listing(parse(207, body, None)).complete
+    }
+
+    #[test]
+    fn a_query_answer_is_a_full_listing_only_when_complete_with_every_card() {
+        let book = Url::parse("https://dav.example.org/b/").unwrap();
+        let query = |body: &str| {
+            query_listing(StatusCode::MULTI_STATUS, body.as_bytes(), &book, &book)
+                .map(|l| (l.members.len(), l.cards.len(), l.complete))
+        };
+        let card = r#"<D:response><D:href>/b/a.vcf</D:href><D:propstat><D:prop><D:getetag>"1"</D:getetag><C:address-data>BEGIN:VCARD</C:address-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#;
+        let wrap = |rows: &str| {
+            format!(
+                r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">{rows}</D:multistatus>"#
+            )
+        };
+        assert_eq!(query(&wrap(card)), Some((1, 1, true)));
+        let cut = r#"<D:response><D:href>/b/</D:href><D:status>HTTP/1.1 507 Insufficient Storage</D:status></D:response>"#;
+        assert_eq!(query(&wrap(&format!("{card}{cut}"))), None, "cut");
+        assert_eq!(query(&wrap("")), None, "no member: the filter read as none");
+        let bare = card.replace("<C:address-data>BEGIN:VCARD</C:address-data>", "");
+        assert_eq!(query(&wrap(&bare)), None, "a member without its card");
+        assert!(
+            query_listing(StatusCode::BAD_REQUEST, b"", &book, &book).is_none(),
+            "refused"
+        );
     }
 
     #[rstest::rstest]

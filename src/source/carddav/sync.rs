@@ -65,7 +65,16 @@ pub(super) async fn poll_book(
     let mut retried_token = false;
     let mut finished = false;
     for _ in 0..rounds.max_rounds {
-        let mut listing = if book.supports_sync {
+        // A first read (or one after the token was refused) reads the whole book at once
+        // where the server allows it; else, and for deltas, sync-collection.
+        let whole = if book.supports_sync && token.is_none() {
+            read_whole_book(client, &url).await?
+        } else {
+            None
+        };
+        let mut listing = if let Some(whole) = whole {
+            whole
+        } else if book.supports_sync {
             match sync_collection(client, &url, token.as_deref()).await? {
                 SyncAnswer::Listing(listing) => listing,
                 SyncAnswer::InvalidToken if token.is_some() && !retried_token => {

@@ -54,6 +54,8 @@ struct FakeBook {
     /// Collections inside the book that call themselves address books (Calypso's `/alice/`
     /// calls itself one and holds the user's books).
     nested_books: Vec<String>,
+    /// Refuse an addressbook-query without a filter (400), as RFC 6352 allows.
+    query_refused: bool,
 }
 
 impl FakeBook {
@@ -151,6 +153,36 @@ impl FakeBook {
             }
         }
         match (method, body) {
+            ("PROPFIND", body) if body.contains("<D:sync-token/>") && self.sync_support => {
+                ok(format!(
+                    r#"<D:multistatus xmlns:D="DAV:"><D:response><D:href>/book/</D:href><D:propstat><D:prop><D:sync-token>t{}</D:sync-token></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#,
+                    self.version
+                ))
+            }
+            ("REPORT", body) if body.contains("addressbook-query") => {
+                if self.query_refused {
+                    return Scripted {
+                        status: 400,
+                        headers: Vec::new(),
+                        body: "filter required".into(),
+                    };
+                }
+                let mut xml = String::from(
+                    r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">"#,
+                );
+                let limit = self.page.unwrap_or(usize::MAX);
+                for (href, (etag, card)) in self.cards.iter().take(limit) {
+                    xml.push_str(&format!(
+                        "<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:getetag>{etag}</D:getetag><C:address-data>{}</C:address-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>",
+                        xml_escape(card)
+                    ));
+                }
+                if self.cards.len() > limit {
+                    xml.push_str("<D:response><D:href>/book/</D:href><D:status>HTTP/1.1 507 Insufficient Storage</D:status></D:response>");
+                }
+                xml.push_str("</D:multistatus>");
+                ok(xml)
+            }
             ("PROPFIND", body) if body.contains("current-user-principal") => {
                 let report = if self.sync_support {
                     "<D:supported-report><D:report><D:sync-collection/></D:report></D:supported-report>"
@@ -430,11 +462,11 @@ fn requests(book: &Arc<Mutex<FakeBook>>) -> Vec<(String, String, String)> {
     std::mem::take(&mut book.lock().unwrap().requests)
 }
 
-/// The first poll is one sync-collection that brings the cards with it; a poll that finds
-/// nothing new is one request and writes nothing. Seen failing: without `address-data` in
-/// the sync report the first poll was 4 requests (the listing, then 3 multigets).
+/// The first poll reads the book's sync token and then every card by one addressbook-query;
+/// a poll that finds nothing new is one request and writes nothing. Seen failing: without
+/// the query, the sync report and (without `address-data` in it) 3 multigets.
 #[tokio::test]
-async fn a_first_poll_is_one_request_with_the_cards_and_a_poll_with_nothing_new_is_one_request_and_no_write()
+async fn a_first_poll_is_the_token_and_one_query_and_a_poll_with_nothing_new_is_one_request_and_no_write()
  {
     let book = book_with(250);
     let (config, mut store, _dir) = served(&book).await;
@@ -444,8 +476,18 @@ async fn a_first_poll_is_one_request_with_the_cards_and_a_poll_with_nothing_new_
     assert_eq!(cached(&store).len(), 250);
     let seen = requests(&book);
     let kinds: Vec<&str> = seen.iter().map(|(m, _, _)| m.as_str()).collect();
-    assert_eq!(kinds, ["PROPFIND", "REPORT"], "discovery, then the report");
-    assert!(seen[1].2.contains("<C:address-data/>"), "{seen:?}");
+    assert_eq!(
+        kinds,
+        ["PROPFIND", "PROPFIND", "REPORT"],
+        "discovery, the token, the query"
+    );
+    assert!(seen[1].2.contains("<D:sync-token/>"), "{seen:?}");
+    assert!(seen[2].2.contains("addressbook-query"), "{seen:?}");
+    assert_eq!(
+        store.carddav_books("dav").unwrap()[0].sync_token.as_deref(),
+        Some("t250"),
+        "the token read before the cards"
+    );
     let head = book.lock().unwrap().last_head.clone();
     assert!(
         head.contains("accept-encoding: gzip"),
@@ -472,12 +514,32 @@ async fn a_first_poll_is_one_request_with_the_cards_and_a_poll_with_nothing_new_
     );
 }
 
-/// A server that leaves the cards out of its sync report: they come by multigets of at most
-/// `MULTIGET_BATCH`.
+/// A server that refuses the query without a filter is read by one sync-collection with the
+/// cards. Seen failing when a query that gave no full listing ended the poll instead.
+#[tokio::test]
+async fn a_refused_query_falls_back_to_the_sync_report_with_the_cards() {
+    let book = book_with(250);
+    book.lock().unwrap().query_refused = true;
+    let (config, mut store, _dir) = served(&book).await;
+    let outcome = poll(&config.sources[0], &mut store, 1).await.unwrap();
+    assert_eq!(outcome.cards_changed, 250);
+    assert_eq!(cached(&store).len(), 250);
+    let seen = requests(&book);
+    assert_eq!(
+        seen.len(),
+        4,
+        "discovery, token, refused query, sync report: {seen:?}"
+    );
+    assert!(seen[3].2.contains("sync-collection") && seen[3].2.contains("address-data"));
+}
+
+/// A server that refuses the query and leaves the cards out of its sync report: they come by
+/// multigets of at most `MULTIGET_BATCH`.
 #[tokio::test]
 async fn cards_left_out_of_the_sync_report_come_by_multigets_in_batches() {
     let book = book_with(250);
     book.lock().unwrap().sync_without_cards = true;
+    book.lock().unwrap().query_refused = true;
     let (config, mut store, _dir) = served(&book).await;
     let outcome = poll(&config.sources[0], &mut store, 1).await.unwrap();
     assert_eq!(outcome.cards_changed, 250);
@@ -1254,6 +1316,8 @@ async fn a_book_larger_than_one_answer_is_listed_without_its_cards_then_multigot
         .map(|(_, _, body)| {
             if body.contains("propfind") {
                 "propfind"
+            } else if body.contains("addressbook-query") {
+                "query"
             } else if body.contains("addressbook-multiget") {
                 "multiget"
             } else if body.contains("address-data") {
@@ -1263,7 +1327,8 @@ async fn a_book_larger_than_one_answer_is_listed_without_its_cards_then_multigot
             }
         })
         .collect();
-    let mut expected = vec!["propfind", "sync with cards", "sync"];
+    // Discovery, the token, the query (too large), then the sync reports.
+    let mut expected = vec!["propfind", "propfind", "query", "sync with cards", "sync"];
     expected.extend(["multiget"; 10]);
     assert_eq!(kinds, expected);
 }
