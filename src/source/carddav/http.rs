@@ -272,7 +272,7 @@ pub(super) fn too_large(failure: Failure, client: &Client, what: &'static str) -
         Failure::Error(err) => err,
         Failure::TooLarge => client.garbage(
             what,
-            format!("the answer is larger than {} MiB", MAX_ANSWER_BYTES >> 20),
+            format!("the answer is larger than {} KiB", MAX_ANSWER_BYTES >> 10),
         ),
     }
 }

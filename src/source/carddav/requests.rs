@@ -8,6 +8,9 @@ use super::*;
 pub(super) struct Listing {
     /// URL → etag of members changed (or, for a full listing, all members).
     pub(super) members: Vec<(String, Option<String>)>,
+    /// The members whose card came with the listing (sync-collection asks for
+    /// `address-data`), by URL: they need no multiget.
+    pub(super) cards: HashMap<String, FetchedCard>,
     pub(super) deleted: Vec<String>,
     /// A full listing: every member is named, so a cached card not named is gone.
     pub(super) complete: bool,
@@ -20,14 +23,23 @@ pub(super) enum SyncAnswer {
     InvalidToken,
 }
 
-pub(super) fn sync_body(token: Option<&str>) -> String {
+/// The sync-collection request; `with_cards`: ask for each changed member's card too
+/// (RFC 6578 §3.2 lets the client name any properties), so that a first read is one request
+/// rather than a listing and then multigets.
+pub(super) fn sync_body(token: Option<&str>, with_cards: bool) -> String {
     format!(
         r#"<?xml version="1.0" encoding="utf-8"?>
-<D:sync-collection xmlns:D="DAV:"><D:sync-token>{}</D:sync-token><D:sync-level>1</D:sync-level><D:prop><D:getetag/></D:prop></D:sync-collection>"#,
-        xml_escape(token.unwrap_or_default())
+<D:sync-collection xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:sync-token>{}</D:sync-token><D:sync-level>1</D:sync-level><D:prop><D:getetag/>{}</D:prop></D:sync-collection>"#,
+        xml_escape(token.unwrap_or_default()),
+        if with_cards { "<C:address-data/>" } else { "" }
     )
 }
 
+/// sync-collection from `token` (None: the initial listing of every member), asking for the
+/// cards with it. An answer larger than one answer may be (a book of more than
+/// `MAX_ANSWER_BYTES` of cards) is dropped unread and asked again without the cards: the
+/// etags alone are a few hundred bytes a member, and the cards then come by multigets. A cut
+/// answer is never read, so it never passes for a complete listing.
 pub(super) async fn sync_collection(
     client: &mut Client,
     book: &Url,
@@ -35,17 +47,29 @@ pub(super) async fn sync_collection(
 ) -> Result<SyncAnswer, CardDavError> {
     const WHAT: &str = "REPORT sync-collection";
     let report = Method::from_bytes(b"REPORT").unwrap_or(Method::GET);
-    let answer = client
-        .send(
-            &report,
-            book,
-            None,
-            Some(&sync_body(token)),
-            WHAT,
-            MAX_ANSWER_BYTES,
-        )
-        .await
-        .map_err(|f| too_large(f, client, WHAT))?;
+    let mut with_cards = true;
+    let answer = loop {
+        match client
+            .send(
+                &report,
+                book,
+                None,
+                Some(&sync_body(token, with_cards)),
+                WHAT,
+                MAX_ANSWER_BYTES,
+            )
+            .await
+        {
+            Err(Failure::TooLarge) if with_cards => {
+                tracing::debug!(
+                    source = %client.source,
+                    "the listing with the cards is too large for one answer: listing etags, then multigets"
+                );
+                with_cards = false;
+            }
+            answer => break answer.map_err(|f| too_large(f, client, WHAT))?,
+        }
+    };
     parse_sync_answer(answer.status, &answer.body, &answer.url, book, token).map_err(|failure| {
         match failure {
             SyncFailure::Status(status) => CardDavError::Status {
@@ -56,6 +80,120 @@ pub(super) async fn sync_collection(
             SyncFailure::Garbage(reason) => client.garbage(WHAT, reason),
         }
     })
+}
+
+/// A book's first read where the server allows it, for books with sync-collection: the
+/// book's `DAV:sync-token` (PROPFIND depth 0, RFC 6578 §4), then every card by one
+/// `addressbook-query` without a filter. Measured on Radicale 3.9 with 10,000 cards, this
+/// costs the server about 0.6 s + 1.4-1.9 s, where a tokenless sync-collection with the
+/// cards costs 2.7-3.0 s (it checks each name against a list of the folder, quadratic) and
+/// vdirsyncer's PROPFIND and multiget 3.4-4.0 s. The token is taken before the cards, so a
+/// change made in between is reported again by the next sync-collection, never lost.
+///
+/// None when the server does not give it: no token, a refusal (RFC 6352 makes the filter
+/// mandatory; a server may answer 400), a truncated (507) or too large answer, a member
+/// without its card, or no member at all (a server that reads the missing filter as "match
+/// nothing" would list none): then the sync-collection listing is read instead.
+pub(super) async fn read_whole_book(
+    client: &mut Client,
+    book: &Url,
+) -> Result<Option<Listing>, CardDavError> {
+    const TOKEN: &str = "PROPFIND (sync-token)";
+    const TOKEN_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:propfind xmlns:D="DAV:"><D:prop><D:sync-token/></D:prop></D:propfind>"#;
+    const QUERY: &str = "REPORT addressbook-query";
+    const QUERY_BODY: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<C:addressbook-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav"><D:prop><D:getetag/><C:address-data/></D:prop></C:addressbook-query>"#;
+    let propfind = Method::from_bytes(b"PROPFIND").unwrap_or(Method::GET);
+    let token = match client
+        .multistatus(&propfind, book, Some("0"), TOKEN_BODY, TOKEN)
+        .await
+    {
+        Ok((_, answer)) => answer
+            .responses
+            .iter()
+            .find_map(|r| r.prop(DAV, "sync-token"))
+            .map(|t| t.trimmed().to_owned())
+            .filter(|t| !t.is_empty()),
+        Err(Failure::TooLarge)
+        | Err(Failure::Error(CardDavError::Status { .. }))
+        | Err(Failure::Error(CardDavError::Garbage { .. })) => None,
+        Err(Failure::Error(err)) => return Err(err),
+    };
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let report = Method::from_bytes(b"REPORT").unwrap_or(Method::GET);
+    let answer = match client
+        .send(
+            &report,
+            book,
+            Some("1"),
+            Some(QUERY_BODY),
+            QUERY,
+            MAX_ANSWER_BYTES,
+        )
+        .await
+    {
+        Ok(answer) => answer,
+        Err(Failure::TooLarge) | Err(Failure::Error(CardDavError::Status { .. })) => {
+            return Ok(None);
+        }
+        Err(Failure::Error(err)) => return Err(err),
+    };
+    let listing = query_listing(answer.status, &answer.body, &answer.url, book);
+    if listing.is_none() {
+        tracing::debug!(source = %client.source, "the address book query gave no full listing; reading the sync-collection listing");
+    }
+    Ok(listing.map(|listing| Listing {
+        token: Some(token),
+        ..listing
+    }))
+}
+
+/// Every member of a book and its card, from an `addressbook-query` answer (pure: tested on
+/// byte strings); None when the answer is not a complete listing with every card.
+pub(super) fn query_listing(
+    status: StatusCode,
+    body: &[u8],
+    answered: &Url,
+    book: &Url,
+) -> Option<Listing> {
+    if status != StatusCode::MULTI_STATUS {
+        return None;
+    }
+    let answer = parse_multistatus(body).ok()?;
+    let book = card_url(book, book.as_str()).unwrap_or_else(|| book.clone());
+    let mut listing = Listing {
+        complete: true,
+        ..Listing::default()
+    };
+    for response in &answer.responses {
+        let url = card_url(answered, &response.href)?;
+        let is_collection =
+            url.as_str().trim_end_matches('/') == book.as_str().trim_end_matches('/');
+        if is_collection || url.as_str().ends_with('/') {
+            // A 507 on the collection: the server cut the answer (RFC 6352 §8.6.1).
+            if response.status.is_some_and(|s| s != 200) {
+                return None;
+            }
+            continue;
+        }
+        if response.status.is_some_and(|s| s != 200) {
+            return None;
+        }
+        let etag = response
+            .prop(DAV, "getetag")
+            .map(|e| e.trimmed().to_owned());
+        let data = response.prop(CARDDAV, "address-data")?;
+        let card = fetched_card(url.to_string(), etag.clone(), data);
+        listing.cards.insert(url.to_string(), card);
+        listing.members.push((url.to_string(), etag));
+    }
+    if listing.members.is_empty() {
+        return None;
+    }
+    Some(listing)
 }
 
 /// Why a sync-collection answer is not one.
@@ -112,6 +250,12 @@ pub(super) fn parse_sync_answer(
                 let etag = response
                     .prop(DAV, "getetag")
                     .map(|e| e.trimmed().to_owned());
+                // A server may leave a property out (Xandikos names only what changed) or
+                // answer it 404: that member's card comes by multiget.
+                if let Some(data) = response.prop(CARDDAV, "address-data") {
+                    let card = fetched_card(url.to_string(), etag.clone(), data);
+                    listing.cards.insert(url.to_string(), card);
+                }
                 listing.members.push((url.to_string(), etag));
             }
         }
@@ -138,20 +282,32 @@ pub(super) async fn list_members(client: &mut Client, book: &Url) -> Result<List
         complete: true,
         ..Listing::default()
     };
+    let mut books_inside = Vec::new();
     for response in &responses {
         let url = card_url(&answered, &response.href)
             .ok_or_else(|| client.garbage(WHAT, "an href that is no URL".into()))?;
-        let is_collection = response
-            .prop(DAV, "resourcetype")
-            .is_some_and(|t| t.child(DAV, "collection").is_some())
+        let resourcetype = response.prop(DAV, "resourcetype");
+        let is_collection = resourcetype.is_some_and(|t| t.child(DAV, "collection").is_some())
             || url.as_str().ends_with('/');
         if is_collection {
+            let is_book = resourcetype.is_some_and(|t| t.child(CARDDAV, "addressbook").is_some());
+            let is_itself =
+                url.as_str().trim_end_matches('/') == answered.as_str().trim_end_matches('/');
+            if is_book && !is_itself {
+                books_inside.push((url.to_string(), None));
+            }
             continue;
         }
         let etag = response
             .prop(DAV, "getetag")
             .map(|e| e.trimmed().to_owned());
         listing.members.push((url.to_string(), etag));
+    }
+    // An address book holds no collections (RFC 6352 §5.2): one that holds address books is
+    // a user's collection that calls itself a book (Calypso's `/alice/`). Read as a book it
+    // would be empty, and its cards would seem deleted.
+    if !books_inside.is_empty() {
+        return Err(holds_books(&client.source, &answered, &books_inside));
     }
     Ok(listing)
 }
@@ -249,17 +405,7 @@ pub(super) async fn multiget(
             let etag = response
                 .prop(DAV, "getetag")
                 .map(|e| e.trimmed().to_owned());
-            let size = data.text_len;
-            fetched.push(FetchedCard {
-                url,
-                etag,
-                body: if size > MAX_CARD_BYTES {
-                    Err(too_big_card(size))
-                } else {
-                    Ok(data.text.clone().into_bytes())
-                },
-                size: size as u64,
-            });
+            fetched.push(fetched_card(url, etag, data));
         }
         if batch.iter().any(|u| !answered.contains(u)) {
             return Err(client.garbage(
@@ -269,6 +415,21 @@ pub(super) async fn multiget(
         }
     }
     Ok(())
+}
+
+/// A card as an answer's `address-data` gives it; refused when larger than one card may be.
+fn fetched_card(url: String, etag: Option<String>, data: &Node) -> FetchedCard {
+    let size = data.text_len;
+    FetchedCard {
+        url,
+        etag,
+        body: if size > MAX_CARD_BYTES {
+            Err(too_big_card(size))
+        } else {
+            Ok(data.text.clone().into_bytes())
+        },
+        size: size as u64,
+    }
 }
 
 pub(super) fn too_big_card(size: usize) -> String {
@@ -346,6 +507,31 @@ mod tests {
         let body =
             r#"<D:multistatus xmlns:D="DAV:"><D:sync-token>t1</D:sync-token></D:multistatus>"#;
         listing(parse(207, body, None)).complete
+    }
+
+    #[test]
+    fn a_query_answer_is_a_full_listing_only_when_complete_with_every_card() {
+        let book = Url::parse("https://dav.example.org/b/").unwrap();
+        let query = |body: &str| {
+            query_listing(StatusCode::MULTI_STATUS, body.as_bytes(), &book, &book)
+                .map(|l| (l.members.len(), l.cards.len(), l.complete))
+        };
+        let card = r#"<D:response><D:href>/b/a.vcf</D:href><D:propstat><D:prop><D:getetag>"1"</D:getetag><C:address-data>BEGIN:VCARD</C:address-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#;
+        let wrap = |rows: &str| {
+            format!(
+                r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">{rows}</D:multistatus>"#
+            )
+        };
+        assert_eq!(query(&wrap(card)), Some((1, 1, true)));
+        let cut = r#"<D:response><D:href>/b/</D:href><D:status>HTTP/1.1 507 Insufficient Storage</D:status></D:response>"#;
+        assert_eq!(query(&wrap(&format!("{card}{cut}"))), None, "cut");
+        assert_eq!(query(&wrap("")), None, "no member: the filter read as none");
+        let bare = card.replace("<C:address-data>BEGIN:VCARD</C:address-data>", "");
+        assert_eq!(query(&wrap(&bare)), None, "a member without its card");
+        assert!(
+            query_listing(StatusCode::BAD_REQUEST, b"", &book, &book).is_none(),
+            "refused"
+        );
     }
 
     #[rstest::rstest]

@@ -65,7 +65,16 @@ pub(super) async fn poll_book(
     let mut retried_token = false;
     let mut finished = false;
     for _ in 0..rounds.max_rounds {
-        let listing = if book.supports_sync {
+        // A first read (or one after the token was refused) reads the whole book at once
+        // where the server allows it; else, and for deltas, sync-collection.
+        let whole = if book.supports_sync && token.is_none() {
+            read_whole_book(client, &url).await?
+        } else {
+            None
+        };
+        let mut listing = if let Some(whole) = whole {
+            whole
+        } else if book.supports_sync {
             match sync_collection(client, &url, token.as_deref()).await? {
                 SyncAnswer::Listing(listing) => listing,
                 SyncAnswer::InvalidToken if token.is_some() && !retried_token => {
@@ -83,8 +92,16 @@ pub(super) async fn poll_book(
         } else {
             list_members(client, &url).await?
         };
-        let fetch = to_fetch(&listing.members, &cached);
+        // The cards that came with the listing are taken from it; the others (a server that
+        // left them out, a listing too large with them) come by multiget.
         let mut fetched = Vec::new();
+        let mut fetch = Vec::new();
+        for member in to_fetch(&listing.members, &cached) {
+            match listing.cards.remove(&member) {
+                Some(card) => fetched.push(card),
+                None => fetch.push(member),
+            }
+        }
         let mut gone = Vec::new();
         multiget(client, &url, &fetch, &mut fetched, &mut gone).await?;
         // The rounds after a truncated full listing continue it: their members belong to it.

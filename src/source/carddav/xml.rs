@@ -59,6 +59,7 @@ const KEPT_PROPS: &[(&str, &str)] = &[
     (DAV, "current-user-principal"),
     (DAV, "supported-report-set"),
     (DAV, "getetag"),
+    (DAV, "sync-token"),
     (CARDDAV, "addressbook-home-set"),
     (CARDDAV, "address-data"),
 ];
