@@ -65,9 +65,13 @@ pub(super) async fn poll_book(
     let mut retried_token = false;
     let mut finished = false;
     for _ in 0..rounds.max_rounds {
-        // A first read (or one after the token was refused) reads the whole book at once
-        // where the server allows it; else, and for deltas, sync-collection.
-        let whole = if book.supports_sync && token.is_none() {
+        // A first read reads the whole book at once where the server allows it; else, for
+        // deltas, and for a full listing after the token was refused, sync-collection. The
+        // query has no filter (RFC 6352 wants one): a server that answered it with part of
+        // the book and no 507 would look complete, so it is never the listing that decides
+        // which cached cards are gone; on a first read nothing is cached, and the daily
+        // authoritative listing (`full_check_interval`) brings any card it left out.
+        let whole = if book.supports_sync && token.is_none() && cached.is_empty() {
             read_whole_book(client, &url).await?
         } else {
             None

@@ -56,6 +56,9 @@ struct FakeBook {
     nested_books: Vec<String>,
     /// Refuse an addressbook-query without a filter (400), as RFC 6352 allows.
     query_refused: bool,
+    /// Answer an addressbook-query with only this many cards and no 507: a server outside
+    /// RFC 6352 that cuts a query silently.
+    query_cut_silently: Option<usize>,
 }
 
 impl FakeBook {
@@ -171,7 +174,8 @@ impl FakeBook {
                     r#"<D:multistatus xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:carddav">"#,
                 );
                 let limit = self.page.unwrap_or(usize::MAX);
-                for (href, (etag, card)) in self.cards.iter().take(limit) {
+                let silent = self.query_cut_silently.unwrap_or(usize::MAX);
+                for (href, (etag, card)) in self.cards.iter().take(limit.min(silent)) {
                     xml.push_str(&format!(
                         "<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:getetag>{etag}</D:getetag><C:address-data>{}</C:address-data></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>",
                         xml_escape(card)
@@ -636,6 +640,38 @@ async fn an_invalid_token_leads_to_a_full_listing_that_finds_deletions(
     );
     let token = store.carddav_books("dav").unwrap()[0].sync_token.clone();
     assert_eq!(token.as_deref(), Some("t4"), "the new token is stored");
+}
+
+/// The filterless query reads a first book only: a server that cut it silently (no 507)
+/// would look like a complete listing, so after a refused token the full listing that
+/// decides what is gone is the sync report's.
+#[tokio::test]
+async fn a_query_cut_silently_never_decides_what_is_gone() {
+    let book = book_with(4);
+    let (config, mut store, _dir) = served(&book).await;
+    poll(&config.sources[0], &mut store, 1).await.unwrap();
+    assert_eq!(cached(&store).len(), 4);
+    {
+        let mut book = book.lock().unwrap();
+        book.query_cut_silently = Some(1);
+        book.script.push_back(Scripted {
+            status: 403,
+            headers: Vec::new(),
+            body: r#"<D:error xmlns:D="DAV:"><D:valid-sync-token/></D:error>"#.into(),
+        });
+    }
+    let outcome = poll(&config.sources[0], &mut store, 2).await.unwrap();
+    assert_eq!(outcome.cards_deleted, 0);
+    assert_eq!(cached(&store).len(), 4);
+    // The first poll was discovery, the token and the query; the second reads no query.
+    let seen = requests(&book);
+    assert!(
+        !seen
+            .iter()
+            .skip(3)
+            .any(|(_, _, body)| body.contains("addressbook-query")),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
@@ -1384,7 +1420,9 @@ async fn a_configured_url_not_on_the_server_is_named_so() {
         headers: Vec::new(),
         body: String::new(),
     });
-    let err = check(&config.sources[0]).await.unwrap_err();
+    let err = check(&config.sources[0], std::path::Path::new("/nonexistent"))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("the configured URL is not on the server (404 Not Found): check `carddav`"),
@@ -1405,7 +1443,9 @@ async fn a_collection_holding_address_books_is_named_with_them() {
     let port = serve(Arc::clone(&book)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_url(&format!("http://127.0.0.1:{port}/home/"), dir.path());
-    let err = check(&config.sources[0]).await.unwrap_err();
+    let err = check(&config.sources[0], std::path::Path::new("/nonexistent"))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains(
             r#"the configured URL is a collection that holds address books, not an address book; the address books in it: book/ ("Book"), other/ ("Other"): set `carddav` to the URL of one of them"#
@@ -1450,7 +1490,9 @@ async fn a_book_that_holds_address_books_is_not_read_as_an_empty_book() {
         unknown_reason(&store, &config.sources[0]).unwrap(),
         Some(err.to_string())
     );
-    let checked = check(&config.sources[0]).await.unwrap_err();
+    let checked = check(&config.sources[0], std::path::Path::new("/nonexistent"))
+        .await
+        .unwrap_err();
     assert_eq!(checked.to_string(), err.to_string());
 }
 
