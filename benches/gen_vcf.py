@@ -4,6 +4,9 @@
 usage: gen_vcf.py N OUT            one multi-contact .vcf file (all dialects in one export)
        gen_vcf.py N OUT --vdir     a vdir: OUT/<uid>.vcf, one card per file
        … --no-photos               the same cards without their photos (the parser's text rate)
+       gen_vcf.py N OUT --small    N minimal 3.0 cards (N, FN, one German mobile number,
+                                   about 106 bytes each; 1,000,000 make 106 MB): the 1M-card
+                                   memory benchmark, where the count is what matters
 
 The cards mimic real exporters, in these shares (card i's dialect is drawn at random):
   30 %  Android vCard 2.1: quoted-printable N/FN, TEL;CELL;PREF: / TEL;HOME: / TEL;WORK:,
@@ -369,11 +372,23 @@ def card(i, rng, photos=True):
     return dialect(i, rng, first, last, nums, fax, pic)
 
 
+def small_card(i, rng):
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    # +49 151 and eight digits of the index: a valid German mobile number, distinct per card.
+    return (f"BEGIN:VCARD\r\nVERSION:3.0\r\nN:{last};{first};;;\r\nFN:{first} {last}\r\n"
+            f"TEL;TYPE=CELL:+49 151 {i:08d}\r\nEND:VCARD\r\n")
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     count, out = int(sys.argv[1]), sys.argv[2]
     rng = random.Random(count)
+    if "--small" in sys.argv[3:]:
+        with open(out, "w", encoding="utf-8", newline="") as f:
+            for i in range(count):
+                f.write(small_card(i, rng))
+        return
     photos = "--no-photos" not in sys.argv[3:]
     if "--vdir" in sys.argv[3:]:
         os.makedirs(out, exist_ok=True)

@@ -4,6 +4,7 @@ use clap::Parser;
 use contactsyncd::cli::{self, Cli};
 
 fn main() -> ExitCode {
+    no_huge_pages();
     let cli = Cli::parse();
     // Logging comes before the command; a broken configuration is the command's to report.
     let log = contactsyncd::config::load(cli.config.as_deref())
@@ -92,7 +93,17 @@ fn init_logging(
     }
 }
 
+/// Transparent huge pages off for this process (the allocator asks for none either, see
+/// Cargo.toml): with them, an allocator page that holds a few live objects keeps a whole
+/// 2 MiB page resident. The idle daemon after a first pass of 50,000 files held 107 MB with
+/// them and 42 MB without (benches/daemon_latency.py); the pass's CPU time was the same.
+fn no_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and changes only this process's flag.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
 // glibc malloc was a quarter of `inspect`'s time on a 100,000-card export (many small,
 // short-lived allocations per card); mimalloc is the usual remedy.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -4,11 +4,67 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use std::sync::{Arc, Mutex};
+
 use rlibphonenumber::{
     NumberLengthType, PHONE_NUMBER_UTIL, ParseError, PhoneNumber, PhoneNumberFormat,
-    PhoneNumberType, Region,
+    PhoneNumberType, PhoneNumberUtil, Region,
 };
 use serde::Serialize;
+
+/// The number rules of the passes running now: one instance of libphonenumber's metadata,
+/// with the regular expressions it compiles as numbers need them, and how many passes hold
+/// it. Every compiled expression keeps a matching cache for each thread that used it (the
+/// regex crate's pool), and the process-wide `PHONE_NUMBER_UTIL` keeps them for good: after
+/// a first pass parsed on two threads, the idle daemon held three sets of them (the
+/// workers' and the planner's), most of its memory. A pass's instance goes, with all of
+/// that, when its last holder does.
+static PASS_RULES: Mutex<(usize, Option<Arc<PhoneNumberUtil>>)> = Mutex::new((0, None));
+
+/// Holds the pass's number rules until dropped (`hold_rules`).
+#[must_use = "the rules are dropped with the guard"]
+pub struct HeldRules(());
+
+/// Makes the numbers normalized until the guard drops use an instance of the rules of their
+/// own, on every thread, dropped with the last guard: what they compiled and cached is not
+/// kept after the pass. Without a guard, normalizing uses the process-wide instance
+/// (`inspect`, the daemon's change passes, tests). Guards nest: the first creates the instance (a few milliseconds:
+/// the metadata decoded again), the last drops it.
+pub fn hold_rules() -> HeldRules {
+    let mut held = PASS_RULES.lock().unwrap_or_else(|e| e.into_inner());
+    held.0 += 1;
+    if held.1.is_none() {
+        // The built-in metadata is known good: the process-wide instance is built from it
+        // the same way (and unwraps).
+        held.1 = PhoneNumberUtil::new().ok().map(Arc::new);
+    }
+    HeldRules(())
+}
+
+impl Drop for HeldRules {
+    fn drop(&mut self) {
+        let dropped = {
+            let mut held = PASS_RULES.lock().unwrap_or_else(|e| e.into_inner());
+            held.0 = held.0.saturating_sub(1);
+            if held.0 == 0 { held.1.take() } else { None }
+        };
+        // Outside the lock: freeing every compiled expression takes a moment.
+        drop(dropped);
+    }
+}
+
+/// The rules to normalize with: the held pass's, else the process-wide instance.
+fn with_rules<R>(f: impl FnOnce(&PhoneNumberUtil) -> R) -> R {
+    let held = PASS_RULES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .1
+        .clone();
+    match held {
+        Some(rules) => f(&rules),
+        None => f(&PHONE_NUMBER_UTIL),
+    }
+}
 
 /// An ISO 3166 alpha-2 region that libphonenumber has metadata for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,19 +199,29 @@ pub fn normalize(raw: &str, region: Option<DefaultRegion>) -> Result<Normalized,
     if cleaned.is_empty() {
         return Err(PhoneError::Empty);
     }
-    let number = PhoneNumber::parse(&cleaned, region.map(|r| r.0)).map_err(|err| match err {
-        ParseError::InvalidCountryCode if region.is_none() && !cleaned.starts_with('+') => {
-            PhoneError::NoRegion
-        }
-        ParseError::InvalidCountryCode => PhoneError::InvalidCountryCode,
-        ParseError::NotANumber(_) => PhoneError::NotANumber,
-        ParseError::TooShortAfterIdd | ParseError::TooShortNsn => PhoneError::TooShort,
-        ParseError::TooLongNsn => PhoneError::TooLong,
-    })?;
-    let validity = if number.is_valid() {
+    with_rules(|rules| normalize_with(rules, &cleaned, region))
+}
+
+fn normalize_with(
+    rules: &PhoneNumberUtil,
+    cleaned: &str,
+    region: Option<DefaultRegion>,
+) -> Result<Normalized, PhoneError> {
+    let number = rules
+        .parse(cleaned, region.map(|r| r.0))
+        .map_err(|err| match err {
+            ParseError::InvalidCountryCode if region.is_none() && !cleaned.starts_with('+') => {
+                PhoneError::NoRegion
+            }
+            ParseError::InvalidCountryCode => PhoneError::InvalidCountryCode,
+            ParseError::NotANumber(_) => PhoneError::NotANumber,
+            ParseError::TooShortAfterIdd | ParseError::TooShortNsn => PhoneError::TooShort,
+            ParseError::TooLongNsn => PhoneError::TooLong,
+        })?;
+    let validity = if rules.is_valid_number(&number) {
         Validity::Valid
     } else {
-        match number.is_possible_with_reason() {
+        match rules.is_possible_number_with_reason(&number) {
             Ok(NumberLengthType::IsPossible) => Validity::UnknownRange,
             // Dialable only inside its area, without the area code: no E.164 form exists.
             Ok(NumberLengthType::IsPossibleLocalOnly) => return Err(PhoneError::LocalOnly),
@@ -163,14 +229,14 @@ pub fn normalize(raw: &str, region: Option<DefaultRegion>) -> Result<Normalized,
         }
     };
     let other_regions = match region {
-        Some(region) => other_readings(&cleaned, &number, region.0, &validity),
+        Some(region) => other_readings(rules, cleaned, &number, region.0, &validity),
         None => Vec::new(),
     };
     let extension = number.extension.clone().filter(|e| !e.is_empty());
     let mut core = number;
     core.extension = None;
     Ok(Normalized {
-        e164: core.format_as(PhoneNumberFormat::E164).into_owned(),
+        e164: rules.format(&core, PhoneNumberFormat::E164).into_owned(),
         validity,
         extension,
         other_regions,
@@ -180,6 +246,7 @@ pub fn normalize(raw: &str, region: Option<DefaultRegion>) -> Result<Normalized,
 /// The readings of a national number in other common regions, when the default region
 /// explains it badly (see `Normalized::other_regions`); empty otherwise.
 fn other_readings(
+    rules: &PhoneNumberUtil,
     cleaned: &str,
     number: &PhoneNumber,
     region: Region,
@@ -194,7 +261,7 @@ fn other_readings(
     }
     let written = digits(cleaned);
     let nsn = number.get_national_significant_number();
-    let as_national = || digits(&number.format_as(PhoneNumberFormat::National));
+    let as_national = || digits(&rules.format(number, PhoneNumberFormat::National));
     let badly_explained = match validity {
         // Written in national form (with or without a trunk prefix), in no known range.
         Validity::UnknownRange => written == nsn || written == as_national(),
@@ -211,26 +278,28 @@ fn other_readings(
         if other == region {
             continue;
         }
-        let Ok(candidate) = PhoneNumber::parse(cleaned, Some(other)) else {
+        let Ok(candidate) = rules.parse(cleaned, Some(other)) else {
             continue;
         };
         // Valid there, and written exactly as that region writes its national numbers.
-        if !candidate.is_valid()
-            || digits(&candidate.format_as(PhoneNumberFormat::National)) != written
+        if !rules.is_valid_number(&candidate)
+            || digits(&rules.format(&candidate, PhoneNumberFormat::National)) != written
         {
             continue;
         }
-        let e164 = candidate.format_as(PhoneNumberFormat::E164).into_owned();
+        let e164 = rules
+            .format(&candidate, PhoneNumberFormat::E164)
+            .into_owned();
         if readings.iter().any(|(_, r)| r.e164 == e164) {
             continue; // NANP: one reading, whichever region of +1 found it
         }
-        let rank = match candidate.get_type() {
+        let rank = match rules.get_number_type(&candidate) {
             PhoneNumberType::Mobile
             | PhoneNumberType::FixedLine
             | PhoneNumberType::FixedLineOrMobile => 0,
             _ => 1,
         };
-        let name = candidate.get_region_code().unwrap_or(other);
+        let name = rules.get_region_for_number(&candidate).unwrap_or(other);
         readings.push((
             rank,
             OtherReading {

@@ -291,13 +291,10 @@ pub(super) fn examine_file(
         );
     }
     match understood {
-        Ok(contribution) => Examined::Parsed(
-            FileChange::Updated {
-                record: record(contribution.cards, contribution.card_errors),
-                phones: Some(contribution.phones.clone()),
-            },
-            contribution,
-        ),
+        Ok(contribution) => {
+            let record = record(contribution.cards, contribution.card_errors);
+            Examined::parsed(record, contribution)
+        }
         Err((FileState::Incomplete, error)) => {
             let age_secs = read_at
                 .duration_since(std::time::UNIX_EPOCH)

@@ -101,21 +101,18 @@ pub(in crate::source) fn examine_card(
     scan.files_parsed += 1;
     Ok(
         match super::super::understand_file(&bytes, source, region) {
-            Ok(contribution) => Examined::Parsed(
-                FileChange::Updated {
-                    record: FileRecord {
-                        path: path.clone(),
-                        source: source.name.clone(),
-                        stat: Some(stat),
-                        content_hash: Some(card.content_hash),
-                        state: FileState::Ok,
-                        last_error: None,
-                        cards: u32::try_from(contribution.cards).unwrap_or(u32::MAX),
-                        card_errors: u32::try_from(contribution.card_errors).unwrap_or(u32::MAX),
-                        derived_with: Some(key),
-                        racy: false,
-                    },
-                    phones: Some(contribution.phones.clone()),
+            Ok(contribution) => Examined::parsed(
+                FileRecord {
+                    path: path.clone(),
+                    source: source.name.clone(),
+                    stat: Some(stat),
+                    content_hash: Some(card.content_hash),
+                    state: FileState::Ok,
+                    last_error: None,
+                    cards: u32::try_from(contribution.cards).unwrap_or(u32::MAX),
+                    card_errors: u32::try_from(contribution.card_errors).unwrap_or(u32::MAX),
+                    derived_with: Some(key),
+                    racy: false,
                 },
                 contribution,
             ),
