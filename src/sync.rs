@@ -478,6 +478,13 @@ pub async fn sync_once(
     // pass that ends quietly leaves the remote equal to the address book.
     let undecided = |a: &AccountReport| a.stop.is_none() && (a.in_flight > 0 || a.superseded > 0);
     if !options.offline && report.accounts.iter().any(undecided) {
+        // A resend answered "already saved" (WhatsApp's 409) left the number unverified,
+        // and its reconcile due at once: done before planning again, so that a number of
+        // ours no card wants any more is known as ours and deleted in this pass, not the
+        // next one.
+        for backend in backends.iter_mut() {
+            reconcile_if_due(store, backend.as_mut(), clock, options).await?;
+        }
         let second = plan_pass(config, store, &accounts, clock.now(), options)?;
         for (account, again) in report.accounts.iter_mut().zip(second.accounts) {
             account.planned.absorb(&again.planned);
@@ -1379,9 +1386,12 @@ async fn send_queue(
                 // A contact who changed their number is not removed by the old string: ours
                 // with a known user go by user too, and a username contact only by user.
                 let users = store.users_by_key(&name, &keys)?;
+                // A person another card wants under another key stays: their number here
+                // is done without a call.
+                let kept = store.kept_under_another_key(&name, &keys)?;
                 let phones: Vec<String> = keys
                     .iter()
-                    .filter(|key| !contact_key::is_username(key))
+                    .filter(|key| !contact_key::is_username(key) && !kept.contains(*key))
                     .cloned()
                     .collect();
                 // A number deleted by phone is done only when it has no user left to delete.
@@ -1389,6 +1399,7 @@ async fn send_queue(
                     deleted
                         .iter()
                         .filter(|key| !users.contains_key(*key))
+                        .chain(&kept)
                         .cloned()
                         .collect()
                 };

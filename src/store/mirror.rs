@@ -394,6 +394,34 @@ impl Store {
         Ok(users)
     }
 
+    /// Those of `keys` whose user is ours under another key too, one not among `keys` (a
+    /// person on a card by number and on another by username): Telegram deletes a contact
+    /// by any of its numbers, so deleting such a number would delete the person the other
+    /// card still wants. They leave the mirror without a call.
+    pub fn kept_under_another_key(
+        &self,
+        backend: &str,
+        keys: &[String],
+    ) -> Result<BTreeSet<String>> {
+        let mut statement = self.conn().prepare_cached(
+            "SELECT other.contact_key FROM mirror m JOIN mirror other
+               ON other.backend = m.backend AND other.user_id = m.user_id
+               AND other.contact_key != m.contact_key
+             WHERE m.backend = ?1 AND m.contact_key = ?2 AND m.user_id IS NOT NULL
+               AND other.state = 'imported'",
+        )?;
+        let mut kept = BTreeSet::new();
+        for key in keys {
+            let others = statement
+                .query_map(params![backend, key], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            if others.iter().any(|other| !keys.contains(other)) {
+                kept.insert(key.clone());
+            }
+        }
+        Ok(kept)
+    }
+
     /// The user behind one of ours (user id, access hash), as the last confirmed result
     /// gave it: a username contact is added again (renamed) by it without resolving the
     /// username once more.

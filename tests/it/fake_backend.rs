@@ -136,6 +136,13 @@ pub struct Account {
     /// learns which batch a delete belongs to there (the one sent with that key). `None`:
     /// no delete counts as a resend.
     pub outbox: Option<PathBuf>,
+    /// The account's name in that state (`""`: any): with two accounts, client ids and
+    /// batches are looked up in this account's outbox only.
+    pub backend: String,
+    /// `on_remote_delete = keep`: contacts deleted in the app (key → their names then)
+    /// while their card has not changed since; importing one again with those names
+    /// is a violation.
+    pub kept_deleted: BTreeMap<String, (String, String)>,
     /// Numbers the server refuses (an invalid number): a call carrying one is refused as a
     /// whole, naming no item, and nothing of it is applied.
     pub refused: BTreeSet<String>,
@@ -232,7 +239,10 @@ impl Account {
         let cut = Fault::cut(fault.as_ref(), phones.len());
         self.deliver_deletes(&phones[..cut.delivered]);
         for phone in &phones[..cut.applied] {
-            self.contacts.remove(phone);
+            // Telegram deletes the person whose number it is, however they were added.
+            for key in self.person(phone) {
+                self.contacts.remove(&key);
+            }
             self.saved.remove(phone);
         }
         cut.error.map(|error| {
@@ -242,6 +252,20 @@ impl Account {
                 error,
             )
         })
+    }
+
+    /// Every key of the person behind `key` (one user under a number and a username), or
+    /// `key` alone when no user is known behind it.
+    pub fn person(&self, key: &str) -> Vec<String> {
+        match self.users.get(key) {
+            Some(user) => self
+                .users
+                .iter()
+                .filter(|(_, id)| *id == user)
+                .map(|(key, _)| key.clone())
+                .collect(),
+            None => vec![key.to_owned()],
+        }
     }
 
     pub fn import_calls(&self) -> Vec<&Vec<(i64, String, String, String)>> {
@@ -282,6 +306,13 @@ impl Account {
                             "import of {e164} as {first:?} {last:?} while the address book wants {wanted:?}"
                         ));
                     }
+                    if !resend
+                        && self.kept_deleted.get(e164) == Some(&(first.clone(), last.clone()))
+                    {
+                        found.push(format!(
+                            "import of {e164}, deleted in the app under on_remote_delete = keep, its card unchanged"
+                        ));
+                    }
                 }
             }
             Call::Delete(phones) => {
@@ -294,6 +325,17 @@ impl Account {
                     });
                     if !resend && expected.contains_key(e164) {
                         found.push(format!("delete of {e164}, which the address book wants"));
+                    }
+                    for twin in self.person(e164) {
+                        if !resend
+                            && twin != *e164
+                            && expected.contains_key(&twin)
+                            && self.contacts.contains_key(&twin)
+                        {
+                            found.push(format!(
+                                "delete of {e164} deletes the person the address book wants as {twin}"
+                            ));
+                        }
                     }
                     fresh += usize::from(!resend);
                 }
@@ -313,8 +355,9 @@ impl Account {
         conn.query_row(
             "SELECT b.id FROM outbox_batch b JOIN outbox_item i ON i.batch_id = b.id
              WHERE b.kind = 'delete' AND b.state = 'sent' AND i.contact_key = ?1
+               AND (?2 = '' OR b.backend = ?2)
              ORDER BY b.id DESC LIMIT 1",
-            [key],
+            [key, self.backend.as_str()],
             |r| r.get(0),
         )
         .ok()
@@ -332,11 +375,12 @@ impl Account {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .unwrap();
+        let backend = self.backend.clone();
         let in_flight = |client_id: i64| -> bool {
             conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
-                 WHERE b.state = 'sent' AND i.client_id = ?1)",
-                [client_id],
+                 WHERE b.state = 'sent' AND i.client_id = ?1 AND (?2 = '' OR b.backend = ?2))",
+                rusqlite::params![client_id, backend],
                 |r| r.get(0),
             )
             .unwrap()

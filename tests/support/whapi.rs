@@ -68,6 +68,20 @@ pub struct Request {
     pub at: Instant,
 }
 
+/// Sees every request the moment it arrives, before it is answered: the request, whether it
+/// reaches the phone book (`false`: refused before any work, by a 429, a wrong token or a
+/// wrong address) and the phone book as it is before the request. A model test's oracle.
+#[derive(Clone)]
+pub struct Observer(pub Arc<ObserveFn>);
+
+pub type ObserveFn = dyn Fn(&Request, bool, &BTreeMap<String, Entry>) + Send + Sync;
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct WhapiState {
     pub token: String,
@@ -80,6 +94,7 @@ pub struct WhapiState {
     /// Every path answers 404 (what a base_url that is not the gateway gets).
     pub all_not_found: bool,
     pub listing: Listing,
+    pub observer: Option<Observer>,
 }
 
 pub struct WhapiServer {
@@ -223,13 +238,21 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<WhapiState>>) {
             state
                 .scheduled
                 .retain(|(_, before, _)| *before != usize::MAX);
+            let unauthorized = authorization != format!("Bearer {}", state.token);
+            if let Some(observer) = state.observer.clone() {
+                let delivered = !state.all_not_found
+                    && !matches!(fault, Some(WhapiFault::TooManyRequests { .. }))
+                    && !unauthorized;
+                let request = state.requests.last().expect("just pushed").clone();
+                (observer.0)(&request, delivered, &state.contacts);
+            }
             let reply = if state.all_not_found {
                 (404, r#"{"error":"not found"}"#.to_owned(), None)
             } else if matches!(fault, Some(WhapiFault::TooManyRequests { .. })) {
                 // A rate limit refuses the request before any work, as gateways do: the
                 // answer below is the 429, and nothing changed.
                 (429, String::new(), None)
-            } else if authorization != format!("Bearer {}", state.token) {
+            } else if unauthorized {
                 (
                     401,
                     r#"{"error":{"code":401,"message":"Unauthorized"}}"#.to_owned(),
