@@ -216,7 +216,7 @@ pub(super) fn examine_file(
     } = derivation;
     let mut defer = |state: FileState, error: String| {
         scan.files_deferred += 1;
-        Examined::Deferred(FileChange::Deferred {
+        Examined::deferred(FileChange::Deferred {
             path: path.to_owned(),
             source: source.name.clone(),
             state,
@@ -234,7 +234,7 @@ pub(super) fn examine_file(
             return Examined::Unchanged;
         }
         // The same file now belongs to a renamed or another source.
-        return Examined::Touched(FileChange::Updated {
+        return Examined::touched(FileChange::Updated {
             record: FileRecord {
                 source: source.name.clone(),
                 ..previous.clone()
@@ -274,7 +274,7 @@ pub(super) fn examine_file(
     if let Some(previous) = previous.filter(|p| {
         p.state == FileState::Ok && p.content_hash == Some(hash) && p.derived_with == Some(key)
     }) {
-        return Examined::Touched(FileChange::Updated {
+        return Examined::touched(FileChange::Updated {
             record: record(u64::from(previous.cards), u64::from(previous.card_errors)),
             phones: None,
         });

@@ -282,10 +282,11 @@ fn scan_source(
         match examined {
             Examined::Unchanged => contributions.push((path, kept()?)),
             Examined::Touched(change) | Examined::Deferred(change) => {
-                changes.push(change);
+                changes.push(*change);
                 contributions.push((path, kept()?));
             }
-            Examined::Parsed(change, mut contribution) => {
+            Examined::Parsed(parsed) => {
+                let (change, mut contribution) = *parsed;
                 scan.flagged
                     .extend(contribution.flagged.drain(..).map(|f| FlaggedNumber {
                         path: path.clone(),
@@ -438,12 +439,12 @@ enum Examined {
     Unchanged,
     /// Nothing to parse, but the record moves: a new fingerprint with the same content, or
     /// the file now belongs to another source.
-    Touched(FileChange),
+    Touched(Box<FileChange>),
     /// Read and parsed: the change (`Updated`) holds the file's phones, the contribution its
     /// counts and flags (see `Examined::parsed`).
-    Parsed(FileChange, FileContribution),
+    Parsed(Box<(FileChange, FileContribution)>),
     /// Not usable now: its previous cards stay in effect.
-    Deferred(FileChange),
+    Deferred(Box<FileChange>),
 }
 
 impl Examined {
@@ -452,13 +453,25 @@ impl Examined {
     /// each file kept beside it was a sixth of a first pass's peak.
     fn parsed(record: FileRecord, mut contribution: FileContribution) -> Self {
         let phones = std::mem::take(&mut contribution.phones);
-        Examined::Parsed(
+        Examined::Parsed(Box::new((
             FileChange::Updated {
                 record,
                 phones: Some(phones),
             },
             contribution,
-        )
+        )))
+    }
+
+    /// Boxed, each variant with content: a pass holds one `Examined` per listed file until
+    /// all are examined, and unboxed each was the size of its largest variant (a file record
+    /// and its counts, about 240 bytes: 24 MB of a 100k-file first pass, unchanged files
+    /// included), moved on into the changes beside them.
+    fn touched(change: FileChange) -> Self {
+        Examined::Touched(Box::new(change))
+    }
+
+    fn deferred(change: FileChange) -> Self {
+        Examined::Deferred(Box::new(change))
     }
 }
 
@@ -655,10 +668,11 @@ pub fn scan_changed(
             Examined::Unchanged => entry.1 |= previous.is_some_and(|p| p.cards > 0),
             Examined::Touched(change) => {
                 entry.1 |= previous.is_some_and(|p| p.cards > 0);
-                changed.changes.push(change);
+                changed.changes.push(*change);
             }
             Examined::Deferred(_) => return Ok(None),
-            Examined::Parsed(change, contribution) => {
+            Examined::Parsed(parsed) => {
+                let (change, contribution) = *parsed;
                 entry.1 |= contribution.cards > 0;
                 if previous.is_some() {
                     let before = store.phones_of(path)?;

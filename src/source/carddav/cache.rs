@@ -70,7 +70,7 @@ pub(in crate::source) fn examine_card(
     let path = PathBuf::from(&card.url);
     let mut defer = |state: FileState, error: String| {
         scan.files_deferred += 1;
-        Examined::Deferred(FileChange::Deferred {
+        Examined::deferred(FileChange::Deferred {
             path: path.clone(),
             source: source.name.clone(),
             state,
