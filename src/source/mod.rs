@@ -19,7 +19,7 @@ use crate::store::{self, FileRecord, FileState, SourceStatus, Store, StoredPhone
 use crate::vcard::{self, FileError};
 
 pub use folder::{Listing, is_hidden_or_temporary, is_vcard_name, list_files, redact_path};
-use folder::{access_hint, examine_file, examine_files, fingerprint, source_lists};
+use folder::{access_hint, examine_file, examine_files, list_fingerprints, source_lists};
 
 /// How a scan changes the stored state of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -532,19 +532,20 @@ pub fn unchanged(config: &Config, store: &Store) -> Result<Option<u64>, store::S
             matched += cards.len() as u64;
             continue;
         }
-        let listing = list_files(&source.path);
-        if !listing.errors.is_empty() {
+        let (files, errors) = list_fingerprints(&source.path);
+        if !errors.is_empty() {
             return Ok(None);
         }
-        for path in &listing.files {
-            let Some((owner, Some((stat, derived_with)))) =
-                stored.get(path.to_string_lossy().as_ref())
-            else {
+        for (path, stat_now) in &files {
+            // Stored as text; `to_string_lossy` checks UTF-8 far slower than `to_str`.
+            let text = match path.to_str() {
+                Some(text) => std::borrow::Cow::Borrowed(text),
+                None => path.to_string_lossy(),
+            };
+            let Some((owner, Some((stat, derived_with)))) = stored.get(text.as_ref()) else {
                 return Ok(None);
             };
-            let same = *owner == source.name
-                && *derived_with == key
-                && std::fs::metadata(path).is_ok_and(|meta| fingerprint(&meta) == *stat);
+            let same = *owner == source.name && *derived_with == key && *stat_now == Some(*stat);
             if !same {
                 return Ok(None);
             }

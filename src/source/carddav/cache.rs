@@ -43,7 +43,7 @@ pub fn unchanged_cards(
     cards: &[CachedCard],
     source: &SourceConfig,
     key: u64,
-    stored: &HashMap<String, store::StoredFingerprint>,
+    stored: &store::StoredFingerprints,
 ) -> bool {
     cards.iter().all(|card| {
         card.error.is_none()
