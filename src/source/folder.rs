@@ -2,8 +2,8 @@
 //! fingerprints, and examining each (read only what moved, parse only what changed, defer
 //! a half-written file).
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
+use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::io::{Read, Seek};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -203,7 +203,7 @@ pub fn redact_path(root: &Path, path: &Path) -> String {
 /// first pass over a large vdir is reading and parsing thousands of independent files.
 pub(super) fn examine_files(
     files: &[PathBuf],
-    known: &HashMap<OsString, FileRecord>,
+    known: &crate::store::FileRecords,
     derivation: Derivation<'_>,
     scan: &mut Scan,
 ) -> Vec<Examined> {

@@ -191,7 +191,7 @@ fn scan_source(
     order: u32,
     region: Option<DefaultRegion>,
     store: &Store,
-    known: &HashMap<OsString, FileRecord>,
+    known: &store::FileRecords,
     stored: &mut StoredPhones,
     now: Timestamp,
     accept_empty: bool,

@@ -1,7 +1,7 @@
 //! Source files, their fingerprints, and the phones their cards yielded.
 
-use std::collections::{BTreeSet, HashMap};
-use std::ffi::OsString;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{OptionalExtension, params};
@@ -123,22 +123,61 @@ fn from_sql(value: i64) -> u64 {
     u64::from_ne_bytes(value.to_ne_bytes())
 }
 
+/// Every stored file's record, found by its path's bytes. Each path is held once, in its
+/// record: a map keyed by a copy of it held it twice (a re-derivation of 100k files holds
+/// every record through its scan).
+#[derive(Debug, Default)]
+pub struct FileRecords(HashSet<ByPath, xxhash_rust::xxh3::Xxh3DefaultBuilder>);
+
+impl FileRecords {
+    pub fn get(&self, path: &OsStr) -> Option<&FileRecord> {
+        self.0.get(path).map(|r| &r.0)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &FileRecord> {
+        self.0.iter().map(|r| &r.0)
+    }
+}
+
+/// A record hashed and compared as its path's bytes, so that a set of them is looked up by
+/// `&OsStr` (`Borrow` requires the same hash and equality as `OsStr`'s: they are `OsStr`'s).
+#[derive(Debug)]
+struct ByPath(FileRecord);
+
+impl std::hash::Hash for ByPath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.path.as_os_str().hash(state);
+    }
+}
+
+impl PartialEq for ByPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.path.as_os_str() == other.0.path.as_os_str()
+    }
+}
+
+impl Eq for ByPath {}
+
+impl std::borrow::Borrow<OsStr> for ByPath {
+    fn borrow(&self) -> &OsStr {
+        self.0.path.as_os_str()
+    }
+}
+
 /// A file not usable now: (source, path, state, reason, cards of its last complete read,
 /// which stay in effect; 0 for a file never read).
 pub type DeferredFile = (String, PathBuf, FileState, String, u32);
 
 impl Store {
     /// Keyed by the path's bytes (hashing `Path` walks its components: far slower).
-    pub fn file_records(&self) -> Result<HashMap<OsString, FileRecord>> {
+    pub fn file_records(&self) -> Result<FileRecords> {
         let mut statement = self
             .conn()
             .prepare(&format!("SELECT {FILE_COLUMNS} FROM source_file"))?;
         let rows = statement.query_map([], file_record)?;
-        rows.map(|row| {
-            row.map(|r| (r.path.clone().into_os_string(), r))
-                .map_err(Into::into)
-        })
-        .collect()
+        rows.map(|row| row.map(ByPath).map_err(Into::into))
+            .collect::<Result<_>>()
+            .map(FileRecords)
     }
 
     pub fn file_record(&self, path: &Path) -> Result<Option<FileRecord>> {

@@ -22,7 +22,8 @@ use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 pub use carddav::{BookPoll, CachedCard, CardDavBook, CardDavPoll, FetchedCard};
 pub use files::{
-    FileRecord, FileState, Fingerprint, StoredFingerprint, StoredFingerprints, StoredPhone,
+    FileRecord, FileRecords, FileState, Fingerprint, StoredFingerprint, StoredFingerprints,
+    StoredPhone,
 };
 pub use history::{RunRecord, SourceStatus};
 pub use mirror::{
