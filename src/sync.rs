@@ -232,6 +232,30 @@ pub fn desired_names(scan: &source::Scan) -> BTreeMap<String, Names> {
     names_of(&scan.desired)
 }
 
+/// `desired_names` taking the set apart as it goes: each contact's key and name move over
+/// (a card's name is shared by its numbers: the last one takes it), so the set and its copy
+/// are never both whole (at 100k files, 45 MB and 26 MB).
+fn into_names(
+    contacts: BTreeMap<String, crate::contact::DesiredContact>,
+) -> BTreeMap<String, Names> {
+    contacts
+        .into_iter()
+        .map(|(e164, contact)| {
+            let names = match std::sync::Arc::try_unwrap(contact.named_by.name) {
+                Ok(name) => Names {
+                    first: name.first,
+                    last: name.last,
+                },
+                Err(shared) => Names {
+                    first: shared.first.clone(),
+                    last: shared.last.clone(),
+                },
+            };
+            (e164, names)
+        })
+        .collect()
+}
+
 fn names_of(desired: &crate::contact::DesiredSet) -> BTreeMap<String, Names> {
     desired
         .contacts
@@ -641,8 +665,7 @@ pub fn plan_pass_in_window(
         .filter(|c| matches!(c, source::FileChange::Removed { .. }))
         .count() as u64;
     scan.changes = Vec::new();
-    let desired = desired_names(&scan);
-    scan.desired.contacts = BTreeMap::new();
+    let desired = into_names(std::mem::take(&mut scan.desired.contacts));
     for status in scan.unknown_sources() {
         // File names can be "Jane Doe +49 170 1234567.vcf": logs get them redacted, unless
         // log.show_personal_data; `status` has the full reason.

@@ -2,8 +2,8 @@
 //! fingerprints, and examining each (read only what moved, parse only what changed, defer
 //! a half-written file).
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
+use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::io::{Read, Seek};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -35,75 +35,122 @@ pub(super) fn access_hint(err: &std::io::Error) -> &'static str {
 /// following symlinks but never into a directory twice (no loops), taking `*.vcf` and
 /// `*.vcard` and skipping hidden, editor and temporary files.
 pub fn list_files(root: &Path) -> Listing {
-    let mut listing = Listing::default();
+    let (files, errors) = walk_root(root, false);
+    Listing {
+        files: files.into_iter().map(|(path, _)| path).collect(),
+        errors,
+    }
+}
+
+/// A listed file and its fingerprint (`None`: it could not be looked at).
+pub(super) type FingerprintedFile = (PathBuf, Option<(u64, i64, u64)>);
+
+/// `list_files` with each file's fingerprint, taken while its directory is open: a stat
+/// relative to the directory, as `find` does. A stat by the full path resolves every
+/// component of it again: at 100k files that was a seventh of a no-op pass (perf).
+pub(super) fn list_fingerprints(
+    root: &Path,
+) -> (Vec<FingerprintedFile>, Vec<(PathBuf, std::io::Error)>) {
+    walk_root(root, true)
+}
+
+fn walk_root(
+    root: &Path,
+    with_fingerprints: bool,
+) -> (Vec<FingerprintedFile>, Vec<(PathBuf, std::io::Error)>) {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
     match std::fs::metadata(root) {
         Ok(meta) if meta.is_dir() => {
             let mut visited = HashSet::new();
-            walk(root, &mut visited, &mut listing);
+            let mut walk = Walk {
+                visited: &mut visited,
+                files: &mut files,
+                errors: &mut errors,
+                with_fingerprints,
+            };
+            walk.dir(root);
         }
-        Ok(_) => listing.files.push(root.to_owned()),
-        Err(err) => listing.errors.push((root.to_owned(), err)),
+        Ok(meta) => files.push((root.to_owned(), Some(fingerprint(&meta)))),
+        Err(err) => errors.push((root.to_owned(), err)),
     }
     // Byte order, not Path's component order: as deterministic and much cheaper.
-    listing
-        .files
-        .sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
-    listing
+    files.sort_unstable_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
+    (files, errors)
 }
 
-fn walk(dir: &Path, visited: &mut HashSet<(u64, u64)>, listing: &mut Listing) {
-    match std::fs::metadata(dir) {
-        Ok(meta) => {
-            if !visited.insert((meta.dev(), meta.ino())) {
+struct Walk<'a> {
+    visited: &'a mut HashSet<(u64, u64)>,
+    files: &'a mut Vec<FingerprintedFile>,
+    errors: &'a mut Vec<(PathBuf, std::io::Error)>,
+    with_fingerprints: bool,
+}
+
+impl Walk<'_> {
+    fn dir(&mut self, dir: &Path) {
+        match std::fs::metadata(dir) {
+            Ok(meta) => {
+                if !self.visited.insert((meta.dev(), meta.ino())) {
+                    return;
+                }
+            }
+            Err(err) => {
+                self.errors.push((dir.to_owned(), err));
                 return;
             }
         }
-        Err(err) => {
-            listing.errors.push((dir.to_owned(), err));
-            return;
-        }
-    }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) => {
-            listing.errors.push((dir.to_owned(), err));
-            return;
-        }
-    };
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
             Err(err) => {
-                listing.errors.push((dir.to_owned(), err));
-                continue;
+                self.errors.push((dir.to_owned(), err));
+                return;
             }
         };
-        let name = entry.file_name();
-        if is_hidden_or_temporary(&name) {
-            continue;
-        }
-        let path = entry.path();
-        let is_dir = match entry.file_type() {
-            Ok(t) if t.is_symlink() => match std::fs::metadata(&path) {
-                Ok(meta) => meta.is_dir(),
-                // A dangling symlink is no contact file: skip it quietly if it is not one.
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
                 Err(err) => {
-                    if is_vcard_name(&name) {
-                        listing.errors.push((path, err));
-                    }
+                    self.errors.push((dir.to_owned(), err));
                     continue;
                 }
-            },
-            Ok(t) => t.is_dir(),
-            Err(err) => {
-                listing.errors.push((path, err));
+            };
+            let name = entry.file_name();
+            if is_hidden_or_temporary(&name) {
                 continue;
             }
-        };
-        if is_dir {
-            walk(&path, visited, listing);
-        } else if is_vcard_name(&name) {
-            listing.files.push(path);
+            let path = entry.path();
+            // A symlink's target, stat'd by its path (followed), as the scan reads it.
+            let (is_dir, target) = match entry.file_type() {
+                Ok(t) if t.is_symlink() => match std::fs::metadata(&path) {
+                    Ok(meta) => (meta.is_dir(), Some(meta)),
+                    // A dangling symlink is no contact file: skip it quietly if it is not one.
+                    Err(err) => {
+                        if is_vcard_name(&name) {
+                            self.errors.push((path, err));
+                        }
+                        continue;
+                    }
+                },
+                Ok(t) => (t.is_dir(), None),
+                Err(err) => {
+                    self.errors.push((path, err));
+                    continue;
+                }
+            };
+            if is_dir {
+                self.dir(&path);
+            } else if is_vcard_name(&name) {
+                let stat = if !self.with_fingerprints {
+                    None
+                } else if let Some(meta) = target {
+                    Some(fingerprint(&meta))
+                } else {
+                    // Not a symlink: the entry's own stat (relative to the open directory)
+                    // is the file's.
+                    entry.metadata().ok().map(|meta| fingerprint(&meta))
+                };
+                self.files.push((path, stat));
+            }
         }
     }
 }
@@ -156,7 +203,7 @@ pub fn redact_path(root: &Path, path: &Path) -> String {
 /// first pass over a large vdir is reading and parsing thousands of independent files.
 pub(super) fn examine_files(
     files: &[PathBuf],
-    known: &HashMap<OsString, FileRecord>,
+    known: &crate::store::FileRecords,
     derivation: Derivation<'_>,
     scan: &mut Scan,
 ) -> Vec<Examined> {
@@ -216,7 +263,7 @@ pub(super) fn examine_file(
     } = derivation;
     let mut defer = |state: FileState, error: String| {
         scan.files_deferred += 1;
-        Examined::Deferred(FileChange::Deferred {
+        Examined::deferred(FileChange::Deferred {
             path: path.to_owned(),
             source: source.name.clone(),
             state,
@@ -234,7 +281,7 @@ pub(super) fn examine_file(
             return Examined::Unchanged;
         }
         // The same file now belongs to a renamed or another source.
-        return Examined::Touched(FileChange::Updated {
+        return Examined::touched(FileChange::Updated {
             record: FileRecord {
                 source: source.name.clone(),
                 ..previous.clone()
@@ -274,7 +321,7 @@ pub(super) fn examine_file(
     if let Some(previous) = previous.filter(|p| {
         p.state == FileState::Ok && p.content_hash == Some(hash) && p.derived_with == Some(key)
     }) {
-        return Examined::Touched(FileChange::Updated {
+        return Examined::touched(FileChange::Updated {
             record: record(u64::from(previous.cards), u64::from(previous.card_errors)),
             phones: None,
         });

@@ -1,7 +1,7 @@
 //! Source files, their fingerprints, and the phones their cards yielded.
 
-use std::collections::{BTreeSet, HashMap};
-use std::ffi::OsString;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{OptionalExtension, params};
@@ -66,6 +66,11 @@ pub type Fingerprint = (u64, i64, u64);
 /// read while they can vouch for its content (not deferred, not racily clean).
 pub type StoredFingerprint = (String, Option<(Fingerprint, u64)>);
 
+/// Every stored file's fingerprint by its path. Hashed by xxh3, not SipHash: the paths are
+/// the user's own files, and SipHash was a tenth of a no-op pass's own CPU at 100k files.
+pub type StoredFingerprints =
+    HashMap<String, StoredFingerprint, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+
 /// A phone a card contributes, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPhone {
@@ -118,22 +123,61 @@ fn from_sql(value: i64) -> u64 {
     u64::from_ne_bytes(value.to_ne_bytes())
 }
 
+/// Every stored file's record, found by its path's bytes. Each path is held once, in its
+/// record: a map keyed by a copy of it held it twice (a re-derivation of 100k files holds
+/// every record through its scan).
+#[derive(Debug, Default)]
+pub struct FileRecords(HashSet<ByPath, xxhash_rust::xxh3::Xxh3DefaultBuilder>);
+
+impl FileRecords {
+    pub fn get(&self, path: &OsStr) -> Option<&FileRecord> {
+        self.0.get(path).map(|r| &r.0)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &FileRecord> {
+        self.0.iter().map(|r| &r.0)
+    }
+}
+
+/// A record hashed and compared as its path's bytes, so that a set of them is looked up by
+/// `&OsStr` (`Borrow` requires the same hash and equality as `OsStr`'s: they are `OsStr`'s).
+#[derive(Debug)]
+struct ByPath(FileRecord);
+
+impl std::hash::Hash for ByPath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.path.as_os_str().hash(state);
+    }
+}
+
+impl PartialEq for ByPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.path.as_os_str() == other.0.path.as_os_str()
+    }
+}
+
+impl Eq for ByPath {}
+
+impl std::borrow::Borrow<OsStr> for ByPath {
+    fn borrow(&self) -> &OsStr {
+        self.0.path.as_os_str()
+    }
+}
+
 /// A file not usable now: (source, path, state, reason, cards of its last complete read,
 /// which stay in effect; 0 for a file never read).
 pub type DeferredFile = (String, PathBuf, FileState, String, u32);
 
 impl Store {
     /// Keyed by the path's bytes (hashing `Path` walks its components: far slower).
-    pub fn file_records(&self) -> Result<HashMap<OsString, FileRecord>> {
+    pub fn file_records(&self) -> Result<FileRecords> {
         let mut statement = self
             .conn()
             .prepare(&format!("SELECT {FILE_COLUMNS} FROM source_file"))?;
         let rows = statement.query_map([], file_record)?;
-        rows.map(|row| {
-            row.map(|r| (r.path.clone().into_os_string(), r))
-                .map_err(Into::into)
-        })
-        .collect()
+        rows.map(|row| row.map(ByPath).map_err(Into::into))
+            .collect::<Result<_>>()
+            .map(FileRecords)
     }
 
     pub fn file_record(&self, path: &Path) -> Result<Option<FileRecord>> {
@@ -313,12 +357,12 @@ impl Store {
     /// Every stored file's fingerprint for `source::unchanged`: path → (source, stat of the
     /// last complete read and the key it was derived with; None when the file is deferred or
     /// racily clean, so it must be read again).
-    pub fn file_fingerprints(&self) -> Result<HashMap<String, StoredFingerprint>> {
+    pub fn file_fingerprints(&self) -> Result<StoredFingerprints> {
         let mut statement = self.conn().prepare(
             "SELECT path, source, size, mtime_ns, inode, state, derived_with, racy FROM source_file",
         )?;
         let mut rows = statement.query([])?;
-        let mut found = HashMap::new();
+        let mut found = StoredFingerprints::default();
         while let Some(row) = rows.next()? {
             let ok = row.get_ref(5)?.as_str().map_err(rusqlite::Error::from)? == "ok";
             let settled = ok && row.get::<_, i64>(7)? == 0;

@@ -21,7 +21,10 @@ use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 pub use carddav::{BookPoll, CachedCard, CardDavBook, CardDavPoll, FetchedCard};
-pub use files::{FileRecord, FileState, Fingerprint, StoredFingerprint, StoredPhone};
+pub use files::{
+    FileRecord, FileRecords, FileState, Fingerprint, StoredFingerprint, StoredFingerprints,
+    StoredPhone,
+};
 pub use history::{RunRecord, SourceStatus};
 pub use mirror::{
     AccountState, Batch, BatchKind, BatchState, Claimed, CutDone, DesiredOf, ImportTally,

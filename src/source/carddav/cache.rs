@@ -43,7 +43,7 @@ pub fn unchanged_cards(
     cards: &[CachedCard],
     source: &SourceConfig,
     key: u64,
-    stored: &HashMap<String, store::StoredFingerprint>,
+    stored: &store::StoredFingerprints,
 ) -> bool {
     cards.iter().all(|card| {
         card.error.is_none()
@@ -70,7 +70,7 @@ pub(in crate::source) fn examine_card(
     let path = PathBuf::from(&card.url);
     let mut defer = |state: FileState, error: String| {
         scan.files_deferred += 1;
-        Examined::Deferred(FileChange::Deferred {
+        Examined::deferred(FileChange::Deferred {
             path: path.clone(),
             source: source.name.clone(),
             state,
