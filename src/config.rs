@@ -764,6 +764,42 @@ fn show_duration(value: u64, millis: bool) -> String {
 }
 
 /// A duration key within `range`, in the range's unit, or `default` when absent.
+/// A key naming a file of the source's (`password_file`, `ca_file`,
+/// `oauth_client_secret_file`): not empty, resolved against the configuration's folder, and
+/// for check-config readable now (its content is not looked at). `what` says what the file
+/// holds, for the hints.
+fn file_key(
+    file: &Spanned<String>,
+    key: String,
+    what: &str,
+    base: &Path,
+    source_paths: SourcePaths,
+    invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
+) -> Result<PathBuf, ConfigError> {
+    if file.get_ref().trim().is_empty() {
+        return Err(invalid(
+            Some(file.span()),
+            key,
+            "must not be empty".into(),
+            Some(format!("a file that holds {what}")),
+        ));
+    }
+    let path = resolve_path(file.get_ref(), base);
+    if source_paths == SourcePaths::MustBeReadable
+        && let Err(err) = std::fs::File::open(&path)
+    {
+        return Err(invalid(
+            Some(file.span()),
+            key,
+            format!("cannot read {}: {err}", path.display()),
+            Some(format!(
+                "a file holding {what}, readable by the user contactsyncd runs as"
+            )),
+        ));
+    }
+    Ok(path)
+}
+
 fn duration_key(
     value: &Option<Spanned<RawDuration>>,
     key: &str,
@@ -1716,29 +1752,14 @@ fn carddav_config(
                 None,
             ));
         }
-        (Some(file), None) => {
-            if file.get_ref().trim().is_empty() {
-                return Err(invalid(
-                    Some(file.span()),
-                    key("password_file"),
-                    "must not be empty".into(),
-                    Some("a file that holds the password (mode 0600)".into()),
-                ));
-            }
-            let path = resolve_path(file.get_ref(), base);
-            // check-config: the file must be readable now (its content is not looked at).
-            if source_paths == SourcePaths::MustBeReadable
-                && let Err(err) = std::fs::File::open(&path)
-            {
-                return Err(invalid(
-                    Some(file.span()),
-                    key("password_file"),
-                    format!("cannot read {}: {err}", path.display()),
-                    Some("a file holding the password, readable by the user contactsyncd runs as (mode 0600)".into()),
-                ));
-            }
-            PasswordSource::File(path)
-        }
+        (Some(file), None) => PasswordSource::File(file_key(
+            file,
+            key("password_file"),
+            "the password (mode 0600)",
+            base,
+            source_paths,
+            invalid,
+        )?),
         (None, Some(command)) => {
             if command
                 .get_ref()
@@ -1792,31 +1813,20 @@ fn carddav_config(
         &FULL_CHECK_INTERVAL,
         invalid,
     )?;
-    let ca_file = match &source.ca_file {
-        Some(file) if file.get_ref().trim().is_empty() => {
-            return Err(invalid(
-                Some(file.span()),
+    let ca_file = source
+        .ca_file
+        .as_ref()
+        .map(|file| {
+            file_key(
+                file,
                 key("ca_file"),
-                "must not be empty".into(),
-                Some("a PEM file with the certificate (or CA) the server's certificate is signed with".into()),
-            ));
-        }
-        Some(file) => {
-            let path = resolve_path(file.get_ref(), base);
-            if source_paths == SourcePaths::MustBeReadable
-                && let Err(err) = std::fs::File::open(&path)
-            {
-                return Err(invalid(
-                    Some(file.span()),
-                    key("ca_file"),
-                    format!("cannot read {}: {err}", path.display()),
-                    None,
-                ));
-            }
-            Some(path)
-        }
-        None => None,
-    };
+                "the certificate (or CA) the server's certificate is signed with, in PEM",
+                base,
+                source_paths,
+                invalid,
+            )
+        })
+        .transpose()?;
     let verify_fingerprint = match &source.verify_fingerprint {
         Some(pin) if parse_fingerprint(pin.get_ref()).is_none() => {
             return Err(invalid(
@@ -1976,28 +1986,14 @@ fn bearer_config(
         }
     };
     let client_secret_file = match &source.oauth_client_secret_file {
-        Some(file) if file.get_ref().trim().is_empty() => {
-            return Err(invalid(
-                Some(file.span()),
-                key("oauth_client_secret_file"),
-                "must not be empty".into(),
-                Some("a file that holds the client secret (mode 0600)".into()),
-            ));
-        }
-        Some(file) => {
-            let path = resolve_path(file.get_ref(), base);
-            if source_paths == SourcePaths::MustBeReadable
-                && let Err(err) = std::fs::File::open(&path)
-            {
-                return Err(invalid(
-                    Some(file.span()),
-                    key("oauth_client_secret_file"),
-                    format!("cannot read {}: {err}", path.display()),
-                    Some("a file holding the client secret, readable by the user contactsyncd runs as (mode 0600)".into()),
-                ));
-            }
-            Some(path)
-        }
+        Some(file) => Some(file_key(
+            file,
+            key("oauth_client_secret_file"),
+            "the client secret (mode 0600)",
+            base,
+            source_paths,
+            invalid,
+        )?),
         // Google's token endpoint refuses a Desktop app client without its secret.
         None if google.is_some() => {
             return Err(invalid(
