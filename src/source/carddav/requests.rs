@@ -283,6 +283,7 @@ pub(super) async fn list_members(client: &mut Client, book: &Url) -> Result<List
         ..Listing::default()
     };
     let mut books_inside = Vec::new();
+    let mut other_collections = Vec::new();
     for response in &responses {
         let url = card_url(&answered, &response.href)
             .ok_or_else(|| client.garbage(WHAT, "an href that is no URL".into()))?;
@@ -295,6 +296,8 @@ pub(super) async fn list_members(client: &mut Client, book: &Url) -> Result<List
                 url.as_str().trim_end_matches('/') == answered.as_str().trim_end_matches('/');
             if is_book && !is_itself {
                 books_inside.push((url.to_string(), None));
+            } else if !is_itself {
+                other_collections.push((url.to_string(), None));
             }
             continue;
         }
@@ -308,6 +311,13 @@ pub(super) async fn list_members(client: &mut Client, book: &Url) -> Result<List
     // would be empty, and its cards would seem deleted.
     if !books_inside.is_empty() {
         return Err(holds_books(&client.source, &answered, &books_inside));
+    }
+    // Calypso 2.1 (Debian's) calls `/alice/` an address book and lists the books in it as
+    // calendar collections only. A book may hold plain collections beside its cards, but one
+    // with no card and collections inside is such a user's collection: read as a book it
+    // would be empty.
+    if listing.members.is_empty() && !other_collections.is_empty() {
+        return Err(holds_books(&client.source, &answered, &other_collections));
     }
     Ok(listing)
 }

@@ -54,6 +54,9 @@ struct FakeBook {
     /// Collections inside the book that call themselves address books (Calypso's `/alice/`
     /// calls itself one and holds the user's books).
     nested_books: Vec<String>,
+    /// Collections inside the book typed as calendars only: how Calypso 2.1 lists the books
+    /// in its user collection `/alice/`, which itself claims to be an address book.
+    nested_calendars: Vec<String>,
     /// Refuse an addressbook-query without a filter (400), as RFC 6352 allows.
     query_refused: bool,
     /// Answer an addressbook-query with only this many cards and no 507: a server outside
@@ -204,6 +207,11 @@ impl FakeBook {
                 for href in &self.nested_books {
                     xml.push_str(&format!(
                         r#"<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype><D:collection/><C:addressbook xmlns:C="urn:ietf:params:xml:ns:carddav"/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#
+                    ));
+                }
+                for href in &self.nested_calendars {
+                    xml.push_str(&format!(
+                        r#"<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype><C:calendar xmlns:C="urn:ietf:params:xml:ns:caldav"/><D:collection/></D:resourcetype></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"#
                     ));
                 }
                 let extra = self.extra_rows.iter().map(|(h, e)| (h, e));
@@ -1465,8 +1473,11 @@ async fn a_collection_holding_address_books_is_named_with_them() {
 /// books (Calypso's `/alice/`) is not read as an empty book: the poll fails with the books
 /// named, the source is unknown and no cached card goes. Seen failing: read as a book with
 /// no cards, every cached card was deleted.
+#[rstest::rstest]
+#[case::typed_as_books(false)]
+#[case::typed_as_calendars_as_calypso_does(true)]
 #[tokio::test]
-async fn a_book_that_holds_address_books_is_not_read_as_an_empty_book() {
+async fn a_book_that_holds_address_books_is_not_read_as_an_empty_book(#[case] calypso: bool) {
     let book = book_with(2);
     book.lock().unwrap().sync_support = false;
     let (config, mut store, _dir) = served(&book).await;
@@ -1476,7 +1487,12 @@ async fn a_book_that_holds_address_books_is_not_read_as_an_empty_book() {
         let mut book = book.lock().unwrap();
         book.forget("/book/c0000.vcf");
         book.forget("/book/c0001.vcf");
-        book.nested_books = vec!["/book/contacts/".into(), "/book/work/".into()];
+        let inside = vec!["/book/contacts/".into(), "/book/work/".into()];
+        if calypso {
+            book.nested_calendars = inside;
+        } else {
+            book.nested_books = inside;
+        }
     }
     let err = poll(&config.sources[0], &mut store, 2).await.unwrap_err();
     assert!(
