@@ -397,12 +397,12 @@ pub(super) async fn access_token(
     let name = &source.name;
     let oauth = match bearer {
         BearerSource::Command(argv) => {
-            return read_password(&PasswordSource::Command(argv.clone()), true)
-                .map(Option::unwrap_or_default)
-                .map_err(|reason| CardDavError::Setup {
+            return run_secret_command(argv, "bearer_token_command").map_err(|reason| {
+                CardDavError::Setup {
                     name: name.clone(),
-                    reason: reason.replace("password_command", "bearer_token_command"),
-                });
+                    reason,
+                }
+            });
         }
         BearerSource::OAuth(oauth) => oauth,
     };
@@ -506,7 +506,9 @@ pub fn wait_for_redirect(
         std::thread::spawn(move || {
             let stdin = std::io::stdin();
             let mut line = String::new();
-            while stdin.lock().read_line(&mut line).is_ok_and(|n| n > 0) {
+            // The pasted address is one line; a stream without a newline stops at the cap.
+            let mut stdin = stdin.lock().take(MAX_REDIRECT_REQUEST_BYTES as u64);
+            while stdin.read_line(&mut line).is_ok_and(|n| n > 0) {
                 if !line.trim().is_empty() {
                     let _ = found.send((false, line.trim().to_owned()));
                     return;
