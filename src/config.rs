@@ -768,6 +768,31 @@ fn show_duration(value: u64, millis: bool) -> String {
 /// `oauth_client_secret_file`): not empty, resolved against the configuration's folder, and
 /// for check-config readable now (its content is not looked at). `what` says what the file
 /// holds, for the hints.
+/// A key naming a program to run (`password_command`, `bearer_token_command`): a list whose
+/// first item is the program. `example` completes the hint.
+fn command_key(
+    command: &Spanned<Vec<String>>,
+    key: String,
+    example: &str,
+    invalid: &impl Fn(Option<Range<usize>>, String, String, Option<String>) -> ConfigError,
+) -> Result<Vec<String>, ConfigError> {
+    if command
+        .get_ref()
+        .first()
+        .is_none_or(|p| p.trim().is_empty())
+    {
+        return Err(invalid(
+            Some(command.span()),
+            key,
+            "must name a program".into(),
+            Some(format!(
+                "a list: the program and its arguments, e.g. {example}"
+            )),
+        ));
+    }
+    Ok(command.get_ref().clone())
+}
+
 fn file_key(
     file: &Spanned<String>,
     key: String,
@@ -1760,21 +1785,12 @@ fn carddav_config(
             source_paths,
             invalid,
         )?),
-        (None, Some(command)) => {
-            if command
-                .get_ref()
-                .first()
-                .is_none_or(|p| p.trim().is_empty())
-            {
-                return Err(invalid(
-                    Some(command.span()),
-                    key("password_command"),
-                    "must name a program".into(),
-                    Some("a list: the program and its arguments, e.g. [\"pass\", \"show\", \"carddav\"]".into()),
-                ));
-            }
-            PasswordSource::Command(command.get_ref().clone())
-        }
+        (None, Some(command)) => PasswordSource::Command(command_key(
+            command,
+            key("password_command"),
+            "[\"pass\", \"show\", \"carddav\"]",
+            invalid,
+        )?),
         // The source's name is known only later; see where sources are pushed.
         (None, None) => PasswordSource::Credential(String::new()),
     };
@@ -1941,19 +1957,12 @@ fn bearer_config(
         ));
     }
     if let Some(command) = command {
-        if command
-            .get_ref()
-            .first()
-            .is_none_or(|p| p.trim().is_empty())
-        {
-            return Err(invalid(
-                Some(command.span()),
-                key("bearer_token_command"),
-                "must name a program".into(),
-                Some("a list: the program and its arguments, e.g. [\"oama\", \"access\", \"me@example.org\"]; its first line of output is the token".into()),
-            ));
-        }
-        return Ok(Some(BearerSource::Command(command.get_ref().clone())));
+        return Ok(Some(BearerSource::Command(command_key(
+            command,
+            key("bearer_token_command"),
+            "[\"oama\", \"access\", \"me@example.org\"]; its first line of output is the token",
+            invalid,
+        )?)));
     }
     let google = match &source.google {
         Some(account) if !account.get_ref().contains('@') => {
