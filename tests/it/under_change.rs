@@ -399,3 +399,48 @@ async fn a_queued_delete_of_a_contact_no_longer_ours_is_dropped_before_sending()
     assert_eq!(deletes_of(&backend, &phone(1)), 0);
     assert_eq!(backend.state().contacts[&phone(1)].0, "Anna (mine)");
 }
+
+/// Two cards, room for one: the second number comes back in `retry_contacts` and waits.
+async fn one_number_waiting_for_a_retry() -> (Setup, FakeBackend, ManualClock) {
+    let setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    write_card(&setup, "bob.vcf", "Bob", 2);
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    backend.state().import_quota = Some(1);
+    let clock = ManualClock::new();
+    let first = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(first.accounts[0].retrying, 1, "{first:?}");
+    // Numbers go out in order: Anna took the room.
+    assert_eq!(
+        backend.state().contacts.keys().collect::<Vec<_>>(),
+        [&phone(1)]
+    );
+    backend.state().import_quota = None;
+    (setup, backend, clock)
+}
+
+/// A number the server sent back for later is not sent again before its wait is over, and
+/// is sent once it is (nothing else changed: only the clock).
+#[tokio::test]
+async fn a_number_sent_back_for_later_is_imported_when_its_wait_is_over() {
+    let (setup, backend, clock) = one_number_waiting_for_a_retry().await;
+    let waiting = backend.state().import_calls().len();
+    let early = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(backend.state().import_calls().len(), waiting, "{early:?}");
+
+    clock.advance(2 * 24 * 3600);
+    let due = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(due.accounts[0].planned.retries, 1, "{due:?}");
+    assert_eq!(backend.state().contacts.len(), 2);
+}
+
+/// The wait holds the names the server sent back, not the number: renamed meanwhile, the
+/// card goes out at once under its new names.
+#[tokio::test]
+async fn a_number_waiting_for_a_retry_goes_out_at_once_when_its_card_changes() {
+    let (setup, backend, clock) = one_number_waiting_for_a_retry().await;
+    write_card(&setup, "bob.vcf", "Bobby", 2);
+    let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(report.accounts[0].planned.new, 1, "{report:?}");
+    assert_eq!(backend.state().contacts[&phone(2)].0, "Bobby");
+}
