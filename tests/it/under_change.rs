@@ -444,3 +444,80 @@ async fn a_number_waiting_for_a_retry_goes_out_at_once_when_its_card_changes() {
     assert_eq!(report.accounts[0].planned.new, 1, "{report:?}");
     assert_eq!(backend.state().contacts[&phone(2)].0, "Bobby");
 }
+
+/// Passes with these deletion limits (the CLI takes them from `[safety]`).
+fn limited(limits: contactsyncd::diff::DeleteLimits) -> SyncOptions {
+    SyncOptions {
+        limits,
+        ..SyncOptions::default()
+    }
+}
+
+/// 20 cards, synced; then the cards `removed` taken out of the book and a pass: what it held.
+async fn remove_from_twenty(removed: std::ops::Range<usize>) -> (sync::AccountReport, FakeBackend) {
+    let setup = Setup::new(None);
+    let options = limited(contactsyncd::diff::DeleteLimits {
+        max_deletes: 100,
+        ..Default::default()
+    });
+    for i in 0..20 {
+        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
+    }
+    let backend = FakeBackend::new(100).with_users(users(20).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, options.clone()).await;
+    for i in removed {
+        std::fs::remove_file(setup.book().join(format!("{i}.vcf"))).unwrap();
+    }
+    let report = setup.sync(&backend, &clock, options).await;
+    (report.accounts[0].clone(), backend)
+}
+
+/// From `fraction_min_contacts` synced contacts on, deleting more than
+/// `max_delete_fraction` of them is held, however far under `max_deletes`.
+#[tokio::test]
+async fn the_guard_holds_a_large_share_of_the_synced_contacts() {
+    let (report, backend) = remove_from_twenty(0..5).await;
+    let held = report.held.expect("5 of 20 is over 20%");
+    assert_eq!(held.deletes, 5);
+    assert!(held.reason.contains("max_delete_fraction"), "{held:?}");
+    assert!(backend.state().delete_calls().is_empty());
+}
+
+/// A small share goes through: the fraction is a share, not a size.
+#[tokio::test]
+async fn the_guard_lets_a_small_share_of_the_synced_contacts_go() {
+    let (report, backend) = remove_from_twenty(0..1).await;
+    assert_eq!(report.held, None);
+    assert_eq!(report.deleted, 1);
+    assert_eq!(deletes_of(&backend, &phone(0)), 1);
+}
+
+/// `max_delete_fraction = 1.0` turns the share off, the emptied account included: every
+/// synced contact may go (the book keeps a card without a number, so it is not emptied).
+#[tokio::test]
+async fn a_fraction_of_one_lets_every_synced_contact_go() {
+    let setup = Setup::new(None);
+    let options = limited(contactsyncd::diff::DeleteLimits {
+        max_delete_fraction: 1.0,
+        ..Default::default()
+    });
+    for i in 0..3 {
+        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
+    }
+    write_file(
+        setup.book().join("nonumber.vcf"),
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:No Number\r\nEMAIL:x@example.org\r\nEND:VCARD\r\n",
+    )
+    .unwrap();
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, options.clone()).await;
+    for i in 0..3 {
+        std::fs::remove_file(setup.book().join(format!("{i}.vcf"))).unwrap();
+    }
+    let report = setup.sync(&backend, &clock, options).await;
+    assert_eq!(report.accounts[0].held, None, "{report:?}");
+    assert_eq!(report.accounts[0].deleted, 3);
+    assert!(backend.state().contacts.is_empty());
+}
