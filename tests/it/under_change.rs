@@ -521,3 +521,52 @@ async fn a_fraction_of_one_lets_every_synced_contact_go() {
     assert_eq!(report.accounts[0].deleted, 3);
     assert!(backend.state().contacts.is_empty());
 }
+
+/// The daemon's change pass plans only the numbers of the files it read: the queue follows
+/// it for those numbers and keeps every other queued item as it was (place and client_id).
+#[tokio::test]
+async fn a_change_pass_touches_only_the_queued_items_of_the_files_it_read() {
+    let setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    write_card(&setup, "bob.vcf", "Bob", 2);
+    let clock = ManualClock::new();
+    let mut store = setup.store();
+    queue_offline(&setup, &mut store, &clock);
+    let queued = |store: &Store| {
+        let mut items: Vec<_> = store
+            .open_batches("fake")
+            .unwrap()
+            .into_iter()
+            .flat_map(|b| b.items)
+            .map(|i| (i.e164, i.names.first, i.client_id))
+            .collect();
+        items.sort();
+        items
+    };
+    let before = queued(&store);
+
+    write_card(&setup, "anna.vcf", "Anne", 1);
+    let accounts = [AccountSpec {
+        name: "fake".into(),
+        batch_size: 100,
+    }];
+    let paths = [setup.book().join("anna.vcf")].into_iter().collect();
+    let mut window = sync::DeletionWindow::new(std::time::Duration::from_secs(300));
+    let report = sync::change_pass(
+        &setup.config,
+        &mut store,
+        &accounts,
+        &paths,
+        clock.now(),
+        &offline(),
+        &mut window,
+    )
+    .unwrap()
+    .expect("a change pass over one rewritten file");
+    assert_eq!(report.accounts[0].superseded, 1, "{report:?}");
+    assert_eq!(report.accounts[0].planned.new, 1);
+    let after = queued(&store);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[1], before[1], "Bob's item kept as it was");
+    assert_eq!(after[0].1, "Anne");
+}
