@@ -125,6 +125,9 @@ pub struct QueueChange {
     pub superseded: usize,
     /// Numbers in batches sent and not applied yet, left to those batches.
     pub in_flight: usize,
+    /// The plan epoch when the queueing began and when it ended: its own changes (items
+    /// superseded, a batch they emptied closed, mirror rows forgotten) move it.
+    pub epochs: (i64, i64),
 }
 
 /// The names the desired set wants for some numbers (absent: not wanted), as the state has
@@ -509,6 +512,7 @@ impl Store {
             [backend],
         )?;
         let flying = in_flight(&tx, backend)?;
+        let epoch_before: i64 = tx.query_row("SELECT epoch FROM plan_epoch", [], |r| r.get(0))?;
         // The plan's lists are sorted by number (the diff's output): planned items are
         // matched to them by binary search, streamed in, never all held in a map.
         debug_assert!(imports.windows(2).all(|w| w[0].e164 < w[1].e164));
@@ -619,6 +623,10 @@ impl Store {
             "UPDATE account SET next_client_id = ?2 WHERE backend = ?1",
             params![backend, import_batches.next_client_id()],
         )?;
+        change.epochs = (
+            epoch_before,
+            tx.query_row("SELECT epoch FROM plan_epoch", [], |r| r.get(0))?,
+        );
         crate::failpoint::hit(crate::failpoint::QUEUE_PLAN);
         tx.commit()?;
         change.in_flight = flying.len();
