@@ -646,7 +646,8 @@ pub fn plan_pass_in_window(
     let key = plan_key(config, accounts);
     if !options.force_delete
         && let Some(record) = store.current_plan_record(&key)?
-        && let Some(files) = source::unchanged(config, store)?
+        && let Some(planned_files) = record.files.as_deref()
+        && let Some(files) = source::unchanged(config, store, planned_files)?
     {
         // Settled: nothing is held.
         for account in accounts {
@@ -762,6 +763,7 @@ pub fn plan_pass_in_window(
         let record = PlanRecord {
             contacts: report.contacts as u64,
             name_conflicts: report.name_conflicts as u64,
+            files: store.settled_files_digest()?.map(|digest| digest.text()),
         };
         store.record_plan(&key, epoch, record)?;
     }

@@ -554,6 +554,97 @@ async fn unchanged_files_are_planned_again_when_the_state_or_the_source_order_mo
     assert_eq!(settled.accounts[0].batches_sent, 0);
 }
 
+/// A pass over unchanged files is skipped on one digest of the listing, compared with the
+/// stored files' (issue 24.4): each way a file can change that a stat shows still makes the
+/// next pass look at the files, as the per-file comparison did.
+#[rstest::rstest]
+#[case::mtime_moved("touched", (1, 0))]
+#[case::replaced_by_a_new_inode("replaced", (1, 0))]
+#[case::removed("removed", (0, 1))]
+#[case::added("added", (1, 0))]
+#[case::renamed("renamed", (1, 1))]
+#[tokio::test]
+async fn a_pass_over_unchanged_files_is_skipped_until_one_moves(
+    #[case] change: &str,
+    #[case] read_and_removed: (u64, u64),
+) {
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..5);
+    let backend = FakeBackend::new(100).with_users(users(6).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    let first = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(first.files_read, 5);
+    let skipped = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!((skipped.files_read, skipped.files_removed), (0, 0));
+
+    let file = setup.book().join("00003.vcf");
+    let meta = std::fs::metadata(&file).unwrap();
+    match change {
+        "touched" => std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(meta.modified().unwrap() - std::time::Duration::from_secs(30))
+            .unwrap(),
+        "replaced" => {
+            // The same bytes, size and mtime under a new inode (written beside, renamed over).
+            let beside = setup.book().join("00003.vcf.tmp");
+            write_file(&beside, std::fs::read(&file).unwrap()).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&beside)
+                .unwrap()
+                .set_modified(meta.modified().unwrap())
+                .unwrap();
+            std::fs::rename(&beside, &file).unwrap();
+        }
+        "removed" => std::fs::remove_file(&file).unwrap(),
+        "added" => write_vdir(&setup.book(), 5..6),
+        "renamed" => std::fs::rename(&file, setup.book().join("00003-renamed.vcf")).unwrap(),
+        _ => unreachable!(),
+    }
+    let after = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(
+        (after.files_read, after.files_removed),
+        read_and_removed,
+        "{change}"
+    );
+    let settled = setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!((settled.files_read, settled.files_removed), (0, 0));
+}
+
+/// The racy-clean rule holds for a pass that could be skipped: a plan made while a file's
+/// read could not vouch for it (its mtime not clearly older than the read) records no digest
+/// of the files, so a rewrite of the same size that keeps the mtime and the inode (within
+/// a file system's timestamp granularity) is read by the next pass, not skipped.
+#[tokio::test]
+async fn a_racily_clean_file_keeps_the_next_pass_from_being_skipped() {
+    let setup = Setup::new(None);
+    let file = setup.book().join("anna.vcf");
+    std::fs::write(&file, card("Anna", 1)).unwrap();
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    let offline = || SyncOptions {
+        offline: true,
+        ..SyncOptions::default()
+    };
+    // Offline: the plan is queued and nothing moves the state after it (a settled plan).
+    let first = setup.sync(&backend, &clock, offline()).await;
+    assert_eq!(first.accounts[0].planned.new, 1);
+
+    std::fs::write(&file, card("Ella", 1)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let second = setup.sync(&backend, &clock, offline()).await;
+    assert_eq!(second.files_parsed, 1, "the rewrite was not read");
+    assert_eq!(second.accounts[0].planned.new, 1, "Ella replaces Anna");
+}
+
 /// A pass that derives every file again (a new default region) supersedes the imports it
 /// had queued under the old one; the pass after it finds nothing changed and is skipped, as
 /// after any plan that left nothing to do. Before, the queueing's own changes moved the plan
