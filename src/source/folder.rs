@@ -42,14 +42,15 @@ pub fn list_files(root: &Path) -> Listing {
     Listing { files, errors }
 }
 
-/// A file's fingerprint (`None`: it could not be looked at) as the walk found it.
+/// What the walk hands each file it lists to: its path and fingerprint (`None`: it could not
+/// be looked at, or was not asked for).
 type Found<'a> = dyn FnMut(PathBuf, Option<Fingerprint>) + 'a;
 
 /// Each file `list_files` lists, with its fingerprint, in the order the directories give
 /// them (not sorted, nor held: what takes them needs neither); what could not be looked at
-/// is returned. Each file is stat'ed while its directory is open, relative to
-/// it, as `find` does: a stat by the full path resolves every component of it again (at
-/// 100k files that was a seventh of a no-op pass, perf).
+/// is returned. Each file is stat'ed while its directory is open, relative to it, as `find`
+/// does: a stat by the full path resolves every component of it again (at 100k files that
+/// was a seventh of a no-op pass, perf).
 pub(super) fn visit_fingerprints(
     root: &Path,
     found: &mut Found<'_>,
