@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::SourceConfig;
-use crate::store::{FileRecord, FileState};
+use crate::store::{FileRecord, FileState, Fingerprint};
 
 use super::{Derivation, Examined, FileChange, INCOMPLETE_GRACE_SECS, Scan, understand_reader};
 
@@ -35,58 +35,60 @@ pub(super) fn access_hint(err: &std::io::Error) -> &'static str {
 /// following symlinks but never into a directory twice (no loops), taking `*.vcf` and
 /// `*.vcard` and skipping hidden, editor and temporary files.
 pub fn list_files(root: &Path) -> Listing {
-    let (files, errors) = walk_root(root, false);
-    Listing {
-        files: files.into_iter().map(|(path, _)| path).collect(),
-        errors,
-    }
+    let mut files = Vec::new();
+    let errors = walk(root, false, &mut |path, _| files.push(path));
+    // Byte order, not Path's component order: as deterministic and much cheaper.
+    files.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+    Listing { files, errors }
 }
 
-/// A listed file and its fingerprint (`None`: it could not be looked at).
-pub(super) type FingerprintedFile = (PathBuf, Option<(u64, i64, u64)>);
+/// What the walk hands each file it lists to: its path and fingerprint (`None`: it could not
+/// be looked at, or was not asked for).
+type Found<'a> = dyn FnMut(PathBuf, Option<Fingerprint>) + 'a;
 
-/// `list_files` with each file's fingerprint, taken while its directory is open: a stat
-/// relative to the directory, as `find` does. A stat by the full path resolves every
-/// component of it again: at 100k files that was a seventh of a no-op pass (perf).
-pub(super) fn list_fingerprints(
+/// Each file `list_files` lists, with its fingerprint, in the order the directories give
+/// them (not sorted, nor held: what takes them needs neither); what could not be looked at
+/// is returned. Each file is stat'ed while its directory is open, relative to it, as `find`
+/// does: a stat by the full path resolves every component of it again (at 100k files that
+/// was a seventh of a no-op pass, perf).
+pub(super) fn visit_fingerprints(
     root: &Path,
-) -> (Vec<FingerprintedFile>, Vec<(PathBuf, std::io::Error)>) {
-    walk_root(root, true)
+    found: &mut Found<'_>,
+) -> Vec<(PathBuf, std::io::Error)> {
+    walk(root, true, found)
 }
 
-fn walk_root(
+fn walk(
     root: &Path,
     with_fingerprints: bool,
-) -> (Vec<FingerprintedFile>, Vec<(PathBuf, std::io::Error)>) {
-    let mut files = Vec::new();
+    found: &mut Found<'_>,
+) -> Vec<(PathBuf, std::io::Error)> {
     let mut errors = Vec::new();
     match std::fs::metadata(root) {
         Ok(meta) if meta.is_dir() => {
             let mut visited = HashSet::new();
             let mut walk = Walk {
                 visited: &mut visited,
-                files: &mut files,
+                found,
                 errors: &mut errors,
                 with_fingerprints,
             };
             walk.dir(root);
         }
-        Ok(meta) => files.push((root.to_owned(), Some(fingerprint(&meta)))),
+        Ok(meta) => found(root.to_owned(), Some(fingerprint(&meta))),
         Err(err) => errors.push((root.to_owned(), err)),
     }
-    // Byte order, not Path's component order: as deterministic and much cheaper.
-    files.sort_unstable_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
-    (files, errors)
+    errors
 }
 
-struct Walk<'a> {
+struct Walk<'a, 'f> {
     visited: &'a mut HashSet<(u64, u64)>,
-    files: &'a mut Vec<FingerprintedFile>,
+    found: &'a mut Found<'f>,
     errors: &'a mut Vec<(PathBuf, std::io::Error)>,
     with_fingerprints: bool,
 }
 
-impl Walk<'_> {
+impl Walk<'_, '_> {
     fn dir(&mut self, dir: &Path) {
         match std::fs::metadata(dir) {
             Ok(meta) => {
@@ -149,26 +151,34 @@ impl Walk<'_> {
                     // is the file's.
                     entry.metadata().ok().map(|meta| fingerprint(&meta))
                 };
-                self.files.push((path, stat));
+                (self.found)(path, stat);
             }
         }
     }
 }
 
 /// `.hidden`, `.#emacs-lock`, `backup~`, `x.tmp`, `.x.swp`: files a vdir never means.
+/// On the name's bytes: its ASCII marks are the same whether or not the rest is UTF-8, and
+/// no copy is made for each of 100k names.
 pub fn is_hidden_or_temporary(name: &OsStr) -> bool {
-    let name = name.to_string_lossy();
-    name.starts_with('.')
-        || name.ends_with('~')
-        || name.ends_with(".tmp")
-        || name.ends_with(".swp")
-        || name.ends_with(".part")
+    let name = name.as_encoded_bytes();
+    name.starts_with(b".")
+        || name.ends_with(b"~")
+        || name.ends_with(b".tmp")
+        || name.ends_with(b".swp")
+        || name.ends_with(b".part")
 }
 
+/// `*.vcf` and `*.vcard` in any case, not hidden (no temporary name ends so).
 pub fn is_vcard_name(name: &OsStr) -> bool {
-    let name = name.to_string_lossy().to_ascii_lowercase();
-    (name.ends_with(".vcf") || name.ends_with(".vcard")) && !is_hidden_or_temporary(name.as_ref())
+    let bytes = name.as_encoded_bytes();
+    let ends_with = |suffix: &[u8]| {
+        bytes.len() >= suffix.len()
+            && bytes[bytes.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    (ends_with(b".vcf") || ends_with(b".vcard")) && !is_hidden_or_temporary(name)
 }
+
 /// A path inside a source as logs show it: every component cut to its first character,
 /// vCard extensions kept (`Jane Doe +49 170 1234567.vcf` → `J….vcf`, `Family/Jo.vcf` → `F…/J….vcf`),
 /// enough to tell a folder from a file, too little to name anyone. `status` has the path.

@@ -19,7 +19,7 @@ use crate::store::{self, FileRecord, FileState, SourceStatus, Store, StoredPhone
 use crate::vcard::{self, FileError};
 
 pub use folder::{Listing, is_hidden_or_temporary, is_vcard_name, list_files, redact_path};
-use folder::{access_hint, examine_file, examine_files, list_fingerprints, source_lists};
+use folder::{access_hint, examine_file, examine_files, source_lists, visit_fingerprints};
 
 /// How a scan changes the stored state of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -512,47 +512,46 @@ impl<'a> Derivation<'a> {
 }
 
 /// Whether a full scan would change nothing and find every source as before: each listed
-/// file has its last complete read's fingerprint, in the same source; every stored file is
-/// still listed; every listing worked. Reads no file, one stat each (like `find`). Returns
-/// the number of files when so.
-pub fn unchanged(config: &Config, store: &Store) -> Result<Option<u64>, store::StoreError> {
-    let stored = store.file_fingerprints()?;
-    let mut matched: u64 = 0;
+/// file has its last complete read's fingerprint, in the same source and derived the same
+/// way; every stored file is still listed; every listing worked. `planned_files` is the
+/// stored files' digest when the last settled plan was made (`Store::settled_files_digest`,
+/// made only when every stored file could vouch for its content): the listing's digest
+/// equals it exactly when each listed file matches a stored one and no stored file is left
+/// over. Reads no file and no file record, one stat each (like `find`). Returns the number
+/// of files when so.
+pub fn unchanged(
+    config: &Config,
+    store: &Store,
+    planned_files: &str,
+) -> Result<Option<u64>, store::StoreError> {
+    let mut listed = store::FilesDigest::default();
     for source in &config.sources {
         let key = derivation_key(source, config.default_region);
+        let seed = store::FilesDigest::seed(&source.name, key);
         if source.is_carddav() {
             // Its cache moves only by a poll, which also clears the settled plan; this
             // checks that every cached card was derived as it is now.
-            let cards = carddav::cards(store, source)?;
-            if carddav::unknown_reason(store, source)?.is_some()
-                || !carddav::unchanged_cards(&cards, source, key, &stored)
-            {
+            if carddav::unknown_reason(store, source)?.is_some() {
                 return Ok(None);
             }
-            matched += cards.len() as u64;
+            for card in carddav::cards(store, source)? {
+                if card.error.is_some() {
+                    return Ok(None);
+                }
+                listed.add(&card.url, seed, carddav::fingerprint(&card));
+            }
             continue;
         }
-        let (files, errors) = list_fingerprints(&source.path);
-        if !errors.is_empty() {
+        let mut unstatted = false;
+        let errors = visit_fingerprints(&source.path, &mut |path, stat| match stat {
+            Some(stat) => listed.add_path(&path, seed, stat),
+            None => unstatted = true,
+        });
+        if !errors.is_empty() || unstatted {
             return Ok(None);
         }
-        for (path, stat_now) in &files {
-            // Stored as text; `to_string_lossy` checks UTF-8 far slower than `to_str`.
-            let text = match path.to_str() {
-                Some(text) => std::borrow::Cow::Borrowed(text),
-                None => path.to_string_lossy(),
-            };
-            let Some((owner, Some((stat, derived_with)))) = stored.get(text.as_ref()) else {
-                return Ok(None);
-            };
-            let same = *owner == source.name && *derived_with == key && *stat_now == Some(*stat);
-            if !same {
-                return Ok(None);
-            }
-            matched += 1;
-        }
     }
-    Ok((matched == stored.len() as u64).then_some(matched))
+    Ok((listed.text() == planned_files).then_some(listed.count()))
 }
 
 /// Beyond these the change pass would look up so many numbers one by one that the full

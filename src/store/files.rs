@@ -62,14 +62,55 @@ pub struct FileRecord {
 /// (size, mtime_ns, inode).
 pub type Fingerprint = (u64, i64, u64);
 
-/// A stored file's source, and the fingerprint and derivation key of its last complete
-/// read while they can vouch for its content (not deferred, not racily clean).
-pub type StoredFingerprint = (String, Option<(Fingerprint, u64)>);
+/// What a set of files was as a plan's input, in one value: for every file its path, the
+/// source it belongs to, its fingerprint and the key it was derived with, each file hashed
+/// (xxh3-128) and the hashes added up, with their count. A sum does not depend on the order
+/// the files come in: the listing is taken as the directory gives it, never sorted, and
+/// compared with the stored records' digest without reading them (issue 24.4: reading and
+/// looking up 100k records was most of a no-op pass's own CPU). Two different sets of files
+/// give the same digest only by a collision of 128-bit hashes; xxh3 is no cryptographic
+/// hash, but whoever could craft names and fingerprints to collide could write the cards.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FilesDigest {
+    count: u64,
+    sum: u128,
+}
 
-/// Every stored file's fingerprint by its path. Hashed by xxh3, not SipHash: the paths are
-/// the user's own files, and SipHash was a tenth of a no-op pass's own CPU at 100k files.
-pub type StoredFingerprints =
-    HashMap<String, StoredFingerprint, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
+impl FilesDigest {
+    /// What a source's files are hashed with: its name and derivation key.
+    pub fn seed(source: &str, derived_with: u64) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(source.as_bytes(), derived_with)
+    }
+
+    /// Adds a file by its path as stored (`path_text`), its source's `seed` and fingerprint.
+    pub fn add(&mut self, path: &str, seed: u64, (size, mtime_ns, inode): Fingerprint) {
+        let named = xxhash_rust::xxh3::xxh3_128_with_seed(path.as_bytes(), seed);
+        let mut entry = [0u8; 40];
+        entry[..16].copy_from_slice(&named.to_le_bytes());
+        entry[16..24].copy_from_slice(&size.to_le_bytes());
+        entry[24..32].copy_from_slice(&mtime_ns.to_le_bytes());
+        entry[32..].copy_from_slice(&inode.to_le_bytes());
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(xxhash_rust::xxh3::xxh3_128(&entry));
+    }
+
+    /// Adds a file by its path as listed (stored as `path_text`, lossy where not UTF-8).
+    pub fn add_path(&mut self, path: &Path, seed: u64, stat: Fingerprint) {
+        match path.to_str() {
+            Some(text) => self.add(text, seed, stat),
+            None => self.add(&path.to_string_lossy(), seed, stat),
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// As stored in `plan_epoch.planned_files`.
+    pub fn text(&self) -> String {
+        format!("{} {:032x}", self.count, self.sum)
+    }
+}
 
 /// A phone a card contributes, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,27 +395,34 @@ impl Store {
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
-    /// Every stored file's fingerprint for `source::unchanged`: path → (source, stat of the
-    /// last complete read and the key it was derived with; None when the file is deferred or
-    /// racily clean, so it must be read again).
-    pub fn file_fingerprints(&self) -> Result<StoredFingerprints> {
+    /// The digest of every stored file (`FilesDigest`), or `None` when one of them cannot
+    /// vouch for its content (deferred, or racily clean: it must be read again), as
+    /// `file_fingerprints` leaves them without a fingerprint.
+    pub fn settled_files_digest(&self) -> Result<Option<FilesDigest>> {
         let mut statement = self.conn().prepare(
             "SELECT path, source, size, mtime_ns, inode, state, derived_with, racy FROM source_file",
         )?;
         let mut rows = statement.query([])?;
-        let mut found = StoredFingerprints::default();
+        let mut digest = FilesDigest::default();
         while let Some(row) = rows.next()? {
             let ok = row.get_ref(5)?.as_str().map_err(rusqlite::Error::from)? == "ok";
-            let settled = ok && row.get::<_, i64>(7)? == 0;
-            let stat = match (row.get(2)?, row.get(3)?, row.get(4)?, row.get(6)?) {
-                (Some(size), Some(mtime), Some(inode), Some(key)) if settled => {
-                    Some(((from_sql(size), mtime, from_sql(inode)), from_sql(key)))
-                }
-                _ => None,
+            if !ok || row.get::<_, i64>(7)? != 0 {
+                return Ok(None);
+            }
+            let (Some(size), Some(mtime), Some(inode), Some(key)) =
+                (row.get(2)?, row.get(3)?, row.get(4)?, row.get(6)?)
+            else {
+                return Ok(None);
             };
-            found.insert(row.get(0)?, (row.get(1)?, stat));
+            let path = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            let source = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            digest.add(
+                path,
+                FilesDigest::seed(source, from_sql(key)),
+                (from_sql(size), mtime, from_sql(inode)),
+            );
         }
-        Ok(found)
+        Ok(Some(digest))
     }
 
     /// Applies a scan in one transaction.

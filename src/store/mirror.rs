@@ -125,6 +125,9 @@ pub struct QueueChange {
     pub superseded: usize,
     /// Numbers in batches sent and not applied yet, left to those batches.
     pub in_flight: usize,
+    /// The plan epoch when the queueing began and when it ended: its own changes (items
+    /// superseded, a batch they emptied closed, mirror rows forgotten) move it.
+    pub epochs: (i64, i64),
 }
 
 /// The names the desired set wants for some numbers (absent: not wanted), as the state has
@@ -175,10 +178,13 @@ pub struct SetAside {
 }
 
 /// What a skipped pass reports: the counts of the plan it relies on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanRecord {
     pub contacts: u64,
     pub name_conflicts: u64,
+    /// The files it was made from (`FilesDigest::text`); `None`: some could not vouch for
+    /// their content, and a pass must look at them again.
+    pub files: Option<String>,
 }
 
 const MIRROR_COLUMNS: &str = "contact_key, first_name, last_name, state, hold_first_name, hold_last_name, hold_until, hold_reason, delete_hold_until";
@@ -295,13 +301,14 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT contacts, name_conflicts FROM plan_epoch
+                "SELECT contacts, name_conflicts, planned_files FROM plan_epoch
                  WHERE planned_key = ?1 AND planned_epoch = epoch",
                 [key],
                 |r| {
                     Ok(PlanRecord {
                         contacts: r.get(0)?,
                         name_conflicts: r.get(1)?,
+                        files: r.get(2)?,
                     })
                 },
             )
@@ -311,8 +318,9 @@ impl Store {
     /// Records that the plan `key` made at `epoch` left nothing to do.
     pub fn record_plan(&self, key: &str, epoch: i64, record: PlanRecord) -> Result<()> {
         self.conn().execute(
-            "UPDATE plan_epoch SET planned_key = ?1, planned_epoch = ?2, contacts = ?3, name_conflicts = ?4",
-            params![key, epoch, record.contacts, record.name_conflicts],
+            "UPDATE plan_epoch SET planned_key = ?1, planned_epoch = ?2, contacts = ?3, name_conflicts = ?4,
+               planned_files = ?5",
+            params![key, epoch, record.contacts, record.name_conflicts, record.files],
         )?;
         Ok(())
     }
@@ -509,6 +517,7 @@ impl Store {
             [backend],
         )?;
         let flying = in_flight(&tx, backend)?;
+        let epoch_before: i64 = tx.query_row("SELECT epoch FROM plan_epoch", [], |r| r.get(0))?;
         // The plan's lists are sorted by number (the diff's output): planned items are
         // matched to them by binary search, streamed in, never all held in a map.
         debug_assert!(imports.windows(2).all(|w| w[0].e164 < w[1].e164));
@@ -619,6 +628,10 @@ impl Store {
             "UPDATE account SET next_client_id = ?2 WHERE backend = ?1",
             params![backend, import_batches.next_client_id()],
         )?;
+        change.epochs = (
+            epoch_before,
+            tx.query_row("SELECT epoch FROM plan_epoch", [], |r| r.get(0))?,
+        );
         crate::failpoint::hit(crate::failpoint::QUEUE_PLAN);
         tx.commit()?;
         change.in_flight = flying.len();

@@ -21,10 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 use rusqlite_migration::{M, Migrations, SchemaVersion};
 
 pub use carddav::{BookPoll, CachedCard, CardDavBook, CardDavPoll, FetchedCard};
-pub use files::{
-    FileRecord, FileRecords, FileState, Fingerprint, StoredFingerprint, StoredFingerprints,
-    StoredPhone,
-};
+pub use files::{FileRecord, FileRecords, FileState, FilesDigest, Fingerprint, StoredPhone};
 pub use history::{RunRecord, SourceStatus};
 pub use mirror::{
     AccountState, Batch, BatchKind, BatchState, Claimed, CutDone, DesiredOf, ImportTally,
@@ -54,6 +51,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/014_started_over.sql")),
     M::up(include_str!("migrations/015_source_usernames.sql")),
     M::up(include_str!("migrations/016_oauth_token.sql")),
+    M::up(include_str!("migrations/017_planned_files.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 

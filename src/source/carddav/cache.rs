@@ -28,29 +28,13 @@ pub fn unknown_reason(
 
 /// A card's fingerprint in its `source_file` row: a card has no mtime or inode, so its
 /// (size, 0, content hash) stands for them; the content hash decides.
-pub(super) fn fingerprint(card: &CachedCard) -> (u64, i64, u64) {
+pub(in crate::source) fn fingerprint(card: &CachedCard) -> (u64, i64, u64) {
     (card.size, 0, card.content_hash)
 }
 
 /// The cached cards of a source, sorted by URL (the "files" of the source).
 pub fn cards(store: &Store, source: &SourceConfig) -> Result<Vec<CachedCard>, store::StoreError> {
     store.carddav_cards(&source.name)
-}
-
-/// Whether every cached card has its stored record (same source, fingerprint and
-/// derivation): the CardDAV half of `source::unchanged`.
-pub fn unchanged_cards(
-    cards: &[CachedCard],
-    source: &SourceConfig,
-    key: u64,
-    stored: &store::StoredFingerprints,
-) -> bool {
-    cards.iter().all(|card| {
-        card.error.is_none()
-            && stored.get(&card.url).is_some_and(|(owner, settled)| {
-                *owner == source.name && *settled == Some((fingerprint(card), key))
-            })
-    })
 }
 
 /// `examine_file` for a cached card: unchanged when its record has the same fingerprint and

@@ -864,7 +864,11 @@ async fn the_cards_become_per_card_records_under_their_url() {
     // Unchanged cards are neither read nor parsed again, and the pass may be skipped.
     let again = super::super::scan(&config, &store, 3, false).unwrap();
     assert_eq!((again.files_seen, again.files_parsed), (2, 0));
-    assert_eq!(super::super::unchanged(&config, &store).unwrap(), Some(2));
+    let planned = store.settled_files_digest().unwrap().unwrap().text();
+    assert_eq!(
+        super::super::unchanged(&config, &store, &planned).unwrap(),
+        Some(2)
+    );
 }
 
 #[tokio::test]
