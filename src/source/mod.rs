@@ -41,12 +41,18 @@ pub enum FileChange {
     Removed { path: PathBuf },
 }
 
-/// What a scan found: the changes to store and the desired set they lead to.
+/// What a scan found: the changes to store and the desired set they lead to
+/// (`take_desired`).
 #[derive(Debug, Default)]
 pub struct Scan {
     pub changes: Vec<FileChange>,
     pub statuses: Vec<SourceStatus>,
-    pub desired: DesiredSet,
+    /// The desired set of the files whose stored phones stand. The parsed files' phones
+    /// are only in `changes` until `take_desired` moves them here: a copy of each beside
+    /// it was a quarter of the peak of 1M cards in one export (their names and numbers).
+    kept: DesiredSetBuilder,
+    /// The configured sources' names in order: a change's source gives its cards' rank.
+    source_names: Vec<String>,
     pub files_seen: u64,
     pub files_read: u64,
     pub files_parsed: u64,
@@ -111,6 +117,29 @@ impl Scan {
         self.statuses.iter().filter(|s| s.state == SOURCE_EMPTY)
     }
 
+    /// The desired set, its parsed files' phones moved out of `changes`, which it empties:
+    /// store the changes first. Taken from the back and shrunk as it goes, so that the
+    /// phones given up and the set they move into are not both held whole.
+    pub fn take_desired(&mut self) -> DesiredSet {
+        let mut desired = std::mem::take(&mut self.kept);
+        let mut changes = std::mem::take(&mut self.changes);
+        while let Some(change) = pop_shrinking(&mut changes) {
+            if let FileChange::Updated {
+                record,
+                phones: Some(phones),
+            } = change
+            {
+                let order = self
+                    .source_names
+                    .iter()
+                    .position(|name| *name == record.source)
+                    .map_or(u32::MAX, |order| u32::try_from(order).unwrap_or(u32::MAX));
+                add_to_desired(&mut desired, order, &record.path, Shrinking(phones));
+            }
+        }
+        desired.finish()
+    }
+
     /// Why `source` counts as unknown, without a file name, path or value: for logs.
     pub fn redacted_reason(&self, source: &str) -> Option<&str> {
         self.redacted_reasons.get(source).map(String::as_str)
@@ -142,7 +171,10 @@ pub fn scan(
     let _rules = crate::phone::hold_rules();
     let known = store.file_records()?;
     let mut stored = StoredPhones::default();
-    let mut scan = Scan::default();
+    let mut scan = Scan {
+        source_names: config.sources.iter().map(|s| s.name.clone()).collect(),
+        ..Scan::default()
+    };
     let mut desired = DesiredSetBuilder::default();
     let mut listings = Vec::with_capacity(config.sources.len());
     for (order, source) in config.sources.iter().enumerate() {
@@ -172,7 +204,7 @@ pub fn scan(
                 path: r.path.clone(),
             }),
     );
-    scan.desired = desired.finish();
+    scan.kept = desired;
     Ok(scan)
 }
 
@@ -292,9 +324,9 @@ fn scan_source(
                         path: path.clone(),
                         ..f
                     }));
-                let phones = parsed_phones(&change);
-                count_phones(&mut status, phones);
-                add_to_desired(desired, order, path, phones.iter().cloned());
+                // Its phones join the desired set when the scan is taken apart
+                // (`Scan::take_desired`), moved, not copied.
+                count_phones(&mut status, parsed_phones(&change));
                 changes.push(change);
                 status.files += 1;
                 status.cards += contribution.cards;
@@ -419,6 +451,29 @@ impl StoredPhones {
             Some(all) => Ok(all.remove(path.as_os_str()).unwrap_or_default()),
             None => store.phones_of(path),
         }
+    }
+}
+
+/// The last element, giving back the vector's room as it empties (at half its capacity):
+/// taking a large vector apart this way holds its elements and what they move into about
+/// once, where `into_iter` keeps the whole buffer to the end.
+fn pop_shrinking<T>(items: &mut Vec<T>) -> Option<T> {
+    let item = items.pop();
+    if items.capacity() > 1024 && items.len() < items.capacity() / 2 {
+        items.shrink_to_fit();
+    }
+    item
+}
+
+/// A vector taken apart from the back with `pop_shrinking` (the order of a file's phones
+/// does not matter to the desired set, which sorts what it needs).
+struct Shrinking<T>(Vec<T>);
+
+impl<T> Iterator for Shrinking<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        pop_shrinking(&mut self.0)
     }
 }
 
