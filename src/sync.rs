@@ -663,7 +663,7 @@ pub fn plan_pass_in_window(
     let files_removed = scan
         .changes
         .iter()
-        .filter(|c| matches!(c, source::FileChange::Removed { .. }))
+        .filter(|c| matches!(c.as_ref(), source::FileChange::Removed { .. }))
         .count() as u64;
     let mut desired_set = scan.take_desired();
     let name_conflicts = desired_set.conflicts.len();

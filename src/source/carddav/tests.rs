@@ -811,6 +811,7 @@ async fn an_oversized_card_is_refused_alone_and_reported_with_its_url() {
     let deferred: Vec<&FileChange> = scan
         .changes
         .iter()
+        .map(|c| c.as_ref())
         .filter(|c| matches!(c, FileChange::Deferred { .. }))
         .collect();
     assert!(
