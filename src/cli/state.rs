@@ -523,7 +523,7 @@ pub fn remote_list(
             .map_err(store_failure)?
             .into_values()
             .flatten()
-            .map(|p| p.e164)
+            .map(|p| p.e164.into())
             .collect(),
         None => Default::default(),
     };

@@ -707,7 +707,7 @@ pub fn scan_changed(
                     }
                     changed
                         .numbers
-                        .extend(store.phones_of(path)?.into_iter().map(|p| p.e164));
+                        .extend(store.phones_of(path)?.into_iter().map(|p| p.e164.into()));
                     changed
                         .changes
                         .push(FileChange::Removed { path: path.clone() });
@@ -754,11 +754,13 @@ pub fn scan_changed(
                 entry.1 |= matches!(change.as_ref(), FileChange::Updated { record, .. } if record.cards > 0);
                 if previous.is_some() {
                     let before = store.phones_of(path)?;
-                    changed.numbers.extend(before.into_iter().map(|p| p.e164));
+                    changed
+                        .numbers
+                        .extend(before.into_iter().map(|p| p.e164.into()));
                 }
                 changed
                     .numbers
-                    .extend(parsed_phones(&change).iter().map(|p| p.e164.clone()));
+                    .extend(parsed_phones(&change).iter().map(|p| p.e164.to_string()));
                 changed.changes.push(*change);
             }
         }
@@ -817,8 +819,8 @@ fn add_to_desired(
             Some((card, name)) if *card == phone.card => Arc::clone(name),
             _ => {
                 let name = Arc::new(PersonName {
-                    first: phone.first_name,
-                    last: phone.last_name,
+                    first: phone.first_name.into(),
+                    last: phone.last_name.into(),
                     source: contact::NameSource::StructuredName,
                 });
                 last = Some((phone.card, Arc::clone(&name)));
@@ -831,7 +833,7 @@ fn add_to_desired(
                 file: Arc::clone(&file),
                 card: phone.card,
             },
-            phone.e164,
+            phone.e164.into(),
             name,
         );
     }
@@ -944,13 +946,13 @@ fn add_card(
             });
         }
     }
-    let fallback = understood.fallback_username().map(str::to_owned);
+    let fallback: Option<Box<str>> = understood.fallback_username().map(Into::into);
     for key in understood.contact_keys() {
         contribution.phones.push(StoredPhone {
             card: card_index,
-            e164: key,
-            first_name: name.first.clone(),
-            last_name: name.last.clone(),
+            e164: key.into(),
+            first_name: name.first.as_str().into(),
+            last_name: name.last.as_str().into(),
             telegram_username: fallback.clone(),
         });
     }

@@ -71,17 +71,32 @@ pub type StoredFingerprint = (String, Option<(Fingerprint, u64)>);
 pub type StoredFingerprints =
     HashMap<String, StoredFingerprint, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
 
-/// A phone a card contributes, as stored.
+/// A phone a card contributes, as stored. Its texts are boxed `str`s (8 bytes less each
+/// than a `String`, which keeps room to grow that these never use): a pass holds every
+/// parsed phone until it is stored, 1M of them for 1M cards in one export (104 MB as
+/// `String`s, 72 MB so).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPhone {
     pub card: u32,
     /// The contact key (`contact_key`): a number in E.164, or `@username`.
-    pub e164: String,
-    pub first_name: String,
-    pub last_name: String,
+    pub e164: Box<str>,
+    pub first_name: Box<str>,
+    pub last_name: Box<str>,
     /// On a number's row: the card's Telegram username, tried when the number turns out to
     /// have no Telegram account (the number wins; the username is the way to the person).
-    pub telegram_username: Option<String>,
+    pub telegram_username: Option<Box<str>>,
+}
+
+/// A stored phone from a row whose columns from `first` on are card, contact_key,
+/// first_name, last_name, telegram_username.
+fn stored_phone(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredPhone> {
+    Ok(StoredPhone {
+        card: row.get(first)?,
+        e164: row.get::<_, String>(first + 1)?.into(),
+        first_name: row.get::<_, String>(first + 2)?.into(),
+        last_name: row.get::<_, String>(first + 3)?.into(),
+        telegram_username: row.get::<_, Option<String>>(first + 4)?.map(Into::into),
+    })
 }
 
 const FILE_COLUMNS: &str = "path, source, size, mtime_ns, inode, content_hash, state, last_error, cards, card_errors, derived_with, racy";
@@ -243,15 +258,7 @@ impl Store {
         let mut statement = self.conn().prepare_cached(
             "SELECT card, contact_key, first_name, last_name, telegram_username FROM card_phone WHERE path = ?1 ORDER BY card, contact_key",
         )?;
-        let rows = statement.query_map([path_text(path)], |row| {
-            Ok(StoredPhone {
-                card: row.get(0)?,
-                e164: row.get(1)?,
-                first_name: row.get(2)?,
-                last_name: row.get(3)?,
-                telegram_username: row.get(4)?,
-            })
-        })?;
+        let rows = statement.query_map([path_text(path)], |row| stored_phone(row, 0))?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
 
@@ -271,13 +278,7 @@ impl Store {
                 Ok((
                     PathBuf::from(row.get::<_, String>(0)?),
                     row.get::<_, String>(1)?,
-                    StoredPhone {
-                        card: row.get(2)?,
-                        e164: row.get(3)?,
-                        first_name: row.get(4)?,
-                        last_name: row.get(5)?,
-                        telegram_username: row.get(6)?,
-                    },
+                    stored_phone(row, 2)?,
                 ))
             })?;
             for row in rows {
@@ -297,13 +298,7 @@ impl Store {
         let mut by_file: HashMap<OsString, Vec<StoredPhone>> = HashMap::new();
         let mut current: Option<(String, Vec<StoredPhone>)> = None;
         while let Some(row) = rows.next()? {
-            let phone = StoredPhone {
-                card: row.get(1)?,
-                e164: row.get(2)?,
-                first_name: row.get(3)?,
-                last_name: row.get(4)?,
-                telegram_username: row.get(5)?,
-            };
+            let phone = stored_phone(row, 1)?;
             // Rows come ordered by path: one allocation per file, not per phone.
             let path = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
             match &mut current {

@@ -859,7 +859,7 @@ async fn the_cards_become_per_card_records_under_their_url() {
         .unwrap();
     assert_eq!((record.source.as_str(), record.cards), ("dav", 1));
     assert_eq!(
-        store.phones_of(std::path::Path::new(&url)).unwrap()[0].e164,
+        &*store.phones_of(std::path::Path::new(&url)).unwrap()[0].e164,
         "+491700000001"
     );
     // Unchanged cards are neither read nor parsed again, and the pass may be skipped.
