@@ -514,7 +514,10 @@ enum Examined {
     /// the file now belongs to another source.
     Touched(Box<FileChange>),
     /// Read and parsed: the change (`Updated`) holds the file's phones and, in its record,
-    /// its counts; beside it the numbers flagged, if any (see `Examined::parsed`).
+    /// its counts; beside it the numbers flagged, if any (see `Examined::parsed`). Boxed
+    /// into a thin pointer: a pass holds one `Examined` per listed file, and few files
+    /// flag a number.
+    #[allow(clippy::box_collection)]
     Parsed(Box<FileChange>, Option<Box<Vec<FlaggedNumber>>>),
     /// Not usable now: its previous cards stay in effect.
     Deferred(Box<FileChange>),
