@@ -227,9 +227,10 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
-/// The desired set as the diff wants it: E.164 → names.
-pub fn desired_names(scan: &source::Scan) -> BTreeMap<String, Names> {
-    names_of(&scan.desired)
+/// The desired set as the diff wants it: E.164 → names. Takes the scan's changes apart
+/// (`Scan::take_desired`).
+pub fn desired_names(scan: &mut source::Scan) -> BTreeMap<String, Names> {
+    into_names(scan.take_desired().contacts)
 }
 
 /// `desired_names` taking the set apart as it goes: each contact's key and name move over
@@ -663,10 +664,12 @@ pub fn plan_pass_in_window(
     let files_removed = scan
         .changes
         .iter()
-        .filter(|c| matches!(c, source::FileChange::Removed { .. }))
+        .filter(|c| matches!(c.as_ref(), source::FileChange::Removed { .. }))
         .count() as u64;
-    scan.changes = Vec::new();
-    let desired = into_names(std::mem::take(&mut scan.desired.contacts));
+    let mut desired_set = scan.take_desired();
+    let name_conflicts = desired_set.conflicts.len();
+    let desired = into_names(std::mem::take(&mut desired_set.contacts));
+    drop(desired_set);
     for status in scan.unknown_sources() {
         // File names can be "Jane Doe +49 170 1234567.vcf": logs get them redacted, unless
         // log.show_personal_data; `status` has the full reason.
@@ -700,7 +703,7 @@ pub fn plan_pass_in_window(
         files_deferred: scan.files_deferred,
         files_removed,
         contacts: desired.len(),
-        name_conflicts: scan.desired.conflicts.len(),
+        name_conflicts,
         unknown_sources: scan.unknown_sources().cloned().collect(),
         empty_sources: scan.empty_sources().cloned().collect(),
         stalled_files: scan.stalled.clone(),

@@ -42,8 +42,8 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
     let config = config::load(config_path)?;
     let store = read_state(&config)?;
     let now = SystemClock.now();
-    let scan = source::scan(&config, &store, now, false).map_err(store_failure)?;
-    let desired = sync::desired_names(&scan);
+    let mut scan = source::scan(&config, &store, now, false).map_err(store_failure)?;
+    let desired = sync::desired_names(&mut scan);
     let options = SyncOptions {
         limits: config.safety,
         ..SyncOptions::default()
@@ -523,7 +523,7 @@ pub fn remote_list(
             .map_err(store_failure)?
             .into_values()
             .flatten()
-            .map(|p| p.e164)
+            .map(|p| p.e164.into())
             .collect(),
         None => Default::default(),
     };

@@ -41,12 +41,20 @@ pub enum FileChange {
     Removed { path: PathBuf },
 }
 
-/// What a scan found: the changes to store and the desired set they lead to.
+/// What a scan found: the changes to store and the desired set they lead to
+/// (`take_desired`).
 #[derive(Debug, Default)]
 pub struct Scan {
-    pub changes: Vec<FileChange>,
+    /// Boxed: a parsed file's change is the box its examination made (see
+    /// `Examined::parsed`), moved here, not copied into a vector of changes beside it.
+    pub changes: Vec<Box<FileChange>>,
     pub statuses: Vec<SourceStatus>,
-    pub desired: DesiredSet,
+    /// The desired set of the files whose stored phones stand. The parsed files' phones
+    /// are only in `changes` until `take_desired` moves them here: a copy of each beside
+    /// it was a quarter of the peak of 1M cards in one export (their names and numbers).
+    kept: DesiredSetBuilder,
+    /// The configured sources' names in order: a change's source gives its cards' rank.
+    source_names: Vec<String>,
     pub files_seen: u64,
     pub files_read: u64,
     pub files_parsed: u64,
@@ -111,6 +119,29 @@ impl Scan {
         self.statuses.iter().filter(|s| s.state == SOURCE_EMPTY)
     }
 
+    /// The desired set, its parsed files' phones moved out of `changes`, which it empties:
+    /// store the changes first. Taken from the back and shrunk as it goes, so that the
+    /// phones given up and the set they move into are not both held whole.
+    pub fn take_desired(&mut self) -> DesiredSet {
+        let mut desired = std::mem::take(&mut self.kept);
+        let mut changes = std::mem::take(&mut self.changes);
+        while let Some(change) = pop_shrinking(&mut changes) {
+            if let FileChange::Updated {
+                record,
+                phones: Some(phones),
+            } = *change
+            {
+                let order = self
+                    .source_names
+                    .iter()
+                    .position(|name| *name == record.source)
+                    .map_or(u32::MAX, |order| u32::try_from(order).unwrap_or(u32::MAX));
+                add_to_desired(&mut desired, order, &record.path, Shrinking(phones));
+            }
+        }
+        desired.finish()
+    }
+
     /// Why `source` counts as unknown, without a file name, path or value: for logs.
     pub fn redacted_reason(&self, source: &str) -> Option<&str> {
         self.redacted_reasons.get(source).map(String::as_str)
@@ -142,7 +173,10 @@ pub fn scan(
     let _rules = crate::phone::hold_rules();
     let known = store.file_records()?;
     let mut stored = StoredPhones::default();
-    let mut scan = Scan::default();
+    let mut scan = Scan {
+        source_names: config.sources.iter().map(|s| s.name.clone()).collect(),
+        ..Scan::default()
+    };
     let mut desired = DesiredSetBuilder::default();
     let mut listings = Vec::with_capacity(config.sources.len());
     for (order, source) in config.sources.iter().enumerate() {
@@ -168,11 +202,13 @@ pub fn scan(
             .values()
             .filter(|r| !configured.contains(r.source.as_str()))
             .filter(|r| !listed_anywhere(&r.path))
-            .map(|r| FileChange::Removed {
-                path: r.path.clone(),
+            .map(|r| {
+                Box::new(FileChange::Removed {
+                    path: r.path.clone(),
+                })
             }),
     );
-    scan.desired = desired.finish();
+    scan.kept = desired;
     Ok(scan)
 }
 
@@ -225,7 +261,10 @@ fn scan_source(
         };
         (listing, examined, reason.clone(), reason)
     } else {
-        let listing = list_files(&source.path);
+        let mut listing = list_files(&source.path);
+        // Held through the scan: the listing is collected in the room of the walk's
+        // (path, fingerprint) pairs, 56 bytes each, and kept 7 MB at 100k files for 2.4.
+        listing.files.shrink_to_fit();
         let unknown_reason: Option<String> = listing.errors.first().map(|(path, err)| {
             format!("cannot read {}: {err}{}", path.display(), access_hint(err))
         });
@@ -250,7 +289,7 @@ fn scan_source(
         .iter()
         .filter(|e| !matches!(e, Examined::Unchanged))
         .count();
-    let mut changes: Vec<FileChange> = Vec::with_capacity(changed_files);
+    let mut changes: Vec<Box<FileChange>> = Vec::with_capacity(changed_files);
     let mut contributions: Vec<(&Path, FileContribution)> =
         Vec::with_capacity(examined.len() - parsed_files);
     // The parsed files' cards: their phones are in their changes and the desired set.
@@ -282,24 +321,27 @@ fn scan_source(
         match examined {
             Examined::Unchanged => contributions.push((path, kept()?)),
             Examined::Touched(change) | Examined::Deferred(change) => {
-                changes.push(*change);
+                changes.push(change);
                 contributions.push((path, kept()?));
             }
-            Examined::Parsed(parsed) => {
-                let (change, mut contribution) = *parsed;
-                scan.flagged
-                    .extend(contribution.flagged.drain(..).map(|f| FlaggedNumber {
-                        path: path.clone(),
-                        ..f
-                    }));
-                let phones = parsed_phones(&change);
-                count_phones(&mut status, phones);
-                add_to_desired(desired, order, path, phones.iter().cloned());
+            Examined::Parsed(change, flagged) => {
+                if let Some(flagged) = flagged {
+                    scan.flagged
+                        .extend(flagged.into_iter().map(|f| FlaggedNumber {
+                            path: path.clone(),
+                            ..f
+                        }));
+                }
+                // Its phones join the desired set when the scan is taken apart
+                // (`Scan::take_desired`), moved, not copied.
+                count_phones(&mut status, parsed_phones(&change));
+                if let FileChange::Updated { record, .. } = change.as_ref() {
+                    status.cards += u64::from(record.cards);
+                    status.card_errors += u64::from(record.card_errors);
+                    parsed_cards += u64::from(record.cards);
+                }
                 changes.push(change);
                 status.files += 1;
-                status.cards += contribution.cards;
-                status.card_errors += contribution.card_errors;
-                parsed_cards += contribution.cards;
             }
         }
     }
@@ -338,8 +380,10 @@ fn scan_source(
                 ));
             }
         }
-        None => changes.extend(removed.into_iter().map(|r| FileChange::Removed {
-            path: r.path.clone(),
+        None => changes.extend(removed.into_iter().map(|r| {
+            Box::new(FileChange::Removed {
+                path: r.path.clone(),
+            })
         })),
     }
 
@@ -353,7 +397,7 @@ fn scan_source(
     for change in &changes {
         if let FileChange::Deferred {
             path, state, error, ..
-        } = change
+        } = change.as_ref()
         {
             status.deferred += 1;
             if *state == FileState::Unreadable {
@@ -422,6 +466,29 @@ impl StoredPhones {
     }
 }
 
+/// The last element, giving back the vector's room as it empties (at half its capacity):
+/// taking a large vector apart this way holds its elements and what they move into about
+/// once, where `into_iter` keeps the whole buffer to the end.
+fn pop_shrinking<T>(items: &mut Vec<T>) -> Option<T> {
+    let item = items.pop();
+    if items.capacity() > 1024 && items.len() < items.capacity() / 2 {
+        items.shrink_to_fit();
+    }
+    item
+}
+
+/// A vector taken apart from the back with `pop_shrinking` (the order of a file's phones
+/// does not matter to the desired set, which sorts what it needs).
+struct Shrinking<T>(Vec<T>);
+
+impl<T> Iterator for Shrinking<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        pop_shrinking(&mut self.0)
+    }
+}
+
 /// A file's phones into its source's counts: numbers and usernames apart.
 fn count_phones(status: &mut SourceStatus, phones: &[StoredPhone]) {
     let usernames = phones
@@ -446,9 +513,12 @@ enum Examined {
     /// Nothing to parse, but the record moves: a new fingerprint with the same content, or
     /// the file now belongs to another source.
     Touched(Box<FileChange>),
-    /// Read and parsed: the change (`Updated`) holds the file's phones, the contribution its
-    /// counts and flags (see `Examined::parsed`).
-    Parsed(Box<(FileChange, FileContribution)>),
+    /// Read and parsed: the change (`Updated`) holds the file's phones and, in its record,
+    /// its counts; beside it the numbers flagged, if any (see `Examined::parsed`). Boxed
+    /// into a thin pointer: a pass holds one `Examined` per listed file, and few files
+    /// flag a number.
+    #[allow(clippy::box_collection)]
+    Parsed(Box<FileChange>, Option<Box<Vec<FlaggedNumber>>>),
     /// Not usable now: its previous cards stay in effect.
     Deferred(Box<FileChange>),
 }
@@ -456,16 +526,21 @@ enum Examined {
 impl Examined {
     /// A parsed file: its phones move into the change that stores them; the desired set
     /// and the counts read them there. One copy of every phone through the pass: the copy
-    /// each file kept beside it was a sixth of a first pass's peak.
-    fn parsed(record: FileRecord, mut contribution: FileContribution) -> Self {
-        let phones = std::mem::take(&mut contribution.phones);
-        Examined::Parsed(Box::new((
-            FileChange::Updated {
+    /// each file kept beside it was a sixth of a first pass's peak. The box is the one the
+    /// scan's changes keep (`Scan::changes`): copied into a vector of changes, every parsed
+    /// file's change was held twice while the scan moved them (17.6 MB at 100k files).
+    /// `record` has the contribution's counts.
+    fn parsed(record: FileRecord, contribution: FileContribution) -> Self {
+        let FileContribution {
+            phones, flagged, ..
+        } = contribution;
+        Examined::Parsed(
+            Box::new(FileChange::Updated {
                 record,
                 phones: Some(phones),
-            },
-            contribution,
-        )))
+            }),
+            (!flagged.is_empty()).then(|| Box::new(flagged)),
+        )
     }
 
     /// Boxed, each variant with content: a pass holds one `Examined` per listed file until
@@ -634,7 +709,7 @@ pub fn scan_changed(
                     }
                     changed
                         .numbers
-                        .extend(store.phones_of(path)?.into_iter().map(|p| p.e164));
+                        .extend(store.phones_of(path)?.into_iter().map(|p| p.e164.into()));
                     changed
                         .changes
                         .push(FileChange::Removed { path: path.clone() });
@@ -677,17 +752,18 @@ pub fn scan_changed(
                 changed.changes.push(*change);
             }
             Examined::Deferred(_) => return Ok(None),
-            Examined::Parsed(parsed) => {
-                let (change, contribution) = *parsed;
-                entry.1 |= contribution.cards > 0;
+            Examined::Parsed(change, _) => {
+                entry.1 |= matches!(change.as_ref(), FileChange::Updated { record, .. } if record.cards > 0);
                 if previous.is_some() {
                     let before = store.phones_of(path)?;
-                    changed.numbers.extend(before.into_iter().map(|p| p.e164));
+                    changed
+                        .numbers
+                        .extend(before.into_iter().map(|p| p.e164.into()));
                 }
                 changed
                     .numbers
-                    .extend(parsed_phones(&change).iter().map(|p| p.e164.clone()));
-                changed.changes.push(change);
+                    .extend(parsed_phones(&change).iter().map(|p| p.e164.to_string()));
+                changed.changes.push(*change);
             }
         }
         changed.files_read += counts.files_read;
@@ -745,8 +821,8 @@ fn add_to_desired(
             Some((card, name)) if *card == phone.card => Arc::clone(name),
             _ => {
                 let name = Arc::new(PersonName {
-                    first: phone.first_name,
-                    last: phone.last_name,
+                    first: phone.first_name.into(),
+                    last: phone.last_name.into(),
                     source: contact::NameSource::StructuredName,
                 });
                 last = Some((phone.card, Arc::clone(&name)));
@@ -759,7 +835,7 @@ fn add_to_desired(
                 file: Arc::clone(&file),
                 card: phone.card,
             },
-            phone.e164,
+            phone.e164.into(),
             name,
         );
     }
@@ -825,8 +901,11 @@ fn understand_reader(
         ));
     }
     // Held until the pass stores it: a vector grown push by push keeps room for twice the
-    // two numbers of a usual card (a fifth of a first pass's peak at 100,000 files).
+    // two numbers of a usual card (a fifth of a first pass's peak at 100,000 files). The
+    // flagged numbers too: one took room for four (512 bytes), and a new region flags
+    // about one file in ten (5 MB of a re-derivation of 100,000 files, heaptrack).
     contribution.phones.shrink_to_fit();
+    contribution.flagged.shrink_to_fit();
     Ok(contribution)
 }
 
@@ -869,13 +948,13 @@ fn add_card(
             });
         }
     }
-    let fallback = understood.fallback_username().map(str::to_owned);
+    let fallback: Option<Box<str>> = understood.fallback_username().map(Into::into);
     for key in understood.contact_keys() {
         contribution.phones.push(StoredPhone {
             card: card_index,
-            e164: key,
-            first_name: name.first.clone(),
-            last_name: name.last.clone(),
+            e164: key.into(),
+            first_name: name.first.as_str().into(),
+            last_name: name.last.as_str().into(),
             telegram_username: fallback.clone(),
         });
     }
