@@ -570,3 +570,38 @@ async fn a_change_pass_touches_only_the_queued_items_of_the_files_it_read() {
     assert_eq!(after[1], before[1], "Bob's item kept as it was");
     assert_eq!(after[0].1, "Anne");
 }
+
+/// A queued deletion is queued once: planning again while it waits neither adds a second
+/// batch for it nor counts it as news.
+#[tokio::test]
+async fn planning_again_keeps_a_queued_delete_as_it_is() {
+    let setup = Setup::new(None);
+    for i in 0..5 {
+        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
+    }
+    let backend = FakeBackend::new(100).with_users(users(5).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    std::fs::remove_file(setup.book().join("2.vcf")).unwrap();
+    let queued = setup.sync(&backend, &clock, offline()).await;
+    assert_eq!(queued.accounts[0].planned.deletes, 1);
+    assert_eq!(queued.accounts[0].queued_batches, 1);
+
+    write_card(&setup, "new.vcf", "Someone New", 7);
+    let again = setup.sync(&backend, &clock, offline()).await;
+    assert_eq!(again.accounts[0].planned.deletes, 0, "{again:?}");
+    assert_eq!(again.accounts[0].superseded, 0);
+    assert_eq!(
+        again.accounts[0].queued_batches, 2,
+        "the delete and the new import"
+    );
+    let deletes: Vec<_> = setup
+        .store()
+        .open_batches("fake")
+        .unwrap()
+        .into_iter()
+        .flat_map(|b| b.items)
+        .filter(|i| i.e164 == phone(2))
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+}
