@@ -605,3 +605,81 @@ async fn planning_again_keeps_a_queued_delete_as_it_is() {
         .collect();
     assert_eq!(deletes.len(), 1, "{deletes:?}");
 }
+
+/// Anna, Bob and Carla queued in one batch, then the batch sent with `fault`.
+async fn three_queued_then_sent_with(fault: Fault) -> (Setup, Store, FakeBackend, ManualClock) {
+    let setup = Setup::new(None);
+    write_card(&setup, "anna.vcf", "Anna", 1);
+    write_card(&setup, "bob.vcf", "Bob", 2);
+    write_card(&setup, "carla.vcf", "Carla", 3);
+    let backend = FakeBackend::new(100).with_users(users(4).iter().map(String::as_str));
+    let clock = ManualClock::new();
+    let mut store = setup.store();
+    queue_offline(&setup, &mut store, &clock);
+    backend.state().faults.push_back(fault);
+    send_queue(&setup, &mut store, &backend, &clock).await;
+    (setup, store, backend, clock)
+}
+
+/// What the outbox holds: (number, first name, state) of every item, sorted.
+fn outbox(store: &Store) -> Vec<(String, String, String)> {
+    let mut items: Vec<_> = store
+        .open_batches("fake")
+        .unwrap()
+        .into_iter()
+        .flat_map(|b| {
+            let state = b.state.as_str().to_owned();
+            b.items
+                .into_iter()
+                .map(move |i| (i.e164, i.names.first, state.clone()))
+        })
+        .collect();
+    items.sort();
+    items
+}
+
+/// A wait after the first item: Anna is on the remote and in the mirror, Bob and Carla, whom
+/// the server refused before applying, are back in the outbox as never sent.
+#[tokio::test]
+async fn a_batch_cut_by_a_wait_keeps_the_refused_items_queued() {
+    let (_setup, store, backend, _clock) = three_queued_then_sent_with(Fault::FloodWaitAfter {
+        applied: 1,
+        seconds: 60,
+    })
+    .await;
+    assert_eq!(
+        backend.state().contacts.keys().collect::<Vec<_>>(),
+        [&phone(1)]
+    );
+    assert!(store.mirror("fake").unwrap()[&phone(1)].state.is_remote());
+    assert_eq!(
+        outbox(&store),
+        [
+            (phone(2), "Bob".into(), "planned".into()),
+            (phone(3), "Carla".into(), "planned".into()),
+        ]
+    );
+}
+
+/// The connection drops after Anna's answer, while Bob was applied unanswered; Carla never
+/// went. Bob stays in flight (sent again as he was); Carla is back as never sent, so that
+/// her card, renamed meanwhile, goes out only under its new name.
+#[tokio::test]
+async fn a_batch_cut_by_a_lost_reply_sends_again_only_what_may_have_arrived() {
+    let (setup, mut store, backend, clock) =
+        three_queued_then_sent_with(Fault::DropAfter { applied: 1 }).await;
+    assert_eq!(
+        outbox(&store),
+        [
+            (phone(2), "Bob".into(), "sent".into()),
+            (phone(3), "Carla".into(), "planned".into()),
+        ]
+    );
+    write_card(&setup, "carla.vcf", "Carla Renamed", 3);
+    drop(store);
+    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    assert_eq!(imports_of(&backend, &phone(2)), ["Bob", "Bob"]);
+    assert_eq!(imports_of(&backend, &phone(3)), ["Carla", "Carla Renamed"]);
+    store = setup.store();
+    assert!(outbox(&store).is_empty());
+}
