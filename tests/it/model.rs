@@ -133,6 +133,15 @@ enum Op {
         seconds: u16,
     },
     CrashAfterPlan,
+    /// The daemon's planner plans (scan, store, plan, queue) and the sender has not had
+    /// its turn yet: the plan's guard is checked exactly (as `CrashAfterPlan`).
+    Plan,
+    /// One turn of the daemon as its two tasks interleave: the planner stores a scan;
+    /// with `claim_between` the sender claims and sends before the plan follows; the plan
+    /// (its guard checked); the sender's turn.
+    DaemonPass {
+        claim_between: bool,
+    },
     CrashAfterSend,
     /// A full pass that dies (the process, as by SIGKILL) the `nth` time it passes the fail
     /// point `failpoint::ALL[point]`: inside a store transaction, or between a request and
@@ -183,8 +192,8 @@ enum Op {
 /// The Whapi requests a fault can hit: adds, deletes, the listing, renames.
 const METHODS: [&str; 4] = ["PUT", "DELETE", "GET", "PATCH"];
 
-fn op() -> impl Strategy<Value = Op> {
-    let card = (
+fn card() -> impl Strategy<Value = CardModel> {
+    (
         0..2u8,
         0..NAMES.len() as u8,
         0..5u8,
@@ -201,9 +210,12 @@ fn op() -> impl Strategy<Value = Op> {
                 work,
                 username,
             },
-        );
+        )
+}
+
+fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..SLOTS, card).prop_map(|(slot, card)| Op::Write { slot, card }),
+        6 => (0..SLOTS, card()).prop_map(|(slot, card)| Op::Write { slot, card }),
         2 => (0..SLOTS).prop_map(|slot| Op::Remove { slot }),
         2 => (0..SLOTS).prop_map(|slot| Op::Restore { slot }),
         1 => any::<bool>().prop_map(|austria| Op::Region { austria }),
@@ -234,6 +246,69 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..5u8, any::<bool>(), 0..USER_NAMES.len() as u8)
             .prop_map(|(number, austria, name)| Op::UserSaves { number, austria, name }),
     ]
+}
+
+/// What the daemon and the backends do between two changes of the address book: the steps
+/// whose interleaving decides what a queued batch meets when it is claimed.
+fn daemon_step() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => Just(Op::Plan),
+        3 => Just(Op::Send),
+        2 => Just(Op::Scan),
+        3 => any::<bool>().prop_map(|claim_between| Op::DaemonPass { claim_between }),
+        1 => Just(Op::SyncOffline),
+        1 => Just(Op::Sync),
+        1 => Just(Op::ChangePass),
+        2 => prop_oneof![Just(0u8), 1..4u8].prop_map(|after| Op::FloodWait { after }),
+        1 => (0..4u8).prop_map(|after| Op::LoseReply { after }),
+        2 => Just(Op::CrashAfterSend),
+        1 => (1..3u8).prop_map(|nth| Op::Crash { point: fail_point(failpoint::AFTER_SEND), nth }),
+        1 => (0..METHODS.len() as u8, 1..4u8, prop::bool::weighted(0.3))
+            .prop_map(|(method, nth, reset)| Op::WhapiFault { method, nth, reset }),
+    ]
+}
+
+/// A case: single operations, and episodes of a few that real life strings together
+/// and that uniform draws of single operations almost never line up (measured with
+/// `MUTATION_RANDOM_ONLY=1 scripts/mutation-check`: neither the claim's re-check of a stale
+/// delete nor the diff's skipping of numbers in flight was reached in 1,000 such cases).
+/// The operations inside an episode are drawn at random like any other.
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let episode = prop_oneof![
+        12 => op().prop_map(|op| vec![op]),
+        // A card added and synced, removed, and restored (an undo, a backup) while the
+        // daemon works: the delete queued for it meets the restored card at the claim, at
+        // the plan, or not at all.
+        2 => (
+            0..SLOTS,
+            card(),
+            prop::collection::vec(daemon_step(), 1..4),
+            prop::collection::vec(daemon_step(), 0..3),
+        )
+            .prop_map(|(slot, card, before, after)| {
+                let mut ops = vec![Op::Write { slot, card }, Op::Sync, Op::Remove { slot }];
+                ops.extend(before);
+                ops.push(Op::Restore { slot });
+                // The watcher names the file: the planner stores the scan first.
+                ops.push(Op::Scan);
+                ops.extend(after);
+                ops
+            }),
+        // Cards removed, and the batch that deletes them cut (a crash, a lost reply) while
+        // the daemon goes on: its numbers are in flight when the next plans are made.
+        2 => (
+            prop::collection::vec(0..SLOTS, 1..3),
+            prop::collection::vec(daemon_step(), 1..4),
+        )
+            .prop_map(|(slots, after)| {
+                let mut ops: Vec<Op> = slots.into_iter().map(|slot| Op::Remove { slot }).collect();
+                ops.extend(after);
+                ops
+            }),
+    ];
+    // About as many operations as before episodes (1..30 single ones).
+    prop::collection::vec(episode, 1..16)
+        .prop_map(|episodes| episodes.into_iter().flatten().take(30).collect())
 }
 
 /// The key the card is known by: its number, or its username when it has no number.
@@ -1000,6 +1075,14 @@ impl World {
                 Box::pin(self.apply(&Op::Scan)).await?;
                 Box::pin(self.apply(&Op::Send)).await?;
             }
+            Op::DaemonPass { claim_between } => {
+                Box::pin(self.apply(&Op::Scan)).await?;
+                if claim_between {
+                    Box::pin(self.apply(&Op::Send)).await?;
+                }
+                Box::pin(self.apply(&Op::Plan)).await?;
+                Box::pin(self.apply(&Op::Send)).await?;
+            }
             Op::Send => {
                 let mut store = self.store();
                 // After a restart (a crash, a reload) the daemon plans before it sends.
@@ -1043,7 +1126,7 @@ impl World {
                 self.clock.advance(-i64::from(seconds));
                 self.clock_set_back += i64::from(seconds);
             }
-            Op::CrashAfterPlan => {
+            Op::CrashAfterPlan | Op::Plan => {
                 self.scanning_everything();
                 let mut store = self.store();
                 let report = sync::plan_pass(
@@ -1419,7 +1502,7 @@ proptest! {
     fn the_messenger_follows_the_address_book_whatever_happens(
         max_deletes in prop_oneof![Just(1usize), Just(2), Just(3), Just(1000)],
         refused in prop::option::weighted(0.3, 0..5u8),
-        ops in prop::collection::vec(op(), 1..30),
+        ops in ops(),
         reimport in prop::bool::weighted(0.7),
     ) {
         quiet_crashes();
