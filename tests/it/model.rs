@@ -778,15 +778,11 @@ impl World {
         Ok(())
     }
 
-    /// How many deletions the address book asks for now, read from the state on disk: our
+    /// The deletions the address book asks for now, read from the state on disk: our
     /// contacts on the remote (mirror rows imported or saved) that no card wants and that
     /// no batch in flight carries.
-    fn deletions_due(&self, account: usize) -> usize {
-        let conn = rusqlite::Connection::open_with_flags(
-            contactsyncd::store::Store::path(&self.config.state_dir),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
+    fn deletions_due(&self, account: usize) -> BTreeSet<String> {
+        let conn = self.state_db();
         let mut ours = conn
             .prepare(
                 "SELECT contact_key FROM mirror WHERE backend = ?1 AND state IN ('imported', 'saved')
@@ -800,7 +796,50 @@ impl World {
             .unwrap()
             .map(Result::unwrap)
             .filter(|key| !desired.contains_key(key))
-            .count()
+            .collect()
+    }
+
+    /// Per account, the deletions queued and not sent yet: a plan that asks for them again
+    /// keeps them in place and does not count them as news.
+    fn deletions_queued(&self) -> [BTreeSet<String>; 2] {
+        let conn = self.state_db();
+        let mut queued = conn
+            .prepare(
+                "SELECT i.contact_key FROM outbox_item i JOIN outbox_batch b ON b.id = i.batch_id
+                 WHERE b.backend = ?1 AND b.kind = 'delete' AND b.state = 'planned'",
+            )
+            .unwrap();
+        ACCOUNTS.map(|account| {
+            queued
+                .query_map([account], |r| r.get::<_, String>(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        })
+    }
+
+    fn state_db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            contactsyncd::store::Store::path(&self.config.state_dir),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap()
+    }
+
+    /// `plan_pass`, as the daemon's planner and `contactsyncd plan` run it, checked at once
+    /// (see `check_plan`).
+    fn plan_checked(&self, store: &mut Store) -> Result<PassReport, TestCaseError> {
+        let queued = self.deletions_queued();
+        let report = sync::plan_pass(
+            &self.config,
+            store,
+            &self.accounts(),
+            self.clock.now(),
+            &self.options(false),
+        )
+        .unwrap();
+        self.check_plan(&report, &queued)?;
+        Ok(report)
     }
 
     /// What the backend checks calls against: the address book as of the last scan. A
@@ -927,18 +966,37 @@ impl World {
 
     /// Just after a plan (nothing sent yet): the guard counts exactly the deletions the
     /// address book asks for now, per account: ours on the remote (as the state has it)
-    /// that no card wants, without those in flight (their outcome is still to come).
-    fn check_guard(&self, report: &PassReport) -> Result<(), TestCaseError> {
+    /// that no card wants, without those in flight (their outcome is still to come). The
+    /// plan reports those deletions (what `sync` and `contactsyncd plan` print), less the
+    /// ones `queued` before it, which it kept in place.
+    fn check_plan(
+        &self,
+        report: &PassReport,
+        queued: &[BTreeSet<String>; 2],
+    ) -> Result<(), TestCaseError> {
         for (index, name) in ACCOUNTS.iter().enumerate() {
             let due = self.deletions_due(index);
             let account = report.accounts.iter().find(|a| a.backend == *name).unwrap();
             let held = account.held.as_ref().map(|h| h.deletes);
             prop_assert_eq!(
                 held,
-                (due > self.max_deletes).then_some(due),
+                (due.len() > self.max_deletes).then_some(due.len()),
                 "the guard held the wrong deletions of {} (max_deletes = {})",
                 name,
                 self.max_deletes
+            );
+            let news = if held.is_some() {
+                due.len()
+            } else {
+                due.difference(&queued[index]).count()
+            };
+            prop_assert_eq!(
+                account.planned.deletes,
+                news,
+                "the plan of {} reports the wrong deletions (due: {:?}, queued before: {:?})",
+                name,
+                due,
+                &queued[index]
             );
         }
         Ok(())
@@ -1088,15 +1146,7 @@ impl World {
                 // After a restart (a crash, a reload) the daemon plans before it sends.
                 if self.unscanned.is_none() {
                     self.scanning_everything();
-                    let report = sync::plan_pass(
-                        &self.config,
-                        &mut store,
-                        &self.accounts(),
-                        self.clock.now(),
-                        &self.options(false),
-                    )
-                    .unwrap();
-                    self.check_guard(&report)?;
+                    self.plan_checked(&mut store)?;
                 }
                 self.send(&mut store).await;
             }
@@ -1129,29 +1179,13 @@ impl World {
             Op::CrashAfterPlan | Op::Plan => {
                 self.scanning_everything();
                 let mut store = self.store();
-                let report = sync::plan_pass(
-                    &self.config,
-                    &mut store,
-                    &self.accounts(),
-                    self.clock.now(),
-                    &self.options(false),
-                )
-                .unwrap();
-                self.check_guard(&report)?;
+                self.plan_checked(&mut store)?;
             }
             Op::CrashAfterSend => {
                 self.scanning_everything();
                 let mut store = self.store();
                 let now = self.clock.now();
-                let report = sync::plan_pass(
-                    &self.config,
-                    &mut store,
-                    &self.accounts(),
-                    now,
-                    &self.options(false),
-                )
-                .unwrap();
-                self.check_guard(&report)?;
+                self.plan_checked(&mut store)?;
                 let desired_of = sync::desired_of(&self.config);
                 let paused = store
                     .account(ACCOUNT)
