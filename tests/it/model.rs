@@ -268,6 +268,43 @@ fn daemon_step() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A send whose outcome stays unknown: its batch is left in flight.
+fn cut() -> impl Strategy<Value = Vec<Op>> {
+    prop_oneof![
+        2 => Just(vec![Op::CrashAfterSend]),
+        1 => (0..4u8).prop_map(|after| vec![
+            Op::LoseReply { after },
+            Op::DaemonPass { claim_between: false },
+        ]),
+        1 => (1..3u8).prop_map(|nth| vec![
+            Op::WhapiFault { method: 1, nth, reset: true },
+            Op::DaemonPass { claim_between: false },
+        ]),
+        1 => (1..4u8).prop_map(|nth| vec![Op::Crash {
+            point: fail_point(failpoint::AFTER_SEND),
+            nth,
+        }]),
+    ]
+}
+
+/// The daemon plans while the account cannot send what the plan queues (offline, a wait
+/// answers the send, the sender has not had its turn), or plans and sends.
+fn plan_and_maybe_send() -> impl Strategy<Value = Vec<Op>> {
+    prop_oneof![
+        2 => Just(vec![Op::Plan]),
+        1 => Just(vec![Op::SyncOffline]),
+        1 => (0..2u8).prop_map(|after| vec![
+            Op::FloodWait { after },
+            Op::DaemonPass { claim_between: false },
+        ]),
+        1 => Just(vec![
+            Op::WhapiFault { method: 1, nth: 1, reset: false },
+            Op::DaemonPass { claim_between: false },
+        ]),
+        1 => any::<bool>().prop_map(|claim_between| vec![Op::DaemonPass { claim_between }]),
+    ]
+}
+
 /// A case: single operations, and episodes of a few that real life strings together
 /// and that uniform draws of single operations almost never line up (measured with
 /// `MUTATION_RANDOM_ONLY=1 scripts/mutation-check`: neither the claim's re-check of a stale
@@ -279,29 +316,44 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         // A card added and synced, removed, and restored (an undo, a backup) while the
         // daemon works: the delete queued for it meets the restored card at the claim, at
         // the plan, or not at all.
-        2 => (
+        3 => (
             0..SLOTS,
             card(),
-            prop::collection::vec(daemon_step(), 1..4),
+            plan_and_maybe_send(),
+            prop::collection::vec(daemon_step(), 0..3),
+            any::<bool>(),
             prop::collection::vec(daemon_step(), 0..3),
         )
-            .prop_map(|(slot, card, before, after)| {
+            .prop_map(|(slot, card, planned, before, claim_first, after)| {
                 let mut ops = vec![Op::Write { slot, card }, Op::Sync, Op::Remove { slot }];
+                ops.extend(planned);
                 ops.extend(before);
                 ops.push(Op::Restore { slot });
-                // The watcher names the file: the planner stores the scan first.
+                // The watcher names the file: the planner stores the scan first, and then
+                // either the sender claims or the plan comes first (the race the claim's
+                // re-check is for).
                 ops.push(Op::Scan);
+                ops.push(if claim_first { Op::Send } else { Op::Plan });
                 ops.extend(after);
                 ops
             }),
-        // Cards removed, and the batch that deletes them cut (a crash, a lost reply) while
+        // Cards synced and removed, and the batch that deletes them cut (the process dies
+        // after the request, the reply is lost, the gateway drops the connection) while
         // the daemon goes on: its numbers are in flight when the next plans are made.
-        2 => (
-            prop::collection::vec(0..SLOTS, 1..3),
-            prop::collection::vec(daemon_step(), 1..4),
+        3 => (
+            prop::collection::vec(0..SLOTS, 1..4),
+            cut(),
+            any::<bool>(),
+            prop::collection::vec(daemon_step(), 0..3),
         )
-            .prop_map(|(slots, after)| {
-                let mut ops: Vec<Op> = slots.into_iter().map(|slot| Op::Remove { slot }).collect();
+            .prop_map(|(slots, cut, planner_first, after)| {
+                let mut ops = vec![Op::Sync];
+                ops.extend(slots.into_iter().map(|slot| Op::Remove { slot }));
+                ops.extend(cut);
+                // The next plan, or the sender's resend that settles the cut batch first.
+                ops.push(Op::DaemonPass {
+                    claim_between: !planner_first,
+                });
                 ops.extend(after);
                 ops
             }),
