@@ -341,7 +341,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         // after the request, the reply is lost, the gateway drops the connection) while
         // the daemon goes on: its numbers are in flight when the next plans are made.
         3 => (
-            prop::collection::vec(0..SLOTS, 1..4),
+            prop::collection::vec(0..SLOTS, 1..5),
             cut(),
             any::<bool>(),
             prop::collection::vec(daemon_step(), 0..3),
@@ -355,6 +355,30 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
                     claim_between: !planner_first,
                 });
                 ops.extend(after);
+                ops
+            }),
+        // A contact deleted in the app after a pass, the clock set back (NTP, a wrong RTC
+        // at boot) before the next ones: the reconcile the state recorded is "in the
+        // future", and a pass must still see the deletion.
+        1 => (
+            0..SLOTS,
+            card(),
+            any::<bool>(),
+            prop_oneof![Just(700u16), Just(2500)],
+            prop::collection::vec(daemon_step(), 0..2),
+        )
+            .prop_map(|(slot, card, whatsapp, seconds, between)| {
+                let mut ops = vec![
+                    Op::Write { slot, card },
+                    Op::Sync,
+                    Op::DeleteInApp {
+                        number: card.number,
+                        whatsapp,
+                    },
+                    Op::ClockBack { seconds },
+                ];
+                ops.extend(between);
+                ops.push(Op::Sync);
                 ops
             }),
     ];
