@@ -337,18 +337,23 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
                 ops.extend(after);
                 ops
             }),
-        // Cards synced and removed, and the batch that deletes them cut (the process dies
-        // after the request, the reply is lost, the gateway drops the connection) while
-        // the daemon goes on: its numbers are in flight when the next plans are made.
+        // Cards added, synced and removed (more than the guard lets go, or not), and the
+        // batch that deletes them cut (the process dies after the request, the reply is
+        // lost, the gateway drops the connection) while the daemon goes on: its numbers
+        // are in flight when the next plans are made.
         3 => (
-            prop::collection::vec(0..SLOTS, 1..5),
+            prop::collection::vec((0..SLOTS, card()), 1..5),
             cut(),
             any::<bool>(),
             prop::collection::vec(daemon_step(), 0..3),
         )
-            .prop_map(|(slots, cut, planner_first, after)| {
-                let mut ops = vec![Op::Sync];
-                ops.extend(slots.into_iter().map(|slot| Op::Remove { slot }));
+            .prop_map(|(cards, cut, planner_first, after)| {
+                let mut ops: Vec<Op> = cards
+                    .iter()
+                    .map(|&(slot, card)| Op::Write { slot, card })
+                    .collect();
+                ops.push(Op::Sync);
+                ops.extend(cards.iter().map(|&(slot, _)| Op::Remove { slot }));
                 ops.extend(cut);
                 // The next plan, or the sender's resend that settles the cut batch first.
                 ops.push(Op::DaemonPass {
