@@ -1300,13 +1300,17 @@ impl World {
                                 .map_err(|cut| cut.error)
                         }
                         // As the sender does: numbers by phone, ours with a known user (every
-                        // username contact) by user.
+                        // username contact) by user; a number whose person another card wants
+                        // under another key without a call.
                         contactsyncd::store::BatchKind::Delete => {
                             let keys: Vec<String> =
                                 batch.items.iter().map(|i| i.e164.clone()).collect();
                             let users = store.users_of(ACCOUNT, &keys).unwrap();
-                            let phones: Vec<String> =
-                                keys.into_iter().filter(|k| !k.starts_with('@')).collect();
+                            let kept = store.kept_under_another_key(ACCOUNT, &keys).unwrap();
+                            let phones: Vec<String> = keys
+                                .into_iter()
+                                .filter(|k| !k.starts_with('@') && !kept.contains(k))
+                                .collect();
                             let by_phone = if phones.is_empty() {
                                 Ok(())
                             } else {
