@@ -465,7 +465,7 @@ async fn remove_from_twenty(removed: std::ops::Range<usize>) -> (sync::AccountRe
     }
     let backend = FakeBackend::new(100).with_users(users(20).iter().map(String::as_str));
     let clock = ManualClock::new();
-    setup.sync(&backend, &clock, options.clone()).await;
+    setup.sync(&backend, &clock, options).await;
     for i in removed {
         std::fs::remove_file(setup.book().join(format!("{i}.vcf"))).unwrap();
     }
@@ -512,7 +512,7 @@ async fn a_fraction_of_one_lets_every_synced_contact_go() {
     .unwrap();
     let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
     let clock = ManualClock::new();
-    setup.sync(&backend, &clock, options.clone()).await;
+    setup.sync(&backend, &clock, options).await;
     for i in 0..3 {
         std::fs::remove_file(setup.book().join(format!("{i}.vcf"))).unwrap();
     }
