@@ -13,12 +13,13 @@ server seeds the state and the daemon syncs everything to it. Then, in this orde
 1. idle memory: VmRSS read from /proc every second for N seconds (default 30) once the first
    pass is applied, and VmHWM (the peak so far: the first pass's);
 2. spaced writes: ROUNDS times, one new card written (tmp + rename) and timed until its
-   batch is in the outbox (a new row in outbox_batch), debounce included; 3 s between a
-   batch appearing and the next write, so writes are about 3.5 s apart (each lands long
-   after the previous one was sent and applied);
+   batch is in the outbox (a new row in outbox_batch), debounce included, and until the
+   batch is applied (the server answered importContacts and the daemon recorded it: the
+   request reached the server before); 3 s between that and the next write, so writes are
+   about 3.5 s apart (each lands long after the previous one was sent and applied);
 3. burst writes: ROUNDS times, one new card written 0.3 s after the batch of the previous
    one was applied by the server (the daemon has just finished one change and is busy with
-   its aftermath), timed the same way;
+   its aftermath), timed the same two ways;
 4. the daemon's CPU time over 10 idle seconds, and its peak RSS (VmHWM) at the end.
 
 Exits 1 when the daemon dies, the first pass does not finish in --first-pass-timeout
@@ -125,6 +126,22 @@ def write_card(name, i):
     os.rename(path + ".tmp", path)
 
 
+def until_applied(batch_id, i, start):
+    """Waits until the batch `batch_id` is applied: the server answered importContacts and
+    the daemon recorded it (so the request reached the server before this moment)."""
+    while True:
+        db = sqlite3.connect(f"file:{state}/state.db?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute("SELECT state FROM outbox_batch WHERE id = ?", (batch_id,)).fetchone()
+        finally:
+            db.close()
+        if row and row[0] == "applied":
+            return
+        if time.monotonic() - start > 30:
+            fail(f"write {i}: batch {batch_id} not applied after 30 s")
+        time.sleep(0.002)
+
+
 def until_new_batch(before, i, start):
     """Waits for a batch newer than `before`; returns its id."""
     while True:
@@ -138,16 +155,20 @@ def until_new_batch(before, i, start):
 
 # 2. Spaced writes.
 spaced = []
+spaced_applied = []
 for i in range(rounds):
     newest = batches()[2]
     start = time.monotonic()
     write_card("spaced", i)
-    until_new_batch(newest and newest[0], i, start)
+    batch_id = until_new_batch(newest and newest[0], i, start)
     spaced.append((time.monotonic() - start) * 1000)
+    until_applied(batch_id, i, start)
+    spaced_applied.append((time.monotonic() - start) * 1000)
     time.sleep(3)
 
 # 3. Burst writes: each 0.3 s after the previous card's batch was applied.
 burst = []
+burst_applied = []
 for i in range(rounds):
     newest = batches()[2]
     # The previous batch (of this loop or the spaced one) applied, then 0.3 s.
@@ -160,8 +181,10 @@ for i in range(rounds):
     time.sleep(0.3)
     start = time.monotonic()
     write_card("burst", i)
-    until_new_batch(newest and newest[0], i, start)
+    batch_id = until_new_batch(newest and newest[0], i, start)
     burst.append((time.monotonic() - start) * 1000)
+    until_applied(batch_id, i, start)
+    burst_applied.append((time.monotonic() - start) * 1000)
 
 
 def cpu_ticks(pid):
@@ -179,8 +202,8 @@ daemon.send_signal(signal.SIGTERM)
 daemon.wait(timeout=20)
 server.terminate()
 remove_written()
-spaced.sort()
-burst.sort()
+for times in (spaced, burst, spaced_applied, burst_applied):
+    times.sort()
 print(f"first pass (queued and applied by the example server): {first_pass:.1f} s, "
       f"peak RSS {first_peak_kb / 1024:.0f} MB")
 print(f"idle RSS over {args.idle_seconds} s after the first pass (VmRSS each second): "
@@ -190,5 +213,8 @@ print(f"write -> outbox over {rounds} writes (debounce 500 ms): "
       f"p50 {statistics.median(spaced):.0f} ms, max {spaced[-1]:.0f} ms")
 print(f"burst: write -> outbox over {rounds} writes 0.3 s after the previous batch was applied: "
       f"p50 {statistics.median(burst):.0f} ms, max {burst[-1]:.0f} ms")
+print(f"write -> applied by the server (its answer recorded) over {rounds} writes: "
+      f"p50 {statistics.median(spaced_applied):.0f} ms, max {spaced_applied[-1]:.0f} ms; "
+      f"during the burst: p50 {statistics.median(burst_applied):.0f} ms, max {burst_applied[-1]:.0f} ms")
 print(f"idle CPU over 10 s: {idle:.2f} s")
 print(f"daemon peak RSS: {peak_kb / 1024:.0f} MB")
