@@ -5,7 +5,9 @@
 //! follows; FLOOD_WAIT and lost replies after part of a batch went through; the clock set
 //! back; a crash after planning or after a request reached the server; a contact deleted
 //! in the app; cards known by a Telegram username instead of (or beside) a number, and one
-//! Telegram user behind a username and a number; a source emptied (unknown) — run
+//! Telegram user behind a username and a number; a source emptied (unknown); cards
+//! written to and deleted from a CardDAV address book, and its server unreachable for a
+//! while (a failed poll: the source unknown) — run
 //! against the real files, the real store on disk and the real sync code, with the fake
 //! backend checking every call the moment it arrives against an oracle that knows only the
 //! address book.
@@ -28,7 +30,14 @@
 //! deleted in the app is not imported again while its card stays as it was; (8) a source
 //! that became unknown (emptied) deletes nothing: what it had at its last scan stays in
 //! the address book the oracle knows, until a forced pass accepts it empty; (9) a person
-//! deleted by user (`deleteContacts`) is never one another card still wants.
+//! deleted by user (`deleteContacts`) is never one another card still wants; (10) the
+//! CardDAV source counts with what its last successful poll gave (only a full pass polls:
+//! `sync --once`, not the daemon's change pass, plan or scan), a pass that cannot reach its
+//! server reports it unknown, forced or not, and deletes nothing of it.
+//!
+//! The sources: two folders (vdirs) and a CardDAV address book of the case's own on one
+//! Radicale the whole run shares (started once; without one the random cases run with the
+//! folders only, and say the server was skipped, as the CardDAV tests do).
 //!
 //! A case strings single operations and episodes of a few (see `ops`): an undo while the
 //! daemon works, a delete batch cut before the next plan, a deletion in the app before the
@@ -53,6 +62,7 @@ use std::sync::{Arc, Mutex};
 use contactsyncd::backend::Backend;
 use contactsyncd::backend::whapi::WhapiBackend;
 
+use crate::dav::{self, DavServer};
 use crate::fake_backend::{Call, FakeBackend, Fault};
 use crate::sync::ManualClock;
 use crate::whapi::{Entry, Observer, Request, WhapiFault, WhapiServer};
@@ -66,6 +76,12 @@ const ANCHORS: [(&str, &str); 2] = [
     ("Anchor B", "+4917000000002"),
 ];
 const HAND_ADDED: &str = "+493099999999";
+/// The CardDAV source's name, and its card that is always there: the source is never
+/// empty, so it becomes unknown only when its server cannot be reached.
+const DAV_SOURCE: &str = "dav";
+const DAV_ANCHOR: (&str, &str) = ("Anchor C", "+4917000000003");
+/// Cards on the CardDAV server, each its own resource (`sN.vcf`).
+const DAV_SLOTS: u8 = 3;
 /// The account's name: Telegram's, as the account that adds contacts by username.
 const ACCOUNT: &str = "telegram";
 const WHATSAPP: &str = "whatsapp";
@@ -192,6 +208,21 @@ enum Op {
         austria: bool,
         name: u8,
     },
+    /// A card is written to the CardDAV address book (PUT): `NAMES[name]` with the
+    /// number `+4915123456780` + `number` (international: no region in play).
+    DavPut {
+        slot: u8,
+        name: u8,
+        number: u8,
+    },
+    /// The card is removed from the CardDAV address book (DELETE).
+    DavDelete {
+        slot: u8,
+    },
+    /// The CardDAV server can be reached (or not) from now on: the source points at a
+    /// port nothing listens on (a reload, as any configuration change). A poll that fails
+    /// makes the source unknown: what its last successful poll gave stays in effect.
+    DavReachable(bool),
 }
 
 /// The Whapi requests a fault can hit: adds, deletes, the listing, renames.
@@ -250,6 +281,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..2u8).prop_map(|source| Op::Anchor { source }),
         1 => (0..5u8, any::<bool>(), 0..USER_NAMES.len() as u8)
             .prop_map(|(number, austria, name)| Op::UserSaves { number, austria, name }),
+        2 => (0..DAV_SLOTS, 0..NAMES.len() as u8, 0..5u8)
+            .prop_map(|(slot, name, number)| Op::DavPut { slot, name, number }),
+        1 => (0..DAV_SLOTS).prop_map(|slot| Op::DavDelete { slot }),
+        1 => any::<bool>().prop_map(Op::DavReachable),
     ]
 }
 
@@ -600,13 +635,102 @@ struct World {
     /// `frozen` and `full_scan_done` before a pass that may die inside its scan's
     /// transaction (then the scan was never stored).
     before_crash: Option<FrozenSources>,
+    /// The case's CardDAV address book on the run's Radicale (`None`: no CardDAV source).
+    dav: Option<DavBook>,
+    /// The cards on the CardDAV server now, per slot: `(name, number)`.
+    dav_cards: [Option<(u8, u8)>; DAV_SLOTS as usize],
+    /// What the CardDAV source asks for as of its last successful poll: the state's cache,
+    /// in effect whether the source is known or not (a failed poll changes nothing in it).
+    dav_cached: BTreeMap<String, (String, String)>,
+    /// The source points at a port nothing listens on.
+    dav_down: bool,
+}
+
+/// One address book of its own per case, on the Radicale the whole run shares.
+struct DavBook {
+    /// The address book's URL (`/alice/model-N/`).
+    url: String,
+    /// The same path on a port nothing listens on: the server cannot be reached.
+    dead_url: String,
+    password_file: PathBuf,
+}
+
+impl DavBook {
+    /// A new address book holding the anchor card; the password in the case's `dir`.
+    async fn create(server: &DavServer, dir: &Path) -> Self {
+        static BOOKS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "model-{}",
+            BOOKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let url = server.book_url(&name);
+        let (anchor, number) = DAV_ANCHOR;
+        let card = format!(
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:anchor\r\nFN:{anchor}\r\nTEL;TYPE=CELL:{number}\r\nEND:VCARD\r\n"
+        );
+        // Radicale makes an address book of a collection PUT with vCards.
+        dav_request("PUT", &url, Some(card)).await;
+        let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dead_url = url.replace(&format!(":{}/", server.port()), &format!(":{dead_port}/"));
+        let password_file = dir.join("dav-password");
+        std::fs::write(&password_file, dav::PASSWORD).unwrap();
+        Self {
+            url,
+            dead_url,
+            password_file,
+        }
+    }
+}
+
+/// A request to the run's Radicale, on a client of its own (each operation of a case runs
+/// on a runtime of its own, and a pooled connection does not outlive its runtime).
+async fn dav_request(method: &str, url: &str, vcard: Option<String>) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = reqwest::Client::new()
+        .request(method.clone(), url)
+        .basic_auth(dav::USER, Some(dav::PASSWORD));
+    if let Some(vcard) = vcard {
+        request = request
+            .header("Content-Type", "text/vcard; charset=utf-8")
+            .body(vcard);
+    }
+    let response = request.send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{method} {url}: {}",
+        response.status()
+    );
+}
+
+/// The card `Op::DavPut` writes.
+fn dav_card(slot: u8, name: u8, number: u8) -> String {
+    format!(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:s{slot}\r\nFN:{}\r\nTEL;TYPE=CELL:+491512345678{number}\r\nEND:VCARD\r\n",
+        NAMES[usize::from(name)]
+    )
 }
 
 type FrozenSources = ([Option<BTreeMap<String, (String, String)>>; 2], bool);
 
 impl World {
-    fn new(max_deletes: usize, refused: Option<u8>, reimport: bool) -> Self {
+    fn new(
+        max_deletes: usize,
+        refused: Option<u8>,
+        reimport: bool,
+        dav_server: Option<&DavServer>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let dav = dav_server.map(|server| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(DavBook::create(server, dir.path()))
+        });
         for (source, (name, number)) in ANCHORS.iter().enumerate() {
             let book = dir.path().join(format!("book{source}"));
             std::fs::create_dir(&book).unwrap();
@@ -616,6 +740,7 @@ impl World {
             .flat_map(|n| [format!("+491512345678{n}"), format!("+431512345678{n}")])
             .filter(|phone| !phone.ends_with('4')) // number 4 has no account: saved
             .chain(ANCHORS.iter().map(|(_, n)| (*n).to_owned()))
+            .chain([DAV_ANCHOR.1.to_owned()])
             .chain((0..5u8).map(|n| format!("@friend{n}")))
             .collect::<Vec<_>>();
         // Named as the account that adds contacts by username.
@@ -647,6 +772,9 @@ impl World {
                 max_deletes,
                 reimport,
                 base_url: whapi.base_url(),
+                dav: dav
+                    .as_ref()
+                    .map(|book| (book.url.clone(), book.password_file.clone())),
                 ..ConfigKnobs::default()
             },
         );
@@ -692,6 +820,10 @@ impl World {
             clock: ManualClock::new(),
             unscanned: Some(BTreeSet::new()),
             window: sync::DeletionWindow::new(std::time::Duration::from_secs(300)),
+            dav,
+            dav_cards: [None; DAV_SLOTS as usize],
+            dav_cached: BTreeMap::new(),
+            dav_down: false,
         };
         world.update_oracle();
         world
@@ -706,6 +838,14 @@ impl World {
                 max_deletes: self.max_deletes,
                 reimport: self.reimport,
                 base_url: self.whapi.base_url(),
+                dav: self.dav.as_ref().map(|book| {
+                    let url = if self.dav_down {
+                        &book.dead_url
+                    } else {
+                        &book.url
+                    };
+                    (url.clone(), book.password_file.clone())
+                }),
             },
         );
         self.unscanned = None;
@@ -742,7 +882,30 @@ impl World {
                 desired.entry(key).or_insert(names);
             }
         }
+        for (key, names) in &self.dav_cached {
+            desired.entry(key.clone()).or_insert_with(|| names.clone());
+        }
         desired
+    }
+
+    /// A pass polls the CardDAV source: when its server can be reached, the cache is what
+    /// the server holds now; otherwise nothing changes (the source is unknown).
+    fn polled(&mut self) {
+        if self.dav.is_none() || self.dav_down {
+            return;
+        }
+        let mut cached = BTreeMap::new();
+        cached.insert(
+            DAV_ANCHOR.1.to_owned(),
+            (DAV_ANCHOR.0.to_owned(), String::new()),
+        );
+        // Cards in URL order (`anchor.vcf`, `s0.vcf`, …): the first names a number.
+        for &(name, number) in self.dav_cards.iter().flatten() {
+            cached
+                .entry(format!("+491512345678{number}"))
+                .or_insert_with(|| (NAMES[usize::from(name)].to_owned(), String::new()));
+        }
+        self.dav_cached = cached;
     }
 
     /// What the source's files ask for now, first card first.
@@ -1122,10 +1285,20 @@ impl World {
             }
             Op::Sync | Op::ForceSync => {
                 let force = matches!(op, Op::ForceSync);
+                self.polled();
                 self.scanning_everything_with(force);
                 self.backend.state().fresh_deletes = 0;
                 self.whatsapp.lock().unwrap().fresh_deletes = 0;
                 let report = self.sync_once_with(false, force).await;
+                if self.dav.is_some() {
+                    // The poll failed exactly when the server could not be reached; even
+                    // forced, a source that cannot be read is not taken as empty.
+                    let dav_unknown = report.unknown_sources.iter().any(|s| s.name == DAV_SOURCE);
+                    prop_assert_eq!(dav_unknown, self.dav_down, "{:?}", &report.unknown_sources);
+                }
+                // The CardDAV source unknown keeps what its last poll gave, which the oracle
+                // knows (its numbers are international: no region re-derives them).
+                let folders_known = report.unknown_sources.iter().all(|s| s.name == DAV_SOURCE);
                 let mut quiet = true;
                 for (index, name) in ACCOUNTS.iter().enumerate() {
                     let account = report.accounts.iter().find(|a| a.backend == *name).unwrap();
@@ -1150,13 +1323,14 @@ impl World {
                     );
                     // A source unknown keeps what it had as the state has it (derived as at
                     // its last scan): the end compares, once a forced pass accepted it.
-                    if account.stop.is_none()
-                        && account.held.is_none()
-                        && report.unknown_sources.is_empty()
-                    {
+                    if account.stop.is_none() && account.held.is_none() && folders_known {
                         self.check_remote(index, &format!("after a quiet pass: {account:?}"))?;
                         prop_assert_eq!(account.queued_batches, 0);
-                    } else {
+                    }
+                    if account.stop.is_some()
+                        || account.held.is_some()
+                        || !report.unknown_sources.is_empty()
+                    {
                         quiet = false;
                     }
                 }
@@ -1243,6 +1417,8 @@ impl World {
             }
             Op::Crash { point, nth } => {
                 self.before_crash = Some((self.frozen.clone(), self.full_scan_done));
+                // The poll comes first, and no fail point is inside it.
+                self.polled();
                 self.scanning_everything();
                 // Whatever the pass does before it dies is checked by the backend as it
                 // happens; the crash itself unwinds out of `apply` (see `run`).
@@ -1401,6 +1577,27 @@ impl World {
                     self.anchored[source as usize] = true;
                 }
             }
+            Op::DavPut { slot, name, number } => {
+                if let Some(book) = &self.dav {
+                    let url = format!("{}s{slot}.vcf", book.url);
+                    dav_request("PUT", &url, Some(dav_card(slot, name, number))).await;
+                    self.dav_cards[usize::from(slot)] = Some((name, number));
+                }
+            }
+            Op::DavDelete { slot } => {
+                if let Some(book) = &self.dav
+                    && self.dav_cards[usize::from(slot)].is_some()
+                {
+                    dav_request("DELETE", &format!("{}s{slot}.vcf", book.url), None).await;
+                    self.dav_cards[usize::from(slot)] = None;
+                }
+            }
+            Op::DavReachable(reachable) => {
+                if self.dav.is_some() && self.dav_down == reachable {
+                    self.dav_down = !reachable;
+                    self.reconfigure();
+                }
+            }
             Op::WhapiFault { method, nth, reset } => {
                 // A listing whose connection drops is skipped, and the pass cannot know of
                 // a contact deleted on the phone: no reset there (a 429 pauses the account).
@@ -1478,6 +1675,7 @@ impl World {
         }
         let outcome =
             std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(self.apply(op))));
+
         match outcome {
             Ok(result) => result,
             Err(payload) if payload.is::<Crash>() => {
@@ -1510,6 +1708,7 @@ impl World {
             whapi.scheduled.clear();
         }
         self.clock.advance(4000 + self.clock_set_back);
+        self.apply(&Op::DavReachable(true)).await?;
         self.apply(&Op::ForceSync).await?;
         let report = self.sync_once_with(false, true).await;
         for account in &report.accounts {
@@ -1546,6 +1745,8 @@ struct ConfigKnobs {
     reimport: bool,
     /// The WhatsApp stand-in's.
     base_url: String,
+    /// The CardDAV source's address book URL and password file, if the case has one.
+    dav: Option<(String, PathBuf)>,
 }
 
 /// Two sources; deletions held past `max_deletes` (the fraction never holds: one limit the
@@ -1557,6 +1758,7 @@ fn make_config(dir: &Path, knobs: &ConfigKnobs) -> Config {
         max_deletes,
         reimport,
         ref base_url,
+        ref dav,
     } = *knobs;
     let policy = if reimport { "reimport" } else { "keep" };
     let exclude = if exclude_work {
@@ -1565,8 +1767,16 @@ fn make_config(dir: &Path, knobs: &ConfigKnobs) -> Config {
         ""
     };
     let region = if austria { "AT" } else { "DE" };
+    // Third: the folders' cards name a number first.
+    let dav = dav.as_ref().map_or(String::new(), |(url, password_file)| {
+        format!(
+            "[[source]]\nname = \"{DAV_SOURCE}\"\ncarddav = \"{url}\"\nusername = \"{}\"\npassword_file = \"{}\"\n",
+            dav::USER,
+            password_file.display()
+        )
+    });
     let text = format!(
-        "state_dir = \"state\"\ndefault_region = \"{region}\"\n[safety]\nmax_deletes = {max_deletes}\nmax_delete_fraction = 1.0\n[[source]]\npath = \"book0\"\nname = \"a\"\n{exclude}[[source]]\npath = \"book1\"\nname = \"b\"\n{exclude}[whatsapp]\nbase_url = \"{base_url}\"\ntoken = \"{WHAPI_TOKEN}\"\nrequests_per_second = 1000\nrequest_timeout = 5\nreconcile_interval = 1\non_remote_delete = \"{policy}\"\n"
+        "state_dir = \"state\"\ndefault_region = \"{region}\"\n[safety]\nmax_deletes = {max_deletes}\nmax_delete_fraction = 1.0\n[[source]]\npath = \"book0\"\nname = \"a\"\n{exclude}[[source]]\npath = \"book1\"\nname = \"b\"\n{exclude}{dav}[whatsapp]\nbase_url = \"{base_url}\"\ntoken = \"{WHAPI_TOKEN}\"\nrequests_per_second = 1000\nrequest_timeout = 5\nreconcile_interval = 1\non_remote_delete = \"{policy}\"\n"
     );
     config::parse(&text, &dir.join("config.toml")).unwrap()
 }
@@ -1616,31 +1826,49 @@ fn cases() -> u32 {
         .unwrap_or(64)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
+/// The random cases, all against one Radicale (started once: a server per case would cost
+/// more than the case), each case with an address book of its own.
+#[test]
+fn the_messenger_follows_the_address_book_whatever_happens() {
+    quiet_crashes();
+    let server = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(DavServer::radicale());
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: cases(),
         max_shrink_iters: 200,
         // A failing case is written down (commit it) and replayed first from then on.
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/proptest-regressions/model.txt"
+            "tests/proptest-regressions/model.txt",
         ))),
+        source_file: Some(file!()),
+        test_name: Some(concat!(
+            module_path!(),
+            "::the_messenger_follows_the_address_book_whatever_happens"
+        )),
         ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn the_messenger_follows_the_address_book_whatever_happens(
-        max_deletes in prop_oneof![Just(1usize), Just(2), Just(3), Just(1000)],
-        refused in prop::option::weighted(0.3, 0..5u8),
-        ops in ops(),
-        reimport in prop::bool::weighted(0.7),
-    ) {
-        quiet_crashes();
-        let mut world = World::new(max_deletes, refused, reimport);
+    });
+    let case = (
+        prop_oneof![Just(1usize), Just(2), Just(3), Just(1000)],
+        prop::option::weighted(0.3, 0..5u8),
+        ops(),
+        prop::bool::weighted(0.7),
+    );
+    let outcome = runner.run(&case, |(max_deletes, refused, ops, reimport)| {
+        let mut world = World::new(max_deletes, refused, reimport, server.as_ref());
         for op in &ops {
             world.run(op)?;
         }
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(world.settle())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(world.settle())
+    });
+    if let Err(failure) = outcome {
+        panic!("{failure}\n{runner}");
     }
 }
 
@@ -1653,7 +1881,7 @@ fn replay(max_deletes: usize, ops: &[Op]) -> Result<(), TestCaseError> {
 
 fn replay_with(max_deletes: usize, reimport: bool, ops: &[Op]) -> Result<(), TestCaseError> {
     quiet_crashes();
-    let mut world = World::new(max_deletes, None, reimport);
+    let mut world = World::new(max_deletes, None, reimport, None);
     for op in ops {
         world.run(op)?;
     }

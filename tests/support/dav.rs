@@ -207,12 +207,15 @@ impl DavServer {
         let mut command = Command::new(&self.python);
         match self.kind {
             Kind::Radicale => {
+                // `delay = 0`: Radicale waits a second before every 401, and a client's first
+                // request of a process goes without the password (it answers the challenge),
+                // so each poll would take a second more: the model test polls hundreds of times.
                 let config = self.dir.path().join("radicale.conf");
                 std::fs::write(
                     &config,
                     format!(
                         "[server]\nhosts = 127.0.0.1:{port}\n{ssl}\
-                         [auth]\ntype = htpasswd\nhtpasswd_filename = {users}\nhtpasswd_encryption = plain\n\
+                         [auth]\ntype = htpasswd\nhtpasswd_filename = {users}\nhtpasswd_encryption = plain\ndelay = 0\n\
                          [storage]\nfilesystem_folder = {storage}\n\
                          [logging]\nlevel = info\n",
                         ssl = match &self.tls {
