@@ -83,13 +83,23 @@ fn users(n: usize) -> Vec<String> {
     (0..n).map(phone).collect()
 }
 
+/// The fake Telegram where the first `n` test numbers have an account.
+fn fake_with_users(n: usize) -> FakeBackend {
+    FakeBackend::new(100).with_users(users(n).iter().map(String::as_str))
+}
+
+/// `{i}.vcf` for each `i`: "Person {i}" with the test number `i`.
+fn write_people(setup: &Setup, people: std::ops::Range<usize>) {
+    for i in people {
+        write_card(setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
+    }
+}
+
 #[tokio::test]
 async fn a_card_restored_while_its_delete_was_queued_is_never_deleted() {
     let setup = Setup::new(None);
-    for i in 0..5 {
-        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
-    }
-    let backend = FakeBackend::new(100).with_users(users(5).iter().map(String::as_str));
+    write_people(&setup, 0..5);
+    let backend = fake_with_users(5);
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
 
@@ -117,7 +127,7 @@ async fn a_name_changed_again_while_queued_goes_out_as_it_is_now() {
     let setup = Setup::new(None);
     write_card(&setup, "anna.vcf", "Anna", 1);
     write_card(&setup, "other.vcf", "Other", 2);
-    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let backend = fake_with_users(3);
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
 
@@ -135,7 +145,7 @@ async fn a_name_changed_again_while_queued_goes_out_as_it_is_now() {
 async fn a_queue_held_by_a_flood_wait_follows_the_address_book() {
     let setup = Setup::new(None);
     write_card(&setup, "anna.vcf", "Anna", 1);
-    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let backend = fake_with_users(3);
     backend.state().faults.push_back(Fault::FloodWait(3600));
     let clock = ManualClock::new();
     let paused = setup.sync(&backend, &clock, SyncOptions::default()).await;
@@ -163,7 +173,7 @@ async fn a_batch_is_checked_against_the_stored_cards_right_before_it_is_sent() {
     let setup = Setup::new(None);
     write_card(&setup, "anna.vcf", "Anna", 1);
     write_card(&setup, "bob.vcf", "Bob", 2);
-    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let backend = fake_with_users(3);
     let clock = ManualClock::new();
     let mut store = setup.store();
     queue_offline(&setup, &mut store, &clock);
@@ -190,7 +200,7 @@ async fn a_batch_is_checked_against_the_stored_cards_right_before_it_is_sent() {
 async fn a_lost_reply_is_sent_again_as_it_was_then_corrected_in_the_same_pass() {
     let setup = Setup::new(None);
     write_card(&setup, "anna.vcf", "Anna", 1);
-    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let backend = fake_with_users(3);
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
     write_card(&setup, "anna.vcf", "Annabel", 1);
@@ -229,15 +239,13 @@ async fn a_lost_reply_is_sent_again_as_it_was_then_corrected_in_the_same_pass() 
 async fn a_new_filter_takes_effect_on_files_that_did_not_change() {
     let mut setup = Setup::new(None);
     write_card(&setup, "anna.vcf", "Anna", 1);
-    for i in 2..8 {
-        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
-    }
+    write_people(&setup, 2..8);
     write_file(
         setup.book().join("work.vcf"),
         card_text("Boss", &phone(9), "CATEGORIES:Work\r\n"),
     )
     .unwrap();
-    let backend = FakeBackend::new(100).with_users(users(10).iter().map(String::as_str));
+    let backend = fake_with_users(10);
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
     assert!(backend.state().contacts.contains_key(&phone(9)));
@@ -264,9 +272,7 @@ async fn a_new_default_region_takes_effect_on_files_that_did_not_change() {
         card_text("Anna", "0151 23456789", ""),
     )
     .unwrap();
-    for i in 2..8 {
-        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
-    }
+    write_people(&setup, 2..8);
     let backend = FakeBackend::new(100);
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
@@ -296,7 +302,7 @@ async fn a_racily_clean_file_is_read_again() {
     let file = setup.book().join("anna.vcf");
     std::fs::write(&file, card_text("Anna", &phone(1), "")).unwrap();
     let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
-    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let backend = fake_with_users(3);
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
 
@@ -325,7 +331,7 @@ async fn planning_again_supersedes_what_was_queued_and_not_sent() {
     let setup = Setup::new(None);
     write_card(&setup, "anna.vcf", "Anna", 1);
     write_card(&setup, "bob.vcf", "Bob", 2);
-    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let backend = fake_with_users(3);
     let clock = ManualClock::new();
     let first = setup.sync(&backend, &clock, offline()).await;
     assert_eq!(first.accounts[0].planned.new, 2);
@@ -372,10 +378,8 @@ async fn planning_again_supersedes_what_was_queued_and_not_sent() {
 async fn a_queued_delete_of_a_contact_no_longer_ours_is_dropped_before_sending() {
     let setup = Setup::new(None);
     write_card(&setup, "anna.vcf", "Anna", 1);
-    for i in 2..8 {
-        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
-    }
-    let backend = FakeBackend::new(100).with_users(users(8).iter().map(String::as_str));
+    write_people(&setup, 2..8);
+    let backend = fake_with_users(8);
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
     std::fs::remove_file(setup.book().join("anna.vcf")).unwrap();
@@ -405,7 +409,7 @@ async fn one_number_waiting_for_a_retry() -> (Setup, FakeBackend, ManualClock) {
     let setup = Setup::new(None);
     write_card(&setup, "anna.vcf", "Anna", 1);
     write_card(&setup, "bob.vcf", "Bob", 2);
-    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let backend = fake_with_users(3);
     backend.state().import_quota = Some(1);
     let clock = ManualClock::new();
     let first = setup.sync(&backend, &clock, SyncOptions::default()).await;
@@ -460,10 +464,8 @@ async fn remove_from_twenty(removed: std::ops::Range<usize>) -> (sync::AccountRe
         max_deletes: 100,
         ..Default::default()
     });
-    for i in 0..20 {
-        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
-    }
-    let backend = FakeBackend::new(100).with_users(users(20).iter().map(String::as_str));
+    write_people(&setup, 0..20);
+    let backend = fake_with_users(20);
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, options).await;
     for i in removed {
@@ -502,15 +504,13 @@ async fn a_fraction_of_one_lets_every_synced_contact_go() {
         max_delete_fraction: 1.0,
         ..Default::default()
     });
-    for i in 0..3 {
-        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
-    }
+    write_people(&setup, 0..3);
     write_file(
         setup.book().join("nonumber.vcf"),
         "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:No Number\r\nEMAIL:x@example.org\r\nEND:VCARD\r\n",
     )
     .unwrap();
-    let backend = FakeBackend::new(100).with_users(users(3).iter().map(String::as_str));
+    let backend = fake_with_users(3);
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, options).await;
     for i in 0..3 {
@@ -576,10 +576,8 @@ async fn a_change_pass_touches_only_the_queued_items_of_the_files_it_read() {
 #[tokio::test]
 async fn planning_again_keeps_a_queued_delete_as_it_is() {
     let setup = Setup::new(None);
-    for i in 0..5 {
-        write_card(&setup, &format!("{i}.vcf"), &format!("Person {i}"), i);
-    }
-    let backend = FakeBackend::new(100).with_users(users(5).iter().map(String::as_str));
+    write_people(&setup, 0..5);
+    let backend = fake_with_users(5);
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
     std::fs::remove_file(setup.book().join("2.vcf")).unwrap();
@@ -612,7 +610,7 @@ async fn three_queued_then_sent_with(fault: Fault) -> (Setup, Store, FakeBackend
     write_card(&setup, "anna.vcf", "Anna", 1);
     write_card(&setup, "bob.vcf", "Bob", 2);
     write_card(&setup, "carla.vcf", "Carla", 3);
-    let backend = FakeBackend::new(100).with_users(users(4).iter().map(String::as_str));
+    let backend = fake_with_users(4);
     let clock = ManualClock::new();
     let mut store = setup.store();
     queue_offline(&setup, &mut store, &clock);
