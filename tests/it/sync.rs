@@ -95,6 +95,22 @@ pub fn write_file(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> std::io
         .set_modified(a_minute_ago)
 }
 
+/// Writes `contents` over `file` and puts its mtime back: a rewrite within the file
+/// system's timestamp granularity, which size, mtime and inode do not tell apart.
+pub fn rewrite_keeping_mtime(
+    file: &Path,
+    contents: impl AsRef<[u8]>,
+    mtime: std::time::SystemTime,
+) {
+    std::fs::write(file, contents).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
 pub fn phone(i: usize) -> String {
     format!("+49151{i:08}")
 }
@@ -633,13 +649,7 @@ async fn a_racily_clean_file_keeps_the_next_pass_from_being_skipped() {
     let first = setup.sync(&backend, &clock, offline()).await;
     assert_eq!(first.accounts[0].planned.new, 1);
 
-    std::fs::write(&file, card("Ella", 1)).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    rewrite_keeping_mtime(&file, card("Ella", 1), mtime);
     let second = setup.sync(&backend, &clock, offline()).await;
     assert_eq!(second.files_parsed, 1, "the rewrite was not read");
     assert_eq!(second.accounts[0].planned.new, 1, "Ella replaces Anna");

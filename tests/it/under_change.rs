@@ -308,13 +308,7 @@ async fn a_racily_clean_file_is_read_again() {
 
     // Same size, same inode, and the mtime put back: on a 1-second file system, the same
     // second.
-    std::fs::write(&file, card_text("Ella", &phone(1), "")).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    crate::sync::rewrite_keeping_mtime(&file, card_text("Ella", &phone(1), ""), mtime);
     let report = setup.sync(&backend, &clock, SyncOptions::default()).await;
     assert_eq!(report.files_parsed, 1);
     assert_eq!(backend.state().contacts[&phone(1)].0, "Ella");
