@@ -166,11 +166,21 @@ impl CardContact {
     }
 }
 
-/// Understands one card.
+/// Understands one card, to be shown.
 pub fn understand(
     card: &RawCard,
     region: Option<DefaultRegion>,
     filter: &CardFilter,
+) -> CardContact {
+    understand_for(card, region, filter, phone::Purpose::Show)
+}
+
+/// [`understand`] for `purpose`: to be pushed, its numbers carry no `other_regions`.
+pub fn understand_for(
+    card: &RawCard,
+    region: Option<DefaultRegion>,
+    filter: &CardFilter,
+    purpose: phone::Purpose,
 ) -> CardContact {
     let name = messenger_name(card);
     let mut problems = Vec::new();
@@ -192,7 +202,7 @@ pub fn understand(
         let outcome = if let Some(reason) = type_exclusion(&types, filter) {
             PhoneOutcome::Filtered { reason }
         } else {
-            match phone::normalize(&raw.value, region) {
+            match phone::normalize_for(&raw.value, region, purpose) {
                 Ok(n) if !seen.insert(n.e164.clone()) => PhoneOutcome::Repeated { e164: n.e164 },
                 Ok(n) => PhoneOutcome::Accepted {
                     e164: n.e164,

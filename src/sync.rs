@@ -656,7 +656,13 @@ pub fn plan_pass_in_window(
         }
         return skipped_pass(store, accounts, record, files, now);
     }
-    let mut scan = source::scan(config, store, now, options.force_delete)?;
+    let mut scan = source::scan(
+        config,
+        store,
+        now,
+        options.force_delete,
+        crate::phone::Purpose::Push,
+    )?;
     store.apply_scan(&scan.changes, now)?;
     store.set_source_statuses(&scan.statuses)?;
     // Stored now, and the desired set has its names below: neither is held through the

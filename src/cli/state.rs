@@ -42,7 +42,8 @@ pub fn plan(config_path: Option<&Path>, args: &PlanArgs) -> Result<(), Failure> 
     let config = config::load(config_path)?;
     let store = read_state(&config)?;
     let now = SystemClock.now();
-    let mut scan = source::scan(&config, &store, now, false).map_err(store_failure)?;
+    let mut scan = source::scan(&config, &store, now, false, crate::phone::Purpose::Show)
+        .map_err(store_failure)?;
     let desired = sync::desired_names(&mut scan);
     let options = SyncOptions {
         limits: config.safety,

@@ -266,11 +266,7 @@ pub(super) fn examine_file(
     derivation: Derivation<'_>,
     scan: &mut Scan,
 ) -> Examined {
-    let Derivation {
-        source,
-        region,
-        key,
-    } = derivation;
+    let Derivation { source, key, .. } = derivation;
     let mut defer = |state: FileState, error: String| {
         scan.files_deferred += 1;
         Examined::deferred(FileChange::Deferred {
@@ -340,7 +336,7 @@ pub(super) fn examine_file(
     if let Err(err) = file.rewind() {
         return defer(FileState::Unreadable, err.to_string());
     }
-    let understood = understand_reader(std::io::BufReader::new(file), source, region);
+    let understood = understand_reader(std::io::BufReader::new(file), derivation);
     if moved() {
         return defer(
             FileState::Incomplete,

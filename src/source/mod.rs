@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, SourceConfig};
 use crate::contact::{self, CardRef, DesiredSet, DesiredSetBuilder, PersonName};
-use crate::phone::DefaultRegion;
+use crate::phone::{DefaultRegion, Purpose};
 use crate::store::{self, FileRecord, FileState, SourceStatus, Store, StoredPhone, Timestamp};
 use crate::vcard::{self, FileError};
 
@@ -162,12 +162,14 @@ pub const SOURCE_UNKNOWN: &str = "unknown";
 /// not parsed. Writes nothing: the caller stores `changes` (or, for `plan`, does not).
 ///
 /// `accept_empty`: a source that became empty is taken at its word (`--force-delete`)
-/// instead of counting as unknown.
+/// instead of counting as unknown. `purpose`: `Show` (for `plan`) collects the flagged
+/// numbers of the files parsed (`Scan::flagged`); a sync's scan, `Push`, has none.
 pub fn scan(
     config: &Config,
     store: &Store,
     now: Timestamp,
     accept_empty: bool,
+    purpose: Purpose,
 ) -> Result<Scan, store::StoreError> {
     // What the scan compiles to normalize numbers goes with it (see `phone::hold_rules`).
     let _rules = crate::phone::hold_rules();
@@ -184,7 +186,7 @@ pub fn scan(
         listings.push(scan_source(
             source,
             order,
-            config.default_region,
+            Derivation::of(source, config.default_region, purpose),
             store,
             &known,
             &mut stored,
@@ -225,7 +227,7 @@ struct FileContribution {
 fn scan_source(
     source: &SourceConfig,
     order: u32,
-    region: Option<DefaultRegion>,
+    derivation: Derivation<'_>,
     store: &Store,
     known: &store::FileRecords,
     stored: &mut StoredPhones,
@@ -234,7 +236,6 @@ fn scan_source(
     scan: &mut Scan,
     desired: &mut DesiredSetBuilder,
 ) -> Result<Vec<PathBuf>, store::StoreError> {
-    let derivation = Derivation::of(source, region);
     let mut status = SourceStatus {
         name: source.name.clone(),
         path: source.path.display().to_string(),
@@ -568,20 +569,23 @@ fn parsed_phones(change: &FileChange) -> &[StoredPhone] {
 }
 
 /// What a source's files are derived with, and its key: computed once per source, not per
-/// file (the key serializes the filters).
+/// file (the key serializes the filters). `purpose` is not in the key: the phones are the
+/// same for both.
 #[derive(Clone, Copy)]
 struct Derivation<'a> {
     source: &'a SourceConfig,
     region: Option<DefaultRegion>,
     key: u64,
+    purpose: Purpose,
 }
 
 impl<'a> Derivation<'a> {
-    fn of(source: &'a SourceConfig, region: Option<DefaultRegion>) -> Self {
+    fn of(source: &'a SourceConfig, region: Option<DefaultRegion>, purpose: Purpose) -> Self {
         Self {
             source,
             region,
             key: derivation_key(source, region),
+            purpose,
         }
     }
 }
@@ -743,7 +747,7 @@ pub fn scan_changed(
         match examine_file(
             path,
             previous.as_ref(),
-            Derivation::of(source, config.default_region),
+            Derivation::of(source, config.default_region, Purpose::Push),
             &mut counts,
         ) {
             Examined::Unchanged => entry.1 |= previous.is_some_and(|p| p.cards > 0),
@@ -864,18 +868,16 @@ pub fn derivation_key(source: &SourceConfig, region: Option<DefaultRegion>) -> u
 /// not usable (their previous state stays in effect).
 fn understand_file(
     bytes: &[u8],
-    source: &SourceConfig,
-    region: Option<DefaultRegion>,
+    derivation: Derivation<'_>,
 ) -> Result<FileContribution, (FileState, String)> {
-    understand_reader(bytes, source, region)
+    understand_reader(bytes, derivation)
 }
 
 /// [`understand_file`] from a stream: a card at a time, so that memory follows what the
 /// cards keep, not the file's size.
 fn understand_reader(
     reader: impl std::io::Read,
-    source: &SourceConfig,
-    region: Option<DefaultRegion>,
+    derivation: Derivation<'_>,
 ) -> Result<FileContribution, (FileState, String)> {
     let mut contribution = FileContribution {
         phones: Vec::new(),
@@ -885,7 +887,7 @@ fn understand_reader(
     };
     let summary = vcard::parse_reader_with(reader, |outcome| {
         contribution.cards += 1;
-        add_card(&mut contribution, &outcome, source, region);
+        add_card(&mut contribution, &outcome, derivation);
     })
     .map_err(|err| match err {
         FileError::NoCards => (FileState::Unreadable, err.to_string()),
@@ -913,14 +915,18 @@ fn understand_reader(
 fn add_card(
     contribution: &mut FileContribution,
     outcome: &vcard::CardOutcome,
-    source: &SourceConfig,
-    region: Option<DefaultRegion>,
+    derivation: Derivation<'_>,
 ) {
     let Ok(card) = &outcome.result else {
         contribution.card_errors += 1;
         return;
     };
-    let understood = contact::understand(card, region, &source.filter);
+    let understood = contact::understand_for(
+        card,
+        derivation.region,
+        &derivation.source.filter,
+        derivation.purpose,
+    );
     // A card with an unreadable line is still used, and counted as one with problems.
     if !understood.problems.is_empty() || card.unreadable_line_count > 0 {
         contribution.card_errors += 1;
@@ -929,7 +935,8 @@ fn add_card(
         return;
     };
     let card_index = u32::try_from(outcome.index).unwrap_or(u32::MAX);
-    for phone in &understood.phones {
+    let shown = derivation.purpose == Purpose::Show;
+    for phone in understood.phones.iter().filter(|_| shown) {
         if let contact::PhoneOutcome::Accepted {
             e164,
             validity,

@@ -1385,9 +1385,14 @@ impl World {
             Op::Scan => {
                 self.scanning_everything();
                 let mut store = self.store();
-                let scan =
-                    contactsyncd::source::scan(&self.config, &store, self.clock.now(), false)
-                        .unwrap();
+                let scan = contactsyncd::source::scan(
+                    &self.config,
+                    &store,
+                    self.clock.now(),
+                    false,
+                    contactsyncd::phone::Purpose::Push,
+                )
+                .unwrap();
                 store.apply_scan(&scan.changes, self.clock.now()).unwrap();
             }
             Op::SyncThenDeleteInApp { number, whatsapp } => {

@@ -870,3 +870,53 @@ async fn a_reconcile_from_the_future_is_due_at_once() {
         "the reconcile waited for the clock to catch up"
     );
 }
+
+/// A sync's scan (`Purpose::Push`) derives the same phones as `plan`'s (`Show`) and does not
+/// look for other regions' readings of a national number: only `plan` shows them.
+#[test]
+fn a_syncs_scan_derives_the_same_phones_without_flagging_numbers() {
+    use contactsyncd::phone::Purpose;
+    use contactsyncd::source::FileChange;
+    let setup = Setup::new(None);
+    write_vdir(&setup.book(), 0..3);
+    // Valid in DE, but written as a US number; in no range DE knows.
+    write_file(
+        setup.book().join("us.vcf"),
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Sam\r\nTEL;TYPE=CELL:(415) 555-0199\r\nEND:VCARD\r\n",
+    )
+    .unwrap();
+    write_file(
+        setup.book().join("jp.vcf"),
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Kei\r\nTEL;TYPE=CELL:090-1234-5678\r\nEND:VCARD\r\n",
+    )
+    .unwrap();
+    let store = setup.store();
+    let phones = |purpose| {
+        let scan = contactsyncd::source::scan(&setup.config, &store, 1, false, purpose).unwrap();
+        let mut phones: Vec<(PathBuf, String)> = scan
+            .changes
+            .iter()
+            .flat_map(|change| match change.as_ref() {
+                FileChange::Updated {
+                    record,
+                    phones: Some(phones),
+                } => phones
+                    .iter()
+                    .map(|p| (record.path.clone(), p.e164.to_string()))
+                    .collect::<Vec<_>>(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        phones.sort();
+        (phones, scan.flagged)
+    };
+    let (shown, flagged) = phones(Purpose::Show);
+    let (pushed, none) = phones(Purpose::Push);
+    assert_eq!(shown.len(), 5);
+    assert!(shown.contains(&(setup.book().join("us.vcf"), "+494155550199".to_owned())));
+    assert_eq!(pushed, shown);
+    assert_eq!(flagged.len(), 2, "{flagged:?}");
+    let us = flagged.iter().find(|f| f.e164 == "+494155550199").unwrap();
+    assert_eq!(us.other_regions[0].region, "US");
+    assert!(none.is_empty(), "{none:?}");
+}

@@ -181,7 +181,14 @@ async fn a_batch_is_checked_against_the_stored_cards_right_before_it_is_sent() {
     write_card(&setup, "anna.vcf", "Annabel", 1);
     std::fs::remove_file(setup.book().join("bob.vcf")).unwrap();
     write_card(&setup, "bob2.vcf", "Bobby", 2);
-    let scan = contactsyncd::source::scan(&setup.config, &store, clock.now(), false).unwrap();
+    let scan = contactsyncd::source::scan(
+        &setup.config,
+        &store,
+        clock.now(),
+        false,
+        contactsyncd::phone::Purpose::Push,
+    )
+    .unwrap();
     store.apply_scan(&scan.changes, clock.now()).unwrap();
 
     let report = send_queue(&setup, &mut store, &backend, &clock).await;

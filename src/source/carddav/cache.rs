@@ -46,11 +46,7 @@ pub(in crate::source) fn examine_card(
     derivation: Derivation<'_>,
     scan: &mut Scan,
 ) -> Result<Examined, store::StoreError> {
-    let Derivation {
-        source,
-        region,
-        key,
-    } = derivation;
+    let Derivation { source, key, .. } = derivation;
     let path = PathBuf::from(&card.url);
     let mut defer = |state: FileState, error: String| {
         scan.files_deferred += 1;
@@ -83,27 +79,25 @@ pub(in crate::source) fn examine_card(
         ));
     };
     scan.files_parsed += 1;
-    Ok(
-        match super::super::understand_file(&bytes, source, region) {
-            Ok(contribution) => Examined::parsed(
-                FileRecord {
-                    path: path.clone(),
-                    source: source.name.clone(),
-                    stat: Some(stat),
-                    content_hash: Some(card.content_hash),
-                    state: FileState::Ok,
-                    last_error: None,
-                    cards: u32::try_from(contribution.cards).unwrap_or(u32::MAX),
-                    card_errors: u32::try_from(contribution.card_errors).unwrap_or(u32::MAX),
-                    derived_with: Some(key),
-                    racy: false,
-                },
-                contribution,
-            ),
-            // The server's answer is complete: a card that ends early will not be finished by
-            // waiting, so it is bad, not incomplete.
-            Err((FileState::Incomplete, error)) => defer(FileState::Unreadable, error),
-            Err((state, error)) => defer(state, error),
-        },
-    )
+    Ok(match super::super::understand_file(&bytes, derivation) {
+        Ok(contribution) => Examined::parsed(
+            FileRecord {
+                path: path.clone(),
+                source: source.name.clone(),
+                stat: Some(stat),
+                content_hash: Some(card.content_hash),
+                state: FileState::Ok,
+                last_error: None,
+                cards: u32::try_from(contribution.cards).unwrap_or(u32::MAX),
+                card_errors: u32::try_from(contribution.card_errors).unwrap_or(u32::MAX),
+                derived_with: Some(key),
+                racy: false,
+            },
+            contribution,
+        ),
+        // The server's answer is complete: a card that ends early will not be finished by
+        // waiting, so it is bad, not incomplete.
+        Err((FileState::Incomplete, error)) => defer(FileState::Unreadable, error),
+        Err((state, error)) => defer(state, error),
+    })
 }

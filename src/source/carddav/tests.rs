@@ -807,7 +807,8 @@ async fn an_oversized_card_is_refused_alone_and_reported_with_its_url() {
     );
     assert_eq!(store.carddav_card_body("dav", &big.url).unwrap(), None);
 
-    let mut scan = super::super::scan(&config, &store, 2, false).unwrap();
+    let mut scan =
+        super::super::scan(&config, &store, 2, false, crate::phone::Purpose::Push).unwrap();
     let deferred: Vec<&FileChange> = scan
         .changes
         .iter()
@@ -846,10 +847,10 @@ async fn the_cards_become_per_card_records_under_their_url() {
     let book = book_with(2);
     let (config, mut store, _dir) = served(&book).await;
     // Before any poll: unknown, and nothing of it counts as deleted.
-    let scan = super::super::scan(&config, &store, 1, false).unwrap();
+    let scan = super::super::scan(&config, &store, 1, false, crate::phone::Purpose::Push).unwrap();
     assert_eq!(scan.unknown_sources().count(), 1);
     poll(&config.sources[0], &mut store, 1).await.unwrap();
-    let scan = super::super::scan(&config, &store, 2, false).unwrap();
+    let scan = super::super::scan(&config, &store, 2, false, crate::phone::Purpose::Push).unwrap();
     assert_eq!(scan.unknown_sources().count(), 0);
     store.apply_scan(&scan.changes, 2).unwrap();
     let url = served_card_url(&config, "c0001.vcf");
@@ -863,7 +864,7 @@ async fn the_cards_become_per_card_records_under_their_url() {
         "+491700000001"
     );
     // Unchanged cards are neither read nor parsed again, and the pass may be skipped.
-    let again = super::super::scan(&config, &store, 3, false).unwrap();
+    let again = super::super::scan(&config, &store, 3, false, crate::phone::Purpose::Push).unwrap();
     assert_eq!((again.files_seen, again.files_parsed), (2, 0));
     let planned = store.settled_files_digest().unwrap().unwrap().text();
     assert_eq!(
