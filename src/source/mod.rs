@@ -911,6 +911,35 @@ fn understand_reader(
     Ok(contribution)
 }
 
+/// A card's pushed numbers with a doubt about them (see `Scan::flagged`), without their
+/// file's path.
+fn flagged_numbers(
+    understood: &contact::CardContact,
+    card: u32,
+) -> impl Iterator<Item = FlaggedNumber> + '_ {
+    understood
+        .phones
+        .iter()
+        .filter_map(move |phone| match &phone.outcome {
+            contact::PhoneOutcome::Accepted {
+                e164,
+                validity,
+                other_regions,
+                ..
+            } if *validity != crate::phone::Validity::Valid || !other_regions.is_empty() => {
+                Some(FlaggedNumber {
+                    path: PathBuf::new(),
+                    card,
+                    raw: phone.raw.clone(),
+                    e164: e164.clone(),
+                    flags: phone.flags(),
+                    other_regions: other_regions.clone(),
+                })
+            }
+            _ => None,
+        })
+}
+
 /// One card's phones (or username) into its file's contribution.
 fn add_card(
     contribution: &mut FileContribution,
@@ -935,25 +964,11 @@ fn add_card(
         return;
     };
     let card_index = u32::try_from(outcome.index).unwrap_or(u32::MAX);
-    let shown = derivation.purpose == Purpose::Show;
-    for phone in understood.phones.iter().filter(|_| shown) {
-        if let contact::PhoneOutcome::Accepted {
-            e164,
-            validity,
-            other_regions,
-            ..
-        } = &phone.outcome
-            && (*validity != crate::phone::Validity::Valid || !other_regions.is_empty())
-        {
-            contribution.flagged.push(FlaggedNumber {
-                path: PathBuf::new(),
-                card: card_index,
-                raw: phone.raw.clone(),
-                e164: e164.clone(),
-                flags: phone.flags(),
-                other_regions: other_regions.clone(),
-            });
-        }
+    // Only `plan` shows them: a sync's scan has no use for them.
+    if derivation.purpose == Purpose::Show {
+        contribution
+            .flagged
+            .extend(flagged_numbers(&understood, card_index));
     }
     let fallback: Option<Box<str>> = understood.fallback_username().map(Into::into);
     for key in understood.contact_keys() {

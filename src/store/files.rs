@@ -577,7 +577,7 @@ mod tests {
         files
             .map(|file| FileChange::Updated {
                 record: FileRecord {
-                    path: PathBuf::from(format!("{BOOK}/{file:05}.vcf")),
+                    path: self::file(file),
                     source: "book".into(),
                     stat: Some((100, 1, file as u64)),
                     content_hash: Some(file as u64),
