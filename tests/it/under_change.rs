@@ -95,13 +95,19 @@ fn write_people(setup: &Setup, people: std::ops::Range<usize>) {
     }
 }
 
-#[tokio::test]
-async fn a_card_restored_while_its_delete_was_queued_is_never_deleted() {
+/// A book of `n` people (`write_people`), each with an account, synced once.
+async fn people_synced(n: usize) -> (Setup, FakeBackend, ManualClock) {
     let setup = Setup::new(None);
-    write_people(&setup, 0..5);
-    let backend = fake_with_users(5);
+    write_people(&setup, 0..n);
+    let backend = fake_with_users(n);
     let clock = ManualClock::new();
     setup.sync(&backend, &clock, SyncOptions::default()).await;
+    (setup, backend, clock)
+}
+
+#[tokio::test]
+async fn a_card_restored_while_its_delete_was_queued_is_never_deleted() {
+    let (setup, backend, clock) = people_synced(5).await;
 
     let file = setup.book().join("2.vcf");
     let text = std::fs::read(&file).unwrap();
@@ -576,11 +582,7 @@ async fn a_change_pass_touches_only_the_queued_items_of_the_files_it_read() {
 /// batch for it nor counts it as news.
 #[tokio::test]
 async fn planning_again_keeps_a_queued_delete_as_it_is() {
-    let setup = Setup::new(None);
-    write_people(&setup, 0..5);
-    let backend = fake_with_users(5);
-    let clock = ManualClock::new();
-    setup.sync(&backend, &clock, SyncOptions::default()).await;
+    let (setup, backend, clock) = people_synced(5).await;
     std::fs::remove_file(setup.book().join("2.vcf")).unwrap();
     let queued = setup.sync(&backend, &clock, offline()).await;
     assert_eq!(queued.accounts[0].planned.deletes, 1);
