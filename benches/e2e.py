@@ -135,6 +135,63 @@ def seed_session(server_bin, state):
         sys.exit(f"the example server did not start: {line!r}")
 
 
+def binaries(bin_dir):
+    """(contactsyncd, the example telegram-test-server) in BIN_DIR, as absolute paths;
+    exits naming what is missing and how to build it."""
+    binary = os.path.abspath(os.path.join(bin_dir, "contactsyncd"))
+    # target/release keeps examples in examples/; a copied set may have it next to the binary.
+    server_bin = next((os.path.abspath(p) for p in (os.path.join(bin_dir, "examples", "telegram-test-server"),
+                                                    os.path.join(bin_dir, "telegram-test-server"))
+                       if os.access(p, os.X_OK)), os.path.join(bin_dir, "examples", "telegram-test-server"))
+    missing = [p for p in (binary, server_bin) if not os.access(p, os.X_OK)]
+    if missing:
+        sys.exit(f"missing: {', '.join(missing)}\n"
+                 "build them: cargo build --release --bin contactsyncd --example telegram-test-server")
+    return binary, server_bin
+
+
+def bench_arguments(ap, files, pairs):
+    """The options the single-row benches share with this one."""
+    ap.add_argument("--bin-dir", default=os.path.join(REPO, "target", "release"))
+    ap.add_argument("--work", default="/tmp/contactsyncd-bench")
+    ap.add_argument("--files", type=int, default=files)
+    ap.add_argument("--pairs", type=int, default=pairs)
+
+
+def first_pass(binary, server_bin, work, count):
+    """A first `sync --once --offline` over WORK's vdir of `count` one-card files (generated
+    when missing), from a fresh state with a session seeded by the example server, so that
+    the pass plans and queues for an account: (book, config, exit code, wall, CPU, peak RSS,
+    stdout)."""
+    parent = os.path.join(work, f"vdir-{count // 1000}k")
+    book = generated(os.path.join(parent, "book"), count, vdir=True)
+    seed_session(server_bin, fresh_state(parent))
+    config = os.path.join(parent, "c.toml")
+    code, wall, peak, out = measure(
+        [binary, "--config", config, "sync", "--once", "--offline", "--json"], stdout="capture")
+    return book, config, code, wall, LAST_CPU[0], peak, out
+
+
+def alternated_first_passes(binary, server_bin, work, sizes, pairs):
+    """`first_pass` at each of `sizes`, `pairs` times, the order flipping each pair (the
+    page cache and the machine's other load even out): {count: [results in order]}."""
+    runs = {count: [] for count in sizes}
+    for pair in range(pairs):
+        for count in sizes if pair % 2 == 0 else sizes[::-1]:
+            runs[count].append(first_pass(binary, server_bin, work, count))
+    return runs
+
+
+def growth(runs, big, half):
+    """CPU per file at `big` over at `half`: each pair's, sorted, and that of each size's
+    fastest run (load from elsewhere only adds CPU time: the fastest run of a size is its
+    least disturbed one)."""
+    per_file = lambda b, h: (b / big) / (h / half)  # noqa: E731
+    pairs = sorted(per_file(b[4], h[4]) for b, h in zip(runs[big], runs[half]))
+    fastest = per_file(min(r[4] for r in runs[big]), min(r[4] for r in runs[half]))
+    return pairs, fastest
+
+
 def machine():
     model = "unknown"
     try:
@@ -205,15 +262,7 @@ def main():
                     help="only step 6: a first offline sync of 1,000,000 small cards in one export (by hand, not in CI)")
     args = ap.parse_args()
 
-    binary = os.path.abspath(os.path.join(args.bin_dir, "contactsyncd"))
-    # target/release keeps examples in examples/; a copied set may have it next to the binary.
-    server_bin = next((os.path.abspath(p) for p in (os.path.join(args.bin_dir, "examples", "telegram-test-server"),
-                                                    os.path.join(args.bin_dir, "telegram-test-server"))
-                       if os.access(p, os.X_OK)), os.path.join(args.bin_dir, "examples", "telegram-test-server"))
-    missing = [p for p in (binary, server_bin) if not os.access(p, os.X_OK)]
-    if missing:
-        sys.exit(f"missing: {', '.join(missing)}\n"
-                 "build them: cargo build --release --bin contactsyncd --example telegram-test-server")
+    binary, server_bin = binaries(args.bin_dir)
     big = 10_000 if args.quick else 100_000
     rounds = 5 if args.quick else 20
     work = os.path.abspath(args.work)
@@ -241,27 +290,13 @@ def main():
                  + ("" if rate >= 100 else " (below 100 MB/s: info)")))
 
     # 2. first offline pass over the vdir, with an account to plan for; the same at half the
-    # size, for the growth from 50k to 100k (CPU time, on a shared machine, and peak RSS)
-    def first_pass(count):
-        count_label = f"{count // 1000}k"
-        parent = os.path.join(work, f"vdir-{count_label}")
-        book = generated(os.path.join(parent, "book"), count, vdir=True)
-        state = fresh_state(parent)
-        seed_session(server_bin, state)
-        config = os.path.join(parent, "c.toml")
-        log(f"2. first sync --once --offline over {book}")
-        code, wall, peak, out = measure(
-            [binary, "--config", config, "sync", "--once", "--offline", "--json"], stdout="capture")
-        return book, config, code, wall, LAST_CPU[0], peak, out
-
-    # Alternated pairs at the full and the half size, each run from a fresh state: the CPU
-    # per file of one pair varies ±10% on a shared machine, the median of the pairs less.
+    # size, for the growth from 50k to 100k (CPU time, on a shared machine, and peak RSS),
+    # in alternated pairs: the CPU per file of one pair varies ±10% on a shared machine,
+    # the median of the pairs less.
     half = big // 2
     growth_pairs = 3 if args.quick else 7
-    runs = {big: [], half: []}
-    for pair in range(growth_pairs):
-        for count in (big, half) if pair % 2 == 0 else (half, big):
-            runs[count].append(first_pass(count))
+    log(f"2. first sync --once --offline over {big:,} and {half:,} files, {growth_pairs} alternated pairs")
+    runs = alternated_first_passes(binary, server_bin, work, (big, half), growth_pairs)
     # The full-size state must be a first pass's for step 3: the last big run left it so.
     book, config = runs[big][-1][0], runs[big][-1][1]
 
@@ -283,11 +318,8 @@ def main():
                  verdict([(code == 0, f"exit {code}"), (first_wall <= 5, "wall"), (peaks[-1] <= 200, "peak")])))
     half_codes = [r[2] for r in runs[half]]
     if all(c == 0 for c in half_codes) and code == 0:
-        per_file = sorted((b[4] / big) / (a[4] / half) for a, b in zip(runs[half], runs[big]))
+        per_file, of_minimums = growth(runs, big, half)
         ratio = per_file[len(per_file) // 2]
-        # Load from elsewhere only adds CPU time: each size's least disturbed run is its
-        # fastest, and their ratio is shown beside the median.
-        of_minimums = (min(r[4] for r in runs[big]) / big) / (min(r[4] for r in runs[half]) / half)
         _, _, _, half_wall, half_cpu, half_peak, _ = median_run(half)
         rows.append((f"first pass, {half // 1000}k vdir (CPU {half_cpu:.1f} s); CPU per file at {label} / at"
                      f" {half // 1000}k, {growth_pairs} alternated pairs (min/median/max):"

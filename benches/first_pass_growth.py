@@ -25,39 +25,23 @@ import e2e  # noqa: E402  (the same inputs, state and measurement as the end-to-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin-dir", default=os.path.join(e2e.REPO, "target", "release"))
-    ap.add_argument("--work", default="/tmp/contactsyncd-bench")
-    ap.add_argument("--files", type=int, default=100_000)
-    ap.add_argument("--pairs", type=int, default=9)
+    e2e.bench_arguments(ap, files=100_000, pairs=9)
     args = ap.parse_args()
-    binary = os.path.abspath(os.path.join(args.bin_dir, "contactsyncd"))
-    server_bin = os.path.abspath(os.path.join(args.bin_dir, "examples", "telegram-test-server"))
-    sizes = (args.files, args.files // 2)
-    configs = {}
-    for count in sizes:
-        parent = os.path.join(os.path.abspath(args.work), f"vdir-{count // 1000}k")
-        e2e.generated(os.path.join(parent, "book"), count, vdir=True)
-        configs[count] = (parent, os.path.join(parent, "c.toml"))
+    binary, server_bin = e2e.binaries(args.bin_dir)
+    big, half = args.files, args.files // 2
     print(f"machine: {e2e.machine()}; load {os.getloadavg()[0]:.1f}")
-    cpu = {count: [] for count in sizes}
-    for pair in range(args.pairs):
-        for count in sizes if pair % 2 == 0 else sizes[::-1]:
-            parent, config = configs[count]
-            e2e.seed_session(server_bin, e2e.fresh_state(parent))
-            code, wall, peak, _ = e2e.measure([binary, "--config", config, "sync", "--once", "--offline", "--json"])
+    runs = e2e.alternated_first_passes(binary, server_bin, os.path.abspath(args.work), (big, half), args.pairs)
+    for count in (big, half):
+        for pair, (_, _, code, wall, cpu, peak, _) in enumerate(runs[count], 1):
+            print(f"pair {pair}, {count:,} files: CPU {cpu:.2f} s, wall {wall:.2f} s, peak {peak:.0f} MB")
             if code != 0:
-                sys.exit(f"exit {code} at {count} files")
-            cpu[count].append(e2e.LAST_CPU[0])
-            print(f"pair {pair + 1}, {count:,} files: CPU {e2e.LAST_CPU[0]:.2f} s, wall {wall:.2f} s,"
-                  f" peak {peak:.0f} MB, load {os.getloadavg()[0]:.1f}", flush=True)
-    big, half = sizes
-    per_file = lambda b, h: (b / big) / (h / half)  # noqa: E731
-    ratios = sorted(per_file(b, h) for b, h in zip(cpu[big], cpu[half]))
-    fastest = per_file(min(cpu[big]), min(cpu[half]))
+                sys.exit(f"exit {code} at {count:,} files")
+    ratios, fastest = e2e.growth(runs, big, half)
     median = statistics.median(ratios)
     print(f"CPU per file at {big:,} / at {half:,}, {args.pairs} alternated pairs (min/median/max):"
           f" {ratios[0]:.2f}/{median:.2f}/{ratios[-1]:.2f}; of the fastest runs {fastest:.2f}"
-          f" ({min(cpu[big]):.2f} s against {min(cpu[half]):.2f} s); load {os.getloadavg()[0]:.1f}")
+          f" ({min(r[4] for r in runs[big]):.2f} s against {min(r[4] for r in runs[half]):.2f} s);"
+          f" load {os.getloadavg()[0]:.1f}")
     print("budget ≤ 1.0 at the median:", "ok" if median <= 1.0 else "NOT MET")
 
 

@@ -34,15 +34,11 @@ def cpu_of(argv, stdout=subprocess.DEVNULL):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin-dir", default=os.path.join(e2e.REPO, "target", "release"))
-    ap.add_argument("--work", default="/tmp/contactsyncd-bench")
-    ap.add_argument("--files", type=int, default=100_000)
-    ap.add_argument("--pairs", type=int, default=15)
+    e2e.bench_arguments(ap, files=100_000, pairs=15)
     ap.add_argument("--keep-state", action="store_true",
                     help="reuse the state a previous run left (no first pass)")
     args = ap.parse_args()
-    binary = os.path.abspath(os.path.join(args.bin_dir, "contactsyncd"))
-    server_bin = os.path.abspath(os.path.join(args.bin_dir, "examples", "telegram-test-server"))
+    binary, server_bin = e2e.binaries(args.bin_dir)
     parent = os.path.join(os.path.abspath(args.work), f"vdir-{args.files // 1000}k")
     book = e2e.generated(os.path.join(parent, "book"), args.files, vdir=True)
     config = os.path.join(parent, "c.toml")
