@@ -386,9 +386,11 @@ impl Store {
         let mut statement = self.conn().prepare_cached(
             "SELECT user_id, access_hash FROM mirror WHERE backend = ?1 AND contact_key = ?2
                AND state = 'imported' AND user_id IS NOT NULL AND access_hash IS NOT NULL
-               -- The same person under another of our numbers stays.
+               -- The same person under another of our numbers stays, unless the state
+               -- knows that number is not on the remote (deleted in the app, refused).
                AND NOT EXISTS (SELECT 1 FROM mirror other WHERE other.backend = mirror.backend
-                 AND other.user_id = mirror.user_id AND other.contact_key != mirror.contact_key)",
+                 AND other.user_id = mirror.user_id AND other.contact_key != mirror.contact_key
+                 AND other.state != 'not_imported')",
         )?;
         let mut users = BTreeMap::new();
         for e164 in phones {

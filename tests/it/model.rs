@@ -2097,3 +2097,37 @@ fn a_contact_deleted_in_the_app_under_keep_stays_deleted() {
     )
     .unwrap();
 }
+
+/// Under `keep`, the number of a person is deleted in the app, and a reconcile sees it; a
+/// card then asks for the same person by username (added back), and goes. The person goes
+/// with it, by user: the number's row names the same user but is not on the remote. Failed
+/// in CI (the case below, shrunk by hand): the delete was counted done without a call, as if
+/// the number still kept the person, and the contact stayed.
+#[test]
+fn a_username_gone_deletes_its_person_whose_number_was_deleted_in_the_app() {
+    replay_with(
+        1,
+        false,
+        &[
+            Op::Write {
+                slot: 5,
+                card: plain(1),
+            },
+            Op::Sync,
+            Op::DeleteInApp {
+                number: 1,
+                whatsapp: false,
+            },
+            Op::Write {
+                slot: 0,
+                card: CardModel {
+                    username: 1,
+                    ..plain(1)
+                },
+            },
+            Op::Sync,
+            Op::Remove { slot: 0 },
+        ],
+    )
+    .unwrap();
+}
