@@ -350,7 +350,7 @@ fn plan_at_epoch(
     } else {
         desired
     };
-    let plan = diff::diff(desired, &mirror, &in_flight, now);
+    let mut plan = diff::diff(desired, &mirror, &in_flight, now);
     let remote = remote.unwrap_or_else(|| mirror.values().filter(|e| e.state.is_remote()).count());
     // Deletions the passes before this one queued in the window count as this pass's own,
     // and the contacts they removed as synced ones: as one pass over the same changes.
@@ -370,6 +370,9 @@ fn plan_at_epoch(
             options.force_delete || forgetting,
         )
     };
+    if held.is_none() && !plan.deletes.is_empty() {
+        rename_kept_persons(store, backend, &mut plan, &in_flight)?;
+    }
     let held = held.map(|held| Held {
         deletes: plan.deletes.len(),
         reason: if earlier > 0 {
@@ -382,6 +385,32 @@ fn plan_at_epoch(
         },
     });
     Ok((plan, held, epoch))
+}
+
+/// A delete that leaves its person to another of our keys (one Telegram user on a card by
+/// number and on another by username) makes no call, but the person may still show the
+/// deleted card's name, the one sent last: the staying key is renamed to its own names in
+/// the same plan. Only once the delete is planned (not held), or every plan would rename.
+fn rename_kept_persons(
+    store: &Store,
+    backend: &str,
+    plan: &mut Plan,
+    in_flight: &BTreeSet<String>,
+) -> Result<(), SyncError> {
+    for (key, names) in store.names_for_kept_persons(backend, &plan.deletes)? {
+        let planned = plan.imports.binary_search_by(|i| i.e164.as_str().cmp(&key));
+        if let (Err(at), false) = (planned, in_flight.contains(&key)) {
+            plan.imports.insert(
+                at,
+                diff::PlannedImport {
+                    e164: key,
+                    names,
+                    reason: diff::ImportReason::Rename,
+                },
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What planning depends on besides the files and the state: the program, the sources in

@@ -432,6 +432,45 @@ impl Store {
         Ok(kept)
     }
 
+    /// For `deletes` that leave a person another of our keys still holds (kept, see
+    /// `kept_under_another_key`): that key and its names, where the deleted key's differ.
+    /// Telegram names the person, not the key, so the name last sent may be the deleted
+    /// card's; sending the staying key's names again puts the person back under them.
+    pub fn names_for_kept_persons(
+        &self,
+        backend: &str,
+        deletes: &[String],
+    ) -> Result<Vec<(String, Names)>> {
+        let mut statement = self.conn().prepare_cached(
+            "SELECT other.contact_key, other.first_name, other.last_name
+             FROM mirror m JOIN mirror other
+               ON other.backend = m.backend AND other.user_id = m.user_id
+               AND other.contact_key != m.contact_key
+             WHERE m.backend = ?1 AND m.contact_key = ?2 AND m.user_id IS NOT NULL
+               AND other.state = 'imported' AND other.delete_hold_until IS NULL
+               AND (other.first_name != m.first_name OR other.last_name != m.last_name)",
+        )?;
+        let mut staying = Vec::new();
+        for key in deletes {
+            let rows = statement.query_map(params![backend, key], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Names {
+                        first: r.get(1)?,
+                        last: r.get(2)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (other, names) = row?;
+                if deletes.binary_search(&other).is_err() {
+                    staying.push((other, names));
+                }
+            }
+        }
+        Ok(staying)
+    }
+
     /// The user behind one of ours (user id, access hash), as the last confirmed result
     /// gave it: a username contact is added again (renamed) by it without resolving the
     /// username once more.

@@ -207,6 +207,13 @@ impl Account {
             let names = (item.names.first.clone(), item.names.last.clone());
             let result = match self.users.get(&item.e164).copied() {
                 Some(user_id) if !self.private.contains(&item.e164) => {
+                    // One person, one contact: Telegram names the person, whichever of
+                    // their keys (a number, a username) the import came by.
+                    for twin in self.person(&item.e164) {
+                        if let Some(shown) = self.contacts.get_mut(&twin) {
+                            *shown = names.clone();
+                        }
+                    }
                     self.contacts.insert(item.e164.clone(), names);
                     ImportResult::Imported {
                         user_id: Some(user_id),

@@ -22,18 +22,20 @@
 //! Checked: (1) nothing sent contradicts the address book as last scanned, except an item
 //! delivered before in the same batch (a resend after a lost reply or a crash; a call
 //! refused with a wait delivered nothing); (2) after a pass with no pause, error or held
-//! deletion, the remote holds exactly the address book; (3) contacts added by hand are
-//! never touched; (4) a pass not forced deletes at most `safety.max_deletes` per plan, and
-//! a plan holds its deletions exactly when those the address book asks for exceed it;
-//! (5) the user's own WhatsApp contacts are never renamed or deleted, whatever 409s and
-//! 429s came between; (6) a client_id always means one item; (7) under `keep`, a contact
-//! deleted in the app is not imported again while its card stays as it was; (8) a source
-//! that became unknown (emptied) deletes nothing: what it had at its last scan stays in
-//! the address book the oracle knows, until a forced pass accepts it empty; (9) a person
-//! deleted by user (`deleteContacts`) is never one another card still wants; (10) the
-//! CardDAV source counts with what its last successful poll gave (only a full pass polls:
-//! `sync --once`, not the daemon's change pass, plan or scan), a pass that cannot reach its
-//! server reports it unknown, forced or not, and deletes nothing of it.
+//! deletion, the remote holds exactly the address book (on Telegram person by person: one
+//! user on a number's card and a username's is one contact, named as one of them names it);
+//! (3) contacts added by hand are never touched; (4) a pass not forced deletes at most
+//! `safety.max_deletes` per plan, and a plan holds its deletions exactly when those the
+//! address book asks for exceed it; (5) the user's own WhatsApp contacts are never renamed
+//! or deleted, whatever 409s and 429s came between; (6) a client_id always means one item;
+//! (7) under `keep`, a contact deleted in the app is not imported again while its card
+//! stays as it was; (8) a source that became unknown (emptied) deletes nothing: what it had
+//! at its last scan stays in the address book the oracle knows, until a forced pass accepts
+//! it empty; (9) a person deleted by user (`deleteContacts`) is never one another card
+//! still wants; (10) the CardDAV source counts with what its last successful poll gave
+//! (only a full pass polls: `sync --once`, not the daemon's change pass, plan or scan), a
+//! pass that cannot reach its server reports it unknown, forced or not, and deletes nothing
+//! of it.
 //!
 //! The sources: two folders (vdirs) and a CardDAV address book of the case's own on one
 //! Radicale the whole run shares (started once; without one the random cases run with the
@@ -995,21 +997,44 @@ impl World {
             }
         }
         if ACCOUNTS[account] == ACCOUNT {
-            // One person, one contact on Telegram: the fake keeps an entry per key, so a
-            // key no card wants whose person another card wants (and has) is that contact.
+            // One person, one contact on Telegram: the fake keeps an entry per key a person
+            // was added by (all named as the last call named them), and the book may want
+            // them under two (a number's card and a username's). The person is what is
+            // compared: wanted under some key, they are there when any of their keys is,
+            // named as one of those cards names them; wanted under none, under no key.
             let fake = self.backend.state();
-            let same_contact: Vec<String> = remote
-                .keys()
-                .filter(|key| {
-                    !wanted.contains_key(*key)
-                        && fake.person(key).iter().any(|twin| {
-                            twin != *key && wanted.contains_key(twin) && remote.contains_key(twin)
-                        })
+            let keys: BTreeSet<String> = remote.keys().chain(wanted.keys()).cloned().collect();
+            let persons: BTreeSet<Vec<String>> = keys
+                .iter()
+                .map(|key| {
+                    let mut person: Vec<String> = fake
+                        .person(key)
+                        .into_iter()
+                        .filter(|k| keys.contains(k))
+                        .collect();
+                    person.sort();
+                    person
                 })
-                .cloned()
+                .filter(|person| person.len() > 1)
                 .collect();
-            for key in same_contact {
-                remote.remove(&key);
+            for person in persons {
+                let asked: Vec<&String> =
+                    person.iter().filter(|k| wanted.contains_key(*k)).collect();
+                let shown: Vec<&(String, String)> =
+                    person.iter().filter_map(|k| remote.get(k)).collect();
+                let named_as_asked = !asked.is_empty()
+                    && !shown.is_empty()
+                    && shown
+                        .iter()
+                        .all(|names| asked.iter().any(|k| wanted[*k] == **names));
+                if named_as_asked {
+                    for key in &person {
+                        match wanted.get(key) {
+                            Some(names) => remote.insert(key.clone(), names.clone()),
+                            None => remote.remove(key),
+                        };
+                    }
+                }
             }
         }
         prop_assert_eq!(
@@ -2127,6 +2152,72 @@ fn a_username_gone_deletes_its_person_whose_number_was_deleted_in_the_app() {
             },
             Op::Sync,
             Op::Remove { slot: 0 },
+        ],
+    )
+    .unwrap();
+}
+
+/// One person on two cards, by number and by username, under two names: Telegram shows the
+/// name sent last (the username's). The username's card goes: the person stays, as the
+/// number's card wants them, and is renamed to that card's name, not left under the name of
+/// a card that is gone.
+#[test]
+fn a_person_kept_for_another_card_takes_that_cards_name() {
+    replay_with(
+        1000,
+        true,
+        &[
+            Op::Write {
+                slot: 0,
+                card: plain(1),
+            },
+            Op::Write {
+                slot: 1,
+                card: CardModel {
+                    name: 1,
+                    username: 1,
+                    ..plain(1)
+                },
+            },
+            Op::Sync,
+            Op::Remove { slot: 1 },
+        ],
+    )
+    .unwrap();
+}
+
+/// One person on two cards, by number (Anna) and by username (Annabel). The username's card
+/// goes and comes back while a pass that renamed the person to the number's name dies
+/// before recording it; the person is deleted in the app. The next pass sends the rename
+/// again, which adds the person back: both cards have them, under the number's name, and
+/// nothing more is asked.
+#[test]
+fn a_person_on_two_cards_is_back_for_both_after_a_resend() {
+    let by_username = CardModel {
+        name: 1,
+        username: 1,
+        ..plain(1)
+    };
+    replay(
+        1,
+        &[
+            Op::Write {
+                slot: 4,
+                card: plain(1),
+            },
+            Op::Write {
+                slot: 2,
+                card: by_username,
+            },
+            Op::Sync,
+            Op::Remove { slot: 2 },
+            Op::CrashAfterSend,
+            Op::Restore { slot: 2 },
+            Op::DeleteInApp {
+                number: 1,
+                whatsapp: false,
+            },
+            Op::Sync,
         ],
     )
     .unwrap();

@@ -62,6 +62,24 @@ fn contact_name(setup: &Setup, user_id: i64) -> Option<String> {
         .map(|c| c.first_name.clone())
 }
 
+/// A user with this username (and number, if any) on the test server: their user id.
+fn register(setup: &Setup, phone: Option<&str>, username: &str) -> i64 {
+    setup
+        .server
+        .state()
+        .account
+        .register_username(phone, username)
+}
+
+/// Since call number `calls`, nothing was asked but the contact list.
+fn asked_only_the_list_since(setup: &Setup, calls: usize) {
+    let since = setup.calls_since(calls);
+    assert!(
+        since.iter().all(|c| c.method == "contacts.getContacts"),
+        "{since:?}"
+    );
+}
+
 /// Added by username (resolved once, the user kept for the rename), renamed with one
 /// addContact, deleted by user; a card with a number and a username goes by number only;
 /// an unknown username is refused alone, shown by `status`, and asked again only after a
@@ -162,14 +180,7 @@ async fn username_cards_are_added_renamed_and_removed_by_user() {
     let calls = setup.server.call_count();
     setup.sync(&clock).await;
     assert!(resolved(&setup).len() == 2 && added(&setup).len() == 1);
-    assert!(
-        setup
-            .calls_since(calls)
-            .iter()
-            .all(|c| c.method == "contacts.getContacts"),
-        "{:?}",
-        setup.calls_since(calls)
-    );
+    asked_only_the_list_since(&setup, calls);
 
     // Renamed: one addContact under the new name, without resolving again.
     write(
@@ -227,11 +238,7 @@ async fn a_flood_wait_on_resolve_username_pauses_and_the_contact_comes_later() {
     let setup = Setup::new(100, 30)
         .await
         .with_telegram_lines("add_phone_privacy_exception = true\n");
-    let carol = setup
-        .server
-        .state()
-        .account
-        .register_username(None, "carol_c");
+    let carol = register(&setup, None, "carol_c");
     write(
         &setup,
         "carol.vcf",
@@ -273,11 +280,7 @@ async fn a_username_contact_deleted_in_the_app_is_added_again() {
     let setup = Setup::new(100, 30)
         .await
         .with_telegram_lines("reconcile_interval = 60\n");
-    let dave = setup
-        .server
-        .state()
-        .account
-        .register_username(Some("+4930999002"), "dave_d");
+    let dave = register(&setup, Some("+4930999002"), "dave_d");
     write(
         &setup,
         "dave.vcf",
@@ -301,6 +304,49 @@ async fn a_username_contact_deleted_in_the_app_is_added_again() {
     assert_eq!(added(&setup).len(), 2);
 }
 
+/// One person on two cards, by number and by username, under two names: Telegram keeps one
+/// contact, named by whichever call came last (the username's). Once the username's card
+/// goes, the person stays for the number's card, without a delete, and is named as that
+/// card names them.
+#[tokio::test]
+async fn a_person_on_two_cards_keeps_the_name_of_the_card_that_stays() {
+    let setup = Setup::new(100, 30).await;
+    let bob = register(&setup, Some("+4930999004"), "bob_b");
+    write(
+        &setup,
+        "bob.vcf",
+        &card_with("Bob B", &["TEL:+49 30 999004"]),
+    );
+    write(
+        &setup,
+        "robert.vcf",
+        &card_with("Robert", &["IMPP:telegram:bob_b"]),
+    );
+    write_vdir(&setup.book(), 0..2);
+    let clock = ManualClock::new();
+    setup.sync(&clock).await;
+    assert_eq!(contact_name(&setup, bob).as_deref(), Some("Robert"));
+
+    std::fs::remove_file(setup.book().join("robert.vcf")).unwrap();
+    let calls = setup.server.call_count();
+    let report = setup.sync(&clock).await;
+    assert_eq!(report.accounts[0].deleted, 1, "{report:?}");
+    assert_eq!(contact_name(&setup, bob).as_deref(), Some("Bob B"));
+    let methods: Vec<String> = setup
+        .calls_since(calls)
+        .iter()
+        .map(|c| c.method.clone())
+        .collect();
+    assert!(
+        !methods.iter().any(|m| m.starts_with("contacts.delete")),
+        "{methods:?}"
+    );
+    // Settled: the next pass asks nothing but the list.
+    let calls = setup.server.call_count();
+    setup.sync(&clock).await;
+    asked_only_the_list_since(&setup, calls);
+}
+
 /// `remote forget-all --yes --reset-saved`: username contacts go by user, numbers by phone,
 /// the saved list is emptied on request only, the hand-added contact stays; `remote export`
 /// of the account, pointed at by a source, plans nothing (the username contact comes back
@@ -308,11 +354,7 @@ async fn a_username_contact_deleted_in_the_app_is_added_again() {
 #[tokio::test]
 async fn export_round_trip_and_forget_all_cover_username_contacts() {
     let setup = Setup::new(100, 30).await;
-    let erin = setup
-        .server
-        .state()
-        .account
-        .register_username(Some("+4930999003"), "erin_e");
+    let erin = register(&setup, Some("+4930999003"), "erin_e");
     let friend = setup
         .server
         .state()
