@@ -425,6 +425,27 @@ impl Owners {
     }
 }
 
+/// An account a `remote` command could not ask, and why.
+struct Skipped {
+    code: u8,
+    note: String,
+}
+
+/// A `remote` command that left accounts out still did the others, and then exits with the
+/// most urgent of their codes (a login needed: 5; a pause: 75), so that a script taking a
+/// backup with `remote export` does not take part of it for the whole.
+fn finished(skipped: Vec<Skipped>) -> Result<(), Failure> {
+    if skipped.is_empty() {
+        return Ok(());
+    }
+    let code = exit::most_urgent(skipped.iter().map(|s| s.code));
+    let notes: Vec<String> = skipped.into_iter().map(|s| s.note).collect();
+    Err(Failure {
+        code,
+        error: anyhow::anyhow!("not every account was asked: {}", notes.join("; ")),
+    })
+}
+
 /// What the `remote` commands share: the configured accounts, connected, with the state
 /// (who owns which contact) and the accounts' pauses.
 struct Remote {
@@ -478,18 +499,24 @@ impl Remote {
     }
 
     /// The i-th account's whole contact list and who owns each, or why it was not asked
-    /// (a pause the server asked for).
-    fn contacts(&mut self, index: usize) -> Result<Result<Listing, String>, Failure> {
+    /// (a login needed, a pause the server asked for), with the exit code that says so.
+    fn contacts(&mut self, index: usize) -> Result<Result<Listing, Skipped>, Failure> {
         let backend = &mut self.backends[index];
         let name = backend.name().to_owned();
         if let Some(reason) = backend.login_required() {
-            return Ok(Err(format!("{name}: {reason}; run `contactsyncd login`")));
+            return Ok(Err(Skipped {
+                code: exit::LOGIN_REQUIRED,
+                note: format!("{name}: {reason}; run `contactsyncd login`"),
+            }));
         }
         if let Some((until, reason)) = self.paused.get(&name) {
-            return Ok(Err(format!(
-                "{name}: paused until {} ({reason}); not asked, to honour the server's wait",
-                format_time(*until)
-            )));
+            return Ok(Err(Skipped {
+                code: exit::TEMPFAIL,
+                note: format!(
+                    "{name}: paused until {} ({reason}); not asked, to honour the server's wait",
+                    format_time(*until)
+                ),
+            }));
         }
         let _entered = self.runtime.enter();
         let contacts = self
@@ -529,16 +556,16 @@ pub fn remote_list(
         None => Default::default(),
     };
     let mut w = out();
+    let mut skipped = Vec::new();
     for index in 0..remote.backends.len() {
         let name = remote.backends[index].name().to_owned();
         let (contacts, owners) = match remote.contacts(index)? {
             Ok(found) => found,
-            Err(note) => {
-                if json {
-                    eprintln!("{note}");
-                } else {
-                    writeln!(w, "{note}")?;
+            Err(why) => {
+                if !json {
+                    writeln!(w, "{}", why.note)?;
                 }
+                skipped.push(why);
                 continue;
             }
         };
@@ -587,7 +614,8 @@ pub fn remote_list(
             writeln!(w, "{name}: {} contacts", contacts.len())?;
         }
     }
-    Ok(w.flush()?)
+    w.flush()?;
+    finished(skipped)
 }
 
 /// `remote export DIR`: each account's contacts as a vdir of vCard 4.0 files, written
@@ -628,6 +656,7 @@ pub fn remote_export(
         .create(dir)
         .map_err(|e| io("cannot create", dir, e))?;
     let mut w = out();
+    let mut skipped = Vec::new();
     for index in 0..remote.backends.len() {
         let name = remote.backends[index].name().to_owned();
         if account.is_some_and(|wanted| wanted != name) {
@@ -635,8 +664,9 @@ pub fn remote_export(
         }
         let (contacts, owners) = match remote.contacts(index)? {
             Ok(found) => found,
-            Err(note) => {
-                writeln!(w, "{note}")?;
+            Err(why) => {
+                writeln!(w, "{}", why.note)?;
+                skipped.push(why);
                 continue;
             }
         };
@@ -700,7 +730,8 @@ pub fn remote_export(
             crate::export::NOT_OURS_CATEGORY
         )?;
     }
-    Ok(w.flush()?)
+    w.flush()?;
+    finished(skipped)
 }
 
 /// The configured accounts `--account` names (all without it); a name that is not one is a

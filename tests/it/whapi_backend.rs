@@ -354,23 +354,23 @@ async fn telegram_and_whatsapp_side_by_side_from_one_config() {
     let state = dir.path().join("state");
     crate::support::seed_telegram_session(&state, &telegram);
     let config = config.to_str().unwrap().to_owned();
-    let run = |args: Vec<&'static str>| {
-        let config = config.clone();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config".to_owned(), config.clone()];
+        all.extend(args.iter().map(|a| a.to_string()));
         tokio::task::spawn_blocking(move || {
-            let mut all = vec!["--config", config.as_str()];
-            all.extend(args);
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
             crate::support::contactsyncd(&all, &[])
         })
     };
-    let sync = run(vec!["sync", "--once"]).await.unwrap();
+    let sync = run(&["sync", "--once"]).await.unwrap();
     assert!(sync.status.success(), "{}", crate::support::stderr(&sync));
     assert_eq!(telegram.state().account.contacts.len(), 6);
     assert_eq!(whapi.saved().len(), 6);
 
-    let status = crate::support::stdout(&run(vec!["status"]).await.unwrap());
+    let status = crate::support::stdout(&run(&["status"]).await.unwrap());
     assert!(status.contains("telegram: 6 in sync"), "{status}");
     assert!(status.contains("whatsapp: 6 in sync"), "{status}");
-    let list = run(vec!["remote", "list", "--json"]).await.unwrap();
+    let list = run(&["remote", "list", "--json"]).await.unwrap();
     assert!(list.status.success(), "{}", crate::support::stderr(&list));
     let backends: Vec<String> = crate::support::stdout(&list)
         .lines()
@@ -383,6 +383,60 @@ async fn telegram_and_whatsapp_side_by_side_from_one_config() {
         .collect();
     assert_eq!(backends.iter().filter(|b| *b == "telegram").count(), 6);
     assert_eq!(backends.iter().filter(|b| *b == "whatsapp").count(), 6);
+
+    // WhatsApp's gateway asks for a pause: `remote list` and `remote export` do Telegram,
+    // name the account they left out, and exit 75, not 0 (an export is not whole).
+    write_vdir(&dir.path().join("book"), 0..7);
+    whapi
+        .state()
+        .faults
+        .push_back(WhapiFault::TooManyRequests { retry_after: 600 });
+    let sync = run(&["sync", "--once"]).await.unwrap();
+    assert_eq!(
+        sync.status.code(),
+        Some(75),
+        "{}",
+        crate::support::stderr(&sync)
+    );
+    let requests = whapi.state().requests.len();
+    let list = run(&["remote", "list", "--json"]).await.unwrap();
+    assert_eq!(
+        list.status.code(),
+        Some(75),
+        "{}",
+        crate::support::stderr(&list)
+    );
+    let listed = crate::support::stdout(&list);
+    assert_eq!(listed.lines().count(), 7, "{listed}");
+    assert!(
+        listed
+            .lines()
+            .all(|l| l.contains("\"backend\":\"telegram\"")),
+        "{listed}"
+    );
+    let why = crate::support::stderr(&list);
+    assert!(why.contains("whatsapp: paused until"), "{why}");
+    let export = dir.path().join("export");
+    let exported = run(&["remote", "export", export.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(
+        exported.status.code(),
+        Some(75),
+        "{}",
+        crate::support::stderr(&exported)
+    );
+    assert!(
+        crate::support::stdout(&exported).contains("telegram: 7 contacts"),
+        "{}",
+        crate::support::stdout(&exported)
+    );
+    assert_eq!(std::fs::read_dir(&export).unwrap().count(), 7);
+    assert_eq!(
+        whapi.state().requests.len(),
+        requests,
+        "not asked while paused"
+    );
 }
 
 #[tokio::test]
