@@ -694,6 +694,10 @@ impl Drop for Daemon {
     }
 }
 
+/// How long the daemon may take for what its first pass or its next poll (every 10 s) does:
+/// the whole suite runs beside it on two cores, where 20 s was once too short.
+const UNDER_LOAD: Duration = Duration::from_secs(45);
+
 /// The daemon with a revoked authorization keeps running and syncs its other source;
 /// `authorize` beside it (the daemon holds the state's lock) is taken up by its next poll.
 #[tokio::test]
@@ -737,7 +741,7 @@ async fn the_daemon_keeps_running_past_a_revoked_authorization() {
         || !daemon_log().contains("run `contactsyncd authorize google`")
     {
         assert!(
-            started.elapsed() < Duration::from_secs(20),
+            started.elapsed() < UNDER_LOAD,
             "{:?}\n{}",
             setup.telegram_phones(),
             daemon_log()
@@ -758,7 +762,7 @@ async fn the_daemon_keeps_running_past_a_revoked_authorization() {
     let authorized = Instant::now();
     while setup.telegram_phones() != all {
         assert!(
-            authorized.elapsed() < Duration::from_secs(20),
+            authorized.elapsed() < UNDER_LOAD,
             "the next poll did not use the new authorization: {}",
             daemon_log()
         );
