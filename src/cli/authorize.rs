@@ -96,7 +96,12 @@ pub fn authorize(config_path: Option<&Path>, args: &AuthorizeArgs) -> Result<(),
         .code_from(&answer)
         .map_err(|reason| failure(exit::LOGIN_REQUIRED, reason))?;
     let answer = state::runtime()?
-        .block_on(oauth::exchange_code(oauth_config, &authorization, &code))
+        .block_on(oauth::exchange_code(
+            source,
+            oauth_config,
+            &authorization,
+            &code,
+        ))
         .map_err(|err| {
             let code = match err {
                 TokenError::Unreachable(_) => exit::TEMPFAIL,

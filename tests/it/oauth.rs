@@ -458,6 +458,79 @@ impl Setup {
     }
 }
 
+/// The authorization server behind TLS with a self-signed certificate, as on a self-hosted
+/// server (its CardDAV and its token endpoint under one private certificate): a thread per
+/// connection ends TLS (rustls) and passes the one request (`Connection: close`) on to the
+/// plain server, and its answer back.
+struct TlsFront {
+    port: u16,
+    tls: dav::Tls,
+}
+
+impl TlsFront {
+    fn start(auth: &AuthServer) -> Self {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        use std::io::Read;
+        let tls = dav::Tls::new();
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(tls.cert_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(tls.key_der.clone())),
+            )
+            .unwrap(),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let backend = auth.port;
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { return };
+                let config = Arc::clone(&config);
+                std::thread::spawn(move || {
+                    let connection = rustls::ServerConnection::new(config).unwrap();
+                    let mut stream = rustls::StreamOwned::new(connection, tcp);
+                    let mut request = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&chunk[..n]),
+                        }
+                        let text = String::from_utf8_lossy(&request).to_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length: usize = text[..end]
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            if request.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    let mut plain = std::net::TcpStream::connect(("127.0.0.1", backend)).unwrap();
+                    plain.write_all(&request).unwrap();
+                    let mut answer = Vec::new();
+                    let _ = plain.read_to_end(&mut answer);
+                    let _ = stream.write_all(&answer);
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
+                });
+            }
+        });
+        Self { port, tls }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+}
+
 fn person(i: usize) -> String {
     dav::card(
         &format!("p{i}"),
@@ -776,5 +849,55 @@ async fn the_daemon_keeps_running_past_a_revoked_authorization() {
     let log = daemon_log();
     for secret in auth.state().issued.iter() {
         assert!(!log.contains(secret.as_str()), "{secret} logged: {log}");
+    }
+}
+
+/// A self-hosted server under a private certificate, its CardDAV and its token endpoint
+/// alike: the source's `ca_file` (or its `verify_fingerprint` pin, the token endpoint being
+/// that same server) is trusted for the token requests too, the code's exchange and each
+/// refresh. Before, only CardDAV requests trusted it, and `authorize` could not finish.
+#[tokio::test]
+async fn a_private_certificate_is_trusted_for_the_token_endpoint_too() {
+    let Some(radicale) = DavServer::radicale().await else {
+        return;
+    };
+    radicale
+        .create_address_book_with("contacts", &(0..3).map(person).collect::<Vec<_>>())
+        .await;
+    let auth = AuthServer::start(radicale.url("")).await;
+    let front = TlsFront::start(&auth);
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), &front.tls.cert_pem).unwrap();
+    let trusts = [
+        format!("ca_file = \"{}\"", ca_file.path().display()),
+        format!("verify_fingerprint = \"{}\"", front.tls.fingerprint),
+    ];
+    for trust in trusts {
+        let setup = Setup::new(&auth).await;
+        let config = std::fs::read_to_string(&setup.config)
+            .unwrap()
+            .replace(
+                &format!("carddav = \"{}\"", auth.url("/")),
+                &format!("carddav = \"{}\"\n{trust}", front.url("/")),
+            )
+            .replace(
+                &format!("oauth_token_url = \"{}\"", auth.url("/token")),
+                &format!("oauth_token_url = \"{}\"", front.url("/token")),
+            );
+        assert!(config.contains(&front.url("/token")), "{config}");
+        std::fs::write(&setup.config, config).unwrap();
+
+        setup.authorize(true).await;
+        let sync = setup.run(&["sync", "--once"]).await;
+        assert!(sync.status.success(), "{trust}: {}", stderr(&sync));
+        assert_eq!(setup.telegram_phones(), phones(0..3), "{trust}");
+        // The access token expires (3 s, said to last an hour: refused by the server):
+        // the refresh goes to the token endpoint over the same trust.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let grants = auth.state().grants.len();
+        let sync = setup.run(&["sync", "--once"]).await;
+        assert!(sync.status.success(), "{trust}: {}", stderr(&sync));
+        assert_eq!(auth.state().grants.len(), grants + 1, "{trust}: refreshed");
+        assert_eq!(auth.state().grants.last().unwrap(), "refresh_token");
     }
 }

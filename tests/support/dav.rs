@@ -76,12 +76,15 @@ pub struct DavServer {
 pub struct Tls {
     pub cert_pem: String,
     key_pem: String,
+    /// The certificate and its key in DER, for a server of the test's own (rustls).
+    pub cert_der: Vec<u8>,
+    pub key_der: Vec<u8>,
     /// SHA-256 of the certificate, as `AB:CD:…`.
     pub fingerprint: String,
 }
 
 impl Tls {
-    fn new() -> Self {
+    pub fn new() -> Self {
         use sha2::Digest as _;
         let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
             .expect("a certificate");
@@ -93,6 +96,8 @@ impl Tls {
         Self {
             cert_pem: made.cert.pem(),
             key_pem: made.key_pair.serialize_pem(),
+            cert_der: made.cert.der().to_vec(),
+            key_der: made.key_pair.serialize_der(),
             fingerprint,
         }
     }

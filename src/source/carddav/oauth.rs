@@ -11,6 +11,7 @@
 
 use std::io::{BufRead, Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
 use std::sync::mpsc;
 
 use base64::Engine as _;
@@ -244,8 +245,37 @@ impl std::fmt::Display for TokenError {
     }
 }
 
-/// A token request (RFC 6749 §4.1.3, §6): `form` plus the client's id and secret.
+/// The certificates a token request trusts: the source's `ca_file` (added to the system's
+/// roots, so a public endpoint such as Google's still verifies), and its pinned certificate
+/// only when the token endpoint is the CardDAV server itself (same scheme, host and port):
+/// a pin names that server's certificate, no other's.
+fn token_tls<'a>(source: &'a SourceConfig, token_url: &str) -> (Option<&'a Path>, Option<&'a str>) {
+    let Some(carddav) = source.carddav.as_ref() else {
+        return (None, None);
+    };
+    let origin = |url: &str| {
+        url::Url::parse(url).ok().map(|u| {
+            (
+                u.scheme().to_owned(),
+                u.host_str().map(str::to_owned),
+                u.port_or_known_default(),
+            )
+        })
+    };
+    let same_server = origin(token_url).is_some() && origin(token_url) == origin(&carddav.url);
+    (
+        carddav.ca_file.as_deref(),
+        carddav
+            .verify_fingerprint
+            .as_deref()
+            .filter(|_| same_server),
+    )
+}
+
+/// A token request (RFC 6749 §4.1.3, §6): `form` plus the client's id and secret, over TLS
+/// as the source trusts it (`token_tls`).
 async fn token_request(
+    source: &SourceConfig,
     config: &OAuthConfig,
     form: &[(&str, &str)],
 ) -> Result<TokenAnswer, TokenError> {
@@ -270,11 +300,14 @@ async fn token_request(
     if let Some(secret) = &secret {
         fields.push(("client_secret", secret));
     }
-    let http = reqwest::Client::builder()
+    let (ca_file, pin) = token_tls(source, &config.token_url);
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(15))
-        .user_agent(concat!("contactsyncd/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("contactsyncd/", env!("CARGO_PKG_VERSION")));
+    let http = super::tls::configure(builder, ca_file, pin)
+        .map_err(TokenError::Refused)?
         .build()
         .map_err(|err| TokenError::Unreachable(format!("cannot set up HTTP: {err}")))?;
     let mut response = http
@@ -346,11 +379,13 @@ async fn token_request(
 
 /// Exchanges the code (RFC 6749 §4.1.3) with the PKCE verifier.
 pub async fn exchange_code(
+    source: &SourceConfig,
     config: &OAuthConfig,
     authorization: &Authorization,
     code: &str,
 ) -> Result<TokenAnswer, TokenError> {
     token_request(
+        source,
         config,
         &[
             ("grant_type", "authorization_code"),
@@ -436,6 +471,7 @@ pub(super) async fn access_token(
         ));
     };
     let answer = token_request(
+        source,
         oauth,
         &[
             ("grant_type", "refresh_token"),
@@ -549,6 +585,30 @@ mod tests {
         let verifier = random_token(32);
         assert_eq!(verifier.len(), 43);
         assert_ne!(verifier, random_token(32));
+    }
+
+    /// A pin names the CardDAV server's certificate: trusted for a token endpoint on that
+    /// server (same scheme, host and port), never for another (Google's); `ca_file` only
+    /// adds roots, so it goes with every token request.
+    #[test]
+    fn a_token_request_trusts_the_pin_only_on_the_carddav_server() {
+        let text = format!(
+            "[[source]]\nname = \"dav\"\ncarddav = \"https://dav.example:8443/dav/\"\nauth = \"oauth2\"\noauth_client_id = \"id\"\noauth_auth_url = \"https://dav.example:8443/authorize\"\noauth_token_url = \"https://dav.example:8443/token\"\nca_file = \"/etc/ca.pem\"\nverify_fingerprint = \"{}\"\n",
+            ["AB"; 32].join(":")
+        );
+        let config = crate::config::parse(&text, Path::new("/x/config.toml")).unwrap();
+        let source = &config.sources[0];
+        let ca_file = Some(Path::new("/etc/ca.pem"));
+        let (ca, pin) = token_tls(source, "https://dav.example:8443/token");
+        assert_eq!((ca, pin.is_some()), (ca_file, true));
+        for other in [
+            "https://oauth2.googleapis.com/token",
+            "https://dav.example/token",
+            "http://dav.example:8443/token",
+            "not a url",
+        ] {
+            assert_eq!(token_tls(source, other), (ca_file, None), "{other}");
+        }
     }
 
     fn config() -> OAuthConfig {
