@@ -531,6 +531,17 @@ impl TlsFront {
     }
 }
 
+/// Radicale with an address book of three people, read through the authorization
+/// server's bearer tokens; `None`: skipped (no Radicale, not in CI).
+async fn three_people_behind_oauth() -> Option<(DavServer, AuthServer)> {
+    let radicale = DavServer::radicale().await?;
+    radicale
+        .create_address_book_with("contacts", &(0..3).map(person).collect::<Vec<_>>())
+        .await;
+    let auth = AuthServer::start(radicale.url("")).await;
+    Some((radicale, auth))
+}
+
 fn person(i: usize) -> String {
     dav::card(
         &format!("p{i}"),
@@ -553,13 +564,9 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn authorize_sync_refresh_and_revoke_through_the_binary() {
-    let Some(radicale) = DavServer::radicale().await else {
+    let Some((radicale, auth)) = three_people_behind_oauth().await else {
         return;
     };
-    radicale
-        .create_address_book_with("contacts", &(0..3).map(person).collect::<Vec<_>>())
-        .await;
-    let auth = AuthServer::start(radicale.url("")).await;
     let setup = Setup::new(&auth).await;
 
     // Not authorized yet: the source is unknown, the user is told what to run.
@@ -775,13 +782,9 @@ const UNDER_LOAD: Duration = Duration::from_secs(45);
 /// `authorize` beside it (the daemon holds the state's lock) is taken up by its next poll.
 #[tokio::test]
 async fn the_daemon_keeps_running_past_a_revoked_authorization() {
-    let Some(radicale) = DavServer::radicale().await else {
+    let Some((_radicale, auth)) = three_people_behind_oauth().await else {
         return;
     };
-    radicale
-        .create_address_book_with("contacts", &(0..3).map(person).collect::<Vec<_>>())
-        .await;
-    let auth = AuthServer::start(radicale.url("")).await;
     let setup = Setup::new(&auth).await;
     let folder = setup.dir.path().join("folder");
     std::fs::create_dir(&folder).unwrap();
@@ -858,13 +861,9 @@ async fn the_daemon_keeps_running_past_a_revoked_authorization() {
 /// refresh. Before, only CardDAV requests trusted it, and `authorize` could not finish.
 #[tokio::test]
 async fn a_private_certificate_is_trusted_for_the_token_endpoint_too() {
-    let Some(radicale) = DavServer::radicale().await else {
+    let Some((_radicale, auth)) = three_people_behind_oauth().await else {
         return;
     };
-    radicale
-        .create_address_book_with("contacts", &(0..3).map(person).collect::<Vec<_>>())
-        .await;
-    let auth = AuthServer::start(radicale.url("")).await;
     let front = TlsFront::start(&auth);
     let ca_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(ca_file.path(), &front.tls.cert_pem).unwrap();
