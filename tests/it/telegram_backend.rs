@@ -873,8 +873,14 @@ async fn two_sync_once_within_a_flood_wait_on_get_contacts_the_second_calls_noth
         Vec::<String>::new(),
         "the second pass calls nothing"
     );
+    // Nor does `remote list`, which says so and exits 75: the list is not the account's.
     let list = binary(&setup, &["remote", "list"]).await;
-    assert!(list.status.success(), "{}", crate::support::stderr(&list));
+    assert_eq!(
+        list.status.code(),
+        Some(75),
+        "{}",
+        crate::support::stderr(&list)
+    );
     assert!(
         crate::support::stdout(&list).contains("paused until"),
         "{}",
