@@ -130,6 +130,17 @@ pub struct QueueChange {
     pub epochs: (i64, i64),
 }
 
+/// One row of a person's (see `Store::person`).
+struct PersonRow {
+    key: String,
+    imported: bool,
+    not_imported: bool,
+    names: Names,
+    /// (user id, access hash) when the hash is known.
+    user: Option<(i64, i64)>,
+    delete_held: bool,
+}
+
 /// The names the desired set wants for some numbers (absent: not wanted), as the state has
 /// them now. The sync builds it from the stored cards and the configured sources.
 pub type DesiredOf<'a> =
@@ -376,28 +387,59 @@ impl Store {
         Ok(self.users_by_key(backend, phones)?.into_values().collect())
     }
 
+    /// Every row of ours behind the user of `key`, `key`'s own included (a person on a card
+    /// by number and on another by username is one user under two keys); none when `key`
+    /// has no user. Two lookups by index: a join on the user let SQLite's planner read the
+    /// whole mirror for each key.
+    fn person(&self, backend: &str, key: &str) -> Result<Vec<PersonRow>> {
+        let user: Option<i64> = self
+            .conn()
+            .prepare_cached("SELECT user_id FROM mirror WHERE backend = ?1 AND contact_key = ?2")?
+            .query_row(params![backend, key], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let Some(user) = user else {
+            return Ok(Vec::new());
+        };
+        let mut statement = self.conn().prepare_cached(
+            "SELECT contact_key, state, first_name, last_name, access_hash,
+                    delete_hold_until IS NOT NULL
+             FROM mirror INDEXED BY mirror_user WHERE backend = ?1 AND user_id = ?2",
+        )?;
+        let rows = statement.query_map(params![backend, user], |r| {
+            Ok(PersonRow {
+                key: r.get(0)?,
+                imported: r.get::<_, String>(1)? == "imported",
+                not_imported: r.get::<_, String>(1)? == "not_imported",
+                names: Names {
+                    first: r.get(2)?,
+                    last: r.get(3)?,
+                },
+                user: r.get::<_, Option<i64>>(4)?.map(|hash| (user, hash)),
+                delete_held: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// `users_of`, by contact key: a delete batch cut after its numbers went is done only
-    /// for the keys without a user.
+    /// for the keys without a user. The same person under another of our keys stays, unless
+    /// the state knows that key is not on the remote (deleted in the app, refused).
     pub fn users_by_key(
         &self,
         backend: &str,
         phones: &[String],
     ) -> Result<BTreeMap<String, (i64, i64)>> {
-        let mut statement = self.conn().prepare_cached(
-            "SELECT user_id, access_hash FROM mirror WHERE backend = ?1 AND contact_key = ?2
-               AND state = 'imported' AND user_id IS NOT NULL AND access_hash IS NOT NULL
-               -- The same person under another of our numbers stays, unless the state
-               -- knows that number is not on the remote (deleted in the app, refused).
-               AND NOT EXISTS (SELECT 1 FROM mirror other WHERE other.backend = mirror.backend
-                 AND other.user_id = mirror.user_id AND other.contact_key != mirror.contact_key
-                 AND other.state != 'not_imported')",
-        )?;
         let mut users = BTreeMap::new();
         for e164 in phones {
-            if let Some(user) = statement
-                .query_row(params![backend, e164], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-            {
+            let person = self.person(backend, e164)?;
+            let Some(own) = person.iter().find(|row| row.key == *e164) else {
+                continue;
+            };
+            let shared = person
+                .iter()
+                .any(|row| row.key != *e164 && !row.not_imported);
+            if let (true, Some(user), false) = (own.imported, own.user, shared) {
                 users.insert(e164.clone(), user);
             }
         }
@@ -413,26 +455,20 @@ impl Store {
         backend: &str,
         keys: &[String],
     ) -> Result<BTreeSet<String>> {
-        let mut statement = self.conn().prepare_cached(
-            "SELECT other.contact_key FROM mirror m JOIN mirror other
-               ON other.backend = m.backend AND other.user_id = m.user_id
-               AND other.contact_key != m.contact_key
-             WHERE m.backend = ?1 AND m.contact_key = ?2 AND m.user_id IS NOT NULL
-               AND other.state = 'imported'",
-        )?;
         let mut kept = BTreeSet::new();
         for key in keys {
-            let others = statement
-                .query_map(params![backend, key], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            if others.iter().any(|other| !keys.contains(other)) {
+            let person = self.person(backend, key)?;
+            if person
+                .iter()
+                .any(|row| row.key != *key && row.imported && !keys.contains(&row.key))
+            {
                 kept.insert(key.clone());
             }
         }
         Ok(kept)
     }
 
-    /// For `deletes` that leave a person another of our keys still holds (kept, see
+    /// For `deletes` (sorted) that leave a person another of our keys still holds (kept, see
     /// `kept_under_another_key`): that key and its names, where the deleted key's differ.
     /// Telegram names the person, not the key, so the name last sent may be the deleted
     /// card's; sending the staying key's names again puts the person back under them.
@@ -441,30 +477,20 @@ impl Store {
         backend: &str,
         deletes: &[String],
     ) -> Result<Vec<(String, Names)>> {
-        let mut statement = self.conn().prepare_cached(
-            "SELECT other.contact_key, other.first_name, other.last_name
-             FROM mirror m JOIN mirror other
-               ON other.backend = m.backend AND other.user_id = m.user_id
-               AND other.contact_key != m.contact_key
-             WHERE m.backend = ?1 AND m.contact_key = ?2 AND m.user_id IS NOT NULL
-               AND other.state = 'imported' AND other.delete_hold_until IS NULL
-               AND (other.first_name != m.first_name OR other.last_name != m.last_name)",
-        )?;
         let mut staying = Vec::new();
         for key in deletes {
-            let rows = statement.query_map(params![backend, key], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Names {
-                        first: r.get(1)?,
-                        last: r.get(2)?,
-                    },
-                ))
-            })?;
-            for row in rows {
-                let (other, names) = row?;
-                if deletes.binary_search(&other).is_err() {
-                    staying.push((other, names));
+            let person = self.person(backend, key)?;
+            let Some(gone) = person.iter().find(|row| row.key == *key) else {
+                continue;
+            };
+            for row in &person {
+                if row.key != *key
+                    && row.imported
+                    && !row.delete_held
+                    && row.names != gone.names
+                    && deletes.binary_search(&row.key).is_err()
+                {
+                    staying.push((row.key.clone(), row.names.clone()));
                 }
             }
         }

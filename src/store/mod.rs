@@ -52,6 +52,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
     M::up(include_str!("migrations/015_source_usernames.sql")),
     M::up(include_str!("migrations/016_oauth_token.sql")),
     M::up(include_str!("migrations/017_planned_files.sql")),
+    M::up(include_str!("migrations/018_mirror_user.sql")),
 ];
 pub const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 
